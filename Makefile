@@ -1,0 +1,61 @@
+# Samhandling: `make run` starts the whole mesh with demo data; `make test` runs every tier.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml constraints.txt
+	@command -v $(PYTHON) >/dev/null || { echo "needs $(PYTHON)"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+install: $(STAMP) ## create .venv and install pinned dependencies
+
+gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
+	$(PY) tools/protogen.py
+	touch $@
+
+proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set from protos/
+
+run: proto ## start every service and the Envoy edge on SQLite with demo data
+	$(PY) -m deploy.local.mesh
+
+test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
+	$(PY) -m pytest -q
+
+test-unit: proto ## unit tier only
+	$(PY) -m pytest -q -m unit
+
+test-integration: proto ## integration tier only
+	$(PY) -m pytest -q -m integration
+
+test-e2e: proto ## e2e tier only (real Envoy)
+	$(PY) -m pytest -q -m e2e
+
+lint: proto ## ruff, ruff format --check, mypy, buf lint, buf breaking
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy services gateway deploy tools bench tests
+	$(BIN)/buf lint build/descriptors.binpb --config protos/buf.yaml --path samhandling
+	$(PY) tools/breaking.py
+
+format: $(STAMP) ## apply ruff fixes and formatting
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: proto ## run the benchmarks and update bench/README.md
+	$(PY) -m bench.run
+
+clean: ## remove generated code, build output and local data
+	rm -rf gen build var

@@ -1,0 +1,72 @@
+"""A trivial Echo service built with the shared server factory: the ceiling of the stack.
+
+    python -m bench.ceiling_server --port 50099 [--aio]
+
+`--aio` serves the same handler with grpc.aio defaults, for the sync-vs-aio measurement
+recorded in bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from typing import Any
+
+import grpc
+from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
+
+from services.common.server import Servicer, ServiceSpec, serve
+
+
+class EchoServicer(bench_service_pb2_grpc.BenchServiceServicer):
+    def Echo(self, request: Any, context: Any) -> bench_service_pb2.EchoResponse:
+        return bench_service_pb2.EchoResponse(text=request.text)
+
+
+class AioEchoServicer(bench_service_pb2_grpc.BenchServiceServicer):
+    async def Echo(self, request: Any, context: Any) -> bench_service_pb2.EchoResponse:  # type: ignore[override]
+        return bench_service_pb2.EchoResponse(text=request.text)
+
+
+SERVICE = "samhandling.bench.v1.BenchService"
+
+
+def spec() -> ServiceSpec:
+    return ServiceSpec(
+        name="bench",
+        servicers=[
+            Servicer(
+                SERVICE, bench_service_pb2_grpc.add_BenchServiceServicer_to_server, EchoServicer()
+            )
+        ],
+        public_methods=frozenset({f"/{SERVICE}/Echo"}),
+    )
+
+
+async def serve_aio(address: str) -> None:
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.aio.server()
+    bench_service_pb2_grpc.add_BenchServiceServicer_to_server(AioEchoServicer(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    server.add_insecure_port(address)
+    await server.start()
+    await server.wait_for_termination()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--aio", action="store_true")
+    args = parser.parse_args()
+    address = f"127.0.0.1:{args.port}"
+    if args.aio:
+        asyncio.run(serve_aio(address))
+    else:
+        serve(spec(), address)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Samhandling services: one folder per service, shared plumbing in `services.common`."""

@@ -1,0 +1,1 @@
+"""Shared server plumbing: every service builds on this package instead of repeating it."""

@@ -1,0 +1,264 @@
+"""Caller identity: the verified access token of the trust service, per call.
+
+The server factory's interceptor calls an `Authenticator` for every method that is not
+public; the resulting `Principal` is available to handlers through `current_principal()`.
+`JwtAuthenticator` verifies the trust service's JWT access tokens (RFC 9068) against its
+JWKS, fetched through a callable so the transport (gRPC to the trust service, a file in
+tests) stays outside this module.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import jwt
+
+from services.common.errors import PermissionDenied, Unauthenticated
+
+CLAIM_PID = "helseid://claims/identity/pid"
+CLAIM_PID_PSEUDONYM = "helseid://claims/identity/pid_pseudonym"
+CLAIM_SECURITY_LEVEL = "helseid://claims/identity/security_level"
+CLAIM_ASSURANCE_LEVEL = "helseid://claims/identity/assurance_level"
+CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
+CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
+CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
+CLAIM_CLIENT_NAME = "helseid://claims/client/client_name"
+TRUST_FRAMEWORK_TYPE = "nhn:tillitsrammeverk:parameters"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling. Holds the pid, so never log it whole: use `describe()`."""
+
+    subject: str
+    client_id: str
+    scopes: frozenset[str] = frozenset()
+    pid: str | None = None
+    hpr_number: str | None = None
+    orgnr_parent: str | None = None
+    orgnr_child: str | None = None
+    client_name: str | None = None
+    security_level: int | None = None
+    authorization_details: tuple[Mapping[str, Any], ...] = ()
+    token_jkt: str | None = None  # DPoP key thumbprint the token is bound to (cnf.jkt)
+    claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def is_citizen(self) -> bool:
+        return self.pid is not None and self.hpr_number is None
+
+    @property
+    def is_practitioner(self) -> bool:
+        return self.hpr_number is not None
+
+    @property
+    def organisation(self) -> str | None:
+        return self.orgnr_child or self.orgnr_parent
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+    def trust_framework(self) -> Mapping[str, Any] | None:
+        for entry in self.authorization_details:
+            if entry.get("type") == TRUST_FRAMEWORK_TYPE:
+                return entry
+        return None
+
+    def describe(self) -> dict[str, str]:
+        """Fields safe for logs and traces: no pid."""
+        out = {"client_id": self.client_id}
+        if self.hpr_number:
+            out["hpr_number"] = self.hpr_number
+        if self.organisation:
+            out["orgnr"] = self.organisation
+        return out
+
+    def require_scope(self, *scopes: str) -> None:
+        if not any(s in self.scopes for s in scopes):
+            raise PermissionDenied(
+                f"requires scope {' or '.join(scopes)}",
+                reason="MISSING_SCOPE",
+                metadata={"scope": scopes[0]},
+            )
+
+
+_principal: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "principal", default=None
+)
+
+
+def current_principal() -> Principal:
+    principal = _principal.get()
+    if principal is None:
+        raise Unauthenticated("this method requires an access token", reason="NO_TOKEN")
+    return principal
+
+
+def optional_principal() -> Principal | None:
+    return _principal.get()
+
+
+def set_principal(principal: Principal | None) -> contextvars.Token[Principal | None]:
+    return _principal.set(principal)
+
+
+def reset_principal(token: contextvars.Token[Principal | None]) -> None:
+    _principal.reset(token)
+
+
+@dataclass(frozen=True)
+class CallInfo:
+    """What an authenticator may look at for one call."""
+
+    method: str  # /package.Service/Method
+    metadata: Mapping[str, str]
+
+
+class Authenticator(Protocol):
+    def authenticate(self, call: CallInfo) -> Principal: ...
+
+
+def principal_from_claims(claims: Mapping[str, Any], token_jkt: str | None = None) -> Principal:
+    scope = claims.get("scope", "")
+    scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
+    level = claims.get(CLAIM_SECURITY_LEVEL)
+    details = claims.get("authorization_details") or ()
+    if isinstance(details, Mapping):
+        details = (details,)
+    return Principal(
+        subject=str(claims.get("sub", "")),
+        client_id=str(claims.get("client_id", "")),
+        scopes=scopes,
+        pid=claims.get(CLAIM_PID),
+        hpr_number=claims.get(CLAIM_HPR_NUMBER),
+        orgnr_parent=claims.get(CLAIM_ORGNR_PARENT),
+        orgnr_child=claims.get(CLAIM_ORGNR_CHILD),
+        client_name=claims.get(CLAIM_CLIENT_NAME),
+        security_level=int(level) if level is not None else None,
+        authorization_details=tuple(details),
+        token_jkt=token_jkt,
+        claims=dict(claims),
+    )
+
+
+def bearer_token(metadata: Mapping[str, str]) -> tuple[str, str]:
+    """(scheme, token) from the authorization header; scheme is 'bearer' or 'dpop'."""
+    header = metadata.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "dpop") or not token.strip():
+        raise Unauthenticated("missing or malformed authorization header", reason="NO_TOKEN")
+    return scheme, token.strip()
+
+
+class JwksCache:
+    """Keys by kid from a JWKS source; refreshes on an unknown kid (at most every few seconds)."""
+
+    def __init__(
+        self,
+        fetch: Callable[[], Mapping[str, Any]],
+        ttl: float = 300.0,
+        min_refresh_interval: float = 5.0,
+    ) -> None:
+        self._fetch = fetch
+        self._ttl = ttl
+        self._min_refresh = min_refresh_interval
+        self._keys: dict[str, Any] = {}
+        self._fetched_at = 0.0
+        self._lock = threading.Lock()
+
+    def _refresh(self) -> None:
+        jwks = self._fetch()
+        keys = {}
+        for jwk in jwks.get("keys", []):
+            if "kid" in jwk:
+                keys[jwk["kid"]] = jwt.PyJWK.from_dict(dict(jwk))
+        self._keys = keys
+        self._fetched_at = time.monotonic()
+
+    def key(self, kid: str) -> Any:
+        now = time.monotonic()
+        if kid in self._keys and now - self._fetched_at < self._ttl:
+            return self._keys[kid]
+        with self._lock:
+            stale = kid not in self._keys or now - self._fetched_at >= self._ttl
+            if stale and (now - self._fetched_at >= self._min_refresh or not self._keys):
+                try:
+                    self._refresh()
+                except Exception as exc:  # fail closed, but say why
+                    raise Unauthenticated(
+                        "token keys unavailable", reason="JWKS_UNAVAILABLE"
+                    ) from exc
+        if kid not in self._keys:
+            raise Unauthenticated("token signed with an unknown key", reason="UNKNOWN_KEY")
+        return self._keys[kid]
+
+
+class JwtAuthenticator:
+    """Verifies `at+jwt` access tokens: signature (asymmetric only), issuer, audience, expiry."""
+
+    ALGORITHMS: Sequence[str] = ("ES256", "EdDSA", "PS256")
+
+    def __init__(
+        self,
+        keys: JwksCache,
+        issuer: str,
+        audience: str | Sequence[str],
+        leeway: float = 5.0,
+        proof_checker: Callable[[CallInfo, str, str, Mapping[str, Any]], None] | None = None,
+    ) -> None:
+        self._keys = keys
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway
+        # DPoP resource-server check, plugged in by the trust service's shared verifier.
+        self._proof_checker = proof_checker
+
+    def authenticate(self, call: CallInfo) -> Principal:
+        scheme, token = bearer_token(call.metadata)
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("malformed access token", reason="INVALID_TOKEN") from exc
+        if header.get("typ", "").lower() not in ("at+jwt", "application/at+jwt"):
+            raise Unauthenticated("not an access token", reason="INVALID_TOKEN")
+        if header.get("alg") not in self.ALGORITHMS:
+            raise Unauthenticated("token algorithm not accepted", reason="INVALID_TOKEN")
+        key = self._keys.key(str(header.get("kid", "")))
+        try:
+            claims = jwt.decode(
+                token,
+                key=key,
+                algorithms=list(self.ALGORITHMS),
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+                options={"require": ["exp", "iat", "iss", "aud", "sub"]},
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise Unauthenticated(
+                "access token not meant for this service", reason="WRONG_AUDIENCE"
+            ) from exc
+        except jwt.PyJWTError as exc:
+            raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from exc
+        jkt = (claims.get("cnf") or {}).get("jkt")
+        if jkt and scheme != "dpop":
+            raise Unauthenticated(
+                "DPoP-bound token presented as a bearer token", reason="DPOP_BOUND_TOKEN"
+            )
+        if scheme == "dpop":
+            if not jkt:
+                raise Unauthenticated(
+                    "bearer token presented with the DPoP scheme", reason="INVALID_TOKEN"
+                )
+            if self._proof_checker is None:
+                raise Unauthenticated("DPoP proofs are not accepted here", reason="INVALID_DPOP")
+            self._proof_checker(call, token, jkt, claims)
+        return principal_from_claims(claims, token_jkt=jkt)

@@ -1,0 +1,113 @@
+"""Outgoing gRPC: one cached channel per target, a deadline on every call.
+
+A call made while serving another call gets the smaller of the default timeout and the
+inbound call's remaining time, so deadlines propagate through the mesh. The caller's
+authorization metadata is *not* forwarded implicitly: services exchange tokens explicitly.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+
+from services.common.interceptors import inbound_deadline
+from services.common.server import MAX_MESSAGE_BYTES
+
+DEFAULT_TIMEOUT_SECONDS = 5.0
+
+_channels: dict[str, grpc.Channel] = {}
+_lock = threading.Lock()
+
+
+class _ClientCallDetails(
+    collections.namedtuple(
+        "_ClientCallDetails",
+        ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression"),
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+def effective_timeout(requested: float | None, default: float) -> float:
+    timeout = requested if requested is not None else default
+    deadline = inbound_deadline()
+    if deadline is not None:
+        timeout = min(timeout, max(deadline - time.monotonic(), 0.001))
+    return timeout
+
+
+class DeadlineInterceptor(
+    grpc.UnaryUnaryClientInterceptor,
+    grpc.UnaryStreamClientInterceptor,
+    grpc.StreamUnaryClientInterceptor,
+    grpc.StreamStreamClientInterceptor,
+):
+    def __init__(self, default_timeout: float) -> None:
+        self._default = default_timeout
+
+    def _details(self, details: grpc.ClientCallDetails) -> grpc.ClientCallDetails:
+        return _ClientCallDetails(
+            details.method,
+            effective_timeout(details.timeout, self._default),
+            details.metadata,
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: Any, request: Any
+    ) -> Any:
+        return continuation(self._details(details), request)
+
+    def intercept_stream_unary(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+    def intercept_stream_stream(
+        self, continuation: Callable[..., Any], details: Any, request_iterator: Any
+    ) -> Any:
+        return continuation(self._details(details), request_iterator)
+
+
+def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> grpc.Channel:
+    """A shared, instrumented channel to `target` (host:port); created once, reused."""
+    key = f"{target}|{default_timeout}"
+    with _lock:
+        existing = _channels.get(key)
+        if existing is not None:
+            return existing
+        from opentelemetry.instrumentation.grpc import client_interceptor
+
+        raw = grpc.insecure_channel(
+            target,
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.keepalive_time_ms", 60_000),
+            ],
+        )
+        made = grpc.intercept_channel(
+            raw, DeadlineInterceptor(default_timeout), client_interceptor()
+        )
+        _channels[key] = made
+        return made
+
+
+def service_channel(name: str) -> grpc.Channel:
+    """Channel to a mesh service by its registry name (address from SAMHANDLING_<NAME>_ADDR)."""
+    from services.common.registry import SERVICES
+
+    return channel(SERVICES[name].address())

@@ -1,0 +1,149 @@
+"""Persistence plumbing: engines, per-service Alembic migrations, a unit of work.
+
+Each service owns its database: a SQLite file per service by default, or PostgreSQL with
+one schema per service (`SAMHANDLING_<SERVICE>_DB_URL`, `..._DB_SCHEMA`). Migrations live
+in `services/<service>/adapters/migrations/versions` and share one Alembic environment
+(`services/common/alembic`), so no service repeats it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+ALEMBIC_ENV = Path(__file__).resolve().parent / "alembic"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def var_dir() -> Path:
+    return Path(os.environ.get("SAMHANDLING_VAR_DIR", ROOT / "var"))
+
+
+def database_url(service: str) -> str:
+    env = f"SAMHANDLING_{service.upper()}_DB_URL"
+    url = os.environ.get(env) or os.environ.get("SAMHANDLING_DB_URL")
+    if url:
+        return url
+    data = var_dir() / "data"
+    data.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{data / f'{service}.db'}"
+
+
+def database_schema(service: str) -> str:
+    return os.environ.get(f"SAMHANDLING_{service.upper()}_DB_SCHEMA") or service
+
+
+def normalise_url(url: str) -> str:
+    """Plain postgresql:// URLs use psycopg 3, the driver we install."""
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
+    """An engine; on PostgreSQL every connection works inside `schema` (created if missing)."""
+    url = normalise_url(url)
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(
+            url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
+        )
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+
+    kwargs.setdefault("pool_size", 10)
+    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_pre_ping", True)
+    engine = sa.create_engine(url, **kwargs)
+    if schema:
+        if not _SCHEMA_NAME.match(schema):
+            raise ValueError(f"bad schema name {schema!r}")
+
+        # Registered before the first connection, so every pooled connection gets it.
+        @event.listens_for(engine, "connect")
+        def _search_path(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute(f'SET search_path TO "{schema}"')
+            cursor.close()
+            dbapi_connection.commit()
+
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+    return engine
+
+
+def service_engine(service: str) -> Engine:
+    return make_engine(database_url(service), database_schema(service))
+
+
+def alembic_config(service: str, versions: Path, metadata: sa.MetaData | None = None) -> Config:
+    cfg = Config()
+    # A version table per service, so services may even share one database.
+    cfg.attributes["version_table"] = f"alembic_version_{service}"
+    cfg.set_main_option("script_location", str(ALEMBIC_ENV))
+    cfg.set_main_option("version_locations", str(versions))
+    cfg.set_main_option("path_separator", "os")
+    cfg.attributes["target_metadata"] = metadata
+    return cfg
+
+
+def migrate(service: str, engine: Engine, versions: Path) -> None:
+    """Bring the service's database to the newest migration (run at start-up)."""
+    cfg = alembic_config(service, versions)
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, "head")
+
+
+class UnitOfWork:
+    """A transaction: commit() makes changes durable; leaving without commit rolls back."""
+
+    def __init__(self, session_factory: Callable[[], Session]) -> None:
+        self._factory = session_factory
+        self.session: Session
+
+    def __enter__(self) -> UnitOfWork:
+        self.session = self._factory()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        try:
+            self.session.rollback()
+        finally:
+            self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+
+def session_factory(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(bind=engine, expire_on_commit=False)

@@ -1,0 +1,230 @@
+"""The server-side call pipeline: deadline context, authentication, validation, error mapping
+and one structured access-log line per call.
+
+Sync gRPC interceptors can only wrap a handler's behaviour, so `_wrap_handler` does that for
+the four call shapes and everything else is plain functions around the call.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import protovalidate
+from google.protobuf.message import Message
+from grpc_status import rpc_status
+
+from services.common import auth
+from services.common.errors import (
+    DomainError,
+    FieldViolation,
+    InvalidArgument,
+    internal_status,
+    to_status,
+)
+from services.common.logging import log_fields
+from services.common.telemetry import current_trace_id
+
+log = logging.getLogger("samhandling.access")
+
+# Methods that never need a token: infrastructure.
+_OPEN_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+# Remaining time of the inbound call, so outgoing calls can pass it on (see clients.py).
+_inbound_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "inbound_deadline", default=None
+)
+
+
+def inbound_deadline() -> float | None:
+    """Absolute time.monotonic() by which the current inbound call must be answered."""
+    return _inbound_deadline.get()
+
+
+_validator = protovalidate.Validator()
+
+
+def _field_path(violation: Any) -> str:
+    parts: list[str] = []
+    for element in violation.proto.field.elements:
+        part = element.field_name
+        subscript = getattr(element, "subscript", None)
+        if subscript is not None:
+            part += f"[{getattr(subscript, 'value', subscript)}]"
+        parts.append(part)
+    return ".".join(parts)
+
+
+def validate_message(message: Message) -> None:
+    """Checks the protovalidate rules declared in the proto; INVALID_ARGUMENT with BadRequest."""
+    violations = _validator.collect_violations(message)
+    if violations:
+        items = [FieldViolation(_field_path(v) or "request", v.proto.message) for v in violations]
+        summary = "; ".join(f"{v.field}: {v.description}" for v in items)
+        raise InvalidArgument(
+            f"invalid request: {summary}", reason="INVALID_REQUEST", violations=items
+        )
+
+
+class CallPipeline(grpc.ServerInterceptor):
+    def __init__(
+        self, service: str, authenticator: auth.Authenticator | None, public_methods: frozenset[str]
+    ) -> None:
+        self._service = service
+        self._authenticator = authenticator
+        self._public = public_methods
+
+    def intercept_service(
+        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
+    ) -> Any:
+        handler = continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or method.startswith(_OPEN_PREFIXES):
+            return handler
+        needs_auth = method not in self._public
+        return _wrap_handler(
+            handler,
+            lambda behaviour, streaming_request, streaming_response: self._around(
+                method, needs_auth, behaviour, streaming_request, streaming_response
+            ),
+        )
+
+    # --- one call -------------------------------------------------------------------------
+    def _authenticate(
+        self, method: str, needs_auth: bool, context: grpc.ServicerContext
+    ) -> auth.Principal | None:
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        if self._authenticator is None:
+            return None
+        if not needs_auth and "authorization" not in metadata:
+            return None
+        try:
+            return self._authenticator.authenticate(auth.CallInfo(method, metadata))
+        except DomainError:
+            if needs_auth:
+                raise
+            return None  # a public method with a bad token is served anonymously
+
+    def _around(
+        self,
+        method: str,
+        needs_auth: bool,
+        behaviour: Callable[..., Any],
+        streaming_request: bool,
+        streaming_response: bool,
+    ) -> Callable[..., Any]:
+        def prepare(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+            auth.set_principal(self._authenticate(method, needs_auth, context))
+            if streaming_request:
+                return _validated_stream(request_or_iterator)
+            validate_message(request_or_iterator)
+            return request_or_iterator
+
+        def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+            with _CallScope(self, method, context) as scope:
+                try:
+                    return behaviour(prepare(request_or_iterator, context), context)
+                except Exception as exc:
+                    scope.abort(exc)
+
+        def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
+            # A generator: the scope (principal, deadline) must live while responses stream.
+            with _CallScope(self, method, context) as scope:
+                try:
+                    yield from behaviour(prepare(request_or_iterator, context), context)
+                except Exception as exc:
+                    scope.abort(exc)
+
+        return streaming if streaming_response else unary_response
+
+    def _abort(
+        self, exc: Exception, context: grpc.ServicerContext, method: str, outcome: dict[str, str]
+    ) -> None:
+        code = context.code() if hasattr(context, "code") else None
+        if code not in (None, grpc.StatusCode.OK):
+            outcome["code"] = code.name  # the handler aborted on its own; keep its status
+            raise exc
+        if isinstance(exc, DomainError):
+            outcome["code"] = exc.code.name
+            context.abort_with_status(rpc_status.to_status(to_status(exc)))
+        trace_id = current_trace_id()
+        outcome["code"] = "INTERNAL"
+        log.error(
+            "unexpected error", exc_info=exc, extra=log_fields(method=method, trace_id_ref=trace_id)
+        )
+        context.abort_with_status(rpc_status.to_status(internal_status(trace_id)))
+
+    def _log(self, method: str, code: str, started: float) -> None:
+        principal = auth.optional_principal()
+        fields: dict[str, Any] = {
+            "method": method,
+            "code": code,
+            "duration_ms": round((time.perf_counter() - started) * 1000, 2),
+        }
+        if principal is not None:
+            fields.update(principal.describe())
+        log.info("rpc", extra=log_fields(**fields))
+
+
+class _CallScope:
+    """Per-call context: inbound deadline, principal slot, outcome and the access-log line."""
+
+    def __init__(self, pipeline: CallPipeline, method: str, context: grpc.ServicerContext) -> None:
+        self.pipeline, self.method, self.context = pipeline, method, context
+        self.outcome = {"code": "OK"}
+
+    def __enter__(self) -> _CallScope:
+        self.started = time.perf_counter()
+        remaining = self.context.time_remaining()
+        self._deadline = _inbound_deadline.set(
+            time.monotonic() + remaining if remaining is not None else None
+        )
+        self._principal = auth.set_principal(None)
+        return self
+
+    def abort(self, exc: Exception) -> None:
+        self.pipeline._abort(exc, self.context, self.method, self.outcome)
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.pipeline._log(self.method, self.outcome["code"], self.started)
+        auth.reset_principal(self._principal)
+        _inbound_deadline.reset(self._deadline)
+
+
+def _validated_stream(requests: Iterator[Message]) -> Iterator[Message]:
+    for message in requests:
+        validate_message(message)
+        yield message
+
+
+def _wrap_handler(
+    handler: grpc.RpcMethodHandler,
+    around: Callable[[Callable[..., Any], bool, bool], Callable[..., Any]],
+) -> Any:
+    if handler.unary_unary:
+        return grpc.unary_unary_rpc_method_handler(
+            around(handler.unary_unary, False, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.unary_stream:
+        return grpc.unary_stream_rpc_method_handler(
+            around(handler.unary_stream, False, True),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    if handler.stream_unary:
+        return grpc.stream_unary_rpc_method_handler(
+            around(handler.stream_unary, True, False),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+    return grpc.stream_stream_rpc_method_handler(
+        around(handler.stream_stream, True, True),
+        request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer,
+    )

@@ -1,0 +1,45 @@
+"""The mesh's services: one place that names them, their proto package and default port.
+
+The launcher, the Envoy configuration generator and client factories all read this, so
+adding a service is one line here plus its folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServiceInfo:
+    name: str  # folder under services/, also the env-var prefix
+    proto_package: str  # e.g. samhandling.masterdata.v1
+    default_port: int
+
+    @property
+    def env_prefix(self) -> str:
+        return f"SAMHANDLING_{self.name.upper()}"
+
+    def address(self) -> str:
+        """host:port where the service listens (and where clients dial it)."""
+        return os.environ.get(f"{self.env_prefix}_ADDR", f"127.0.0.1:{self.default_port}")
+
+
+SERVICES: dict[str, ServiceInfo] = {
+    s.name: s
+    for s in (
+        # Start-up order: master data first, the others lean on it.
+        ServiceInfo("masterdata", "samhandling.masterdata.v1", 50052),
+        ServiceInfo("trust", "samhandling.trust.v1", 50051),
+        ServiceInfo("privacy", "samhandling.privacy.v1", 50053),
+        ServiceInfo("results", "samhandling.results.v1", 50054),
+        ServiceInfo("documents", "samhandling.documents.v1", 50055),
+    )
+}
+
+
+def service_for_package(package: str) -> ServiceInfo | None:
+    for info in SERVICES.values():
+        if package == info.proto_package:
+            return info
+    return None

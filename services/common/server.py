@@ -1,0 +1,164 @@
+"""The one server factory every service uses.
+
+A service's `main` describes itself with a `ServiceSpec` and calls `serve(spec)`. The
+factory owns everything else: the sync gRPC server (chosen by measurement, see
+bench/README.md), message limits, keepalive, the interceptor pipeline (tracing, auth,
+validation, error mapping, access logs), the standard health service with a status per
+service, reflection, and graceful shutdown on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from concurrent import futures
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from services.common.auth import Authenticator
+from services.common.interceptors import CallPipeline
+from services.common.logging import log_fields, setup_logging
+from services.common.telemetry import setup_tracing
+
+log = logging.getLogger("samhandling.server")
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Servicer:
+    """One gRPC service implementation and the generated function that registers it."""
+
+    full_name: str  # e.g. samhandling.masterdata.v1.MasterDataService
+    add_to_server: Callable[[Any, grpc.Server], None]
+    implementation: Any
+
+
+@dataclass
+class ServiceSpec:
+    name: str  # short name, as in services.common.registry
+    servicers: Sequence[Servicer]
+    # Fully qualified methods (/pkg.Service/Method) that do not require a token.
+    public_methods: frozenset[str] = frozenset()
+    authenticator: Authenticator | None = None
+    # Called after the server stopped (close pools, flush exporters).
+    on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    max_workers: int = int(os.environ.get("SAMHANDLING_GRPC_WORKERS", "32"))
+    max_message_bytes: int = MAX_MESSAGE_BYTES
+    grace_seconds: float = float(os.environ.get("SAMHANDLING_SHUTDOWN_GRACE", "10"))
+    # Time between NOT_SERVING and closing the port, so Envoy's health checks notice.
+    drain_seconds: float = float(os.environ.get("SAMHANDLING_DRAIN_SECONDS", "0"))
+
+
+class MeshServer:
+    def __init__(
+        self,
+        spec: ServiceSpec,
+        server: grpc.Server,
+        health_servicer: health.HealthServicer,
+        port: int,
+        settings: ServerSettings,
+    ) -> None:
+        self.spec = spec
+        self.server = server
+        self.health = health_servicer
+        self.port = port
+        self.settings = settings
+        self._stopped = threading.Event()
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> MeshServer:
+        self.server.start()
+        for servicer in self.spec.servicers:
+            self.health.set(servicer.full_name, health_pb2.HealthCheckResponse.SERVING)
+        self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra=log_fields(service=self.spec.name, port=self.port))
+        return self
+
+    def stop(self, grace: float | None = None) -> None:
+        """NOT_SERVING first, let load balancers notice, then drain in-flight calls."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        self.health.enter_graceful_shutdown()
+        if self.settings.drain_seconds:
+            threading.Event().wait(self.settings.drain_seconds)
+        self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
+        for hook in self.spec.on_shutdown:
+            hook()
+        log.info("stopped", extra=log_fields(service=self.spec.name))
+
+    def wait(self) -> None:
+        self.server.wait_for_termination()
+
+
+def create_server(
+    spec: ServiceSpec, address: str = "127.0.0.1:0", settings: ServerSettings | None = None
+) -> MeshServer:
+    settings = settings or ServerSettings()
+    setup_tracing(spec.name)
+    from opentelemetry.instrumentation.grpc import server_interceptor
+
+    interceptors = [
+        server_interceptor(),
+        CallPipeline(spec.name, spec.authenticator, spec.public_methods),
+    ]
+    server = grpc.server(
+        futures.ThreadPoolExecutor(
+            max_workers=settings.max_workers, thread_name_prefix=f"{spec.name}-rpc"
+        ),
+        interceptors=interceptors,
+        options=[
+            ("grpc.max_receive_message_length", settings.max_message_bytes),
+            ("grpc.max_send_message_length", settings.max_message_bytes),
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    for servicer in spec.servicers:
+        servicer.add_to_server(servicer.implementation, server)
+    health_servicer = health.HealthServicer(experimental_non_blocking=True)
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    for servicer in spec.servicers:
+        health_servicer.set(servicer.full_name, health_pb2.HealthCheckResponse.NOT_SERVING)
+    reflection.enable_server_reflection(
+        [s.full_name for s in spec.servicers] + [health.SERVICE_NAME, reflection.SERVICE_NAME],
+        server,
+    )
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind {address}")
+    return MeshServer(spec, server, health_servicer, port, settings)
+
+
+def serve(spec: ServiceSpec, address: str, settings: ServerSettings | None = None) -> None:
+    """Run until SIGTERM or SIGINT; used by every service's main."""
+    setup_logging(spec.name, os.environ.get("SAMHANDLING_LOG_LEVEL", "INFO"))
+    server = create_server(spec, address, settings).start()
+    done = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("shutting down", extra=log_fields(signal=signal.Signals(signum).name))
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    done.wait()
+    server.stop()
