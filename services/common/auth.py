@@ -47,6 +47,11 @@ class Principal:
     authorization_details: tuple[Mapping[str, Any], ...] = ()
     token_jkt: str | None = None  # DPoP key thumbprint the token is bound to (cnf.jkt)
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
+    token: str = field(default="", repr=False)  # the raw access token, for forwarding
+
+    def forwarding_metadata(self) -> list[tuple[str, str]]:
+        """Metadata for a call to another service's internal method on this caller's behalf."""
+        return [("authorization", f"Bearer {self.token}")]
 
     @property
     def is_citizen(self) -> bool:
@@ -123,7 +128,9 @@ class Authenticator(Protocol):
     def authenticate(self, call: CallInfo) -> Principal: ...
 
 
-def principal_from_claims(claims: Mapping[str, Any], token_jkt: str | None = None) -> Principal:
+def principal_from_claims(
+    claims: Mapping[str, Any], token_jkt: str | None = None, token: str = ""
+) -> Principal:
     scope = claims.get("scope", "")
     scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
     level = claims.get(CLAIM_SECURITY_LEVEL)
@@ -143,6 +150,7 @@ def principal_from_claims(claims: Mapping[str, Any], token_jkt: str | None = Non
         authorization_details=tuple(details),
         token_jkt=token_jkt,
         claims=dict(claims),
+        token=token,
     )
 
 
@@ -211,6 +219,8 @@ class JwtAuthenticator:
         audience: str | Sequence[str],
         leeway: float = 5.0,
         proof_checker: Callable[[CallInfo, str, str, Mapping[str, Any]], None] | None = None,
+        internal_methods: frozenset[str] = frozenset(),
+        internal_audiences: Sequence[str] = (),
     ) -> None:
         self._keys = keys
         self._issuer = issuer
@@ -218,6 +228,11 @@ class JwtAuthenticator:
         self._leeway = leeway
         # DPoP resource-server check, plugged in by the trust service's shared verifier.
         self._proof_checker = proof_checker
+        # Internal-only methods (never routed at the public edge) are called by other mesh
+        # services forwarding the original caller's token: any mesh audience is accepted and
+        # a DPoP-bound token may come as Bearer, since the first service checked its proof.
+        self._internal_methods = internal_methods
+        self._internal_audiences = list(internal_audiences)
 
     def authenticate(self, call: CallInfo) -> Principal:
         scheme, token = bearer_token(call.metadata)
@@ -230,13 +245,15 @@ class JwtAuthenticator:
         if header.get("alg") not in self.ALGORITHMS:
             raise Unauthenticated("token algorithm not accepted", reason="INVALID_TOKEN")
         key = self._keys.key(str(header.get("kid", "")))
+        internal = call.method in self._internal_methods
+        audience = self._internal_audiences if internal else self._audience
         try:
             claims = jwt.decode(
                 token,
                 key=key,
                 algorithms=list(self.ALGORITHMS),
                 issuer=self._issuer,
-                audience=self._audience,
+                audience=audience,
                 leeway=self._leeway,
                 options={"require": ["exp", "iat", "iss", "aud", "sub"]},
             )
@@ -249,6 +266,8 @@ class JwtAuthenticator:
         except jwt.PyJWTError as exc:
             raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from exc
         jkt = (claims.get("cnf") or {}).get("jkt")
+        if internal:
+            return principal_from_claims(claims, token_jkt=jkt, token=token)
         if jkt and scheme != "dpop":
             raise Unauthenticated(
                 "DPoP-bound token presented as a bearer token", reason="DPOP_BOUND_TOKEN"
@@ -261,4 +280,4 @@ class JwtAuthenticator:
             if self._proof_checker is None:
                 raise Unauthenticated("DPoP proofs are not accepted here", reason="INVALID_DPOP")
             self._proof_checker(call, token, jkt, claims)
-        return principal_from_claims(claims, token_jkt=jkt)
+        return principal_from_claims(claims, token_jkt=jkt, token=token)
