@@ -590,6 +590,15 @@ class PrivacyService:
 
     # --- retention --------------------------------------------------------------------
 
+    def checkpoint(self) -> int | None:
+        """Sign the chain head now (no-op when already signed); returns its seq."""
+        if self.signer is None:
+            return None
+        with self._append_lock, self._uow() as uow:
+            seq = repo.checkpoint_head(uow.session, self.signer, self.clock())
+            uow.commit()
+        return seq
+
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
         with self._append_lock, self._uow() as uow:
             result = repo.prune(
