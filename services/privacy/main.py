@@ -1,0 +1,55 @@
+"""Runs the privacy service: `python -m services.privacy.main`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+
+from services.common.clients import service_channel
+from services.common.db import service_engine
+from services.common.registry import SERVICES
+from services.common.server import serve
+from services.common.tokens import authenticator_for
+from services.privacy.adapters.masterdata import GrpcApprovalChecker
+from services.privacy.bootstrap import build
+from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.service_layer.services import PrivacyService
+
+RETENTION_INTERVAL_SECONDS = 3600.0
+# Signing the head often narrows the window in which the newest entries are protected by
+# the hash chain alone (see README: limits).
+CHECKPOINT_INTERVAL_SECONDS = float(os.environ.get("SAMHANDLING_PRIVACY_CHECKPOINT_SECONDS", "60"))
+
+
+def _maintenance_loop(service: PrivacyService, stop: threading.Event) -> None:
+    log = logging.getLogger("samhandling.privacy.maintenance")
+    last_prune = time.monotonic()
+    while not stop.wait(CHECKPOINT_INTERVAL_SECONDS):
+        try:
+            service.checkpoint()
+            if time.monotonic() - last_prune >= RETENTION_INTERVAL_SECONDS:
+                last_prune = time.monotonic()
+                service.prune()
+        except Exception:
+            log.exception("log maintenance failed")
+
+
+def main() -> None:
+    setup = build(
+        service_engine("privacy"),
+        GrpcApprovalChecker(lambda: service_channel("masterdata")),
+        authenticator_for("privacy", internal_methods=INTERNAL_METHODS),
+    )
+    setup.service.prune()
+    stop = threading.Event()
+    threading.Thread(
+        target=_maintenance_loop, args=(setup.service, stop), daemon=True, name="maintenance"
+    ).start()
+    setup.spec.on_shutdown.append(stop.set)
+    serve(setup.spec, SERVICES["privacy"].address())
+
+
+if __name__ == "__main__":
+    main()
