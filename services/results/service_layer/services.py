@@ -59,6 +59,8 @@ from services.results.domain.model import (
 )
 
 MAX_STORE_ATTEMPTS = 5
+# Privacy's reasons for refusing a citizen one result that a search would simply leave out.
+HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
 
 
 def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -333,6 +335,9 @@ class ResultsService:
             ),
         )
         if not decision.permit:
+            if principal.is_citizen and set(decision.reasons) <= HIDDEN_FROM_CITIZEN:
+                # Hidden by a rule: the same answer as a search that leaves it out.
+                raise NotFound("no such result", reason="RESULT_NOT_FOUND")
             raise self._denied(decision)
         access = ReadAccess(patient, decision, self._visibility(principal, decision, True))
         if not access.visibility.allows(result):
