@@ -175,7 +175,9 @@ def explain(engine: Engine, target: str) -> None:
             ("first page, one code", by_code),
             ("first page, citizen rules", for_citizen),
         ):
-            compiled = statement.compile(dialect=engine.dialect)
+            compiled = statement.compile(
+                dialect=engine.dialect, compile_kwargs={"render_postcompile": True}
+            )
             prefix = (
                 "EXPLAIN (ANALYZE, BUFFERS) "
                 if engine.dialect.name == "postgresql"
