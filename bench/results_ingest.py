@@ -78,7 +78,7 @@ def _run(threads: int, work: Callable[[int], int]) -> tuple[int, float]:
     return sum(done), time.perf_counter() - started
 
 
-def bench(backend: str, total: int, threads: int, batch_size: int) -> None:
+def bench(backend: str, total: int, threads: int, batch_size: int) -> list[dict[str, object]]:
     rng = random.Random(7)
     lab = synthetic_org_number(rng)
     patients = [synthetic_pid(rng) for _ in range(200)]
@@ -106,7 +106,9 @@ def bench(backend: str, total: int, threads: int, batch_size: int) -> None:
                 )
             return per_thread
 
+        rows: list[dict[str, object]] = []
         count, seconds = _run(threads, single)
+        rows.append(_row(backend, f"CreateResult, {threads} threads", count, seconds))
         print(
             f"{backend:10s} CreateResult        {threads} threads: {count} results in "
             f"{seconds:.2f} s = {count / seconds:,.0f} results/s"
@@ -135,12 +137,34 @@ def bench(backend: str, total: int, threads: int, batch_size: int) -> None:
             return stored
 
         count, seconds = _run(threads, batched)
+        rows.append(
+            _row(backend, f"BatchCreateResults, {threads} threads x {batch_size}", count, seconds)
+        )
         print(
             f"{backend:10s} BatchCreateResults  {threads} threads x {batch_size}/batch: "
             f"{count} results in {seconds:.2f} s = {count / seconds:,.0f} results/s"
         )
+        return rows
     finally:
         stack.close()
+
+
+def _row(backend: str, mode: str, count: int, seconds: float) -> dict[str, object]:
+    return {
+        "backend": backend,
+        "mode": mode,
+        "results": count,
+        "seconds": round(seconds, 2),
+        "results/s": round(count / seconds),
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """For bench/run.py."""
+    rows: list[dict[str, object]] = []
+    for backend in ("sqlite", "postgresql"):
+        rows += bench(backend, 200 if quick else 600, 4, 50)
+    return rows
 
 
 def main() -> None:

@@ -189,29 +189,29 @@ def explain(engine: Engine, target: str) -> None:
                 print("   ", " ".join(str(part) for part in line))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--rows", type=int, default=20_000)
-    parser.add_argument("--patient-results", type=int, default=300)
-    parser.add_argument("--queries", type=int, default=200)
-    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema")
-    parser.add_argument("--reuse", help="a kept results schema (skips loading)")
-    args = parser.parse_args()
+def measure(
+    backend: str,
+    rows: int,
+    patient_results: int,
+    queries: int,
+    keep: bool = False,
+    reuse: str | None = None,
+) -> list[dict[str, object]]:
     rng = random.Random(99)
     lab, gp = synthetic_org_number(rng), synthetic_org_number(rng)
     target = synthetic_pid(random.Random(12345))
-    stack = start(args.backend, results_schema=args.reuse)
+    stack = start(backend, results_schema=reuse)
+    out: list[dict[str, object]] = []
     try:
         engine = stack.results_engine
-        if not args.reuse:
+        if not reuse:
             started = time.perf_counter()
-            loaded = load(engine, generate(args.rows, target, args.patient_results, lab))
+            loaded = load(engine, generate(rows, target, patient_results, lab))
             took = time.perf_counter() - started
             print(f"loaded {loaded:,} results in {took:.1f} s ({loaded / took:,.0f} rows/s)")
         with engine.connect() as conn:
             total = conn.execute(sa.select(sa.func.count()).select_from(results)).scalar_one()
-        print(f"{args.backend}: {total:,} results in the table")
+        print(f"{backend}: {total:,} results in the table")
         explain(engine, target)
         sessions = session_factory(engine)
         visibility = Visibility(now=utcnow(), policy=CitizenPolicy())
@@ -223,8 +223,9 @@ def main() -> None:
                 )
 
         timed(10, repository_page)
-        samples = timed(args.queries, repository_page)
+        samples = timed(queries, repository_page)
         print(f"repository first page (20 + total): {percentiles(samples)}")
+        out.append(_row(backend, total, "repository: first page + total", samples))
         meta = stack.doctor(gp)
         request = pb.SearchResultsRequest(patient_id=target, page_size=20)
 
@@ -233,17 +234,45 @@ def main() -> None:
             assert len(reply.results) == 20
 
         timed(10, grpc_page)
-        print(
-            f"SearchResults over gRPC, whole stack: {percentiles(timed(args.queries, grpc_page))}"
-        )
-        if args.keep and args.backend == "postgresql":
-            schema = args.reuse or next(s for s in stack.schemas if s.startswith("bench_results"))
+        samples = timed(queries, grpc_page)
+        print(f"SearchResults over gRPC, whole stack: {percentiles(samples)}")
+        out.append(_row(backend, total, "SearchResults over gRPC (with privacy)", samples))
+        if keep and backend == "postgresql":
+            schema = reuse or next(s for s in stack.schemas if s.startswith("bench_results"))
             print(f"kept schema {schema}: rerun with --reuse {schema}")
+        return out
     finally:
-        keep = args.keep or bool(args.reuse)
-        if keep:
+        if keep or reuse:
             stack.schemas = [s for s in stack.schemas if not s.startswith("bench_results")]
         stack.close()
+
+
+def _row(backend: str, total: int, what: str, samples: list[float]) -> dict[str, object]:
+    ordered = sorted(samples)
+    return {
+        "backend": backend,
+        "rows": total,
+        "what": what,
+        "p50 ms": round(statistics.median(ordered) * 1000, 2),
+        "p99 ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+    }
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """For bench/run.py (small sizes; see the module doc for 1,000,000+ rows)."""
+    return measure("postgresql", 5_000 if quick else 20_000, 300, 50 if quick else 200)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--patient-results", type=int, default=300)
+    parser.add_argument("--queries", type=int, default=200)
+    parser.add_argument("--keep", action="store_true", help="keep the PostgreSQL schema")
+    parser.add_argument("--reuse", help="a kept results schema (skips loading)")
+    args = parser.parse_args()
+    measure(args.backend, args.rows, args.patient_results, args.queries, args.keep, args.reuse)
 
 
 if __name__ == "__main__":
