@@ -203,7 +203,11 @@ def measure(
     warmup: float = 1.0,
     concurrency: int = 16,
     db_url: str | None = None,
+    working_set: int = 2000,
 ) -> list[dict[str, Any]]:
+    """Lookups of random practitioners among the first `working_set` (0 = all) of the
+    `practitioners` loaded: the active practitioners of the day, mostly served from the
+    service's cache; with working_set=0 and a big register most lookups go to the database."""
     mint = TokenMint()
     jwks = _jwks_stand_in(mint)
     var = Path(tempfile.mkdtemp(prefix="bench-masterdata-"))
@@ -221,7 +225,8 @@ def measure(
         print(f"loading {practitioners} synthetic practitioners ...", flush=True)
         synthetic.load(engine, synthetic.build(1, practitioners, 10))
         engine.dispose()
-    hprs = [str(synthetic.FIRST_HPR + i) for i in range(practitioners)]
+    active = min(working_set or practitioners, practitioners)
+    hprs = [str(synthetic.FIRST_HPR + i) for i in range(active)]
     rows: list[dict[str, Any]] = []
     rng = random.Random(1)
     reader_token = mint.token("masterdata", [Scopes.MASTERDATA_READ])
@@ -230,13 +235,28 @@ def measure(
     with Mesh(var_dir=var, services=["masterdata"], edge_port=free_port(), extra_env=env) as mesh:
         print(
             f"mesh up: edge {mesh.edge_url}, masterdata {mesh.addresses['masterdata']}; "
-            f"{len(hprs)} practitioners, {c} in flight, {seconds} s per scenario",
+            f"{practitioners} practitioners, lookups among {len(hprs)}, {c} in flight, "
+            f"{seconds} s per scenario",
             flush=True,
         )
         pids = {
             "masterdata": mesh.processes["masterdata"].pid,
             "envoy": mesh.processes["envoy"].pid,
         }
+
+        # Prime the service's cache with the working set (steady state of a running service).
+        with grpc.insecure_channel(mesh.addresses["masterdata"]) as channel:
+            stub = pb_grpc.MasterDataServiceStub(channel)
+            md = (("authorization", f"Bearer {reader_token}"),)
+            for i in range(0, len(hprs), 32):
+                futures = [
+                    stub.GetPractitioner.future(
+                        pb.GetPractitionerRequest(hpr_number=h), metadata=md, timeout=30
+                    )
+                    for h in hprs[i : i + 32]
+                ]
+                for future in futures:
+                    future.result()
 
         async def rest_phase() -> tuple[list[float], float, int, dict[str, float]]:
             rest = RestClient(mesh.edge_port, reader_token)
@@ -336,9 +356,19 @@ def main() -> None:
     parser.add_argument(
         "--db-url", help="an already loaded master data database (FIRST_HPR.. numbers)"
     )
+    parser.add_argument(
+        "--working-set", type=int, default=2000, help="look up among the first N (0 = all)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    rows = measure(args.practitioners, args.seconds, args.warmup, args.concurrency, args.db_url)
+    rows = measure(
+        args.practitioners,
+        args.seconds,
+        args.warmup,
+        args.concurrency,
+        args.db_url,
+        args.working_set,
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
