@@ -31,9 +31,16 @@ from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from samhandling.trust.v1 import trust_service_pb2_grpc
 
+from bench.loadgen import Request, run_open
 from deploy.local.mesh import Mesh, free_port
 from services.common.db import make_engine
-from services.common.server import ServerSettings, Servicer, ServiceSpec, create_server
+from services.common.server import (
+    MeshServer,
+    ServerSettings,
+    Servicer,
+    ServiceSpec,
+    create_server,
+)
 from services.common.tokens import Scopes
 from services.masterdata import synthetic
 from services.masterdata.bootstrap import migrate_database
@@ -173,9 +180,8 @@ class RestClient:
             self.pool.put_nowait((reader, writer))
 
 
-async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
-    mint = TokenMint()
-    jwks = create_server(
+def _jwks_stand_in(mint: TokenMint) -> MeshServer:
+    return create_server(
         ServiceSpec(
             "trust",
             [
@@ -189,92 +195,156 @@ async def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         ),
         settings=ServerSettings(max_workers=2),
     ).start()
+
+
+def measure(
+    practitioners: int = 10_000,
+    seconds: float = 8.0,
+    warmup: float = 1.0,
+    concurrency: int = 16,
+    db_url: str | None = None,
+    working_set: int = 2000,
+) -> list[dict[str, Any]]:
+    """Lookups of random practitioners among the first `working_set` (0 = all) of the
+    `practitioners` loaded: the active practitioners of the day, mostly served from the
+    service's cache; with working_set=0 and a big register most lookups go to the database."""
+    mint = TokenMint()
+    jwks = _jwks_stand_in(mint)
     var = Path(tempfile.mkdtemp(prefix="bench-masterdata-"))
     env = {
         "SAMHANDLING_TRUST_ADDR": jwks.address,
         "SAMHANDLING_ISSUER": ISSUER,
         "SAMHANDLING_LOG_LEVEL": "WARNING",
     }
-    if args.db_url:
-        env["SAMHANDLING_MASTERDATA_DB_URL"] = args.db_url
-        hprs = [str(synthetic.FIRST_HPR + i) for i in range(args.practitioners)]
+    if db_url:
+        env["SAMHANDLING_MASTERDATA_DB_URL"] = db_url
     else:
         (var / "data").mkdir(parents=True)
         engine = make_engine(f"sqlite:///{var / 'data' / 'masterdata.db'}")
         migrate_database(engine)
-        print(f"loading {args.practitioners} synthetic practitioners ...", flush=True)
-        synthetic.load(engine, synthetic.build(1, args.practitioners, 10))
+        print(f"loading {practitioners} synthetic practitioners ...", flush=True)
+        synthetic.load(engine, synthetic.build(1, practitioners, 10))
         engine.dispose()
-        hprs = [str(synthetic.FIRST_HPR + i) for i in range(args.practitioners)]
-    mesh = Mesh(var_dir=var, services=["masterdata"], edge_port=free_port(), extra_env=env)
+    active = min(working_set or practitioners, practitioners)
+    hprs = [str(synthetic.FIRST_HPR + i) for i in range(active)]
     rows: list[dict[str, Any]] = []
     rng = random.Random(1)
     reader_token = mint.token("masterdata", [Scopes.MASTERDATA_READ])
     internal_token = mint.token("trust", [])
-    metadata = (("authorization", f"Bearer {reader_token}"),)
-    internal_metadata = (("authorization", f"Bearer {internal_token}"),)
-    c, secs, warm = args.concurrency, args.seconds, args.warmup
-    with mesh:
+    c = concurrency
+    with Mesh(var_dir=var, services=["masterdata"], edge_port=free_port(), extra_env=env) as mesh:
         print(
             f"mesh up: edge {mesh.edge_url}, masterdata {mesh.addresses['masterdata']}; "
-            f"{len(hprs)} practitioners, concurrency {c}, {secs} s per scenario",
+            f"{practitioners} practitioners, lookups among {len(hprs)}, {c} in flight, "
+            f"{seconds} s per scenario",
             flush=True,
         )
         pids = {
             "masterdata": mesh.processes["masterdata"].pid,
             "envoy": mesh.processes["envoy"].pid,
         }
-        rest = RestClient(mesh.edge_port, reader_token)
-        await rest.open(c)
 
-        async def rest_lookup() -> bool:
-            return await rest.get(f"/v1/practitioners/{rng.choice(hprs)}")
+        # Prime the service's cache with the working set (steady state of a running service).
+        with grpc.insecure_channel(mesh.addresses["masterdata"]) as channel:
+            stub = pb_grpc.MasterDataServiceStub(channel)
+            md = (("authorization", f"Bearer {reader_token}"),)
+            for i in range(0, len(hprs), 32):
+                futures = [
+                    stub.GetPractitioner.future(
+                        pb.GetPractitionerRequest(hpr_number=h), metadata=md, timeout=30
+                    )
+                    for h in hprs[i : i + 32]
+                ]
+                for future in futures:
+                    future.result()
 
-        rows.append(
-            _report(
-                "REST GET /v1/practitioners/{hpr} via edge",
-                *await _drive(rest_lookup, c, secs, warm, pids),
-            )
+        async def rest_phase() -> tuple[list[float], float, int, dict[str, float]]:
+            rest = RestClient(mesh.edge_port, reader_token)
+            await rest.open(c)
+
+            async def rest_lookup() -> bool:
+                return await rest.get(f"/v1/practitioners/{rng.choice(hprs)}")
+
+            return await _drive(rest_lookup, c, seconds, warmup, pids)
+
+        closed = _report("REST GET /v1/practitioners/{hpr} via edge", *asyncio.run(rest_phase()))
+        rows.append(closed)
+        # Open model at 70 % of that throughput: latencies without coordinated omission.
+        meter = CpuMeter(pids)
+        headers = {"authorization": f"Bearer {reader_token}"}
+        paths = [f"/v1/practitioners/{h}" for h in hprs]
+        opened = run_open(
+            "127.0.0.1",
+            mesh.edge_port,
+            lambda i: Request("GET", paths[(i * 7919) % len(paths)], b"", headers),
+            rate=max(closed["per_second"] * 0.7, 10.0),
+            duration=seconds,
+            connections=c,
+            warmup=warmup,
         )
+        row = {"scenario": "REST via edge, open model at 70 %", **opened.summary()}
+        row.update(
+            {
+                f"{k}_cpu_us_per_req": v
+                for k, v in meter.per_request_us(opened.ok + opened.errors).items()
+            }
+        )
+        print(f"{row['scenario']:<44} {row}", flush=True)
+        rows.append(row)
 
-        for name, target, method, md in (
-            ("gRPC GetPractitioner via edge", f"127.0.0.1:{mesh.edge_port}", "get", metadata),
-            ("gRPC GetPractitioner direct", mesh.addresses["masterdata"], "get", metadata),
+        scenarios = (
+            ("gRPC GetPractitioner via edge", f"127.0.0.1:{mesh.edge_port}", "get", pids),
             (
-                "gRPC CheckPractitionerApproval internal",
-                mesh.internal_address,
-                "check",
-                internal_metadata,
+                "gRPC GetPractitioner direct",
+                mesh.addresses["masterdata"],
+                "get",
+                {"masterdata": pids["masterdata"]},
             ),
-        ):
-            async with grpc.aio.insecure_channel(target) as channel:
-                stub = pb_grpc.MasterDataServiceStub(channel)
+            ("gRPC CheckPractitionerApproval internal", mesh.internal_address, "check", pids),
+        )
+        for name, target, method, used in scenarios:
 
-                async def grpc_call(stub: Any = stub, method: str = method, md: Any = md) -> bool:
-                    hpr = rng.choice(hprs)
-                    try:
-                        if method == "get":
-                            await stub.GetPractitioner(
-                                pb.GetPractitionerRequest(hpr_number=hpr), metadata=md, timeout=10
-                            )
-                        else:
-                            await stub.CheckPractitionerApproval(
-                                pb.CheckPractitionerApprovalRequest(hpr_number=hpr, category="LE"),
-                                metadata=md,
-                                timeout=10,
-                            )
-                        return True
-                    except grpc.aio.AioRpcError:
-                        return False
+            async def grpc_phase(
+                target: str = target, method: str = method, used: dict[str, int] = used
+            ) -> tuple[list[float], float, int, dict[str, float]]:
+                token = reader_token if method == "get" else internal_token
+                md = (("authorization", f"Bearer {token}"),)
+                async with grpc.aio.insecure_channel(target) as channel:
+                    stub = pb_grpc.MasterDataServiceStub(channel)
 
-                used = (
-                    pids
-                    if "edge" in name or "internal" in name
-                    else {"masterdata": pids["masterdata"]}
-                )
-                rows.append(_report(name, *await _drive(grpc_call, c, secs, warm, used)))
+                    async def grpc_call() -> bool:
+                        hpr = rng.choice(hprs)
+                        try:
+                            if method == "get":
+                                await stub.GetPractitioner(
+                                    pb.GetPractitionerRequest(hpr_number=hpr),
+                                    metadata=md,
+                                    timeout=10,
+                                )
+                            else:
+                                await stub.CheckPractitionerApproval(
+                                    pb.CheckPractitionerApprovalRequest(
+                                        hpr_number=hpr, category="LE"
+                                    ),
+                                    metadata=md,
+                                    timeout=10,
+                                )
+                            return True
+                        except grpc.aio.AioRpcError:
+                            return False
+
+                    return await _drive(grpc_call, c, seconds, warmup, used)
+
+            rows.append(_report(name, *asyncio.run(grpc_phase())))
     jwks.stop(0)
     return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    """Entry point of `make bench` (bench/run.py)."""
+    if quick:
+        return measure(practitioners=2000, seconds=3.0, warmup=0.5)
+    return measure()
 
 
 def main() -> None:
@@ -286,9 +356,19 @@ def main() -> None:
     parser.add_argument(
         "--db-url", help="an already loaded master data database (FIRST_HPR.. numbers)"
     )
+    parser.add_argument(
+        "--working-set", type=int, default=2000, help="look up among the first N (0 = all)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
-    rows = asyncio.run(run(args))
+    rows = measure(
+        args.practitioners,
+        args.seconds,
+        args.warmup,
+        args.concurrency,
+        args.db_url,
+        args.working_set,
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
 
