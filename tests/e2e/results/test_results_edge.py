@@ -126,5 +126,22 @@ def test_fhir_over_rest(edge: tuple[str, Stack, Path]) -> None:
         timeout=10,
     ).json()
     assert bundle["resourceType"] == "Bundle" and bundle["total"] == 2
+    first = requests.post(
+        f"{url}/v1/fhir/DiagnosticReport/_search",
+        json={"patient_id": patient, "page_size": 1},
+        headers=_headers(stack.doctor()),
+        timeout=10,
+    ).json()
+    (link,) = [link["url"] for link in first["link"] if link["relation"] == "next"]
+    second = requests.post(
+        f"{url}{link}",
+        json={"patient_id": patient, "page_size": 1},
+        headers=_headers(stack.doctor()),
+        timeout=10,
+    ).json()
+    assert {first["entry"][0]["resource"]["id"], second["entry"][0]["resource"]["id"]} == {
+        e["resource"]["id"] for e in bundle["entry"]
+    }
+    assert "link" not in second
     bad = requests.post(f"{url}/v1/fhir/DiagnosticReport", data="{}", headers=headers, timeout=10)
     assert bad.status_code == 400
