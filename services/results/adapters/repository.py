@@ -1,0 +1,343 @@
+"""SQL repository of results (SQLAlchemy Core over a unit-of-work session)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from samhandling.results.v1 import results_service_pb2 as pb
+from sqlalchemy.orm import Session
+
+from services.results.adapters.orm import ingest_requests, observations, result_versions, results
+from services.results.domain import codes
+from services.results.domain.model import Visibility, to_naive_utc
+
+r = results.c
+o = observations.c
+
+
+class StaleVersion(Exception):
+    """Another writer changed the report between read and write; the caller retries."""
+
+
+@dataclass(frozen=True)
+class IngestRecord:
+    content_hash: str
+    result_id: str
+    version: int
+
+
+@dataclass(frozen=True)
+class SearchFilter:
+    patient_id: str
+    categories: Sequence[int] = ()
+    codes: Sequence[str] = ()
+    statuses: Sequence[int] = ()
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+
+def _ts(message: object) -> dt.datetime:
+    return to_naive_utc(message.ToDatetime())  # type: ignore[attr-defined]
+
+
+def _observation_time(result: pb.Result, obs: pb.Observation) -> dt.datetime:
+    return _ts(obs.effective_time if obs.HasField("effective_time") else result.effective_time)
+
+
+def visibility_clause(v: Visibility) -> sa.ColumnElement[bool]:
+    """The Visibility rules as SQL over `results`, so hidden rows are neither returned nor
+    counted. Must agree with Visibility.allows (tested on both databases)."""
+    conds: list[sa.ColumnElement[bool]] = []
+    if v.hide_norn:
+        conds.append(sa.not_(r.confidentiality.like("NORN%")))
+    if v.hide_nors_all:
+        conds.append(r.confidentiality != "NORS")
+    elif v.hide_nors_except_org is not None:
+        org = v.hide_nors_except_org
+        conds.append(
+            sa.or_(r.confidentiality != "NORS", r.performer_org == org, r.requester_org == org)
+        )
+    if not v.include_entered_in_error:
+        conds.append(r.status != pb.RESULT_STATUS_ENTERED_IN_ERROR)
+    if v.hide_unreleased:
+        conds.append(sa.or_(r.restrict_until.is_(None), r.restrict_until <= v.now))
+        released = [
+            sa.and_(
+                r.category == category,
+                r.issued_time <= v.now - v.policy.delays.get(category, dt.timedelta(0)),
+            )
+            for category in codes.CATEGORY_NAMES
+        ]
+        conds.append(sa.or_(r.confidentiality != "NORU", r.restrict_until.is_not(None), *released))
+    return sa.and_(sa.true(), *conds)
+
+
+class ResultRepository:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+
+    # --- ingestion -----------------------------------------------------------------------
+    def find_request(self, client_org: str, request_id: str) -> IngestRecord | None:
+        row = self.session.execute(
+            sa.select(
+                ingest_requests.c.content_hash,
+                ingest_requests.c.result_id,
+                ingest_requests.c.version,
+            ).where(
+                ingest_requests.c.client_org == client_org,
+                ingest_requests.c.request_id == request_id,
+            )
+        ).first()
+        return IngestRecord(row[0], row[1], row[2]) if row else None
+
+    def current_by_report(self, performer_org: str, report_identifier: str) -> pb.Result | None:
+        payload = self.session.execute(
+            sa.select(r.payload).where(
+                r.performer_org == performer_org, r.report_identifier == report_identifier
+            )
+        ).scalar()
+        return pb.Result.FromString(payload) if payload is not None else None
+
+    def find_requests(self, client_org: str, request_ids: Sequence[str]) -> dict[str, IngestRecord]:
+        rows = self.session.execute(
+            sa.select(
+                ingest_requests.c.request_id,
+                ingest_requests.c.content_hash,
+                ingest_requests.c.result_id,
+                ingest_requests.c.version,
+            ).where(
+                ingest_requests.c.client_org == client_org,
+                ingest_requests.c.request_id.in_(sorted(set(request_ids))),
+            )
+        ).all()
+        return {row[0]: IngestRecord(row[1], row[2], row[3]) for row in rows}
+
+    def current_by_reports(
+        self, performer_org: str, report_identifiers: Sequence[str]
+    ) -> dict[str, pb.Result]:
+        rows = self.session.execute(
+            sa.select(r.report_identifier, r.payload).where(
+                r.performer_org == performer_org,
+                r.report_identifier.in_(sorted(set(report_identifiers))),
+            )
+        ).all()
+        return {row[0]: pb.Result.FromString(row[1]) for row in rows}
+
+    def store(
+        self,
+        result: pb.Result,
+        request_id: str,
+        content_hash: str,
+        previous_version: int | None,
+    ) -> None:
+        self.store_many([(result, request_id, content_hash, previous_version)])
+
+    def store_many(self, entries: Sequence[tuple[pb.Result, str, str, int | None]]) -> None:
+        """Writes each result (result_id, version and create_time set) as its report's
+        current version, with multi-row inserts.
+
+        The ingest rows go first, so a concurrent duplicate of a request fails on their
+        primary key; a concurrent other version fails on the version check or the unique
+        report key. Either way the caller's transaction rolls back and it looks again.
+        """
+        if not entries:
+            return
+        self.session.execute(
+            ingest_requests.insert(),
+            [
+                {
+                    "client_org": result.performer_org_number,
+                    "request_id": request_id,
+                    "content_hash": digest,
+                    "result_id": result.result_id,
+                    "version": result.version,
+                    "create_time": _ts(result.create_time),
+                }
+                for result, request_id, digest, _previous in entries
+            ],
+        )
+        inserts: list[dict[str, Any]] = []
+        versions: list[dict[str, Any]] = []
+        observation_rows: list[dict[str, Any]] = []
+        for result, request_id, _digest, previous in entries:
+            payload = result.SerializeToString()
+            now = _ts(result.create_time)
+            row = {
+                "patient_id": result.patient_id,
+                "category": result.category,
+                "code": result.code.code,
+                "status": result.status,
+                "effective_time": _ts(result.effective_time),
+                "issued_time": _ts(result.issued_time),
+                "requester_org": result.requester_org_number,
+                "confidentiality": result.confidentiality_code or "N",
+                "restrict_until": _ts(result.restrict_until)
+                if result.HasField("restrict_until")
+                else None,
+                "version": result.version,
+                "payload": payload,
+                "update_time": now,
+            }
+            if previous is None:
+                inserts.append(
+                    {
+                        "result_id": result.result_id,
+                        "performer_org": result.performer_org_number,
+                        "report_identifier": result.report_identifier,
+                        **row,
+                    }
+                )
+            else:
+                if inserts:  # keep order: a later version may follow its first in one batch
+                    self.session.execute(results.insert(), inserts)
+                    inserts = []
+                updated = self.session.execute(
+                    results.update()
+                    .where(r.result_id == result.result_id, r.version == previous)
+                    .values(**row)
+                )
+                if updated.rowcount != 1:  # type: ignore[attr-defined]
+                    raise StaleVersion(result.result_id)
+                if observation_rows:
+                    self.session.execute(observations.insert(), observation_rows)
+                    observation_rows = []
+                self.session.execute(observations.delete().where(o.result_id == result.result_id))
+            versions.append(
+                {
+                    "result_id": result.result_id,
+                    "version": result.version,
+                    "status": result.status,
+                    "request_id": request_id,
+                    "payload": payload,
+                    "create_time": now,
+                }
+            )
+            observation_rows += [
+                {
+                    "result_id": result.result_id,
+                    "observation_id": obs.observation_id,
+                    "patient_id": result.patient_id,
+                    "code": obs.code.code,
+                    "effective_time": _observation_time(result, obs),
+                    "payload": obs.SerializeToString(),
+                }
+                for obs in result.observations
+            ]
+        if inserts:
+            self.session.execute(results.insert(), inserts)
+        self.session.execute(result_versions.insert(), versions)
+        if observation_rows:
+            self.session.execute(observations.insert(), observation_rows)
+
+    # --- reads ---------------------------------------------------------------------------
+    def get(self, result_id: str) -> pb.Result | None:
+        payload = self.session.execute(
+            sa.select(r.payload).where(r.result_id == result_id)
+        ).scalar()
+        return pb.Result.FromString(payload) if payload is not None else None
+
+    def get_version(self, result_id: str, version: int) -> pb.Result | None:
+        payload = self.session.execute(
+            sa.select(result_versions.c.payload).where(
+                result_versions.c.result_id == result_id, result_versions.c.version == version
+            )
+        ).scalar()
+        return pb.Result.FromString(payload) if payload is not None else None
+
+    def versions(self, result_id: str, before: int | None, limit: int) -> list[pb.Result]:
+        query = sa.select(result_versions.c.payload).where(result_versions.c.result_id == result_id)
+        if before is not None:
+            query = query.where(result_versions.c.version < before)
+        rows = self.session.execute(
+            query.order_by(result_versions.c.version.desc()).limit(limit)
+        ).scalars()
+        return [pb.Result.FromString(p) for p in rows]
+
+    def _search_where(self, f: SearchFilter, v: Visibility) -> list[sa.ColumnElement[bool]]:
+        where: list[sa.ColumnElement[bool]] = [r.patient_id == f.patient_id, visibility_clause(v)]
+        if f.categories:
+            where.append(r.category.in_(list(f.categories)))
+        if f.statuses:
+            where.append(r.status.in_(list(f.statuses)))
+        if f.start is not None:
+            where.append(r.effective_time >= f.start)
+        if f.end is not None:
+            where.append(r.effective_time < f.end)
+        if f.codes:
+            with_code = sa.select(o.result_id).where(
+                o.patient_id == f.patient_id, o.code.in_(list(f.codes))
+            )
+            where.append(sa.or_(r.code.in_(list(f.codes)), r.result_id.in_(with_code)))
+        return where
+
+    def search_statements(
+        self, f: SearchFilter, v: Visibility, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+        """(page query, count query); also used by bench/results_search.py for EXPLAIN."""
+        where = self._search_where(f, v)
+        query = sa.select(r.payload, r.effective_time, r.result_id).where(*where)
+        if after is not None:
+            query = query.where(sa.tuple_(r.effective_time, r.result_id) < sa.tuple_(*after))
+        page = query.order_by(r.effective_time.desc(), r.result_id.desc()).limit(limit)
+        count = sa.select(sa.func.count()).select_from(results).where(*where)
+        return page, count
+
+    def search(
+        self,
+        f: SearchFilter,
+        v: Visibility,
+        after: tuple[dt.datetime, str] | None,
+        limit: int,
+        count: bool = True,
+    ) -> tuple[list[pb.Result], int]:
+        """One page, newest effective time first, plus the total of visible matches."""
+        page, counting = self.search_statements(f, v, after, limit)
+        rows = self.session.execute(page).all()
+        total = int(self.session.execute(counting).scalar_one()) if count else 0
+        return [pb.Result.FromString(row[0]) for row in rows], total
+
+    def series(
+        self,
+        patient_id: str,
+        code: str,
+        start: dt.datetime | None,
+        end: dt.datetime | None,
+        v: Visibility,
+        after: tuple[dt.datetime, str, str] | None,
+        limit: int,
+    ) -> tuple[list[tuple[str, int, int, pb.Observation, dt.datetime]], int]:
+        where = [o.patient_id == patient_id, o.code == code, visibility_clause(v)]
+        if start is not None:
+            where.append(o.effective_time >= start)
+        if end is not None:
+            where.append(o.effective_time < end)
+        base = observations.join(results, r.result_id == o.result_id)
+        query = (
+            sa.select(
+                o.result_id, r.version, r.status, o.payload, o.effective_time, o.observation_id
+            )
+            .select_from(base)
+            .where(*where)
+        )
+        if after is not None:
+            query = query.where(
+                sa.tuple_(o.effective_time, o.result_id, o.observation_id) < sa.tuple_(*after)
+            )
+        rows = self.session.execute(
+            query.order_by(
+                o.effective_time.desc(), o.result_id.desc(), o.observation_id.desc()
+            ).limit(limit)
+        ).all()
+        total = int(
+            self.session.execute(
+                sa.select(sa.func.count()).select_from(base).where(*where)
+            ).scalar_one()
+        )
+        points = [
+            (row[0], row[1], row[2], pb.Observation.FromString(row[3]), row[4]) for row in rows
+        ]
+        return points, total
