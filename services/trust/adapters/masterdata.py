@@ -91,6 +91,11 @@ class StaticMasterData:
         self.parents = parents or {}
 
     def check_approval(self, hpr_number: str, category: str) -> ApprovalCheck:
+        if not category:  # any category
+            reasons = [r for (h, _), r in self.approvals.items() if h == hpr_number]
+            if not reasons:
+                return ApprovalCheck(False, "UNKNOWN_PRACTITIONER")
+            return ApprovalCheck("VALID" in reasons, "VALID" if "VALID" in reasons else reasons[0])
         reason = self.approvals.get((hpr_number, category))
         if reason is None:
             known = any(h == hpr_number for h, _ in self.approvals)

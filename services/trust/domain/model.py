@@ -106,6 +106,12 @@ _JWK_PRIVATE = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 def validate_client(client: Client) -> None:
     """Registry rules beyond the proto's validation; raises ValueError with a public message."""
+    if not re.match(r"^[A-Za-z0-9._:-]{3,64}$", client.client_id):
+        raise ValueError("client_id must be 3 to 64 letters, digits, '-', '_', '.' or ':'")
+    if not client.display_name.strip():
+        raise ValueError("display_name is required")
+    if not client.grant_types:
+        raise ValueError("at least one grant type is required")
     keys = client.jwks.get("keys") if isinstance(client.jwks, dict) else None
     if not isinstance(keys, list) or not keys:
         raise ValueError("jwks must be a JWKS with at least one key")
