@@ -213,3 +213,70 @@ def test_dpop_bound_admin_token_at_a_resource_through_the_edge(mesh: Mesh) -> No
     bearer = get("Bearer", dpop.proof("GET", target, access_token=token))
     assert bearer.status_code == 401
     assert any(d.get("reason") == "DPOP_BOUND_TOKEN" for d in bearer.json()["details"])
+
+
+def _practitioner_login(mesh: Mesh, persona: dict[str, Any], legal_entity: str) -> dict[str, Any]:
+    ehr = demo(mesh, "gp-ehr")
+    edge = mesh.edge_url
+    verifier = secrets.token_urlsafe(48)
+    details = [
+        {
+            "type": auth.TRUST_FRAMEWORK_TYPE,
+            "practitioner": {
+                "authorization": {"code": "LE", "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
+                "legal_entity": {"id": legal_entity, "system": "urn:oid:2.16.578.1.12.4.1.4.101"},
+            },
+            "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+        }
+    ]
+    form = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion_from_jwk(ehr["private_jwk"], "gp-ehr", edge),
+        "response_type": "code",
+        "redirect_uri": ehr["redirect_uris"][0],
+        "code_challenge": create_s256_code_challenge(verifier),
+        "code_challenge_method": "S256",
+        "scope": "openid samhandling:results/read",
+        "authorization_details": json.dumps(details),
+    }
+    pushed = requests.post(f"{edge}/connect/par", data=form, timeout=5).json()
+    done = requests.post(
+        f"{edge}/connect/authorize",
+        data={
+            "client_id": "gp-ehr",
+            "request_uri": pushed["request_uri"],
+            "hpr_number": persona["hpr_number"],
+        },
+        timeout=5,
+        allow_redirects=False,
+    )
+    query: dict[str, Any] = {
+        k: v[0] for k, v in parse_qs(urlsplit(done.headers["location"]).query).items()
+    }
+    if "code" in query:
+        session = authlib_session("gp-ehr", ehr["private_jwk"], base_url=edge)
+        token = session.fetch_token(
+            f"{edge}/connect/token",
+            grant_type="authorization_code",
+            code=query["code"],
+            code_verifier=verifier,
+            redirect_uri=ehr["redirect_uris"][0],
+        )
+        query["claims"] = verify(mesh, token["access_token"], "samhandling:results")
+    return query
+
+
+def test_trust_framework_against_the_real_master_data(mesh: Mesh) -> None:
+    if "masterdata" not in mesh.services:
+        pytest.skip("the master data service is not on this branch yet")
+    people = json.loads((Path(mesh.var_dir) / "demo" / "people.json").read_text())
+    by_role = {p["role"]: p for p in people}
+    gp_org = demo(mesh, "gp-ehr")["orgnr_parent"]
+    ok = _practitioner_login(mesh, by_role["gp"], gp_org)
+    assert ok["claims"][auth.CLAIM_HPR_NUMBER] == by_role["gp"]["hpr_number"]
+    assert ok["claims"]["authorization_details"][0]["type"] == auth.TRUST_FRAMEWORK_TYPE
+    suspended = _practitioner_login(mesh, by_role["suspended_practitioner"], gp_org)
+    assert suspended["error"] == "access_denied" and "SUSPENDED" in suspended["error_description"]
+    foreign = demo(mesh, "hospital-ehr")["orgnr_parent"] or "974589095"
+    elsewhere = _practitioner_login(mesh, by_role["gp"], foreign)
+    assert elsewhere["error"] == "access_denied"
