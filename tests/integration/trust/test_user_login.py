@@ -11,6 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from samhandling.masterdata.v1 import masterdata_service_pb2 as md
 
 from services.common import auth
 from services.common.tokens import Scopes
@@ -21,6 +22,7 @@ from tests.integration.trust.conftest import (
     GP_ORG,
     HOSPITAL,
     HOSPITAL_UNIT,
+    LATE_SUSPENDED_DOCTOR,
     NURSE,
     SUSPENDED_DOCTOR,
     Trust,
@@ -269,8 +271,12 @@ def test_attestation_in_the_client_assertion_at_the_token_endpoint(trust: Trust)
 
 def test_suspended_practitioner_in_client_assertion_is_access_denied(trust: Trust) -> None:
     client_id, key = trust.register(orgnr_parent=GP_ORG)
-    query, verifier = login(trust, client_id, key, hpr=DOCTOR)
-    trust.masterdata.approvals[(DOCTOR, "LE")] = "SUSPENDED"
+    query, verifier = login(trust, client_id, key, hpr=LATE_SUSPENDED_DOCTOR)
+    trust.masterdata.stub.SuspendApproval(
+        md.SuspendApprovalRequest(hpr_number=LATE_SUSPENDED_DOCTOR, category="LE", reason="t"),
+        metadata=trust.masterdata.admin(),
+        timeout=5,
+    )
     assertion = key.assertion(client_id, authorization_details=[attestation("LE", GP_ORG)])
     form = {
         "client_assertion_type": ASSERTION_TYPE,
