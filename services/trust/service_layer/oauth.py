@@ -159,6 +159,7 @@ class TrustService:
             "authorization_response_iss_parameter_supported": True,
             "access_token_signing_alg_values_supported": list(ACCESS_TOKEN_ALGORITHMS),
             "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": [ALG],
             "scopes_supported": sorted(OIDC_SCOPES),
             "claims_supported": [
                 "sub",
@@ -397,7 +398,33 @@ class TrustService:
                     "family_exp": self.clock() + self.settings.refresh_token_ttl,
                 },
             )
-        return self._token_response(claims, jkt, refresh)
+        response = self._token_response(claims, jkt, refresh)
+        if data.get("openid"):
+            response["id_token"] = self._id_token(client, subject, data.get("nonce", ""))
+        return response
+
+    def _id_token(self, client: Client, subject: Mapping[str, Any], nonce: str) -> str:
+        """OpenID Connect ID token for the client (audience = client_id)."""
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": subject["sub"],
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + self.settings.access_token_ttl,
+            "auth_time": subject.get("auth_time", now),
+            "jti": secrets.token_urlsafe(16),
+            auth.CLAIM_SECURITY_LEVEL: str(subject.get("security_level", "4")),
+            auth.CLAIM_ASSURANCE_LEVEL: subject.get("assurance_level", "high"),
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        if subject.get("pid"):
+            claims[auth.CLAIM_PID] = subject["pid"]
+            claims[auth.CLAIM_PID_PSEUDONYM] = self.pseudonym(subject["pid"])
+        if subject.get("hpr"):
+            claims[auth.CLAIM_HPR_NUMBER] = subject["hpr"]
+        return self.keys.sign(claims, typ="JWT")
 
     def _new_refresh(self, client: Client, family_id: str, data: dict[str, Any]) -> str:
         token = secrets.token_urlsafe(32)
@@ -631,6 +658,8 @@ class TrustService:
             "audience": audience,
             "state": params.get("state", ""),
             "authorization_details": details,
+            "openid": "openid" in (params.get("scope") or "").split(),
+            "nonce": params.get("nonce", ""),
         }
         request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
         self.repo.add_par(
@@ -729,6 +758,8 @@ class TrustService:
                 "subject": subject,
                 "authorization_details": verified,
                 "par_had_details": bool(data.get("authorization_details")),
+                "openid": bool(data.get("openid")),
+                "nonce": data.get("nonce", ""),
             },
             self.clock() + self.settings.code_ttl,
         )

@@ -9,6 +9,7 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from samhandling.masterdata.v1 import masterdata_service_pb2 as md
@@ -60,6 +61,7 @@ def par(
         "code_challenge": create_s256_code_challenge(verifier),
         "code_challenge_method": "S256",
         "state": "st-1",
+        "nonce": "n-1",
         **extra,
     }
     reply = trust.post("/connect/par", form)
@@ -110,6 +112,18 @@ def test_authlib_code_flow_for_a_citizen_and_refresh(trust: Trust) -> None:
     assert claims[auth.CLAIM_ASSURANCE_LEVEL] == "high"
     assert claims[auth.CLAIM_PID_PSEUDONYM] and claims["sub"] != PID
     assert claims["scope"] == Scopes.RESULTS_READ
+    id_token = jwt.decode(
+        token["id_token"],
+        key=jwt.PyJWK.from_dict(
+            {k["kid"]: k for k in trust.jwks()["keys"]}[
+                jwt.get_unverified_header(token["id_token"])["kid"]
+            ]
+        ).key,
+        algorithms=["ES256"],
+        audience=client_id,
+        issuer=ISSUER,
+    )
+    assert id_token["sub"] == claims["sub"] and id_token["nonce"] == "n-1"
     refreshed = session.refresh_token(TOKEN_ENDPOINT, refresh_token=token["refresh_token"])
     again = verify(trust, refreshed["access_token"], "samhandling:results")
     assert again[auth.CLAIM_PID] == PID and again["jti"] != claims["jti"]
