@@ -389,7 +389,7 @@ class TrustService:
         if client.allows_grant(GRANT_REFRESH_TOKEN):
             refresh = self._new_refresh(
                 client,
-                secrets.token_urlsafe(16),
+                data.get("family_id") or secrets.token_urlsafe(16),
                 {
                     "subject": subject,
                     "scopes": scopes,
@@ -760,6 +760,7 @@ class TrustService:
                 "par_had_details": bool(data.get("authorization_details")),
                 "openid": bool(data.get("openid")),
                 "nonce": data.get("nonce", ""),
+                "family_id": secrets.token_urlsafe(16),  # its refresh tokens, if any
             },
             self.clock() + self.settings.code_ttl,
         )

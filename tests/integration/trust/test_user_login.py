@@ -150,6 +150,9 @@ def test_code_is_single_use_and_pkce_checked(trust: Trust) -> None:
     again = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
     assert again.json()["error"] == "invalid_grant"
     assert "already used" in again.json()["error_description"]
+    # The reuse revoked the refresh token the code had produced.
+    form = key.form(client_id, grant_type="refresh_token", refresh_token=ok.json()["refresh_token"])
+    assert "revoked" in trust.post("/connect/token", form).json()["error_description"]
 
 
 def test_expired_code_is_invalid_grant(trust: Trust) -> None:
