@@ -21,6 +21,7 @@ import jwt
 from services.common import auth
 from services.common.dpop import DpopError, NonceSource, b64url, verify_proof
 from services.common.identifiers import hpr_number_problem, pid_problem
+from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
 from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import (
@@ -160,7 +161,10 @@ class TrustService:
             "access_token_signing_alg_values_supported": list(ACCESS_TOKEN_ALGORITHMS),
             "subject_types_supported": ["pairwise"],
             "id_token_signing_alg_values_supported": [ALG],
-            "scopes_supported": sorted(OIDC_SCOPES),
+            "scopes_supported": sorted(
+                OIDC_SCOPES
+                | {v for k, v in vars(Scopes).items() if k.isupper() and isinstance(v, str)}
+            ),
             "claims_supported": [
                 "sub",
                 auth.CLAIM_PID,
