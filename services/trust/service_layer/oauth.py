@@ -315,21 +315,37 @@ class TrustService:
             return self._refresh(client, params, details, jkt)
         return self._exchange(client, params, details, jkt)
 
-    def _scopes_and_audience(
-        self, client: Client, scope: str | None, resource: str | None
-    ) -> tuple[list[str], str]:
-        scopes = [s for s in client.granted_scopes(scope) if s not in OIDC_SCOPES]
+    @staticmethod
+    def _audience(
+        client: Client, scopes: list[str], resource: str | None, default: str | None = None
+    ) -> str:
+        """RFC 8707: `resource`, else the default (a login's), else the one API all the
+        scopes belong to, else the client's only audience (`invalid_target` otherwise)."""
         if resource:
-            audience = client.audience(resource)
-        else:
-            apis = {scope_audience(s) for s in scopes} - {None}
-            if len(apis) == 1 and next(iter(apis)) in client.audiences:
-                audience = str(next(iter(apis)))
-            else:
-                audience = client.audience(None)
-        if not scope:
-            scopes = [s for s in scopes if scope_audience(s) in (audience, None)]
-        return scopes, audience
+            return client.audience(resource)
+        if default:
+            return default
+        apis = {scope_audience(s) for s in scopes} - {None}
+        if len(apis) == 1 and next(iter(apis)) in client.audiences:
+            return str(next(iter(apis)))
+        return client.audience(None)
+
+    @staticmethod
+    def _narrow(scopes: list[str], audience: str, requested: bool) -> list[str]:
+        """The scopes that belong to the token's audience (one API per token)."""
+        narrowed = [s for s in scopes if scope_audience(s) in (audience, None)]
+        if requested and scopes and not narrowed:
+            raise OAuthError("invalid_scope", "none of the requested scopes is for the resource")
+        return narrowed
+
+    def _login_audience(self, client: Client, scopes: list[str], resource: str | None) -> str:
+        """At PAR the audience may stay open (several APIs) until the token request."""
+        try:
+            return self._audience(client, scopes, resource)
+        except OAuthError:
+            if resource:
+                raise
+            return ""
 
     def _client_credentials(
         self,
@@ -342,9 +358,9 @@ class TrustService:
             raise invalid_request(
                 "authorization_details need a user login (authorization_code grant)"
             )
-        scopes, audience = self._scopes_and_audience(
-            client, params.get("scope"), params.get("resource")
-        )
+        granted = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
+        audience = self._audience(client, granted, params.get("resource"))
+        scopes = self._narrow(granted, audience, bool(params.get("scope")))
         claims = self._access_claims(client, audience, scopes, None, (), jkt)
         return self._token_response(claims, jkt)
 
@@ -384,10 +400,8 @@ class TrustService:
             attestation = trust_framework_attestation(details)
             if attestation is not None:
                 verified = [self._verify_attestation(client, attestation, subject.get("hpr"))]
-        scopes = data["scopes"]
-        audience = data["audience"]
-        if params.get("resource"):
-            audience = client.audience(params["resource"])
+        audience = self._audience(client, data["scopes"], params.get("resource"), data["audience"])
+        scopes = self._narrow(data["scopes"], audience, False)
         claims = self._access_claims(client, audience, scopes, subject, verified, jkt)
         refresh = None
         if client.allows_grant(GRANT_REFRESH_TOKEN):
@@ -396,7 +410,7 @@ class TrustService:
                 data.get("family_id") or secrets.token_urlsafe(16),
                 {
                     "subject": subject,
-                    "scopes": scopes,
+                    "scopes": data["scopes"],  # the whole grant; each token gets its API's
                     "audience": audience,
                     "authorization_details": verified,
                     "family_exp": self.clock() + self.settings.refresh_token_ttl,
@@ -464,9 +478,8 @@ class TrustService:
             if any(s not in scopes for s in wanted):
                 raise OAuthError("invalid_scope", "scope wider than the original grant")
             scopes = wanted
-        audience = (
-            client.audience(params["resource"]) if params.get("resource") else data["audience"]
-        )
+        audience = self._audience(client, scopes, params.get("resource"), data["audience"])
+        scopes = self._narrow(scopes, audience, bool(params.get("scope")))
         claims = self._access_claims(
             client, audience, scopes, data["subject"], data["authorization_details"], jkt
         )
@@ -652,9 +665,8 @@ class TrustService:
                 "authorization_details in both the PAR request and the client assertion"
             )
         trust_framework_attestation(details)  # shape check now, master data at login
-        scopes, audience = self._scopes_and_audience(
-            client, params.get("scope"), params.get("resource")
-        )
+        scopes = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
+        audience = self._login_audience(client, scopes, params.get("resource"))
         stored = {
             "redirect_uri": redirect_uri,
             "code_challenge": challenge,

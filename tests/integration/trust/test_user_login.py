@@ -385,3 +385,34 @@ def test_testid_is_off_in_production(start_trust: Any) -> None:
         params={"client_id": client_id, "request_uri": pushed["request_uri"]},
     )
     assert page.status_code == 400 and page.json()["error"] == "temporarily_unavailable"
+
+
+def test_one_login_many_apis_one_audience_per_token(trust: Trust) -> None:
+    client_id, key = trust.register(
+        scopes=("openid", Scopes.RESULTS_READ, Scopes.PRIVACY_PRACTITIONER),
+    )
+    scope = f"openid {Scopes.RESULTS_READ} {Scopes.PRIVACY_PRACTITIONER}"
+    query, verifier = login(trust, client_id, key, pid=PID, scope=scope)
+    missing = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
+    assert missing.json()["error"] == "invalid_target"
+    query, verifier = login(trust, client_id, key, pid=PID, scope=scope)
+    first = _code_token(
+        trust,
+        client_id,
+        key,
+        code=query["code"][0],
+        code_verifier=verifier,
+        resource="samhandling:results",
+    ).json()
+    assert (
+        verify(trust, first["access_token"], "samhandling:results")["scope"] == Scopes.RESULTS_READ
+    )
+    form = key.form(
+        client_id,
+        grant_type="refresh_token",
+        refresh_token=first["refresh_token"],
+        resource="samhandling:privacy",
+    )
+    second = trust.post("/connect/token", form).json()
+    claims = verify(trust, second["access_token"], "samhandling:privacy")
+    assert claims["scope"] == Scopes.PRIVACY_PRACTITIONER
