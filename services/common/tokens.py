@@ -60,8 +60,9 @@ def authenticator_for(
 ) -> JwtAuthenticator:
     """Verifies tokens whose audience is `service`; internal methods accept any mesh audience.
 
-    DPoP-bound tokens are checked by the shared resource-server verifier
-    (`services.common.dpop.DpopProofChecker`) unless another `proof_checker` is given."""
+    DPoP-bound tokens (RFC 9449) are checked with the shared `DpopProofChecker` unless the
+    caller passes its own `proof_checker`.
+    """
     if proof_checker is None:
         from services.common.dpop import DpopProofChecker
 
