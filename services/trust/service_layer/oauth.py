@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import html
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -385,7 +386,9 @@ class TrustService:
             raise OAuthError("invalid_grant", "authorization code already used")
         if expires_at < self.clock():
             raise OAuthError("invalid_grant", "authorization code expired")
-        challenge = b64url(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
+        if not re.fullmatch(r"[A-Za-z0-9._~-]{43,128}", verifier):
+            raise OAuthError("invalid_grant", "code_verifier must be 43-128 unreserved characters")
+        challenge = b64url(hashlib.sha256(verifier.encode("ascii")).digest())
         if not hmac.compare_digest(challenge, data["code_challenge"]):
             raise OAuthError("invalid_grant", "PKCE verification failed")
         if params.get("redirect_uri", data["redirect_uri"]) != data["redirect_uri"]:
