@@ -89,7 +89,8 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         existing = _channels.get(key)
         if existing is not None:
             return existing
-        from opentelemetry.instrumentation.grpc import client_interceptor
+        from services.common.metrics import ClientMetricsInterceptor
+        from services.common.telemetry import client_interceptor
 
         raw = grpc.insecure_channel(
             target,
@@ -99,8 +100,15 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
                 ("grpc.keepalive_time_ms", 60_000),
             ],
         )
-        made = grpc.intercept_channel(
-            raw, DeadlineInterceptor(default_timeout), client_interceptor()
+        # OpenTelemetry's interceptor is a grpcext one (not a grpc.ClientInterceptor), so it
+        # wraps the already intercepted channel: span outermost, W3C context in the metadata.
+        from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
+
+        made = intercept_channel(
+            grpc.intercept_channel(
+                raw, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
+            ),
+            client_interceptor(),
         )
         _channels[key] = made
         return made
