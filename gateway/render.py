@@ -296,6 +296,8 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
     host, _, port = target.rpartition(":")
     tracing = {
         "spawn_upstream_span": True,
+        # Envoy's own http.url carries the query string; overwrite it with the path only.
+        "custom_tags": [{"tag": "http.url", "value": "%PATH(NQ)%"}],
         "provider": {
             "name": "envoy.tracers.opentelemetry",
             "typed_config": {
