@@ -4,6 +4,9 @@ context out). Built with the shared server factory, so it traces and counts like
 
     python -m tests.support.relay --name relay --port P [--next 127.0.0.1:Q] [--db sqlite:///x.db]
 
+A text "put:<key>" is a write: the key is stored (idempotently, like a request_id) and
+committed before the answer, so failover tests can check that no acknowledged write is lost.
+
 It is careless on purpose: it copies the request text into a span attribute and a log line,
 so tests can show that identity numbers are scrubbed before export.
 """
@@ -33,12 +36,21 @@ class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
         self.name = name
         self.next_hop = next_hop
         self.engine = make_engine(db_url) if db_url else None
+        if self.engine is not None:
+            with self.engine.begin() as conn:
+                conn.execute(sa.text("CREATE TABLE IF NOT EXISTS items (key TEXT PRIMARY KEY)"))
         self.relayed = counter("relay_calls_total", "Echo calls relayed", ["hop"])
 
     def Echo(self, request: Any, context: Any) -> bench_service_pb2.EchoResponse:
         trace.get_current_span().set_attribute("relay.text", request.text)  # careless on purpose
         log.info("echo", extra=log_fields(text=request.text))
-        if self.engine is not None:
+        if self.engine is not None and request.text.startswith("put:"):
+            with self.engine.begin() as conn:
+                conn.execute(
+                    sa.text("INSERT INTO items (key) VALUES (:key) ON CONFLICT DO NOTHING"),
+                    {"key": request.text[4:]},
+                )
+        elif self.engine is not None:
             with self.engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
         text = f"{self.name}:{request.text}"
