@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from dataclasses import dataclass
@@ -61,11 +62,18 @@ DEFAULT_OUT = Path(os.environ.get("SAMHANDLING_EDGE_CONFIG", "/tmp/envoy.yaml"))
 def upstreams(env: dict[str, str]) -> dict[str, str]:
     """Service name -> host:port Envoy should resolve (all replicas behind one DNS name)."""
     found = {}
-    for name, info in SERVICES.items():
-        value = env.get(f"{info.env_prefix}_UPSTREAM")
-        if value:
-            found[name] = value
-    return found
+    for key, value in env.items():
+        match = re.fullmatch(r"SAMHANDLING_([A-Z0-9]+)_UPSTREAM", key)
+        if match and value:
+            found[match.group(1).lower()] = value
+    return dict(
+        sorted(
+            found.items(),
+            key=lambda item: (
+                list(SERVICES).index(item[0]) if item[0] in SERVICES else len(SERVICES)
+            ),
+        )
+    )
 
 
 def _stats_listener(ports: ContainerPorts) -> dict[str, Any]:

@@ -98,10 +98,6 @@ def with_replicas(config: dict[str, Any], replicas: dict[str, list[str]]) -> dic
                     "retry_budget",
                     {"budget_percent": {"value": 25.0}, "min_retry_concurrency": 16},
                 )
-        # Route around a dead replica at once; do not wait for the health checker.
-        cluster.setdefault("common_lb_config", {}).setdefault(
-            "healthy_panic_threshold", {"value": 0}
-        )
     for _listener, routes in _routes(config):
         extra: list[dict[str, Any]] = []
         for route in routes:
