@@ -99,3 +99,13 @@ def test_replicas_spread_endpoints_and_retry_reads_only() -> None:
 def test_idempotent_methods() -> None:
     assert is_idempotent("/a.B/GetThing") and is_idempotent("/a.B/SearchResults")
     assert not is_idempotent("/a.B/CreateResult") and not is_idempotent("/a.B/DecideAccess")
+
+
+def test_replica_option_parsing() -> None:
+    from deploy.local.mesh import parse_replicas
+
+    assert parse_replicas(["", "masterdata=2,privacy=3", "results"]) == {
+        "masterdata": 2,
+        "privacy": 3,
+        "results": 2,
+    }
