@@ -39,12 +39,20 @@ _configured = False
 _JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 _AUTH_PATTERN = re.compile(r"(?i)\b(bearer|dpop|basic)\s+[A-Za-z0-9._~+/=-]+")
 TOKEN_MASK = "<token>"
+# Cheap pre-check: most values hold nothing to mask and are passed through untouched.
+_SUSPECT = re.compile(r"\d{11}|eyJ|bearer|dpop|basic", re.IGNORECASE)
 # Attribute keys whose values are dropped entirely (request/response metadata dumps).
-_SECRET_KEYS = ("authorization", "dpop", "cookie", "token", "password", "secret")
+_SECRET_KEY = re.compile(r"authorization|dpop|cookie|token|password|secret", re.IGNORECASE)
+
+
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None and "status" not in key
 
 
 def scrub_text(value: str) -> str:
     """Mask identity numbers and tokens in one string."""
+    if not _SUSPECT.search(value):
+        return value
     value = _JWT_PATTERN.sub(TOKEN_MASK, value)
     value = _AUTH_PATTERN.sub(lambda m: f"{m.group(1)} {TOKEN_MASK}", value)
     return str(scrub(value))
@@ -68,15 +76,39 @@ def scrub_value(value: Any) -> Any:
 def scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     clean: dict[str, Any] = {}
     for key, value in (attributes or {}).items():
-        if any(secret in key.lower() for secret in _SECRET_KEYS) and "status" not in key:
+        if _secret_key(key):
             clean[key] = TOKEN_MASK
         else:
             clean[key] = scrub_value(value)
     return clean
 
 
+def _dirty(span: ReadableSpan) -> bool:
+    """Whether anything in the span may need masking (the common case is no)."""
+
+    def suspect(attributes: Mapping[str, Any] | None) -> bool:
+        for key, value in (attributes or {}).items():
+            if _secret_key(key):
+                return True
+            if scrub_value(value) != value:
+                return True
+        return False
+
+    return (
+        scrub_text(span.name) != span.name
+        or bool(
+            span.status.description
+            and scrub_text(span.status.description) != span.status.description
+        )
+        or suspect(span.attributes)
+        or any(e.name != scrub_text(e.name) or suspect(e.attributes) for e in span.events)
+    )
+
+
 def scrub_span(span: ReadableSpan) -> ReadableSpan:
-    """A copy of a finished span with identity numbers and tokens masked everywhere."""
+    """The span itself if clean, else a copy with identity numbers and tokens masked."""
+    if not _dirty(span):
+        return span
     status = span.status
     if status.description:
         status = Status(status.status_code, scrub_text(status.description))
