@@ -231,6 +231,17 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
             "limits": {"cpu": "1", "memory": "512Mi"},
         },
     )
+    # Never start on an old schema: migrate this service first (a no-op at head; the advisory
+    # lock in deploy/migrate.py lets the Job and several pods take turns).
+    init = _container(
+        "migrate",
+        ["python", "-m", "deploy.migrate", name],
+        [DB_URL_ENV],
+        resources={
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "384Mi"},
+        },
+    )
     deployment = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -252,7 +263,7 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": _pod_spec([container], grace=30, **_spread(name)),
+                "spec": _pod_spec([container], grace=30, initContainers=[init], **_spread(name)),
             },
         },
     }
