@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     for service in chosen:
         versions = versions_dir(service)
         if versions is None:
-            log.info("no migrations", extra=log_fields(service=service))
+            log.info("no migrations", extra=log_fields(schema_of=service))
             continue
         engine = service_engine(service)
         try:
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
                 migrate(service, engine, versions)
         finally:
             engine.dispose()
-        log.info("migrated", extra=log_fields(service=service))
+        log.info("migrated", extra=log_fields(schema_of=service))
         if args.seed and (ROOT / "services" / service / "seed.py").exists():
             module = importlib.import_module(f"services.{service}.seed")
             if hasattr(module, "main"):
                 module.main()
-                log.info("seeded", extra=log_fields(service=service))
+                log.info("seeded", extra=log_fields(schema_of=service))
     return 0
 
 
