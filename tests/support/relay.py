@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from typing import Any
 
 import sqlalchemy as sa
@@ -81,9 +82,11 @@ def main() -> None:
     parser.add_argument("--name", default="relay")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--next")
+    parser.add_argument("--next-from-env", help="read the next hop's address from this variable")
     parser.add_argument("--db")
     args = parser.parse_args()
-    serve(spec(args.name, args.next, args.db), f"127.0.0.1:{args.port}")
+    next_hop = os.environ[args.next_from_env] if args.next_from_env else args.next
+    serve(spec(args.name, next_hop, args.db), f"127.0.0.1:{args.port}")
 
 
 if __name__ == "__main__":

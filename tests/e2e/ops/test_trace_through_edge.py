@@ -10,9 +10,7 @@ way once those services exist (see deploy/README.md, "Trace test").
 from __future__ import annotations
 
 import itertools
-import os
 import random
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,8 +21,8 @@ import requests
 import yaml
 from opentelemetry.proto.trace.v1 import trace_pb2
 
-from deploy.local.mesh import ROOT, free_port, start_envoy, wait_serving
-from gateway.render import EdgePorts, render
+from deploy.local import pidscan
+from deploy.local.mesh import Mesh, free_port
 from services.common.identifiers import synthetic_pid
 from tests.support.otlp import ExportedSpan, OtlpReceiver, check_call_graph
 
@@ -38,53 +36,37 @@ CHAIN = ("front", "back")  # service names, edge-facing first
 class Edge:
     url: str
     receiver: OtlpReceiver
-    access_log: Path
     logs: Path
-
-
-def _env(receiver: OtlpReceiver) -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")])
-    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-    env["OTEL_BSP_SCHEDULE_DELAY"] = "100"  # export promptly; not a timing assumption
-    env.pop("OTEL_SERVICE_NAME", None)
-    return env
 
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
+    """The launcher (deploy/local/mesh.py) with tracing on: services and Envoy export to the
+    receiver. For the real chain drop `services`/`commands` and call /v1/results:search."""
     tmp = tmp_path_factory.mktemp("trace")
-    receiver = OtlpReceiver().start()
-    env = _env(receiver)
-    processes: list[subprocess.Popen[bytes]] = []
-    next_hop: str | None = None
-    try:
-        for name in reversed(CHAIN):
-            port = free_port()
-            argv = [sys.executable, "-m", "tests.support.relay", "--name", name]
-            argv += ["--port", str(port), "--db", f"sqlite:///{tmp / name}.db"]
-            if next_hop:
-                argv += ["--next", next_hop]
-            log = open(tmp / f"{name}.log", "ab")  # noqa: SIM115
-            processes.append(subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=log))
-            next_hop = f"127.0.0.1:{port}"
-            wait_serving(next_hop)
-        assert next_hop is not None
-        ports = EdgePorts(free_port(), free_port(), free_port())
-        access_log = tmp / "access.log"
-        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-        try:
-            config = render(ports, {"bench": next_hop}, access_log=access_log)
-        finally:
-            del os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"]
-        (tmp / "envoy.yaml").write_text(yaml.safe_dump(config))
-        processes.append(start_envoy(tmp / "envoy.yaml", ports.admin, tmp / "envoy.log"))
-        yield Edge(f"http://127.0.0.1:{ports.public}", receiver, access_log, tmp)
-    finally:
-        for proc in reversed(processes):
-            proc.terminate()
-            proc.wait(15)
-        receiver.stop()
+    relay = [sys.executable, "-m", "tests.support.relay", "--port", "{port}"]
+    with OtlpReceiver() as receiver:
+        mesh = Mesh(
+            var_dir=tmp,
+            # "bench" is the edge-facing hop (the cluster for samhandling.bench.v1's routes).
+            services=["back", "bench"],
+            commands={
+                "back": [*relay, "--name", "back", "--db", f"sqlite:///{tmp}/back.db"],
+                "bench": [
+                    *relay,
+                    *("--name", "front", "--db", f"sqlite:///{tmp}/front.db"),
+                    *("--next-from-env", "SAMHANDLING_BACK_ADDR"),
+                ],
+            },
+            edge_port=free_port(),
+            seed=False,
+            extra_env={
+                "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                "OTEL_BSP_SCHEDULE_DELAY": "100",  # export promptly; not a timing assumption
+            },
+        )
+        with mesh:
+            yield Edge(mesh.edge_url, receiver, tmp / "logs")
 
 
 def _trace_of(spans: list[ExportedSpan], marker: str) -> list[ExportedSpan]:
@@ -138,12 +120,13 @@ def test_no_identity_number_in_spans_or_logs(edge: Edge) -> None:
     assert "/v1/bench:echo" in urls
     for raw in edge.receiver.raw:
         assert pid.encode() not in raw
+    assert pidscan.main([str(edge.logs)]) == 0  # any valid identity number, not only ours
     for log in edge.logs.glob("*.log"):
         assert pid not in log.read_text(errors="replace"), log.name
     # Service logs are JSON lines with the trace and span ids of the call.
     lines = [
         line
-        for line in (edge.logs / "front.log").read_text().splitlines()
+        for line in (edge.logs / "bench.log").read_text().splitlines()
         if marker in line and line.startswith("{")
     ]
     assert lines
