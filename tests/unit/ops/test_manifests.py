@@ -3,6 +3,8 @@ carry what the issue asks for; the Compose file parses and describes the whole m
 
 from __future__ import annotations
 
+import copy
+import functools
 import re
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ COMPOSE = ROOT / "deploy" / "compose" / "compose.yaml"
 K8S_VERSION = "1.33.0"
 
 
+@functools.cache
 def _objects() -> list[dict[str, Any]]:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     objects: list[dict[str, Any]] = []
@@ -61,8 +64,7 @@ def test_every_manifest_validates_strictly(path: str) -> None:
 
 
 def test_validation_would_catch_a_broken_manifest() -> None:
-    broken = _find("Deployment", "trust")
-    broken = yaml.safe_load(yaml.safe_dump(broken))
+    broken = copy.deepcopy(_find("Deployment", "trust"))
     broken["spec"]["replicas"] = "two"
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(broken, K8S_VERSION, strict=True)
@@ -119,6 +121,7 @@ def test_migration_job_edge_config_and_observability() -> None:
 
 
 # --- Compose ---------------------------------------------------------------------------------
+@functools.cache
 def _compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
 
