@@ -89,6 +89,8 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         existing = _channels.get(key)
         if existing is not None:
             return existing
+        from opentelemetry.instrumentation.grpc import grpcext
+
         from services.common.metrics import ClientMetricsInterceptor
         from services.common.telemetry import client_interceptor
 
@@ -100,15 +102,10 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
                 ("grpc.keepalive_time_ms", 60_000),
             ],
         )
-        # OpenTelemetry's interceptor is a grpcext one (not a grpc.ClientInterceptor), so it
-        # wraps the already intercepted channel: span outermost, W3C context in the metadata.
-        from opentelemetry.instrumentation.grpc.grpcext import intercept_channel
-
-        made = intercept_channel(
-            grpc.intercept_channel(
-                raw, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
-            ),
-            client_interceptor(),
+        # OpenTelemetry's interceptor has its own channel wrapper (grpcext).
+        traced = grpcext.intercept_channel(raw, client_interceptor())
+        made = grpc.intercept_channel(
+            traced, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
         )
         _channels[key] = made
         return made
