@@ -295,6 +295,10 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
     target = endpoint.split("://", 1)[-1].rstrip("/")
     host, _, port = target.rpartition(":")
     tracing = {
+        # Share of requests Envoy starts a trace for; services follow Envoy's decision.
+        "random_sampling": {
+            "value": float(os.environ.get("SAMHANDLING_TRACE_SAMPLING_PERCENT", "100"))
+        },
         "spawn_upstream_span": True,
         # Envoy's own http.url carries the query string; overwrite it with the path only.
         "custom_tags": [{"tag": "http.url", "value": "%PATH(NQ)%"}],

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Self, TextIO
 
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
@@ -125,7 +125,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 self._changed.wait(remaining)
             return list(self._spans)
 
-    def start(self, port: int = 0) -> OtlpReceiver:
+    def start(self, port: int = 0) -> Self:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{port}")
@@ -137,7 +137,7 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         if self._server is not None:
             self._server.stop(0).wait()
 
-    def __enter__(self) -> OtlpReceiver:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:

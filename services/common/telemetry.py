@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import socket
@@ -45,13 +46,20 @@ _SUSPECT = re.compile(r"\d{11}|eyJ|bearer|dpop|basic", re.IGNORECASE)
 _SECRET_KEY = re.compile(r"authorization|dpop|cookie|token|password|secret", re.IGNORECASE)
 
 
+@functools.lru_cache(maxsize=1024)
 def _secret_key(key: str) -> bool:
     return _SECRET_KEY.search(key) is not None and "status" not in key
 
 
+@functools.lru_cache(maxsize=4096)
+def _suspect(value: str) -> bool:
+    # Attribute values repeat (service and method names, peers): remember the verdict.
+    return _SUSPECT.search(value) is not None
+
+
 def scrub_text(value: str) -> str:
     """Mask identity numbers and tokens in one string."""
-    if not _SUSPECT.search(value):
+    if not _suspect(value):
         return value
     value = _JWT_PATTERN.sub(TOKEN_MASK, value)
     value = _AUTH_PATTERN.sub(lambda m: f"{m.group(1)} {TOKEN_MASK}", value)
