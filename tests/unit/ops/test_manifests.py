@@ -155,6 +155,24 @@ def test_compose_runs_every_service_twice_after_migration(service: str) -> None:
     assert upstream == f"{service}:{info.default_port}"
 
 
+def test_compose_prometheus_scrapes_every_service_and_envoy() -> None:
+    assert (
+        "./prometheus.yml:/etc/prometheus/prometheus.yml:ro"
+        in _compose()["services"]["prometheus"]["volumes"]
+    )
+    config = yaml.safe_load((COMPOSE.parent / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    (sd,) = jobs["samhandling"]["dns_sd_configs"]
+    assert set(sd["names"]) == set(SERVICES)
+    ports = {
+        spec["environment"][f"{SERVICES[name].env_prefix}_METRICS_PORT"]
+        for name, spec in _compose()["services"].items()
+        if name in SERVICES
+    }
+    assert ports == {str(sd["port"])}
+    assert jobs["envoy"]["metrics_path"] == "/stats/prometheus"
+
+
 def test_compose_commits_no_secret_values() -> None:
     text = COMPOSE.read_text()
     for key in ("POSTGRES_PASSWORD", "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"):
