@@ -320,7 +320,7 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
     clusters = config["static_resources"]["clusters"]
     if not any(c["name"] == OTLP_CLUSTER for c in clusters):
         collector = _cluster(OTLP_CLUSTER, f"{host or '127.0.0.1'}:{port or 4317}")
-        collector.pop("health_checks")
+        collector.pop("health_checks", None)
         collector["type"] = "STRICT_DNS"  # a host name in Compose/Kubernetes, an IP locally
         collector["dns_lookup_family"] = "V4_ONLY"
         clusters.append(collector)
