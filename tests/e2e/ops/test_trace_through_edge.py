@@ -133,3 +133,10 @@ def test_no_identity_number_in_spans_or_logs(edge: Edge) -> None:
     entry = yaml.safe_load(lines[0])
     assert entry["trace_id"] == spans[0].trace_id
     assert len(entry["span_id"]) == 16
+    # The pipeline's access-log line of the same call carries them too.
+    access = [
+        yaml.safe_load(line)
+        for line in (edge.logs / "bench.log").read_text().splitlines()
+        if '"msg": "rpc"' in line and entry["trace_id"] in line
+    ]
+    assert [a["span_id"] for a in access] == [entry["span_id"]]
