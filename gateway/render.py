@@ -9,6 +9,7 @@ to loopback only.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -265,7 +266,7 @@ def render(
     internal_routes.append({"match": {"prefix": "/"}, "direct_response": _json_404()})
     internal = _hcm("internal", internal_routes, [], None)
 
-    return {
+    config = {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}
         },
@@ -277,6 +278,66 @@ def render(
             "clusters": [_cluster(name, addresses[name]) for name in sorted(addresses)],
         },
     }
+    return with_tracing(config, os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+OTLP_CLUSTER = "opentelemetry_collector"
+
+
+def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]:
+    """Envoy's OpenTelemetry tracer on every listener, exporting OTLP/gRPC to `endpoint`
+    (OTEL_EXPORTER_OTLP_ENDPOINT, e.g. http://jaeger:4317). Envoy starts or continues the W3C
+    trace context (`traceparent`) and passes it to the services. No-op without an endpoint;
+    idempotent. Span attributes: method, path without query, status, upstream; never headers.
+    """
+    if not endpoint:
+        return config
+    target = endpoint.split("://", 1)[-1].rstrip("/")
+    host, _, port = target.rpartition(":")
+    tracing = {
+        # Share of requests Envoy starts a trace for; services follow Envoy's decision.
+        "random_sampling": {
+            "value": float(os.environ.get("SAMHANDLING_TRACE_SAMPLING_PERCENT", "100"))
+        },
+        "spawn_upstream_span": True,
+        # Envoy's own http.url carries the query string; overwrite it with the path only.
+        "custom_tags": [{"tag": "http.url", "value": "%PATH(NQ)%"}],
+        "provider": {
+            "name": "envoy.tracers.opentelemetry",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "1s"},
+                "service_name": os.environ.get("SAMHANDLING_EDGE_SERVICE_NAME", "edge"),
+            },
+        },
+    }
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for network_filter in chain["filters"]:
+                hcm = network_filter["typed_config"]
+                if hcm.get("@type", "").endswith(".HttpConnectionManager"):
+                    hcm.setdefault("tracing", tracing)
+    clusters = config["static_resources"]["clusters"]
+    if not any(c["name"] == OTLP_CLUSTER for c in clusters):
+        collector = _cluster(OTLP_CLUSTER, f"{host or '127.0.0.1'}:{port or 4317}")
+        collector.pop("health_checks", None)
+        collector["type"] = "STRICT_DNS"  # a host name in Compose/Kubernetes, an IP locally
+        collector["dns_lookup_family"] = "V4_ONLY"
+        clusters.append(collector)
+    # Export spans every 500 ms instead of every 5 s, so a trace shows up promptly.
+    layers = config.setdefault("layered_runtime", {"layers": []})["layers"]
+    if not any(layer.get("name") == "tracing" for layer in layers):
+        layers.insert(
+            0,
+            {
+                "name": "tracing",
+                "static_layer": {
+                    "tracing.opentelemetry.flush_interval_ms": 500,
+                    "tracing.opentelemetry.min_flush_spans": 1,
+                },
+            },
+        )
+    return config
 
 
 def render_to_file(

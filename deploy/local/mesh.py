@@ -22,12 +22,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
-from gateway.render import EdgePorts, render_to_file  # noqa: E402
+from deploy.local.replicas import with_replicas  # noqa: E402
+from gateway.render import EdgePorts, render, with_tracing  # noqa: E402
 from services.common.registry import SERVICES  # noqa: E402
 
 
@@ -93,8 +95,17 @@ class Mesh:
     fixed_service_ports: bool = False
     seed: bool = True
     extra_env: dict[str, str] = field(default_factory=dict)
+    # Replicas per service (default 1). A replicated service's replicas sit behind Envoy: its
+    # cluster lists every replica, and other services dial it through the internal listener.
+    replicas: dict[str, int] = field(default_factory=dict)
+    # argv per service instead of `python -m services.<name>.main`; "{port}" is replaced.
+    commands: dict[str, list[str]] = field(default_factory=dict)
+    # Give every process a Prometheus /metrics port (SAMHANDLING_<NAME>_METRICS_PORT).
+    metrics: bool = False
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
+    replica_addresses: dict[str, list[str]] = field(default_factory=dict)
+    metrics_urls: dict[str, str] = field(default_factory=dict)
 
     @property
     def edge_url(self) -> str:
@@ -110,17 +121,50 @@ class Mesh:
         env["SAMHANDLING_VAR_DIR"] = str(self.var_dir)
         env["SAMHANDLING_EDGE_URL"] = self.edge_url
         for name, address in self.addresses.items():
-            env[f"{SERVICES[name].env_prefix}_ADDR"] = address
+            env[f"{_env_prefix(name)}_ADDR"] = address
         env.update(self.extra_env)
         return env
 
-    def _spawn(self, name: str, argv: list[str], log_name: str) -> subprocess.Popen[bytes]:
+    def _spawn(
+        self,
+        name: str,
+        argv: list[str],
+        log_name: str,
+        overrides: dict[str, str] | None = None,
+    ) -> subprocess.Popen[bytes]:
         logs = self.var_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         out = open(logs / f"{log_name}.log", "ab")  # noqa: SIM115 - lives as long as the process
-        return subprocess.Popen(
-            argv, env=self.env(), stdout=out, stderr=subprocess.STDOUT, cwd=ROOT
-        )
+        env = self.env()
+        env.update(overrides or {})
+        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+
+    def _service_port(self, name: str, replica: int) -> int:
+        if self.fixed_service_ports and name in SERVICES:
+            return SERVICES[name].default_port + 100 * replica
+        return free_port()
+
+    def _start_service(self, name: str) -> None:
+        """Start every replica of `name`; replica 0 is `name`, replica i is `name#<i+1>`."""
+        for i, address in enumerate(self.replica_addresses[name]):
+            key = name if i == 0 else f"{name}#{i + 1}"
+            port = address.rsplit(":", 1)[1]
+            argv = [a.replace("{port}", port) for a in self.commands.get(name, [])] or [
+                sys.executable,
+                "-m",
+                f"services.{name}.main",
+            ]
+            overrides = {f"{_env_prefix(name)}_ADDR": address}
+            if self.metrics:
+                metrics_port = free_port()
+                overrides[f"{_env_prefix(name)}_METRICS_PORT"] = str(metrics_port)
+                self.metrics_urls[key] = f"http://127.0.0.1:{metrics_port}/metrics"
+            self.processes[key] = self._spawn(key, argv, key.replace("#", "-"), overrides)
+            wait_serving(address)
+
+    def replica_processes(self, name: str) -> list[subprocess.Popen[bytes]]:
+        keys = [name] + [f"{name}#{i}" for i in range(2, self.replicas.get(name, 1) + 1)]
+        return [self.processes[k] for k in keys if k in self.processes]
 
     def start(self) -> Mesh:
         self.var_dir.mkdir(parents=True, exist_ok=True)
@@ -129,8 +173,14 @@ class Mesh:
         if not self.admin_port:
             self.admin_port = free_port()
         for name in self.services:
-            port = SERVICES[name].default_port if self.fixed_service_ports else free_port()
-            self.addresses[name] = f"127.0.0.1:{port}"
+            count = max(1, self.replicas.get(name, 1))
+            self.replica_addresses[name] = [
+                f"127.0.0.1:{self._service_port(name, i)}" for i in range(count)
+            ]
+            # Callers of a replicated service go through Envoy's internal listener.
+            self.addresses[name] = (
+                self.internal_address if count > 1 else self.replica_addresses[name][0]
+            )
         try:
             for name in self.services:
                 if self.seed and (ROOT / "services" / name / "seed.py").exists():
@@ -140,10 +190,7 @@ class Mesh:
                         cwd=ROOT,
                         check=True,
                     )
-                self.processes[name] = self._spawn(
-                    name, [sys.executable, "-m", f"services.{name}.main"], name
-                )
-                wait_serving(self.addresses[name])
+                self._start_service(name)
             self._start_edge()
         except BaseException:
             self.stop()
@@ -152,12 +199,16 @@ class Mesh:
 
     def _start_edge(self) -> None:
         config = self.var_dir / "envoy.yaml"
-        render_to_file(
-            config,
+        rendered = render(
             EdgePorts(public=self.edge_port, internal=self.internal_port, admin=self.admin_port),
-            {name: self.addresses[name] for name in self.services},
+            {name: self.replica_addresses[name][0] for name in self.services},
             access_log=self.var_dir / "logs" / "edge-access.log",
         )
+        rendered = with_tracing(rendered, self.env().get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        rendered = with_replicas(
+            rendered, {n: a for n, a in self.replica_addresses.items() if len(a) > 1}
+        )
+        config.write_text(yaml.safe_dump(rendered, sort_keys=False))
         self.processes["envoy"] = start_envoy(
             config, self.admin_port, self.var_dir / "logs" / "envoy.log", self.env()
         )
@@ -181,18 +232,51 @@ class Mesh:
         self.stop()
 
 
+def _env_prefix(name: str) -> str:
+    return SERVICES[name].env_prefix if name in SERVICES else f"SAMHANDLING_{name.upper()}"
+
+
+def parse_replicas(values: list[str]) -> dict[str, int]:
+    """["masterdata=2", "privacy=3"] -> {"masterdata": 2, "privacy": 3}; a bare name means 2."""
+    replicas: dict[str, int] = {}
+    for value in values:
+        for item in value.split(","):
+            if item.strip():
+                name, _, count = item.strip().partition("=")
+                replicas[name] = int(count or 2)
+    return replicas
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start the Samhandling mesh locally.")
     parser.add_argument("--var-dir", type=Path, default=ROOT / "var")
     parser.add_argument("--edge-port", type=int, default=int(os.environ.get("EDGE_PORT", "8080")))
+    parser.add_argument(
+        "--replicas",
+        action="append",
+        default=[os.environ.get("REPLICAS", "")],
+        help="service=N (repeatable, or REPLICAS=masterdata=2,privacy=2): N replicas behind Envoy",
+    )
+    parser.add_argument(
+        "--metrics", action="store_true", help="give every process a Prometheus /metrics port"
+    )
     args = parser.parse_args()
-    mesh = Mesh(var_dir=args.var_dir, edge_port=args.edge_port, fixed_service_ports=True)
+    mesh = Mesh(
+        var_dir=args.var_dir,
+        edge_port=args.edge_port,
+        fixed_service_ports=True,
+        replicas=parse_replicas(args.replicas),
+        metrics=args.metrics,
+    )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     mesh.start()
     print(f"Samhandling is up: edge {mesh.edge_url}  (internal gRPC {mesh.internal_address})")
-    print(f"services: {', '.join(f'{n}@{a}' for n, a in mesh.addresses.items())}")
+    print("services: " + ", ".join(f"{n}@{'+'.join(a)}" for n, a in mesh.replica_addresses.items()))
+    print(f"Envoy admin (stats at /stats/prometheus): http://127.0.0.1:{mesh.admin_port}")
+    for key, url in mesh.metrics_urls.items():
+        print(f"metrics {key}: {url}")
     print(f"demo clients and people: {args.var_dir / 'demo'}; logs: {args.var_dir / 'logs'}")
     print("Ctrl-C stops everything.")
     try:

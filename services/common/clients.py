@@ -89,7 +89,10 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         existing = _channels.get(key)
         if existing is not None:
             return existing
-        from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
+        from opentelemetry.instrumentation.grpc import grpcext
+
+        from services.common.metrics import ClientMetricsInterceptor
+        from services.common.telemetry import client_interceptor
 
         raw = grpc.insecure_channel(
             target,
@@ -101,7 +104,9 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         )
         # OpenTelemetry's interceptor has its own channel wrapper (grpcext).
         traced = grpcext.intercept_channel(raw, client_interceptor())
-        made = grpc.intercept_channel(traced, DeadlineInterceptor(default_timeout))
+        made = grpc.intercept_channel(
+            traced, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
+        )
         _channels[key] = made
         return made
 

@@ -22,6 +22,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common.telemetry import instrument_engine
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 ALEMBIC_ENV = Path(__file__).resolve().parent / "alembic"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
@@ -69,6 +71,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
             cursor.execute("PRAGMA busy_timeout=30000")
             cursor.close()
 
+        instrument_engine(engine)
         return engine
 
     kwargs.setdefault("pool_size", 10)
@@ -90,6 +93,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
         with engine.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
+    instrument_engine(engine)
     return engine
 
 

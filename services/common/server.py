@@ -25,7 +25,8 @@ from grpc_reflection.v1alpha import reflection
 from services.common.auth import Authenticator
 from services.common.interceptors import CallPipeline
 from services.common.logging import log_fields, setup_logging
-from services.common.telemetry import setup_tracing
+from services.common.metrics import MetricsInterceptor, start_metrics_endpoint
+from services.common.telemetry import flush, server_interceptor, setup_tracing
 
 log = logging.getLogger("samhandling.server")
 
@@ -76,6 +77,7 @@ class MeshServer:
         self.port = port
         self.settings = settings
         self._stopped = threading.Event()
+        self.metrics: Any = None  # the /metrics endpoint, when the metrics port is set
 
     @property
     def address(self) -> str:
@@ -83,6 +85,7 @@ class MeshServer:
 
     def start(self) -> MeshServer:
         self.server.start()
+        self.metrics = start_metrics_endpoint(self.spec.name)
         for servicer in self.spec.servicers:
             self.health.set(servicer.full_name, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -100,6 +103,9 @@ class MeshServer:
         self.server.stop(self.settings.grace_seconds if grace is None else grace).wait()
         for hook in self.spec.on_shutdown:
             hook()
+        if self.metrics is not None:
+            self.metrics.stop()
+        flush()
         log.info("stopped", extra=log_fields(service=self.spec.name))
 
     def wait(self) -> None:
@@ -111,10 +117,9 @@ def create_server(
 ) -> MeshServer:
     settings = settings or ServerSettings()
     setup_tracing(spec.name)
-    from opentelemetry.instrumentation.grpc import server_interceptor
-
     interceptors = [
         server_interceptor(),
+        MetricsInterceptor(),
         CallPipeline(spec.name, spec.authenticator, spec.public_methods),
     ]
     server = grpc.server(

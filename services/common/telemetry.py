@@ -1,39 +1,263 @@
-"""OpenTelemetry set-up, configured by the standard OTEL_* environment variables."""
+"""OpenTelemetry set-up, configured by the standard OTEL_* environment variables.
+
+- `setup_tracing(service)` installs the tracer provider once per process: resource attributes
+  name the service (`service.name`, `service.version`, `service.namespace`,
+  `service.instance.id`), W3C trace context (`traceparent`) is the propagator, and spans are
+  exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`) is set.
+- Every finished span passes `ScrubbingSpanProcessor` before any exporter sees it: identity
+  numbers (services.common.logging.scrub) and bearer tokens / JWTs are masked in the span
+  name, attributes, events and status description, whatever instrumentation put them there.
+- `server_interceptor()` / `client_interceptor()` are the gRPC instrumentation, without spans
+  for health checks and reflection (Envoy checks health every few seconds).
+- `instrument_engine(engine)` adds SQLAlchemy spans (statements with placeholders, never the
+  bound values) to one engine; `services.common.db.make_engine` calls it.
+"""
 
 from __future__ import annotations
 
+import functools
 import os
+import re
+import socket
 import uuid
+from collections.abc import Mapping, Sequence
+from typing import Any
 
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import Status
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+from services.common.logging import scrub
 
 VERSION = "0.1.0"
 _configured = False
 
+# Tokens: JWTs (three base64url parts, the first a JSON header "eyJ...") and the value after an
+# HTTP authorization scheme. Identity numbers are handled by services.common.logging.scrub.
+_JWT_PATTERN = re.compile(r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+_AUTH_PATTERN = re.compile(r"(?i)\b(bearer|dpop|basic)\s+[A-Za-z0-9._~+/=-]+")
+TOKEN_MASK = "<token>"
+# Cheap pre-check: most values hold nothing to mask and are passed through untouched.
+_SUSPECT = re.compile(r"\d{11}|eyJ|bearer|dpop|basic", re.IGNORECASE)
+# Attribute keys whose values are dropped entirely (request/response metadata dumps).
+_SECRET_KEY = re.compile(r"authorization|dpop|cookie|token|password|secret", re.IGNORECASE)
 
-def setup_tracing(service: str) -> None:
-    """Install a tracer provider naming the service; export over OTLP when configured."""
-    global _configured
-    if _configured:
-        return
-    _configured = True
-    resource = Resource.create(
+
+@functools.lru_cache(maxsize=1024)
+def _secret_key(key: str) -> bool:
+    return _SECRET_KEY.search(key) is not None and "status" not in key
+
+
+@functools.lru_cache(maxsize=4096)
+def _suspect(value: str) -> bool:
+    # Attribute values repeat (service and method names, peers): remember the verdict.
+    return _SUSPECT.search(value) is not None
+
+
+def scrub_text(value: str) -> str:
+    """Mask identity numbers and tokens in one string."""
+    if not _suspect(value):
+        return value
+    value = _JWT_PATTERN.sub(TOKEN_MASK, value)
+    value = _AUTH_PATTERN.sub(lambda m: f"{m.group(1)} {TOKEN_MASK}", value)
+    return str(scrub(value))
+
+
+def scrub_value(value: Any) -> Any:
+    """Mask identity numbers and tokens in an attribute value (str, number, sequence)."""
+    if isinstance(value, str):
+        return scrub_text(value)
+    if isinstance(value, bytes):
+        return scrub_text(value.decode("utf-8", "replace"))
+    if isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return scrub(value)
+    if isinstance(value, Sequence):
+        return tuple(scrub_value(v) for v in value)
+    return value
+
+
+def scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
+    clean: dict[str, Any] = {}
+    for key, value in (attributes or {}).items():
+        if _secret_key(key):
+            clean[key] = TOKEN_MASK
+        else:
+            clean[key] = scrub_value(value)
+    return clean
+
+
+def _dirty(span: ReadableSpan) -> bool:
+    """Whether anything in the span may need masking (the common case is no)."""
+
+    def suspect(attributes: Mapping[str, Any] | None) -> bool:
+        for key, value in (attributes or {}).items():
+            if _secret_key(key):
+                return True
+            if scrub_value(value) != value:
+                return True
+        return False
+
+    return (
+        scrub_text(span.name) != span.name
+        or bool(
+            span.status.description
+            and scrub_text(span.status.description) != span.status.description
+        )
+        or suspect(span.attributes)
+        or any(e.name != scrub_text(e.name) or suspect(e.attributes) for e in span.events)
+    )
+
+
+def scrub_span(span: ReadableSpan) -> ReadableSpan:
+    """The span itself if clean, else a copy with identity numbers and tokens masked."""
+    if not _dirty(span):
+        return span
+    status = span.status
+    if status.description:
+        status = Status(status.status_code, scrub_text(status.description))
+    events = [
+        Event(scrub_text(e.name), scrub_attributes(e.attributes), e.timestamp) for e in span.events
+    ]
+    return ReadableSpan(
+        name=scrub_text(span.name),
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=scrub_attributes(span.attributes),
+        events=events,
+        links=span.links,
+        kind=span.kind,
+        status=status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
+
+
+class ScrubbingSpanProcessor(SpanProcessor):
+    """Hands a scrubbed copy of every finished span to the wrapped processor (the exporter's)."""
+
+    def __init__(self, inner: SpanProcessor) -> None:
+        self.inner = inner
+
+    def on_start(self, span: Any, parent_context: Any = None) -> None:
+        self.inner.on_start(span, parent_context=parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.inner.on_end(scrub_span(span))
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def otlp_enabled() -> bool:
+    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
+    return exporter == "otlp" or (
+        exporter == "" and bool(os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+    )
+
+
+def resource_for(service: str) -> Resource:
+    """Resource attributes naming the service; OTEL_RESOURCE_ATTRIBUTES may add more."""
+    return Resource.create(
         {
             "service.name": os.environ.get("OTEL_SERVICE_NAME", service),
             "service.version": VERSION,
             "service.namespace": "samhandling",
+            "service.instance.id": f"{socket.gethostname()}-{os.getpid()}",
         }
     )
-    provider = TracerProvider(resource=resource)
-    exporter = os.environ.get("OTEL_TRACES_EXPORTER", "")
-    if exporter == "otlp" or (exporter == "" and os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")):
+
+
+def setup_tracing(service: str, processor: SpanProcessor | None = None) -> TracerProvider | None:
+    """Install a tracer provider naming the service; export over OTLP when configured.
+
+    `processor` (tests) receives the scrubbed spans in addition to the OTLP exporter.
+    Returns the provider installed by this call, None if one was already installed.
+    """
+    global _configured
+    if _configured:
+        return None
+    _configured = True
+    # W3C trace context only: what Envoy's OpenTelemetry tracer reads and writes.
+    propagate.set_global_textmap(TraceContextTextMapPropagator())
+    provider = TracerProvider(resource=resource_for(service))
+    if otlp_enabled():
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        provider.add_span_processor(ScrubbingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter())))
+    if processor is not None:
+        provider.add_span_processor(ScrubbingSpanProcessor(processor))
     trace.set_tracer_provider(provider)
+    return provider
+
+
+def add_span_processor(processor: SpanProcessor) -> None:
+    """Add a (scrubbed) processor to the installed provider; tests use it to capture spans."""
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        setup_tracing(os.environ.get("OTEL_SERVICE_NAME", "samhandling"))
+        provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.add_span_processor(ScrubbingSpanProcessor(processor))
+
+
+def flush(timeout_millis: int = 5000) -> None:
+    """Export buffered spans now (at shutdown, so the last requests reach the collector)."""
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.force_flush(timeout_millis)
+
+
+_UNTRACED_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+def _traced(details: Any) -> bool:
+    method = getattr(details, "method", None) or getattr(details, "full_method", "") or ""
+    if isinstance(method, bytes):
+        method = method.decode()
+    return not str(method).startswith(_UNTRACED_PREFIXES)
+
+
+def server_interceptor() -> Any:
+    """OpenTelemetry's gRPC server interceptor (W3C context in, SERVER span per call)."""
+    from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
+
+    return otel_server(filter_=_traced)
+
+
+def client_interceptor() -> Any:
+    """OpenTelemetry's gRPC client interceptor (CLIENT span per call, W3C context out)."""
+    from opentelemetry.instrumentation.grpc import client_interceptor as otel_client
+
+    return otel_client(filter_=_traced)
+
+
+def instrument_engine(engine: Any) -> None:
+    """SQLAlchemy spans for one engine (statements with placeholders, no bound values)."""
+    if getattr(engine, "_samhandling_traced", False):
+        return
+    from opentelemetry.instrumentation.sqlalchemy import __version__ as sqla_version
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from opentelemetry.metrics import get_meter
+
+    meter = get_meter("opentelemetry.instrumentation.sqlalchemy", sqla_version)
+    usage = meter.create_up_down_counter(
+        name="db.client.connections.usage",
+        unit="connections",
+        description="Connections currently in the state described by the state attribute.",
+    )
+    tracer = trace.get_tracer("opentelemetry.instrumentation.sqlalchemy", sqla_version)
+    EngineTracer(tracer, engine, usage)
+    engine._samhandling_traced = True
 
 
 def current_trace_id() -> str:

@@ -1,0 +1,596 @@
+"""Generate the Kubernetes manifests in deploy/k8s/ from the service registry.
+
+    python -m deploy.k8s.generate          # rewrite the YAML files
+    python -m deploy.k8s.generate --check  # fail if the committed files are stale (CI)
+
+One image (deploy/Dockerfile) runs every process. Each mesh service is a Deployment with 2
+replicas, native gRPC readiness/liveness/startup probes against the standard health service,
+resource requests and limits, a restricted security context, configuration from the
+`samhandling-config` ConfigMap and the `samhandling-db` Secret, a headless Service (Envoy
+resolves it to every pod) and a PodDisruptionBudget. The trust service also gets the
+signing-key encryption key from the `samhandling-trust` Secret. A Job migrates every schema
+before a release; Envoy (2 replicas) is the edge and the internal gRPC load balancer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from services.common.registry import SERVICES
+
+HERE = Path(__file__).resolve().parent
+NAMESPACE = "samhandling"
+IMAGE = "samhandling:0.1.0"
+REPLICAS = 2
+METRICS_PORT = 9464
+EDGE_PORTS = {"http": 8080, "internal": 8081, "stats": 9901}
+LABEL = "app.kubernetes.io/name"
+PART_OF = {"app.kubernetes.io/part-of": "samhandling"}
+
+
+def _labels(name: str, component: str) -> dict[str, str]:
+    return {LABEL: name, "app.kubernetes.io/component": component, **PART_OF}
+
+
+def _meta(name: str, component: str, **extra: Any) -> dict[str, Any]:
+    return {"name": name, "namespace": NAMESPACE, "labels": _labels(name, component), **extra}
+
+
+SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "runAsUser": 10001,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+SCRATCH_VOLUMES = [
+    {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+    {"name": "var", "emptyDir": {"sizeLimit": "256Mi"}},
+]
+SCRATCH_MOUNTS = [
+    {"name": "tmp", "mountPath": "/tmp"},  # noqa: S108 - an emptyDir per pod
+    {"name": "var", "mountPath": "/var/lib/samhandling"},
+]
+POD_ENV = [
+    {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    {
+        "name": "OTEL_RESOURCE_ATTRIBUTES",
+        "value": "k8s.pod.name=$(POD_NAME),k8s.namespace.name=$(POD_NAMESPACE),"
+        "deployment.environment=kubernetes",
+    },
+]
+DB_URL_ENV: dict[str, Any] = {
+    "name": "SAMHANDLING_DB_URL",
+    "valueFrom": {"secretKeyRef": {"name": "samhandling-db", "key": "url"}},
+}
+
+
+def namespace() -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Namespace",
+            "metadata": {
+                "name": NAMESPACE,
+                "labels": {
+                    **PART_OF,
+                    # The mesh's pods meet "restricted"; PostgreSQL and Jaeger images need
+                    # "baseline". Use managed ones in production and enforce "restricted".
+                    "pod-security.kubernetes.io/enforce": "baseline",
+                    "pod-security.kubernetes.io/warn": "restricted",
+                },
+            },
+        }
+    ]
+
+
+def config() -> list[dict[str, Any]]:
+    data = {
+        "SAMHANDLING_EDGE_URL": "https://samhandling.example.org",
+        "SAMHANDLING_ISSUER": "https://samhandling.example.org",
+        "SAMHANDLING_LOG_LEVEL": "INFO",
+        "SAMHANDLING_METRICS_HOST": "0.0.0.0",  # noqa: S104 - scraped from the pod network
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://jaeger-collector:4317",
+        "OTEL_EXPORTER_OTLP_INSECURE": "true",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+    }
+    # Service-to-service calls go through Envoy's internal listener: per-request load
+    # balancing over the pods, retries of reads, outlier detection.
+    for info in SERVICES.values():
+        data[f"{info.env_prefix}_ADDR"] = f"edge-internal:{EDGE_PORTS['internal']}"
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": _meta("samhandling-config", "config"),
+            "data": data,
+        }
+    ]
+
+
+def secrets_example() -> list[dict[str, Any]]:
+    """Placeholders only: create the real Secrets out of band (see deploy/README.md)."""
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta("samhandling-db", "config"),
+            "type": "Opaque",
+            "stringData": {
+                "url": "postgresql://samhandling:CHANGE-ME@postgres:5432/samhandling",
+                "password": "CHANGE-ME",
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta("samhandling-trust", "config"),
+            "type": "Opaque",
+            "stringData": {"key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)"},
+        },
+    ]
+
+
+def _container(
+    name: str, command: list[str], env: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
+    return {
+        "name": name,
+        "image": IMAGE,
+        "imagePullPolicy": "IfNotPresent",
+        "command": command,
+        "envFrom": [{"configMapRef": {"name": "samhandling-config"}}],
+        "env": [*POD_ENV, *env],
+        "securityContext": SECURITY_CONTEXT,
+        "volumeMounts": SCRATCH_MOUNTS,
+        **extra,
+    }
+
+
+def _pod_spec(containers: list[dict[str, Any]], grace: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "automountServiceAccountToken": False,
+        "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
+        "terminationGracePeriodSeconds": grace,
+        "containers": containers,
+        "volumes": SCRATCH_VOLUMES,
+        **extra,
+    }
+
+
+def _spread(name: str) -> dict[str, Any]:
+    return {
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": {LABEL: name}},
+            }
+        ]
+    }
+
+
+def _pdb(name: str, component: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _meta(name, component),
+        "spec": {"minAvailable": 1, "selector": {"matchLabels": {LABEL: name}}},
+    }
+
+
+def mesh_service(name: str) -> list[dict[str, Any]]:
+    info = SERVICES[name]
+    port = info.default_port
+    env: list[dict[str, Any]] = [
+        {"name": f"{info.env_prefix}_ADDR", "value": f"0.0.0.0:{port}"},
+        {"name": f"{info.env_prefix}_METRICS_PORT", "value": str(METRICS_PORT)},
+        DB_URL_ENV,
+        # Drain: NOT_SERVING first, so Envoy's health checks stop routing, then stop.
+        {"name": "SAMHANDLING_DRAIN_SECONDS", "value": "5"},
+    ]
+    if name == "trust":
+        env.append(
+            {
+                "name": "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "samhandling-trust", "key": "key-encryption-key"}
+                },
+            }
+        )
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {
+            "grpc": {"port": port},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    container = _container(
+        name,
+        ["python", "-m", f"services.{name}.main"],
+        env,
+        ports=[
+            {"name": "grpc", "containerPort": port, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
+        startupProbe=probe(2, 30),
+        readinessProbe=probe(5, 2),
+        livenessProbe=probe(10, 3),
+        resources={
+            "requests": {"cpu": "100m", "memory": "192Mi"},
+            "limits": {"cpu": "1", "memory": "512Mi"},
+        },
+    )
+    # Never start on an old schema: migrate this service first (a no-op at head; the advisory
+    # lock in deploy/migrate.py lets the Job and several pods take turns).
+    init = _container(
+        "migrate",
+        ["python", "-m", "deploy.migrate", name],
+        [DB_URL_ENV],
+        resources={
+            "requests": {"cpu": "50m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "384Mi"},
+        },
+    )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta(name, "service"),
+        "spec": {
+            "replicas": REPLICAS,
+            "revisionHistoryLimit": 3,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "selector": {"matchLabels": {LABEL: name}},
+            "template": {
+                "metadata": {
+                    "labels": _labels(name, "service"),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(METRICS_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": _pod_spec([container], grace=30, initContainers=[init], **_spread(name)),
+            },
+        },
+    }
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta(name, "service"),
+        "spec": {
+            # Headless: Envoy (STRICT_DNS) sees every ready pod and balances per request.
+            "clusterIP": "None",
+            "selector": {LABEL: name},
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": port,
+                    "targetPort": "grpc",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
+                {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
+            ],
+        },
+    }
+    return [deployment, service, _pdb(name, "service")]
+
+
+def migrate_job() -> list[dict[str, Any]]:
+    container = _container(
+        "migrate",
+        ["python", "-m", "deploy.migrate"],
+        [DB_URL_ENV],
+        resources={
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "384Mi"},
+        },
+    )
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": _meta("migrate", "migration"),
+            "spec": {
+                "backoffLimit": 4,
+                "ttlSecondsAfterFinished": 86400,
+                "template": {
+                    "metadata": {"labels": _labels("migrate", "migration")},
+                    "spec": _pod_spec([container], grace=30, restartPolicy="Never"),
+                },
+            },
+        }
+    ]
+
+
+def edge() -> list[dict[str, Any]]:
+    env = [
+        {"name": f"{info.env_prefix}_UPSTREAM", "value": f"{name}:{info.default_port}"}
+        for name, info in SERVICES.items()
+    ]
+    env.append({"name": "SAMHANDLING_EDGE_SERVICE_NAME", "value": "edge"})
+
+    def probe(period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": "/ready", "port": "stats"},
+            "periodSeconds": period,
+            "timeoutSeconds": 2,
+            "failureThreshold": failures,
+        }
+
+    container = _container(
+        "envoy",
+        ["python", "-m", "deploy.edge"],
+        env,
+        ports=[
+            {"name": name, "containerPort": port, "protocol": "TCP"}
+            for name, port in EDGE_PORTS.items()
+        ],
+        startupProbe=probe(2, 30),
+        readinessProbe=probe(5, 2),
+        livenessProbe=probe(10, 3),
+        resources={
+            "requests": {"cpu": "100m", "memory": "128Mi"},
+            "limits": {"cpu": "1", "memory": "256Mi"},
+        },
+    )
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _meta("edge", "edge"),
+        "spec": {
+            "replicas": REPLICAS,
+            "revisionHistoryLimit": 3,
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+            },
+            "selector": {"matchLabels": {LABEL: "edge"}},
+            "template": {
+                "metadata": {
+                    "labels": _labels("edge", "edge"),
+                    "annotations": {
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(EDGE_PORTS["stats"]),
+                        "prometheus.io/path": "/stats/prometheus",
+                    },
+                },
+                "spec": _pod_spec([container], grace=30, **_spread("edge")),
+            },
+        },
+    }
+    public = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta("edge", "edge"),
+        "spec": {
+            # Put an Ingress or a cloud load balancer (type: LoadBalancer) with TLS in front.
+            "type": "ClusterIP",
+            "selector": {LABEL: "edge"},
+            "ports": [
+                {"name": "http", "port": 80, "targetPort": "http"},
+                {"name": "stats", "port": EDGE_PORTS["stats"], "targetPort": "stats"},
+            ],
+        },
+    }
+    internal = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _meta("edge-internal", "edge"),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {LABEL: "edge"},
+            "ports": [
+                {
+                    "name": "grpc",
+                    "port": EDGE_PORTS["internal"],
+                    "targetPort": "internal",
+                    "appProtocol": "kubernetes.io/h2c",
+                }
+            ],
+        },
+    }
+    return [deployment, public, internal, _pdb("edge", "edge")]
+
+
+def postgres() -> list[dict[str, Any]]:
+    container = {
+        "name": "postgres",
+        "image": "postgres:17",
+        "env": [
+            {"name": "POSTGRES_DB", "value": "samhandling"},
+            {"name": "POSTGRES_USER", "value": "samhandling"},
+            {
+                "name": "POSTGRES_PASSWORD",
+                "valueFrom": {"secretKeyRef": {"name": "samhandling-db", "key": "password"}},
+            },
+            {"name": "PGDATA", "value": "/var/lib/postgresql/data/pgdata"},
+        ],
+        "ports": [{"name": "postgres", "containerPort": 5432}],
+        "readinessProbe": {
+            "exec": {"command": ["pg_isready", "-U", "samhandling", "-d", "samhandling"]},
+            "periodSeconds": 5,
+        },
+        "livenessProbe": {
+            "exec": {"command": ["pg_isready", "-U", "samhandling", "-d", "samhandling"]},
+            "periodSeconds": 10,
+            "failureThreshold": 6,
+        },
+        "resources": {
+            "requests": {"cpu": "250m", "memory": "512Mi"},
+            "limits": {"cpu": "2", "memory": "2Gi"},
+        },
+        "volumeMounts": [{"name": "data", "mountPath": "/var/lib/postgresql/data"}],
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": _meta("postgres", "database"),
+            "spec": {
+                "serviceName": "postgres",
+                "replicas": 1,
+                "selector": {"matchLabels": {LABEL: "postgres"}},
+                "template": {
+                    "metadata": {"labels": _labels("postgres", "database")},
+                    "spec": {
+                        "securityContext": {"fsGroup": 999, "runAsUser": 999, "runAsNonRoot": True},
+                        "containers": [container],
+                    },
+                },
+                "volumeClaimTemplates": [
+                    {
+                        "metadata": {"name": "data"},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "10Gi"}},
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta("postgres", "database"),
+            "spec": {
+                "selector": {LABEL: "postgres"},
+                "ports": [{"name": "postgres", "port": 5432, "targetPort": "postgres"}],
+            },
+        },
+    ]
+
+
+def jaeger() -> list[dict[str, Any]]:
+    container = {
+        "name": "jaeger",
+        "image": "jaegertracing/all-in-one:1.62.0",
+        "env": [{"name": "COLLECTOR_OTLP_ENABLED", "value": "true"}],
+        "ports": [
+            {"name": "ui", "containerPort": 16686},
+            {"name": "otlp-grpc", "containerPort": 4317},
+            {"name": "admin", "containerPort": 14269},
+        ],
+        "readinessProbe": {"httpGet": {"path": "/", "port": "admin"}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/", "port": "admin"}, "periodSeconds": 10},
+        "resources": {
+            "requests": {"cpu": "100m", "memory": "256Mi"},
+            "limits": {"cpu": "1", "memory": "1Gi"},
+        },
+    }
+    return [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": _meta("jaeger", "tracing"),
+            "spec": {
+                # all-in-one keeps traces in memory: one replica, for development clusters.
+                "replicas": 1,
+                "selector": {"matchLabels": {LABEL: "jaeger"}},
+                "template": {
+                    "metadata": {"labels": _labels("jaeger", "tracing")},
+                    "spec": {"containers": [container]},
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta("jaeger-collector", "tracing"),
+            "spec": {
+                "selector": {LABEL: "jaeger"},
+                "ports": [
+                    {
+                        "name": "otlp-grpc",
+                        "port": 4317,
+                        "targetPort": "otlp-grpc",
+                        "appProtocol": "grpc",
+                    }
+                ],
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": _meta("jaeger-ui", "tracing"),
+            "spec": {
+                "selector": {LABEL: "jaeger"},
+                "ports": [{"name": "ui", "port": 16686, "targetPort": "ui"}],
+            },
+        },
+    ]
+
+
+def manifests() -> dict[str, list[dict[str, Any]]]:
+    """File name -> the objects in it (kustomization.yaml lists every file but the example)."""
+    files: dict[str, list[dict[str, Any]]] = {
+        "namespace.yaml": namespace(),
+        "config.yaml": config(),
+        "secrets.example.yaml": secrets_example(),
+        "postgres.yaml": postgres(),
+        "jaeger.yaml": jaeger(),
+        "migrate-job.yaml": migrate_job(),
+    }
+    for name in SERVICES:
+        files[f"{name}.yaml"] = mesh_service(name)
+    files["edge.yaml"] = edge()
+    return files
+
+
+def kustomization(files: list[str]) -> dict[str, Any]:
+    return {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": NAMESPACE,
+        "resources": [f for f in files if f != "secrets.example.yaml"],
+        "images": [{"name": "samhandling", "newTag": IMAGE.split(":", 1)[1]}],
+    }
+
+
+HEADER = "# Generated by `python -m deploy.k8s.generate` from the service registry; do not edit.\n"
+
+
+def render_files() -> dict[str, str]:
+    files = manifests()
+    out = {
+        name: HEADER + yaml.safe_dump_all(objects, sort_keys=False)
+        for name, objects in files.items()
+    }
+    out["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization(list(files)), sort_keys=False)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if files are stale")
+    parser.add_argument("--out", type=Path, default=HERE)
+    args = parser.parse_args()
+    stale = []
+    for name, text in render_files().items():
+        path = args.out / name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                stale.append(name)
+        else:
+            path.write_text(text)
+    if stale:
+        print(f"stale: {', '.join(stale)}; run python -m deploy.k8s.generate", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
