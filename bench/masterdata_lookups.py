@@ -208,9 +208,40 @@ def measure(
     """Lookups of random practitioners among the first `working_set` (0 = all) of the
     `practitioners` loaded: the active practitioners of the day, mostly served from the
     service's cache; with working_set=0 and a big register most lookups go to the database."""
+    with tempfile.TemporaryDirectory(prefix="bench-masterdata-") as tmp:
+        return _measure(Path(tmp), practitioners, seconds, warmup, concurrency, db_url, working_set)
+
+
+def _measure(
+    var: Path,
+    practitioners: int,
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+    db_url: str | None,
+    working_set: int,
+) -> list[dict[str, Any]]:
     mint = TokenMint()
     jwks = _jwks_stand_in(mint)
-    var = Path(tempfile.mkdtemp(prefix="bench-masterdata-"))
+    try:
+        return _scenarios(
+            var, mint, jwks, practitioners, seconds, warmup, concurrency, db_url, working_set
+        )
+    finally:
+        jwks.stop(0)
+
+
+def _scenarios(
+    var: Path,
+    mint: TokenMint,
+    jwks: MeshServer,
+    practitioners: int,
+    seconds: float,
+    warmup: float,
+    concurrency: int,
+    db_url: str | None,
+    working_set: int,
+) -> list[dict[str, Any]]:
     env = {
         "SAMHANDLING_TRUST_ADDR": jwks.address,
         "SAMHANDLING_ISSUER": ISSUER,
@@ -336,7 +367,6 @@ def measure(
                     return await _drive(grpc_call, c, seconds, warmup, used)
 
             rows.append(_report(name, *asyncio.run(grpc_phase())))
-    jwks.stop(0)
     return rows
 
 
