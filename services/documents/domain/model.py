@@ -255,9 +255,10 @@ class Submission:
                 violations=[FieldViolation("document.service_end_time", "before the start")],
             )
 
-    def fingerprint(self, sha256: str) -> str:
+    def fingerprint(self, sha256: str, replaces: str = "") -> str:
         """Identifies the submission for request_id replays: metadata and content hash."""
         body = {
+            "replaces": replaces,
             "patient": self.patient_id,
             "author": [self.author.hpr_number, self.author.org_number],
             "class": self.class_code,

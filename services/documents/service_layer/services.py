@@ -194,8 +194,12 @@ class DocumentService:
             writer.abort()
             raise
         sha256 = writer.sha256()
-        fingerprint = submission.fingerprint(sha256) + (f":{replaces}" if replaces else "")
-        replayed = self._replayed(principal, request_id, fingerprint)
+        fingerprint = submission.fingerprint(sha256, replaces)
+        try:
+            replayed = self._replayed(principal, request_id, fingerprint)
+        except BaseException:
+            writer.abort()
+            raise
         if replayed is not None:
             writer.abort()
             return replayed

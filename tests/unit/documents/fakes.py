@@ -12,7 +12,7 @@ from services.documents.service_layer.ports import AccessDecision, AccessQuery
 
 CODES = {
     ("9602", c) for c in ("A01", "A01-1", "A01-2", "A02", "A02-1", "A04", "A04-1", "A04-2")
-} | {("9603", c) for c in ("N", "R", "V", "NORN", "NORN_FFL", "NORS", "NORU")}
+} | {("9603", c) for c in ("N", "R", "V", "NORN", "NORN_FFL", "NORN_FFT", "NORS", "NORU")}
 
 
 class FakeCodes:
