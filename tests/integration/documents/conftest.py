@@ -1,5 +1,5 @@
 """An in-process documents server on a fresh database (SQLite and PostgreSQL), TokenMint
-tokens, and the privacy and master data services it calls."""
+tokens, and the privacy and master data servers it calls (see peers.py)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import Setup, build
 from tests.support.tokens import TokenMint
-from tests.unit.documents.fakes import FakeCodes, FakeDecider
+from tests.integration.documents.peers import Peers, start_peers
 
 _rng = Random(20261127)
 PID = synthetic_pid(_rng)
@@ -53,7 +53,7 @@ class Harness:
     mint: TokenMint
     store: InjectableStore
     engine: Engine
-    decider: Any
+    peers: Peers
 
     def token(self, kind: str = "writer", **claims: Any) -> list[tuple[str, str]]:
         if kind == "writer":
@@ -78,11 +78,27 @@ class Harness:
             token = self.mint.token(
                 "documents", [Scopes.DOCUMENTS_READ], client_id="citizen-portal", pid=PID
             )
+        elif kind == "citizen-privacy":
+            token = self.mint.token(
+                "privacy", [Scopes.PRIVACY_CITIZEN], client_id="citizen-portal", pid=PID
+            )
         elif kind == "noscope":
             token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="100001")
         else:
             raise ValueError(kind)
         return TokenMint.metadata(token)
+
+    def access_log(self) -> list[Any]:
+        """The patient's access log as the citizen sees it (privacy's SearchAccessEvents)."""
+        from samhandling.privacy.v1 import privacy_service_pb2 as ppb
+        from samhandling.privacy.v1 import privacy_service_pb2_grpc as ppb_grpc
+
+        with grpc.insecure_channel(self.peers.privacy.address) as channel:
+            reply = ppb_grpc.PrivacyServiceStub(channel).SearchAccessEvents(
+                ppb.SearchAccessEventsRequest(page_size=200),
+                metadata=self.token("citizen-privacy"),
+            )
+        return list(reply.access_events)
 
     def registered(self) -> int:
         import sqlalchemy as sa
@@ -105,13 +121,15 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
         orphan_grace_seconds=0,
         chunk_bytes=64 * 1024,
     )
-    decider = FakeDecider()
+    peers = start_peers(
+        mint, database("privacy"), tmp_path, {"100001": HOSPITAL, "100002": GP_OFFICE}
+    )
     setup = build(
         engine,
         settings,
         mint.authenticator("documents"),
-        decider=decider,
-        codes=FakeCodes(),
+        decider=peers.decider(),
+        codes=peers.codes(),
         store=store,
     )
     server = create_server(setup.spec, settings=setup.server_settings()).start()
@@ -121,11 +139,12 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
     )
     try:
         yield Harness(
-            server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, decider
+            server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, peers
         )
     finally:
         channel.close()
         server.stop(0)
+        peers.stop()
 
 
 def document(**overrides: Any) -> pb.Document:
