@@ -24,8 +24,8 @@ from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
 from tests.integration.documents.conftest import HOSPITAL, PID, document
-from tests.support.tokens import TokenMint
 from tests.integration.documents.peers import start_peers
+from tests.support.tokens import TokenMint
 
 
 @pytest.fixture(scope="module")

@@ -24,8 +24,8 @@ from services.documents.adapters.content_store import FilesystemContentStore
 from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import Setup, build
-from tests.support.tokens import TokenMint
 from tests.integration.documents.peers import Peers, start_peers
+from tests.support.tokens import TokenMint
 
 _rng = Random(20261127)
 PID = synthetic_pid(_rng)

@@ -57,13 +57,10 @@ class _StandIn(md_grpc.MasterDataServiceServicer):  # type: ignore[misc]
 
 
 def start_masterdata(mint: TokenMint, practitioners: dict[str, str]) -> MeshServer:
+    servicer: Any = _StandIn(practitioners)  # type: ignore[abstract]
     spec = ServiceSpec(
         "masterdata",
-        [
-            Servicer(
-                FULL_NAME, md_grpc.add_MasterDataServiceServicer_to_server, _StandIn(practitioners)
-            )
-        ],  # type: ignore[abstract]
+        [Servicer(FULL_NAME, md_grpc.add_MasterDataServiceServicer_to_server, servicer)],
         authenticator=mint.authenticator("masterdata", internal_methods=INTERNAL),
     )
     return create_server(spec, settings=ServerSettings(grace_seconds=1)).start()
