@@ -23,7 +23,7 @@ from services.common.tokens import Scopes
 from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
-from tests.integration.documents.conftest import HOSPITAL, PID, document
+from tests.integration.documents.conftest import PID, document
 from tests.integration.documents.peers import start_peers
 from tests.support.tokens import TokenMint
 
@@ -37,8 +37,12 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     engine = make_engine(f"sqlite:///{tmp / 'documents.db'}")
     settings = Settings(content_dir=tmp / "content", limits=Limits(max_bytes=8 * 1024 * 1024))
     peers = start_peers(
-        mint, make_engine(f"sqlite:///{tmp / 'privacy.db'}"), tmp, {"100001": HOSPITAL}
+        mint,
+        make_engine(f"sqlite:///{tmp / 'masterdata.db'}"),
+        make_engine(f"sqlite:///{tmp / 'privacy.db'}"),
+        tmp,
     )
+    doctor = peers.practitioner("hospital_doctor")
     setup = build(engine, settings, mint.authenticator("documents"), peers.decider(), peers.codes())
     server = create_server(setup.spec, settings=setup.server_settings()).start()
     ports = EdgePorts(free_port(), free_port(), free_port())
@@ -52,8 +56,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "documents",
         [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
         client_id="hospital-ehr",
-        hpr_number="100001",
-        orgnr=HOSPITAL,
+        hpr_number=doctor.hpr_number,
+        orgnr=doctor.org_number,
     )
     try:
         yield {

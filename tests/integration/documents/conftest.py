@@ -17,7 +17,7 @@ from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
-from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.identifiers import synthetic_pid
 from services.common.server import MeshServer, create_server
 from services.common.tokens import Scopes
 from services.documents.adapters.content_store import FilesystemContentStore
@@ -30,8 +30,6 @@ from tests.support.tokens import TokenMint
 _rng = Random(20261127)
 PID = synthetic_pid(_rng)
 OTHER_PID = synthetic_pid(_rng)
-HOSPITAL = synthetic_org_number(_rng)
-GP_OFFICE = synthetic_org_number(_rng)
 MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -57,21 +55,25 @@ class Harness:
 
     def token(self, kind: str = "writer", **claims: Any) -> list[tuple[str, str]]:
         if kind == "writer":
+            doctor = self.peers.practitioner("hospital_doctor")
             token = self.mint.token(
                 "documents",
                 [Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ],
                 client_id="hospital-ehr",
-                hpr_number="100001",
-                orgnr=HOSPITAL,
+                hpr_number=doctor.hpr_number,
+                orgnr=doctor.org_number,
                 **claims,
             )
-        elif kind == "gp":
+        elif kind in ("gp", "suspended"):
+            who = self.peers.practitioner("gp" if kind == "gp" else "suspended_practitioner")
             token = self.mint.token(
                 "documents",
-                [Scopes.DOCUMENTS_READ],
+                [Scopes.DOCUMENTS_READ]
+                if kind == "gp"
+                else [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
                 client_id="gp-ehr",
-                hpr_number="100002",
-                orgnr=GP_OFFICE,
+                hpr_number=who.hpr_number,
+                orgnr=who.org_number if kind == "gp" else "",
                 **claims,
             )
         elif kind == "citizen":
@@ -83,7 +85,7 @@ class Harness:
                 "privacy", [Scopes.PRIVACY_CITIZEN], client_id="citizen-portal", pid=PID
             )
         elif kind == "noscope":
-            token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="100001")
+            token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="1000002")
         else:
             raise ValueError(kind)
         return TokenMint.metadata(token)
@@ -121,9 +123,7 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
         orphan_grace_seconds=0,
         chunk_bytes=64 * 1024,
     )
-    peers = start_peers(
-        mint, database("privacy"), tmp_path, {"100001": HOSPITAL, "100002": GP_OFFICE}
-    )
+    peers = start_peers(mint, database("masterdata"), database("privacy"), tmp_path)
     setup = build(
         engine,
         settings,

@@ -14,7 +14,6 @@ from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2 as ppb
 
 from tests.integration.documents.conftest import (
-    GP_OFFICE,
     MAX_BYTES,
     OTHER_PID,
     PID,
@@ -66,7 +65,9 @@ def test_create_get_search_and_retrieve(harness: Harness) -> None:
     assert created.name == f"documents/{created.document_id}"
     assert created.status == pb.DOCUMENT_STATUS_CURRENT
     assert created.sha256 == sha256(content) and created.size_bytes == len(content)
-    assert created.author.hpr_number == "100001" and created.submission_set_id
+    doctor = h.peers.practitioner("hospital_doctor")
+    assert created.author.hpr_number == doctor.hpr_number and created.submission_set_id
+    assert created.author.org_number == doctor.org_number
     assert created.confidentiality_code == "N" and created.language_code == "nb"
     assert created.HasField("register_time") and created.HasField("creation_time")
 
@@ -306,7 +307,9 @@ def test_nors_with_consent_or_emergency_override(harness: Harness) -> None:
     assert b"".join(p.data for p in parts) == b"s"
     with grpc.insecure_channel(h.peers.privacy.address) as channel:
         ppb_grpc.PrivacyServiceStub(channel).CreateConsent(
-            ppb.CreateConsentRequest(consent=ppb.Consent(org_number=GP_OFFICE)),
+            ppb.CreateConsentRequest(
+                consent=ppb.Consent(org_number=h.peers.practitioner("gp").org_number)
+            ),
             metadata=h.token("citizen-privacy"),
         )
     gp_search = h.stub.SearchDocuments(
@@ -345,6 +348,22 @@ def test_a_reservation_denies_health_personnel(harness: Harness) -> None:
     # The citizen still sees his own documents.
     mine = h.stub.SearchDocuments(pb.SearchDocumentsRequest(), metadata=h.token("citizen"))
     assert [d.document_id for d in mine.documents] == [created.document_id]
+
+
+def test_a_suspended_practitioner_is_denied(harness: Harness) -> None:
+    h = harness
+    created = h.stub.CreateDocument(create_request(), metadata=h.token())
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.GetDocument(
+            pb.GetDocumentRequest(document_id=created.document_id), metadata=h.token("suspended")
+        )
+    code, reason, _ = error_of(err.value)
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ACCESS_DENIED")
+    assert "NO_VALID_APPROVAL" in err.value.details()  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(create_request(), metadata=h.token("suspended"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    assert h.registered() == 1
 
 
 def test_authentication_and_scopes(harness: Harness) -> None:
