@@ -10,8 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 
-from tests.integration.privacy.conftest import Privacy
-from tests.integration.privacy.masterdata_server import MasterData
+from tests.integration.privacy.conftest import MasterData, Privacy
 
 
 def reason_of(error: grpc.RpcError) -> str:
@@ -48,14 +47,16 @@ def block(p: Privacy, level: Any, **target: str) -> Any:
     )
 
 
-def test_practitioner_with_approval_is_permitted_and_logged(privacy: Privacy) -> None:
+def test_practitioner_with_approval_is_permitted_and_logged(
+    privacy: Privacy, masterdata: MasterData
+) -> None:
     reply = decide(privacy, privacy.doctor())
     assert reply.decision == pb.DECISION_PERMIT and not reply.emergency
     assert pb.OBLIGATION_RECORD_ACCESS in reply.obligations
     events = log(privacy)
     assert events[0].access_event_id == reply.access_event_id
     assert events[0].actor.hpr_number == privacy.people.doctor_hpr
-    assert events[0].actor.display_name == "Kari Lege"
+    assert events[0].actor.display_name == masterdata.name
     assert events[0].actor.org_number == privacy.people.org
     assert events[0].purpose_of_use == "TREAT"
 
@@ -67,6 +68,26 @@ def test_suspended_practitioner_is_denied(privacy: Privacy) -> None:
     assert log(privacy)[0].decision == pb.DECISION_DENY
 
 
+def test_suspension_in_master_data_takes_effect_after_the_cache(
+    privacy: Privacy, masterdata: MasterData
+) -> None:
+    from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+
+    nurse = privacy.people.nurse_hpr
+    assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
+    masterdata.admin("SuspendApproval", md.SuspendApprovalRequest(hpr_number=nurse, category="SP"))
+    try:
+        # within the cache TTL the earlier answer stands; after it, the suspension denies
+        assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
+        privacy.setup.approvals.invalidate()  # type: ignore[attr-defined]
+        reply = decide(privacy, privacy.doctor(hpr=nurse))
+        assert list(reply.reasons) == ["NO_VALID_APPROVAL", "APPROVAL_SUSPENDED"]
+    finally:
+        masterdata.admin(
+            "ReinstateApproval", md.ReinstateApprovalRequest(hpr_number=nurse, category="SP")
+        )
+
+
 def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Privacy) -> None:
     p = privacy_without_masterdata
     reply = decide(p, p.doctor())
@@ -76,10 +97,10 @@ def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Priva
     assert len(events) == 1 and events[0].decision == pb.DECISION_DENY
 
 
-def test_approvals_are_cached(privacy: Privacy, masterdata: MasterData) -> None:
+def test_approvals_are_cached(privacy: Privacy) -> None:
     for _ in range(3):
         assert decide(privacy, privacy.doctor()).decision == pb.DECISION_PERMIT
-    assert masterdata.calls == 1
+    assert privacy.approvals.calls == 1
 
 
 def test_hard_block_is_never_overridden(privacy: Privacy) -> None:
@@ -244,3 +265,37 @@ def test_public_methods_need_the_privacy_audience(privacy: Privacy) -> None:
             pb.SearchAccessEventsRequest(), metadata=privacy.citizen(audience="results"), timeout=5
         )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_client_helper_for_data_services(privacy: Privacy) -> None:
+    from services.common.auth import Principal
+    from services.common.errors import PermissionDenied, Unavailable
+    from services.privacy.client import PrivacyClient
+
+    def principal(metadata: list[tuple[str, str]]) -> Principal:
+        return Principal(subject="x", client_id="x", token=metadata[0][1].split(" ", 1)[1])
+
+    client = PrivacyClient(privacy.channel)
+    patient = privacy.people.patient
+    decision = client.require(
+        principal(privacy.doctor()), patient, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH
+    )
+    recorded = client.record(
+        principal(privacy.doctor()),
+        decision,
+        patient,
+        pb.ACTION_SEARCH,
+        [("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")],
+    )
+    assert len(recorded.access_event_ids) == 2
+    with pytest.raises(PermissionDenied) as denied:
+        client.require(
+            principal(privacy.doctor(hpr=privacy.people.suspended_hpr)),
+            patient,
+            pb.DOMAIN_RESULTS,
+            pb.ACTION_SEARCH,
+        )
+    assert "NO_VALID_APPROVAL" in denied.value.metadata["reasons"]
+    closed = PrivacyClient(grpc.insecure_channel("127.0.0.1:1"), timeout=1)
+    with pytest.raises(Unavailable):
+        closed.decide(principal(privacy.doctor()), patient, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH)
