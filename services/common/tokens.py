@@ -58,7 +58,14 @@ def fetch_jwks_from_trust() -> Mapping[str, Any]:
 def authenticator_for(
     service: str, internal_methods: frozenset[str] = frozenset(), proof_checker: Any = None
 ) -> JwtAuthenticator:
-    """Verifies tokens whose audience is `service`; internal methods accept any mesh audience."""
+    """Verifies tokens whose audience is `service`; internal methods accept any mesh audience.
+
+    DPoP-bound tokens are checked by the shared resource-server verifier
+    (`services.common.dpop.DpopProofChecker`) unless another `proof_checker` is given."""
+    if proof_checker is None:
+        from services.common.dpop import DpopProofChecker
+
+        proof_checker = DpopProofChecker()
     return JwtAuthenticator(
         JwksCache(fetch_jwks_from_trust),
         issuer=issuer(),
