@@ -133,12 +133,13 @@ def main() -> None:
         for key, author, klass, kind, conf, release, title, mime, content in _documents(
             citizen, doctor, gp
         ):
-            principal = replace(
-                base, hpr_number=author["hpr_number"], orgnr_parent=author["organisation"]
-            )
+            # The author institution is the legal entity (the hospital, not its department),
+            # as the EHR clients' tokens carry it.
+            org = author.get("parent_organisation") or author["organisation"]
+            principal = replace(base, hpr_number=author["hpr_number"], orgnr_parent=org)
             submission = Submission(
                 patient_id=citizen["pid"],
-                author=Author(author["hpr_number"], author["organisation"], author["name"]),
+                author=Author(author["hpr_number"], org, author["name"]),
                 class_code=klass,
                 type_code=kind,
                 confidentiality_code=conf,
