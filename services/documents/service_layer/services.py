@@ -377,9 +377,17 @@ class DocumentService:
         )
         decision = self._decide(principal, query)
         if not decision.visibility.allows(entry, self._clock()):
-            # The obligations hide it from this caller: as if it did not exist.
             self._decider.record(principal, query, decision, [])
-            raise DocumentNotFound(document_id)
+            if principal.is_citizen:
+                # NORN / NORU before its date: as if it did not exist.
+                raise DocumentNotFound(document_id)
+            # Health personnel learn that it is blocked, so they can break the glass.
+            raise PermissionDenied(
+                "the document is blocked for your organisation; an emergency access "
+                "(emergency=true) may override it",
+                reason="DOCUMENT_BLOCKED",
+                metadata={"confidentiality_code": entry.confidentiality_code},
+            )
         return entry, lambda: self._decider.record(principal, query, decision, [entry.document_id])
 
     def get(

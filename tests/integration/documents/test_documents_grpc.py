@@ -315,7 +315,7 @@ def test_nors_only_for_the_authoring_organisation(harness: Harness) -> None:
     assert list(gp_search.documents) == []
     with pytest.raises(grpc.RpcError) as err:
         content_of(h, nors.document_id, "gp")
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "DOCUMENT_BLOCKED")
 
 
 @pytest.mark.xfail(
