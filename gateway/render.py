@@ -257,7 +257,10 @@ def render(
             "max_request_bytes": int(defaults.get("max_request_bytes", 1048576)),
         },
     }
-    public = _hcm("edge", public_routes, [buffer, transcoder], access_log)
+    # The transcoder first: it rewrites /v1/... to the gRPC path and re-selects the route, so
+    # the buffer filter then sees the method's route and its per-route body limit (in the
+    # other order it saw only the catch-all route and every body was capped at the default).
+    public = _hcm("edge", public_routes, [transcoder, buffer], access_log)
 
     internal_routes: list[dict[str, Any]] = [
         {"match": {"prefix": f"/{p}."}, "route": {"cluster": _cluster_name(p), "timeout": "60s"}}
