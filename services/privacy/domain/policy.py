@@ -213,10 +213,11 @@ def decide(
                 or (setting.grantee_purpose and setting.grantee_purpose == purpose)
             ):
                 reasons.append("CONSENT")
-        obligations += [
-            Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS,
-            Obligation.RECORD_ACCESS,
-        ]
+        # NORS (blocked) entries stay with their own organisation unless the patient
+        # consented to this one or this is an emergency access.
+        if not emergency and "CONSENT" not in reasons:
+            obligations.append(Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS)
+        obligations.append(Obligation.RECORD_ACCESS)
     elif caller.kind == ActorKind.SYSTEM:
         # A system without a person (a lab) may store data, never read it.
         if request.action not in WRITE_ACTIONS:

@@ -336,11 +336,6 @@ def test_nors_only_for_the_authoring_organisation(harness: Harness) -> None:
     assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "DOCUMENT_BLOCKED")
 
 
-@pytest.mark.xfail(
-    reason="privacy still obliges HIDE_NORS_FROM_OTHER_ORGANISATIONS under consent and "
-    "emergency (services/privacy/domain/policy.py); documents follows the obligations",
-    strict=False,
-)
 def test_nors_with_consent_or_emergency_override(harness: Harness) -> None:
     from samhandling.privacy.v1 import privacy_service_pb2_grpc as ppb_grpc
 

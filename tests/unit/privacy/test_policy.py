@@ -255,3 +255,22 @@ def test_consent_is_recorded_as_the_basis() -> None:
     consent = setting(SettingKind.CONSENT, grantee_org=ORG)
     out = run(doctor(), [consent])
     assert out.decision == Decision.PERMIT and out.reasons == ["CONSENT"]
+
+
+def test_nors_stays_hidden_from_other_organisations_without_consent_or_emergency() -> None:
+    out = run(doctor())
+    assert Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS in out.obligations
+
+
+def test_emergency_lifts_the_nors_obligation() -> None:
+    out = run(doctor(), emergency=True)
+    assert out.decision == Decision.PERMIT and out.emergency
+    assert Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS not in out.obligations
+    assert Obligation.RECORD_ACCESS in out.obligations
+
+
+def test_consent_to_the_organisation_lifts_the_nors_obligation() -> None:
+    consent = setting(SettingKind.CONSENT, grantee_org=ORG)
+    out = run(doctor(), [consent])
+    assert "CONSENT" in out.reasons
+    assert Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS not in out.obligations
