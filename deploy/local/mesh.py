@@ -65,7 +65,18 @@ def start_envoy(
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
-        [envoy, "-c", str(config), "--log-level", "warn", "--base-id", str(admin_port)],
+        [
+            envoy,
+            "-c",
+            str(config),
+            "--log-level",
+            "warn",
+            "--base-id",
+            str(admin_port),
+            # Access-log lines reach the file within a second (default 10 s).
+            "--file-flush-interval-msec",
+            "1000",
+        ],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
