@@ -678,6 +678,7 @@ def _edge_headers() -> dict[str, Any]:
 
 def _direct_json(path: str, body: str, status: int = 200) -> dict[str, Any]:
     return {
+        "name": f"edge GET {path}",
         "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
         "direct_response": {"status": status, "body": {"inline_string": body}},
         "response_headers_to_add": _JSON_CONTENT_TYPE,
@@ -699,6 +700,7 @@ def _cors_denied_preflight() -> dict[str, Any]:
     header and meet the JSON 404 (no CORS headers, so the browser refuses).
     """
     return {
+        "name": "edge cors-preflight",
         "match": {
             "prefix": "/",
             "headers": [
@@ -787,6 +789,7 @@ def render(
     public_routes.append(_cors_denied_preflight())
     public_routes.append(
         {
+            "name": "edge not-found",
             "match": {"prefix": "/"},
             "direct_response": _json_404(),
             "response_headers_to_add": _JSON_CONTENT_TYPE,

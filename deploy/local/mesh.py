@@ -168,6 +168,8 @@ class Mesh:
             EdgePorts(public=self.edge_port, internal=self.internal_port, admin=self.admin_port),
             {name: self.addresses[name] for name in self.services},
             access_log=self.var_dir / "logs" / "edge-access.log",
+            # Envoy's jwt_authn checks the same issuer the trust service puts in its tokens.
+            issuer=self.env().get("SAMHANDLING_ISSUER") or self.edge_url,
         )
         self.processes["envoy"] = start_envoy(
             config, self.admin_port, self.var_dir / "logs" / "envoy.log", self.env()
