@@ -20,7 +20,7 @@ import yaml
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.mesh import free_port, start_envoy
-from gateway.render import EdgePorts, render
+from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
 from services.common.errors import Unavailable
 from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
 from tests.support.tokens import ISSUER, TokenMint
@@ -76,6 +76,9 @@ def start_edge(tmp: Path, overrides: dict[str, Any] | None = None) -> tuple[Edge
     )
     server = create_server(spec).start()
     mint = TokenMint()
+    # Echo is anonymous in routes.yaml (benchmarks); here it stands for a protected route.
+    anonymous = EdgeSpec.load(ROUTES).anonymous - {f"{BENCH}/Echo"}
+    overrides = {"anonymous": sorted(anonymous), **(overrides or {})}
     ports = EdgePorts(free_port(), free_port(), free_port())
     access_log = tmp / "access.log"
     config = render(
