@@ -28,6 +28,9 @@ ROUTES = Path(__file__).resolve().parent / "routes.yaml"
 # Headers the edge sets for the services (they check DPoP `htm`/`htu` against them) and the
 # headers jwt_authn derives from the verified token. Clients can never supply any of them.
 FORWARDED_METHOD = "x-forwarded-method"
+ORIGINAL_METHOD = (
+    "x-envoy-original-method"  # the same, under the name services/common/dpop.py reads
+)
 ORIGINAL_PATH = "x-envoy-original-path"
 FORWARDED_HOST = "x-forwarded-host"
 CLIENT_ID_HEADER = "x-jwt-client-id"
@@ -253,8 +256,9 @@ def _seconds(value: float) -> str:
     return f"{value}s"
 
 
-def _cluster(name: str, address: str, resilience: dict[str, Any]) -> dict[str, Any]:
+def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
+    resilience = resilience or {}
     breaker = resilience.get("circuit_breaker", {})
     outlier = resilience.get("outlier_detection", {})
     return {
@@ -663,6 +667,7 @@ def _edge_headers() -> dict[str, Any]:
         }
         for key, value in (
             (FORWARDED_METHOD, "%REQ(:METHOD)%"),
+            (ORIGINAL_METHOD, "%REQ(:METHOD)%"),
             (ORIGINAL_PATH, "%REQ(:PATH)%"),
             (FORWARDED_HOST, "%REQ(:AUTHORITY)%"),
         )

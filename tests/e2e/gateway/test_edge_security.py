@@ -155,6 +155,7 @@ def test_services_get_the_original_method_and_url(edge: Edge) -> None:
     token = edge.token(client_id="probe-client")
     spoofed = {
         "x-forwarded-method": "DELETE",
+        "x-envoy-original-method": "DELETE",
         "x-envoy-original-path": "/elsewhere",
         "x-jwt-client-id": "someone-else",
     }
@@ -162,7 +163,7 @@ def test_services_get_the_original_method_and_url(edge: Edge) -> None:
     assert reply.status_code == 200
     seen = json.loads(reply.json()["text"])
     host = edge.url.removeprefix("http://")
-    assert seen["x-forwarded-method"] == "POST"
+    assert seen["x-forwarded-method"] == seen["x-envoy-original-method"] == "POST"
     assert seen["x-envoy-original-path"] == ECHO
     assert seen["x-forwarded-host"] == host
     assert seen["x-forwarded-proto"] == "http"
