@@ -26,6 +26,21 @@ class PidKind(enum.Enum):
     H_NUMBER = "hnr"
 
 
+# Identifier systems (OIDs) of the Norwegian health sector, as used in codings/attestations.
+OID_FODSELSNUMMER = "2.16.578.1.12.4.1.4.1"
+OID_D_NUMBER = "2.16.578.1.12.4.1.4.2"
+OID_H_NUMBER = "2.16.578.1.12.4.1.4.3"
+OID_HPR_NUMBER = "2.16.578.1.12.4.1.4.4"
+OID_ORG_NUMBER = "2.16.578.1.12.4.1.4.101"
+OID_RESH_ID = "2.16.578.1.12.4.1.4.102"
+OID_HER_ID = "2.16.578.1.12.4.1.2"
+_PID_OIDS = {
+    PidKind.FODSELSNUMMER: OID_FODSELSNUMMER,
+    PidKind.D_NUMBER: OID_D_NUMBER,
+    PidKind.H_NUMBER: OID_H_NUMBER,
+}
+
+
 def _mod11(digits: str, weights: tuple[int, ...]) -> int | None:
     remainder = sum(int(d) * w for d, w in zip(digits, weights, strict=False)) % 11
     check = 0 if remainder == 0 else 11 - remainder
@@ -73,6 +88,11 @@ def pid_kind(value: str) -> PidKind:
         return PidKind.D_NUMBER
     month = int(value[2:4]) % 80 if int(value[2:4]) > 80 else int(value[2:4])
     return PidKind.H_NUMBER if month > 40 else PidKind.FODSELSNUMMER
+
+
+def pid_system(value: str) -> str:
+    """The OID of a valid identity number's kind (fødselsnummer, D-number or H-number)."""
+    return _PID_OIDS[pid_kind(value)]
 
 
 def is_synthetic(value: str) -> bool:
@@ -125,6 +145,20 @@ def require_hpr_number(value: str, field: str = "hpr_number") -> str:
     return value
 
 
+def resh_id_problem(value: str) -> str | None:
+    # RESH ids (the national register of health enterprise units) are plain numbers.
+    if not value.isdigit() or not 1 <= len(value) <= 12 or value.startswith("0"):
+        return "must be 1 to 12 digits"
+    return None
+
+
+def her_id_problem(value: str) -> str | None:
+    # HER-ids (the address register) are plain numbers too.
+    if not value.isdigit() or not 1 <= len(value) <= 12 or value.startswith("0"):
+        return "must be 1 to 12 digits"
+    return None
+
+
 def synthetic_pid(
     rng: random.Random, birth: dt.date | None = None, kind: PidKind = PidKind.FODSELSNUMMER
 ) -> str:
@@ -160,17 +194,27 @@ def synthetic_org_number(rng: random.Random) -> str:
 
 
 __all__ = [
+    "OID_D_NUMBER",
+    "OID_FODSELSNUMMER",
+    "OID_HER_ID",
+    "OID_HPR_NUMBER",
+    "OID_H_NUMBER",
+    "OID_ORG_NUMBER",
+    "OID_RESH_ID",
     "DomainError",
     "PidKind",
+    "her_id_problem",
     "hpr_number_problem",
     "is_synthetic",
     "is_valid_pid",
     "org_number_problem",
     "pid_kind",
     "pid_problem",
+    "pid_system",
     "require_hpr_number",
     "require_org_number",
     "require_pid",
+    "resh_id_problem",
     "synthetic_org_number",
     "synthetic_pid",
 ]

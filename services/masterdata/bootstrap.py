@@ -1,0 +1,63 @@
+"""Composition root: engine, migrations, code catalogue, change feed, use cases, servicer."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import Authenticator
+from services.common.db import UnitOfWork, migrate, service_engine, session_factory
+from services.common.server import Servicer, ServiceSpec
+from services.masterdata.domain.codes import CodeCatalog
+from services.masterdata.domain.model import utcnow
+from services.masterdata.entrypoints.grpc_servicer import (
+    FULL_NAME,
+    MasterDataServicer,
+)
+from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
+from services.masterdata.service_layer.services import MasterData
+
+SERVICE = "masterdata"
+VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+
+
+def migrate_database(engine: Engine) -> None:
+    migrate(SERVICE, engine, VERSIONS)
+
+
+@dataclass
+class Setup:
+    engine: Engine
+    service: MasterData
+    servicer: MasterDataServicer
+    feed: ChangeFeed
+
+    def spec(self, authenticator: Authenticator | None) -> ServiceSpec:
+        return ServiceSpec(
+            SERVICE,
+            [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
+            authenticator=authenticator,
+            on_shutdown=[self.feed.stop, self.engine.dispose],
+        )
+
+
+def build(
+    engine: Engine | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
+    poll_seconds: float = 1.0,
+    heartbeat_seconds: float = 10.0,
+    cache_entries: int = 50_000,
+) -> Setup:
+    engine = engine or service_engine(SERVICE)
+    migrate_database(engine)
+    factory = session_factory(engine)
+    feed = ChangeFeed(
+        lambda: UnitOfWork(factory), PractitionerCache(cache_entries), poll_seconds
+    ).start()
+    service = MasterData(lambda: UnitOfWork(factory), CodeCatalog.load(), feed, clock)
+    return Setup(engine, service, MasterDataServicer(service, heartbeat_seconds), feed)

@@ -1,0 +1,279 @@
+"""The gRPC servicer: authorisation by scope, messages <-> use cases. Nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+
+from services.common.auth import Principal, current_principal
+from services.common.tokens import Scopes
+from services.masterdata.entrypoints import convert
+from services.masterdata.service_layer.importing import ImportOutcome
+from services.masterdata.service_layer.services import MasterData
+
+FULL_NAME = "samhandling.masterdata.v1.MasterDataService"
+INTERNAL_METHODS = frozenset(
+    f"/{FULL_NAME}/{m}" for m in ("CheckPractitionerApproval", "ValidateCodes", "WatchChanges")
+)
+_FORMATS = {pb.IMPORT_FORMAT_CSV: "csv", pb.IMPORT_FORMAT_JSON_LINES: "jsonl"}
+
+
+def _reader() -> Principal:
+    principal = current_principal()
+    principal.require_scope(Scopes.MASTERDATA_READ, Scopes.MASTERDATA_ADMIN)
+    return principal
+
+
+def _admin() -> Principal:
+    principal = current_principal()
+    principal.require_scope(Scopes.MASTERDATA_ADMIN)
+    return principal
+
+
+def _is_admin(principal: Principal) -> bool:
+    return principal.has_scope(Scopes.MASTERDATA_ADMIN)
+
+
+def _import_reply(outcome: ImportOutcome, reply_type: Any) -> Any:
+    return reply_type(
+        committed=outcome.committed,
+        imported_count=outcome.imported,
+        skipped_count=outcome.skipped,
+        errors=[
+            pb.ImportRowError(line=e.line, field=e.field, reason=e.reason) for e in outcome.errors
+        ],
+    )
+
+
+class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
+    def __init__(self, service: MasterData, heartbeat_seconds: float = 10.0) -> None:
+        self.md = service
+        self.heartbeat_seconds = heartbeat_seconds
+
+    def _practitioner(self, p: Any, principal: Principal) -> pb.Practitioner:
+        return convert.practitioner_to_pb(p, self.md.catalog, include_pid=_is_admin(principal))
+
+    # --- practitioners --------------------------------------------------------------------
+    def GetPractitioner(self, request: pb.GetPractitionerRequest, context: Any) -> pb.Practitioner:
+        principal = _reader()
+        return self._practitioner(self.md.get_practitioner(request.hpr_number), principal)
+
+    def ListPractitioners(
+        self, request: pb.ListPractitionersRequest, context: Any
+    ) -> pb.ListPractitionersResponse:
+        principal = _reader()
+        page = self.md.list_practitioners(
+            request.organisation, request.category, request.page_size, request.page_token
+        )
+        return pb.ListPractitionersResponse(
+            practitioners=[self._practitioner(p, principal) for p in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def CreatePractitioner(
+        self, request: pb.CreatePractitionerRequest, context: Any
+    ) -> pb.Practitioner:
+        principal = _admin()
+        created = self.md.create_practitioner(convert.practitioner_from_pb(request.practitioner))
+        return self._practitioner(created, principal)
+
+    def UpdatePractitioner(
+        self, request: pb.UpdatePractitionerRequest, context: Any
+    ) -> pb.Practitioner:
+        principal = _admin()
+        updated = self.md.update_practitioner(
+            convert.practitioner_from_pb(request.practitioner), list(request.update_mask.paths)
+        )
+        return self._practitioner(updated, principal)
+
+    def SuspendApproval(self, request: pb.SuspendApprovalRequest, context: Any) -> pb.Practitioner:
+        principal = _admin()
+        changed = self.md.suspend_approval(
+            request.hpr_number,
+            request.category,
+            request.reason,
+            convert.from_ts(request, "suspended_until"),
+        )
+        return self._practitioner(changed, principal)
+
+    def ReinstateApproval(
+        self, request: pb.ReinstateApprovalRequest, context: Any
+    ) -> pb.Practitioner:
+        principal = _admin()
+        changed = self.md.reinstate_approval(request.hpr_number, request.category, request.reason)
+        return self._practitioner(changed, principal)
+
+    def RevokeApproval(self, request: pb.RevokeApprovalRequest, context: Any) -> pb.Practitioner:
+        principal = _admin()
+        changed = self.md.revoke_approval(request.hpr_number, request.category, request.reason)
+        return self._practitioner(changed, principal)
+
+    def ImportPractitioners(
+        self, request: pb.ImportPractitionersRequest, context: Any
+    ) -> pb.ImportPractitionersResponse:
+        _admin()
+        outcome = self.md.import_practitioners(
+            request.data,
+            _FORMATS[request.format],
+            request.partial,
+            request.validate_only,
+            convert.practitioner_from_json,
+        )
+        return _import_reply(outcome, pb.ImportPractitionersResponse)  # type: ignore[no-any-return]
+
+    def CheckPractitionerApproval(
+        self, request: pb.CheckPractitionerApprovalRequest, context: Any
+    ) -> pb.CheckPractitionerApprovalResponse:
+        current_principal()  # internal: any authenticated mesh caller
+        answer, position = self.md.check_approval(
+            request.hpr_number, request.category, convert.from_ts(request, "time")
+        )
+        p = answer.practitioner
+        return pb.CheckPractitionerApprovalResponse(
+            valid=answer.valid,
+            reason=convert.check_reason_to_pb(answer.reason),  # type: ignore[arg-type]
+            approvals=[convert.approval_to_pb(a) for a in p.approvals] if p else [],
+            org_numbers=list(answer.org_numbers),
+            practitioner_name=p.display_name if p else "",
+            hpr_number=request.hpr_number,
+            position=position,
+        )
+
+    # --- organisations --------------------------------------------------------------------
+    def GetOrganization(self, request: pb.GetOrganizationRequest, context: Any) -> pb.Organization:
+        _reader()
+        return convert.organization_to_pb(
+            self.md.get_organization(request.org_number), self.md.clock()
+        )
+
+    def ListOrganizations(
+        self, request: pb.ListOrganizationsRequest, context: Any
+    ) -> pb.ListOrganizationsResponse:
+        _reader()
+        page = self.md.list_organizations(
+            request.parent,
+            convert.kind_from_pb(request.kind),
+            request.page_size,
+            request.page_token,
+        )
+        now = self.md.clock()
+        return pb.ListOrganizationsResponse(
+            organizations=[convert.organization_to_pb(o, now) for o in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def CreateOrganization(
+        self, request: pb.CreateOrganizationRequest, context: Any
+    ) -> pb.Organization:
+        _admin()
+        created = self.md.create_organization(convert.organization_from_pb(request.organization))
+        return convert.organization_to_pb(created, self.md.clock())
+
+    def UpdateOrganization(
+        self, request: pb.UpdateOrganizationRequest, context: Any
+    ) -> pb.Organization:
+        _admin()
+        incoming = convert.organization_from_pb(request.organization)
+        paths = list(request.update_mask.paths)
+        if request.organization.kind == 0 and (not paths or "kind" in paths or paths == ["*"]):
+            incoming.kind = self.md.get_organization(incoming.org_number).kind
+        updated = self.md.update_organization(incoming, paths)
+        return convert.organization_to_pb(updated, self.md.clock())
+
+    def ImportOrganizations(
+        self, request: pb.ImportOrganizationsRequest, context: Any
+    ) -> pb.ImportOrganizationsResponse:
+        _admin()
+        outcome = self.md.import_organizations(
+            request.data,
+            _FORMATS[request.format],
+            request.partial,
+            request.validate_only,
+            convert.organization_from_json,
+        )
+        return _import_reply(outcome, pb.ImportOrganizationsResponse)  # type: ignore[no-any-return]
+
+    # --- code systems ---------------------------------------------------------------------
+    def ListCodeSystems(
+        self, request: pb.ListCodeSystemsRequest, context: Any
+    ) -> pb.ListCodeSystemsResponse:
+        _reader()
+        return pb.ListCodeSystemsResponse(
+            code_systems=[
+                pb.CodeSystem(id=s.id, system=s.system, title=s.title, code_count=len(s.codes))
+                for s in self.md.catalog.systems
+            ]
+        )
+
+    def ListCodes(self, request: pb.ListCodesRequest, context: Any) -> pb.ListCodesResponse:
+        _reader()
+        system, page = self.md.list_codes(
+            request.code_system, request.page_size, request.page_token
+        )
+        return pb.ListCodesResponse(
+            codes=[
+                pb.Code(
+                    system=system.system,
+                    code=system.codes[i].code,
+                    display=system.codes[i].display,
+                    active=system.codes[i].active,
+                )
+                for i in page.items
+            ],
+            next_page_token=page.next_page_token,
+            total_size=len(system.codes),
+        )
+
+    def ValidateCodes(
+        self, request: pb.ValidateCodesRequest, context: Any
+    ) -> pb.ValidateCodesResponse:
+        current_principal()  # internal: any authenticated mesh caller
+        checks = self.md.validate_codes([(c.system, c.code) for c in request.codes])
+        return pb.ValidateCodesResponse(
+            results=[
+                pb.CodeValidation(
+                    valid=c.valid,
+                    system=c.system,
+                    code=c.code,
+                    display=c.display,
+                    reason=c.reason,
+                )
+                for c in checks
+            ],
+            all_valid=all(c.valid for c in checks),
+        )
+
+    # --- change events --------------------------------------------------------------------
+    def WatchChanges(
+        self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
+    ) -> Iterator[pb.WatchChangesResponse]:
+        current_principal()  # internal: any authenticated mesh caller
+        feed = self.md.feed
+        types = [convert.resource_type_from_pb(t) for t in request.resource_types if t]
+        position = feed.head if request.from_now else request.after_position
+        yield pb.WatchChangesResponse(head_position=feed.head)  # the stream is open
+        idle = 0.0
+        while context.is_active() and not feed.stopped:
+            head = feed.head
+            events = self.md.events_after(position, 500, types)
+            if events:
+                position = events[-1].position
+                idle = 0.0
+                yield pb.WatchChangesResponse(
+                    events=[convert.event_to_pb(e) for e in events],
+                    head_position=max(head, position),
+                )
+                if len(events) == 500:
+                    continue
+            # Everything up to `head` that matches was sent (outbox writers commit in order).
+            position = max(position, head)
+            if feed.wait_beyond(position, min(1.0, self.heartbeat_seconds)):
+                continue
+            idle += min(1.0, self.heartbeat_seconds)
+            if idle >= self.heartbeat_seconds:
+                idle = 0.0
+                yield pb.WatchChangesResponse(head_position=feed.head)

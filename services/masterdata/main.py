@@ -1,0 +1,19 @@
+"""The master data service's process: `python -m services.masterdata.main`."""
+
+from __future__ import annotations
+
+from services.common.registry import SERVICES
+from services.common.server import serve
+from services.common.tokens import authenticator_for
+from services.masterdata.bootstrap import SERVICE, build
+from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
+
+
+def main() -> None:
+    setup = build()
+    authenticator = authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS)
+    serve(setup.spec(authenticator), SERVICES[SERVICE].address())
+
+
+if __name__ == "__main__":
+    main()
