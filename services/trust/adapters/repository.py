@@ -1,0 +1,297 @@
+"""SQL persistence of the trust service (SQLite or PostgreSQL, one schema)."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+
+from services.trust.adapters import orm
+from services.trust.domain.model import Client
+
+_LIST_FIELDS = ("grant_types", "scopes", "audiences", "redirect_uris")
+
+
+def _client_row(client: Client) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "client_id": client.client_id,
+        "display_name": client.display_name,
+        "orgnr_parent": client.orgnr_parent,
+        "orgnr_child": client.orgnr_child,
+        "jwks": json.dumps(client.jwks),
+        "dpop_required": client.dpop_required,
+        "create_time": client.create_time,
+        "update_time": client.update_time,
+    }
+    for name in _LIST_FIELDS:
+        row[name] = json.dumps(list(getattr(client, name)))
+    return row
+
+
+def _client(row: Any) -> Client:
+    m = row._mapping
+    return Client(
+        client_id=m["client_id"],
+        display_name=m["display_name"],
+        orgnr_parent=m["orgnr_parent"],
+        orgnr_child=m["orgnr_child"],
+        jwks=json.loads(m["jwks"]),
+        dpop_required=bool(m["dpop_required"]),
+        create_time=m["create_time"],
+        update_time=m["update_time"],
+        **{name: json.loads(m[name]) for name in _LIST_FIELDS},
+    )
+
+
+class TrustRepository:
+    """Short transactions on an engine; every method is one transaction."""
+
+    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+        self.engine = engine
+        self._clock = clock
+
+    # --- clients --------------------------------------------------------------------------
+    def add_client(self, client: Client) -> bool:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(orm.clients.insert().values(**_client_row(client)))
+            return True
+        except IntegrityError:
+            return False
+
+    def update_client(self, client: Client) -> bool:
+        row = _client_row(client)
+        row.pop("client_id")
+        row.pop("create_time")
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                orm.clients.update()
+                .where(orm.clients.c.client_id == client.client_id)
+                .values(**row)
+            )
+        return bool(result.rowcount)
+
+    def get_client(self, client_id: str) -> Client | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                orm.clients.select().where(orm.clients.c.client_id == client_id)
+            ).first()
+        return _client(row) if row else None
+
+    def list_clients(self, after: str, limit: int) -> list[Client]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                orm.clients.select()
+                .where(orm.clients.c.client_id > after)
+                .order_by(orm.clients.c.client_id)
+                .limit(limit)
+            ).all()
+        return [_client(r) for r in rows]
+
+    def delete_client(self, client_id: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(orm.clients.delete().where(orm.clients.c.client_id == client_id))
+            conn.execute(
+                orm.refresh_tokens.update()
+                .where(orm.refresh_tokens.c.client_id == client_id)
+                .values(state="revoked")
+            )
+        return bool(result.rowcount)
+
+    # --- one-time identifiers -------------------------------------------------------------
+    def use_jti(self, key: str, expires_at: float) -> bool:
+        """Records a one-time id; False if it is already recorded and not expired (replay)."""
+        now = self._clock()
+        try:
+            with self.engine.begin() as conn:
+                if random.random() < 0.01:  # occasional clean-up of expired ids
+                    conn.execute(orm.used_jtis.delete().where(orm.used_jtis.c.expires_at < now))
+                conn.execute(orm.used_jtis.insert().values(jti_key=key, expires_at=expires_at))
+            return True
+        except IntegrityError:
+            pass
+        with self.engine.begin() as conn:
+            # An expired entry may be reused; the conditional update decides atomically.
+            result = conn.execute(
+                orm.used_jtis.update()
+                .where(orm.used_jtis.c.jti_key == key, orm.used_jtis.c.expires_at < now)
+                .values(expires_at=expires_at)
+            )
+        return bool(result.rowcount)
+
+    # --- signing keys ---------------------------------------------------------------------
+    def signing_keys(self, states: tuple[str, ...]) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                orm.signing_keys.select()
+                .where(orm.signing_keys.c.state.in_(states))
+                .order_by(orm.signing_keys.c.created_at)
+            ).all()
+        return [dict(r._mapping) for r in rows]
+
+    def rotate_keys(
+        self, new_key: dict[str, Any], now: float, only_if_current_before: float | None = None
+    ) -> bool:
+        """next -> current -> previous -> retired, plus `new_key` as next; one transaction.
+
+        With `only_if_current_before`, rotates only if the current key was activated earlier
+        (the scheduled rotation; replicas racing for it rotate once)."""
+        keys = orm.signing_keys
+        with self.engine.begin() as conn:
+            locked = keys.select().where(keys.c.state.in_(("next", "current", "previous")))
+            if conn.dialect.name == "postgresql":
+                locked = locked.with_for_update()
+            rows = {r.state: r for r in conn.execute(locked).all()}
+            current = rows.get("current")
+            if (
+                only_if_current_before is not None
+                and current is not None
+                and (current.activated_at or 0) >= only_if_current_before
+            ):
+                return False
+            if "previous" in rows:
+                conn.execute(
+                    keys.update()
+                    .where(keys.c.kid == rows["previous"].kid)
+                    .values(state="retired", retired_at=now)
+                )
+            if current is not None:
+                conn.execute(
+                    keys.update().where(keys.c.kid == current.kid).values(state="previous")
+                )
+            if "next" in rows:
+                conn.execute(
+                    keys.update()
+                    .where(keys.c.kid == rows["next"].kid)
+                    .values(state="current", activated_at=now)
+                )
+            conn.execute(keys.insert().values(**new_key))
+        return True
+
+    def add_key(self, key: dict[str, Any]) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(orm.signing_keys.insert().values(**key))
+
+    # --- PAR, codes -----------------------------------------------------------------------
+    def add_par(self, request_uri: str, client_id: str, params: dict[str, Any], exp: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                orm.par_requests.insert().values(
+                    request_uri=request_uri,
+                    client_id=client_id,
+                    params=json.dumps(params),
+                    expires_at=exp,
+                )
+            )
+
+    def get_par(self, request_uri: str) -> tuple[str, dict[str, Any], float, bool] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                orm.par_requests.select().where(orm.par_requests.c.request_uri == request_uri)
+            ).first()
+        if row is None:
+            return None
+        return row.client_id, json.loads(row.params), row.expires_at, bool(row.used)
+
+    def use_par(self, request_uri: str) -> bool:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                orm.par_requests.update()
+                .where(
+                    orm.par_requests.c.request_uri == request_uri,
+                    orm.par_requests.c.used == sa.false(),
+                )
+                .values(used=True)
+            )
+        return bool(result.rowcount)
+
+    def add_code(self, code_hash: str, client_id: str, data: dict[str, Any], exp: float) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                orm.auth_codes.insert().values(
+                    code_hash=code_hash, client_id=client_id, data=json.dumps(data), expires_at=exp
+                )
+            )
+
+    def take_code(self, code_hash: str) -> tuple[str, dict[str, Any], float, bool] | None:
+        """Marks the code used; returns (client_id, data, expires_at, was_unused)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                orm.auth_codes.update()
+                .where(orm.auth_codes.c.code_hash == code_hash, orm.auth_codes.c.used == sa.false())
+                .values(used=True)
+            )
+            row = conn.execute(
+                orm.auth_codes.select().where(orm.auth_codes.c.code_hash == code_hash)
+            ).first()
+        if row is None:
+            return None
+        return row.client_id, json.loads(row.data), row.expires_at, bool(result.rowcount)
+
+    # --- refresh tokens -------------------------------------------------------------------
+    def add_refresh(
+        self, token_hash: str, family_id: str, client_id: str, data: dict[str, Any], exp: float
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                orm.refresh_tokens.insert().values(
+                    token_hash=token_hash,
+                    family_id=family_id,
+                    client_id=client_id,
+                    data=json.dumps(data),
+                    expires_at=exp,
+                    state="active",
+                )
+            )
+
+    def get_refresh(self, token_hash: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                orm.refresh_tokens.select().where(orm.refresh_tokens.c.token_hash == token_hash)
+            ).first()
+        if row is None:
+            return None
+        out = dict(row._mapping)
+        out["data"] = json.loads(out["data"])
+        return out
+
+    def use_refresh(self, token_hash: str) -> bool:
+        """active -> used (rotation); False if it was not active."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                orm.refresh_tokens.update()
+                .where(
+                    orm.refresh_tokens.c.token_hash == token_hash,
+                    orm.refresh_tokens.c.state == "active",
+                )
+                .values(state="used")
+            )
+        return bool(result.rowcount)
+
+    def revoke_family(self, family_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                orm.refresh_tokens.update()
+                .where(orm.refresh_tokens.c.family_id == family_id)
+                .values(state="revoked")
+            )
+
+    # --- revoked access tokens ------------------------------------------------------------
+    def revoke_access(self, jti: str, exp: float) -> None:
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(orm.revoked_access_tokens.insert().values(jti=jti, expires_at=exp))
+        except IntegrityError:
+            pass
+
+    def access_revoked(self, jti: str) -> bool:
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                orm.revoked_access_tokens.select().where(orm.revoked_access_tokens.c.jti == jti)
+            ).first()
+        return row is not None

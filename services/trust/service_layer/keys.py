@@ -1,0 +1,174 @@
+"""Signing keys: created on first start, encrypted at rest, rotated with overlap.
+
+States: `next` (published ahead of use, so verifiers have it cached before it signs),
+`current` (signs), `previous` (published so tokens signed before the last rotation still
+verify), `retired` (kept encrypted for the record, never published). A rotation moves each
+key one step; a token signed by a key verifies until that key is retired, i.e. for one
+rotation interval after its key stopped signing (the overlap), then no longer.
+
+Private keys are PKCS#8 encrypted with AES-256-GCM under the key-encryption key from
+configuration (`SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY`, base64url of 32 bytes); the kid is
+the associated data, so a ciphertext cannot be moved to another key row.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from services.trust.adapters.repository import TrustRepository
+
+ALG = "ES256"
+PUBLISHED = ("next", "current", "previous")
+
+
+def load_kek(value: str | None, var_dir: Path | None, allow_generate: bool) -> bytes:
+    """The key-encryption key: from configuration, else (dev) a file generated under var/."""
+    if value:
+        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+        if len(raw) != 32:
+            raise ValueError("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY must be 32 bytes (base64url)")
+        return raw
+    if not allow_generate or var_dir is None:
+        raise ValueError("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY is required in production")
+    path = var_dir / "trust" / "key-encryption-key"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
+    text = path.read_text().strip()
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    kid: str
+    private_key: ec.EllipticCurvePrivateKey
+
+
+class KeyManager:
+    def __init__(
+        self,
+        repo: TrustRepository,
+        kek: bytes,
+        clock: Callable[[], float] = time.time,
+        cache_seconds: float = 10.0,
+    ) -> None:
+        self._repo = repo
+        self._aead = AESGCM(kek)
+        self._clock = clock
+        self._cache_seconds = cache_seconds
+        self._lock = threading.Lock()
+        self._signing: SigningKey | None = None
+        self._jwks: dict[str, Any] | None = None
+        self._loaded_at = 0.0
+
+    # --- creation and encryption ------------------------------------------------------------
+    def _new_key_row(self, state: str, now: float) -> dict[str, Any]:
+        key = ec.generate_private_key(ec.SECP256R1())
+        kid = secrets.token_urlsafe(12)
+        pkcs8 = key.private_bytes(
+            serialization.Encoding.DER,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        nonce = secrets.token_bytes(12)
+        sealed = base64.b64encode(nonce + self._aead.encrypt(nonce, pkcs8, kid.encode()))
+        jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
+        jwk.update(kid=kid, alg=ALG, use="sig")
+        return {
+            "kid": kid,
+            "alg": ALG,
+            "state": state,
+            "private_key": sealed.decode(),
+            "public_jwk": json.dumps(jwk),
+            "created_at": now,
+            "activated_at": now if state == "current" else None,
+        }
+
+    def _decrypt(self, row: Mapping[str, Any]) -> ec.EllipticCurvePrivateKey:
+        blob = base64.b64decode(row["private_key"])
+        pkcs8 = self._aead.decrypt(blob[:12], blob[12:], str(row["kid"]).encode())
+        key = serialization.load_der_private_key(pkcs8, password=None)
+        assert isinstance(key, ec.EllipticCurvePrivateKey)
+        return key
+
+    def ensure_keys(self) -> None:
+        """First start: a current and a next key."""
+        if self._repo.signing_keys(("current",)):
+            return
+        now = self._clock()
+        self._repo.add_key(self._new_key_row("current", now))
+        self._repo.add_key(self._new_key_row("next", now))
+        self.invalidate()
+
+    # --- rotation ---------------------------------------------------------------------------
+    def rotate(self) -> dict[str, str]:
+        now = self._clock()
+        self._repo.rotate_keys(self._new_key_row("next", now), now)
+        self.invalidate()
+        return self.kids()
+
+    def rotate_if_due(self, interval_seconds: float) -> bool:
+        now = self._clock()
+        done = self._repo.rotate_keys(
+            self._new_key_row("next", now), now, only_if_current_before=now - interval_seconds
+        )
+        if done:
+            self.invalidate()
+        return done
+
+    def kids(self) -> dict[str, str]:
+        return {row["state"]: row["kid"] for row in self._repo.signing_keys(PUBLISHED)}
+
+    # --- use --------------------------------------------------------------------------------
+    def invalidate(self) -> None:
+        with self._lock:
+            self._loaded_at = 0.0
+
+    def _load(self) -> None:
+        now = time.monotonic()
+        if self._jwks is not None and now - self._loaded_at < self._cache_seconds:
+            return
+        with self._lock:
+            if self._jwks is not None and now - self._loaded_at < self._cache_seconds:
+                return
+            rows = self._repo.signing_keys(PUBLISHED)
+            current = [r for r in rows if r["state"] == "current"]
+            if not current:
+                raise RuntimeError("no current signing key; call ensure_keys() at start-up")
+            if self._signing is None or self._signing.kid != current[0]["kid"]:
+                self._signing = SigningKey(current[0]["kid"], self._decrypt(current[0]))
+            order = {"current": 0, "next": 1, "previous": 2}
+            rows.sort(key=lambda r: order[r["state"]])
+            self._jwks = {"keys": [json.loads(r["public_jwk"]) for r in rows]}
+            self._loaded_at = now
+
+    def jwks(self) -> dict[str, Any]:
+        self._load()
+        assert self._jwks is not None
+        return self._jwks
+
+    def sign(self, claims: Mapping[str, Any], typ: str = "at+jwt") -> str:
+        self._load()
+        assert self._signing is not None
+        return jwt.encode(
+            dict(claims),
+            self._signing.private_key,
+            algorithm=ALG,
+            headers={"kid": self._signing.kid, "typ": typ},
+        )

@@ -1,0 +1,807 @@
+"""The token service's use cases: client authentication, grants, PAR, login, revocation,
+introspection. Every failure is an `OAuthError` (RFC 6749 §5.2) the entrypoint renders.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import jwt
+
+from services.common import auth
+from services.common.dpop import DpopError, NonceSource, b64url, verify_proof
+from services.common.identifiers import hpr_number_problem, pid_problem
+from services.trust.adapters.masterdata import MasterDataPort
+from services.trust.adapters.repository import TrustRepository
+from services.trust.domain.model import (
+    ASSERTION_TYPE,
+    GRANT_AUTHORIZATION_CODE,
+    GRANT_CLIENT_CREDENTIALS,
+    GRANT_REFRESH_TOKEN,
+    GRANT_TYPES,
+    OIDC_SCOPES,
+    REQUEST_URI_PREFIX,
+    TOKEN_TYPE_ACCESS,
+    Attestation,
+    Client,
+    OAuthError,
+    invalid_request,
+    parse_authorization_details,
+    trust_framework_attestation,
+)
+from services.trust.service_layer.keys import ALG, KeyManager
+
+# Client assertions: asymmetric algorithms only; `none` and HMAC (HS*) never.
+ASSERTION_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+ACCESS_TOKEN_ALGORITHMS = (ALG,)
+
+
+@dataclass
+class TrustSettings:
+    issuer: str
+    access_token_ttl: int = 300
+    refresh_token_ttl: int = 8 * 3600
+    code_ttl: int = 60
+    par_ttl: int = 60
+    assertion_max_lifetime: int = 60
+    leeway: int = 5
+    dpop_iat_window: float = 60.0
+    dpop_nonce_required: bool = False
+    testid_enabled: bool = True
+    key_rotation_seconds: float = 30 * 24 * 3600.0
+    extra_metadata: dict[str, Any] = field(default_factory=dict)
+
+    def endpoint(self, path: str) -> str:
+        return self.issuer.rstrip("/") + path
+
+    @property
+    def token_endpoint(self) -> str:
+        return self.endpoint("/connect/token")
+
+
+@dataclass(frozen=True)
+class Redirect:
+    location: str
+
+
+class DbReplayCache:
+    """DPoP proof jti at the token endpoint: in the database, shared by every replica."""
+
+    def __init__(self, repo: TrustRepository, prefix: str) -> None:
+        self._repo = repo
+        self._prefix = prefix
+
+    def add(self, key: str, expires_at: float) -> bool:
+        return self._repo.use_jti(f"{self._prefix}:{key}"[:300], expires_at)
+
+
+def _hash(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def scope_audience(scope: str) -> str | None:
+    """`samhandling:results/read` belongs to the API `samhandling:results`."""
+    if scope in OIDC_SCOPES or "/" not in scope:
+        return None
+    return scope.split("/", 1)[0]
+
+
+class TrustService:
+    def __init__(
+        self,
+        settings: TrustSettings,
+        repo: TrustRepository,
+        keys: KeyManager,
+        masterdata: MasterDataPort,
+        secret: bytes,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.keys = keys
+        self.masterdata = masterdata
+        self.clock = clock
+        self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
+        self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
+        self._dpop_replay = DbReplayCache(repo, "dpop")
+
+    # --- metadata ---------------------------------------------------------------------------
+    def discovery(self) -> dict[str, Any]:
+        s = self.settings
+        doc: dict[str, Any] = {
+            "issuer": s.issuer,
+            "jwks_uri": s.endpoint("/.well-known/jwks.json"),
+            "token_endpoint": s.token_endpoint,
+            "authorization_endpoint": s.endpoint("/connect/authorize"),
+            "pushed_authorization_request_endpoint": s.endpoint("/connect/par"),
+            "require_pushed_authorization_requests": True,
+            "revocation_endpoint": s.endpoint("/connect/revoke"),
+            "introspection_endpoint": s.endpoint("/connect/introspect"),
+            "grant_types_supported": list(GRANT_TYPES),
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "token_endpoint_auth_signing_alg_values_supported": list(ASSERTION_ALGORITHMS),
+            "revocation_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "introspection_endpoint_auth_methods_supported": ["private_key_jwt"],
+            "dpop_signing_alg_values_supported": [
+                "ES256",
+                "ES384",
+                "ES512",
+                "PS256",
+                "PS384",
+                "PS512",
+                "EdDSA",
+            ],
+            "authorization_details_types_supported": [auth.TRUST_FRAMEWORK_TYPE],
+            "authorization_response_iss_parameter_supported": True,
+            "access_token_signing_alg_values_supported": list(ACCESS_TOKEN_ALGORITHMS),
+            "subject_types_supported": ["pairwise"],
+            "scopes_supported": sorted(OIDC_SCOPES),
+            "claims_supported": [
+                "sub",
+                auth.CLAIM_PID,
+                auth.CLAIM_PID_PSEUDONYM,
+                auth.CLAIM_SECURITY_LEVEL,
+                auth.CLAIM_ASSURANCE_LEVEL,
+                auth.CLAIM_HPR_NUMBER,
+                auth.CLAIM_ORGNR_PARENT,
+                auth.CLAIM_ORGNR_CHILD,
+                auth.CLAIM_CLIENT_NAME,
+            ],
+        }
+        doc.update(s.extra_metadata)
+        return doc
+
+    # --- client authentication (RFC 7523 private_key_jwt) -----------------------------------
+    def authenticate_client(
+        self, params: Mapping[str, str], endpoint: str
+    ) -> tuple[Client, dict[str, Any]]:
+        if params.get("client_assertion_type") != ASSERTION_TYPE or not params.get(
+            "client_assertion"
+        ):
+            raise OAuthError("invalid_client", "client authentication must be private_key_jwt")
+        assertion = params["client_assertion"]
+        try:
+            header = jwt.get_unverified_header(assertion)
+            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise OAuthError("invalid_client", "malformed client assertion") from exc
+        alg = header.get("alg")
+        if alg not in ASSERTION_ALGORITHMS:
+            raise OAuthError(
+                "invalid_client", "client assertion algorithm not accepted (asymmetric only)"
+            )
+        client_id = unverified.get("iss")
+        if not isinstance(client_id, str) or not client_id:
+            raise OAuthError("invalid_client", "client assertion without iss")
+        if params.get("client_id") and params["client_id"] != client_id:
+            raise OAuthError("invalid_client", "client_id does not match the assertion")
+        client = self.repo.get_client(client_id)
+        if client is None:
+            raise OAuthError("invalid_client", "unknown client")
+        claims = self._verify_assertion(client, assertion, str(alg), header.get("kid"), endpoint)
+        return client, claims
+
+    def _verify_assertion(
+        self, client: Client, assertion: str, alg: str, kid: Any, endpoint: str
+    ) -> dict[str, Any]:
+        s = self.settings
+        audiences = list(dict.fromkeys([s.token_endpoint, s.issuer, endpoint]))
+        candidates = [k for k in client.jwks.get("keys", []) if kid is None or k.get("kid") == kid]
+        claims: dict[str, Any] | None = None
+        for jwk in candidates:
+            try:
+                key = jwt.PyJWK.from_dict(dict(jwk), algorithm=alg).key
+            except (jwt.PyJWTError, ValueError, TypeError):
+                continue
+            try:
+                claims = jwt.decode(
+                    assertion,
+                    key=key,
+                    algorithms=[alg],
+                    audience=audiences,
+                    issuer=client.client_id,
+                    leeway=s.leeway,
+                    options={"require": ["iss", "sub", "aud", "exp", "iat", "jti"]},
+                )
+                break
+            except jwt.InvalidSignatureError:
+                continue
+            except jwt.ExpiredSignatureError as exc:
+                raise OAuthError("invalid_client", "client assertion expired") from exc
+            except jwt.InvalidAudienceError as exc:
+                raise OAuthError(
+                    "invalid_client", "client assertion audience must be the token endpoint"
+                ) from exc
+            except jwt.ImmatureSignatureError as exc:
+                raise OAuthError("invalid_client", "client assertion not yet valid") from exc
+            except jwt.PyJWTError as exc:
+                raise OAuthError("invalid_client", f"invalid client assertion: {exc}") from exc
+        if claims is None:
+            raise OAuthError("invalid_client", "client assertion signature invalid")
+        if claims.get("sub") != client.client_id:
+            raise OAuthError("invalid_client", "client assertion sub must be the client_id")
+        now = self.clock()
+        exp, iat = float(claims["exp"]), float(claims["iat"])
+        if exp > now + s.assertion_max_lifetime + s.leeway or exp - iat > (
+            s.assertion_max_lifetime + s.leeway
+        ):
+            raise OAuthError(
+                "invalid_client",
+                f"client assertion may live at most {s.assertion_max_lifetime} seconds",
+            )
+        if iat > now + s.leeway:
+            raise OAuthError("invalid_client", "client assertion issued in the future")
+        jti = str(claims["jti"])
+        if len(jti) > 200 or not self.repo.use_jti(
+            f"assertion:{client.client_id}:{jti}", exp + s.leeway
+        ):
+            raise OAuthError("invalid_client", "client assertion jti already used")
+        return claims
+
+    # --- DPoP at the token endpoint ---------------------------------------------------------
+    def _dpop(self, client: Client, proof: str | None) -> str | None:
+        if not proof:
+            if client.dpop_required:
+                raise OAuthError("invalid_dpop_proof", "this client must use DPoP")
+            return None
+        nonce_valid = self.nonces.valid if self.settings.dpop_nonce_required else None
+        try:
+            checked = verify_proof(
+                proof,
+                method="POST",
+                url=self.settings.token_endpoint,
+                replay=self._dpop_replay,
+                nonce_valid=nonce_valid,
+                iat_window=self.settings.dpop_iat_window,
+                now=self.clock(),
+            )
+        except DpopError as exc:
+            headers = {"dpop-nonce": self.nonces.issue()} if exc.error == "use_dpop_nonce" else {}
+            raise OAuthError(exc.error, exc.description, headers=headers) from exc
+        return checked.jkt
+
+    def response_headers(self) -> dict[str, str]:
+        headers = {"cache-control": "no-store", "pragma": "no-cache"}
+        if self.settings.dpop_nonce_required:
+            headers["dpop-nonce"] = self.nonces.issue()
+        return headers
+
+    # --- the token endpoint -----------------------------------------------------------------
+    def token(self, params: Mapping[str, str], dpop_proof: str | None) -> dict[str, Any]:
+        grant = params.get("grant_type")
+        if not grant:
+            raise invalid_request("grant_type missing")
+        client, assertion = self.authenticate_client(params, self.settings.token_endpoint)
+        if grant not in GRANT_TYPES:
+            raise OAuthError("unsupported_grant_type", "grant type not supported")
+        if not client.allows_grant(grant):
+            raise OAuthError("unauthorized_client", "grant type not allowed for this client")
+        jkt = self._dpop(client, dpop_proof)
+        details = parse_authorization_details(assertion.get("authorization_details"))
+        if grant == GRANT_CLIENT_CREDENTIALS:
+            return self._client_credentials(client, params, details, jkt)
+        if grant == GRANT_AUTHORIZATION_CODE:
+            return self._authorization_code(client, params, details, jkt)
+        if grant == GRANT_REFRESH_TOKEN:
+            return self._refresh(client, params, details, jkt)
+        return self._exchange(client, params, details, jkt)
+
+    def _scopes_and_audience(
+        self, client: Client, scope: str | None, resource: str | None
+    ) -> tuple[list[str], str]:
+        scopes = [s for s in client.granted_scopes(scope) if s not in OIDC_SCOPES]
+        if resource:
+            audience = client.audience(resource)
+        else:
+            apis = {scope_audience(s) for s in scopes} - {None}
+            if len(apis) == 1 and next(iter(apis)) in client.audiences:
+                audience = str(next(iter(apis)))
+            else:
+                audience = client.audience(None)
+        if not scope:
+            scopes = [s for s in scopes if scope_audience(s) in (audience, None)]
+        return scopes, audience
+
+    def _client_credentials(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        details: list[Mapping[str, Any]],
+        jkt: str | None,
+    ) -> dict[str, Any]:
+        if details:
+            raise invalid_request(
+                "authorization_details need a user login (authorization_code grant)"
+            )
+        scopes, audience = self._scopes_and_audience(
+            client, params.get("scope"), params.get("resource")
+        )
+        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        return self._token_response(claims, jkt)
+
+    def _authorization_code(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        details: list[Mapping[str, Any]],
+        jkt: str | None,
+    ) -> dict[str, Any]:
+        code = params.get("code")
+        verifier = params.get("code_verifier")
+        if not code or not verifier:
+            raise invalid_request("code and code_verifier are required")
+        taken = self.repo.take_code(_hash(code))
+        if taken is None or taken[0] != client.client_id:
+            raise OAuthError("invalid_grant", "unknown authorization code")
+        _, data, expires_at, fresh = taken
+        if not fresh:
+            if data.get("family_id"):
+                self.repo.revoke_family(data["family_id"])
+            raise OAuthError("invalid_grant", "authorization code already used")
+        if expires_at < self.clock():
+            raise OAuthError("invalid_grant", "authorization code expired")
+        challenge = b64url(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
+        if not hmac.compare_digest(challenge, data["code_challenge"]):
+            raise OAuthError("invalid_grant", "PKCE verification failed")
+        if params.get("redirect_uri", data["redirect_uri"]) != data["redirect_uri"]:
+            raise OAuthError("invalid_grant", "redirect_uri does not match the authorization")
+        subject = data["subject"]
+        verified = list(data.get("authorization_details") or [])
+        if details:
+            if verified or data.get("par_had_details"):
+                raise invalid_request(
+                    "authorization_details in both the PAR request and the client assertion"
+                )
+            attestation = trust_framework_attestation(details)
+            if attestation is not None:
+                verified = [self._verify_attestation(client, attestation, subject.get("hpr"))]
+        scopes = data["scopes"]
+        audience = data["audience"]
+        if params.get("resource"):
+            audience = client.audience(params["resource"])
+        claims = self._access_claims(client, audience, scopes, subject, verified, jkt)
+        refresh = None
+        if client.allows_grant(GRANT_REFRESH_TOKEN):
+            refresh = self._new_refresh(
+                client,
+                secrets.token_urlsafe(16),
+                {
+                    "subject": subject,
+                    "scopes": scopes,
+                    "audience": audience,
+                    "authorization_details": verified,
+                    "family_exp": self.clock() + self.settings.refresh_token_ttl,
+                },
+            )
+        return self._token_response(claims, jkt, refresh)
+
+    def _new_refresh(self, client: Client, family_id: str, data: dict[str, Any]) -> str:
+        token = secrets.token_urlsafe(32)
+        self.repo.add_refresh(_hash(token), family_id, client.client_id, data, data["family_exp"])
+        return token
+
+    def _refresh(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        details: list[Mapping[str, Any]],
+        jkt: str | None,
+    ) -> dict[str, Any]:
+        token = params.get("refresh_token")
+        if not token:
+            raise invalid_request("refresh_token missing")
+        if details:
+            raise invalid_request("authorization_details cannot change on refresh")
+        row = self.repo.get_refresh(_hash(token))
+        if row is None or row["client_id"] != client.client_id:
+            raise OAuthError("invalid_grant", "unknown refresh token")
+        if row["state"] == "revoked":
+            raise OAuthError("invalid_grant", "refresh token revoked")
+        if row["state"] == "used" or not self.repo.use_refresh(_hash(token)):
+            self.repo.revoke_family(row["family_id"])  # reuse: the whole chain is revoked
+            raise OAuthError("invalid_grant", "refresh token already used")
+        if row["expires_at"] < self.clock():
+            raise OAuthError("invalid_grant", "refresh token expired")
+        data = row["data"]
+        scopes = data["scopes"]
+        if params.get("scope"):
+            wanted = params["scope"].split()
+            if any(s not in scopes for s in wanted):
+                raise OAuthError("invalid_scope", "scope wider than the original grant")
+            scopes = wanted
+        audience = (
+            client.audience(params["resource"]) if params.get("resource") else data["audience"]
+        )
+        claims = self._access_claims(
+            client, audience, scopes, data["subject"], data["authorization_details"], jkt
+        )
+        new = self._new_refresh(client, row["family_id"], data)
+        return self._token_response(claims, jkt, new)
+
+    def _exchange(
+        self,
+        client: Client,
+        params: Mapping[str, str],
+        details: list[Mapping[str, Any]],
+        jkt: str | None,
+    ) -> dict[str, Any]:
+        subject_token = params.get("subject_token")
+        if not subject_token or params.get("subject_token_type") != TOKEN_TYPE_ACCESS:
+            raise invalid_request(f"subject_token of type {TOKEN_TYPE_ACCESS} required")
+        if details:
+            raise invalid_request("token exchange keeps the subject token's authorization_details")
+        try:
+            original = self.verify_access_token(subject_token)
+        except OAuthError as exc:
+            raise OAuthError("invalid_grant", exc.description) from exc
+        audience = client.audience(params.get("resource") or params.get("audience"))
+        original_scopes = str(original.get("scope", "")).split()
+        allowed = [s for s in original_scopes if s in client.scopes]
+        if params.get("scope"):
+            wanted = params["scope"].split()
+            if any(s not in allowed for s in wanted):
+                raise OAuthError("invalid_scope", "scope not in the subject token or client")
+            scopes = wanted
+        else:
+            scopes = [s for s in allowed if scope_audience(s) in (audience, None)]
+        now = int(self.clock())
+        claims = {
+            k: v
+            for k, v in original.items()
+            if k not in ("aud", "jti", "iat", "nbf", "exp", "cnf", "scope", "client_id", "act")
+        }
+        act: dict[str, Any] = {"sub": client.client_id}
+        if "act" in original:
+            act["act"] = original["act"]
+        claims.update(
+            aud=audience,
+            scope=" ".join(scopes),
+            client_id=client.client_id,
+            act=act,
+            iat=now,
+            nbf=now,
+            exp=min(int(original["exp"]), now + self.settings.access_token_ttl),
+            jti=secrets.token_urlsafe(16),
+        )
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}
+        response = self._token_response(claims, jkt)
+        response["issued_token_type"] = TOKEN_TYPE_ACCESS
+        return response
+
+    # --- tokens -----------------------------------------------------------------------------
+    def pseudonym(self, pid: str) -> str:
+        return b64url(hmac.new(self._pseudonym_key, pid.encode(), hashlib.sha256).digest())
+
+    def _access_claims(
+        self,
+        client: Client,
+        audience: str,
+        scopes: list[str],
+        subject: Mapping[str, Any] | None,
+        authorization_details: Any,
+        jkt: str | None,
+    ) -> dict[str, Any]:
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": client.client_id,
+            "aud": audience,
+            "client_id": client.client_id,
+            "scope": " ".join(scopes),
+            "iat": now,
+            "nbf": now,
+            "exp": now + self.settings.access_token_ttl,
+            "jti": secrets.token_urlsafe(16),
+            auth.CLAIM_CLIENT_NAME: client.display_name,
+        }
+        if client.orgnr_parent:
+            claims[auth.CLAIM_ORGNR_PARENT] = client.orgnr_parent
+        if client.orgnr_child:
+            claims[auth.CLAIM_ORGNR_CHILD] = client.orgnr_child
+        if subject:
+            claims["sub"] = subject["sub"]
+            claims[auth.CLAIM_SECURITY_LEVEL] = str(subject.get("security_level", "4"))
+            claims[auth.CLAIM_ASSURANCE_LEVEL] = subject.get("assurance_level", "high")
+            if subject.get("pid"):
+                claims[auth.CLAIM_PID] = subject["pid"]
+                claims[auth.CLAIM_PID_PSEUDONYM] = self.pseudonym(subject["pid"])
+            if subject.get("hpr"):
+                claims[auth.CLAIM_HPR_NUMBER] = subject["hpr"]
+            if subject.get("auth_time"):
+                claims["auth_time"] = subject["auth_time"]
+        if authorization_details:
+            claims["authorization_details"] = list(authorization_details)
+        if jkt:
+            claims["cnf"] = {"jkt": jkt}
+        return claims
+
+    def _token_response(
+        self, claims: Mapping[str, Any], jkt: str | None, refresh: str | None = None
+    ) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "access_token": self.keys.sign(claims),
+            "token_type": "DPoP" if jkt else "Bearer",
+            "expires_in": int(claims["exp"]) - int(claims["iat"]),
+            "scope": claims.get("scope", ""),
+        }
+        if refresh:
+            body["refresh_token"] = refresh
+        return body
+
+    def verify_access_token(self, token: str) -> dict[str, Any]:
+        """One of our access tokens, by the published keys; raises OAuthError(invalid_token)."""
+        try:
+            header = jwt.get_unverified_header(token)
+            if header.get("typ") != "at+jwt" or header.get("alg") not in ACCESS_TOKEN_ALGORITHMS:
+                raise OAuthError("invalid_token", "not an access token of this issuer")
+            jwks = {k["kid"]: k for k in self.keys.jwks()["keys"]}
+            jwk = jwks.get(str(header.get("kid")))
+            if jwk is None:
+                raise OAuthError("invalid_token", "token signed with an unknown or retired key")
+            claims = jwt.decode(
+                token,
+                key=jwt.PyJWK.from_dict(jwk).key,
+                algorithms=list(ACCESS_TOKEN_ALGORITHMS),
+                issuer=self.settings.issuer,
+                leeway=self.settings.leeway,
+                options={"verify_aud": False, "require": ["exp", "iat", "jti", "sub"]},
+            )
+        except jwt.PyJWTError as exc:
+            raise OAuthError("invalid_token", "invalid or expired access token") from exc
+        if self.repo.access_revoked(str(claims["jti"])):
+            raise OAuthError("invalid_token", "access token revoked")
+        return dict(claims)
+
+    # --- trust framework --------------------------------------------------------------------
+    def _verify_attestation(
+        self, client: Client, attestation: Attestation, hpr_number: str | None
+    ) -> dict[str, Any]:
+        if not hpr_number:
+            raise invalid_request("the trust framework needs a logged-in health worker")
+        check = self.masterdata.check_approval(hpr_number, attestation.category)
+        if not check.valid:
+            raise OAuthError(
+                "access_denied",
+                f"practitioner has no valid approval of category {attestation.category} "
+                f"({check.reason})",
+            )
+        entity = attestation.legal_entity
+        if entity not in client.organisations():
+            parent = self.masterdata.organization_parent(entity)
+            if not parent or parent not in client.organisations():
+                raise OAuthError(
+                    "access_denied",
+                    "attested legal entity is not the client's organisation or a child of it",
+                )
+        return dict(attestation.raw)
+
+    # --- PAR, authorize, login --------------------------------------------------------------
+    def push_authorization_request(self, params: Mapping[str, str]) -> dict[str, Any]:
+        client, assertion = self.authenticate_client(params, self.settings.endpoint("/connect/par"))
+        if "request_uri" in params or "request" in params:
+            raise invalid_request("request and request_uri are not accepted at the PAR endpoint")
+        if not client.allows_grant(GRANT_AUTHORIZATION_CODE):
+            raise OAuthError("unauthorized_client", "this client may not log users in")
+        if params.get("response_type") != "code":
+            raise OAuthError("unsupported_response_type", "only response_type=code")
+        redirect_uri = params.get("redirect_uri", "")
+        if redirect_uri not in client.redirect_uris:
+            raise invalid_request("redirect_uri not registered for this client")
+        challenge = params.get("code_challenge", "")
+        if params.get("code_challenge_method") != "S256" or not (43 <= len(challenge) <= 128):
+            raise invalid_request("PKCE with code_challenge_method=S256 is required")
+        details = parse_authorization_details(params.get("authorization_details"))
+        if details and assertion.get("authorization_details"):
+            raise invalid_request(
+                "authorization_details in both the PAR request and the client assertion"
+            )
+        trust_framework_attestation(details)  # shape check now, master data at login
+        scopes, audience = self._scopes_and_audience(
+            client, params.get("scope"), params.get("resource")
+        )
+        stored = {
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "scopes": scopes,
+            "audience": audience,
+            "state": params.get("state", ""),
+            "authorization_details": details,
+        }
+        request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
+        self.repo.add_par(
+            request_uri, client.client_id, stored, self.clock() + self.settings.par_ttl
+        )
+        return {"request_uri": request_uri, "expires_in": self.settings.par_ttl}
+
+    def _pushed(self, client_id: str, request_uri: str) -> tuple[Client, dict[str, Any]]:
+        if not self.settings.testid_enabled:
+            raise OAuthError(
+                "temporarily_unavailable",
+                "no identity provider configured (TestID is off in production)",
+            )
+        found = self.repo.get_par(request_uri) if request_uri else None
+        if found is None or found[0] != client_id:
+            raise OAuthError("invalid_request_uri", "unknown request_uri for this client")
+        _, data, expires_at, used = found
+        if used or expires_at < self.clock():
+            raise OAuthError("invalid_request_uri", "request_uri expired or already used")
+        client = self.repo.get_client(client_id)
+        if client is None:
+            raise OAuthError("invalid_request_uri", "unknown client")
+        return client, data
+
+    def login_page(self, client_id: str, request_uri: str, problem: str = "") -> str:
+        client, _ = self._pushed(client_id, request_uri)
+        e = html.escape
+        note = f'<p class="error">{e(problem)}</p>' if problem else ""
+        return f"""<!doctype html>
+<html lang="no"><head><meta charset="utf-8"><title>TestID login</title></head>
+<body>
+<h1>TestID &mdash; test login (dev/test only)</h1>
+<p>{e(client.display_name)} asks you to log in. Use a synthetic identity only.</p>
+{note}
+<form method="post" action="{e(self.settings.endpoint("/connect/authorize"))}">
+<input type="hidden" name="client_id" value="{e(client_id)}">
+<input type="hidden" name="request_uri" value="{e(request_uri)}">
+<label>National identity number (citizen) <input name="pid" autocomplete="off"></label><br>
+<label>HPR number (health personnel) <input name="hpr_number" autocomplete="off"></label><br>
+<button type="submit">Log in (security level 4)</button>
+</form>
+</body></html>
+"""
+
+    def complete_login(self, params: Mapping[str, str]) -> Redirect:
+        client_id = params.get("client_id", "")
+        request_uri = params.get("request_uri", "")
+        client, data = self._pushed(client_id, request_uri)
+        pid = params.get("pid", "").strip()
+        hpr = params.get("hpr_number", "").strip()
+        if not pid and not hpr:
+            raise invalid_request("give pid or hpr_number")
+        if pid and pid_problem(pid):
+            raise invalid_request("pid is not a valid national identity number")
+        if hpr and hpr_number_problem(hpr):
+            raise invalid_request("hpr_number is not a valid HPR number")
+        if not self.repo.use_par(request_uri):
+            raise OAuthError("invalid_request_uri", "request_uri already used")
+        redirect_uri = data["redirect_uri"]
+        state = data.get("state", "")
+        try:
+            verified: list[dict[str, Any]] = []
+            attestation = trust_framework_attestation(data.get("authorization_details") or [])
+            if attestation is not None:
+                verified = [self._verify_attestation(client, attestation, hpr or None)]
+            elif hpr:
+                check = self.masterdata.check_approval(hpr, "")
+                if not check.valid:
+                    raise OAuthError(
+                        "access_denied", f"health worker has no valid approval ({check.reason})"
+                    )
+        except OAuthError as exc:
+            return Redirect(
+                self._redirect(
+                    redirect_uri,
+                    {"error": exc.error, "error_description": exc.description, "state": state},
+                )
+            )
+        subject = {
+            "sub": self.pseudonym(pid) if pid else f"hpr:{hpr}",
+            "pid": pid or None,
+            "hpr": hpr or None,
+            "security_level": "4",
+            "assurance_level": "high",
+            "auth_time": int(self.clock()),
+        }
+        code = secrets.token_urlsafe(32)
+        self.repo.add_code(
+            _hash(code),
+            client.client_id,
+            {
+                "redirect_uri": redirect_uri,
+                "code_challenge": data["code_challenge"],
+                "scopes": data["scopes"],
+                "audience": data["audience"],
+                "subject": subject,
+                "authorization_details": verified,
+                "par_had_details": bool(data.get("authorization_details")),
+            },
+            self.clock() + self.settings.code_ttl,
+        )
+        return Redirect(self._redirect(redirect_uri, {"code": code, "state": state}))
+
+    def _redirect(self, redirect_uri: str, values: Mapping[str, str]) -> str:
+        query = {k: v for k, v in values.items() if v}
+        query["iss"] = self.settings.issuer
+        separator = "&" if urlsplit(redirect_uri).query else "?"
+        return redirect_uri + separator + urlencode(query)
+
+    # --- revocation and introspection -------------------------------------------------------
+    def revoke(self, params: Mapping[str, str]) -> None:
+        client, _ = self.authenticate_client(params, self.settings.endpoint("/connect/revoke"))
+        token = params.get("token")
+        if not token:
+            raise invalid_request("token missing")
+        row = self.repo.get_refresh(_hash(token))
+        if row is not None:
+            if row["client_id"] == client.client_id:
+                self.repo.revoke_family(row["family_id"])
+            return
+        try:
+            claims = self.verify_access_token(token)
+        except OAuthError:
+            return  # RFC 7009: invalid tokens need no answer
+        if claims.get("client_id") == client.client_id:
+            self.repo.revoke_access(str(claims["jti"]), float(claims["exp"]))
+
+    def introspect(self, params: Mapping[str, str]) -> dict[str, Any]:
+        client, _ = self.authenticate_client(params, self.settings.endpoint("/connect/introspect"))
+        token = params.get("token")
+        if not token:
+            raise invalid_request("token missing")
+        row = self.repo.get_refresh(_hash(token))
+        if row is not None:
+            active = (
+                row["client_id"] == client.client_id
+                and row["state"] == "active"
+                and row["expires_at"] > self.clock()
+            )
+            if not active:
+                return {"active": False}
+            return {
+                "active": True,
+                "token_type": "refresh_token",
+                "client_id": row["client_id"],
+                "scope": " ".join(row["data"]["scopes"]),
+                "exp": int(row["expires_at"]),
+                "sub": row["data"]["subject"]["sub"],
+            }
+        try:
+            claims = self.verify_access_token(token)
+        except OAuthError:
+            return {"active": False}
+        if (
+            claims.get("client_id") != client.client_id
+            and claims.get("aud") not in client.audiences
+        ):
+            return {"active": False}
+        out: dict[str, Any] = {
+            k: claims[k]
+            for k in ("scope", "client_id", "sub", "aud", "iss", "exp", "iat", "nbf", "jti", "cnf")
+            if k in claims
+        }
+        out["active"] = True
+        out["token_type"] = "DPoP" if "cnf" in claims else "Bearer"
+        return out
+
+
+def encode_secret(value: bytes) -> str:
+    return base64.urlsafe_b64encode(value).decode()
+
+
+def to_json(body: Any) -> bytes:
+    return json.dumps(body, separators=(",", ":")).encode()
