@@ -1,0 +1,96 @@
+"""Practitioner approvals from the master data service, with a short cache.
+
+`ApprovalChecker` is the port the service layer uses. `GrpcApprovalChecker` calls master
+data's internal `CheckPractitionerApproval` with the caller's forwarded token. Any failure
+raises `MasterDataUnavailable`, which the policy turns into DENY (fail closed).
+`CachedApprovalChecker` keeps answers for a few seconds: a suspension takes effect within
+the TTL (default 30 s, `SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import grpc
+
+from services.privacy.domain.model import Approval
+
+
+class MasterDataUnavailable(Exception):
+    """Master data could not answer; the caller must deny."""
+
+
+class ApprovalChecker(Protocol):
+    def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval: ...
+
+
+class GrpcApprovalChecker:
+    def __init__(self, channel: grpc.Channel | Callable[[], grpc.Channel], timeout: float = 2.0):
+        self._channel = channel
+        self._timeout = timeout
+        self._stub: Any = None
+
+    def _get_stub(self) -> Any:
+        if self._stub is None:
+            from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
+
+            channel = self._channel() if callable(self._channel) else self._channel
+            self._stub = md_grpc.MasterDataServiceStub(channel)
+        return self._stub
+
+    def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
+        try:
+            from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+
+            reply = self._get_stub().CheckPractitionerApproval(
+                md.CheckPractitionerApprovalRequest(hpr_number=hpr_number),
+                metadata=list(metadata),
+                timeout=self._timeout,
+            )
+        except (grpc.RpcError, ImportError) as exc:
+            raise MasterDataUnavailable(type(exc).__name__) from exc
+        reason = md.ApprovalCheckReason.Name(reply.reason).removeprefix("APPROVAL_CHECK_REASON_")
+        return Approval(
+            valid=bool(reply.valid),
+            reason=reason,
+            display_name=reply.practitioner_name,
+            org_numbers=tuple(reply.org_numbers),
+        )
+
+
+class CachedApprovalChecker:
+    def __init__(
+        self,
+        inner: ApprovalChecker,
+        ttl_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 10_000,
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[str, tuple[float, Approval]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
+        now = self._clock()
+        hit = self._entries.get(hpr_number)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        approval = self._inner.check(hpr_number, metadata)  # failures are never cached
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[hpr_number] = (now + self._ttl, approval)
+        return approval
+
+    def invalidate(self, hpr_number: str | None = None) -> None:
+        with self._lock:
+            if hpr_number is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(hpr_number, None)

@@ -1,0 +1,100 @@
+"""Tables of the privacy service (SQLAlchemy Core). Times are integer microseconds (UTC)."""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+# Current version of each privacy setting (consent, reservation, restriction).
+settings = sa.Table(
+    "privacy_settings",
+    metadata,
+    sa.Column("setting_id", sa.String(64), primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("patient_id", sa.String(11), nullable=False),
+    sa.Column("domain", sa.String(16), nullable=False),
+    sa.Column("start_us", sa.BigInteger, nullable=True),
+    sa.Column("end_us", sa.BigInteger, nullable=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("updated_us", sa.BigInteger, nullable=False),
+    sa.Column("set_by_kind", sa.String(16), nullable=False),
+    sa.Column("set_by_hpr", sa.String(16), nullable=False, server_default=""),
+    sa.Column("set_by_org", sa.String(16), nullable=False, server_default=""),
+    sa.Column("restriction_kind", sa.String(16), nullable=True),
+    sa.Column("level", sa.String(8), nullable=True),
+    sa.Column("target_hpr", sa.String(16), nullable=False, server_default=""),
+    sa.Column("target_org", sa.String(16), nullable=False, server_default=""),
+    sa.Column("grantee_org", sa.String(16), nullable=False, server_default=""),
+    sa.Column("grantee_purpose", sa.String(32), nullable=False, server_default=""),
+    sa.Index("ix_privacy_settings_patient", "patient_id", "kind", "created_us"),
+)
+
+# Every version of every setting, as it was (the history).
+setting_versions = sa.Table(
+    "privacy_setting_versions",
+    metadata,
+    sa.Column("setting_id", sa.String(64), primary_key=True),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("changed_us", sa.BigInteger, nullable=False),
+    sa.Column("changed_by", sa.String(64), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),  # the SETTING_CHANGE log entry
+    sa.Column("snapshot", sa.Text, nullable=False),  # JSON
+)
+
+# The access log: a hash chain (see services/privacy/domain/chain.py).
+access_log = sa.Table(
+    "privacy_access_log",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("event_time", sa.BigInteger, nullable=False),
+    sa.Column("entry_type", sa.String(16), nullable=False),
+    sa.Column("patient_id", sa.String(11), nullable=True),
+    sa.Column("actor_kind", sa.String(16), nullable=True),
+    sa.Column("actor_subject", sa.String(128), nullable=True),
+    sa.Column("actor_hpr", sa.String(16), nullable=True),
+    sa.Column("actor_name", sa.String(200), nullable=True),
+    sa.Column("actor_org", sa.String(16), nullable=True),
+    sa.Column("client_id", sa.String(128), nullable=True),
+    sa.Column("client_name", sa.String(200), nullable=True),
+    sa.Column("domain", sa.String(16), nullable=True),
+    sa.Column("action", sa.String(16), nullable=True),
+    sa.Column("resource_type", sa.String(64), nullable=True),
+    sa.Column("resource_id", sa.String(128), nullable=True),
+    sa.Column("purpose", sa.String(32), nullable=True),
+    sa.Column("decision", sa.String(8), nullable=True),
+    sa.Column("emergency", sa.Boolean, nullable=True),
+    sa.Column("reasons", sa.Text, nullable=True),  # JSON list
+    sa.Column("trace_id", sa.String(64), nullable=True),
+    sa.Column("decision_event_id", sa.String(64), nullable=True),
+    sa.Column("details", sa.Text, nullable=True),  # JSON object
+    sa.Column("pruned", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("content_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Index("ix_privacy_access_log_patient", "patient_id", "seq"),
+    sa.Index("ix_privacy_access_log_type_time", "entry_type", "event_time"),
+)
+
+# The chain head: one row (id 1), locked while appending so entries link in order.
+log_head = sa.Table(
+    "privacy_log_head",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+)
+
+# Signed checkpoints of the chain.
+checkpoints = sa.Table(
+    "privacy_log_checkpoints",
+    metadata,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("key_id", sa.String(64), nullable=False),
+    sa.Column("signature", sa.LargeBinary(128), nullable=False),
+)

@@ -1,0 +1,84 @@
+"""Composition root: engine, migrations, adapters, use cases, servicer, ServiceSpec."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import Authenticator
+from services.common.db import migrate, var_dir
+from services.common.server import Servicer, ServiceSpec
+from services.common.telemetry import current_trace_id
+from services.privacy.adapters.masterdata import ApprovalChecker, CachedApprovalChecker
+from services.privacy.adapters.signing import CheckpointSigner
+from services.privacy.domain.model import EntryType
+from services.privacy.entrypoints.grpc_servicer import (
+    FULL_NAME,
+    PrivacyServicer,
+)
+from services.privacy.service_layer.services import DEFAULT_RETENTION, Config, PrivacyService
+
+VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+
+
+def key_dir() -> Path:
+    return Path(os.environ.get("SAMHANDLING_PRIVACY_KEY_DIR") or var_dir() / "keys" / "privacy")
+
+
+def retention_from_env(value: str | None = None) -> dict[EntryType, dt.timedelta | None]:
+    """`DECISION=3650,ACCESS=3650,LOG_READ=365,SETTING_CHANGE=forever` (days)."""
+    value = value if value is not None else os.environ.get("SAMHANDLING_PRIVACY_RETENTION", "")
+    retention = dict(DEFAULT_RETENTION)
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        name, _, days = part.partition("=")
+        entry_type = EntryType(name.strip().upper())
+        days = days.strip().lower()
+        retention[entry_type] = None if days in ("", "forever") else dt.timedelta(days=float(days))
+    return retention
+
+
+@dataclass
+class Setup:
+    service: PrivacyService
+    spec: ServiceSpec
+    approvals: ApprovalChecker
+
+
+def build(
+    engine: Engine,
+    approvals: ApprovalChecker,
+    authenticator: Authenticator | None,
+    keys: Path | None = None,
+    config: Config | None = None,
+    cache_seconds: float | None = None,
+) -> Setup:
+    migrate("privacy", engine, VERSIONS)
+    if cache_seconds is None:
+        cache_seconds = float(os.environ.get("SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS", "30"))
+    cached: ApprovalChecker = (
+        CachedApprovalChecker(approvals, cache_seconds) if cache_seconds > 0 else approvals
+    )
+    signer = CheckpointSigner.load_or_create(keys or key_dir())
+    service = PrivacyService(
+        engine,
+        cached,
+        signer,
+        config or Config(retention=retention_from_env()),
+        trace_id=current_trace_id,
+    )
+    spec = ServiceSpec(
+        "privacy",
+        [
+            Servicer(
+                FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, PrivacyServicer(service)
+            )
+        ],
+        authenticator=authenticator,
+        on_shutdown=[engine.dispose],
+    )
+    return Setup(service, spec, cached)

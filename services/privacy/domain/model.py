@@ -1,0 +1,234 @@
+"""Plain domain types of the privacy service: settings, caller context, access requests.
+
+No I/O here. Times are aware datetimes in UTC; the adapters store them as integer
+microseconds so hashing and both databases agree exactly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Domain(enum.StrEnum):
+    ALL = "ALL"  # settings only: every domain
+    RESULTS = "RESULTS"
+    DOCUMENTS = "DOCUMENTS"
+    PRIVACY = "PRIVACY"
+
+
+class Action(enum.StrEnum):
+    READ = "READ"
+    SEARCH = "SEARCH"
+    CREATE = "CREATE"
+    UPDATE = "UPDATE"
+    DELETE = "DELETE"
+
+
+class Decision(enum.StrEnum):
+    PERMIT = "PERMIT"
+    DENY = "DENY"
+
+
+class Obligation(enum.StrEnum):
+    HIDE_NORN_FROM_CITIZEN = "HIDE_NORN_FROM_CITIZEN"
+    HIDE_RESTRICTED_UNTIL_RELEASE = "HIDE_RESTRICTED_UNTIL_RELEASE"
+    HIDE_NORS_FROM_OTHER_ORGANISATIONS = "HIDE_NORS_FROM_OTHER_ORGANISATIONS"
+    RECORD_ACCESS = "RECORD_ACCESS"
+
+
+class Level(enum.StrEnum):
+    SOFT = "SOFT"
+    HARD = "HARD"
+
+
+class SettingKind(enum.StrEnum):
+    RESTRICTION = "RESTRICTION"
+    CONSENT = "CONSENT"
+    RESERVATION = "RESERVATION"
+
+
+class RestrictionKind(enum.StrEnum):
+    BLOCK = "BLOCK"  # set by the patient
+    SHIELD = "SHIELD"  # set by health personnel
+
+
+class SettingState(enum.StrEnum):
+    ACTIVE = "ACTIVE"
+    REVOKED = "REVOKED"
+
+
+class ActorKind(enum.StrEnum):
+    CITIZEN = "CITIZEN"
+    PRACTITIONER = "PRACTITIONER"
+    SYSTEM = "SYSTEM"
+    AUDITOR = "AUDITOR"
+
+
+class EntryType(enum.StrEnum):
+    DECISION = "DECISION"
+    ACCESS = "ACCESS"
+    SETTING_CHANGE = "SETTING_CHANGE"
+    LOG_READ = "LOG_READ"
+
+
+EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG"})
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(frozen=True)
+class Period:
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+
+    def contains(self, when: dt.datetime) -> bool:
+        if self.start is not None and when < self.start:
+            return False
+        return not (self.end is not None and when >= self.end)
+
+
+@dataclass
+class Setting:
+    """A consent, reservation or restriction: versioned, revocable, never deleted."""
+
+    setting_id: str
+    kind: SettingKind
+    patient_id: str
+    domain: Domain
+    period: Period
+    state: SettingState
+    version: int
+    created_at: dt.datetime
+    updated_at: dt.datetime
+    set_by_kind: ActorKind
+    set_by_hpr: str = ""
+    set_by_org: str = ""
+    # restriction
+    restriction_kind: RestrictionKind | None = None
+    level: Level | None = None
+    target_hpr: str = ""
+    target_org: str = ""
+    # consent
+    grantee_org: str = ""
+    grantee_purpose: str = ""
+
+    def in_force(self, when: dt.datetime) -> bool:
+        return self.state == SettingState.ACTIVE and self.period.contains(when)
+
+    def covers(self, domain: Domain) -> bool:
+        return self.domain in (Domain.ALL, domain)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The version record kept in the history (no personal data beyond the ids)."""
+        return {
+            "setting_id": self.setting_id,
+            "kind": self.kind.value,
+            "domain": self.domain.value,
+            "start": self.period.start.isoformat() if self.period.start else None,
+            "end": self.period.end.isoformat() if self.period.end else None,
+            "state": self.state.value,
+            "version": self.version,
+            "restriction_kind": self.restriction_kind.value if self.restriction_kind else None,
+            "level": self.level.value if self.level else None,
+            "target_hpr": self.target_hpr,
+            "target_org": self.target_org,
+            "grantee_org": self.grantee_org,
+            "grantee_purpose": self.grantee_purpose,
+            "set_by_kind": self.set_by_kind.value,
+            "set_by_hpr": self.set_by_hpr,
+            "set_by_org": self.set_by_org,
+        }
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The verified caller, derived from the (forwarded) access token."""
+
+    kind: ActorKind
+    subject: str
+    client_id: str
+    client_name: str = ""
+    pid: str | None = None
+    hpr_number: str | None = None
+    organisations: tuple[str, ...] = ()  # child first, then parent
+    attested_purpose: str = ""
+    # Identity numbers listed in the attested patients; None when the attestation lists
+    # no patient identifiers (then it cannot narrow the context).
+    attested_patients: frozenset[str] | None = None
+    context_problem: str = ""  # non-empty: the attested context is malformed
+    display_name: str = ""
+
+    @property
+    def organisation(self) -> str:
+        return self.organisations[0] if self.organisations else ""
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    patient_id: str
+    domain: Domain
+    action: Action
+    resource_type: str = ""
+    resource_id: str = ""
+    confidentiality_codes: tuple[str, ...] = ()
+    release_time: dt.datetime | None = None
+    purpose_of_use: str = ""
+    emergency: bool = False
+    emergency_justification: str = ""
+
+
+@dataclass(frozen=True)
+class Approval:
+    """The master data answer about a practitioner at one time."""
+
+    valid: bool
+    reason: str  # e.g. VALID, SUSPENDED, UNKNOWN_PRACTITIONER
+    display_name: str = ""
+    org_numbers: tuple[str, ...] = ()
+
+
+@dataclass
+class Outcome:
+    decision: Decision
+    reasons: list[str] = field(default_factory=list)
+    obligations: list[Obligation] = field(default_factory=list)
+    emergency: bool = False
+    purpose_of_use: str = ""
+
+    @property
+    def permitted(self) -> bool:
+        return self.decision == Decision.PERMIT
+
+
+@dataclass
+class LogEntry:
+    """One access-log entry, before it is chained."""
+
+    entry_type: EntryType
+    event_id: str
+    event_time: dt.datetime
+    patient_id: str
+    actor_kind: ActorKind
+    actor_subject: str = ""
+    actor_hpr: str = ""
+    actor_name: str = ""
+    actor_org: str = ""
+    client_id: str = ""
+    client_name: str = ""
+    domain: str = ""
+    action: str = ""
+    resource_type: str = ""
+    resource_id: str = ""
+    purpose: str = ""
+    decision: str = ""
+    emergency: bool = False
+    reasons: Sequence[str] = ()
+    trace_id: str = ""
+    decision_event_id: str = ""
+    details: Mapping[str, Any] = field(default_factory=dict)

@@ -1,0 +1,352 @@
+"""The gRPC servicer: translates messages to use-case calls and results back. No rules here."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from google.protobuf import timestamp_pb2
+from samhandling.privacy.v1 import privacy_service_pb2 as pb
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+
+from services.common.auth import current_principal
+from services.privacy.domain.model import (
+    AccessRequest,
+    Action,
+    ActorKind,
+    Decision,
+    Domain,
+    Level,
+    Period,
+    RestrictionKind,
+    Setting,
+    SettingKind,
+    SettingState,
+)
+from services.privacy.service_layer.services import PrivacyService, describe
+
+FULL_NAME = "samhandling.privacy.v1.PrivacyService"
+INTERNAL_METHODS = frozenset({f"/{FULL_NAME}/DecideAccess", f"/{FULL_NAME}/RecordAccess"})
+
+_DOMAIN_IN = {
+    pb.DOMAIN_UNSPECIFIED: Domain.ALL,
+    pb.DOMAIN_RESULTS: Domain.RESULTS,
+    pb.DOMAIN_DOCUMENTS: Domain.DOCUMENTS,
+    pb.DOMAIN_PRIVACY: Domain.PRIVACY,
+}
+_DOMAIN_OUT = {v: k for k, v in _DOMAIN_IN.items()}
+_ACTION_IN = {
+    pb.ACTION_READ: Action.READ,
+    pb.ACTION_SEARCH: Action.SEARCH,
+    pb.ACTION_CREATE: Action.CREATE,
+    pb.ACTION_UPDATE: Action.UPDATE,
+    pb.ACTION_DELETE: Action.DELETE,
+}
+_ACTION_OUT = {v.value: k for k, v in _ACTION_IN.items()}
+_STATE_OUT = {
+    SettingState.ACTIVE: pb.SETTING_STATE_ACTIVE,
+    SettingState.REVOKED: pb.SETTING_STATE_REVOKED,
+}
+_ACTOR_OUT = {
+    ActorKind.CITIZEN.value: pb.ACTOR_KIND_CITIZEN,
+    ActorKind.PRACTITIONER.value: pb.ACTOR_KIND_PRACTITIONER,
+    ActorKind.SYSTEM.value: pb.ACTOR_KIND_SYSTEM,
+    ActorKind.AUDITOR.value: pb.ACTOR_KIND_AUDITOR,
+}
+_DECISION_OUT = {Decision.PERMIT.value: pb.DECISION_PERMIT, Decision.DENY.value: pb.DECISION_DENY}
+
+
+def _ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
+    if value is None:
+        return None
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+def _dt(msg: Any, name: str) -> dt.datetime | None:
+    if not msg.HasField(name):
+        return None
+    return getattr(msg, name).ToDatetime(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+
+
+def _period_in(message: Any) -> Period:
+    if not message.HasField("period"):
+        return Period()
+    return Period(_dt(message.period, "start_time"), _dt(message.period, "end_time"))
+
+
+def _period_out(period: Period) -> pb.Period:
+    return pb.Period(start_time=_ts(period.start), end_time=_ts(period.end))
+
+
+def _set_by(s: Setting) -> pb.Actor:
+    return pb.Actor(
+        hpr_number=s.set_by_hpr, org_number=s.set_by_org, kind=_ACTOR_OUT[s.set_by_kind.value]
+    )
+
+
+def restriction_out(s: Setting) -> pb.Restriction:
+    target = pb.RestrictionTarget()
+    if s.target_hpr:
+        target.hpr_number = s.target_hpr
+    else:
+        target.org_number = s.target_org
+    return pb.Restriction(
+        name=f"restrictions/{s.setting_id}",
+        restriction_id=s.setting_id,
+        patient_id=s.patient_id,
+        target=target,
+        level=pb.HARD if s.level == Level.HARD else pb.SOFT,
+        domain=_DOMAIN_OUT[s.domain],
+        period=_period_out(s.period),
+        kind=(
+            pb.RESTRICTION_KIND_SHIELD
+            if s.restriction_kind == RestrictionKind.SHIELD
+            else pb.RESTRICTION_KIND_BLOCK
+        ),
+        set_by=_set_by(s),
+        state=_STATE_OUT[s.state],
+        version=s.version,
+        create_time=_ts(s.created_at),
+        update_time=_ts(s.updated_at),
+    )
+
+
+def consent_out(s: Setting) -> pb.Consent:
+    out = pb.Consent(
+        name=f"consents/{s.setting_id}",
+        consent_id=s.setting_id,
+        patient_id=s.patient_id,
+        domain=_DOMAIN_OUT[s.domain],
+        period=_period_out(s.period),
+        state=_STATE_OUT[s.state],
+        version=s.version,
+        create_time=_ts(s.created_at),
+        update_time=_ts(s.updated_at),
+    )
+    if s.grantee_org:
+        out.org_number = s.grantee_org
+    else:
+        out.purpose_of_use = s.grantee_purpose
+    return out
+
+
+def reservation_out(s: Setting) -> pb.Reservation:
+    return pb.Reservation(
+        name=f"reservations/{s.setting_id}",
+        reservation_id=s.setting_id,
+        patient_id=s.patient_id,
+        domain=_DOMAIN_OUT[s.domain],
+        period=_period_out(s.period),
+        state=_STATE_OUT[s.state],
+        version=s.version,
+        create_time=_ts(s.created_at),
+        update_time=_ts(s.updated_at),
+    )
+
+
+_ENTRY_TYPE_OUT = {
+    "DECISION": pb.ACCESS_EVENT_TYPE_DECISION,
+    "ACCESS": pb.ACCESS_EVENT_TYPE_ACCESS,
+    "SETTING_CHANGE": pb.ACCESS_EVENT_TYPE_SETTING_CHANGE,
+    "LOG_READ": pb.ACCESS_EVENT_TYPE_LOG_READ,
+}
+
+
+def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
+    from services.privacy.adapters.repository import from_us
+
+    domain = row.get("domain") or ""
+    return pb.AccessEvent(
+        name=f"accessEvents/{row['event_id']}",
+        access_event_id=row["event_id"],
+        event_time=_ts(from_us(row["event_time"])),
+        event_type=_ENTRY_TYPE_OUT.get(row["entry_type"], pb.ACCESS_EVENT_TYPE_UNSPECIFIED),
+        actor=pb.Actor(
+            hpr_number=row.get("actor_hpr") or "",
+            display_name=row.get("actor_name") or "",
+            org_number=row.get("actor_org") or "",
+            client_name=row.get("client_name") or row.get("client_id") or "",
+            kind=_ACTOR_OUT.get(row.get("actor_kind") or "", pb.ACTOR_KIND_UNSPECIFIED),
+        ),
+        domain=_DOMAIN_OUT.get(Domain(domain), pb.DOMAIN_UNSPECIFIED)
+        if domain
+        else pb.DOMAIN_UNSPECIFIED,
+        action=_ACTION_OUT.get(row.get("action") or "", pb.ACTION_UNSPECIFIED),
+        resource_type=row.get("resource_type") or "",
+        resource_id=row.get("resource_id") or "",
+        description=describe(row),
+        purpose_of_use=row.get("purpose") or "",
+        decision=_DECISION_OUT.get(row.get("decision") or "", pb.DECISION_UNSPECIFIED),
+        emergency=bool(row.get("emergency")),
+        reasons=list(row.get("reasons") or []),
+        trace_id=row.get("trace_id") or "",
+        decision_event_id=row.get("decision_event_id") or "",
+        patient_id=(row.get("patient_id") or "") if auditor else "",
+    )
+
+
+class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
+    def __init__(self, service: PrivacyService) -> None:
+        self.service = service
+
+    def DecideAccess(
+        self, request: pb.DecideAccessRequest, context: Any
+    ) -> pb.DecideAccessResponse:
+        decided = self.service.decide(
+            current_principal(),
+            AccessRequest(
+                patient_id=request.patient_id,
+                domain=_DOMAIN_IN[request.domain],
+                action=_ACTION_IN[request.action],
+                resource_type=request.resource_type,
+                resource_id=request.resource_id,
+                confidentiality_codes=tuple(request.confidentiality_codes),
+                release_time=_dt(request, "release_time"),
+                purpose_of_use=request.purpose_of_use,
+                emergency=request.emergency,
+                emergency_justification=request.emergency_justification,
+            ),
+        )
+        outcome = decided.outcome
+        return pb.DecideAccessResponse(
+            decision=_DECISION_OUT[outcome.decision.value],
+            reasons=outcome.reasons,
+            obligations=[pb.Obligation.Value(f"OBLIGATION_{o.value}") for o in outcome.obligations],
+            emergency=outcome.emergency,
+            access_event_id=decided.event_id,
+        )
+
+    def RecordAccess(
+        self, request: pb.RecordAccessRequest, context: Any
+    ) -> pb.RecordAccessResponse:
+        ids = self.service.record_access(
+            current_principal(),
+            request.decision_event_id,
+            request.patient_id,
+            _ACTION_IN[request.action],
+            [(r.resource_type, r.resource_id) for r in request.resources],
+        )
+        return pb.RecordAccessResponse(access_event_ids=ids)
+
+    def CreateRestriction(
+        self, request: pb.CreateRestrictionRequest, context: Any
+    ) -> pb.Restriction:
+        r = request.restriction
+        setting = self.service.create_restriction(
+            current_principal(),
+            request.patient_id,
+            target_hpr=r.target.hpr_number,
+            target_org=r.target.org_number,
+            level=Level.HARD if r.level == pb.HARD else Level.SOFT,
+            domain=_DOMAIN_IN[r.domain],
+            period=_period_in(r),
+        )
+        return restriction_out(setting)
+
+    def SearchRestrictions(
+        self, request: pb.SearchRestrictionsRequest, context: Any
+    ) -> pb.SearchRestrictionsResponse:
+        page = self.service.search_settings(
+            current_principal(),
+            request.patient_id,
+            SettingKind.RESTRICTION,
+            request.include_revoked,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchRestrictionsResponse(
+            restrictions=[restriction_out(s) for s in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def DeleteRestriction(
+        self, request: pb.DeleteRestrictionRequest, context: Any
+    ) -> pb.Restriction:
+        return restriction_out(
+            self.service.revoke(
+                current_principal(), request.restriction_id, SettingKind.RESTRICTION
+            )
+        )
+
+    def CreateConsent(self, request: pb.CreateConsentRequest, context: Any) -> pb.Consent:
+        c = request.consent
+        setting = self.service.create_consent(
+            current_principal(),
+            request.patient_id,
+            grantee_org=c.org_number,
+            grantee_purpose=c.purpose_of_use,
+            domain=_DOMAIN_IN[c.domain],
+            period=_period_in(c),
+        )
+        return consent_out(setting)
+
+    def SearchConsents(
+        self, request: pb.SearchConsentsRequest, context: Any
+    ) -> pb.SearchConsentsResponse:
+        page = self.service.search_settings(
+            current_principal(),
+            request.patient_id,
+            SettingKind.CONSENT,
+            request.include_revoked,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchConsentsResponse(
+            consents=[consent_out(s) for s in page.items], next_page_token=page.next_page_token
+        )
+
+    def DeleteConsent(self, request: pb.DeleteConsentRequest, context: Any) -> pb.Consent:
+        return consent_out(
+            self.service.revoke(current_principal(), request.consent_id, SettingKind.CONSENT)
+        )
+
+    def CreateReservation(
+        self, request: pb.CreateReservationRequest, context: Any
+    ) -> pb.Reservation:
+        r = request.reservation
+        setting = self.service.create_reservation(
+            current_principal(), request.patient_id, _DOMAIN_IN[r.domain], _period_in(r)
+        )
+        return reservation_out(setting)
+
+    def SearchReservations(
+        self, request: pb.SearchReservationsRequest, context: Any
+    ) -> pb.SearchReservationsResponse:
+        page = self.service.search_settings(
+            current_principal(),
+            request.patient_id,
+            SettingKind.RESERVATION,
+            request.include_revoked,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchReservationsResponse(
+            reservations=[reservation_out(s) for s in page.items],
+            next_page_token=page.next_page_token,
+        )
+
+    def DeleteReservation(
+        self, request: pb.DeleteReservationRequest, context: Any
+    ) -> pb.Reservation:
+        return reservation_out(
+            self.service.revoke(
+                current_principal(), request.reservation_id, SettingKind.RESERVATION
+            )
+        )
+
+    def SearchAccessEvents(
+        self, request: pb.SearchAccessEventsRequest, context: Any
+    ) -> pb.SearchAccessEventsResponse:
+        page, auditor = self.service.search_access_events(
+            current_principal(),
+            request.patient_id,
+            request.emergency_only,
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchAccessEventsResponse(
+            access_events=[access_event_out(r, auditor) for r in page.items],
+            next_page_token=page.next_page_token,
+        )

@@ -1,0 +1,568 @@
+"""Use cases of the privacy service: decide, record, manage settings, read the log.
+
+Every use case that writes runs in one unit of work holding the append lock, so a
+decision and its access-log entry (or a setting change, its version and its log entry)
+are durable together before the caller gets an answer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from services.common.auth import Principal
+from services.common.db import UnitOfWork, session_factory
+from services.common.errors import (
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+    invalid_field,
+)
+from services.common.identifiers import require_org_number, require_pid
+from services.common.tokens import Scopes
+from services.privacy.adapters import repository as repo
+from services.privacy.adapters.masterdata import ApprovalChecker, MasterDataUnavailable
+from services.privacy.adapters.signing import CheckpointSigner
+from services.privacy.domain.chain import decode_token, encode_token
+from services.privacy.domain.model import (
+    AccessRequest,
+    Action,
+    ActorKind,
+    Approval,
+    Caller,
+    Decision,
+    Domain,
+    EntryType,
+    Level,
+    LogEntry,
+    Outcome,
+    Period,
+    RestrictionKind,
+    Setting,
+    SettingKind,
+    SettingState,
+    utcnow,
+)
+from services.privacy.domain.policy import caller_from_principal, decide
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
+    EntryType.DECISION: dt.timedelta(days=3650),
+    EntryType.ACCESS: dt.timedelta(days=3650),
+    EntryType.SETTING_CHANGE: None,  # kept as long as the settings' history
+    EntryType.LOG_READ: dt.timedelta(days=365),
+}
+
+
+@dataclass
+class Config:
+    checkpoint_every: int = 100
+    retention: dict[EntryType, dt.timedelta | None] = field(
+        default_factory=lambda: dict(DEFAULT_RETENTION)
+    )
+
+
+@dataclass(frozen=True)
+class Decided:
+    outcome: Outcome
+    event_id: str
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[Any]
+    next_page_token: str
+
+
+def page_size(requested: int) -> int:
+    if requested < 0:
+        raise invalid_field("page_size", "must not be negative")
+    return min(requested or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+
+
+def _bad_token() -> Exception:
+    return invalid_field("page_token", "not a token from a previous response")
+
+
+class PrivacyService:
+    def __init__(
+        self,
+        engine: Engine,
+        approvals: ApprovalChecker,
+        signer: CheckpointSigner | None,
+        config: Config | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+        trace_id: Callable[[], str] = lambda: "",
+    ) -> None:
+        self.engine = engine
+        self._sessions = session_factory(engine)
+        self.approvals = approvals
+        self.signer = signer
+        self.config = config or Config()
+        self.clock = clock
+        self.trace_id = trace_id
+        self._append_lock = threading.Lock()
+        with self._uow() as uow:
+            repo.ensure_head(uow.session)
+            uow.commit()
+
+    def _uow(self) -> UnitOfWork:
+        return UnitOfWork(self._sessions)
+
+    # --- decisions --------------------------------------------------------------------
+
+    def _approval(self, caller: Caller, principal: Principal) -> tuple[Approval | None, str]:
+        if caller.kind != ActorKind.PRACTITIONER or not caller.hpr_number:
+            return None, ""
+        try:
+            return self.approvals.check(caller.hpr_number, principal.forwarding_metadata()), ""
+        except MasterDataUnavailable as exc:
+            return None, str(exc) or "unavailable"
+
+    def _entry(
+        self,
+        entry_type: EntryType,
+        caller: Caller,
+        patient_id: str,
+        now: dt.datetime,
+        **fields: Any,
+    ) -> LogEntry:
+        return LogEntry(
+            entry_type=entry_type,
+            event_id=uuid.uuid4().hex,
+            event_time=now,
+            patient_id=patient_id,
+            actor_kind=caller.kind,
+            actor_subject=caller.subject,
+            actor_hpr=caller.hpr_number or "",
+            actor_name=caller.display_name,
+            actor_org=caller.organisation,
+            client_id=caller.client_id,
+            client_name=caller.client_name,
+            trace_id=self.trace_id(),
+            **fields,
+        )
+
+    def decide(self, principal: Principal, request: AccessRequest) -> Decided:
+        caller = caller_from_principal(principal)
+        approval, approval_error = self._approval(caller, principal)
+        if approval is not None and approval.display_name:
+            caller = replace(caller, display_name=approval.display_name)
+        with self._append_lock, self._uow() as uow:
+            now = self.clock()
+            settings = (
+                repo.active_settings(uow.session, request.patient_id)
+                if len(request.patient_id) == 11
+                else []
+            )
+            outcome = decide(request, caller, settings, approval, now, approval_error)
+            details: dict[str, Any] = {"obligations": [o.value for o in outcome.obligations]}
+            if request.confidentiality_codes:
+                details["confidentiality"] = list(request.confidentiality_codes)
+            if request.emergency_justification:
+                details["justification"] = request.emergency_justification
+            if approval_error:
+                details["master_data"] = approval_error
+            entry = self._entry(
+                EntryType.DECISION,
+                caller,
+                request.patient_id,
+                now,
+                domain=request.domain.value,
+                action=request.action.value,
+                resource_type=request.resource_type,
+                resource_id=request.resource_id,
+                purpose=outcome.purpose_of_use,
+                decision=outcome.decision.value,
+                emergency=outcome.emergency,
+                reasons=outcome.reasons,
+                details=details,
+            )
+            repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
+            uow.commit()
+        return Decided(outcome, entry.event_id)
+
+    def record_access(
+        self,
+        principal: Principal,
+        decision_event_id: str,
+        patient_id: str,
+        action: Action,
+        resources: Sequence[tuple[str, str]],
+    ) -> list[str]:
+        caller = caller_from_principal(principal)
+        with self._append_lock, self._uow() as uow:
+            decision = repo.get_entry(uow.session, decision_event_id)
+            if (
+                decision is None
+                or decision["pruned"]
+                or decision["entry_type"] != EntryType.DECISION.value
+                or decision["patient_id"] != patient_id
+                or decision["actor_subject"] != caller.subject
+                or decision["client_id"] != caller.client_id
+            ):
+                raise FailedPrecondition(
+                    "no matching decision for this access", reason="DECISION_NOT_FOUND"
+                )
+            if decision["decision"] != Decision.PERMIT.value:
+                raise FailedPrecondition(
+                    "the access was not permitted", reason="DECISION_NOT_PERMIT"
+                )
+            now = self.clock()
+            common = {
+                "domain": decision["domain"],
+                "action": action.value,
+                "purpose": decision["purpose"],
+                "decision": Decision.PERMIT.value,
+                "emergency": bool(decision["emergency"]),
+                "decision_event_id": decision_event_id,
+            }
+            entries = [
+                self._entry(
+                    EntryType.ACCESS,
+                    replace(caller, display_name=decision["actor_name"] or ""),
+                    patient_id,
+                    now,
+                    resource_type=rtype,
+                    resource_id=rid,
+                    **common,
+                )
+                for rtype, rid in (resources or [("", "")])
+            ]
+            repo.append(uow.session, entries, self.signer, self.config.checkpoint_every)
+            uow.commit()
+        return [e.event_id for e in entries]
+
+    # --- settings ---------------------------------------------------------------------
+
+    def _settings_patient(
+        self, principal: Principal, patient_id: str, kind: SettingKind, action: Action
+    ) -> tuple[Caller, str]:
+        """Who may touch whose settings. Citizens: their own. Health personnel: Shields
+        (restrictions) of patients they may access now. Auditors: read only."""
+        caller = caller_from_principal(principal)
+        if caller.kind == ActorKind.CITIZEN:
+            principal.require_scope(Scopes.PRIVACY_CITIZEN)
+            if patient_id and patient_id != caller.pid:
+                raise PermissionDenied(
+                    "citizens can only see and change their own settings", reason="NOT_OWN_DATA"
+                )
+            assert caller.pid is not None
+            return caller, caller.pid
+        if caller.kind == ActorKind.PRACTITIONER and not (
+            action == Action.SEARCH and principal.has_scope(Scopes.PRIVACY_AUDIT)
+        ):
+            principal.require_scope(Scopes.PRIVACY_PRACTITIONER)
+            if kind != SettingKind.RESTRICTION:
+                raise PermissionDenied(
+                    "only the citizen manages consents and reservations",
+                    reason="CITIZEN_ONLY",
+                )
+            if not patient_id:
+                raise invalid_field("patient_id", "required for health personnel")
+            require_pid(patient_id)
+            decided = self.decide(principal, AccessRequest(patient_id, Domain.PRIVACY, action))
+            if not decided.outcome.permitted:
+                raise PermissionDenied(
+                    "access to this patient's settings was denied",
+                    reason=decided.outcome.reasons[0],
+                    metadata={"access_event_id": decided.event_id},
+                )
+            return caller, patient_id
+        if principal.has_scope(Scopes.PRIVACY_AUDIT) and action == Action.SEARCH:
+            if not patient_id:
+                raise invalid_field("patient_id", "required for auditors")
+            require_pid(patient_id)
+            return replace(caller, kind=ActorKind.AUDITOR), patient_id
+        raise PermissionDenied("not allowed to manage privacy settings", reason="NOT_ALLOWED")
+
+    def _save(self, caller: Caller, setting: Setting, change: str, is_new: bool) -> Setting:
+        with self._append_lock, self._uow() as uow:
+            entry = self._entry(
+                EntryType.SETTING_CHANGE,
+                caller,
+                setting.patient_id,
+                setting.updated_at,
+                domain=Domain.PRIVACY.value,
+                action=Action.CREATE.value if is_new else Action.DELETE.value,
+                resource_type=setting.kind.value.title(),
+                resource_id=setting.setting_id,
+                decision=Decision.PERMIT.value,
+                reasons=[change],
+                details={"version": setting.version, "state": setting.state.value},
+            )
+            repo.save_setting(uow.session, setting, caller.subject, entry.event_id, is_new)
+            repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
+            uow.commit()
+        return setting
+
+    def _new_setting(
+        self, caller: Caller, patient_id: str, kind: SettingKind, domain: Domain, period: Period
+    ) -> Setting:
+        now = self.clock()
+        if period.start and period.end and period.end <= period.start:
+            raise invalid_field("period.end_time", "must be after the start time")
+        if period.end and period.end <= now:
+            raise invalid_field("period.end_time", "must be in the future")
+        return Setting(
+            setting_id=uuid.uuid4().hex,
+            kind=kind,
+            patient_id=patient_id,
+            domain=domain,
+            period=Period(period.start or now, period.end),
+            state=SettingState.ACTIVE,
+            version=1,
+            created_at=now,
+            updated_at=now,
+            set_by_kind=caller.kind,
+            set_by_hpr=caller.hpr_number or "",
+            set_by_org=caller.organisation if caller.kind == ActorKind.PRACTITIONER else "",
+        )
+
+    def create_restriction(
+        self,
+        principal: Principal,
+        patient_id: str,
+        target_hpr: str,
+        target_org: str,
+        level: Level,
+        domain: Domain,
+        period: Period,
+    ) -> Setting:
+        caller, patient = self._settings_patient(
+            principal, patient_id, SettingKind.RESTRICTION, Action.CREATE
+        )
+        if target_org:
+            require_org_number(target_org, "restriction.target.org_number")
+        setting = self._new_setting(caller, patient, SettingKind.RESTRICTION, domain, period)
+        setting.restriction_kind = (
+            RestrictionKind.BLOCK if caller.kind == ActorKind.CITIZEN else RestrictionKind.SHIELD
+        )
+        setting.level = level
+        setting.target_hpr = target_hpr
+        setting.target_org = target_org
+        return self._save(caller, setting, "RESTRICTION_CREATED", is_new=True)
+
+    def create_consent(
+        self,
+        principal: Principal,
+        patient_id: str,
+        grantee_org: str,
+        grantee_purpose: str,
+        domain: Domain,
+        period: Period,
+    ) -> Setting:
+        caller, patient = self._settings_patient(
+            principal, patient_id, SettingKind.CONSENT, Action.CREATE
+        )
+        if grantee_org:
+            require_org_number(grantee_org, "consent.org_number")
+        setting = self._new_setting(caller, patient, SettingKind.CONSENT, domain, period)
+        setting.grantee_org = grantee_org
+        setting.grantee_purpose = grantee_purpose
+        return self._save(caller, setting, "CONSENT_GIVEN", is_new=True)
+
+    def create_reservation(
+        self, principal: Principal, patient_id: str, domain: Domain, period: Period
+    ) -> Setting:
+        caller, patient = self._settings_patient(
+            principal, patient_id, SettingKind.RESERVATION, Action.CREATE
+        )
+        setting = self._new_setting(caller, patient, SettingKind.RESERVATION, domain, period)
+        return self._save(caller, setting, "RESERVATION_CREATED", is_new=True)
+
+    def revoke(self, principal: Principal, setting_id: str, kind: SettingKind) -> Setting:
+        caller = caller_from_principal(principal)
+        with self._uow() as uow:
+            setting = repo.get_setting(uow.session, setting_id, kind)
+        label = kind.value.lower()
+        # Same answer for "not yours" and "does not exist": existence is not revealed.
+        if setting is None:
+            raise NotFound(f"no such {label}", reason=f"{kind.value}_NOT_FOUND")
+        if caller.kind == ActorKind.CITIZEN:
+            if setting.patient_id != caller.pid:
+                raise NotFound(f"no such {label}", reason=f"{kind.value}_NOT_FOUND")
+            principal.require_scope(Scopes.PRIVACY_CITIZEN)
+            if setting.restriction_kind == RestrictionKind.SHIELD:
+                raise PermissionDenied(
+                    "a shield set by health personnel is lifted by health personnel",
+                    reason="SHIELD_SET_BY_HEALTH_PERSONNEL",
+                )
+        else:
+            caller, _ = self._settings_patient(principal, setting.patient_id, kind, Action.DELETE)
+            if (
+                setting.restriction_kind != RestrictionKind.SHIELD
+                or setting.set_by_org not in caller.organisations
+            ):
+                raise PermissionDenied(
+                    "only a shield set by your organisation can be lifted",
+                    reason="NOT_YOUR_SHIELD",
+                )
+        if setting.state == SettingState.REVOKED:
+            return setting
+        now = self.clock()
+        setting.state = SettingState.REVOKED
+        setting.version += 1
+        setting.updated_at = now
+        return self._save(caller, setting, f"{kind.value}_REVOKED", is_new=False)
+
+    def search_settings(
+        self,
+        principal: Principal,
+        patient_id: str,
+        kind: SettingKind,
+        include_revoked: bool,
+        size: int,
+        token: str,
+    ) -> Page:
+        limit = page_size(size)
+        caller, patient = self._settings_patient(principal, patient_id, kind, Action.SEARCH)
+        after: tuple[int, str] | None = None
+        if token:
+            try:
+                data = decode_token(token)
+                after = (int(data["c"]), str(data["i"]))
+                if data.get("k") != kind.value:
+                    raise ValueError("other kind")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _bad_token() from exc
+        orgs = list(caller.organisations) if caller.kind == ActorKind.PRACTITIONER else None
+        with self._uow() as uow:
+            items = repo.search_settings(
+                uow.session,
+                patient,
+                kind,
+                include_revoked,
+                limit + 1,
+                after,
+                restriction_kind=RestrictionKind.SHIELD if orgs is not None else None,
+                set_by_orgs=orgs,
+            )
+        next_token = ""
+        if len(items) > limit:
+            items = items[:limit]
+            last = items[-1]
+            next_token = encode_token(
+                {"k": kind.value, "c": repo.to_us(last.created_at), "i": last.setting_id}
+            )
+        return Page(items, next_token)
+
+    def history(self, setting_id: str) -> list[dict[str, Any]]:
+        with self._uow() as uow:
+            return repo.setting_history(uow.session, setting_id)
+
+    # --- the citizen's log ------------------------------------------------------------
+
+    def search_access_events(
+        self,
+        principal: Principal,
+        patient_id: str,
+        emergency_only: bool,
+        size: int,
+        token: str,
+    ) -> tuple[Page, bool]:
+        """(page, auditor view). Citizens read their own log; auditors any (and that read
+        is itself logged); health personnel never."""
+        limit = page_size(size)
+        caller = caller_from_principal(principal)
+        auditor = False
+        if principal.has_scope(Scopes.PRIVACY_AUDIT):
+            auditor = True
+            if not patient_id:
+                raise invalid_field("patient_id", "required for auditors")
+            require_pid(patient_id)
+            patient = patient_id
+        elif caller.kind == ActorKind.CITIZEN:
+            principal.require_scope(Scopes.PRIVACY_CITIZEN)
+            assert caller.pid is not None
+            if patient_id and patient_id != caller.pid:
+                raise PermissionDenied(
+                    "citizens can only read their own access log", reason="NOT_OWN_DATA"
+                )
+            patient = caller.pid
+        else:
+            raise PermissionDenied(
+                "health personnel cannot read other people's access logs",
+                reason="LOG_NOT_ACCESSIBLE",
+            )
+        before: int | None = None
+        if token:
+            try:
+                before = int(decode_token(token)["s"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _bad_token() from exc
+        with self._uow() as uow:
+            rows = repo.search_entries(uow.session, patient, emergency_only, limit + 1, before)
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = encode_token({"s": rows[-1]["seq"]})
+        if auditor and not token:
+            # One LOG_READ entry per search (not per page) keeps the log readable.
+            with self._append_lock, self._uow() as uow:
+                entry = self._entry(
+                    EntryType.LOG_READ,
+                    replace(caller, kind=ActorKind.AUDITOR),
+                    patient,
+                    self.clock(),
+                    domain=Domain.PRIVACY.value,
+                    action=Action.SEARCH.value,
+                    resource_type="AccessLog",
+                    decision=Decision.PERMIT.value,
+                )
+                repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
+                uow.commit()
+        return Page(rows, next_token), auditor
+
+    # --- retention --------------------------------------------------------------------
+
+    def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        with self._append_lock, self._uow() as uow:
+            result = repo.prune(
+                uow.session, now or self.clock(), self.config.retention, self.signer
+            )
+            uow.commit()
+        return result
+
+
+def describe(row: Mapping[str, Any]) -> str:
+    """What the citizen reads for an entry. Never a document's title (we never hold one)."""
+    entry_type = row["entry_type"]
+    domain, action = row.get("domain"), row.get("action")
+    if entry_type == EntryType.SETTING_CHANGE.value:
+        reasons = row.get("reasons") or [""]
+        return {
+            "RESTRICTION_CREATED": "access restriction created",
+            "RESTRICTION_REVOKED": "access restriction lifted",
+            "CONSENT_GIVEN": "consent given",
+            "CONSENT_REVOKED": "consent withdrawn",
+            "RESERVATION_CREATED": "reservation created",
+            "RESERVATION_REVOKED": "reservation lifted",
+        }.get(reasons[0], "privacy setting changed")
+    if entry_type == EntryType.LOG_READ.value:
+        return "access log read by an auditor"
+    what = {
+        ("DOCUMENTS", "READ"): "document opened",
+        ("DOCUMENTS", "SEARCH"): "document list viewed",
+        ("DOCUMENTS", "CREATE"): "document stored",
+        ("DOCUMENTS", "UPDATE"): "document replaced",
+        ("RESULTS", "READ"): "result viewed",
+        ("RESULTS", "SEARCH"): "results searched",
+        ("RESULTS", "CREATE"): "result received",
+        ("RESULTS", "UPDATE"): "result corrected",
+        ("PRIVACY", "CREATE"): "privacy settings changed",
+        ("PRIVACY", "SEARCH"): "privacy settings viewed",
+        ("PRIVACY", "DELETE"): "privacy setting lifted",
+    }.get((str(domain), str(action)), "health data accessed")
+    prefix = "emergency access: " if row.get("emergency") else ""
+    if entry_type == EntryType.DECISION.value and row.get("decision") == Decision.DENY.value:
+        return f"{prefix}access refused ({what})"
+    return prefix + what

@@ -1,0 +1,162 @@
+"""Fixtures: a master data server (the real one when its code is on this branch), the
+privacy server in-process on SQLite and PostgreSQL, tokens from a TokenMint."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import TRUST_FRAMEWORK_TYPE
+from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.server import MeshServer, ServerSettings, create_server
+from services.common.tokens import Scopes
+from services.privacy.adapters.masterdata import GrpcApprovalChecker
+from services.privacy.bootstrap import Setup, build
+from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.conftest import free_port
+from tests.integration.privacy.masterdata_server import MasterData, start_masterdata
+from tests.support.tokens import TokenMint
+
+RNG = random.Random(2026)
+
+
+@dataclass
+class People:
+    patient: str
+    other_patient: str
+    doctor_hpr: str
+    suspended_hpr: str
+    org: str
+    other_org: str
+
+
+@pytest.fixture(scope="module")
+def mint() -> TokenMint:
+    return TokenMint()
+
+
+@pytest.fixture(scope="module")
+def people() -> People:
+    return People(
+        patient=synthetic_pid(RNG),
+        other_patient=synthetic_pid(RNG),
+        doctor_hpr=str(RNG.randint(1_000_000, 9_999_999)),
+        suspended_hpr=str(RNG.randint(1_000_000, 9_999_999)),
+        org=synthetic_org_number(RNG),
+        other_org=synthetic_org_number(RNG),
+    )
+
+
+@pytest.fixture
+def masterdata(
+    mint: TokenMint, people: People, database: Callable[[str], Engine], tmp_path: Path
+) -> Iterator[MasterData]:
+    md = start_masterdata(mint, database, tmp_path, people)
+    yield md
+    md.stop()
+
+
+class Privacy:
+    def __init__(self, setup: Setup, server: MeshServer, mint: TokenMint, people: People):
+        self.setup = setup
+        self.server = server
+        self.mint = mint
+        self.people = people
+        self.channel = grpc.insecure_channel(server.address)
+        self.stub = pb_grpc.PrivacyServiceStub(self.channel)
+
+    # tokens ---------------------------------------------------------------------------
+    def citizen(self, pid: str | None = None, audience: str = "privacy") -> list[tuple[str, str]]:
+        token = self.mint.token(
+            audience,
+            [Scopes.PRIVACY_CITIZEN],
+            client_id="citizen-portal",
+            pid=pid or self.people.patient,
+        )
+        return self.mint.metadata(token)
+
+    def doctor(
+        self,
+        hpr: str | None = None,
+        purpose: str = "TREAT",
+        patients: list[str] | None = None,
+        audience: str = "results",
+        scopes: tuple[str, ...] = (Scopes.RESULTS_READ,),
+        org: str | None = None,
+        details: Any = None,
+    ) -> list[tuple[str, str]]:
+        tf: dict[str, Any] = {
+            "type": TRUST_FRAMEWORK_TYPE,
+            "care_relationship": {"purpose_of_use": {"code": purpose}},
+        }
+        if patients is not None:
+            tf["patients"] = [
+                {"identifier": {"id": p, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}
+                for p in patients
+            ]
+        token = self.mint.token(
+            audience,
+            list(scopes),
+            client_id="gp-ehr",
+            hpr_number=hpr or self.people.doctor_hpr,
+            orgnr=org or self.people.org,
+            authorization_details=details if details else [tf],
+            **{"helseid://claims/client/client_name": "GP EHR"},
+        )
+        return self.mint.metadata(token)
+
+    def auditor(self) -> list[tuple[str, str]]:
+        return self.mint.metadata(
+            self.mint.token("privacy", [Scopes.PRIVACY_AUDIT], client_id="admin-console")
+        )
+
+    def lab(self) -> list[tuple[str, str]]:
+        return self.mint.metadata(
+            self.mint.token("results", [Scopes.RESULTS_WRITE], client_id="lab-system")
+        )
+
+
+def start_privacy(
+    engine: Engine, masterdata_address: str, mint: TokenMint, people: People, tmp_path: Path
+) -> Privacy:
+    setup = build(
+        engine,
+        GrpcApprovalChecker(grpc.insecure_channel(masterdata_address), timeout=2.0),
+        mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
+        keys=tmp_path / "keys",
+    )
+    server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
+    return Privacy(setup, server, mint, people)
+
+
+@pytest.fixture
+def privacy(
+    database: Callable[[str], Engine],
+    masterdata: MasterData,
+    mint: TokenMint,
+    people: People,
+    tmp_path: Path,
+) -> Iterator[Privacy]:
+    p = start_privacy(database("privacy"), masterdata.address, mint, people, tmp_path)
+    yield p
+    p.channel.close()
+    p.server.stop(0)
+
+
+@pytest.fixture
+def privacy_without_masterdata(
+    database: Callable[[str], Engine], mint: TokenMint, people: People, tmp_path: Path
+) -> Iterator[Privacy]:
+    """Master data 'down': a port nothing listens on."""
+    p = start_privacy(database("privacy"), f"127.0.0.1:{free_port()}", mint, people, tmp_path)
+    yield p
+    p.channel.close()
+    p.server.stop(0)
