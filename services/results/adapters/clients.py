@@ -1,0 +1,210 @@
+"""The other services the results service leans on, behind small interfaces.
+
+`CodeChecker` (master data: do codes exist in their code systems) and `AccessControl`
+(privacy: the access decision with its obligations, and the record of what was returned).
+The gRPC adapters forward the original caller's token (`principal.forwarding_metadata()`)
+to the internal methods, over the shared cached channels with propagated deadlines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import grpc
+from google.protobuf import timestamp_pb2
+from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
+from samhandling.privacy.v1 import privacy_service_pb2 as pv
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
+
+from services.common.auth import Principal
+from services.common.clients import service_channel
+from services.common.errors import Unavailable
+from services.results.domain.model import CodeRef
+
+# --- master data -----------------------------------------------------------------------------
+
+
+class CodeChecker(Protocol):
+    def invalid_codes(self, principal: Principal, refs: Sequence[CodeRef]) -> dict[int, str]:
+        """Index in `refs` -> reason, for every code that is not valid."""
+        ...
+
+
+class MasterDataCodeChecker:
+    """ValidateCodes over gRPC, with a small cache of codes found valid (codes rarely die;
+    a code deactivated in master data is accepted here for at most `ttl` seconds)."""
+
+    BATCH = 1000
+
+    def __init__(self, channel: grpc.Channel | None = None, ttl: float = 300.0) -> None:
+        self._channel = channel
+        self._ttl = ttl
+        self._valid: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def _stub(self) -> md_grpc.MasterDataServiceStub:
+        return md_grpc.MasterDataServiceStub(self._channel or service_channel("masterdata"))
+
+    def invalid_codes(self, principal: Principal, refs: Sequence[CodeRef]) -> dict[int, str]:
+        now = time.monotonic()
+        with self._lock:
+            unknown = sorted(
+                {
+                    (ref.system, ref.code)
+                    for ref in refs
+                    if self._valid.get((ref.system, ref.code), 0.0) < now
+                }
+            )
+        verdicts: dict[tuple[str, str], str] = {}
+        for start in range(0, len(unknown), self.BATCH):
+            chunk = unknown[start : start + self.BATCH]
+            try:
+                reply = self._stub().ValidateCodes(
+                    md.ValidateCodesRequest(codes=[md.CodeRef(system=s, code=c) for s, c in chunk]),
+                    metadata=principal.forwarding_metadata(),
+                )
+            except grpc.RpcError as exc:
+                raise Unavailable(
+                    "master data is unavailable; codes cannot be checked",
+                    reason="MASTERDATA_UNAVAILABLE",
+                ) from exc
+            for key, answer in zip(chunk, reply.results, strict=True):
+                verdicts[key] = "" if answer.valid else (answer.reason or "UNKNOWN_CODE")
+        with self._lock:
+            for key, why in verdicts.items():
+                if not why:
+                    self._valid[key] = now + self._ttl
+        return {
+            i: verdicts[(ref.system, ref.code)]
+            for i, ref in enumerate(refs)
+            if verdicts.get((ref.system, ref.code))
+        }
+
+
+# --- privacy ---------------------------------------------------------------------------------
+
+HIDE_NORN = "HIDE_NORN_FROM_CITIZEN"
+HIDE_UNRELEASED = "HIDE_RESTRICTED_UNTIL_RELEASE"
+HIDE_NORS = "HIDE_NORS_FROM_OTHER_ORGANISATIONS"
+RECORD = "RECORD_ACCESS"
+
+ACTIONS = {
+    "READ": pv.ACTION_READ,
+    "SEARCH": pv.ACTION_SEARCH,
+    "CREATE": pv.ACTION_CREATE,
+    "UPDATE": pv.ACTION_UPDATE,
+}
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    permit: bool
+    reasons: tuple[str, ...] = ()
+    obligations: frozenset[str] = frozenset()
+    event_id: str = ""
+    emergency: bool = False
+
+
+@dataclass(frozen=True)
+class AccessRequest:
+    patient_id: str
+    action: str  # READ, SEARCH, CREATE, UPDATE
+    resource_type: str = "DiagnosticReport"
+    resource_id: str = ""
+    confidentiality: Sequence[str] = ()
+    release_time: dt.datetime | None = None
+    purpose_of_use: str = ""
+    emergency: bool = False
+    justification: str = ""
+
+
+class AccessControl(Protocol):
+    def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision: ...
+
+    def record(
+        self,
+        principal: Principal,
+        decision: AccessDecision,
+        patient_id: str,
+        action: str,
+        resource_ids: Sequence[str],
+    ) -> None: ...
+
+
+class PrivacyAccessControl:
+    """DecideAccess / RecordAccess on the privacy service. Fails closed: no answer, no data."""
+
+    def __init__(self, channel: grpc.Channel | None = None) -> None:
+        self._channel = channel
+
+    def _stub(self) -> pv_grpc.PrivacyServiceStub:
+        return pv_grpc.PrivacyServiceStub(self._channel or service_channel("privacy"))
+
+    def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
+        message = pv.DecideAccessRequest(
+            patient_id=request.patient_id,
+            domain=pv.DOMAIN_RESULTS,
+            action=ACTIONS[request.action],
+            resource_type=request.resource_type,
+            resource_id=request.resource_id,
+            confidentiality_codes=[c for c in request.confidentiality if c],
+            purpose_of_use=request.purpose_of_use,
+            emergency=request.emergency,
+            emergency_justification=request.justification,
+        )
+        if request.release_time is not None:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(request.release_time.replace(tzinfo=dt.UTC))
+            message.release_time.CopyFrom(stamp)
+        try:
+            reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the privacy service is unavailable; access cannot be decided",
+                reason="PRIVACY_UNAVAILABLE",
+            ) from exc
+        return AccessDecision(
+            permit=reply.decision == pv.DECISION_PERMIT,
+            reasons=tuple(reply.reasons),
+            obligations=frozenset(
+                pv.Obligation.Name(ob).removeprefix("OBLIGATION_") for ob in reply.obligations
+            ),
+            event_id=reply.access_event_id,
+            emergency=reply.emergency,
+        )
+
+    def record(
+        self,
+        principal: Principal,
+        decision: AccessDecision,
+        patient_id: str,
+        action: str,
+        resource_ids: Sequence[str],
+    ) -> None:
+        if not decision.event_id:
+            return
+        try:
+            for start in range(0, max(len(resource_ids), 1), 1000):
+                self._stub().RecordAccess(
+                    pv.RecordAccessRequest(
+                        decision_event_id=decision.event_id,
+                        patient_id=patient_id,
+                        action=ACTIONS[action],
+                        resources=[
+                            pv.AccessedResource(resource_type="DiagnosticReport", resource_id=i)
+                            for i in resource_ids[start : start + 1000]
+                        ],
+                    ),
+                    metadata=principal.forwarding_metadata(),
+                )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the privacy service is unavailable; the access cannot be logged",
+                reason="PRIVACY_UNAVAILABLE",
+            ) from exc

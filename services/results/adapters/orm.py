@@ -1,0 +1,102 @@
+"""The results schema (SQLAlchemy Core).
+
+`results` holds the current version of every report, with the columns searches filter and
+sort on; `result_versions` every version as the serialized `Result` message;
+`observations` the current version's observations, for code searches and series;
+`ingest_requests` one row per (client organisation, request_id), whose primary key makes
+concurrent duplicates end in exactly one stored result.
+
+Indexes (see README, "Indexes and plans"): a patient's newest-first page is an index range
+scan on (patient_id, effective_time DESC, result_id DESC), also per category; a series is
+a range scan on observations (patient_id, code, effective_time DESC).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData()
+
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("result_id", sa.String(36), primary_key=True),
+    sa.Column("patient_id", sa.String(11), nullable=False),
+    sa.Column("category", sa.SmallInteger, nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("effective_time", sa.DateTime, nullable=False),
+    sa.Column("issued_time", sa.DateTime, nullable=False),
+    sa.Column("performer_org", sa.String(9), nullable=False),
+    sa.Column("requester_org", sa.String(9), nullable=False, server_default=""),
+    sa.Column("report_identifier", sa.String(128), nullable=False),
+    sa.Column("confidentiality", sa.String(32), nullable=False, server_default="N"),
+    sa.Column("restrict_until", sa.DateTime, nullable=True),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("update_time", sa.DateTime, nullable=False),
+    sa.UniqueConstraint("performer_org", "report_identifier", name="uq_results_report"),
+    sa.Index(
+        "ix_results_patient_time",
+        "patient_id",
+        sa.text("effective_time DESC"),
+        sa.text("result_id DESC"),
+    ),
+    sa.Index(
+        "ix_results_patient_category_time",
+        "patient_id",
+        "category",
+        sa.text("effective_time DESC"),
+        sa.text("result_id DESC"),
+    ),
+)
+
+result_versions = sa.Table(
+    "result_versions",
+    metadata,
+    sa.Column(
+        "result_id",
+        sa.String(36),
+        sa.ForeignKey("results.result_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("status", sa.SmallInteger, nullable=False),
+    sa.Column("request_id", sa.String(128), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("create_time", sa.DateTime, nullable=False),
+)
+
+observations = sa.Table(
+    "observations",
+    metadata,
+    sa.Column(
+        "result_id",
+        sa.String(36),
+        sa.ForeignKey("results.result_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("observation_id", sa.String(64), primary_key=True),
+    sa.Column("patient_id", sa.String(11), nullable=False),
+    sa.Column("code", sa.String(64), nullable=False),
+    sa.Column("effective_time", sa.DateTime, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Index(
+        "ix_observations_patient_code_time",
+        "patient_id",
+        "code",
+        sa.text("effective_time DESC"),
+        sa.text("result_id DESC"),
+    ),
+)
+
+ingest_requests = sa.Table(
+    "ingest_requests",
+    metadata,
+    sa.Column("client_org", sa.String(9), primary_key=True),
+    sa.Column("request_id", sa.String(128), primary_key=True),
+    sa.Column("content_hash", sa.String(64), nullable=False),
+    sa.Column("result_id", sa.String(36), nullable=False),
+    sa.Column("version", sa.Integer, nullable=False),
+    sa.Column("create_time", sa.DateTime, nullable=False),
+)

@@ -1,0 +1,72 @@
+"""The results service: composition root and `serve`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from samhandling.results.v1 import results_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import Authenticator
+from services.common.db import UnitOfWork, migrate, service_engine, session_factory
+from services.common.registry import SERVICES
+from services.common.server import Servicer, ServiceSpec, serve
+from services.common.tokens import authenticator_for
+from services.results.adapters.clients import (
+    AccessControl,
+    CodeChecker,
+    MasterDataCodeChecker,
+    PrivacyAccessControl,
+)
+from services.results.domain.model import CitizenPolicy
+from services.results.entrypoints.grpc_servicer import FULL_NAME, ResultsServicer
+from services.results.service_layer.services import ResultsService
+
+VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+
+
+@dataclass
+class Setup:
+    engine: Engine
+    service: ResultsService
+    spec: ServiceSpec
+
+
+def build(
+    engine: Engine | None = None,
+    authenticator: Authenticator | None = None,
+    codes: CodeChecker | None = None,
+    access: AccessControl | None = None,
+    policy: CitizenPolicy | None = None,
+) -> Setup:
+    """Wires the service from configuration; tests pass their own engine and authenticator."""
+    engine = engine or service_engine("results")
+    migrate("results", engine, VERSIONS)
+    sessions = session_factory(engine)
+    service = ResultsService(
+        lambda: UnitOfWork(sessions),
+        codes or MasterDataCodeChecker(),
+        access or PrivacyAccessControl(),
+        policy or CitizenPolicy.from_env(),
+    )
+    spec = ServiceSpec(
+        "results",
+        [
+            Servicer(
+                FULL_NAME, pb_grpc.add_ResultsServiceServicer_to_server, ResultsServicer(service)
+            )
+        ],
+        authenticator=authenticator or authenticator_for("results"),
+        on_shutdown=[engine.dispose],
+    )
+    return Setup(engine, service, spec)
+
+
+def main() -> None:
+    setup = build()
+    serve(setup.spec, SERVICES["results"].address())
+
+
+if __name__ == "__main__":
+    main()

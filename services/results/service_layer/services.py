@@ -1,0 +1,472 @@
+"""Use cases: ingest (single and batch, idempotent, versioned), read, versions, search, series.
+
+Every read goes: scope -> whose data (citizens only their own) -> the privacy decision
+(durably logged by the privacy service, also a DENY) -> the query with the decision's
+obligations and the citizen rules applied in SQL -> RecordAccess of what was returned.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from google.protobuf import timestamp_pb2
+from samhandling.results.v1 import results_service_pb2 as pb
+from sqlalchemy.exc import IntegrityError
+
+from services.common.auth import Principal
+from services.common.db import UnitOfWork
+from services.common.errors import (
+    Aborted,
+    DomainError,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    invalid_field,
+)
+from services.common.identifiers import require_pid
+from services.common.tokens import Scopes
+from services.results.adapters.clients import (
+    HIDE_NORN,
+    HIDE_NORS,
+    HIDE_UNRELEASED,
+    AccessControl,
+    AccessDecision,
+    AccessRequest,
+    CodeChecker,
+)
+from services.results.adapters.repository import (
+    IngestRecord,
+    ResultRepository,
+    SearchFilter,
+    StaleVersion,
+)
+from services.results.domain import paging
+from services.results.domain.model import (
+    CitizenPolicy,
+    Visibility,
+    check_new_version,
+    check_submission,
+    code_violations,
+    codes_to_check,
+    content_hash,
+    normalise,
+    to_naive_utc,
+    utcnow,
+)
+
+MAX_STORE_ATTEMPTS = 5
+# Privacy's reasons for refusing a citizen one result that a search would simply leave out.
+HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
+
+
+def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value.replace(tzinfo=dt.UTC))
+    return stamp
+
+
+def _time(
+    message: pb.SearchResultsRequest | pb.SearchObservationSeriesRequest, name: str
+) -> dt.datetime | None:
+    if not message.HasField(name):  # type: ignore[arg-type]
+        return None
+    return to_naive_utc(getattr(message, name).ToDatetime())
+
+
+def attested_patients(principal: Principal) -> set[str] | None:
+    """Patient identifiers the trust-framework attestation limits the token to, if any."""
+    framework = principal.trust_framework()
+    if not framework:
+        return None
+    found = {
+        str((entry.get("identifier") or {}).get("id", ""))
+        for entry in framework.get("patients") or ()
+        if isinstance(entry, dict)
+    }
+    found.discard("")
+    return found or None
+
+
+@dataclass(frozen=True)
+class ReadAccess:
+    patient_id: str
+    decision: AccessDecision
+    visibility: Visibility
+
+
+class ResultsService:
+    def __init__(
+        self,
+        uow: Callable[[], UnitOfWork],
+        codes: CodeChecker,
+        access: AccessControl,
+        policy: CitizenPolicy | None = None,
+        clock: Callable[[], dt.datetime] = utcnow,
+    ) -> None:
+        self._uow = uow
+        self._codes = codes
+        self._access = access
+        self._policy = policy or CitizenPolicy()
+        self._clock = clock
+
+    # --- ingestion -----------------------------------------------------------------------
+    def create(self, principal: Principal, request_id: str, result: pb.Result) -> pb.Result:
+        outcome = self.create_batch(principal, [(request_id, result)])[0]
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    def create_batch(
+        self, principal: Principal, items: Sequence[tuple[str, pb.Result]]
+    ) -> list[pb.Result | DomainError]:
+        principal.require_scope(Scopes.RESULTS_WRITE)
+        orgs = {o for o in (principal.orgnr_parent, principal.orgnr_child) if o}
+        outcomes: list[pb.Result | DomainError | None] = [None] * len(items)
+        prepared: list[tuple[int, str, pb.Result, str]] = []
+        for i, (request_id, submitted) in enumerate(items):
+            try:
+                result = normalise(submitted)
+                check_submission(result, orgs)
+                prepared.append((i, request_id, result, content_hash(result)))
+            except DomainError as error:
+                outcomes[i] = error
+        # Replays need no code check, no decision and store nothing.
+        with self._uow() as uow:
+            repo = ResultRepository(uow.session)
+            for i, request_id, result, digest in prepared:
+                record = repo.find_request(result.performer_org_number, request_id)
+                if record is not None:
+                    outcomes[i] = self._replay(repo, record, digest)
+        pending = [p for p in prepared if outcomes[p[0]] is None]
+        # Codes: one master-data call for the whole batch.
+        refs_by_item = [codes_to_check(p[2]) for p in pending]
+        flat = [ref for refs in refs_by_item for ref in refs]
+        invalid = self._codes.invalid_codes(principal, flat) if flat else {}
+        checked = []
+        offset = 0
+        for p, refs in zip(pending, refs_by_item, strict=True):
+            bad = {
+                i - offset: why for i, why in invalid.items() if offset <= i < offset + len(refs)
+            }
+            offset += len(refs)
+            if bad:
+                outcomes[p[0]] = code_violations(refs, bad)
+            else:
+                checked.append(p)
+        # The privacy decision, once per patient in the batch.
+        decisions: dict[str, AccessDecision] = {}
+        for _i, _rid, result, _digest in checked:
+            if result.patient_id not in decisions:
+                decisions[result.patient_id] = self._access.decide(
+                    principal, AccessRequest(patient_id=result.patient_id, action="CREATE")
+                )
+        stored: dict[str, list[str]] = defaultdict(list)
+        for i, request_id, result, digest in checked:
+            decision = decisions[result.patient_id]
+            if not decision.permit:
+                outcomes[i] = self._denied(decision)
+                continue
+            try:
+                saved, fresh = self._store(request_id, result, digest)
+                outcomes[i] = saved
+                if fresh:
+                    stored[result.patient_id].append(saved.result_id)
+            except DomainError as error:
+                outcomes[i] = error
+        for patient_id, ids in stored.items():
+            self._access.record(principal, decisions[patient_id], patient_id, "CREATE", ids)
+        return [o if o is not None else Aborted("not processed") for o in outcomes]
+
+    @staticmethod
+    def _replay(
+        repo: ResultRepository, record: IngestRecord, digest: str
+    ) -> pb.Result | DomainError:
+        """The stored answer to a request_id seen before, or why it cannot be replayed."""
+        if record.content_hash != digest:
+            return Aborted(
+                "request_id was already used for a different result; use a new request_id"
+                " for new content",
+                reason="REQUEST_ID_REUSED",
+                metadata={"result_id": record.result_id},
+            )
+        stored = repo.get_version(record.result_id, record.version)
+        if stored is None:  # cannot happen: versions are never deleted
+            return NotFound("the stored result is gone", reason="RESULT_NOT_FOUND")
+        return stored
+
+    def _store(self, request_id: str, result: pb.Result, digest: str) -> tuple[pb.Result, bool]:
+        org = result.performer_org_number
+        for _attempt in range(MAX_STORE_ATTEMPTS):
+            try:
+                with self._uow() as uow:
+                    repo = ResultRepository(uow.session)
+                    record = repo.find_request(org, request_id)
+                    if record is not None:
+                        return self._unwrap(self._replay(repo, record, digest)), False
+                    previous = repo.current_by_report(org, result.report_identifier)
+                    stored = pb.Result()
+                    stored.CopyFrom(result)
+                    if previous is not None:
+                        check_new_version(previous, result)
+                        stored.result_id = previous.result_id
+                        stored.version = previous.version + 1
+                    else:
+                        stored.result_id = str(uuid.uuid4())
+                        stored.version = 1
+                    stored.create_time.CopyFrom(_stamp(self._clock()))
+                    repo.store(stored, request_id, digest, previous.version if previous else None)
+                    uow.commit()
+                    return stored, True
+            except (IntegrityError, StaleVersion):
+                continue  # a concurrent writer won; look again (replay or next version)
+        raise Aborted(
+            "the report was changed concurrently too often; retry", reason="CONCURRENT_UPDATE"
+        )
+
+    @staticmethod
+    def _unwrap(outcome: pb.Result | DomainError) -> pb.Result:
+        if isinstance(outcome, DomainError):
+            raise outcome
+        return outcome
+
+    # --- access --------------------------------------------------------------------------
+    @staticmethod
+    def _denied(decision: AccessDecision) -> PermissionDenied:
+        return PermissionDenied(
+            "access denied by the privacy service",
+            reason="ACCESS_DENIED",
+            metadata={"decision_reasons": ",".join(decision.reasons)},
+        )
+
+    def _patient_for(self, principal: Principal, requested: str) -> str:
+        principal.require_scope(Scopes.RESULTS_READ)
+        if principal.is_citizen:
+            if requested and requested != principal.pid:
+                raise PermissionDenied(
+                    "citizens can only read their own results", reason="NOT_OWN_DATA"
+                )
+            return str(principal.pid)
+        if not principal.is_practitioner:
+            raise PermissionDenied(
+                "reading results needs a logged-in citizen or health worker",
+                reason="PERSON_REQUIRED",
+            )
+        if not requested:
+            raise invalid_field("patient_id", "is required for health personnel")
+        require_pid(requested, "patient_id")
+        allowed = attested_patients(principal)
+        if allowed is not None and requested not in allowed:
+            raise PermissionDenied(
+                "the token's attestation does not cover this patient",
+                reason="PATIENT_NOT_ATTESTED",
+            )
+        return requested
+
+    def _visibility(
+        self, principal: Principal, decision: AccessDecision, include_eie: bool = False
+    ) -> Visibility:
+        citizen = principal.is_citizen
+        return Visibility(
+            now=self._clock(),
+            policy=self._policy,
+            # The citizen rules hold whatever the decision says; obligations add to them.
+            hide_norn=citizen or HIDE_NORN in decision.obligations,
+            hide_unreleased=citizen or HIDE_UNRELEASED in decision.obligations,
+            hide_nors_except_org=principal.organisation or ""
+            if HIDE_NORS in decision.obligations
+            else None,
+            hide_nors_all=citizen and HIDE_NORS in decision.obligations,
+            include_entered_in_error=include_eie and not citizen,
+        )
+
+    def _read_access(
+        self,
+        principal: Principal,
+        requested: str,
+        action: str,
+        purpose: str = "",
+        emergency: bool = False,
+        justification: str = "",
+        include_eie: bool = False,
+    ) -> ReadAccess:
+        patient = self._patient_for(principal, requested)
+        decision = self._access.decide(
+            principal,
+            AccessRequest(
+                patient_id=patient,
+                action=action,
+                purpose_of_use=purpose,
+                emergency=emergency,
+                justification=justification,
+            ),
+        )
+        if not decision.permit:
+            raise self._denied(decision)
+        return ReadAccess(patient, decision, self._visibility(principal, decision, include_eie))
+
+    def _load_visible(self, principal: Principal, result_id: str) -> tuple[pb.Result, ReadAccess]:
+        principal.require_scope(Scopes.RESULTS_READ)
+        with self._uow() as uow:
+            result = ResultRepository(uow.session).get(result_id)
+        # Another patient's result, or none at all, look the same to a citizen.
+        if result is None or (principal.is_citizen and result.patient_id != principal.pid):
+            raise NotFound("no such result", reason="RESULT_NOT_FOUND")
+        patient = self._patient_for(principal, result.patient_id)
+        release = self._policy.release_time(
+            result.category,
+            to_naive_utc(result.issued_time.ToDatetime()),
+            to_naive_utc(result.restrict_until.ToDatetime())
+            if result.HasField("restrict_until")
+            else None,
+            result.confidentiality_code,
+        )
+        decision = self._access.decide(
+            principal,
+            AccessRequest(
+                patient_id=patient,
+                action="READ",
+                resource_id=result.result_id,
+                confidentiality=[result.confidentiality_code or "N"],
+                release_time=release,
+            ),
+        )
+        if not decision.permit:
+            if principal.is_citizen and set(decision.reasons) <= HIDDEN_FROM_CITIZEN:
+                # Hidden by a rule: the same answer as a search that leaves it out.
+                raise NotFound("no such result", reason="RESULT_NOT_FOUND")
+            raise self._denied(decision)
+        access = ReadAccess(patient, decision, self._visibility(principal, decision, True))
+        if not access.visibility.allows(result):
+            raise NotFound("no such result", reason="RESULT_NOT_FOUND")
+        return result, access
+
+    # --- reads ---------------------------------------------------------------------------
+    def get(self, principal: Principal, result_id: str) -> pb.Result:
+        result, access = self._load_visible(principal, result_id)
+        self._access.record(principal, access.decision, access.patient_id, "READ", [result_id])
+        return result
+
+    def versions(
+        self, principal: Principal, request: pb.ListResultVersionsRequest
+    ) -> pb.ListResultVersionsResponse:
+        result, access = self._load_visible(principal, request.result_id)
+        size = paging.page_size(request.page_size, 50, 200)
+        query = paging.fingerprint("versions", request.result_id)
+        after = paging.decode(request.page_token, query, 1)
+        with self._uow() as uow:
+            rows = ResultRepository(uow.session).versions(
+                request.result_id, int(after[0]) if after else None, size + 1
+            )
+        more = len(rows) > size
+        rows = rows[:size]
+        visible = [v for v in rows if access.visibility.allows(v)]
+        self._access.record(
+            principal, access.decision, access.patient_id, "READ", [result.result_id]
+        )
+        return pb.ListResultVersionsResponse(
+            versions=visible,
+            next_page_token=paging.encode([rows[-1].version], query) if more else "",
+        )
+
+    def search(
+        self, principal: Principal, request: pb.SearchResultsRequest
+    ) -> pb.SearchResultsResponse:
+        statuses = sorted(set(request.statuses))
+        access = self._read_access(
+            principal,
+            request.patient_id,
+            "SEARCH",
+            request.purpose_of_use,
+            request.emergency,
+            request.emergency_justification,
+            include_eie=pb.RESULT_STATUS_ENTERED_IN_ERROR in statuses,
+        )
+        start, end = _time(request, "start_time"), _time(request, "end_time")
+        if start and end and start >= end:
+            raise invalid_field("end_time", "must be after start_time")
+        filters = SearchFilter(
+            patient_id=access.patient_id,
+            categories=sorted(set(request.categories)),
+            codes=sorted(set(request.codes)),
+            statuses=statuses,
+            start=start,
+            end=end,
+        )
+        size = paging.page_size(request.page_size, 20, 100)
+        query = paging.fingerprint("search", filters, principal.subject, principal.client_id)
+        after = paging.decode(request.page_token, query, 2)
+        key = (dt.datetime.fromisoformat(after[0]), str(after[1])) if after else None
+        with self._uow() as uow:
+            rows, total = ResultRepository(uow.session).search(
+                filters, access.visibility, key, size + 1
+            )
+        more = len(rows) > size
+        rows = rows[:size]
+        if rows:
+            self._access.record(
+                principal, access.decision, access.patient_id, "SEARCH", [r.result_id for r in rows]
+            )
+        token = ""
+        if more:
+            last = rows[-1]
+            token = paging.encode(
+                [to_naive_utc(last.effective_time.ToDatetime()).isoformat(), last.result_id],
+                query,
+            )
+        return pb.SearchResultsResponse(results=rows, next_page_token=token, total_size=total)
+
+    def series(
+        self, principal: Principal, request: pb.SearchObservationSeriesRequest
+    ) -> pb.SearchObservationSeriesResponse:
+        access = self._read_access(
+            principal,
+            request.patient_id,
+            "SEARCH",
+            request.purpose_of_use,
+            request.emergency,
+            request.emergency_justification,
+        )
+        start, end = _time(request, "start_time"), _time(request, "end_time")
+        if start and end and start >= end:
+            raise invalid_field("end_time", "must be after start_time")
+        size = paging.page_size(request.page_size, 100, 1000)
+        query = paging.fingerprint(
+            "series", access.patient_id, request.code, start, end, principal.subject
+        )
+        after = paging.decode(request.page_token, query, 3)
+        key = (dt.datetime.fromisoformat(after[0]), str(after[1]), str(after[2])) if after else None
+        with self._uow() as uow:
+            rows, total = ResultRepository(uow.session).series(
+                access.patient_id, request.code, start, end, access.visibility, key, size + 1
+            )
+        more = len(rows) > size
+        rows = rows[:size]
+        points = []
+        for rid, version, status, obs, when in rows:
+            if not obs.HasField("effective_time"):
+                obs.effective_time.CopyFrom(_stamp(when))
+            points.append(
+                pb.SeriesPoint(
+                    result_id=rid,
+                    version=version,
+                    result_status=status,  # type: ignore[arg-type]
+                    observation=obs,
+                )
+            )
+        if rows:
+            ids = sorted({row[0] for row in rows})
+            self._access.record(principal, access.decision, access.patient_id, "SEARCH", ids)
+        token = ""
+        if more:
+            rid, _v, _s, obs, when = rows[-1]
+            token = paging.encode([when.isoformat(), rid, obs.observation_id], query)
+        return pb.SearchObservationSeriesResponse(
+            points=points, next_page_token=token, total_size=total
+        )
+
+
+__all__ = ["InvalidArgument", "ResultsService"]

@@ -1,0 +1,177 @@
+"""The results server in-process with the real master data and privacy servers, on SQLite
+and on PostgreSQL, tokens from a TokenMint. One stack per backend and module (starting
+three servers and migrating three databases per test would dominate the run); each test
+uses its own synthetic patients, so tests stay independent."""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import timestamp_pb2
+from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
+from samhandling.results.v1 import results_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import TRUST_FRAMEWORK_TYPE
+from services.common.db import make_engine
+from services.common.identifiers import synthetic_pid
+from services.common.server import MeshServer, ServerSettings, create_server
+from services.common.tokens import Scopes
+from services.masterdata.bootstrap import build as build_masterdata
+from services.masterdata.entrypoints.grpc_servicer import (
+    INTERNAL_METHODS as MASTERDATA_INTERNAL,
+)
+from services.privacy.adapters.masterdata import GrpcApprovalChecker
+from services.privacy.bootstrap import build as build_privacy
+from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
+from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
+from services.results.domain.model import CitizenPolicy
+from services.results.main import build as build_results
+from tests.conftest import new_database
+from tests.support.tokens import TokenMint
+from tests.unit.results import builders as b
+
+RNG = random.Random(66)
+DOCTOR_HPR = "7000001"
+SUSPENDED_HPR = "7000002"
+
+
+def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    out = timestamp_pb2.Timestamp()
+    out.FromDatetime(value)
+    return out
+
+
+@dataclass
+class Stack:
+    mint: TokenMint
+    results: pb_grpc.ResultsServiceStub
+    privacy: pv_grpc.PrivacyServiceStub
+    masterdata: md_grpc.MasterDataServiceStub
+    engine: Engine
+    servers: list[MeshServer]
+
+    def new_patient(self) -> str:
+        return synthetic_pid(RNG)
+
+    def lab(self, org: str = b.LAB_ORG, scopes: tuple[str, ...] = (Scopes.RESULTS_WRITE,)) -> Any:
+        return self.mint.metadata(
+            self.mint.token("results", list(scopes), client_id="lab-system", orgnr=org)
+        )
+
+    def doctor(
+        self, hpr: str = DOCTOR_HPR, org: str = b.GP_ORG, patients: list[str] | None = None
+    ) -> Any:
+        tf: dict[str, Any] = {
+            "type": TRUST_FRAMEWORK_TYPE,
+            "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+        }
+        if patients is not None:
+            tf["patients"] = [{"identifier": {"id": p}} for p in patients]
+        token = self.mint.token(
+            "results",
+            [Scopes.RESULTS_READ],
+            client_id="gp-ehr",
+            hpr_number=hpr,
+            orgnr=org,
+            authorization_details=[tf],
+        )
+        return self.mint.metadata(token)
+
+    def citizen(self, pid: str, audience: str = "results") -> Any:
+        scope = Scopes.RESULTS_READ if audience == "results" else Scopes.PRIVACY_CITIZEN
+        token = self.mint.token(audience, [scope], client_id="citizen-portal", pid=pid)
+        return self.mint.metadata(token)
+
+
+def _practitioner(hpr: str) -> md.Practitioner:
+    return md.Practitioner(
+        hpr_number=hpr,
+        given_name="Test",
+        family_name=f"Lege {hpr}",
+        approvals=[
+            md.Approval(
+                category="LE",
+                authorization_type="1",
+                valid_from=_ts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)),
+                status=md.APPROVAL_STATUS_ACTIVE,
+            )
+        ],
+    )
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("results-stack")
+    engines: list[Engine] = []
+
+    def engine_for(name: str) -> Engine:
+        url, schema = new_database(str(request.param), tmp, name)
+        engine = make_engine(url, schema)
+        engines.append(engine)
+        return engine
+
+    mint = TokenMint()
+    settings = ServerSettings(grace_seconds=1)
+    md_setup = build_masterdata(engine_for("masterdata"))
+    md_server = create_server(
+        md_setup.spec(mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL)),
+        settings=settings,
+    ).start()
+    md_channel = grpc.insecure_channel(md_server.address)
+    pv_setup = build_privacy(
+        engine_for("privacy"),
+        GrpcApprovalChecker(md_channel, timeout=2.0),
+        mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
+        keys=tmp / "keys",
+        cache_seconds=0,
+    )
+    pv_server = create_server(pv_setup.spec, settings=settings).start()
+    pv_channel = grpc.insecure_channel(pv_server.address)
+    results_engine = engine_for("results")
+    setup = build_results(
+        results_engine,
+        mint.authenticator("results"),
+        MasterDataCodeChecker(md_channel),
+        PrivacyAccessControl(pv_channel),
+        CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
+    )
+    rs_server = create_server(setup.spec, settings=settings).start()
+    rs_channel = grpc.insecure_channel(rs_server.address)
+    masterdata = md_grpc.MasterDataServiceStub(md_channel)
+    admin = mint.metadata(
+        mint.token("masterdata", [Scopes.MASTERDATA_ADMIN], client_id="admin-console")
+    )
+    for hpr in (DOCTOR_HPR, SUSPENDED_HPR):
+        masterdata.CreatePractitioner(
+            md.CreatePractitionerRequest(practitioner=_practitioner(hpr)), metadata=admin, timeout=5
+        )
+    masterdata.SuspendApproval(
+        md.SuspendApprovalRequest(hpr_number=SUSPENDED_HPR, category="LE", reason="test"),
+        metadata=admin,
+        timeout=5,
+    )
+    yield Stack(
+        mint,
+        pb_grpc.ResultsServiceStub(rs_channel),
+        pv_grpc.PrivacyServiceStub(pv_channel),
+        masterdata,
+        results_engine,
+        [rs_server, pv_server, md_server],
+    )
+    for channel in (rs_channel, pv_channel, md_channel):
+        channel.close()
+    for server in (rs_server, pv_server, md_server):
+        server.stop(0)
+    for engine in engines:
+        engine.dispose()
