@@ -1,0 +1,113 @@
+"""The privacy service as the documents service's access decider (internal gRPC methods).
+
+Calls go out with the original caller's token (`principal.forwarding_metadata()`), so the
+privacy service decides for the real caller. Any failure to reach it denies (fail closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import UTC
+
+import grpc
+from samhandling.privacy.v1 import privacy_service_pb2 as pb
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+
+from services.common.auth import Principal
+from services.common.errors import Unavailable
+from services.documents.domain.model import Action, Visibility
+from services.documents.service_layer.ports import AccessDecision, AccessQuery
+
+RESOURCE_TYPE = "DocumentReference"
+
+_ACTIONS = {
+    Action.CREATE: pb.ACTION_CREATE,
+    Action.REPLACE: pb.ACTION_UPDATE,
+    Action.SEARCH: pb.ACTION_SEARCH,
+    Action.READ: pb.ACTION_READ,
+    Action.RETRIEVE: pb.ACTION_READ,
+}
+
+
+def visibility_from(obligations: Sequence[int], principal: Principal) -> Visibility:
+    """The obligations of a PERMIT as the rules the registry applies to its entries."""
+    hidden: set[str] = set()
+    delayed: set[str] = set()
+    own_org: set[str] = set()
+    for obligation in obligations:
+        if obligation == pb.OBLIGATION_HIDE_NORN_FROM_CITIZEN:
+            hidden.add("NORN*")
+        elif obligation == pb.OBLIGATION_HIDE_RESTRICTED_UNTIL_RELEASE:
+            delayed.add("NORU")
+        elif obligation == pb.OBLIGATION_HIDE_NORS_FROM_OTHER_ORGANISATIONS:
+            own_org.add("NORS")
+    organisations = frozenset(o for o in (principal.orgnr_parent, principal.orgnr_child) if o)
+    return Visibility(frozenset(hidden), frozenset(delayed), frozenset(own_org), organisations)
+
+
+class PrivacyAccessDecider:
+    def __init__(self, channel: Callable[[], grpc.Channel], timeout: float = 5.0) -> None:
+        self._channel = channel
+        self._timeout = timeout
+
+    def _stub(self) -> pb_grpc.PrivacyServiceStub:
+        return pb_grpc.PrivacyServiceStub(self._channel())
+
+    def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        request = pb.DecideAccessRequest(
+            patient_id=query.patient_id,
+            domain=pb.DOMAIN_DOCUMENTS,
+            action=_ACTIONS[query.action],
+            resource_type=RESOURCE_TYPE,
+            resource_id=query.document_id,
+            confidentiality_codes=[query.confidentiality_code]
+            if query.confidentiality_code
+            else [],
+            emergency=query.emergency,
+            emergency_justification=query.emergency_justification,
+        )
+        if query.release_time is not None:
+            request.release_time.FromDatetime(query.release_time.replace(tzinfo=UTC))
+        try:
+            reply = self._stub().DecideAccess(
+                request, timeout=self._timeout, metadata=principal.forwarding_metadata()
+            )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the privacy service could not decide the access; try again",
+                reason="PRIVACY_UNAVAILABLE",
+            ) from exc
+        permitted = reply.decision == pb.DECISION_PERMIT
+        return AccessDecision(
+            permitted=permitted,
+            visibility=visibility_from(reply.obligations, principal) if permitted else Visibility(),
+            reasons=tuple(reply.reasons),
+            decision_id=reply.access_event_id,
+            emergency=reply.emergency,
+        )
+
+    def record(
+        self,
+        principal: Principal,
+        query: AccessQuery,
+        decision: AccessDecision,
+        document_ids: Sequence[str] = (),
+    ) -> None:
+        request = pb.RecordAccessRequest(
+            decision_event_id=decision.decision_id,
+            patient_id=query.patient_id,
+            action=_ACTIONS[query.action],
+            resources=[
+                pb.AccessedResource(resource_type=RESOURCE_TYPE, resource_id=d)
+                for d in document_ids
+            ],
+        )
+        try:
+            self._stub().RecordAccess(
+                request, timeout=self._timeout, metadata=principal.forwarding_metadata()
+            )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the access could not be logged; nothing was returned or stored",
+                reason="ACCESS_LOG_UNAVAILABLE",
+            ) from exc

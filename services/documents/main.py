@@ -1,0 +1,92 @@
+"""Composition root of the documents service: settings, database, content store, adapters."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.auth import Authenticator
+from services.common.clients import service_channel
+from services.common.db import migrate, service_engine, session_factory
+from services.common.registry import SERVICES
+from services.common.server import ServerSettings, Servicer, ServiceSpec, serve
+from services.common.tokens import authenticator_for
+from services.documents.adapters.content_store import ContentStore, FilesystemContentStore
+from services.documents.adapters.masterdata import MasterDataCodeValidator
+from services.documents.adapters.privacy import PrivacyAccessDecider
+from services.documents.config import Settings
+from services.documents.entrypoints.grpc_servicer import FULL_NAME, DocumentsServicer
+from services.documents.service_layer.ports import AccessDecider, CodeValidator
+from services.documents.service_layer.services import DocumentService
+
+VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+
+
+@dataclass
+class Setup:
+    service: DocumentService
+    spec: ServiceSpec
+    settings: Settings
+    stop_sweeper: threading.Event = field(default_factory=threading.Event)
+
+    def server_settings(self) -> ServerSettings:
+        return ServerSettings(max_message_bytes=self.settings.max_message_bytes)
+
+
+def build(
+    engine: Engine,
+    settings: Settings,
+    authenticator: Authenticator,
+    decider: AccessDecider | None = None,
+    codes: CodeValidator | None = None,
+    store: ContentStore | None = None,
+) -> Setup:
+    migrate("documents", engine, VERSIONS)
+    service = DocumentService(
+        session_factory(engine),
+        store or FilesystemContentStore(settings.content_dir),
+        decider or PrivacyAccessDecider(lambda: service_channel("privacy")),
+        codes or MasterDataCodeValidator(lambda: service_channel("masterdata")),
+        settings.limits,
+    )
+    # A crash between storing content and committing its entry leaves an orphan: sweep.
+    service.sweep_orphans(settings.orphan_grace_seconds)
+    spec = ServiceSpec(
+        "documents",
+        [
+            Servicer(
+                FULL_NAME,
+                pb_grpc.add_DocumentsServiceServicer_to_server,
+                DocumentsServicer(service, settings.chunk_bytes),
+            )
+        ],
+        authenticator=authenticator,
+    )
+    setup = Setup(service, spec, settings)
+    spec.on_shutdown.append(setup.stop_sweeper.set)
+    return setup
+
+
+def start_sweeper(setup: Setup) -> threading.Thread:
+    def loop() -> None:
+        while not setup.stop_sweeper.wait(setup.settings.sweep_interval_seconds):
+            setup.service.sweep_orphans(setup.settings.orphan_grace_seconds)
+
+    thread = threading.Thread(target=loop, name="documents-sweeper", daemon=True)
+    thread.start()
+    return thread
+
+
+def main() -> None:
+    settings = Settings.from_env()
+    setup = build(service_engine("documents"), settings, authenticator_for("documents"))
+    start_sweeper(setup)
+    serve(setup.spec, SERVICES["documents"].address(), setup.server_settings())
+
+
+if __name__ == "__main__":
+    main()

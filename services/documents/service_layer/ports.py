@@ -1,0 +1,65 @@
+"""What the documents service needs from other services, as interfaces.
+
+The gRPC adapters (services/documents/adapters/privacy.py, masterdata.py) implement these
+against the real privacy and master data services; unit tests use fakes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+from services.common.auth import Principal
+from services.documents.domain.model import Action, Visibility
+
+
+@dataclass(frozen=True)
+class AccessQuery:
+    """One operation on one patient's documents, as put to the privacy service."""
+
+    action: Action
+    patient_id: str
+    document_id: str = ""
+    confidentiality_code: str = ""
+    # For a NORU document: from when the patient may see it.
+    release_time: datetime | None = None
+    emergency: bool = False
+    emergency_justification: str = ""
+
+
+@dataclass(frozen=True)
+class AccessDecision:
+    permitted: bool
+    # Which documents the caller may see (from the decision's obligations).
+    visibility: Visibility = field(default_factory=Visibility)
+    # Reason codes of the decision, e.g. RESERVATION, HARD_BLOCK (PERMITTED when permitted).
+    reasons: tuple[str, ...] = ()
+    # The privacy service's access-log entry of the decision, passed back to `record`.
+    decision_id: str = ""
+    emergency: bool = False
+
+
+class AccessDecider(Protocol):
+    def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        """The decision; the privacy service logs it (PERMIT or DENY) before answering."""
+        ...
+
+    def record(
+        self,
+        principal: Principal,
+        query: AccessQuery,
+        decision: AccessDecision,
+        document_ids: Sequence[str] = (),
+    ) -> None:
+        """Logs what was actually returned or stored under a PERMIT."""
+        ...
+
+
+class CodeValidator(Protocol):
+    def invalid_codes(
+        self, principal: Principal, codes: Sequence[tuple[str, str]]
+    ) -> set[tuple[str, str]]:
+        """The (code system, code) pairs that are not valid, active codes."""
+        ...

@@ -1,0 +1,187 @@
+"""The documents REST surface through the real Envoy edge: JSON in, raw bytes out."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import requests
+import yaml
+from samhandling.documents.v1 import documents_service_pb2 as pb
+from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
+
+from deploy.local.mesh import free_port, start_envoy
+from gateway.render import EdgePorts, render
+from services.common.server import create_server
+from services.common.tokens import Scopes
+from services.documents.config import Settings
+from services.documents.domain.model import Limits
+from services.documents.main import build
+from tests.integration.documents.conftest import PID, document
+from tests.support.tokens import TokenMint
+from tests.unit.documents.fakes import FakeCodes, FakeDecider
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    from services.common.db import make_engine
+
+    tmp = tmp_path_factory.mktemp("documents-edge")
+    mint = TokenMint()
+    engine = make_engine(f"sqlite:///{tmp / 'documents.db'}")
+    settings = Settings(content_dir=tmp / "content", limits=Limits(max_bytes=8 * 1024 * 1024))
+    setup = build(engine, settings, mint.authenticator("documents"), FakeDecider(), FakeCodes())
+    server = create_server(setup.spec, settings=setup.server_settings()).start()
+    ports = EdgePorts(free_port(), free_port(), free_port())
+    config = tmp / "envoy.yaml"
+    access_log = tmp / "access.log"
+    config.write_text(
+        yaml.safe_dump(render(ports, {"documents": server.address}, access_log=access_log))
+    )
+    envoy = start_envoy(config, ports.admin, tmp / "envoy.log")
+    token = mint.token(
+        "documents",
+        [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
+        client_id="hospital-ehr",
+        hpr_number="100001",
+        orgnr="974557746",
+    )
+    try:
+        yield {
+            "url": f"http://127.0.0.1:{ports.public}",
+            "headers": {"Authorization": f"Bearer {token}"},
+            "grpc": f"127.0.0.1:{ports.public}",
+            "token": token,
+        }
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+        server.stop(0)
+        engine.dispose()
+    log = access_log.read_text() if access_log.exists() else ""
+    assert PID not in log
+
+
+def _create(edge: dict[str, Any], content: bytes, **document: Any) -> requests.Response:
+    body = {
+        "request_id": str(uuid.uuid4()),
+        "document": {
+            "patient_id": PID,
+            "type_code": "A01-1",
+            "class_code": "A01",
+            "title": "Epikrise",
+            "content_type": "application/pdf",
+            **document,
+        },
+        "content": base64.b64encode(content).decode(),
+    }
+    return requests.post(
+        f"{edge['url']}/v1/documents", json=body, headers=edge["headers"], timeout=30
+    )
+
+
+def test_create_search_and_retrieve_raw_bytes(edge: dict[str, Any]) -> None:
+    content = b"%PDF-1.7\n" + bytes(range(256)) * 4096  # 1 MiB, every byte value
+    reply = _create(edge, content, sha256=hashlib.sha256(content).hexdigest())
+    assert reply.status_code == 200, reply.text
+    created = reply.json()
+    assert created["status"] == "DOCUMENT_STATUS_CURRENT"
+    assert int(created["size_bytes"]) == len(content)
+
+    found = requests.post(
+        f"{edge['url']}/v1/documents:search",
+        json={"patient_id": PID},
+        headers=edge["headers"],
+        timeout=10,
+    )
+    assert found.status_code == 200
+    assert [d["document_id"] for d in found.json()["documents"]] == [created["document_id"]]
+
+    meta = requests.get(
+        f"{edge['url']}/v1/documents/{created['document_id']}", headers=edge["headers"], timeout=10
+    )
+    assert meta.status_code == 200 and meta.json()["sha256"] == created["sha256"]
+
+    raw = requests.get(
+        f"{edge['url']}/v1/documents/{created['document_id']}/content",
+        headers=edge["headers"],
+        timeout=30,
+    )
+    assert raw.status_code == 200
+    assert raw.headers["content-type"] == "application/pdf"
+    assert raw.content == content
+
+
+def test_replace_through_the_edge(edge: dict[str, Any]) -> None:
+    old = _create(edge, b"v1").json()
+    body = {
+        "request_id": str(uuid.uuid4()),
+        "document": {"type_code": "A01-1", "title": "Epikrise v2", "content_type": "text/plain"},
+        "content": base64.b64encode(b"v2").decode(),
+    }
+    reply = requests.post(
+        f"{edge['url']}/v1/documents/{old['document_id']}:replace",
+        json=body,
+        headers=edge["headers"],
+        timeout=10,
+    )
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["replaces_document_id"] == old["document_id"]
+    again = requests.post(
+        f"{edge['url']}/v1/documents/{old['document_id']}:replace",
+        json={**body, "request_id": str(uuid.uuid4())},
+        headers=edge["headers"],
+        timeout=10,
+    )
+    assert again.status_code == 400  # FAILED_PRECONDITION
+    assert again.json()["message"].startswith("document")
+
+
+def test_errors_are_json(edge: dict[str, Any]) -> None:
+    reply = _create(edge, b"MZ...", content_type="application/x-msdownload")
+    assert reply.status_code == 400
+    body = reply.json()
+    kinds = {d["@type"].rsplit(".", 1)[-1] for d in body["details"]}
+    assert {"ErrorInfo", "BadRequest"} <= kinds
+    assert any(d.get("reason") == "MIME_TYPE_NOT_ALLOWED" for d in body["details"])
+    reply = requests.get(
+        f"{edge['url']}/v1/documents/nope/content", headers=edge["headers"], timeout=10
+    )
+    assert reply.status_code == 404
+    reply = requests.post(
+        f"{edge['url']}/v1/documents:search", json={"patient_id": PID}, timeout=10
+    )
+    assert reply.status_code == 401
+
+
+def test_grpc_streaming_upload_through_the_edge(edge: dict[str, Any]) -> None:
+    content = b"z" * (3 * 1024 * 1024)
+    metadata = pb.UploadMetadata(
+        request_id=str(uuid.uuid4()),
+        document=document(sha256=hashlib.sha256(content).hexdigest()),
+    )
+
+    def parts() -> Iterator[pb.UploadDocumentRequest]:
+        yield pb.UploadDocumentRequest(metadata=metadata)
+        for start in range(0, len(content), 1024 * 1024):
+            yield pb.UploadDocumentRequest(chunk=content[start : start + 1024 * 1024])
+
+    auth = [("authorization", f"Bearer {edge['token']}")]
+    with grpc.insecure_channel(edge["grpc"]) as channel:
+        stub = pb_grpc.DocumentsServiceStub(channel)
+        created = stub.UploadDocument(parts(), metadata=auth, timeout=30)
+        chunks = stub.GetDocumentContent(
+            pb.GetDocumentContentRequest(document_id=created.document_id), metadata=auth, timeout=30
+        )
+        assert b"".join(c.data for c in chunks) == content
+
+
+def test_config_keeps_the_large_body_limit_for_documents_only() -> None:
+    spec = yaml.safe_load(Path("gateway/routes.yaml").read_text())
+    assert spec["packages"]["samhandling.documents.v1"]["max_request_bytes"] >= 70 * 1024 * 1024

@@ -1,0 +1,151 @@
+"""An in-process documents server on a fresh database (SQLite and PostgreSQL), TokenMint
+tokens, and the privacy and master data services it calls."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from random import Random
+from typing import Any
+
+import grpc
+import pytest
+from samhandling.documents.v1 import documents_service_pb2 as pb
+from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
+from sqlalchemy.engine import Engine
+
+from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.server import MeshServer, create_server
+from services.common.tokens import Scopes
+from services.documents.adapters.content_store import FilesystemContentStore
+from services.documents.config import Settings
+from services.documents.domain.model import Limits
+from services.documents.main import Setup, build
+from tests.support.tokens import TokenMint
+from tests.unit.documents.fakes import FakeCodes, FakeDecider
+
+_rng = Random(20261127)
+PID = synthetic_pid(_rng)
+OTHER_PID = synthetic_pid(_rng)
+HOSPITAL = synthetic_org_number(_rng)
+GP_OFFICE = synthetic_org_number(_rng)
+MAX_BYTES = 4 * 1024 * 1024
+
+
+class InjectableStore(FilesystemContentStore):
+    """The real filesystem store with a switch to fail between fsync and rename."""
+
+    fail_rename = False
+
+    def before_rename(self, temp: Path, target: Path) -> None:
+        if self.fail_rename:
+            raise OSError("simulated write failure")
+
+
+@dataclass
+class Harness:
+    server: MeshServer
+    setup: Setup
+    stub: pb_grpc.DocumentsServiceStub
+    mint: TokenMint
+    store: InjectableStore
+    engine: Engine
+    decider: Any
+
+    def token(self, kind: str = "writer", **claims: Any) -> list[tuple[str, str]]:
+        if kind == "writer":
+            token = self.mint.token(
+                "documents",
+                [Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ],
+                client_id="hospital-ehr",
+                hpr_number="100001",
+                orgnr=HOSPITAL,
+                **claims,
+            )
+        elif kind == "gp":
+            token = self.mint.token(
+                "documents",
+                [Scopes.DOCUMENTS_READ],
+                client_id="gp-ehr",
+                hpr_number="100002",
+                orgnr=GP_OFFICE,
+                **claims,
+            )
+        elif kind == "citizen":
+            token = self.mint.token(
+                "documents", [Scopes.DOCUMENTS_READ], client_id="citizen-portal", pid=PID
+            )
+        elif kind == "noscope":
+            token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="100001")
+        else:
+            raise ValueError(kind)
+        return TokenMint.metadata(token)
+
+    def registered(self) -> int:
+        import sqlalchemy as sa
+
+        with self.engine.connect() as conn:
+            return int(conn.execute(sa.text("select count(*) from documents")).scalar_one())
+
+    def stored_files(self) -> list[Path]:
+        return [p for p in self.store.root.rglob("*") if p.is_file()]
+
+
+@pytest.fixture
+def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harness]:
+    mint = TokenMint()
+    engine = database("documents")
+    store = InjectableStore(tmp_path / "content")
+    settings = Settings(
+        content_dir=store.root,
+        limits=Limits(max_bytes=MAX_BYTES),
+        orphan_grace_seconds=0,
+        chunk_bytes=64 * 1024,
+    )
+    decider = FakeDecider()
+    setup = build(
+        engine,
+        settings,
+        mint.authenticator("documents"),
+        decider=decider,
+        codes=FakeCodes(),
+        store=store,
+    )
+    server = create_server(setup.spec, settings=setup.server_settings()).start()
+    channel = grpc.insecure_channel(
+        server.address,
+        options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
+    )
+    try:
+        yield Harness(
+            server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, decider
+        )
+    finally:
+        channel.close()
+        server.stop(0)
+
+
+def document(**overrides: Any) -> pb.Document:
+    values: dict[str, Any] = {
+        "patient_id": PID,
+        "class_code": "A01",
+        "type_code": "A01-1",
+        "title": "Epikrise etter innleggelse",
+        "content_type": "application/pdf",
+    }
+    values.update(overrides)
+    return pb.Document(**values)
+
+
+def create_request(content: bytes = b"%PDF-1.7 epikrise", **overrides: Any) -> Any:
+    request_id = overrides.pop("request_id", str(uuid.uuid4()))
+    return pb.CreateDocumentRequest(
+        request_id=request_id, document=document(**overrides), content=content
+    )
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

@@ -1,0 +1,308 @@
+"""Every documents operation through a real in-process gRPC server, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from samhandling.documents.v1 import documents_service_pb2 as pb
+
+from tests.integration.documents.conftest import (
+    MAX_BYTES,
+    OTHER_PID,
+    PID,
+    Harness,
+    create_request,
+    document,
+    sha256,
+)
+
+
+def error_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
+    status = rpc_status.from_call(exc)  # type: ignore[arg-type]
+    reason, fields = "", []
+    if status is not None:
+        for detail in status.details:
+            info = error_details_pb2.ErrorInfo()
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(info):
+                reason = info.reason
+            elif detail.Unpack(bad):
+                fields = [v.field for v in bad.field_violations]
+    return exc.code(), reason, fields  # type: ignore[attr-defined]
+
+
+def upload(
+    metadata: pb.UploadMetadata, content: bytes, chunk: int = 256 * 1024
+) -> Iterator[pb.UploadDocumentRequest]:
+    yield pb.UploadDocumentRequest(metadata=metadata)
+    for start in range(0, len(content), chunk):
+        yield pb.UploadDocumentRequest(chunk=content[start : start + chunk])
+
+
+def content_of(h: Harness, document_id: str, kind: str = "writer") -> tuple[str, bytes]:
+    parts = list(
+        h.stub.GetDocumentContent(
+            pb.GetDocumentContentRequest(document_id=document_id), metadata=h.token(kind)
+        )
+    )
+    return parts[0].content_type, b"".join(p.data for p in parts)
+
+
+def test_create_get_search_and_retrieve(harness: Harness) -> None:
+    h = harness
+    content = b"%PDF-1.7 " + bytes(range(256)) * 300
+    created = h.stub.CreateDocument(
+        create_request(content, sha256=sha256(content), size_bytes=len(content)),
+        metadata=h.token(),
+    )
+    assert created.name == f"documents/{created.document_id}"
+    assert created.status == pb.DOCUMENT_STATUS_CURRENT
+    assert created.sha256 == sha256(content) and created.size_bytes == len(content)
+    assert created.author.hpr_number == "100001" and created.submission_set_id
+    assert created.confidentiality_code == "N" and created.language_code == "nb"
+    assert created.HasField("register_time") and created.HasField("creation_time")
+
+    got = h.stub.GetDocument(
+        pb.GetDocumentRequest(document_id=created.document_id), metadata=h.token()
+    )
+    assert got == created
+    found = h.stub.SearchDocuments(
+        pb.SearchDocumentsRequest(patient_id=PID), metadata=h.token("gp")
+    )
+    assert [d.document_id for d in found.documents] == [created.document_id]
+    content_type, data = content_of(h, created.document_id, "gp")
+    assert content_type == "application/pdf" and data == content
+    assert h.decider.records[-1][1] == (created.document_id,)
+
+
+def test_streaming_upload_in_chunks(harness: Harness) -> None:
+    h = harness
+    content = bytes(uuid.uuid4().bytes) * (3 * 1024 * 1024 // 16)  # 3 MiB
+    metadata = pb.UploadMetadata(
+        request_id=str(uuid.uuid4()),
+        document=document(sha256=sha256(content), size_bytes=len(content)),
+    )
+    created = h.stub.UploadDocument(upload(metadata, content), metadata=h.token())
+    assert created.size_bytes == len(content)
+    assert content_of(h, created.document_id)[1] == content
+    # Same request again: the same document, nothing new stored.
+    again = h.stub.UploadDocument(upload(metadata, content), metadata=h.token())
+    assert again.document_id == created.document_id
+    assert h.registered() == 1 and len(h.stored_files()) == 1
+
+
+def test_idempotent_create(harness: Harness) -> None:
+    h = harness
+    request = create_request()
+    first = h.stub.CreateDocument(request, metadata=h.token())
+    second = h.stub.CreateDocument(request, metadata=h.token())
+    assert first == second
+    request.content = b"something else"
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(request, metadata=h.token())
+    assert error_of(err.value)[:2] == (grpc.StatusCode.ABORTED, "REQUEST_ID_REUSED")
+    assert h.registered() == 1 and len(h.stored_files()) == 1
+
+
+def test_hash_mismatch_leaves_nothing(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(create_request(b"abc", sha256=sha256(b"abd")), metadata=h.token())
+    assert error_of(err.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "HASH_MISMATCH",
+        ["document.sha256"],
+    )
+    metadata = pb.UploadMetadata(
+        request_id=str(uuid.uuid4()), document=document(sha256=sha256(b"other"))
+    )
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.UploadDocument(upload(metadata, b"x" * 100_000, 10_000), metadata=h.token())
+    assert error_of(err.value)[1] == "HASH_MISMATCH"
+    assert h.registered() == 0 and h.stored_files() == []
+
+
+def test_failed_content_write_leaves_nothing(harness: Harness) -> None:
+    h = harness
+    h.store.fail_rename = True
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(create_request(), metadata=h.token())
+    assert err.value.code() == grpc.StatusCode.INTERNAL  # type: ignore[attr-defined]
+    assert h.registered() == 0 and h.stored_files() == []
+    h.store.fail_rename = False
+    assert h.stub.CreateDocument(create_request(), metadata=h.token()).document_id
+
+
+def test_crash_between_content_and_commit_is_swept(harness: Harness) -> None:
+    h = harness
+    kept = h.stub.CreateDocument(create_request(), metadata=h.token())
+    writer = h.store.writer()
+    writer.write(b"orphan")
+    writer.commit(str(uuid.uuid4()))
+    assert len(h.stored_files()) == 2
+    assert h.setup.service.sweep_orphans(0) == 1
+    assert [p.name for p in h.stored_files()] == [kept.document_id]
+
+
+def test_replace_supersedes_the_old_version(harness: Harness) -> None:
+    h = harness
+    old = h.stub.CreateDocument(create_request(b"v1"), metadata=h.token())
+    request = pb.ReplaceDocumentRequest(
+        document_id=old.document_id,
+        request_id=str(uuid.uuid4()),
+        document=document(patient_id="", title="Epikrise (korrigert)"),
+        content=b"v2",
+    )
+    new = h.stub.ReplaceDocument(request, metadata=h.token())
+    assert new.replaces_document_id == old.document_id and new.patient_id == PID
+    assert h.stub.ReplaceDocument(request, metadata=h.token()) == new  # idempotent
+    old_now = h.stub.GetDocument(
+        pb.GetDocumentRequest(document_id=old.document_id), metadata=h.token()
+    )
+    assert old_now.status == pb.DOCUMENT_STATUS_SUPERSEDED
+    assert old_now.replaced_by_document_id == new.document_id
+    request.request_id = str(uuid.uuid4())
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.ReplaceDocument(request, metadata=h.token())
+    assert error_of(err.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "DOCUMENT_NOT_CURRENT")
+    # A large replacement through the stream.
+    metadata = pb.UploadMetadata(
+        request_id=str(uuid.uuid4()), document=document(), replaces_document_id=new.document_id
+    )
+    newest = h.stub.UploadDocument(upload(metadata, b"v3" * 1000), metadata=h.token())
+    assert newest.replaces_document_id == new.document_id
+    current = h.stub.SearchDocuments(pb.SearchDocumentsRequest(patient_id=PID), metadata=h.token())
+    assert [d.document_id for d in current.documents] == [newest.document_id]
+    every = h.stub.SearchDocuments(
+        pb.SearchDocumentsRequest(patient_id=PID, status=pb.DOCUMENT_STATUS_SUPERSEDED),
+        metadata=h.token(),
+    )
+    assert {d.document_id for d in every.documents} == {old.document_id, new.document_id}
+
+
+def test_limits(harness: Harness) -> None:
+    h = harness
+    cases: list[tuple[Any, str, list[str]]] = [
+        (
+            create_request(content_type="application/x-msdownload"),
+            "MIME_TYPE_NOT_ALLOWED",
+            ["document.content_type"],
+        ),
+        (create_request(b"x" * (MAX_BYTES + 1)), "DOCUMENT_TOO_LARGE", ["content"]),
+        (create_request(b""), "EMPTY_CONTENT", ["content"]),
+        (create_request(type_code="NOPE"), "UNKNOWN_CODE", ["document.type_code"]),
+        (create_request(request_id="not-a-uuid"), "INVALID_REQUEST", ["request_id"]),
+        (
+            create_request(patient_id="12345678901"),
+            "INVALID_IDENTITY_NUMBER",
+            ["document.patient_id"],
+        ),
+    ]
+    for request, reason, fields in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            h.stub.CreateDocument(request, metadata=h.token())
+        assert error_of(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, reason, fields), reason
+    # A stream stops as soon as it passes the limit.
+    metadata = pb.UploadMetadata(request_id=str(uuid.uuid4()), document=document())
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.UploadDocument(
+            upload(metadata, b"y" * (MAX_BYTES + 10), 1024 * 1024), metadata=h.token()
+        )
+    assert error_of(err.value)[1] == "DOCUMENT_TOO_LARGE"
+    assert h.registered() == 0 and h.stored_files() == []
+
+
+def test_privacy_rules_for_the_citizen(harness: Harness) -> None:
+    h = harness
+    normal = h.stub.CreateDocument(create_request(b"n"), metadata=h.token())
+    norn = h.stub.CreateDocument(
+        create_request(b"x", confidentiality_code="NORN_FFT"), metadata=h.token()
+    )
+    late = document(confidentiality_code="NORU")
+    late.patient_access_time.GetCurrentTime()
+    late.patient_access_time.seconds += 14 * 86400
+    noru = h.stub.CreateDocument(
+        pb.CreateDocumentRequest(request_id=str(uuid.uuid4()), document=late, content=b"u"),
+        metadata=h.token(),
+    )
+    early = document(confidentiality_code="NORU")
+    early.patient_access_time.GetCurrentTime()
+    early.patient_access_time.seconds -= 60
+    released = h.stub.CreateDocument(
+        pb.CreateDocumentRequest(request_id=str(uuid.uuid4()), document=early, content=b"r"),
+        metadata=h.token(),
+    )
+    mine = h.stub.SearchDocuments(pb.SearchDocumentsRequest(), metadata=h.token("citizen"))
+    assert {d.document_id for d in mine.documents} == {normal.document_id, released.document_id}
+    for hidden in (norn, noru):
+        with pytest.raises(grpc.RpcError) as err:
+            content_of(h, hidden.document_id, "citizen")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert content_of(h, normal.document_id, "citizen")[1] == b"n"
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.SearchDocuments(
+            pb.SearchDocumentsRequest(patient_id=OTHER_PID), metadata=h.token("citizen")
+        )
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(create_request(), metadata=h.token("citizen"))
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED  # type: ignore[attr-defined]
+
+
+def test_nors_needs_the_authoring_organisation_or_an_emergency(harness: Harness) -> None:
+    h = harness
+    nors = h.stub.CreateDocument(
+        create_request(b"s", confidentiality_code="NORS"), metadata=h.token()
+    )
+    assert h.stub.GetDocument(
+        pb.GetDocumentRequest(document_id=nors.document_id), metadata=h.token()
+    )
+    gp_search = h.stub.SearchDocuments(
+        pb.SearchDocumentsRequest(patient_id=PID), metadata=h.token("gp")
+    )
+    assert list(gp_search.documents) == []
+    request = pb.GetDocumentContentRequest(document_id=nors.document_id)
+    with pytest.raises(grpc.RpcError):
+        list(h.stub.GetDocumentContent(request, metadata=h.token("gp")))
+    request.emergency = True
+    request.emergency_justification = "unconscious in the emergency room"
+    parts = list(h.stub.GetDocumentContent(request, metadata=h.token("gp")))
+    assert b"".join(p.data for p in parts) == b"s"
+
+
+def test_authentication_and_scopes(harness: Harness) -> None:
+    h = harness
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.SearchDocuments(pb.SearchDocumentsRequest(patient_id=PID))
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED  # type: ignore[attr-defined]
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.SearchDocuments(
+            pb.SearchDocumentsRequest(patient_id=PID), metadata=h.token("noscope")
+        )
+    assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.CreateDocument(create_request(), metadata=h.token("gp"))
+    assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "MISSING_SCOPE")
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.GetDocument(pb.GetDocumentRequest(document_id="nope"), metadata=h.token())
+    assert error_of(err.value)[:2] == (grpc.StatusCode.NOT_FOUND, "DOCUMENT_NOT_FOUND")
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.SearchDocuments(
+            pb.SearchDocumentsRequest(page_size=-1, patient_id=PID), metadata=h.token()
+        )
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+
+
+def test_corrupted_content_is_never_served(harness: Harness) -> None:
+    h = harness
+    created = h.stub.CreateDocument(create_request(b"genuine"), metadata=h.token())
+    h.store.path_for(created.document_id).write_bytes(b"altered")
+    with pytest.raises(grpc.RpcError) as err:
+        content_of(h, created.document_id)
+    assert error_of(err.value)[:2] == (grpc.StatusCode.DATA_LOSS, "CONTENT_CORRUPTED")
