@@ -347,14 +347,17 @@ def _loopback_cluster(name: str, port: int) -> dict[str, Any]:
     }
 
 
-def _error_json(code: int, message: str) -> str:
-    return json.dumps({"code": code, "message": message, "details": []}, separators=(",", ":"))
+def _error_json(code: int, message: str, reason: str) -> str:
+    body = {"code": code, "message": message, "details": [_error_info(reason)]}
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _json_404() -> dict[str, Any]:
     return {
         "status": 404,
-        "body": {"inline_string": _error_json(5, "no such route at the Samhandling edge")},
+        "body": {
+            "inline_string": _error_json(5, "no such route at the Samhandling edge", "NO_ROUTE")
+        },
     }
 
 
@@ -366,18 +369,46 @@ _JSON_CONTENT_TYPE = [
 ]
 
 # Local replies (Envoy's own answers: jwt_authn, rbac, rate limit, buffer, transcoder, no
-# healthy upstream) get the same JSON shape as the services' errors: {code, message, details}.
-# (HTTP status, gRPC code, replacement status or None, message or None = Envoy's own text)
-_LOCAL_REPLIES: list[tuple[int, int, int | None, str | None]] = [
-    (400, 3, None, None),  # malformed JSON, unknown field, bad query parameter
-    (401, 16, None, None),  # jwt_authn: missing, expired, bad signature, unknown issuer
-    (403, 16, 401, None),  # jwt_authn: audience not allowed (an invalid token: RFC 6750 401)
-    (413, 8, None, "request body too large for this route"),
-    (429, 8, None, "rate limit exceeded for this client"),
-    (503, 14, None, None),
-    (504, 4, None, "upstream timeout"),
-]
+# healthy upstream) get the services' error shape: {code, message, details: [ErrorInfo]},
+# with the same `reason`s the services' authenticator uses where the cause is the same.
+ERROR_DOMAIN = "samhandling.no"  # as services/common/errors.py; metadata says it was the edge
 DPOP_AS_BEARER = "a DPoP-bound access token must be sent with the DPoP authorization scheme"
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    status: int  # the HTTP status Envoy replied with
+    code: int  # gRPC canonical code in the body
+    reason: str  # ErrorInfo.reason
+    details_prefix: str = ""  # narrows the match to replies whose details start with this
+    message: str | None = None  # None = Envoy's own text (%LOCAL_REPLY_BODY%)
+    new_status: int | None = None
+
+
+# First match wins: the narrow ones (by response details) before the catch-all per status.
+LOCAL_REPLIES: tuple[LocalReply, ...] = (
+    LocalReply(401, 16, "NO_TOKEN", "jwt_authn_access_denied{Jwt_is_missing"),
+    LocalReply(401, 16, "TOKEN_EXPIRED", "jwt_authn_access_denied{Jwt_is_expired"),
+    LocalReply(401, 16, "INVALID_TOKEN"),
+    # jwt_authn answers a wrong audience with 403; RFC 6750 calls it invalid_token (401).
+    LocalReply(403, 16, "WRONG_AUDIENCE", "jwt_authn_access_denied", new_status=401),
+    # The rbac filter denies exactly one thing.
+    LocalReply(403, 16, "DPOP_BOUND_TOKEN", "rbac_access_denied", DPOP_AS_BEARER, 401),
+    LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
+    LocalReply(413, 8, "BODY_TOO_LARGE", message="request body too large for this route"),
+    LocalReply(429, 8, "RATE_LIMITED", message="rate limit exceeded for this client"),
+    LocalReply(503, 14, "UPSTREAM_UNAVAILABLE"),
+    LocalReply(504, 4, "UPSTREAM_TIMEOUT", message="upstream timeout"),
+)
+
+
+def _error_info(reason: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": ERROR_DOMAIN,
+        "metadata": {"source": "edge"},
+    }
 
 
 def _status_filter(status: int) -> dict[str, Any]:
@@ -391,39 +422,37 @@ def _status_filter(status: int) -> dict[str, Any]:
     }
 
 
-def _json_body(code: int, message: str | None) -> dict[str, Any]:
+def _details_filter(prefix: str) -> dict[str, Any]:
     return {
-        "json_format": {"code": code, "message": message or "%LOCAL_REPLY_BODY%", "details": []},
-        "content_type": "application/json",
-    }
-
-
-def _local_reply_config() -> dict[str, Any]:
-    # The rbac filter below denies exactly one thing; its reply's details tell its 403 apart
-    # from jwt_authn's (dynamic metadata is written only after the local reply is sent).
-    rbac_denied = {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
                 "@type": f"{_TYPES}.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                "expression": "response.code_details.startsWith('rbac_access_denied')",
+                "expression": f"response.code_details.startsWith('{prefix}')",
             },
         }
     }
-    mappers: list[dict[str, Any]] = [
-        {
-            "filter": {"and_filter": {"filters": [_status_filter(403), rbac_denied]}},
-            "status_code": 401,
-            "body_format_override": _json_body(16, DPOP_AS_BEARER),
-        }
-    ]
-    for status, code, new_status, message in _LOCAL_REPLIES:
+
+
+def _local_reply_config() -> dict[str, Any]:
+    mappers = []
+    for reply in LOCAL_REPLIES:
+        filters = [_status_filter(reply.status)]
+        if reply.details_prefix:
+            filters.append(_details_filter(reply.details_prefix))
         mapper: dict[str, Any] = {
-            "filter": _status_filter(status),
-            "body_format_override": _json_body(code, message),
+            "filter": filters[0] if len(filters) == 1 else {"and_filter": {"filters": filters}},
+            "body_format_override": {
+                "json_format": {
+                    "code": reply.code,
+                    "message": reply.message or "%LOCAL_REPLY_BODY%",
+                    "details": [_error_info(reply.reason)],
+                },
+                "content_type": "application/json",
+            },
         }
-        if new_status:
-            mapper["status_code"] = new_status
+        if reply.new_status:
+            mapper["status_code"] = reply.new_status
         mappers.append(mapper)
     return {"mappers": mappers}
 

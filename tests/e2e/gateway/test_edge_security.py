@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -42,12 +43,17 @@ def echo(edge: Edge, headers: dict[str, str] | None = None, **kw: object) -> req
     return requests.post(f"{edge.url}{ECHO}", headers=headers or {}, timeout=10, **kw)  # type: ignore[arg-type]
 
 
-def assert_json_error(reply: requests.Response, status: int, code: int) -> dict[str, object]:
+def assert_json_error(
+    reply: requests.Response, status: int, code: int, reason: str | None = None
+) -> dict[str, Any]:
     assert reply.status_code == status, reply.text
     assert reply.headers["content-type"].startswith("application/json")
-    body = reply.json()
+    body: dict[str, Any] = reply.json()
     assert body["code"] == code
     assert isinstance(body["message"], str) and body["message"]
+    if reason:
+        infos = [d for d in body["details"] if d["@type"].endswith("google.rpc.ErrorInfo")]
+        assert [i["reason"] for i in infos] == [reason]
     return body
 
 
@@ -64,7 +70,7 @@ def test_the_dpop_scheme_is_accepted_for_a_bound_token(edge: Edge) -> None:
 
 def test_no_token_is_401(edge: Edge) -> None:
     reply = echo(edge)
-    body = assert_json_error(reply, 401, 16)
+    body = assert_json_error(reply, 401, 16, "NO_TOKEN")
     assert "missing" in str(body["message"]).lower()
     assert "www-authenticate" in reply.headers
 
@@ -72,19 +78,21 @@ def test_no_token_is_401(edge: Edge) -> None:
 def test_an_expired_token_is_401(edge: Edge) -> None:
     past = int(time.time()) - 3600
     token = edge.token(iat=past - 300, exp=past)
-    body = assert_json_error(echo(edge, edge.auth(token)), 401, 16)
+    body = assert_json_error(echo(edge, edge.auth(token)), 401, 16, "TOKEN_EXPIRED")
     assert "expired" in str(body["message"]).lower()
 
 
 def test_a_token_for_another_service_is_401(edge: Edge) -> None:
-    body = assert_json_error(echo(edge, edge.auth(edge.token(audience="results"))), 401, 16)
+    body = assert_json_error(
+        echo(edge, edge.auth(edge.token(audience="results"))), 401, 16, "WRONG_AUDIENCE"
+    )
     assert "audience" in str(body["message"]).lower()
 
 
 def test_a_token_from_another_issuer_or_key_is_401(edge: Edge) -> None:
     assert_json_error(echo(edge, edge.auth(edge.token(iss="https://evil.test"))), 401, 16)
     stranger = TokenMint().token("bench", ["samhandling:bench"])
-    assert_json_error(echo(edge, edge.auth(stranger)), 401, 16)
+    assert_json_error(echo(edge, edge.auth(stranger)), 401, 16, "INVALID_TOKEN")
 
 
 def test_an_unknown_scheme_is_401(edge: Edge) -> None:
@@ -93,7 +101,7 @@ def test_an_unknown_scheme_is_401(edge: Edge) -> None:
 
 def test_a_dpop_bound_token_used_as_bearer_is_401(edge: Edge) -> None:
     token = edge.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
-    body = assert_json_error(echo(edge, edge.auth(token)), 401, 16)
+    body = assert_json_error(echo(edge, edge.auth(token)), 401, 16, "DPOP_BOUND_TOKEN")
     assert "DPoP" in str(body["message"])
     assert_json_error(echo(edge, {"Authorization": f"bearer {token}"}), 401, 16)
 
@@ -128,14 +136,14 @@ def test_the_internal_listener_serves_grpc(edge: Edge) -> None:
 def test_an_oversized_body_is_413(edge: Edge) -> None:
     big = json.dumps({"text": "x" * (1024 * 1024 + 10)})
     reply = echo(edge, {**edge.auth(), "content-type": "application/json"}, json=None, data=big)
-    assert_json_error(reply, 413, 8)
+    assert_json_error(reply, 413, 8, "BODY_TOO_LARGE")
 
 
 def test_malformed_json_is_a_readable_400(edge: Edge) -> None:
     reply = echo(
         edge, {**edge.auth(), "content-type": "application/json"}, json=None, data='{"text": '
     )
-    body = assert_json_error(reply, 400, 3)
+    body = assert_json_error(reply, 400, 3, "MALFORMED_REQUEST")
     assert "details" in body
     reply = echo(edge, edge.auth(), json={"text": 5})
     body = assert_json_error(reply, 400, 3)
@@ -147,7 +155,7 @@ def test_each_client_has_its_own_rate_limit(edge: Edge) -> None:
     codes = [echo(edge, edge.auth(busy)).status_code for _ in range(RATE)]
     assert codes == [200] * RATE
     limited = echo(edge, edge.auth(busy))
-    assert_json_error(limited, 429, 8)
+    assert_json_error(limited, 429, 8, "RATE_LIMITED")
     assert echo(edge, edge.auth()).status_code == 200  # another client is unaffected
 
 
