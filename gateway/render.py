@@ -762,12 +762,15 @@ def render(
     issuer: str | None = None,
     static_jwks: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
+    edge_auth: bool | None = None,
 ) -> dict[str, Any]:
     """Envoy bootstrap for the given service addresses (name -> host:port).
 
     `issuer` defaults to the trust service's issuer (services.common.tokens.issuer()).
     `static_jwks` serves a fixed JWKS at /.well-known/jwks.json instead of the trust
     service's (tests with the bench service); `overrides` is deep-merged into routes.yaml.
+    `edge_auth` (default: when there is a key source, i.e. `static_jwks` or the trust
+    service) turns on token checks at the edge; the services check tokens regardless.
     """
     from gateway import openapi
     from services.common.tokens import issuer as default_issuer
@@ -788,10 +791,42 @@ def render(
     retries = int(spec.raw.get("resilience", {}).get("retries", 2))
     audiences: dict[str, str] = {}
     max_body = int(spec.defaults.get("max_request_bytes", 1048576))
+    edge_auth = static_jwks is not None or "trust" in addresses if edge_auth is None else edge_auth
+    jwt_per_route = f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
     for m in public:
         options = spec.options(m)
         cluster = _cluster_name(m.package)
         max_body = max(max_body, int(options["max_request_bytes"]))
+        action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
+        limit = {"max_request_bytes": int(options["max_request_bytes"])}
+        anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
+        if not anonymous_grpc:
+            audiences[cluster] = audience_for(cluster)
+        # The method's gRPC path too: partners may call the public methods with gRPC. Same
+        # token rule and limits; no buffering (streams stay streams; the services cap each
+        # message at 16 MiB).
+        public_routes.append(
+            {
+                "name": f"{m.key} gRPC",
+                "match": {"path": m.path},
+                "route": {
+                    **action,
+                    "retry_policy": _retry_policy(
+                        any(spec.is_idempotent(m, r) for r in m.rules), retries
+                    ),
+                },
+                "typed_per_filter_config": {
+                    "envoy.filters.http.buffer": {
+                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "disabled": True,
+                    },
+                    JWT_FILTER: {
+                        "@type": jwt_per_route,
+                        **({"disabled": True} if anonymous_grpc else {"requirement_name": cluster}),
+                    },
+                },
+            }
+        )
         for rule in m.rules:
             anonymous = spec.is_anonymous(m, rule)
             if anonymous:
@@ -804,19 +839,15 @@ def render(
                     "name": f"{m.key} {rule.verb} {rule.template}",
                     "match": _method_match(rule.verb, rule.template),
                     "route": {
-                        "cluster": cluster,
-                        "timeout": _seconds(options["timeout_seconds"]),
+                        **action,
                         "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
                     },
                     "typed_per_filter_config": {
                         "envoy.filters.http.buffer": {
                             "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
-                            "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
+                            "buffer": limit,
                         },
-                        JWT_FILTER: {
-                            "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
-                            **jwt,
-                        },
+                        JWT_FILTER: {"@type": jwt_per_route, **jwt},
                     },
                 }
             )
@@ -881,7 +912,7 @@ def render(
         jwks_cache,
     )
     filters = [_edge_headers(), cors]
-    if audiences:
+    if audiences and edge_auth:
         filters += [jwt_filter, _dpop_rbac()]
     filters += [rate_limit, buffer, transcoder, _router()]
 

@@ -106,9 +106,22 @@ def test_a_dpop_bound_token_used_as_bearer_is_401(edge: Edge) -> None:
     assert_json_error(echo(edge, {"Authorization": f"bearer {token}"}), 401, 16)
 
 
-def test_grpc_paths_are_not_reachable_from_outside(edge: Edge) -> None:
+def test_public_methods_answer_grpc_with_the_same_token_rules(edge: Edge) -> None:
+    host = edge.url.removeprefix("http://")
+    with grpc.insecure_channel(host) as channel:
+        stub = bench_service_pb2_grpc.BenchServiceStub(channel)
+        request = bench_service_pb2.EchoRequest(text="grpc")
+        reply = stub.Echo(
+            request, metadata=[("authorization", f"Bearer {edge.token()}")], timeout=5
+        )
+        assert reply.text == "grpc"
+        with pytest.raises(grpc.RpcError) as err:
+            stub.Echo(request, timeout=5)
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_and_reflection_are_not_reachable_from_outside(edge: Edge) -> None:
     for path in (
-        "/samhandling.bench.v1.BenchService/Echo",
         "/grpc.health.v1.Health/Check",
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",

@@ -100,6 +100,7 @@ def _render(descriptors: Path, routes: Path, **kw: Any) -> dict[str, Any]:
         descriptor_set=descriptors,
         routes_file=routes,
         issuer="https://issuer.test",
+        edge_auth=True,
         **kw,
     )
 
@@ -156,6 +157,9 @@ def test_public_rest_routes_match_method_and_path(descriptors: Path, routes: Pat
     assert search["match"]["path"] == "/v1/things:search"
     assert not any("NoHttp" in name for name in by_name)
     assert list(by_name)[-1] == "edge not-found"  # the catch-all JSON 404 is last
+    grpc = by_name[f"{SERVICE}/GetThing gRPC"]
+    assert grpc["match"] == {"path": f"/{SERVICE}/GetThing"}
+    assert grpc["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
 
 
 def test_internal_only_methods_get_no_public_route(descriptors: Path, routes: Path) -> None:
@@ -257,3 +261,21 @@ def test_openapi_document(descriptors: Path, routes: Path) -> None:
     assert thing["count"] == {"type": "string", "format": "int64"}
     assert doc["components"]["schemas"][f"{PKG}.State"]["enum"] == ["STATE_UNSPECIFIED"]
     assert {"bearer", "dpop"} <= set(doc["components"]["securitySchemes"])
+
+
+def test_no_token_checks_at_the_edge_without_a_key_source(descriptors: Path, routes: Path) -> None:
+    config = render(
+        EdgePorts(8080, 8081, 8082),
+        {"demo": "127.0.0.1:9000"},
+        descriptor_set=descriptors,
+        routes_file=routes,
+    )
+    names = [f["name"].rsplit(".", 1)[-1] for f in _filters(config)]
+    assert "jwt_authn" not in names and "rbac" not in names
+    with_trust = render(
+        EdgePorts(8080, 8081, 8082),
+        {"demo": "127.0.0.1:9000", "trust": "127.0.0.1:9001"},
+        descriptor_set=descriptors,
+        routes_file=routes,
+    )
+    assert "jwt_authn" in [f["name"].rsplit(".", 1)[-1] for f in _filters(with_trust)]
