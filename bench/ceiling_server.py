@@ -56,13 +56,32 @@ async def serve_aio(address: str) -> None:
     await server.wait_for_termination()
 
 
+def serve_bare(address: str) -> None:
+    """The same handler on a plain sync grpc.server: no interceptors, no health/reflection."""
+    from concurrent import futures
+
+    from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=32))
+    bench_service_pb2_grpc.add_BenchServiceServicer_to_server(EchoServicer(), server)
+    health_servicer = health.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    server.add_insecure_port(address)
+    server.start()
+    server.wait_for_termination()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--aio", action="store_true")
+    parser.add_argument("--aio", action="store_true", help="grpc.aio defaults, no interceptors")
+    parser.add_argument("--bare", action="store_true", help="sync grpc.server, no interceptors")
     args = parser.parse_args()
     address = f"127.0.0.1:{args.port}"
-    if args.aio:
+    if args.bare:
+        serve_bare(address)
+    elif args.aio:
         asyncio.run(serve_aio(address))
     else:
         serve(spec(), address)

@@ -89,7 +89,7 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         existing = _channels.get(key)
         if existing is not None:
             return existing
-        from opentelemetry.instrumentation.grpc import client_interceptor
+        from opentelemetry.instrumentation.grpc import client_interceptor, grpcext
 
         raw = grpc.insecure_channel(
             target,
@@ -99,9 +99,9 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
                 ("grpc.keepalive_time_ms", 60_000),
             ],
         )
-        made = grpc.intercept_channel(
-            raw, DeadlineInterceptor(default_timeout), client_interceptor()
-        )
+        # OpenTelemetry's interceptor has its own channel wrapper (grpcext).
+        traced = grpcext.intercept_channel(raw, client_interceptor())
+        made = grpc.intercept_channel(traced, DeadlineInterceptor(default_timeout))
         _channels[key] = made
         return made
 

@@ -228,12 +228,14 @@ def public_url() -> str:
 
 def request_target(call: CallInfo, base_url: str) -> tuple[str, str]:
     """(htm, htu) of the call: the original REST request, or the gRPC method."""
+    parts = urlsplit(base_url)
+    origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
     original = call.metadata.get("x-envoy-original-path")
     if original:
         method = call.metadata.get("x-envoy-original-method") or "POST"
         path = original.split("?", 1)[0]
-        return method.upper(), base_url.rstrip("/") + path
-    return "POST", base_url.rstrip("/") + call.method
+        return method.upper(), origin + path
+    return "POST", origin + call.method
 
 
 class DpopProofChecker:

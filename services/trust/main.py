@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.db import migrate, service_engine, var_dir
+from services.common.dpop import DpopProofChecker
 from services.common.registry import SERVICES
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import Scopes, audience_for, issuer
@@ -72,6 +73,7 @@ class TrustApp:
             JwksCache(self.keys.jwks, ttl=10.0, min_refresh_interval=0.5),
             issuer=self.service.settings.issuer,
             audience=audience_for("trust"),
+            proof_checker=DpopProofChecker(base_url=self.service.settings.issuer),
         )
         return ServiceSpec(
             "trust",

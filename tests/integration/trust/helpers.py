@@ -77,6 +77,21 @@ class ClientKey:
         }
 
 
+def assertion_from_jwk(private_jwk: dict[str, Any], client_id: str, aud: str) -> str:
+    """A 60-second private_key_jwt assertion signed with a demo client's private JWK."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": aud,
+        "iat": now,
+        "exp": now + 60,
+        "jti": secrets.token_urlsafe(16),
+    }
+    key = jwt.PyJWK.from_dict(private_jwk).key
+    return jwt.encode(claims, key, algorithm="ES256", headers={"kid": private_jwk.get("kid")})
+
+
 class DpopKey:
     def __init__(self) -> None:
         self.private_key = ec.generate_private_key(ec.SECP256R1())

@@ -351,3 +351,14 @@ def test_token_exchange_keeps_subject_and_context_and_narrows_audience(trust: Tr
         subject_token_type=TOKEN_TYPE_ACCESS,
     )
     assert trust.post("/connect/token", bad).json()["error"] == "invalid_grant"
+
+
+def test_testid_is_off_in_production(start_trust: Any) -> None:
+    trust = start_trust(testid_enabled=False)
+    client_id, key = trust.register()
+    pushed = par(trust, client_id, key, secrets.token_urlsafe(48))
+    page = trust.http.get(
+        ISSUER + "/connect/authorize",
+        params={"client_id": client_id, "request_uri": pushed["request_uri"]},
+    )
+    assert page.status_code == 400 and page.json()["error"] == "temporarily_unavailable"

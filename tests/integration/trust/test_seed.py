@@ -1,0 +1,52 @@
+"""The demo seed: idempotent, keys only under var/, organisations from master data's file."""
+
+from __future__ import annotations
+
+import json
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from sqlalchemy.engine import Engine
+
+from services.common.db import migrate
+from services.trust.adapters.repository import TrustRepository
+from services.trust.main import VERSIONS
+from services.trust.seed import DEMO_CLIENTS, seed
+from services.trust.service_layer.clients import ClientRegistry
+
+NAMES = {"lab-system", "gp-ehr", "hospital-ehr", "citizen-portal", "admin-console"}
+
+
+def test_seed_is_idempotent_and_reads_organisations(
+    database: Callable[[str], Engine], tmp_path: Path
+) -> None:
+    engine = database("trust")
+    migrate("trust", engine, VERSIONS)
+    repo = TrustRepository(engine, time.time)
+    registry = ClientRegistry(repo)
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    (demo / "organizations.json").write_text(
+        json.dumps({"lab": {"org_number": "910000001"}, "gp_practice": {"org_number": "910000002"}})
+    )
+    assert set(seed(registry, repo, demo)) == NAMES <= set(DEMO_CLIENTS)
+    files = {p.stem: json.loads(p.read_text()) for p in (demo / "clients").glob("*.json")}
+    assert set(files) == NAMES
+    lab = files["lab-system"]
+    assert lab["private_jwk"]["d"] and lab["scope"] and "redirect_uris" not in lab
+    assert files["gp-ehr"]["redirect_uris"]
+    assert stat.S_IMODE((demo / "clients" / "lab-system.json").stat().st_mode) == 0o600
+    client = repo.get_client("lab-system")
+    assert client is not None and client.orgnr_parent == "910000001"
+    assert "d" not in client.jwks["keys"][0]
+    assert seed(registry, repo, demo) == []
+    assert json.loads((demo / "clients" / "lab-system.json").read_text()) == lab
+    # A fresh database with the files kept: the clients come back with the same keys.
+    other = database("trust2")
+    migrate("trust", other, VERSIONS)
+    repo2 = TrustRepository(other, time.time)
+    seed(ClientRegistry(repo2), repo2, demo)
+    again = repo2.get_client("lab-system")
+    assert again is not None and again.jwks == client.jwks
