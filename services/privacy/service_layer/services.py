@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from services.common.auth import Principal
 from services.common.db import UnitOfWork, session_factory
@@ -70,6 +71,17 @@ class Config:
     )
 
 
+MAX_BATCH = 256
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Callable[[Session], tuple[list[LogEntry], Any]]
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
 @dataclass(frozen=True)
 class Decided:
     outcome: Outcome
@@ -110,6 +122,8 @@ class PrivacyService:
         self.clock = clock
         self.trace_id = trace_id
         self._append_lock = threading.Lock()
+        self._pending_lock = threading.Lock()
+        self._pending: list[_Job] = []
         with self._uow() as uow:
             repo.ensure_head(uow.session)
             uow.commit()
@@ -133,6 +147,7 @@ class PrivacyService:
         caller: Caller,
         patient_id: str,
         now: dt.datetime,
+        trace_id: str | None = None,
         **fields: Any,
     ) -> LogEntry:
         return LogEntry(
@@ -147,19 +162,64 @@ class PrivacyService:
             actor_org=caller.organisation,
             client_id=caller.client_id,
             client_name=caller.client_name,
-            trace_id=self.trace_id(),
+            trace_id=self.trace_id() if trace_id is None else trace_id,
             **fields,
         )
+
+    def _submit(self, work: Callable[[Session], tuple[list[LogEntry], Any]]) -> Any:
+        """Group commit: run `work` (reads, then the entries to append) in a shared
+        transaction. Whoever holds the append lock writes every pending job in one
+        transaction; the others find their job done. Nothing is answered before the
+        commit, so a decision is never acknowledged without its log entry."""
+        job = _Job(work)
+        with self._pending_lock:
+            self._pending.append(job)
+        with self._append_lock:
+            if not job.done.is_set():
+                with self._pending_lock:
+                    batch = self._pending[:MAX_BATCH]
+                    del self._pending[:MAX_BATCH]
+                    if job not in batch:  # pragma: no cover - only under extreme load
+                        batch.append(job)
+                        self._pending.remove(job)
+                self._write_batch(batch)
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    def _write_batch(self, batch: list[_Job]) -> None:
+        try:
+            with self._uow() as uow:
+                entries: list[LogEntry] = []
+                for job in batch:
+                    try:
+                        job_entries, job.result = job.work(uow.session)
+                    except Exception as exc:  # this job only; it wrote nothing
+                        job.error = exc
+                        continue
+                    entries.extend(job_entries)
+                if entries:
+                    repo.append(uow.session, entries, self.signer, self.config.checkpoint_every)
+                uow.commit()
+        except Exception as exc:
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+        finally:
+            for job in batch:
+                job.done.set()
 
     def decide(self, principal: Principal, request: AccessRequest) -> Decided:
         caller = caller_from_principal(principal)
         approval, approval_error = self._approval(caller, principal)
         if approval is not None and approval.display_name:
             caller = replace(caller, display_name=approval.display_name)
-        with self._append_lock, self._uow() as uow:
+        trace_id = self.trace_id()
+
+        def work(session: Session) -> tuple[list[LogEntry], Decided]:
             now = self.clock()
             settings = (
-                repo.active_settings(uow.session, request.patient_id)
+                repo.active_settings(session, request.patient_id)
                 if len(request.patient_id) == 11
                 else []
             )
@@ -176,6 +236,7 @@ class PrivacyService:
                 caller,
                 request.patient_id,
                 now,
+                trace_id=trace_id,
                 domain=request.domain.value,
                 action=request.action.value,
                 resource_type=request.resource_type,
@@ -186,9 +247,10 @@ class PrivacyService:
                 reasons=outcome.reasons,
                 details=details,
             )
-            repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
-            uow.commit()
-        return Decided(outcome, entry.event_id)
+            return [entry], Decided(outcome, entry.event_id)
+
+        result: Decided = self._submit(work)
+        return result
 
     def record_access(
         self,
@@ -199,8 +261,10 @@ class PrivacyService:
         resources: Sequence[tuple[str, str]],
     ) -> list[str]:
         caller = caller_from_principal(principal)
-        with self._append_lock, self._uow() as uow:
-            decision = repo.get_entry(uow.session, decision_event_id)
+        trace_id = self.trace_id()
+
+        def work(session: Session) -> tuple[list[LogEntry], list[str]]:
+            decision = repo.get_entry(session, decision_event_id)
             if (
                 decision is None
                 or decision["pruned"]
@@ -231,15 +295,17 @@ class PrivacyService:
                     replace(caller, display_name=decision["actor_name"] or ""),
                     patient_id,
                     now,
+                    trace_id=trace_id,
                     resource_type=rtype,
                     resource_id=rid,
                     **common,
                 )
                 for rtype, rid in (resources or [("", "")])
             ]
-            repo.append(uow.session, entries, self.signer, self.config.checkpoint_every)
-            uow.commit()
-        return [e.event_id for e in entries]
+            return entries, [e.event_id for e in entries]
+
+        ids: list[str] = self._submit(work)
+        return ids
 
     # --- settings ---------------------------------------------------------------------
 

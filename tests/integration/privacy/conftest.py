@@ -1,10 +1,11 @@
-"""Fixtures: a master data server (the real one when its code is on this branch), the
-privacy server in-process on SQLite and PostgreSQL, tokens from a TokenMint."""
+"""Fixtures: the real master data server in-process (its synthetic data set, on SQLite, one
+per module), the privacy server in-process on SQLite and PostgreSQL, tokens from a
+TokenMint. Fail-closed tests point privacy at a port nothing listens on."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,20 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import TRUST_FRAMEWORK_TYPE
+from services.common.db import make_engine
 from services.common.identifiers import synthetic_org_number, synthetic_pid
 from services.common.server import MeshServer, ServerSettings, create_server
 from services.common.tokens import Scopes
+from services.masterdata import synthetic
+from services.masterdata.bootstrap import build as build_masterdata
+from services.masterdata.entrypoints.grpc_servicer import (
+    INTERNAL_METHODS as MASTERDATA_INTERNAL_METHODS,
+)
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import Setup, build
+from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from tests.conftest import free_port
-from tests.integration.privacy.masterdata_server import MasterData, start_masterdata
 from tests.support.tokens import TokenMint
 
 RNG = random.Random(2026)
@@ -43,30 +50,75 @@ def mint() -> TokenMint:
     return TokenMint()
 
 
+@dataclass
+class MasterData:
+    server: MeshServer
+    people: People
+    name: str  # display name of the approved doctor
+
+    @property
+    def address(self) -> str:
+        return self.server.address
+
+
 @pytest.fixture(scope="module")
-def people() -> People:
-    return People(
+def masterdata(mint: TokenMint, tmp_path_factory: pytest.TempPathFactory) -> Iterator[MasterData]:
+    """The real master data service with its synthetic personas (approved GP, suspended)."""
+    tmp = tmp_path_factory.mktemp("masterdata")
+    engine = make_engine(f"sqlite:///{tmp / 'masterdata.db'}")
+    setup = build_masterdata(engine, poll_seconds=0.05, heartbeat_seconds=0.5)
+    personas = synthetic.load(engine, synthetic.build(seed=7, practitioners=10, citizens=2))
+    setup.feed.poll()
+    server = create_server(
+        setup.spec(mint.authenticator("masterdata", MASTERDATA_INTERNAL_METHODS)),
+        settings=ServerSettings(grace_seconds=1, max_workers=4),
+    ).start()
+    by_role = {p["role"]: p for p in personas["practitioners"]}
+    gp, suspended = by_role["gp"], by_role["suspended_practitioner"]
+    people = People(
         patient=synthetic_pid(RNG),
         other_patient=synthetic_pid(RNG),
-        doctor_hpr=str(RNG.randint(1_000_000, 9_999_999)),
-        suspended_hpr=str(RNG.randint(1_000_000, 9_999_999)),
-        org=synthetic_org_number(RNG),
+        doctor_hpr=gp["hpr_number"],
+        suspended_hpr=suspended["hpr_number"],
+        org=gp["organisation"],
         other_org=synthetic_org_number(RNG),
     )
+    try:
+        yield MasterData(server, people, gp["name"])
+    finally:
+        setup.feed.stop()
+        server.stop(0)
+        engine.dispose()
 
 
-@pytest.fixture
-def masterdata(
-    mint: TokenMint, people: People, database: Callable[[str], Engine], tmp_path: Path
-) -> Iterator[MasterData]:
-    md = start_masterdata(mint, database, tmp_path, people)
-    yield md
-    md.stop()
+@pytest.fixture(scope="module")
+def people(masterdata: MasterData) -> People:
+    return masterdata.people
+
+
+class CountingApprovals:
+    """Counts the calls that reach master data (behind privacy's cache)."""
+
+    def __init__(self, inner: GrpcApprovalChecker) -> None:
+        self.inner = inner
+        self.calls = 0
+
+    def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
+        self.calls += 1
+        return self.inner.check(hpr_number, metadata)
 
 
 class Privacy:
-    def __init__(self, setup: Setup, server: MeshServer, mint: TokenMint, people: People):
+    def __init__(
+        self,
+        setup: Setup,
+        server: MeshServer,
+        mint: TokenMint,
+        people: People,
+        approvals: CountingApprovals,
+    ):
         self.setup = setup
+        self.approvals = approvals
         self.server = server
         self.mint = mint
         self.people = people
@@ -127,14 +179,17 @@ class Privacy:
 def start_privacy(
     engine: Engine, masterdata_address: str, mint: TokenMint, people: People, tmp_path: Path
 ) -> Privacy:
+    approvals = CountingApprovals(
+        GrpcApprovalChecker(grpc.insecure_channel(masterdata_address), timeout=2.0)
+    )
     setup = build(
         engine,
-        GrpcApprovalChecker(grpc.insecure_channel(masterdata_address), timeout=2.0),
+        approvals,
         mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
         keys=tmp_path / "keys",
     )
     server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
-    return Privacy(setup, server, mint, people)
+    return Privacy(setup, server, mint, people, approvals)
 
 
 @pytest.fixture

@@ -10,8 +10,7 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 
-from tests.integration.privacy.conftest import Privacy
-from tests.integration.privacy.masterdata_server import MasterData
+from tests.integration.privacy.conftest import MasterData, Privacy
 
 
 def reason_of(error: grpc.RpcError) -> str:
@@ -48,14 +47,16 @@ def block(p: Privacy, level: Any, **target: str) -> Any:
     )
 
 
-def test_practitioner_with_approval_is_permitted_and_logged(privacy: Privacy) -> None:
+def test_practitioner_with_approval_is_permitted_and_logged(
+    privacy: Privacy, masterdata: MasterData
+) -> None:
     reply = decide(privacy, privacy.doctor())
     assert reply.decision == pb.DECISION_PERMIT and not reply.emergency
     assert pb.OBLIGATION_RECORD_ACCESS in reply.obligations
     events = log(privacy)
     assert events[0].access_event_id == reply.access_event_id
     assert events[0].actor.hpr_number == privacy.people.doctor_hpr
-    assert events[0].actor.display_name == "Kari Lege"
+    assert events[0].actor.display_name == masterdata.name
     assert events[0].actor.org_number == privacy.people.org
     assert events[0].purpose_of_use == "TREAT"
 
@@ -76,10 +77,10 @@ def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Priva
     assert len(events) == 1 and events[0].decision == pb.DECISION_DENY
 
 
-def test_approvals_are_cached(privacy: Privacy, masterdata: MasterData) -> None:
+def test_approvals_are_cached(privacy: Privacy) -> None:
     for _ in range(3):
         assert decide(privacy, privacy.doctor()).decision == pb.DECISION_PERMIT
-    assert masterdata.calls == 1
+    assert privacy.approvals.calls == 1
 
 
 def test_hard_block_is_never_overridden(privacy: Privacy) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -122,3 +123,22 @@ def test_retention_keeps_the_log_verifiable(
     with service.engine.begin() as conn:
         conn.execute(sa.update(t).where(t.c.seq == 6).values(resource_type="Forged"))
     assert not verify(privacy, tmp_path, capsys)["ok"]
+
+
+def test_concurrent_decisions_chain_in_order(
+    privacy: Privacy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    meta = privacy.doctor()
+    ids: list[str] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            ids.append(decide(privacy, meta).access_event_id)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result = verify(privacy, tmp_path, capsys)
+    assert result["ok"] and result["entries"] == 20 == len(set(ids))

@@ -1,0 +1,144 @@
+"""The privacy REST surface through the real Envoy edge (transcoding, routes, errors).
+
+The privacy server runs in-process with test tokens (the trust service is another
+branch); master data is not needed for the citizen's own settings and log. The internal
+DecideAccess/RecordAccess routes must not be reachable at the edge.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from deploy.local.mesh import free_port, start_envoy
+from gateway.render import EdgePorts, render
+from services.common.db import make_engine
+from services.common.identifiers import synthetic_pid
+from services.common.server import ServerSettings, create_server
+from services.common.tokens import Scopes
+from services.privacy.adapters.masterdata import GrpcApprovalChecker
+from services.privacy.bootstrap import build
+from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.support.tokens import TokenMint
+
+PATIENT = synthetic_pid(random.Random(77))
+OTHER = synthetic_pid(random.Random(78))
+
+
+@pytest.fixture(scope="module")
+def mint() -> TokenMint:
+    return TokenMint()
+
+
+@pytest.fixture(scope="module")
+def edge(tmp_path_factory: pytest.TempPathFactory, mint: TokenMint) -> Iterator[str]:
+    import grpc
+
+    tmp = tmp_path_factory.mktemp("privacy-edge")
+    engine = make_engine(f"sqlite:///{tmp / 'privacy.db'}")
+    setup = build(
+        engine,
+        GrpcApprovalChecker(grpc.insecure_channel(f"127.0.0.1:{free_port()}")),
+        mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
+        keys=tmp / "keys",
+    )
+    server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
+    ports = EdgePorts(free_port(), free_port(), free_port())
+    config = tmp / "envoy.yaml"
+    access_log = tmp / "access.log"
+    config.write_text(
+        yaml.safe_dump(render(ports, {"privacy": server.address}, access_log=access_log))
+    )
+    envoy = start_envoy(config, ports.admin, tmp / "envoy.log")
+    try:
+        yield f"http://127.0.0.1:{ports.public}"
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+        server.stop(0)
+        engine.dispose()
+    assert PATIENT not in (access_log.read_text() if access_log.exists() else "")
+
+
+def headers(mint: TokenMint, pid: str = PATIENT, **kw: Any) -> dict[str, str]:
+    token = mint.token(
+        "privacy", [Scopes.PRIVACY_CITIZEN], client_id="citizen-portal", pid=pid, **kw
+    )
+    return {"authorization": f"Bearer {token}"}
+
+
+def test_citizen_blocks_a_practitioner_as_api_md_promises(edge: str, mint: TokenMint) -> None:
+    body = {"restriction": {"target": {"hpr_number": "1234567"}, "level": "HARD"}}
+    reply = requests.post(
+        f"{edge}/v1/privacy/restrictions", json=body, headers=headers(mint), timeout=5
+    )
+    assert reply.status_code == 200, reply.text
+    created = reply.json()
+    assert created["name"].startswith("restrictions/")
+    assert created["level"] == "HARD" and created["kind"] == "RESTRICTION_KIND_BLOCK"
+
+    found = requests.post(
+        f"{edge}/v1/privacy/restrictions:search", json={}, headers=headers(mint), timeout=5
+    ).json()
+    assert [r["restriction_id"] for r in found["restrictions"]] == [created["restriction_id"]]
+
+    deleted = requests.delete(
+        f"{edge}/v1/privacy/restrictions/{created['restriction_id']}",
+        headers=headers(mint),
+        timeout=5,
+    )
+    assert deleted.status_code == 200 and deleted.json()["state"] == "SETTING_STATE_REVOKED"
+
+    events = requests.post(
+        f"{edge}/v1/privacy/access-events:search",
+        json={"page_size": 10},
+        headers=headers(mint),
+        timeout=5,
+    ).json()["access_events"]
+    assert [e["description"] for e in events] == [
+        "access restriction lifted",
+        "access restriction created",
+    ]
+
+
+def test_consents_and_reservations_are_routed(edge: str, mint: TokenMint) -> None:
+    for path, body in (
+        ("consents", {"consent": {"purpose_of_use": "TREAT"}}),
+        ("reservations", {"reservation": {"domain": "DOMAIN_DOCUMENTS"}}),
+    ):
+        reply = requests.post(
+            f"{edge}/v1/privacy/{path}", json=body, headers=headers(mint), timeout=5
+        )
+        assert reply.status_code == 200, reply.text
+        found = requests.post(
+            f"{edge}/v1/privacy/{path}:search", json={}, headers=headers(mint), timeout=5
+        )
+        assert found.status_code == 200 and len(next(iter(found.json().values()))) == 1
+
+
+def test_another_patients_log_is_403(edge: str, mint: TokenMint) -> None:
+    reply = requests.post(
+        f"{edge}/v1/privacy/access-events:search",
+        json={"patient_id": OTHER},
+        headers=headers(mint),
+        timeout=5,
+    )
+    assert reply.status_code == 403
+    assert reply.json()["details"][0]["reason"] == "NOT_OWN_DATA"
+
+
+def test_no_token_is_401(edge: str) -> None:
+    reply = requests.post(f"{edge}/v1/privacy/access-events:search", json={}, timeout=5)
+    assert reply.status_code == 401
+
+
+@pytest.mark.parametrize("path", ["/v1/privacy/access-decisions", "/v1/privacy/access-events"])
+def test_internal_methods_are_not_routed(edge: str, mint: TokenMint, path: str) -> None:
+    body = {"patient_id": PATIENT, "domain": "DOMAIN_RESULTS", "action": "ACTION_READ"}
+    reply = requests.post(f"{edge}{path}", json=body, headers=headers(mint), timeout=5)
+    assert reply.status_code == 404
