@@ -9,9 +9,9 @@ database and content directory, with test tokens, then measures for 1 MB and 20 
 - through the real Envoy edge: POST /v1/documents (base64 in JSON) and
   GET /v1/documents/{id}/content (raw bytes), plus gRPC streaming via the edge.
 
-Privacy and master data run in the server process: the real services when their packages
-are present (services/privacy, services/masterdata with an entrypoint), otherwise in-process
-stand-ins, which the output says. Figures are printed, never asserted.
+The real privacy and master data services run in the server process (master data with a
+small synthetic data set), so every call pays for its access decision and log entries.
+Figures are printed, never asserted.
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ PATIENT = "13888012345"  # replaced at run time by a valid synthetic pid
 
 
 def serve(var: Path, port: int) -> None:
-    """The server process: documents with an authenticator on the bench's JWKS file."""
+    """The server process: documents, the real privacy and master data services, tokens
+    verified against the bench's JWKS."""
     from services.common import auth
     from services.common.db import make_engine
     from services.common.server import create_server
@@ -57,21 +58,28 @@ def serve(var: Path, port: int) -> None:
     from services.documents.config import Settings
     from services.documents.domain.model import Limits
     from services.documents.main import build
-    from tests.support.tokens import ISSUER
-    from tests.unit.documents.fakes import FakeCodes, FakeDecider
+    from tests.integration.documents.peers import start_peers
+    from tests.support.tokens import ISSUER, TokenMint
 
-    jwks = json.loads((var / "jwks.json").read_text())
+    mint = TokenMint()
+    mint.jwks = json.loads((var / "jwks.json").read_text())  # the parent's keys
     authenticator = auth.JwtAuthenticator(
-        auth.JwksCache(lambda: jwks),
+        auth.JwksCache(lambda: mint.jwks),
         issuer=ISSUER,
         audience=audience_for("documents"),
         internal_audiences=MESH_AUDIENCES,
     )
+    peers = start_peers(
+        mint,
+        make_engine(f"sqlite:///{var / 'masterdata.db'}"),
+        make_engine(f"sqlite:///{var / 'privacy.db'}"),
+        var,
+    )
     engine = make_engine(f"sqlite:///{var / 'documents.db'}")
     settings = Settings(content_dir=var / "content", limits=Limits())
-    setup = build(engine, settings, authenticator, FakeDecider(), FakeCodes())
+    setup = build(engine, settings, authenticator, peers.decider(), peers.codes())
     server = create_server(setup.spec, f"127.0.0.1:{port}", setup.server_settings()).start()
-    print("stand-ins for privacy and master data", flush=True)
+    print("real privacy and master data services (same process)", flush=True)
     server.wait()
 
 
@@ -178,17 +186,26 @@ def main() -> None:
 
     from services.common.identifiers import synthetic_pid
     from services.common.tokens import Scopes
+    from services.masterdata import synthetic
     from tests.support.tokens import TokenMint
 
     global PATIENT
     PATIENT = synthetic_pid(Random(1))
     mint = TokenMint()
+    # The server loads the same deterministic synthetic data set (see peers.start_peers).
+    doctor = next(
+        p
+        for p in synthetic.personas(synthetic.build(seed=7, practitioners=12, citizens=3))[
+            "practitioners"
+        ]
+        if p["role"] == "hospital_doctor"
+    )
     token = mint.token(
         "documents",
         [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
         client_id="bench",
-        hpr_number="100001",
-        orgnr="974557746",
+        hpr_number=doctor["hpr_number"],
+        orgnr=doctor["organisation"],
     )
     auth = [("authorization", f"Bearer {token}")]
     sizes = [(1 * MB, args.rounds_1mb), (20 * MB, args.rounds_20mb)]

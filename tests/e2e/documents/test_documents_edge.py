@@ -24,8 +24,8 @@ from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
 from tests.integration.documents.conftest import PID, document
+from tests.integration.documents.peers import start_peers
 from tests.support.tokens import TokenMint
-from tests.unit.documents.fakes import FakeCodes, FakeDecider
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,14 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     mint = TokenMint()
     engine = make_engine(f"sqlite:///{tmp / 'documents.db'}")
     settings = Settings(content_dir=tmp / "content", limits=Limits(max_bytes=8 * 1024 * 1024))
-    setup = build(engine, settings, mint.authenticator("documents"), FakeDecider(), FakeCodes())
+    peers = start_peers(
+        mint,
+        make_engine(f"sqlite:///{tmp / 'masterdata.db'}"),
+        make_engine(f"sqlite:///{tmp / 'privacy.db'}"),
+        tmp,
+    )
+    doctor = peers.practitioner("hospital_doctor")
+    setup = build(engine, settings, mint.authenticator("documents"), peers.decider(), peers.codes())
     server = create_server(setup.spec, settings=setup.server_settings()).start()
     ports = EdgePorts(free_port(), free_port(), free_port())
     config = tmp / "envoy.yaml"
@@ -49,8 +56,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         "documents",
         [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
         client_id="hospital-ehr",
-        hpr_number="100001",
-        orgnr="974557746",
+        hpr_number=doctor.hpr_number,
+        orgnr=doctor.org_number,
     )
     try:
         yield {
@@ -63,6 +70,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         envoy.terminate()
         envoy.wait(10)
         server.stop(0)
+        peers.stop()
         engine.dispose()
     log = access_log.read_text() if access_log.exists() else ""
     assert PID not in log

@@ -1,5 +1,5 @@
 """An in-process documents server on a fresh database (SQLite and PostgreSQL), TokenMint
-tokens, and the privacy and master data services it calls."""
+tokens, and the privacy and master data servers it calls (see peers.py)."""
 
 from __future__ import annotations
 
@@ -17,21 +17,19 @@ from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
-from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.identifiers import synthetic_pid
 from services.common.server import MeshServer, create_server
 from services.common.tokens import Scopes
 from services.documents.adapters.content_store import FilesystemContentStore
 from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import Setup, build
+from tests.integration.documents.peers import Peers, start_peers
 from tests.support.tokens import TokenMint
-from tests.unit.documents.fakes import FakeCodes, FakeDecider
 
 _rng = Random(20261127)
 PID = synthetic_pid(_rng)
 OTHER_PID = synthetic_pid(_rng)
-HOSPITAL = synthetic_org_number(_rng)
-GP_OFFICE = synthetic_org_number(_rng)
 MAX_BYTES = 4 * 1024 * 1024
 
 
@@ -53,36 +51,56 @@ class Harness:
     mint: TokenMint
     store: InjectableStore
     engine: Engine
-    decider: Any
+    peers: Peers
 
     def token(self, kind: str = "writer", **claims: Any) -> list[tuple[str, str]]:
         if kind == "writer":
+            doctor = self.peers.practitioner("hospital_doctor")
             token = self.mint.token(
                 "documents",
                 [Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ],
                 client_id="hospital-ehr",
-                hpr_number="100001",
-                orgnr=HOSPITAL,
+                hpr_number=doctor.hpr_number,
+                orgnr=doctor.org_number,
                 **claims,
             )
-        elif kind == "gp":
+        elif kind in ("gp", "suspended"):
+            who = self.peers.practitioner("gp" if kind == "gp" else "suspended_practitioner")
             token = self.mint.token(
                 "documents",
-                [Scopes.DOCUMENTS_READ],
+                [Scopes.DOCUMENTS_READ]
+                if kind == "gp"
+                else [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
                 client_id="gp-ehr",
-                hpr_number="100002",
-                orgnr=GP_OFFICE,
+                hpr_number=who.hpr_number,
+                orgnr=who.org_number if kind == "gp" else "",
                 **claims,
             )
         elif kind == "citizen":
             token = self.mint.token(
                 "documents", [Scopes.DOCUMENTS_READ], client_id="citizen-portal", pid=PID
             )
+        elif kind == "citizen-privacy":
+            token = self.mint.token(
+                "privacy", [Scopes.PRIVACY_CITIZEN], client_id="citizen-portal", pid=PID
+            )
         elif kind == "noscope":
-            token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="100001")
+            token = self.mint.token("documents", ["samhandling:results/read"], hpr_number="1000002")
         else:
             raise ValueError(kind)
         return TokenMint.metadata(token)
+
+    def access_log(self) -> list[Any]:
+        """The patient's access log as the citizen sees it (privacy's SearchAccessEvents)."""
+        from samhandling.privacy.v1 import privacy_service_pb2 as ppb
+        from samhandling.privacy.v1 import privacy_service_pb2_grpc as ppb_grpc
+
+        with grpc.insecure_channel(self.peers.privacy.address) as channel:
+            reply = ppb_grpc.PrivacyServiceStub(channel).SearchAccessEvents(
+                ppb.SearchAccessEventsRequest(page_size=200),
+                metadata=self.token("citizen-privacy"),
+            )
+        return list(reply.access_events)
 
     def registered(self) -> int:
         import sqlalchemy as sa
@@ -105,13 +123,13 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
         orphan_grace_seconds=0,
         chunk_bytes=64 * 1024,
     )
-    decider = FakeDecider()
+    peers = start_peers(mint, database("masterdata"), database("privacy"), tmp_path)
     setup = build(
         engine,
         settings,
         mint.authenticator("documents"),
-        decider=decider,
-        codes=FakeCodes(),
+        decider=peers.decider(),
+        codes=peers.codes(),
         store=store,
     )
     server = create_server(setup.spec, settings=setup.server_settings()).start()
@@ -121,11 +139,12 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
     )
     try:
         yield Harness(
-            server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, decider
+            server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, peers
         )
     finally:
         channel.close()
         server.stop(0)
+        peers.stop()
 
 
 def document(**overrides: Any) -> pb.Document:

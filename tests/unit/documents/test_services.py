@@ -369,3 +369,39 @@ def test_search_filters_and_pages(env: dict[str, Any]) -> None:
             WRITER, SearchParams(patient_id=PID, type_codes=("A04-1",), page_token=token)
         )
     assert err.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_concurrent_submissions_with_one_request_id(tmp_path: Path) -> None:
+    """Both pass the replay check before either commits: one wins, the other returns it."""
+    import threading
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'race.db'}")
+    metadata.create_all(engine)
+    store = FilesystemContentStore(tmp_path / "content")
+    service = DocumentService(session_factory(engine), store, FakeDecider(), FakeCodes())
+    barrier = threading.Barrier(2, timeout=10)
+    request_id = str(uuid.uuid4())
+    sub = submission()
+    results: list[str] = []
+    errors: list[BaseException] = []
+
+    def content() -> Iterator[bytes]:
+        barrier.wait()  # both uploads are in flight
+        yield b"same bytes"
+
+    def submit() -> None:
+        try:
+            results.append(service.register(WRITER, request_id, sub, content()).document_id)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=submit) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert errors == []
+    assert len(results) == 2 and results[0] == results[1]
+    assert count_entries(engine) == 1
+    assert len(objects(store)) == 1
+    engine.dispose()
