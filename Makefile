@@ -57,5 +57,8 @@ format: $(STAMP) ## apply ruff fixes and formatting
 bench: proto ## run the benchmarks and update bench/README.md
 	$(PY) -m bench.run
 
+demo: proto ## the end-to-end story through the Envoy edge (starts its own mesh; prints each step)
+	$(PY) -m deploy.local.demo
+
 clean: ## remove generated code, build output and local data
 	rm -rf gen build var

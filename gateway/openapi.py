@@ -194,16 +194,33 @@ class SchemaBuilder:
         return current
 
 
-_VAR = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
+_VAR = re.compile(r"\{([^}=]+)(?:=([^}]*))?\}")
 
 
 def openapi_path(template: str) -> tuple[str, list[str]]:
-    """'/v1/{name=results/*}' -> ('/v1/{name}', ['name'])."""
+    """'/v1/results/{result_id}' -> ('/v1/results/{result_id}', ['result_id']).
+
+    A variable with a pattern keeps the pattern's literal segments in the path, its
+    wildcards become the parameter: '/v1/{name=clients/*}' -> '/v1/clients/{name}' (the
+    request field `name` is then 'clients/<value>').
+    """
     names: list[str] = []
 
     def repl(match: re.Match[str]) -> str:
-        names.append(match.group(1))
-        return "{" + match.group(1) + "}"
+        field, pattern = match.group(1), match.group(2)
+        if not pattern:
+            names.append(field)
+            return "{" + field + "}"
+        out = []
+        wildcards = [seg for seg in pattern.split("/") if seg in ("*", "**")]
+        for seg in pattern.split("/"):
+            if seg in ("*", "**"):
+                name = field if len(wildcards) == 1 else f"{field}_{len(names) + 1}"
+                names.append(name)
+                out.append("{" + name + "}")
+            else:
+                out.append(seg)
+        return "/".join(out)
 
     return _VAR.sub(repl, template), names
 
@@ -285,6 +302,14 @@ def _operation(
             "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}
         },
     }
+    if m.server_streaming and output != HTTP_BODY and "application/json" in ok["content"]:
+        # The transcoder answers a stream of messages as one JSON array.
+        schema = ok["content"]["application/json"]["schema"]
+        ok["content"]["application/json"]["schema"] = {"type": "array", "items": schema}
+    if m.client_streaming and "requestBody" in op and m.input_type != HTTP_BODY:
+        content = op["requestBody"]["content"].get("application/json")
+        if content:
+            content["schema"] = {"type": "array", "items": content["schema"]}
     op["responses"] = {"200": ok, "default": error}
     if anonymous:
         op["security"] = []
@@ -320,8 +345,6 @@ def build(
     builder = SchemaBuilder(Descriptors(descriptor_set))
     paths: dict[str, dict[str, Any]] = {}
     for m in sorted(methods, key=lambda x: x.key):
-        if m.client_streaming or m.server_streaming:
-            continue
         for rule in m.rules:
             path, verb, op = _operation(m, rule, spec.is_anonymous(m, rule), builder)
             paths.setdefault(path, {})[verb] = op

@@ -66,7 +66,9 @@ class DpopKey:
         self.key = ec.generate_private_key(ec.SECP256R1())
         self.jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
 
-    def proof(self, method: str, url: str, token: str | None = None, nonce: str | None = None) -> str:
+    def proof(
+        self, method: str, url: str, token: str | None = None, nonce: str | None = None
+    ) -> str:
         claims: dict[str, Any] = {
             "jti": secrets.token_urlsafe(16),
             "htm": method.upper(),
@@ -227,7 +229,9 @@ class DemoClient:
         location = done.headers.get("location", "")
         query = parse_qs(urlsplit(location).query)
         if "code" not in query:
-            raise Failed(f"login did not give a code: {done.status_code} {location or done.text[:300]}")
+            raise Failed(
+                f"login did not give a code: {done.status_code} {location or done.text[:300]}"
+            )
         return self._token(
             {
                 "grant_type": "authorization_code",
@@ -246,7 +250,10 @@ def attestation(person: dict[str, Any], purpose: str, patient_org: str) -> dict[
     return {
         "type": TRUST_FRAMEWORK,
         "practitioner": {
-            "authorization": {"code": person["category"], "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
+            "authorization": {
+                "code": person["category"],
+                "system": "urn:oid:2.16.578.1.12.4.1.1.9060",
+            },
             "legal_entity": org,
             "point_of_care": org,
         },
@@ -320,7 +327,10 @@ class Story:
     @staticmethod
     def expect(reply: requests.Response, *statuses: int) -> dict[str, Any]:
         if reply.status_code not in statuses:
-            raise Failed(f"{reply.request.method} {urlsplit(str(reply.request.url)).path} -> {reply.status_code}: {reply.text[:400]}")
+            raise Failed(
+                f"{reply.request.method} {urlsplit(str(reply.request.url)).path}"
+                f" -> {reply.status_code}: {reply.text[:400]}"
+            )
         try:
             return dict(reply.json())
         except ValueError:
@@ -335,7 +345,10 @@ class Story:
         token = lab.client_credentials(
             "samhandling:results", "samhandling:results/write samhandling:results/read", DpopKey()
         )
-        self.say(f"lab-system got a DPoP-bound token (cnf.jkt {token.claims.get('cnf', {}).get('jkt', '-')[:12]}...)")
+        self.say(
+            "lab-system got a DPoP-bound token "
+            f"(cnf.jkt {token.claims.get('cnf', {}).get('jkt', '-')[:12]}...)"
+        )
         now = dt.datetime.now(dt.UTC)
         release = now + dt.timedelta(seconds=RELEASE_DELAY_SECONDS)
         stamp = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
@@ -398,7 +411,10 @@ class Story:
         found = self.search_results(token)
         if not found:
             raise Failed("the GP found no results for the patient")
-        self.say(f"POST /v1/results:search (DPoP) -> 200: {len(found)} result(s), e.g. {found[0].get('conclusion', '')!r}")
+        self.say(
+            f"POST /v1/results:search (DPoP) -> 200: {len(found)} result(s), "
+            f"e.g. {found[0].get('conclusion', '')!r}"
+        )
 
     def search_results(self, token: Token, **extra: Any) -> list[dict[str, Any]]:
         body = {"patient_id": self.state["citizen"]["pid"], **extra}
@@ -415,7 +431,11 @@ class Story:
         token = self.citizen_token("samhandling:results", "samhandling:results/read")
         citizen = self.person("citizen")
         self.say(f"{citizen['name']} logged in to the citizen portal (TestID, DPoP)")
-        mine = [r for r in self.search_results_as_citizen(token) if r.get("result_id") == self.state.get("result_id")]
+        mine = [
+            r
+            for r in self.search_results_as_citizen(token)
+            if r.get("result_id") == self.state.get("result_id")
+        ]
         release = self.state.get("release")
         if release and dt.datetime.now(dt.UTC) < release:
             self.say(f"before the release time: {len(mine)} of the new result visible (expected 0)")
@@ -424,7 +444,11 @@ class Story:
             wait = (release - dt.datetime.now(dt.UTC)).total_seconds() + 0.5
             self.say(f"waiting {wait:.1f} s for the release delay...")
             time.sleep(max(0.0, wait))
-        mine = [r for r in self.search_results_as_citizen(token) if r.get("result_id") == self.state.get("result_id")]
+        mine = [
+            r
+            for r in self.search_results_as_citizen(token)
+            if r.get("result_id") == self.state.get("result_id")
+        ]
         if not mine:
             raise Failed("the citizen does not see the result after its release time")
         self.say("after the release time: the citizen sees the result")
@@ -450,7 +474,9 @@ class Story:
 
     def lift(self, restriction_id: str) -> None:
         self.expect(
-            self.edge.call("DELETE", f"/v1/privacy/restrictions/{restriction_id}", self.privacy_token()),
+            self.edge.call(
+                "DELETE", f"/v1/privacy/restrictions/{restriction_id}", self.privacy_token()
+            ),
             200,
         )
 
@@ -460,9 +486,15 @@ class Story:
             raise Skip("the GP could not log in earlier")
         restriction = self.block("HARD")
         self.state["hard"] = restriction
-        self.say(f"the citizen blocked HPR {self.state['gp']['hpr_number']} (HARD): restriction {restriction}")
+        self.say(
+            f"the citizen blocked HPR {self.state['gp']['hpr_number']} (HARD): "
+            f"restriction {restriction}"
+        )
         reply = self.edge.call(
-            "POST", "/v1/results:search", self.state["gp_token"], json={"patient_id": self.state["citizen"]["pid"]}
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={"patient_id": self.state["citizen"]["pid"]},
         )
         body = self.expect(reply, 403)
         self.say(f"the GP's search -> 403 {body.get('message', '')!r}")
@@ -470,7 +502,12 @@ class Story:
             "POST",
             "/v1/results:search",
             self.state["gp_token"],
-            json={"patient_id": self.state["citizen"]["pid"], "emergency": True, "purpose_of_use": "ETREAT", "emergency_justification": "demo: unconscious patient"},
+            json={
+                "patient_id": self.state["citizen"]["pid"],
+                "emergency": True,
+                "purpose_of_use": "ETREAT",
+                "emergency_justification": "demo: unconscious patient",
+            },
         )
         self.expect(reply, 403)
         self.say("even an emergency read -> 403: a HARD block is never overridden")
@@ -491,7 +528,10 @@ class Story:
         restriction = self.block("SOFT")
         self.say(f"the citizen blocked the GP (SOFT): restriction {restriction}")
         reply = self.edge.call(
-            "POST", "/v1/results:search", self.state["gp_token"], json={"patient_id": self.state["citizen"]["pid"]}
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={"patient_id": self.state["citizen"]["pid"]},
         )
         self.expect(reply, 403)
         self.say("an ordinary read -> 403")
@@ -501,13 +541,17 @@ class Story:
             purpose_of_use="ETREAT",
             emergency_justification="demo: acute chest pain, patient unconscious",
         )
-        self.say(f"emergency read (ETREAT, break-the-glass) -> 200: {len(found)} result(s), flagged")
+        self.say(
+            f"emergency read (ETREAT, break-the-glass) -> 200: {len(found)} result(s), flagged"
+        )
         self.lift(restriction)
         self.say("SOFT block lifted again")
 
     def citizen_reads_access_log(self) -> None:
         self.need("trust", "privacy")
-        reply = self.edge.call("POST", "/v1/privacy/access-events:search", self.privacy_token(), json={"page_size": 50})
+        reply = self.edge.call(
+            "POST", "/v1/privacy/access-events:search", self.privacy_token(), json={"page_size": 50}
+        )
         events = list(self.expect(reply, 200).get("access_events", []))
         gp = self.state.get("gp", {}).get("hpr_number")
         by_gp = [e for e in events if gp and gp in json.dumps(e.get("actor", {}))]
@@ -515,9 +559,13 @@ class Story:
         self.say(f"POST /v1/privacy/access-events:search -> 200: {len(events)} event(s)")
         for e in events[:12]:
             actor = e.get("actor", {})
-            who = actor.get("display_name") or actor.get("hpr_number") or actor.get("client_id") or "?"
+            kind = str(actor.get("kind", "")).removeprefix("ACTOR_KIND_").lower()
+            who = actor.get("display_name") or actor.get("client_name") or kind or "?"
             flag = "  << EMERGENCY" if e.get("emergency") else ""
-            self.say(f"  {e.get('event_time', '')[:19]}  {who:<28} {e.get('action', '')!s:<22} {e.get('decision', '')}{flag}")
+            self.say(
+                f"  {e.get('event_time', '')[:19]}  {who:<28} "
+                f"{e.get('action', '')!s:<22} {e.get('decision', '')}{flag}"
+            )
         if gp and not by_gp:
             raise Failed("the GP's reads are not in the citizen's access log")
         if not emergencies:
@@ -535,15 +583,26 @@ class Story:
 
     def tell(self, log: Path | None) -> int:
         self.run("1. The lab posts a result", self.lab_posts_a_result)
-        self.run("2. A GP logs in (TestID + trust framework + DPoP) and reads", self.gp_logs_in_and_reads)
-        self.run("3. The citizen sees the result after its release delay", self.citizen_sees_result_after_release)
-        self.run("4. The citizen blocks the GP (HARD); the GP is denied", self.hard_block_denies_the_gp)
+        self.run(
+            "2. A GP logs in (TestID + trust framework + DPoP) and reads", self.gp_logs_in_and_reads
+        )
+        self.run(
+            "3. The citizen sees the result after its release delay",
+            self.citizen_sees_result_after_release,
+        )
+        self.run(
+            "4. The citizen blocks the GP (HARD); the GP is denied", self.hard_block_denies_the_gp
+        )
         self.run("5. The block is lifted", self.lift_the_block)
-        self.run("6. A SOFT block is overridden by an emergency read", self.soft_block_and_emergency)
+        self.run(
+            "6. A SOFT block is overridden by an emergency read", self.soft_block_and_emergency
+        )
         self.run("7. The citizen reads the access log", self.citizen_reads_access_log)
         if log is not None:
             time.sleep(1.5)  # Envoy flushes the access log every second
-            self.run("8. No identity number in the edge's access log", lambda: self.scan_access_log(log))
+            self.run(
+                "8. No identity number in the edge's access log", lambda: self.scan_access_log(log)
+            )
         self.out(
             f"\n{7 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
             f"{len(self.skipped)} skipped, {len(self.failures)} failed"
@@ -552,7 +611,9 @@ class Story:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--edge-url", help="a running edge (make run); default: start a mesh")
     parser.add_argument("--var-dir", type=Path, help="its var directory (demo clients, logs)")
     args = parser.parse_args()

@@ -58,7 +58,15 @@ def fetch_jwks_from_trust() -> Mapping[str, Any]:
 def authenticator_for(
     service: str, internal_methods: frozenset[str] = frozenset(), proof_checker: Any = None
 ) -> JwtAuthenticator:
-    """Verifies tokens whose audience is `service`; internal methods accept any mesh audience."""
+    """Verifies tokens whose audience is `service`; internal methods accept any mesh audience.
+
+    DPoP-bound tokens (RFC 9449) are checked with the shared `DpopProofChecker` unless the
+    caller passes its own `proof_checker`.
+    """
+    if proof_checker is None:
+        from services.common.dpop import DpopProofChecker
+
+        proof_checker = DpopProofChecker()
     return JwtAuthenticator(
         JwksCache(fetch_jwks_from_trust),
         issuer=issuer(),
