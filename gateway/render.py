@@ -753,6 +753,16 @@ def _cors_denied_preflight() -> dict[str, Any]:
     }
 
 
+def default_issuer(public_port: int) -> str:
+    """The trust service's issuer as services.common.tokens.issuer() computes it in a service
+    started by deploy/local/mesh.py (which sets SAMHANDLING_EDGE_URL to this edge)."""
+    return (
+        os.environ.get("SAMHANDLING_ISSUER")
+        or os.environ.get("SAMHANDLING_EDGE_URL")
+        or f"http://127.0.0.1:{public_port}"
+    )
+
+
 def render(
     ports: EdgePorts,
     addresses: dict[str, str],
@@ -766,14 +776,13 @@ def render(
 ) -> dict[str, Any]:
     """Envoy bootstrap for the given service addresses (name -> host:port).
 
-    `issuer` defaults to the trust service's issuer (services.common.tokens.issuer()).
+    `issuer` defaults to the trust service's issuer (`default_issuer`: the edge's own URL).
     `static_jwks` serves a fixed JWKS at /.well-known/jwks.json instead of the trust
     service's (tests with the bench service); `overrides` is deep-merged into routes.yaml.
     `edge_auth` (default: when there is a key source, i.e. `static_jwks` or the trust
     service) turns on token checks at the edge; the services check tokens regardless.
     """
     from gateway import openapi
-    from services.common.tokens import issuer as default_issuer
 
     spec = EdgeSpec.load(routes_file, overrides)
     packages = {p: o for p, o in spec.packages.items() if _cluster_name(p) in addresses}
@@ -907,7 +916,7 @@ def render(
     jwks_cache = int(spec.raw.get("jwks", {}).get("cache_seconds", 300))
     jwt_filter = _jwt_authn(
         audiences,
-        issuer or default_issuer(),
+        issuer or default_issuer(ports.public),
         f"http://127.0.0.1:{ports.public}/.well-known/jwks.json",
         jwks_cache,
     )
@@ -926,6 +935,10 @@ def render(
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "request_headers_timeout": "10s",
+        "common_http_protocol_options": {
+            "idle_timeout": "300s",
+            "headers_with_underscores_action": "DROP_HEADER",
+        },
         "stream_idle_timeout": "60s",
         "local_reply_config": _local_reply_config(),
         "route_config": {
@@ -970,6 +983,18 @@ def render(
     return {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}
+        },
+        # A ceiling on open downstream connections across both listeners.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": f"{_TYPES}.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
         },
         "static_resources": {
             "listeners": [
