@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
+# protoc plugins (protoc-gen-mypy) and envoy live in the venv's bin.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
