@@ -415,6 +415,11 @@ class Story:
             f"POST /v1/results:search (DPoP) -> 200: {len(found)} result(s), "
             f"e.g. {found[0].get('conclusion', '')!r}"
         )
+        result_id = self.state.get("result_id") or found[0].get("result_id")
+        one = self.expect(self.edge.call("GET", f"/v1/results/{result_id}", token), 200)
+        self.say(
+            f"GET /v1/results/{result_id} (DPoP, htm GET) -> 200: version {one.get('version')}"
+        )
 
     def search_results(self, token: Token, **extra: Any) -> list[dict[str, Any]]:
         body = {"patient_id": self.state["citizen"]["pid"], **extra}

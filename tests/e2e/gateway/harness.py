@@ -2,7 +2,8 @@
 
 The Echo server reports what reached it: `text="?headers"` answers with the request
 metadata the edge forwarded (as JSON), `text="?unavailable:<key>"` fails with UNAVAILABLE
-the first time a key is seen, so tests can count attempts.
+the first time a key is seen, so tests can count attempts; `text="?sleep:<seconds>"` answers
+late.
 """
 
 from __future__ import annotations
@@ -38,6 +39,9 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
         if text == "?headers":
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
+        if text.startswith("?sleep:"):
+            threading.Event().wait(float(text.removeprefix("?sleep:")))
+            return bench_service_pb2.EchoResponse(text="late")
         if text.startswith("?unavailable:"):
             with self._lock:
                 self.attempts[text] += 1

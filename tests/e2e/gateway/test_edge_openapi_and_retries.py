@@ -1,5 +1,6 @@
 """OpenAPI served by the edge matches its routes; idempotent methods are retried once on
-UNAVAILABLE (the Echo method is declared idempotent here through a routes.yaml override)."""
+UNAVAILABLE; the route timeout gives a JSON 504 (the Echo method is declared idempotent with
+a 0.5 s timeout here through a routes.yaml override)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,11 @@ from tests.e2e.gateway.openapi_check import unrouted_operations
 
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
-    overrides = {"methods": {"samhandling.bench.v1.BenchService/Echo": {"idempotent": True}}}
+    overrides = {
+        "methods": {
+            "samhandling.bench.v1.BenchService/Echo": {"idempotent": True, "timeout_seconds": 0.5}
+        }
+    }
     edge, server, envoy = start_edge(tmp_path_factory.mktemp("edge"), overrides)
     try:
         yield edge
@@ -37,3 +42,13 @@ def test_an_idempotent_method_is_retried_on_unavailable(edge: Edge) -> None:
     )
     assert reply.status_code == 200
     assert edge.echo.attempts[key] == 2
+
+
+def test_the_route_timeout_is_a_json_504(edge: Edge) -> None:
+    reply = requests.post(
+        f"{edge.url}/v1/bench:echo", json={"text": "?sleep:3"}, headers=edge.auth(), timeout=10
+    )
+    assert reply.status_code == 504
+    body = reply.json()
+    assert body["code"] == 4
+    assert body["details"][0]["reason"] == "UPSTREAM_TIMEOUT"
