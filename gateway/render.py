@@ -808,6 +808,7 @@ def render(
         max_body = max(max_body, int(options["max_request_bytes"]))
         action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
         limit = {"max_request_bytes": int(options["max_request_bytes"])}
+        deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
         anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
         if not anonymous_grpc:
             audiences[cluster] = audience_for(cluster)
@@ -820,6 +821,8 @@ def render(
                 "match": {"path": m.path},
                 "route": {
                     **action,
+                    # The caller's grpc-timeout (capped at the route's) is the deadline.
+                    "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
                     "retry_policy": _retry_policy(
                         any(spec.is_idempotent(m, r) for r in m.rules), retries
                     ),
@@ -847,6 +850,14 @@ def render(
                 {
                     "name": f"{m.key} {rule.verb} {rule.template}",
                     "match": _method_match(rule.verb, rule.template),
+                    # REST callers have no gRPC deadline: the route timeout becomes the
+                    # service's deadline (services pass the remaining time on).
+                    "request_headers_to_add": [
+                        {
+                            "header": {"key": "grpc-timeout", "value": deadline},
+                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }
+                    ],
                     "route": {
                         **action,
                         "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),

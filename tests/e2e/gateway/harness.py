@@ -38,6 +38,7 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
         text = request.text
         if text == "?headers":
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            metadata["time-remaining"] = str(context.time_remaining())
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
         if text.startswith("?sleep:"):
             threading.Event().wait(float(text.removeprefix("?sleep:")))

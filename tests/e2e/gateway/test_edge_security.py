@@ -111,10 +111,12 @@ def test_public_methods_answer_grpc_with_the_same_token_rules(edge: Edge) -> Non
     with grpc.insecure_channel(host) as channel:
         stub = bench_service_pb2_grpc.BenchServiceStub(channel)
         request = bench_service_pb2.EchoRequest(text="grpc")
-        reply = stub.Echo(
-            request, metadata=[("authorization", f"Bearer {edge.token()}")], timeout=5
-        )
+        auth = [("authorization", f"Bearer {edge.token()}")]
+        reply = stub.Echo(request, metadata=auth, timeout=5)
         assert reply.text == "grpc"
+        probe = bench_service_pb2.EchoRequest(text="?headers")
+        seen = json.loads(stub.Echo(probe, metadata=auth, timeout=5).text)
+        assert 0 < float(seen["time-remaining"]) <= 5  # the caller's deadline passes through
         with pytest.raises(grpc.RpcError) as err:
             stub.Echo(request, timeout=5)
         assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
@@ -190,6 +192,8 @@ def test_services_get_the_original_method_and_url(edge: Edge) -> None:
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-jwt-client-id"] == "probe-client"
     assert seen["authorization"] == f"Bearer {token}"
+    # The route timeout (15 s by default) reaches the service as its gRPC deadline.
+    assert 0 < float(seen["time-remaining"]) <= 15
 
 
 def test_cors_allows_the_citizen_portal_only(edge: Edge) -> None:
