@@ -49,6 +49,6 @@ def test_the_route_timeout_is_a_json_504(edge: Edge) -> None:
         f"{edge.url}/v1/bench:echo", json={"text": "?sleep:3"}, headers=edge.auth(), timeout=10
     )
     assert reply.status_code == 504
-    body = reply.json()
-    assert body["code"] == 4
-    assert body["details"][0]["reason"] == "UPSTREAM_TIMEOUT"
+    # Either Envoy's route timeout or the service's own deadline (the same time, passed on
+    # as grpc-timeout) ends the call: both say DEADLINE_EXCEEDED as JSON.
+    assert reply.json()["code"] == 4
