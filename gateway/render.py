@@ -716,12 +716,7 @@ def _direct_json(path: str, body: str, status: int = 200) -> dict[str, Any]:
         "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
         "direct_response": {"status": status, "body": {"inline_string": body}},
         "response_headers_to_add": _JSON_CONTENT_TYPE,
-        "typed_per_filter_config": {
-            JWT_FILTER: {
-                "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
-                "disabled": True,
-            }
-        },
+        "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
     }
 
 
@@ -744,13 +739,76 @@ def _cors_denied_preflight() -> dict[str, Any]:
         },
         "route": {"cluster": "edge_loopback", "timeout": "5s"},
         "request_headers_to_remove": ["origin"],
-        "typed_per_filter_config": {
-            JWT_FILTER: {
-                "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
-                "disabled": True,
-            }
-        },
+        "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
     }
+
+
+def _jwt_route_config(requirement: str | None) -> dict[str, Any]:
+    """jwt_authn per route: the service's requirement, or no token (anonymous)."""
+    rule: dict[str, Any] = {"requirement_name": requirement} if requirement else {"disabled": True}
+    return {"@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig", **rule}
+
+
+def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[str, Any]], bool]:
+    """The routes of one public method (its gRPC path, then one per HTTP rule), and whether
+    any of them needs a token."""
+    options = spec.options(m)
+    cluster = _cluster_name(m.package)
+    action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
+    deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
+    anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
+    # The method's gRPC path too: partners may call the public methods with gRPC. Same token
+    # rule and limits; no buffering (streams stay streams; the services cap each message at
+    # 16 MiB).
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"{m.key} gRPC",
+            "match": {"path": m.path},
+            "route": {
+                **action,
+                # The caller's grpc-timeout (capped at the route's) is the deadline.
+                "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
+                "retry_policy": _retry_policy(
+                    any(spec.is_idempotent(m, r) for r in m.rules), retries
+                ),
+            },
+            "typed_per_filter_config": {
+                "envoy.filters.http.buffer": {
+                    "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
+                    "disabled": True,
+                },
+                JWT_FILTER: _jwt_route_config(None if anonymous_grpc else cluster),
+            },
+        }
+    ]
+    for rule in m.rules:
+        anonymous = spec.is_anonymous(m, rule)
+        routes.append(
+            {
+                "name": f"{m.key} {rule.verb} {rule.template}",
+                "match": _method_match(rule.verb, rule.template),
+                # REST callers have no gRPC deadline: the route timeout becomes the service's
+                # deadline (services pass the remaining time on).
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": "grpc-timeout", "value": deadline},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "route": {
+                    **action,
+                    "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
+                },
+                "typed_per_filter_config": {
+                    "envoy.filters.http.buffer": {
+                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
+                    },
+                    JWT_FILTER: _jwt_route_config(None if anonymous else cluster),
+                },
+            }
+        )
+    return routes, not all(spec.is_anonymous(m, rule) for rule in m.rules)
 
 
 def default_issuer(public_port: int) -> str:
@@ -801,76 +859,13 @@ def render(
     audiences: dict[str, str] = {}
     max_body = int(spec.defaults.get("max_request_bytes", 1048576))
     edge_auth = static_jwks is not None or "trust" in addresses if edge_auth is None else edge_auth
-    jwt_per_route = f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig"
     for m in public:
-        options = spec.options(m)
-        cluster = _cluster_name(m.package)
-        max_body = max(max_body, int(options["max_request_bytes"]))
-        action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
-        limit = {"max_request_bytes": int(options["max_request_bytes"])}
-        deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
-        anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
-        if not anonymous_grpc:
+        max_body = max(max_body, int(spec.options(m)["max_request_bytes"]))
+        routes, needs_token = _method_routes(m, spec, retries)
+        public_routes += routes
+        if needs_token:
+            cluster = _cluster_name(m.package)
             audiences[cluster] = audience_for(cluster)
-        # The method's gRPC path too: partners may call the public methods with gRPC. Same
-        # token rule and limits; no buffering (streams stay streams; the services cap each
-        # message at 16 MiB).
-        public_routes.append(
-            {
-                "name": f"{m.key} gRPC",
-                "match": {"path": m.path},
-                "route": {
-                    **action,
-                    # The caller's grpc-timeout (capped at the route's) is the deadline.
-                    "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
-                    "retry_policy": _retry_policy(
-                        any(spec.is_idempotent(m, r) for r in m.rules), retries
-                    ),
-                },
-                "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {
-                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
-                        "disabled": True,
-                    },
-                    JWT_FILTER: {
-                        "@type": jwt_per_route,
-                        **({"disabled": True} if anonymous_grpc else {"requirement_name": cluster}),
-                    },
-                },
-            }
-        )
-        for rule in m.rules:
-            anonymous = spec.is_anonymous(m, rule)
-            if anonymous:
-                jwt: dict[str, Any] = {"disabled": True}
-            else:
-                audiences[cluster] = audience_for(cluster)
-                jwt = {"requirement_name": cluster}
-            public_routes.append(
-                {
-                    "name": f"{m.key} {rule.verb} {rule.template}",
-                    "match": _method_match(rule.verb, rule.template),
-                    # REST callers have no gRPC deadline: the route timeout becomes the
-                    # service's deadline (services pass the remaining time on).
-                    "request_headers_to_add": [
-                        {
-                            "header": {"key": "grpc-timeout", "value": deadline},
-                            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                        }
-                    ],
-                    "route": {
-                        **action,
-                        "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
-                    },
-                    "typed_per_filter_config": {
-                        "envoy.filters.http.buffer": {
-                            "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
-                            "buffer": limit,
-                        },
-                        JWT_FILTER: {"@type": jwt_per_route, **jwt},
-                    },
-                }
-            )
     public_routes.append(_cors_denied_preflight())
     public_routes.append(
         {
@@ -878,12 +873,7 @@ def render(
             "match": {"prefix": "/"},
             "direct_response": _json_404(),
             "response_headers_to_add": _JSON_CONTENT_TYPE,
-            "typed_per_filter_config": {
-                JWT_FILTER: {
-                    "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig",
-                    "disabled": True,
-                }
-            },
+            "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
         }
     )
 
