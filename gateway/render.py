@@ -623,6 +623,9 @@ def _jwt_authn(
                     "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
                 },
             },
+            # Verified tokens are cached (signature checks are the expensive part); expiry
+            # is still checked on every use.
+            "jwt_cache_config": {"jwt_cache_size": 1000},
             "payload_in_metadata": JWT_PAYLOAD,
             "claim_to_headers": [{"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"}],
         }
