@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from services.common.auth_cache import CachingAuthenticator
 from services.common.registry import SERVICES
 from services.common.server import serve
 from services.common.tokens import authenticator_for
@@ -11,7 +12,10 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 
 def main() -> None:
     setup = build()
-    authenticator = authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS)
+    # Trust and privacy check approvals on every call: verify each token once, not per call.
+    authenticator = CachingAuthenticator(
+        authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS)
+    )
     serve(setup.spec(authenticator), SERVICES[SERVICE].address())
 
 

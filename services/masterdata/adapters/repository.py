@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,6 +26,19 @@ from services.masterdata.domain.model import (
 # Any constant: serialises outbox writers on PostgreSQL so positions commit in order.
 _OUTBOX_LOCK = 740_452_001
 
+# The single-practitioner lookup (the cache-miss path of every approval check), built once:
+# constructing SQLAlchemy statements costs more than running these indexed queries.
+_ONE: sa.BindParameter[str] = sa.bindparam("hpr_number", type_=sa.String())
+_PRACTITIONER_BY_KEY = sa.select(orm.practitioners).where(orm.practitioners.c.hpr_number == _ONE)
+_CHILDREN_BY_KEY = {
+    name: sa.select(table).where(table.c.hpr_number == _ONE).order_by(table.c.id)
+    for name, table in (
+        ("approvals", orm.approvals),
+        ("specialities", orm.specialities),
+        ("affiliations", orm.affiliations),
+    )
+}
+
 
 class SqlRepository:
     def __init__(self, session: Session) -> None:
@@ -34,8 +46,19 @@ class SqlRepository:
 
     # --- practitioners --------------------------------------------------------------------
     def get_practitioner(self, hpr_number: str) -> Practitioner | None:
-        found = self.get_practitioners([hpr_number])
-        return found.get(hpr_number)
+        params = {"hpr_number": hpr_number}
+        row = self.session.execute(_PRACTITIONER_BY_KEY, params).mappings().first()
+        if row is None:
+            return None
+        p = _practitioner(row)
+        rows = {
+            name: self.session.execute(query, params).mappings().all()
+            for name, query in _CHILDREN_BY_KEY.items()
+        }
+        p.approvals = [_approval(r) for r in rows["approvals"]]
+        p.specialities = [Speciality(r["code"], r["valid_from"]) for r in rows["specialities"]]
+        p.affiliations = [_affiliation(r) for r in rows["affiliations"]]
+        return p
 
     def get_practitioners(self, hpr_numbers: Sequence[str]) -> dict[str, Practitioner]:
         if not hpr_numbers:
@@ -43,17 +66,7 @@ class SqlRepository:
         rows = self.session.execute(
             sa.select(orm.practitioners).where(orm.practitioners.c.hpr_number.in_(hpr_numbers))
         ).mappings()
-        found = {
-            r["hpr_number"]: Practitioner(
-                hpr_number=r["hpr_number"],
-                given_name=r["given_name"],
-                family_name=r["family_name"],
-                national_identity_number=r["national_identity_number"] or "",
-                create_time=r["create_time"],
-                update_time=r["update_time"],
-            )
-            for r in rows
-        }
+        found = {r["hpr_number"]: _practitioner(r) for r in rows}
         if not found:
             return {}
         keys = list(found)
@@ -62,18 +75,7 @@ class SqlRepository:
             .where(orm.approvals.c.hpr_number.in_(keys))
             .order_by(orm.approvals.c.id)
         ).mappings():
-            found[r["hpr_number"]].approvals.append(
-                Approval(
-                    category=r["category"],
-                    authorization_type=r["authorization_type"],
-                    valid_from=r["valid_from"],
-                    valid_to=r["valid_to"],
-                    status=ApprovalStatus(r["status"]),
-                    status_reason=r["status_reason"] or "",
-                    status_time=r["status_time"],
-                    suspended_until=r["suspended_until"],
-                )
-            )
+            found[r["hpr_number"]].approvals.append(_approval(r))
         for r in self.session.execute(
             sa.select(orm.specialities)
             .where(orm.specialities.c.hpr_number.in_(keys))
@@ -85,9 +87,7 @@ class SqlRepository:
             .where(orm.affiliations.c.hpr_number.in_(keys))
             .order_by(orm.affiliations.c.id)
         ).mappings():
-            found[r["hpr_number"]].affiliations.append(
-                Affiliation(r["org_number"], r["role"] or "", r["valid_from"], r["valid_to"])
-            )
+            found[r["hpr_number"]].affiliations.append(_affiliation(r))
         return found
 
     def existing_hpr_numbers(self, hpr_numbers: Iterable[str]) -> set[str]:
@@ -300,6 +300,34 @@ class SqlRepository:
 
 
 # --- rows -------------------------------------------------------------------------------
+def _practitioner(r: Any) -> Practitioner:
+    return Practitioner(
+        hpr_number=r["hpr_number"],
+        given_name=r["given_name"],
+        family_name=r["family_name"],
+        national_identity_number=r["national_identity_number"] or "",
+        create_time=r["create_time"],
+        update_time=r["update_time"],
+    )
+
+
+def _approval(r: Any) -> Approval:
+    return Approval(
+        category=r["category"],
+        authorization_type=r["authorization_type"],
+        valid_from=r["valid_from"],
+        valid_to=r["valid_to"],
+        status=ApprovalStatus(r["status"]),
+        status_reason=r["status_reason"] or "",
+        status_time=r["status_time"],
+        suspended_until=r["suspended_until"],
+    )
+
+
+def _affiliation(r: Any) -> Affiliation:
+    return Affiliation(r["org_number"], r["role"] or "", r["valid_from"], r["valid_to"])
+
+
 def _practitioner_row(p: Practitioner) -> dict[str, Any]:
     return {
         "hpr_number": p.hpr_number,
@@ -365,10 +393,3 @@ def _organization(r: Any) -> Organization:
         create_time=r["create_time"],
         update_time=r["update_time"],
     )
-
-
-def group_by(rows: Iterable[dict[str, Any]], key: str) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for row in rows:
-        out[row[key]].append(row)
-    return out

@@ -11,6 +11,7 @@ from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal, current_principal
 from services.common.tokens import Scopes
+from services.masterdata.domain.model import Practitioner
 from services.masterdata.entrypoints import convert
 from services.masterdata.service_layer.importing import ImportOutcome
 from services.masterdata.service_layer.services import MasterData
@@ -50,12 +51,26 @@ def _import_reply(outcome: ImportOutcome, reply_type: Any) -> Any:
 
 
 class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
-    def __init__(self, service: MasterData, heartbeat_seconds: float = 10.0) -> None:
+    def __init__(
+        self, service: MasterData, heartbeat_seconds: float = 10.0, max_views: int = 50_000
+    ) -> None:
         self.md = service
         self.heartbeat_seconds = heartbeat_seconds
+        # Rendered messages of cached practitioners, keyed by (HPR number, admin view) and
+        # valid while the cache hands out the same (never mutated) domain object.
+        self._views: dict[tuple[str, bool], tuple[Practitioner, pb.Practitioner]] = {}
+        self._max_views = max_views
 
-    def _practitioner(self, p: Any, principal: Principal) -> pb.Practitioner:
-        return convert.practitioner_to_pb(p, self.md.catalog, include_pid=_is_admin(principal))
+    def _practitioner(self, p: Practitioner, principal: Principal) -> pb.Practitioner:
+        key = (p.hpr_number, _is_admin(principal))
+        hit = self._views.get(key)
+        if hit is not None and hit[0] is p:
+            return hit[1]
+        view = convert.practitioner_to_pb(p, self.md.catalog, include_pid=key[1])
+        if len(self._views) >= self._max_views:
+            self._views.clear()
+        self._views[key] = (p, view)
+        return view
 
     # --- practitioners --------------------------------------------------------------------
     def GetPractitioner(self, request: pb.GetPractitionerRequest, context: Any) -> pb.Practitioner:

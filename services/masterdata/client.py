@@ -1,0 +1,158 @@
+"""Client for the services that lean on master data (trust, privacy, results, documents).
+
+    from services.masterdata.client import MasterDataClient
+    masterdata = MasterDataClient()  # channel from SAMHANDLING_MASTERDATA_ADDR
+    answer = masterdata.check_approval("1000001", "LE", metadata=principal.forwarding_metadata())
+    masterdata.start_watch(lambda: my_service_token_metadata())  # optional: push invalidation
+
+Answers for "now" are cached per (HPR number, category) for `ttl_seconds`; with a watch
+running, a change event for the practitioner drops the entry at once (the master data
+service streams its outbox), so a suspension takes effect within moments even with a long
+TTL. ValidateCodes answers are cached for good (code systems change with releases only).
+"""
+
+from __future__ import annotations
+
+import collections
+import datetime as dt
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+import grpc
+from google.protobuf import timestamp_pb2
+from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("samhandling.masterdata.client")
+Metadata = Sequence[tuple[str, str]]
+
+
+class MasterDataClient:
+    def __init__(
+        self,
+        channel: grpc.Channel | None = None,
+        ttl_seconds: float = 30.0,
+        max_entries: int = 20_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if channel is None:
+            from services.common.clients import service_channel
+
+            channel = service_channel("masterdata")
+        self.stub = pb_grpc.MasterDataServiceStub(channel)
+        self.ttl = ttl_seconds
+        self._max = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._approvals: collections.OrderedDict[
+            tuple[str, str], tuple[float, pb.CheckPractitionerApprovalResponse]
+        ] = collections.OrderedDict()
+        self._codes: dict[tuple[str, str], pb.CodeValidation] = {}
+        self._stop = threading.Event()
+        self._watch: threading.Thread | None = None
+        self.position = 0  # last change event seen by the watch
+
+    # --- approvals ------------------------------------------------------------------------
+    def check_approval(
+        self,
+        hpr_number: str,
+        category: str = "",
+        at: dt.datetime | None = None,
+        metadata: Metadata = (),
+        timeout: float | None = None,
+    ) -> pb.CheckPractitionerApprovalResponse:
+        """Does the practitioner hold a valid approval of `category` ('' = any) at `at`
+        (default now), and where does he or she work? Cached when `at` is None."""
+        request = pb.CheckPractitionerApprovalRequest(hpr_number=hpr_number, category=category)
+        if at is not None:
+            stamp = timestamp_pb2.Timestamp()
+            stamp.FromDatetime(at)
+            request.time.CopyFrom(stamp)
+            return self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        key = (hpr_number, category)
+        now = self._clock()
+        with self._lock:
+            hit = self._approvals.get(key)
+            if hit is not None and hit[0] > now:
+                self._approvals.move_to_end(key)
+                return hit[1]
+        answer = self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        with self._lock:
+            if answer.position >= self.position:  # not older than what the watch has seen
+                self._approvals[key] = (now + self.ttl, answer)
+                if len(self._approvals) > self._max:
+                    self._approvals.popitem(last=False)
+        return answer
+
+    def invalidate(self, hpr_number: str | None = None) -> None:
+        with self._lock:
+            if hpr_number is None:
+                self._approvals.clear()
+            else:
+                for key in [k for k in self._approvals if k[0] == hpr_number]:
+                    del self._approvals[key]
+
+    # --- codes ----------------------------------------------------------------------------
+    def validate_codes(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        metadata: Metadata = (),
+        timeout: float | None = None,
+    ) -> list[pb.CodeValidation]:
+        """One CodeValidation per (system, code), in order; asks only about unseen pairs."""
+        missing = [p for p in dict.fromkeys(pairs) if p not in self._codes]
+        if missing:
+            reply = self.stub.ValidateCodes(
+                pb.ValidateCodesRequest(codes=[pb.CodeRef(system=s, code=c) for s, c in missing]),
+                metadata=metadata,
+                timeout=timeout,
+            )
+            for pair, result in zip(missing, reply.results, strict=True):
+                self._codes[pair] = result
+        return [self._codes[p] for p in pairs]
+
+    # --- push invalidation ------------------------------------------------------------------
+    def start_watch(self, metadata: Callable[[], Metadata], retry_seconds: float = 2.0) -> None:
+        """Follow the change stream in a daemon thread (from now on), dropping cache entries
+        of changed practitioners; reconnects and resumes after the last position."""
+
+        def run() -> None:
+            first = True
+            while not self._stop.is_set():
+                try:
+                    request = pb.WatchChangesRequest(
+                        from_now=first,
+                        after_position=self.position,
+                        resource_types=[pb.RESOURCE_TYPE_PRACTITIONER],
+                    )
+                    stream = self.stub.WatchChanges(request, metadata=metadata())
+                    self._stream = stream
+                    for batch in stream:
+                        if first:
+                            self.position = max(self.position, batch.head_position)
+                            self.invalidate()  # anything cached before the watch is suspect
+                            first = False
+                        for event in batch.events:
+                            self.invalidate(event.resource_key)
+                            self.position = event.position
+                        if self._stop.is_set():
+                            return
+                except grpc.RpcError as error:
+                    if self._stop.is_set():
+                        return
+                    log.warning("master data watch interrupted: %s", error.code())
+                    self.invalidate()  # events may have been missed while away
+                self._stop.wait(retry_seconds)
+
+        self._watch = threading.Thread(target=run, name="masterdata-watch", daemon=True)
+        self._watch.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        stream = getattr(self, "_stream", None)
+        if stream is not None:
+            stream.cancel()
+        if self._watch is not None:
+            self._watch.join(5)

@@ -1,0 +1,58 @@
+"""services.masterdata.client: cached approval checks invalidated by the change stream."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import grpc
+from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
+
+from services.masterdata.client import MasterDataClient
+from tests.integration.masterdata.conftest import MasterDataUnderTest
+
+
+def wait_until(condition: Callable[[], bool], limit: float = 15.0) -> None:
+    """Block until `condition` holds; the limit only guards against a hang."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert time.monotonic() < deadline, "condition never became true"
+        time.sleep(0.01)
+
+
+def test_cached_check_follows_a_suspension_through_the_watch(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    channel = grpc.insecure_channel(masterdata.server.address)
+    client = MasterDataClient(channel, ttl_seconds=3600)
+    md = masterdata.md(audience="privacy")
+    gp = masterdata.persona("gp")["hpr_number"]
+    try:
+        client.start_watch(lambda: md)
+        head = masterdata.setup.feed.head
+        wait_until(lambda: client.position >= head)
+        first = client.check_approval(gp, "LE", metadata=md)
+        assert first.valid
+        assert client.check_approval(gp, "LE", metadata=md) is first  # from the cache
+        masterdata.stub.SuspendApproval(
+            pb.SuspendApprovalRequest(hpr_number=gp, category="LE"), metadata=masterdata.admin
+        )
+        wait_until(lambda: client.position >= head + 1)
+        after = client.check_approval(gp, "LE", metadata=md)
+        assert not after.valid and after.reason == pb.APPROVAL_CHECK_REASON_SUSPENDED
+    finally:
+        client.close()
+        channel.close()
+
+
+def test_code_validation_is_cached_per_pair(masterdata: MasterDataUnderTest) -> None:
+    channel = grpc.insecure_channel(masterdata.server.address)
+    client = MasterDataClient(channel)
+    md = masterdata.md(audience="documents")
+    try:
+        first = client.validate_codes([("9603", "N"), ("9602", "nope")], metadata=md)
+        assert [r.valid for r in first] == [True, False]
+        again = client.validate_codes([("9602", "nope"), ("9603", "N")], metadata=())
+        assert [r.valid for r in again] == [False, True]  # no call made: no token needed
+    finally:
+        channel.close()

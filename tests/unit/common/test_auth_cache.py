@@ -1,0 +1,71 @@
+"""CachingAuthenticator: a verified bearer token is reused until it expires."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.common.auth import CallInfo, Principal
+from services.common.auth_cache import CachingAuthenticator
+from services.common.errors import Unauthenticated
+
+
+class Counting:
+    def __init__(self, exp: float | None = 1000.0) -> None:
+        self.calls = 0
+        self.exp = exp
+
+    def authenticate(self, call: CallInfo) -> Principal:
+        self.calls += 1
+        if "bad" in call.metadata.get("authorization", ""):
+            raise Unauthenticated("bad token", reason="INVALID_TOKEN")
+        claims = {} if self.exp is None else {"exp": self.exp}
+        return Principal(subject="s", client_id="c", claims=claims)
+
+
+def call(token: str, method: str = "/s/M", **extra: str) -> CallInfo:
+    return CallInfo(method, {"authorization": f"Bearer {token}", **extra})
+
+
+def test_same_token_and_method_is_verified_once() -> None:
+    inner = Counting()
+    cache = CachingAuthenticator(inner, clock=lambda: 100.0)
+    first = cache.authenticate(call("t1"))
+    assert cache.authenticate(call("t1")) is first
+    assert inner.calls == 1
+    cache.authenticate(call("t1", "/s/Other"))  # internal methods accept other audiences
+    cache.authenticate(call("t2"))
+    assert inner.calls == 3
+
+
+def test_expired_tokens_and_tokens_without_exp_are_checked_again() -> None:
+    now = [100.0]
+    inner = Counting(exp=150.0)
+    cache = CachingAuthenticator(inner, clock=lambda: now[0])
+    cache.authenticate(call("t"))
+    now[0] = 151.0
+    cache.authenticate(call("t"))
+    assert inner.calls == 2
+    no_exp = Counting(exp=None)
+    cache = CachingAuthenticator(no_exp, clock=lambda: 100.0)
+    cache.authenticate(call("t"))
+    cache.authenticate(call("t"))
+    assert no_exp.calls == 2
+
+
+def test_dpop_and_failures_are_never_cached() -> None:
+    inner = Counting()
+    cache = CachingAuthenticator(inner, clock=lambda: 100.0)
+    for _ in range(2):
+        cache.authenticate(CallInfo("/s/M", {"authorization": "DPoP t", "dpop": "proof"}))
+        cache.authenticate(call("t", dpop="proof"))
+        with pytest.raises(Unauthenticated):
+            cache.authenticate(call("bad"))
+    assert inner.calls == 6
+
+
+def test_bounded() -> None:
+    inner = Counting()
+    cache = CachingAuthenticator(inner, max_entries=2, clock=lambda: 100.0)
+    for token in ("a", "b", "c", "a"):
+        cache.authenticate(call(token))
+    assert inner.calls == 4  # "a" was evicted by "c"
