@@ -1,6 +1,8 @@
 """Token grants per second: client_credentials + private_key_jwt + DPoP through the edge.
 
-    python -m bench.trust_tokens [--seconds 10] [--concurrency 4] [--no-dpop]
+    python -m bench.trust_tokens [--seconds 10] [--concurrency 4] [--dpop-only]
+
+Also `make bench` (bench/run.py calls `run(quick)`): with and without DPoP.
 
 Starts the mesh (deploy.local.mesh.Mesh: every service present, the real Envoy edge) in a
 temporary var directory, takes the seeded `lab-system` demo client, and has N client threads
@@ -75,52 +77,69 @@ def worker(
             errors.append(reply.text[:200])
 
 
-def run(seconds: float, concurrency: int, use_dpop: bool) -> None:
+def measure(
+    url: str, client: dict[str, Any], seconds: float, concurrency: int, use_dpop: bool
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    errors: list[str] = []
+    stop = threading.Event()
+    warm = threading.Event()
+    warm.set()
+    worker(url, client, use_dpop, warm, [], [])  # one call: connections, caches
+    threads = [
+        threading.Thread(target=worker, args=(url, client, use_dpop, stop, latencies, errors))
+        for _ in range(concurrency)
+    ]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    stop.wait(seconds)
+    stop.set()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - started
+    ordered = sorted(latencies) or [float("nan")]
+    return {
+        "grant": "client_credentials + private_key_jwt" + (" + DPoP" if use_dpop else ""),
+        "concurrency": concurrency,
+        "grants_per_s": round(len(latencies) / elapsed, 1),
+        "p50_ms": round(statistics.median(ordered) * 1000, 1),
+        "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else "",
+    }
+
+
+def run(
+    quick: bool = False, seconds: float | None = None, concurrency: int = 4, dpop_only: bool = False
+) -> list[dict[str, Any]]:
+    seconds = seconds if seconds is not None else (3.0 if quick else 10.0)
     with (
         tempfile.TemporaryDirectory() as tmp,
         Mesh(var_dir=Path(tmp), edge_port=free_port()) as mesh,
     ):
         client = json.loads((Path(tmp) / "demo" / "clients" / "lab-system.json").read_text())
         url = f"{mesh.edge_url}/connect/token"
-        latencies: list[float] = []
-        errors: list[str] = []
-        stop = threading.Event()
-        # Warm-up: connections, JWKS, key cache.
-        warm = threading.Event()
-        warm.set()
-        worker(url, client, use_dpop, warm, [], [])
-        threads = [
-            threading.Thread(target=worker, args=(url, client, use_dpop, stop, latencies, errors))
-            for _ in range(concurrency)
-        ]
-        started = time.perf_counter()
-        for t in threads:
-            t.start()
-        stop.wait(seconds)
-        stop.set()
-        for t in threads:
-            t.join()
-        elapsed = time.perf_counter() - started
-    kind = "client_credentials + private_key_jwt" + (" + DPoP" if use_dpop else "")
-    print(f"trust token grants through the edge ({kind}), concurrency {concurrency}")
-    if latencies:
-        ordered = sorted(latencies)
-        p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
-        print(f"  grants/s: {len(latencies) / elapsed:.1f}  ({len(latencies)} in {elapsed:.1f}s)")
-        print(
-            f"  latency ms: p50 {statistics.median(ordered) * 1000:.1f}"
-            f"  p99 {p99 * 1000:.1f}  max {ordered[-1] * 1000:.1f}"
-        )
-    print(f"  errors: {len(errors)}" + (f" (first: {errors[0]})" if errors else ""))
+        modes = (True,) if dpop_only else (True, False)
+        return [measure(url, client, seconds, concurrency, use_dpop) for use_dpop in modes]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=4)
-    parser.add_argument("--no-dpop", action="store_true")
+    parser.add_argument("--dpop-only", action="store_true")
     args = parser.parse_args()
-    run(args.seconds, args.concurrency, not args.no_dpop)
+    for row in run(seconds=args.seconds, concurrency=args.concurrency, dpop_only=args.dpop_only):
+        print(
+            f"trust token grants through the edge ({row['grant']}), "
+            f"concurrency {row['concurrency']}"
+        )
+        print(
+            f"  grants/s: {row['grants_per_s']}  "
+            f"latency ms: p50 {row['p50_ms']}  p99 {row['p99_ms']}"
+        )
+        print(f"  errors: {row['errors']} {row['first_error']}")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ the access token; `iat` is within the window; the `jti` was not seen before (per
 see `ReplayCache`); and `htm`/`htu` name the request:
 
 - REST calls through the edge: Envoy's JSON transcoder rewrites the request into a gRPC
-  POST and keeps the original in the headers `x-envoy-original-method` (absent means the
-  method was POST) and `x-envoy-original-path` (the query string is dropped, RFC 9449
-  §4.3). The scheme and host are *not* taken from request headers (a client could set
-  them); they come from the configured public URL of the edge (`SAMHANDLING_PUBLIC_URL`,
-  else the issuer / `SAMHANDLING_EDGE_URL`), so `htu` must be `<public url><path>`.
+  POST and keeps the original in the headers `x-envoy-original-method` (else
+  `x-forwarded-method`, else POST) and `x-envoy-original-path` (the query string is
+  dropped, RFC 9449 §4.3). `htu` must be `<origin><path>` where the origin is the
+  configured public URL of the edge (`SAMHANDLING_PUBLIC_URL`, else the issuer /
+  `SAMHANDLING_EDGE_URL`) or, when the edge forwarded it, `x-forwarded-proto` +
+  `x-forwarded-host` (the edge overwrites these from the request it received).
 - gRPC callers (no `x-envoy-original-path`): `htm` is `POST` and `htu` is
   `<public url>/<package.Service>/<Method>`, the gRPC path.
 """
@@ -32,7 +33,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
@@ -159,7 +160,7 @@ def verify_proof(
     proof: str,
     *,
     method: str,
-    url: str,
+    url: str | Sequence[str],
     replay: ReplayCache,
     access_token: str | None = None,
     nonce_valid: Callable[[str | None], bool] | None = None,
@@ -203,7 +204,8 @@ def verify_proof(
     if claims.get("htm") != method.upper():
         raise DpopError("DPoP proof htm does not match the request method")
     htu = claims.get("htu")
-    if not isinstance(htu, str) or normalise_url(htu) != normalise_url(url):
+    targets = {normalise_url(u) for u in ([url] if isinstance(url, str) else url)}
+    if not isinstance(htu, str) or normalise_url(htu) not in targets:
         raise DpopError("DPoP proof htu does not match the request URL")
     if access_token is not None and not hmac.compare_digest(
         str(claims.get("ath", "")), access_token_hash(access_token)
@@ -226,16 +228,29 @@ def public_url() -> str:
     return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
-def request_target(call: CallInfo, base_url: str) -> tuple[str, str]:
-    """(htm, htu) of the call: the original REST request, or the gRPC method."""
+def request_target(call: CallInfo, base_url: str) -> tuple[str, list[str]]:
+    """(htm, acceptable htu values) of the call: the original REST request, or the gRPC method.
+
+    The public origin comes from configuration; when the edge also forwarded the host the
+    client used (`x-forwarded-host`, set by the edge from `:authority`, with
+    `x-forwarded-proto`), that origin is accepted too.
+    """
     parts = urlsplit(base_url)
-    origin = urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    origins = [urlunsplit((parts.scheme, parts.netloc, "", "", ""))]
+    host = call.metadata.get("x-forwarded-host")
+    if host:
+        proto = call.metadata.get("x-forwarded-proto") or parts.scheme or "https"
+        origins.append(f"{proto}://{host}")
     original = call.metadata.get("x-envoy-original-path")
     if original:
-        method = call.metadata.get("x-envoy-original-method") or "POST"
+        method = (
+            call.metadata.get("x-envoy-original-method")
+            or call.metadata.get("x-forwarded-method")
+            or "POST"
+        )
         path = original.split("?", 1)[0]
-        return method.upper(), origin + path
-    return "POST", origin + call.method
+        return method.upper(), [origin + path for origin in origins]
+    return "POST", [origin + call.method for origin in origins]
 
 
 class DpopProofChecker:
@@ -257,12 +272,12 @@ class DpopProofChecker:
         proof = call.metadata.get("dpop")
         if not proof:
             raise Unauthenticated("DPoP proof missing", reason="INVALID_DPOP_PROOF")
-        method, url = request_target(call, self._base_url or public_url())
+        method, urls = request_target(call, self._base_url or public_url())
         try:
             checked = verify_proof(
                 proof,
                 method=method,
-                url=url,
+                url=urls,
                 replay=self._replay,
                 access_token=token,
                 nonce_valid=self._nonces.valid if self._nonces else None,

@@ -77,30 +77,3 @@ class GrpcMasterData:
                 return None
             raise Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE") from exc
         return str(org.parent_org_number)
-
-
-class StaticMasterData:
-    """An in-memory stand-in (unit tests, and the trust service alone without master data)."""
-
-    def __init__(
-        self,
-        approvals: dict[tuple[str, str], str] | None = None,
-        parents: dict[str, str] | None = None,
-    ) -> None:
-        self.approvals = approvals or {}  # (hpr, category) -> reason
-        self.parents = parents or {}
-
-    def check_approval(self, hpr_number: str, category: str) -> ApprovalCheck:
-        if not category:  # any category
-            reasons = [r for (h, _), r in self.approvals.items() if h == hpr_number]
-            if not reasons:
-                return ApprovalCheck(False, "UNKNOWN_PRACTITIONER")
-            return ApprovalCheck("VALID" in reasons, "VALID" if "VALID" in reasons else reasons[0])
-        reason = self.approvals.get((hpr_number, category))
-        if reason is None:
-            known = any(h == hpr_number for h, _ in self.approvals)
-            return ApprovalCheck(False, "NO_APPROVAL" if known else "UNKNOWN_PRACTITIONER")
-        return ApprovalCheck(reason == "VALID", reason)
-
-    def organization_parent(self, org_number: str) -> str | None:
-        return self.parents.get(org_number)

@@ -173,9 +173,19 @@ class TrustRepository:
             conn.execute(keys.insert().values(**new_key))
         return True
 
-    def add_key(self, key: dict[str, Any]) -> None:
+    def add_first_keys(self, rows: list[dict[str, Any]]) -> bool:
+        """Inserts the first keys unless a current key exists; replicas starting together
+        on PostgreSQL serialise on a table lock, so only one set is created."""
+        keys = orm.signing_keys
         with self.engine.begin() as conn:
-            conn.execute(orm.signing_keys.insert().values(**key))
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text(f"LOCK TABLE {keys.name} IN SHARE ROW EXCLUSIVE MODE"))
+            found = conn.execute(sa.select(keys.c.kid).where(keys.c.state == "current")).first()
+            if found is not None:
+                return False
+            for row in rows:
+                conn.execute(keys.insert().values(**row))
+        return True
 
     # --- PAR, codes -----------------------------------------------------------------------
     def add_par(self, request_uri: str, client_id: str, params: dict[str, Any], exp: float) -> None:

@@ -112,8 +112,9 @@ class KeyManager:
         if self._repo.signing_keys(("current",)):
             return
         now = self._clock()
-        self._repo.add_key(self._new_key_row("current", now))
-        self._repo.add_key(self._new_key_row("next", now))
+        self._repo.add_first_keys(
+            [self._new_key_row("current", now), self._new_key_row("next", now)]
+        )
         self.invalidate()
 
     # --- rotation ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import html
 import json
+import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -21,6 +22,7 @@ import jwt
 from services.common import auth
 from services.common.dpop import DpopError, NonceSource, b64url, verify_proof
 from services.common.identifiers import hpr_number_problem, pid_problem
+from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
 from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import (
@@ -159,7 +161,11 @@ class TrustService:
             "authorization_response_iss_parameter_supported": True,
             "access_token_signing_alg_values_supported": list(ACCESS_TOKEN_ALGORITHMS),
             "subject_types_supported": ["pairwise"],
-            "scopes_supported": sorted(OIDC_SCOPES),
+            "id_token_signing_alg_values_supported": [ALG],
+            "scopes_supported": sorted(
+                OIDC_SCOPES
+                | {v for k, v in vars(Scopes).items() if k.isupper() and isinstance(v, str)}
+            ),
             "claims_supported": [
                 "sub",
                 auth.CLAIM_PID,
@@ -310,21 +316,37 @@ class TrustService:
             return self._refresh(client, params, details, jkt)
         return self._exchange(client, params, details, jkt)
 
-    def _scopes_and_audience(
-        self, client: Client, scope: str | None, resource: str | None
-    ) -> tuple[list[str], str]:
-        scopes = [s for s in client.granted_scopes(scope) if s not in OIDC_SCOPES]
+    @staticmethod
+    def _audience(
+        client: Client, scopes: list[str], resource: str | None, default: str | None = None
+    ) -> str:
+        """RFC 8707: `resource`, else the default (a login's), else the one API all the
+        scopes belong to, else the client's only audience (`invalid_target` otherwise)."""
         if resource:
-            audience = client.audience(resource)
-        else:
-            apis = {scope_audience(s) for s in scopes} - {None}
-            if len(apis) == 1 and next(iter(apis)) in client.audiences:
-                audience = str(next(iter(apis)))
-            else:
-                audience = client.audience(None)
-        if not scope:
-            scopes = [s for s in scopes if scope_audience(s) in (audience, None)]
-        return scopes, audience
+            return client.audience(resource)
+        if default:
+            return default
+        apis = {scope_audience(s) for s in scopes} - {None}
+        if len(apis) == 1 and next(iter(apis)) in client.audiences:
+            return str(next(iter(apis)))
+        return client.audience(None)
+
+    @staticmethod
+    def _narrow(scopes: list[str], audience: str, requested: bool) -> list[str]:
+        """The scopes that belong to the token's audience (one API per token)."""
+        narrowed = [s for s in scopes if scope_audience(s) in (audience, None)]
+        if requested and scopes and not narrowed:
+            raise OAuthError("invalid_scope", "none of the requested scopes is for the resource")
+        return narrowed
+
+    def _login_audience(self, client: Client, scopes: list[str], resource: str | None) -> str:
+        """At PAR the audience may stay open (several APIs) until the token request."""
+        try:
+            return self._audience(client, scopes, resource)
+        except OAuthError:
+            if resource:
+                raise
+            return ""
 
     def _client_credentials(
         self,
@@ -337,9 +359,9 @@ class TrustService:
             raise invalid_request(
                 "authorization_details need a user login (authorization_code grant)"
             )
-        scopes, audience = self._scopes_and_audience(
-            client, params.get("scope"), params.get("resource")
-        )
+        granted = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
+        audience = self._audience(client, granted, params.get("resource"))
+        scopes = self._narrow(granted, audience, bool(params.get("scope")))
         claims = self._access_claims(client, audience, scopes, None, (), jkt)
         return self._token_response(claims, jkt)
 
@@ -364,7 +386,9 @@ class TrustService:
             raise OAuthError("invalid_grant", "authorization code already used")
         if expires_at < self.clock():
             raise OAuthError("invalid_grant", "authorization code expired")
-        challenge = b64url(hashlib.sha256(verifier.encode("ascii", "replace")).digest())
+        if not re.fullmatch(r"[A-Za-z0-9._~-]{43,128}", verifier):
+            raise OAuthError("invalid_grant", "code_verifier must be 43-128 unreserved characters")
+        challenge = b64url(hashlib.sha256(verifier.encode("ascii")).digest())
         if not hmac.compare_digest(challenge, data["code_challenge"]):
             raise OAuthError("invalid_grant", "PKCE verification failed")
         if params.get("redirect_uri", data["redirect_uri"]) != data["redirect_uri"]:
@@ -379,25 +403,49 @@ class TrustService:
             attestation = trust_framework_attestation(details)
             if attestation is not None:
                 verified = [self._verify_attestation(client, attestation, subject.get("hpr"))]
-        scopes = data["scopes"]
-        audience = data["audience"]
-        if params.get("resource"):
-            audience = client.audience(params["resource"])
+        audience = self._audience(client, data["scopes"], params.get("resource"), data["audience"])
+        scopes = self._narrow(data["scopes"], audience, False)
         claims = self._access_claims(client, audience, scopes, subject, verified, jkt)
         refresh = None
         if client.allows_grant(GRANT_REFRESH_TOKEN):
             refresh = self._new_refresh(
                 client,
-                secrets.token_urlsafe(16),
+                data.get("family_id") or secrets.token_urlsafe(16),
                 {
                     "subject": subject,
-                    "scopes": scopes,
+                    "scopes": data["scopes"],  # the whole grant; each token gets its API's
                     "audience": audience,
                     "authorization_details": verified,
                     "family_exp": self.clock() + self.settings.refresh_token_ttl,
                 },
             )
-        return self._token_response(claims, jkt, refresh)
+        response = self._token_response(claims, jkt, refresh)
+        if data.get("openid"):
+            response["id_token"] = self._id_token(client, subject, data.get("nonce", ""))
+        return response
+
+    def _id_token(self, client: Client, subject: Mapping[str, Any], nonce: str) -> str:
+        """OpenID Connect ID token for the client (audience = client_id)."""
+        now = int(self.clock())
+        claims: dict[str, Any] = {
+            "iss": self.settings.issuer,
+            "sub": subject["sub"],
+            "aud": client.client_id,
+            "iat": now,
+            "exp": now + self.settings.access_token_ttl,
+            "auth_time": subject.get("auth_time", now),
+            "jti": secrets.token_urlsafe(16),
+            auth.CLAIM_SECURITY_LEVEL: str(subject.get("security_level", "4")),
+            auth.CLAIM_ASSURANCE_LEVEL: subject.get("assurance_level", "high"),
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        if subject.get("pid"):
+            claims[auth.CLAIM_PID] = subject["pid"]
+            claims[auth.CLAIM_PID_PSEUDONYM] = self.pseudonym(subject["pid"])
+        if subject.get("hpr"):
+            claims[auth.CLAIM_HPR_NUMBER] = subject["hpr"]
+        return self.keys.sign(claims, typ="JWT")
 
     def _new_refresh(self, client: Client, family_id: str, data: dict[str, Any]) -> str:
         token = secrets.token_urlsafe(32)
@@ -433,9 +481,8 @@ class TrustService:
             if any(s not in scopes for s in wanted):
                 raise OAuthError("invalid_scope", "scope wider than the original grant")
             scopes = wanted
-        audience = (
-            client.audience(params["resource"]) if params.get("resource") else data["audience"]
-        )
+        audience = self._audience(client, scopes, params.get("resource"), data["audience"])
+        scopes = self._narrow(scopes, audience, bool(params.get("scope")))
         claims = self._access_claims(
             client, audience, scopes, data["subject"], data["authorization_details"], jkt
         )
@@ -621,9 +668,8 @@ class TrustService:
                 "authorization_details in both the PAR request and the client assertion"
             )
         trust_framework_attestation(details)  # shape check now, master data at login
-        scopes, audience = self._scopes_and_audience(
-            client, params.get("scope"), params.get("resource")
-        )
+        scopes = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
+        audience = self._login_audience(client, scopes, params.get("resource"))
         stored = {
             "redirect_uri": redirect_uri,
             "code_challenge": challenge,
@@ -631,6 +677,8 @@ class TrustService:
             "audience": audience,
             "state": params.get("state", ""),
             "authorization_details": details,
+            "openid": "openid" in (params.get("scope") or "").split(),
+            "nonce": params.get("nonce", ""),
         }
         request_uri = REQUEST_URI_PREFIX + secrets.token_urlsafe(32)
         self.repo.add_par(
@@ -729,6 +777,9 @@ class TrustService:
                 "subject": subject,
                 "authorization_details": verified,
                 "par_had_details": bool(data.get("authorization_details")),
+                "openid": bool(data.get("openid")),
+                "nonce": data.get("nonce", ""),
+                "family_id": secrets.token_urlsafe(16),  # its refresh tokens, if any
             },
             self.clock() + self.settings.code_ttl,
         )

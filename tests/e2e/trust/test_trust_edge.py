@@ -19,6 +19,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from deploy.local.mesh import Mesh, free_port
 from services.common import auth
 from services.common.dpop import jwk_thumbprint
+from services.trust.demo_client import DemoClient, OAuthFailure
 from services.trust.domain.model import ASSERTION_TYPE
 from tests.integration.trust.helpers import (
     ClientKey,
@@ -280,3 +281,34 @@ def test_trust_framework_against_the_real_master_data(mesh: Mesh) -> None:
     foreign = demo(mesh, "hospital-ehr")["orgnr_parent"] or "974589095"
     elsewhere = _practitioner_login(mesh, by_role["gp"], foreign)
     assert elsewhere["error"] == "access_denied"
+
+
+def test_demo_client_helper(mesh: Mesh) -> None:
+    """services/trust/demo_client.py, the helper other services' e2e tests can use."""
+    folder = Path(mesh.var_dir) / "demo"
+    lab = DemoClient.load(folder, "lab-system", mesh.edge_url)
+    token = lab.client_credentials(resource="samhandling:results", dpop=True)
+    assert token.token_type == "DPoP" and "DPoP" in token.headers("GET", mesh.edge_url + "/x")
+    portal = DemoClient.load(folder, "citizen-portal", mesh.edge_url)
+    citizen = portal.login(pid=PID, resource="samhandling:privacy")
+    assert citizen.claims()[auth.CLAIM_PID] == PID and citizen.id_token
+    assert portal.refresh(citizen).claims()["aud"] == "samhandling:privacy"
+    with pytest.raises(OAuthFailure) as caught:
+        lab.client_credentials(scope="samhandling:trust/admin")
+    assert caught.value.status == 400 and caught.value.error == "invalid_scope"
+    if "masterdata" not in mesh.services:
+        return
+    people = json.loads((folder / "people.json").read_text())
+    gp = next(p for p in people if p["role"] == "gp")
+    ehr = DemoClient.load(folder, "gp-ehr", mesh.edge_url)
+    doctor = ehr.login(
+        hpr_number=gp["hpr_number"],
+        attestation=ehr.attestation("LE"),
+        resource="samhandling:results",
+    )
+    assert doctor.claims()["scope"] == "samhandling:results/read"
+    assert doctor.claims()[auth.CLAIM_HPR_NUMBER] == gp["hpr_number"]
+    onward = ehr.exchange(doctor, resource="samhandling:privacy")
+    claims = onward.claims()
+    assert claims["aud"] == "samhandling:privacy" and claims["act"] == {"sub": "gp-ehr"}
+    assert claims["authorization_details"] == doctor.claims()["authorization_details"]

@@ -1,7 +1,10 @@
-"""The trust service in-process on SQLite and PostgreSQL, with a small master data stand-in."""
+"""The trust service in-process on SQLite and PostgreSQL, with the real master data service
+in-process beside it (one per database backend and test session, seeded once)."""
 
 from __future__ import annotations
 
+import datetime as dt
+import random
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -11,24 +14,143 @@ from typing import Any
 import grpc
 import pytest
 import requests
+from google.protobuf import timestamp_pb2
+from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
 from sqlalchemy.engine import Engine
 
+from services.common.auth import JwksCache, JwtAuthenticator
+from services.common.db import make_engine
+from services.common.identifiers import synthetic_org_number
 from services.common.server import MeshServer, ServerSettings, create_server
-from services.common.tokens import Scopes
-from services.trust.adapters.masterdata import StaticMasterData
+from services.common.tokens import MESH_AUDIENCES, Scopes, audience_for
+from services.masterdata.bootstrap import build as build_masterdata
+from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.trust.domain.model import GRANT_TYPES, Client
 from services.trust.main import TrustApp, build
 from services.trust.service_layer.oauth import TrustSettings
+from tests.conftest import new_database
 from tests.integration.trust.helpers import ISSUER, ClientKey, http_session
+from tests.support.tokens import TokenMint
 
-LAB_ORG = "910000001"
-GP_ORG = "910000002"
-HOSPITAL = "910000003"
-HOSPITAL_UNIT = "910000004"
-FOREIGN_ORG = "910000009"
+_orgs = random.Random(20261127)
+LAB_ORG, GP_ORG, HOSPITAL, HOSPITAL_UNIT, FOREIGN_ORG = (
+    synthetic_org_number(_orgs) for _ in range(5)
+)
 DOCTOR = "1234567"
 SUSPENDED_DOCTOR = "7654321"
 NURSE = "2345678"
+LATE_SUSPENDED_DOCTOR = "3456789"  # suspended by one test, mid-flow
+
+
+def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
+    ts = timestamp_pb2.Timestamp()
+    ts.FromDatetime(value)
+    return ts
+
+
+@dataclass
+class MasterData:
+    server: MeshServer
+    stub: md_grpc.MasterDataServiceStub
+    mint: TokenMint
+    trust_jwks: dict[str, Callable[[], dict[str, Any]]]
+
+    def admin(self) -> list[tuple[str, str]]:
+        token = self.mint.token("masterdata", [Scopes.MASTERDATA_ADMIN], client_id="admin-console")
+        return self.mint.metadata(token)
+
+
+def _seed(data: MasterData) -> None:
+    admin = data.admin()
+    for org, kind, parent in (
+        (LAB_ORG, md.ORGANIZATION_KIND_LABORATORY, ""),
+        (GP_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, ""),
+        (HOSPITAL, md.ORGANIZATION_KIND_HOSPITAL, ""),
+        (HOSPITAL_UNIT, md.ORGANIZATION_KIND_HOSPITAL_DEPARTMENT, HOSPITAL),
+        (FOREIGN_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, ""),
+    ):
+        data.stub.CreateOrganization(
+            md.CreateOrganizationRequest(
+                organization=md.Organization(
+                    org_number=org, name=f"Org {org}", kind=kind, parent_org_number=parent
+                )
+            ),
+            metadata=admin,
+            timeout=5,
+        )
+    for hpr, category in (
+        (DOCTOR, "LE"),
+        (SUSPENDED_DOCTOR, "LE"),
+        (NURSE, "SP"),
+        (LATE_SUSPENDED_DOCTOR, "LE"),
+    ):
+        data.stub.CreatePractitioner(
+            md.CreatePractitionerRequest(
+                practitioner=md.Practitioner(
+                    hpr_number=hpr,
+                    given_name="Test",
+                    family_name=f"Person {hpr}",
+                    approvals=[
+                        md.Approval(
+                            category=category,
+                            authorization_type="1",
+                            valid_from=_ts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)),
+                            status=md.APPROVAL_STATUS_ACTIVE,
+                        )
+                    ],
+                )
+            ),
+            metadata=admin,
+            timeout=5,
+        )
+    data.stub.SuspendApproval(
+        md.SuspendApprovalRequest(hpr_number=SUSPENDED_DOCTOR, category="LE", reason="test"),
+        metadata=admin,
+        timeout=5,
+    )
+
+
+@pytest.fixture(scope="session")
+def _masterdata_servers() -> Iterator[dict[str, MasterData]]:
+    servers: dict[str, MasterData] = {}
+    yield servers
+    for data in servers.values():
+        data.server.stop(0)
+
+
+@pytest.fixture
+def masterdata(
+    db_backend: str, tmp_path_factory: pytest.TempPathFactory, _masterdata_servers: Any
+) -> MasterData:
+    """The real master data service; it trusts the test mint and the current trust service."""
+    if db_backend not in _masterdata_servers:
+        url, schema = new_database(db_backend, tmp_path_factory.mktemp("md"), "masterdata")
+        mint = TokenMint()
+        source: dict[str, Callable[[], dict[str, Any]]] = {"jwks": lambda: {"keys": []}}
+        authenticator = JwtAuthenticator(
+            JwksCache(
+                lambda: {"keys": mint.jwks["keys"] + source["jwks"]()["keys"]},
+                min_refresh_interval=0.0,
+            ),
+            issuer=ISSUER,
+            audience=audience_for("masterdata"),
+            internal_methods=INTERNAL_METHODS,
+            internal_audiences=MESH_AUDIENCES,
+        )
+        setup = build_masterdata(make_engine(url, schema))
+        server = create_server(
+            setup.spec(authenticator), settings=ServerSettings(grace_seconds=1)
+        ).start()
+        data = MasterData(
+            server,
+            md_grpc.MasterDataServiceStub(grpc.insecure_channel(server.address)),
+            mint,
+            source,
+        )
+        _seed(data)
+        _masterdata_servers[db_backend] = data
+    return _masterdata_servers[db_backend]
 
 
 class Clock:
@@ -44,7 +166,7 @@ class Trust:
     app: TrustApp
     server: MeshServer
     clock: Clock
-    masterdata: StaticMasterData
+    masterdata: MasterData
     engine: Engine
     kek: bytes
     http: requests.Session = field(init=False)
@@ -95,20 +217,11 @@ class Trust:
         return dict(self.http.get(ISSUER + "/.well-known/jwks.json").json())
 
 
-def master_data() -> StaticMasterData:
-    return StaticMasterData(
-        approvals={
-            (DOCTOR, "LE"): "VALID",
-            (NURSE, "SP"): "VALID",
-            (SUSPENDED_DOCTOR, "LE"): "SUSPENDED",
-        },
-        parents={HOSPITAL_UNIT: HOSPITAL, HOSPITAL: "", GP_ORG: "", FOREIGN_ORG: ""},
-    )
-
-
 @pytest.fixture
 def start_trust(
     database: Callable[[str], Engine],
+    masterdata: MasterData,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> Iterator[Callable[..., Trust]]:
     """Factory: a running trust service; calling it again on the same engine = a restart."""
     servers: list[MeshServer] = []
@@ -120,17 +233,17 @@ def start_trust(
             state["kek"] = secrets.token_bytes(32)
             state["clock"] = Clock()
         clock = state["clock"]
-        md = master_data()
+        monkeypatch.setenv("SAMHANDLING_MASTERDATA_ADDR", masterdata.server.address)
         app = build(
             engine=state["engine"],
             settings=TrustSettings(issuer=ISSUER, **settings),
-            masterdata=md,
             kek=state["kek"],
             clock=clock,
         )
+        masterdata.trust_jwks["jwks"] = app.keys.jwks
         server = create_server(app.spec(), settings=ServerSettings(grace_seconds=1)).start()
         servers.append(server)
-        return Trust(app, server, clock, md, state["engine"], state["kek"])
+        return Trust(app, server, clock, masterdata, state["engine"], state["kek"])
 
     yield start
     for server in servers:

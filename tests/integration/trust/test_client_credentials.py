@@ -142,6 +142,17 @@ def test_replayed_assertion_jti_is_refused_also_after_restart(
     assert "already used" in _rejected(reply, "invalid_client", 401)
 
 
+def test_replay_protection_holds_across_replicas(start_trust: Callable[..., Trust]) -> None:
+    first = start_trust()
+    second = start_trust(restart=True)  # a second replica on the same database, both running
+    client_id, key = first.register()
+    assertion = key.assertion(client_id)
+    assert _token(first, client_id, assertion).status_code == 200
+    _rejected(_token(second, client_id, assertion), "invalid_client", 401)
+    token = _token(second, client_id, key.assertion(client_id)).json()["access_token"]
+    verify(first, token, "samhandling:results")  # both replicas publish the same keys
+
+
 def test_secret_based_authentication_is_refused(trust: Trust) -> None:
     client_id, _ = trust.register()
     reply = trust.post(

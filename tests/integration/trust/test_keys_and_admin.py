@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import time
 from typing import Any
 
 import grpc
@@ -20,6 +21,7 @@ from services.common import auth
 from services.common.errors import Unauthenticated
 from services.common.tokens import Scopes
 from services.trust.adapters import orm
+from services.trust.main import start_rotation_schedule
 from services.trust.service_layer.keys import KeyManager
 from tests.integration.trust.conftest import Trust
 from tests.integration.trust.helpers import ISSUER, ClientKey
@@ -187,3 +189,16 @@ def test_admin_registry_refuses_private_keys_and_non_admins(trust: Trust) -> Non
         stub.ListClients(pb.ListClientsRequest(), timeout=5)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert json.loads(stub.GetJwks(pb.GetJwksRequest(), timeout=5).data)["keys"]
+
+
+def test_rotation_schedule_runs_in_the_background(start_trust: Any) -> None:
+    trust = start_trust(key_rotation_seconds=0.0)  # always due
+    before = trust.app.keys.kids()
+    stop = start_rotation_schedule(trust.app, check_seconds=0.01)
+    try:
+        deadline = time.monotonic() + 10
+        while trust.app.keys.kids()["current"] == before["current"]:
+            assert time.monotonic() < deadline, "the schedule never rotated"
+            time.sleep(0.01)
+    finally:
+        stop()

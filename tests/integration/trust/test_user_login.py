@@ -9,8 +9,10 @@ import secrets
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import jwt
 import pytest
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
+from samhandling.masterdata.v1 import masterdata_service_pb2 as md
 
 from services.common import auth
 from services.common.tokens import Scopes
@@ -21,6 +23,7 @@ from tests.integration.trust.conftest import (
     GP_ORG,
     HOSPITAL,
     HOSPITAL_UNIT,
+    LATE_SUSPENDED_DOCTOR,
     NURSE,
     SUSPENDED_DOCTOR,
     Trust,
@@ -58,6 +61,7 @@ def par(
         "code_challenge": create_s256_code_challenge(verifier),
         "code_challenge_method": "S256",
         "state": "st-1",
+        "nonce": "n-1",
         **extra,
     }
     reply = trust.post("/connect/par", form)
@@ -108,6 +112,18 @@ def test_authlib_code_flow_for_a_citizen_and_refresh(trust: Trust) -> None:
     assert claims[auth.CLAIM_ASSURANCE_LEVEL] == "high"
     assert claims[auth.CLAIM_PID_PSEUDONYM] and claims["sub"] != PID
     assert claims["scope"] == Scopes.RESULTS_READ
+    id_token = jwt.decode(
+        token["id_token"],
+        key=jwt.PyJWK.from_dict(
+            {k["kid"]: k for k in trust.jwks()["keys"]}[
+                jwt.get_unverified_header(token["id_token"])["kid"]
+            ]
+        ).key,
+        algorithms=["ES256"],
+        audience=client_id,
+        issuer=ISSUER,
+    )
+    assert id_token["sub"] == claims["sub"] and id_token["nonce"] == "n-1"
     refreshed = session.refresh_token(TOKEN_ENDPOINT, refresh_token=token["refresh_token"])
     again = verify(trust, refreshed["access_token"], "samhandling:results")
     assert again[auth.CLAIM_PID] == PID and again["jti"] != claims["jti"]
@@ -134,6 +150,9 @@ def test_code_is_single_use_and_pkce_checked(trust: Trust) -> None:
     again = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
     assert again.json()["error"] == "invalid_grant"
     assert "already used" in again.json()["error_description"]
+    # The reuse revoked the refresh token the code had produced.
+    form = key.form(client_id, grant_type="refresh_token", refresh_token=ok.json()["refresh_token"])
+    assert "revoked" in trust.post("/connect/token", form).json()["error_description"]
 
 
 def test_expired_code_is_invalid_grant(trust: Trust) -> None:
@@ -269,8 +288,12 @@ def test_attestation_in_the_client_assertion_at_the_token_endpoint(trust: Trust)
 
 def test_suspended_practitioner_in_client_assertion_is_access_denied(trust: Trust) -> None:
     client_id, key = trust.register(orgnr_parent=GP_ORG)
-    query, verifier = login(trust, client_id, key, hpr=DOCTOR)
-    trust.masterdata.approvals[(DOCTOR, "LE")] = "SUSPENDED"
+    query, verifier = login(trust, client_id, key, hpr=LATE_SUSPENDED_DOCTOR)
+    trust.masterdata.stub.SuspendApproval(
+        md.SuspendApprovalRequest(hpr_number=LATE_SUSPENDED_DOCTOR, category="LE", reason="t"),
+        metadata=trust.masterdata.admin(),
+        timeout=5,
+    )
     assertion = key.assertion(client_id, authorization_details=[attestation("LE", GP_ORG)])
     form = {
         "client_assertion_type": ASSERTION_TYPE,
@@ -362,3 +385,34 @@ def test_testid_is_off_in_production(start_trust: Any) -> None:
         params={"client_id": client_id, "request_uri": pushed["request_uri"]},
     )
     assert page.status_code == 400 and page.json()["error"] == "temporarily_unavailable"
+
+
+def test_one_login_many_apis_one_audience_per_token(trust: Trust) -> None:
+    client_id, key = trust.register(
+        scopes=("openid", Scopes.RESULTS_READ, Scopes.PRIVACY_PRACTITIONER),
+    )
+    scope = f"openid {Scopes.RESULTS_READ} {Scopes.PRIVACY_PRACTITIONER}"
+    query, verifier = login(trust, client_id, key, pid=PID, scope=scope)
+    missing = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
+    assert missing.json()["error"] == "invalid_target"
+    query, verifier = login(trust, client_id, key, pid=PID, scope=scope)
+    first = _code_token(
+        trust,
+        client_id,
+        key,
+        code=query["code"][0],
+        code_verifier=verifier,
+        resource="samhandling:results",
+    ).json()
+    assert (
+        verify(trust, first["access_token"], "samhandling:results")["scope"] == Scopes.RESULTS_READ
+    )
+    form = key.form(
+        client_id,
+        grant_type="refresh_token",
+        refresh_token=first["refresh_token"],
+        resource="samhandling:privacy",
+    )
+    second = trust.post("/connect/token", form).json()
+    claims = verify(trust, second["access_token"], "samhandling:privacy")
+    assert claims["scope"] == Scopes.PRIVACY_PRACTITIONER

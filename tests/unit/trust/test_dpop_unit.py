@@ -130,10 +130,23 @@ def test_request_target_from_edge_headers_or_grpc_method() -> None:
     )
     assert request_target(edge, "https://edge.test/issuer") == (
         "GET",
-        "https://edge.test/v1/results/1",
+        ["https://edge.test/v1/results/1"],
     )
     grpc_call = CallInfo("/samhandling.results.v1.ResultsService/GetResult", {})
     assert request_target(grpc_call, "https://edge.test") == (
         "POST",
-        "https://edge.test/samhandling.results.v1.ResultsService/GetResult",
+        ["https://edge.test/samhandling.results.v1.ResultsService/GetResult"],
+    )
+    forwarded = CallInfo(
+        "/x.Y/Z",
+        {
+            "x-envoy-original-path": "/v1/x",
+            "x-forwarded-method": "DELETE",
+            "x-forwarded-host": "localhost:8080",
+            "x-forwarded-proto": "http",
+        },
+    )
+    assert request_target(forwarded, "http://127.0.0.1:8080") == (
+        "DELETE",
+        ["http://127.0.0.1:8080/v1/x", "http://localhost:8080/v1/x"],
     )

@@ -1,0 +1,253 @@
+"""A small OAuth client for the demo clients in var/demo/clients/: tokens for e2e tests,
+benchmarks and trying the mesh by hand. Plain HTTP against the edge, like any partner.
+
+    client = DemoClient.load(var_dir / "demo", "gp-ehr", edge_url)
+    token = client.client_credentials(resource="samhandling:results")
+    token = client.login(hpr_number="1000001", attestation=client.attestation("LE"))
+    token = client.login(pid="...")                         # citizen-portal
+    headers = token.headers("GET", f"{edge_url}/v1/results/123")  # DPoP proof if bound
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.common.auth import TRUST_FRAMEWORK_TYPE
+from services.common.dpop import b64url, make_proof
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TOKEN_EXCHANGE = "urn:ietf:params:oauth:grant-type:token-exchange"
+ACCESS_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:access_token"
+
+
+class OAuthFailure(Exception):
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        super().__init__(f"{status} {body.get('error')}: {body.get('error_description', '')}")
+        self.status = status
+        self.error = str(body.get("error", ""))
+        self.body = body
+
+
+@dataclass
+class DpopSigner:
+    private_key: Any = field(default_factory=lambda: ec.generate_private_key(ec.SECP256R1()))
+
+    @property
+    def public_jwk(self) -> dict[str, Any]:
+        return dict(json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private_key.public_key())))
+
+    def proof(self, method: str, url: str, access_token: str | None = None, **kw: Any) -> str:
+        return make_proof(self.private_key, self.public_jwk, method, url, access_token, **kw)
+
+
+@dataclass
+class Token:
+    access_token: str
+    token_type: str
+    expires_in: int
+    scope: str = ""
+    refresh_token: str | None = None
+    id_token: str | None = None
+    dpop: DpopSigner | None = None
+
+    def headers(self, method: str = "POST", url: str = "") -> dict[str, str]:
+        """Authorization (and a fresh DPoP proof for `method url` if the token is bound)."""
+        if self.dpop is None:
+            return {"Authorization": f"Bearer {self.access_token}"}
+        return {
+            "Authorization": f"DPoP {self.access_token}",
+            "DPoP": self.dpop.proof(method, url, access_token=self.access_token),
+        }
+
+    def metadata(self, grpc_method: str = "", public_url: str = "") -> list[tuple[str, str]]:
+        """gRPC metadata; for a DPoP token the proof names `<public_url>/<grpc_method>`."""
+        if self.dpop is None:
+            return [("authorization", f"Bearer {self.access_token}")]
+        proof = self.dpop.proof("POST", public_url.rstrip("/") + grpc_method, self.access_token)
+        return [("authorization", f"DPoP {self.access_token}"), ("dpop", proof)]
+
+    def claims(self) -> dict[str, Any]:
+        """The token's claims, unverified (for display and tests)."""
+        return dict(jwt.decode(self.access_token, options={"verify_signature": False}))
+
+
+@dataclass
+class DemoClient:
+    client_id: str
+    private_jwk: dict[str, Any]
+    edge_url: str
+    scope: str = ""
+    redirect_uris: list[str] = field(default_factory=list)
+    orgnr: str = ""
+    http: requests.Session = field(default_factory=requests.Session)
+
+    @classmethod
+    def load(cls, demo_dir: Path, name: str, edge_url: str) -> DemoClient:
+        data = json.loads((Path(demo_dir) / "clients" / f"{name}.json").read_text())
+        return cls(
+            client_id=data["client_id"],
+            private_jwk=data["private_jwk"],
+            edge_url=edge_url.rstrip("/"),
+            scope=data.get("scope", ""),
+            redirect_uris=list(data.get("redirect_uris", [])),
+            orgnr=data.get("orgnr_parent", ""),
+        )
+
+    # --- building blocks --------------------------------------------------------------------
+    def assertion(self, audience: str | None = None, **claims: Any) -> str:
+        now = int(time.time())
+        body = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience or f"{self.edge_url}/connect/token",
+            "iat": now,
+            "exp": now + 60,
+            "jti": secrets.token_urlsafe(16),
+            **claims,
+        }
+        key = jwt.PyJWK.from_dict(self.private_jwk).key
+        return jwt.encode(body, key, algorithm="ES256", headers={"kid": self.private_jwk["kid"]})
+
+    def attestation(
+        self, category: str, legal_entity: str | None = None, purpose: str = "TREAT", **extra: Any
+    ) -> dict[str, Any]:
+        """A trust-framework entry for this client's organisation (or `legal_entity`)."""
+        return {
+            "type": TRUST_FRAMEWORK_TYPE,
+            "practitioner": {
+                "authorization": {"code": category, "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
+                "legal_entity": {
+                    "id": legal_entity or self.orgnr,
+                    "system": "urn:oid:2.16.578.1.12.4.1.4.101",
+                },
+            },
+            "care_relationship": {
+                "purpose_of_use": {
+                    "code": purpose,
+                    "system": "urn:oid:2.16.840.1.113883.1.11.20448",
+                }
+            },
+            **extra,
+        }
+
+    def _post(self, path: str, form: dict[str, str], dpop: DpopSigner | None = None) -> Any:
+        url = f"{self.edge_url}{path}"
+        headers = {"DPoP": dpop.proof("POST", url)} if dpop else {}
+        reply = self.http.post(url, data=form, headers=headers, timeout=10)
+        if reply.status_code != 200:
+            raise OAuthFailure(reply.status_code, reply.json())
+        return reply
+
+    def _token(self, form: dict[str, str], dpop: DpopSigner | None, **claims: Any) -> Token:
+        form = {
+            **form,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion(**claims),
+        }
+        body = self._post("/connect/token", form, dpop).json()
+        return Token(
+            access_token=body["access_token"],
+            token_type=body["token_type"],
+            expires_in=int(body["expires_in"]),
+            scope=body.get("scope", ""),
+            refresh_token=body.get("refresh_token"),
+            id_token=body.get("id_token"),
+            dpop=dpop if body["token_type"] == "DPoP" else None,
+        )
+
+    # --- grants -----------------------------------------------------------------------------
+    def client_credentials(
+        self, resource: str | None = None, scope: str | None = None, dpop: bool = False
+    ) -> Token:
+        form = {"grant_type": "client_credentials"}
+        if resource:
+            form["resource"] = resource
+        if scope:
+            form["scope"] = scope
+        return self._token(form, DpopSigner() if dpop else None)
+
+    def login(
+        self,
+        pid: str = "",
+        hpr_number: str = "",
+        attestation: dict[str, Any] | None = None,
+        scope: str | None = None,
+        resource: str | None = None,
+        dpop: bool = False,
+    ) -> Token:
+        """PAR, the TestID form, the code exchange (PKCE S256)."""
+        verifier = secrets.token_urlsafe(48)
+        challenge = b64url(hashlib.sha256(verifier.encode()).digest())
+        redirect_uri = self.redirect_uris[0]
+        form = {
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion(audience=self.edge_url),
+            "client_id": self.client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": scope or self.scope,
+            "state": secrets.token_urlsafe(8),
+        }
+        if resource:
+            form["resource"] = resource
+        if attestation is not None:
+            form["authorization_details"] = json.dumps([attestation])
+        pushed = self._post("/connect/par", form).json()
+        page = self.http.get(
+            f"{self.edge_url}/connect/authorize",
+            params={"client_id": self.client_id, "request_uri": pushed["request_uri"]},
+            timeout=10,
+        )
+        if page.status_code != 200:
+            raise OAuthFailure(page.status_code, page.json())
+        hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+        done = self.http.post(
+            f"{self.edge_url}/connect/authorize",
+            data={**hidden, "pid": pid, "hpr_number": hpr_number},
+            timeout=10,
+            allow_redirects=False,
+        )
+        if "location" not in done.headers:
+            raise OAuthFailure(done.status_code, done.json())
+        query = {k: v[0] for k, v in parse_qs(urlsplit(done.headers["location"]).query).items()}
+        if "code" not in query:
+            raise OAuthFailure(400, query)
+        grant = {
+            "grant_type": "authorization_code",
+            "code": query["code"],
+            "code_verifier": verifier,
+            "redirect_uri": redirect_uri,
+        }
+        return self._token(grant, DpopSigner() if dpop else None)
+
+    def refresh(self, token: Token) -> Token:
+        if not token.refresh_token:
+            raise ValueError("no refresh token")
+        form = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+        return self._token(form, token.dpop)
+
+    def exchange(self, subject: Token | str, resource: str, scope: str | None = None) -> Token:
+        """RFC 8693: a token for `resource` on behalf of the subject token's caller."""
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject.access_token if isinstance(subject, Token) else subject,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "resource": resource,
+        }
+        if scope:
+            form["scope"] = scope
+        return self._token(form, None)
