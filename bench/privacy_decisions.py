@@ -61,7 +61,8 @@ def main() -> None:
     args = parser.parse_args()
 
     rng = random.Random(1)
-    tmp = Path(tempfile.mkdtemp(prefix="privacy-bench-"))
+    tmp_dir = tempfile.TemporaryDirectory(prefix="privacy-bench-")
+    tmp = Path(tmp_dir.name)
     url = args.db_url or f"sqlite:///{tmp / 'privacy.db'}"
     engine = make_engine(url, args.schema)
     mint = TokenMint()
@@ -133,6 +134,7 @@ def main() -> None:
     channel.close()
     server.stop(0)
     engine.dispose()
+    tmp_dir.cleanup()
     backend = url.split(":", 1)[0]
     print(f"privacy DecideAccess over gRPC, {backend}, {args.threads} client threads")
     print(f"master data calls: {masterdata.calls} (cached afterwards)")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Callable
+import time
 
 from services.common.clients import service_channel
 from services.common.db import service_engine
@@ -14,17 +15,25 @@ from services.common.tokens import authenticator_for
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.service_layer.services import PrivacyService
 
 RETENTION_INTERVAL_SECONDS = 3600.0
+# Signing the head often narrows the window in which the newest entries are protected by
+# the hash chain alone (see README: limits).
+CHECKPOINT_INTERVAL_SECONDS = float(os.environ.get("SAMHANDLING_PRIVACY_CHECKPOINT_SECONDS", "60"))
 
 
-def _retention_loop(prune: Callable[[], object], stop: threading.Event) -> None:
-    log = logging.getLogger("samhandling.privacy.retention")
-    while not stop.wait(RETENTION_INTERVAL_SECONDS):
+def _maintenance_loop(service: PrivacyService, stop: threading.Event) -> None:
+    log = logging.getLogger("samhandling.privacy.maintenance")
+    last_prune = time.monotonic()
+    while not stop.wait(CHECKPOINT_INTERVAL_SECONDS):
         try:
-            prune()
+            service.checkpoint()
+            if time.monotonic() - last_prune >= RETENTION_INTERVAL_SECONDS:
+                last_prune = time.monotonic()
+                service.prune()
         except Exception:
-            log.exception("retention run failed")
+            log.exception("log maintenance failed")
 
 
 def main() -> None:
@@ -36,7 +45,7 @@ def main() -> None:
     setup.service.prune()
     stop = threading.Event()
     threading.Thread(
-        target=_retention_loop, args=(setup.service.prune, stop), daemon=True, name="retention"
+        target=_maintenance_loop, args=(setup.service, stop), daemon=True, name="maintenance"
     ).start()
     setup.spec.on_shutdown.append(stop.set)
     serve(setup.spec, SERVICES["privacy"].address())

@@ -447,6 +447,15 @@ class PrivacyService:
 
     def revoke(self, principal: Principal, setting_id: str, kind: SettingKind) -> Setting:
         caller = caller_from_principal(principal)
+        # Permission before existence: the caller must be one who may change settings.
+        if caller.kind == ActorKind.CITIZEN:
+            principal.require_scope(Scopes.PRIVACY_CITIZEN)
+        elif caller.kind == ActorKind.PRACTITIONER and kind == SettingKind.RESTRICTION:
+            principal.require_scope(Scopes.PRIVACY_PRACTITIONER)
+        else:
+            raise PermissionDenied(
+                f"not allowed to revoke a {kind.value.lower()}", reason="NOT_ALLOWED"
+            )
         with self._uow() as uow:
             setting = repo.get_setting(uow.session, setting_id, kind)
         label = kind.value.lower()
@@ -456,7 +465,6 @@ class PrivacyService:
         if caller.kind == ActorKind.CITIZEN:
             if setting.patient_id != caller.pid:
                 raise NotFound(f"no such {label}", reason=f"{kind.value}_NOT_FOUND")
-            principal.require_scope(Scopes.PRIVACY_CITIZEN)
             if setting.restriction_kind == RestrictionKind.SHIELD:
                 raise PermissionDenied(
                     "a shield set by health personnel is lifted by health personnel",
@@ -589,6 +597,15 @@ class PrivacyService:
         return Page(rows, next_token), auditor
 
     # --- retention --------------------------------------------------------------------
+
+    def checkpoint(self) -> int | None:
+        """Sign the chain head now (no-op when already signed); returns its seq."""
+        if self.signer is None:
+            return None
+        with self._append_lock, self._uow() as uow:
+            seq = repo.checkpoint_head(uow.session, self.signer, self.clock())
+            uow.commit()
+        return seq
 
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
         with self._append_lock, self._uow() as uow:

@@ -41,6 +41,7 @@ class People:
     other_patient: str
     doctor_hpr: str
     suspended_hpr: str
+    nurse_hpr: str
     org: str
     other_org: str
 
@@ -55,6 +56,15 @@ class MasterData:
     server: MeshServer
     people: People
     name: str  # display name of the approved doctor
+    mint: TokenMint
+
+    def admin(self, method: str, request: Any) -> Any:
+        from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
+
+        with grpc.insecure_channel(self.address) as channel:
+            stub = md_grpc.MasterDataServiceStub(channel)
+            token = self.mint.token("masterdata", [Scopes.MASTERDATA_ADMIN])
+            return getattr(stub, method)(request, metadata=self.mint.metadata(token), timeout=5)
 
     @property
     def address(self) -> str:
@@ -80,11 +90,12 @@ def masterdata(mint: TokenMint, tmp_path_factory: pytest.TempPathFactory) -> Ite
         other_patient=synthetic_pid(RNG),
         doctor_hpr=gp["hpr_number"],
         suspended_hpr=suspended["hpr_number"],
+        nurse_hpr=by_role["nurse"]["hpr_number"],
         org=gp["organisation"],
         other_org=synthetic_org_number(RNG),
     )
     try:
-        yield MasterData(server, people, gp["name"])
+        yield MasterData(server, people, gp["name"], mint)
     finally:
         setup.feed.stop()
         server.stop(0)

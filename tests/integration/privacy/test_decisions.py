@@ -68,6 +68,26 @@ def test_suspended_practitioner_is_denied(privacy: Privacy) -> None:
     assert log(privacy)[0].decision == pb.DECISION_DENY
 
 
+def test_suspension_in_master_data_takes_effect_after_the_cache(
+    privacy: Privacy, masterdata: MasterData
+) -> None:
+    from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+
+    nurse = privacy.people.nurse_hpr
+    assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
+    masterdata.admin("SuspendApproval", md.SuspendApprovalRequest(hpr_number=nurse, category="SP"))
+    try:
+        # within the cache TTL the earlier answer stands; after it, the suspension denies
+        assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
+        privacy.setup.approvals.invalidate()  # type: ignore[attr-defined]
+        reply = decide(privacy, privacy.doctor(hpr=nurse))
+        assert list(reply.reasons) == ["NO_VALID_APPROVAL", "APPROVAL_SUSPENDED"]
+    finally:
+        masterdata.admin(
+            "ReinstateApproval", md.ReinstateApprovalRequest(hpr_number=nurse, category="SP")
+        )
+
+
 def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Privacy) -> None:
     p = privacy_without_masterdata
     reply = decide(p, p.doctor())
@@ -245,3 +265,37 @@ def test_public_methods_need_the_privacy_audience(privacy: Privacy) -> None:
             pb.SearchAccessEventsRequest(), metadata=privacy.citizen(audience="results"), timeout=5
         )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_client_helper_for_data_services(privacy: Privacy) -> None:
+    from services.common.auth import Principal
+    from services.common.errors import PermissionDenied, Unavailable
+    from services.privacy.client import PrivacyClient
+
+    def principal(metadata: list[tuple[str, str]]) -> Principal:
+        return Principal(subject="x", client_id="x", token=metadata[0][1].split(" ", 1)[1])
+
+    client = PrivacyClient(privacy.channel)
+    patient = privacy.people.patient
+    decision = client.require(
+        principal(privacy.doctor()), patient, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH
+    )
+    recorded = client.record(
+        principal(privacy.doctor()),
+        decision,
+        patient,
+        pb.ACTION_SEARCH,
+        [("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")],
+    )
+    assert len(recorded.access_event_ids) == 2
+    with pytest.raises(PermissionDenied) as denied:
+        client.require(
+            principal(privacy.doctor(hpr=privacy.people.suspended_hpr)),
+            patient,
+            pb.DOMAIN_RESULTS,
+            pb.ACTION_SEARCH,
+        )
+    assert "NO_VALID_APPROVAL" in denied.value.metadata["reasons"]
+    closed = PrivacyClient(grpc.insecure_channel("127.0.0.1:1"), timeout=1)
+    with pytest.raises(Unavailable):
+        closed.decide(principal(privacy.doctor()), patient, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH)

@@ -142,3 +142,17 @@ def test_concurrent_decisions_chain_in_order(
         t.join()
     result = verify(privacy, tmp_path, capsys)
     assert result["ok"] and result["entries"] == 20 == len(set(ids))
+
+
+def test_truncation_with_a_rewritten_head_is_caught_by_the_checkpoint(
+    privacy: Privacy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fill(privacy, 3)
+    assert privacy.setup.service.checkpoint() == 3
+    t, head = orm.access_log, orm.log_head
+    with privacy.setup.service.engine.begin() as conn:
+        second = conn.execute(sa.select(t.c.hash).where(t.c.seq == 2)).scalar()
+        conn.execute(sa.delete(t).where(t.c.seq == 3))
+        conn.execute(sa.update(head).values(seq=2, hash=second))
+    result = verify(privacy, tmp_path, capsys)
+    assert result["problems"] == ["checkpoint at seq 3: entries missing at the end"]

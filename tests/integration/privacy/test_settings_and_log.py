@@ -173,3 +173,24 @@ def test_health_personnel_cannot_read_logs_but_an_auditor_can(privacy: Privacy) 
     assert reply.access_events[0].patient_id == privacy.people.patient
     # the auditor's read is itself logged and shown to the citizen
     assert log(privacy)[0].event_type == pb.ACCESS_EVENT_TYPE_LOG_READ
+
+
+def test_revoking_someone_elses_setting_is_not_found(privacy: Privacy) -> None:
+    reservation = privacy.stub.CreateReservation(
+        pb.CreateReservationRequest(reservation=pb.Reservation()),
+        metadata=privacy.citizen(),
+        timeout=5,
+    )
+    request = pb.DeleteReservationRequest(reservation_id=reservation.reservation_id)
+    with pytest.raises(grpc.RpcError) as caught:
+        privacy.stub.DeleteReservation(
+            request, metadata=privacy.citizen(privacy.people.other_patient), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as caught:
+        privacy.stub.DeleteReservation(request, metadata=practitioner(privacy), timeout=5)
+    assert reason_of(caught.value) == "NOT_ALLOWED"
+    still = privacy.stub.SearchReservations(
+        pb.SearchReservationsRequest(), metadata=privacy.citizen(), timeout=5
+    )
+    assert [r.state for r in still.reservations] == [pb.SETTING_STATE_ACTIVE]

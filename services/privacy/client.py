@@ -1,0 +1,119 @@
+"""For data services: ask the privacy service before returning or storing patient data.
+
+    privacy = PrivacyClient()                       # channel from SAMHANDLING_PRIVACY_ADDR
+    decision = privacy.require(principal, pid, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH)
+    ... filter with decision.obligations, answer ...
+    privacy.record(principal, decision, pid, pb.ACTION_SEARCH, [("DiagnosticReport", id)])
+
+Fail closed: an unreachable privacy service raises UNAVAILABLE (no data is returned), a
+DENY raises PERMISSION_DENIED with reason ACCESS_DENIED and the decision's reasons and
+access-event id in the ErrorInfo metadata (never a patient id).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+from samhandling.privacy.v1 import privacy_service_pb2 as pb
+from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+
+from services.common.auth import Principal
+from services.common.errors import PermissionDenied, Unavailable
+
+
+class PrivacyClient:
+    def __init__(self, channel: grpc.Channel | None = None, timeout: float = 3.0) -> None:
+        self._channel = channel
+        self._timeout = timeout
+        self._stub: pb_grpc.PrivacyServiceStub | None = None
+
+    def _get_stub(self) -> pb_grpc.PrivacyServiceStub:
+        if self._stub is None:
+            if self._channel is None:
+                from services.common.clients import service_channel
+
+                self._channel = service_channel("privacy")
+            self._stub = pb_grpc.PrivacyServiceStub(self._channel)
+        return self._stub
+
+    def decide(
+        self,
+        principal: Principal,
+        patient_id: str,
+        domain: pb.Domain.ValueType,
+        action: pb.Action.ValueType,
+        resource_type: str = "",
+        resource_id: str = "",
+        confidentiality_codes: Sequence[str] = (),
+        release_time: dt.datetime | None = None,
+        purpose_of_use: str = "",
+        emergency: bool = False,
+    ) -> pb.DecideAccessResponse:
+        request = pb.DecideAccessRequest(
+            patient_id=patient_id,
+            domain=domain,
+            action=action,
+            resource_type=resource_type,
+            resource_id=resource_id,
+            confidentiality_codes=list(confidentiality_codes),
+            purpose_of_use=purpose_of_use,
+            emergency=emergency,
+        )
+        if release_time is not None:
+            ts = timestamp_pb2.Timestamp()
+            ts.FromDatetime(release_time)
+            request.release_time.CopyFrom(ts)
+        try:
+            reply: pb.DecideAccessResponse = self._get_stub().DecideAccess(
+                request, metadata=principal.forwarding_metadata(), timeout=self._timeout
+            )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the access decision could not be made", reason="PRIVACY_UNAVAILABLE"
+            ) from exc
+        return reply
+
+    def require(self, principal: Principal, *args: Any, **kwargs: Any) -> pb.DecideAccessResponse:
+        """decide(), raising PERMISSION_DENIED unless the decision is PERMIT."""
+        reply = self.decide(principal, *args, **kwargs)
+        if reply.decision != pb.DECISION_PERMIT:
+            raise PermissionDenied(
+                "access denied by the privacy service",
+                reason="ACCESS_DENIED",
+                metadata={
+                    "reasons": ",".join(reply.reasons),
+                    "access_event_id": reply.access_event_id,
+                },
+            )
+        return reply
+
+    def record(
+        self,
+        principal: Principal,
+        decision: pb.DecideAccessResponse,
+        patient_id: str,
+        action: pb.Action.ValueType,
+        resources: Sequence[tuple[str, str]],
+    ) -> pb.RecordAccessResponse:
+        try:
+            reply: pb.RecordAccessResponse = self._get_stub().RecordAccess(
+                pb.RecordAccessRequest(
+                    decision_event_id=decision.access_event_id,
+                    patient_id=patient_id,
+                    action=action,
+                    resources=[
+                        pb.AccessedResource(resource_type=t, resource_id=i) for t, i in resources
+                    ],
+                ),
+                metadata=principal.forwarding_metadata(),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the access could not be recorded", reason="PRIVACY_UNAVAILABLE"
+            ) from exc
+        return reply

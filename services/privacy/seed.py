@@ -1,0 +1,85 @@
+"""Demo privacy settings for `make run` (run by the launcher before start; idempotent).
+
+Reads var/demo/people.json (written by the master data seed). The *last* demo citizen
+gets a SOFT Block against the demo psychologist, so the emergency override (purpose
+ETREAT/BTG) can be tried; the other demo citizens have no settings. Writes
+var/demo/privacy.json describing what was set.
+"""
+
+from __future__ import annotations
+
+import json
+
+from services.common.db import service_engine, var_dir
+from services.privacy.adapters import repository as repo
+from services.privacy.adapters.masterdata import MasterDataUnavailable
+from services.privacy.bootstrap import build
+from services.privacy.domain.model import (
+    ActorKind,
+    Approval,
+    Caller,
+    Domain,
+    Level,
+    Period,
+    RestrictionKind,
+    SettingKind,
+)
+
+DEMO_BLOCK_ID = "demo-soft-block"
+
+
+class _NoMasterData:
+    def check(self, hpr_number: str, metadata: object) -> Approval:
+        raise MasterDataUnavailable("not used by the seed")
+
+
+def main() -> None:
+    people_file = var_dir() / "demo" / "people.json"
+    if not people_file.exists():
+        print("privacy seed: no var/demo/people.json, nothing to do")
+        return
+    people = json.loads(people_file.read_text(encoding="utf-8"))
+    citizens = [p for p in people if p.get("role") == "citizen"]
+    psychologist = next((p for p in people if p.get("role") == "psychologist"), None)
+    if not citizens or psychologist is None:
+        print("privacy seed: no demo citizen or psychologist, nothing to do")
+        return
+    citizen = citizens[-1]
+    engine = service_engine("privacy")
+    setup = build(engine, _NoMasterData(), None, cache_seconds=0)
+    service = setup.service
+    with service._uow() as uow:
+        exists = repo.get_setting(uow.session, DEMO_BLOCK_ID, SettingKind.RESTRICTION)
+    if exists is None:
+        caller = Caller(
+            kind=ActorKind.CITIZEN,
+            subject=citizen["pid"],
+            client_id="demo-seed",
+            pid=citizen["pid"],
+        )
+        setting = service._new_setting(
+            caller, citizen["pid"], SettingKind.RESTRICTION, Domain.ALL, Period()
+        )
+        setting.setting_id = DEMO_BLOCK_ID
+        setting.restriction_kind = RestrictionKind.BLOCK
+        setting.level = Level.SOFT
+        setting.target_hpr = psychologist["hpr_number"]
+        service._save(caller, setting, "RESTRICTION_CREATED", is_new=True)
+    engine.dispose()
+    summary = {
+        "soft_block": {
+            "citizen": citizen["name"],
+            "citizen_pid": citizen["pid"],
+            "blocked_hpr_number": psychologist["hpr_number"],
+            "blocked_name": psychologist["name"],
+            "restriction_id": DEMO_BLOCK_ID,
+        }
+    }
+    (var_dir() / "demo" / "privacy.json").write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    print(f"privacy demo settings ready ({'kept' if exists else 'created'})")
+
+
+if __name__ == "__main__":
+    main()
