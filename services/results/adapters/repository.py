@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 from samhandling.results.v1 import results_service_pb2 as pb
@@ -101,6 +102,31 @@ class ResultRepository:
         ).scalar()
         return pb.Result.FromString(payload) if payload is not None else None
 
+    def find_requests(self, client_org: str, request_ids: Sequence[str]) -> dict[str, IngestRecord]:
+        rows = self.session.execute(
+            sa.select(
+                ingest_requests.c.request_id,
+                ingest_requests.c.content_hash,
+                ingest_requests.c.result_id,
+                ingest_requests.c.version,
+            ).where(
+                ingest_requests.c.client_org == client_org,
+                ingest_requests.c.request_id.in_(sorted(set(request_ids))),
+            )
+        ).all()
+        return {row[0]: IngestRecord(row[1], row[2], row[3]) for row in rows}
+
+    def current_by_reports(
+        self, performer_org: str, report_identifiers: Sequence[str]
+    ) -> dict[str, pb.Result]:
+        rows = self.session.execute(
+            sa.select(r.report_identifier, r.payload).where(
+                r.performer_org == performer_org,
+                r.report_identifier.in_(sorted(set(report_identifiers))),
+            )
+        ).all()
+        return {row[0]: pb.Result.FromString(row[1]) for row in rows}
+
     def store(
         self,
         result: pb.Result,
@@ -108,83 +134,104 @@ class ResultRepository:
         content_hash: str,
         previous_version: int | None,
     ) -> None:
-        """Writes `result` (its result_id, version and create_time set) as the current version.
+        self.store_many([(result, request_id, content_hash, previous_version)])
 
-        The ingest row goes first, so a concurrent duplicate of the request fails on its
+    def store_many(self, entries: Sequence[tuple[pb.Result, str, str, int | None]]) -> None:
+        """Writes each result (result_id, version and create_time set) as its report's
+        current version, with multi-row inserts.
+
+        The ingest rows go first, so a concurrent duplicate of a request fails on their
         primary key; a concurrent other version fails on the version check or the unique
         report key. Either way the caller's transaction rolls back and it looks again.
         """
-        now = _ts(result.create_time)
-        payload = result.SerializeToString()
+        if not entries:
+            return
         self.session.execute(
-            ingest_requests.insert().values(
-                client_org=result.performer_org_number,
-                request_id=request_id,
-                content_hash=content_hash,
-                result_id=result.result_id,
-                version=result.version,
-                create_time=now,
-            )
+            ingest_requests.insert(),
+            [
+                {
+                    "client_org": result.performer_org_number,
+                    "request_id": request_id,
+                    "content_hash": digest,
+                    "result_id": result.result_id,
+                    "version": result.version,
+                    "create_time": _ts(result.create_time),
+                }
+                for result, request_id, digest, _previous in entries
+            ],
         )
-        row = {
-            "patient_id": result.patient_id,
-            "category": result.category,
-            "code": result.code.code,
-            "status": result.status,
-            "effective_time": _ts(result.effective_time),
-            "issued_time": _ts(result.issued_time),
-            "requester_org": result.requester_org_number,
-            "confidentiality": result.confidentiality_code or "N",
-            "restrict_until": _ts(result.restrict_until)
-            if result.HasField("restrict_until")
-            else None,
-            "version": result.version,
-            "payload": payload,
-            "update_time": now,
-        }
-        if previous_version is None:
-            self.session.execute(
-                results.insert().values(
-                    result_id=result.result_id,
-                    performer_org=result.performer_org_number,
-                    report_identifier=result.report_identifier,
-                    **row,
-                )
-            )
-        else:
-            updated = self.session.execute(
-                results.update()
-                .where(r.result_id == result.result_id, r.version == previous_version)
-                .values(**row)
-            )
-            if updated.rowcount != 1:  # type: ignore[attr-defined]
-                raise StaleVersion(result.result_id)
-            self.session.execute(observations.delete().where(o.result_id == result.result_id))
-        self.session.execute(
-            result_versions.insert().values(
-                result_id=result.result_id,
-                version=result.version,
-                status=result.status,
-                request_id=request_id,
-                payload=payload,
-                create_time=now,
-            )
-        )
-        if result.observations:
-            self.session.execute(
-                observations.insert(),
-                [
+        inserts: list[dict[str, Any]] = []
+        versions: list[dict[str, Any]] = []
+        observation_rows: list[dict[str, Any]] = []
+        for result, request_id, _digest, previous in entries:
+            payload = result.SerializeToString()
+            now = _ts(result.create_time)
+            row = {
+                "patient_id": result.patient_id,
+                "category": result.category,
+                "code": result.code.code,
+                "status": result.status,
+                "effective_time": _ts(result.effective_time),
+                "issued_time": _ts(result.issued_time),
+                "requester_org": result.requester_org_number,
+                "confidentiality": result.confidentiality_code or "N",
+                "restrict_until": _ts(result.restrict_until)
+                if result.HasField("restrict_until")
+                else None,
+                "version": result.version,
+                "payload": payload,
+                "update_time": now,
+            }
+            if previous is None:
+                inserts.append(
                     {
                         "result_id": result.result_id,
-                        "observation_id": obs.observation_id,
-                        "patient_id": result.patient_id,
-                        "code": obs.code.code,
-                        "effective_time": _observation_time(result, obs),
-                        "payload": obs.SerializeToString(),
+                        "performer_org": result.performer_org_number,
+                        "report_identifier": result.report_identifier,
+                        **row,
                     }
-                    for obs in result.observations
-                ],
+                )
+            else:
+                if inserts:  # keep order: a later version may follow its first in one batch
+                    self.session.execute(results.insert(), inserts)
+                    inserts = []
+                updated = self.session.execute(
+                    results.update()
+                    .where(r.result_id == result.result_id, r.version == previous)
+                    .values(**row)
+                )
+                if updated.rowcount != 1:  # type: ignore[attr-defined]
+                    raise StaleVersion(result.result_id)
+                if observation_rows:
+                    self.session.execute(observations.insert(), observation_rows)
+                    observation_rows = []
+                self.session.execute(observations.delete().where(o.result_id == result.result_id))
+            versions.append(
+                {
+                    "result_id": result.result_id,
+                    "version": result.version,
+                    "status": result.status,
+                    "request_id": request_id,
+                    "payload": payload,
+                    "create_time": now,
+                }
             )
+            observation_rows += [
+                {
+                    "result_id": result.result_id,
+                    "observation_id": obs.observation_id,
+                    "patient_id": result.patient_id,
+                    "code": obs.code.code,
+                    "effective_time": _observation_time(result, obs),
+                    "payload": obs.SerializeToString(),
+                }
+                for obs in result.observations
+            ]
+        if inserts:
+            self.session.execute(results.insert(), inserts)
+        self.session.execute(result_versions.insert(), versions)
+        if observation_rows:
+            self.session.execute(observations.insert(), observation_rows)
 
     # --- reads ---------------------------------------------------------------------------
     def get(self, result_id: str) -> pb.Result | None:
@@ -227,6 +274,18 @@ class ResultRepository:
             where.append(sa.or_(r.code.in_(list(f.codes)), r.result_id.in_(with_code)))
         return where
 
+    def search_statements(
+        self, f: SearchFilter, v: Visibility, after: tuple[dt.datetime, str] | None, limit: int
+    ) -> tuple[sa.Select[Any], sa.Select[Any]]:
+        """(page query, count query); also used by bench/results_search.py for EXPLAIN."""
+        where = self._search_where(f, v)
+        query = sa.select(r.payload, r.effective_time, r.result_id).where(*where)
+        if after is not None:
+            query = query.where(sa.tuple_(r.effective_time, r.result_id) < sa.tuple_(*after))
+        page = query.order_by(r.effective_time.desc(), r.result_id.desc()).limit(limit)
+        count = sa.select(sa.func.count()).select_from(results).where(*where)
+        return page, count
+
     def search(
         self,
         f: SearchFilter,
@@ -236,20 +295,9 @@ class ResultRepository:
         count: bool = True,
     ) -> tuple[list[pb.Result], int]:
         """One page, newest effective time first, plus the total of visible matches."""
-        where = self._search_where(f, v)
-        query = sa.select(r.payload, r.effective_time, r.result_id).where(*where)
-        if after is not None:
-            query = query.where(sa.tuple_(r.effective_time, r.result_id) < sa.tuple_(*after))
-        rows = self.session.execute(
-            query.order_by(r.effective_time.desc(), r.result_id.desc()).limit(limit)
-        ).all()
-        total = 0
-        if count:
-            total = int(
-                self.session.execute(
-                    sa.select(sa.func.count()).select_from(results).where(*where)
-                ).scalar_one()
-            )
+        page, counting = self.search_statements(f, v, after, limit)
+        rows = self.session.execute(page).all()
+        total = int(self.session.execute(counting).scalar_one()) if count else 0
         return [pb.Result.FromString(row[0]) for row in rows], total
 
     def series(

@@ -83,7 +83,10 @@ class ResultsServicer(pb_grpc.ResultsServiceServicer):
     def SearchFhirDiagnosticReports(
         self, request: pb.SearchFhirDiagnosticReportsRequest, context: Any
     ) -> httpbody_pb2.HttpBody:
-        reply = self.service.search(current_principal(), request.query)
+        query = request.query
+        if request.page_token:
+            query.page_token = request.page_token
+        reply = self.service.search(current_principal(), query)
         return _fhir_body(
             fhir.search_bundle(reply.results, reply.total_size, reply.next_page_token)
         )

@@ -7,11 +7,15 @@ obligations and the citizen rules applied in SQL -> RecordAccess of what was ret
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
+import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
@@ -59,6 +63,7 @@ from services.results.domain.model import (
 )
 
 MAX_STORE_ATTEMPTS = 5
+PRIVACY_CONCURRENCY = 8
 # Privacy's reasons for refusing a citizen one result that a search would simply leave out.
 HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
 
@@ -75,6 +80,19 @@ def _time(
     if not message.HasField(name):  # type: ignore[arg-type]
         return None
     return to_naive_utc(getattr(message, name).ToDatetime())
+
+
+T = TypeVar("T")
+_pool = ThreadPoolExecutor(max_workers=PRIVACY_CONCURRENCY, thread_name_prefix="results-privacy")
+
+
+def _concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
+    """Runs independent calls (to privacy) in parallel, each in a copy of this context so
+    the inbound deadline still applies; the first error is raised."""
+    if len(calls) <= 1:
+        return [call() for call in calls]
+    futures = [_pool.submit(contextvars.copy_context().run, call) for call in calls]
+    return [f.result() for f in futures]
 
 
 def attested_patients(principal: Principal) -> set[str] | None:
@@ -137,8 +155,16 @@ class ResultsService:
         # Replays need no code check, no decision and store nothing.
         with self._uow() as uow:
             repo = ResultRepository(uow.session)
+            by_org: dict[str, list[str]] = defaultdict(list)
+            for _i, request_id, result, _digest in prepared:
+                by_org[result.performer_org_number].append(request_id)
+            seen = {
+                (org, rid): record
+                for org, rids in by_org.items()
+                for rid, record in repo.find_requests(org, rids).items()
+            }
             for i, request_id, result, digest in prepared:
-                record = repo.find_request(result.performer_org_number, request_id)
+                record = seen.get((result.performer_org_number, request_id))
                 if record is not None:
                     outcomes[i] = self._replay(repo, record, digest)
         pending = [p for p in prepared if outcomes[p[0]] is None]
@@ -157,81 +183,152 @@ class ResultsService:
                 outcomes[p[0]] = code_violations(refs, bad)
             else:
                 checked.append(p)
-        # The privacy decision, once per patient in the batch.
-        decisions: dict[str, AccessDecision] = {}
-        for _i, _rid, result, _digest in checked:
-            if result.patient_id not in decisions:
-                decisions[result.patient_id] = self._access.decide(
-                    principal, AccessRequest(patient_id=result.patient_id, action="CREATE")
+        # The privacy decision, once per patient in the batch (concurrently).
+        patients = list(dict.fromkeys(p[2].patient_id for p in checked))
+        decided = _concurrently(
+            [
+                functools.partial(
+                    self._access.decide, principal, AccessRequest(patient_id=pid, action="CREATE")
                 )
+                for pid in patients
+            ]
+        )
+        decisions = dict(zip(patients, decided, strict=True))
+        permitted = []
+        for p in checked:
+            decision = decisions[p[2].patient_id]
+            if decision.permit:
+                permitted.append(p)
+            else:
+                outcomes[p[0]] = self._denied(decision)
         stored: dict[str, list[str]] = defaultdict(list)
-        for i, request_id, result, digest in checked:
-            decision = decisions[result.patient_id]
-            if not decision.permit:
-                outcomes[i] = self._denied(decision)
-                continue
-            try:
-                saved, fresh = self._store(request_id, result, digest)
-                outcomes[i] = saved
-                if fresh:
-                    stored[result.patient_id].append(saved.result_id)
-            except DomainError as error:
-                outcomes[i] = error
-        for patient_id, ids in stored.items():
-            self._access.record(principal, decisions[patient_id], patient_id, "CREATE", ids)
+        for (i, _rid, result, _digest), (outcome, fresh) in zip(
+            permitted, self._store_many(permitted), strict=True
+        ):
+            outcomes[i] = outcome
+            if fresh and isinstance(outcome, pb.Result):
+                stored[result.patient_id].append(outcome.result_id)
+        _concurrently(
+            [
+                functools.partial(
+                    self._access.record, principal, decisions[pid], pid, "CREATE", ids
+                )
+                for pid, ids in stored.items()
+            ]
+        )
         return [o if o is not None else Aborted("not processed") for o in outcomes]
 
     @staticmethod
+    def _reused(result_id: str) -> DomainError:
+        return Aborted(
+            "request_id was already used for a different result; use a new request_id"
+            " for new content",
+            reason="REQUEST_ID_REUSED",
+            metadata={"result_id": result_id},
+        )
+
     def _replay(
-        repo: ResultRepository, record: IngestRecord, digest: str
+        self, repo: ResultRepository, record: IngestRecord, digest: str
     ) -> pb.Result | DomainError:
         """The stored answer to a request_id seen before, or why it cannot be replayed."""
         if record.content_hash != digest:
-            return Aborted(
-                "request_id was already used for a different result; use a new request_id"
-                " for new content",
-                reason="REQUEST_ID_REUSED",
-                metadata={"result_id": record.result_id},
-            )
+            return self._reused(record.result_id)
         stored = repo.get_version(record.result_id, record.version)
         if stored is None:  # cannot happen: versions are never deleted
             return NotFound("the stored result is gone", reason="RESULT_NOT_FOUND")
         return stored
 
-    def _store(self, request_id: str, result: pb.Result, digest: str) -> tuple[pb.Result, bool]:
-        org = result.performer_org_number
+    def _store_in(
+        self, repo: ResultRepository, items: Sequence[tuple[int, str, pb.Result, str]]
+    ) -> list[tuple[pb.Result | DomainError, bool]]:
+        """(outcome, stored now) per submission, inside the caller's transaction: earlier
+        requests and current versions are read with one query each, the rows written with
+        multi-row inserts."""
+        records: dict[tuple[str, str], IngestRecord] = {}
+        current: dict[tuple[str, str], pb.Result] = {}
+        by_org: dict[str, list[pb.Result]] = defaultdict(list)
+        request_ids: dict[str, list[str]] = defaultdict(list)
+        for _i, request_id, result, _digest in items:
+            by_org[result.performer_org_number].append(result)
+            request_ids[result.performer_org_number].append(request_id)
+        for org, results in by_org.items():
+            for rid, record in repo.find_requests(org, request_ids[org]).items():
+                records[(org, rid)] = record
+            found = repo.current_by_reports(org, [r.report_identifier for r in results])
+            for report, result in found.items():
+                current[(org, report)] = result
+        outcomes: list[tuple[pb.Result | DomainError, bool]] = []
+        entries: list[tuple[pb.Result, str, str, int | None]] = []
+        in_batch: dict[tuple[str, str], tuple[str, pb.Result]] = {}
+        now = _stamp(self._clock())
+        for _i, request_id, result, digest in items:
+            org = result.performer_org_number
+            key = (org, request_id)
+            if key in records:
+                outcomes.append((self._replay(repo, records[key], digest), False))
+                continue
+            if key in in_batch:  # the same request twice in one batch
+                earlier_digest, earlier = in_batch[key]
+                same = earlier_digest == digest
+                outcomes.append((earlier if same else self._reused(earlier.result_id), False))
+                continue
+            previous = current.get((org, result.report_identifier))
+            stored = pb.Result()
+            stored.CopyFrom(result)
+            if previous is not None:
+                try:
+                    check_new_version(previous, result)
+                except DomainError as error:
+                    outcomes.append((error, False))
+                    continue
+                stored.result_id = previous.result_id
+                stored.version = previous.version + 1
+            else:
+                stored.result_id = str(uuid.uuid4())
+                stored.version = 1
+            stored.create_time.CopyFrom(now)
+            entries.append((stored, request_id, digest, previous.version if previous else None))
+            current[(org, result.report_identifier)] = stored
+            in_batch[key] = (digest, stored)
+            outcomes.append((stored, True))
+        repo.store_many(entries)
+        return outcomes
+
+    def _store_many(
+        self, items: Sequence[tuple[int, str, pb.Result, str]]
+    ) -> list[tuple[pb.Result | DomainError, bool]]:
+        """All submissions in one transaction (one commit per batch). If a concurrent writer
+        gets in the way (a unique key or a version check fails), the transaction is rolled
+        back and each submission is stored on its own, with retries."""
+        if not items:
+            return []
+        if len(items) > 1:
+            try:
+                with self._uow() as uow:
+                    outcomes = self._store_in(ResultRepository(uow.session), items)
+                    uow.commit()
+                    return outcomes
+            except (IntegrityError, StaleVersion):
+                pass
+        return [self._store(item) for item in items]
+
+    def _store(self, item: tuple[int, str, pb.Result, str]) -> tuple[pb.Result | DomainError, bool]:
         for _attempt in range(MAX_STORE_ATTEMPTS):
             try:
                 with self._uow() as uow:
-                    repo = ResultRepository(uow.session)
-                    record = repo.find_request(org, request_id)
-                    if record is not None:
-                        return self._unwrap(self._replay(repo, record, digest)), False
-                    previous = repo.current_by_report(org, result.report_identifier)
-                    stored = pb.Result()
-                    stored.CopyFrom(result)
-                    if previous is not None:
-                        check_new_version(previous, result)
-                        stored.result_id = previous.result_id
-                        stored.version = previous.version + 1
-                    else:
-                        stored.result_id = str(uuid.uuid4())
-                        stored.version = 1
-                    stored.create_time.CopyFrom(_stamp(self._clock()))
-                    repo.store(stored, request_id, digest, previous.version if previous else None)
-                    uow.commit()
-                    return stored, True
+                    outcome = self._store_in(ResultRepository(uow.session), [item])[0]
+                    if outcome[1]:
+                        uow.commit()
+                    return outcome
             except (IntegrityError, StaleVersion):
                 continue  # a concurrent writer won; look again (replay or next version)
-        raise Aborted(
-            "the report was changed concurrently too often; retry", reason="CONCURRENT_UPDATE"
+        return (
+            Aborted(
+                "the report was changed concurrently too often; retry",
+                reason="CONCURRENT_UPDATE",
+            ),
+            False,
         )
-
-    @staticmethod
-    def _unwrap(outcome: pb.Result | DomainError) -> pb.Result:
-        if isinstance(outcome, DomainError):
-            raise outcome
-        return outcome
 
     # --- access --------------------------------------------------------------------------
     @staticmethod

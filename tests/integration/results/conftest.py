@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -108,15 +109,12 @@ def _practitioner(hpr: str) -> md.Practitioner:
     )
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def stack(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Stack]:
-    tmp = tmp_path_factory.mktemp("results-stack")
+def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
+    """The three servers in-process on `backend`; returns the stack and its stopper."""
     engines: list[Engine] = []
 
     def engine_for(name: str) -> Engine:
-        url, schema = new_database(str(request.param), tmp, name)
+        url, schema = new_database(backend, tmp, name)
         engine = make_engine(url, schema)
         engines.append(engine)
         return engine
@@ -161,7 +159,7 @@ def stack(
         metadata=admin,
         timeout=5,
     )
-    yield Stack(
+    stack = Stack(
         mint,
         pb_grpc.ResultsServiceStub(rs_channel),
         pv_grpc.PrivacyServiceStub(pv_channel),
@@ -169,9 +167,22 @@ def stack(
         results_engine,
         [rs_server, pv_server, md_server],
     )
-    for channel in (rs_channel, pv_channel, md_channel):
-        channel.close()
-    for server in (rs_server, pv_server, md_server):
-        server.stop(0)
-    for engine in engines:
-        engine.dispose()
+
+    def stop() -> None:
+        for channel in (rs_channel, pv_channel, md_channel):
+            channel.close()
+        for server in (rs_server, pv_server, md_server):
+            server.stop(0)
+        for engine in engines:
+            engine.dispose()
+
+    return stack, stop
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Stack]:
+    built, stop = start_stack(str(request.param), tmp_path_factory.mktemp("results-stack"))
+    yield built
+    stop()

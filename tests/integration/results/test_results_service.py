@@ -446,3 +446,36 @@ def test_fhir_in_and_out(stack: Stack) -> None:
         grpc.StatusCode.INVALID_ARGUMENT,
         "INVALID_FHIR",
     )
+
+
+def test_soft_block_yields_to_an_emergency(stack: Stack) -> None:
+    patient = stack.new_patient()
+    _create(stack, "em1", b.result(patient=patient))
+    stack.privacy.CreateRestriction(
+        pv.CreateRestrictionRequest(
+            restriction=pv.Restriction(
+                target=pv.RestrictionTarget(hpr_number=DOCTOR_HPR), level=pv.SOFT
+            )
+        ),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    )
+    _refused(lambda: _search(stack, patient), grpc.StatusCode.PERMISSION_DENIED, "ACCESS_DENIED")
+    urgent = _search(stack, patient, emergency=True, emergency_justification="unconscious")
+    assert urgent.total_size == 1
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(emergency_only=True),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    assert log and all(e.emergency for e in log)
+
+
+def test_nors_results_only_for_their_own_organisations(stack: Stack) -> None:
+    patient = stack.new_patient()
+    _create(stack, "nors1", b.result(patient=patient))
+    _create(stack, "nors2", b.result(patient=patient, confidentiality="NORS"))
+    assert _search(stack, patient).total_size == 2  # the requesting GP's organisation
+    elsewhere = _search(stack, patient, metadata=stack.doctor(org=b.OTHER_ORG))
+    assert elsewhere.total_size == 1
+    assert {r.confidentiality_code for r in elsewhere.results} == {""}

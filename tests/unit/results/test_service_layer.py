@@ -208,3 +208,42 @@ def test_series_is_one_analysis_over_time(service: ResultsService) -> None:
         ),
     )
     assert [p.observation.value_quantity.value for p in rest.points] == [10]
+
+
+def test_sql_visibility_agrees_with_the_python_rule(service: ResultsService) -> None:
+    from services.common.db import UnitOfWork as Uow
+    from services.results.adapters.repository import ResultRepository, SearchFilter
+    from services.results.domain.model import Visibility
+
+    stored = []
+    n = 0
+    for code in ("", "NORN_FFL", "NORU", "NORS"):
+        for until in (None, b.NOW - dt.timedelta(days=1), b.NOW + dt.timedelta(days=1)):
+            for issued in (b.NOW - dt.timedelta(days=30), b.NOW - dt.timedelta(hours=1)):
+                for status in (pb.RESULT_STATUS_FINAL, pb.RESULT_STATUS_ENTERED_IN_ERROR):
+                    n += 1
+                    submitted = b.result(
+                        confidentiality=code,
+                        restrict_until=until,
+                        effective=issued - dt.timedelta(hours=1),
+                        issued=issued,
+                        status=status,
+                    )
+                    stored.append(service.create(LAB, f"v{n}", submitted))
+    now = b.NOW.replace(tzinfo=None)
+    policy = CitizenPolicy()
+    visibilities = [
+        Visibility(now=now, policy=policy, hide_norn=True, hide_unreleased=True),
+        Visibility(now=now, policy=policy, hide_nors_except_org=b.OTHER_ORG),
+        Visibility(now=now, policy=policy, hide_nors_except_org=b.GP_ORG),
+        Visibility(now=now, policy=policy, include_entered_in_error=True, hide_nors_all=True),
+    ]
+    sessions = service._uow
+    for visibility in visibilities:
+        with sessions() as uow:
+            assert isinstance(uow, Uow)
+            found, total = ResultRepository(uow.session).search(
+                SearchFilter(patient_id=b.PATIENT), visibility, None, 1000
+            )
+        expected = {r.result_id for r in stored if visibility.allows(r)}
+        assert {r.result_id for r in found} == expected and total == len(expected)

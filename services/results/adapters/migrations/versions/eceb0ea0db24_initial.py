@@ -74,6 +74,17 @@ def upgrade() -> None:
         "ix_results_patient_time",
         "results",
         ["patient_id", sa.text("effective_time DESC"), sa.text("result_id DESC")],
+        # PostgreSQL: a covering index, so a patient's visible total is index-only.
+        postgresql_include=[
+            "category",
+            "status",
+            "confidentiality",
+            "restrict_until",
+            "issued_time",
+            "performer_org",
+            "requester_org",
+            "code",
+        ],
     )
     op.create_index(
         "ix_results_patient_category_time",
