@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import logging
 import uuid
@@ -187,6 +188,14 @@ class DocumentService:
         )
         decision = self._decide(principal, query)
 
+        if submission.declared_sha256:
+            # A retried upload that declares its hash is answered before its bytes are read.
+            replayed = self._replayed(
+                principal, request_id, submission.fingerprint(submission.declared_sha256, replaces)
+            )
+            if replayed is not None:
+                return replayed
+
         writer = self.store.writer()
         try:
             self._receive(writer, submission, content)
@@ -350,7 +359,8 @@ class DocumentService:
 
     def _readable(
         self, principal: Principal, document_id: str, action: Action, emergency: Emergency
-    ) -> DocumentEntry:
+    ) -> tuple[DocumentEntry, Callable[[], None]]:
+        """The entry if the caller may see it, and the call that logs the access."""
         principal.require_scope(Scopes.DOCUMENTS_READ)
         with UnitOfWork(self._sessions) as uow:
             entry = DocumentRepository(uow.session).get(document_id)
@@ -367,16 +377,25 @@ class DocumentService:
         )
         decision = self._decide(principal, query)
         if not decision.visibility.allows(entry, self._clock()):
-            # The obligations hide it from this caller: as if it did not exist.
             self._decider.record(principal, query, decision, [])
-            raise DocumentNotFound(document_id)
-        self._decider.record(principal, query, decision, [entry.document_id])
-        return entry
+            if principal.is_citizen:
+                # NORN / NORU before its date: as if it did not exist.
+                raise DocumentNotFound(document_id)
+            # Health personnel learn that it is blocked, so they can break the glass.
+            raise PermissionDenied(
+                "the document is blocked for your organisation; an emergency access "
+                "(emergency=true) may override it",
+                reason="DOCUMENT_BLOCKED",
+                metadata={"confidentiality_code": entry.confidentiality_code},
+            )
+        return entry, lambda: self._decider.record(principal, query, decision, [entry.document_id])
 
     def get(
         self, principal: Principal, document_id: str, emergency: Emergency = NO_EMERGENCY
     ) -> DocumentEntry:
-        return self._readable(principal, document_id, Action.READ, emergency)
+        entry, record = self._readable(principal, document_id, Action.READ, emergency)
+        record()
+        return entry
 
     def retrieve(
         self,
@@ -385,8 +404,12 @@ class DocumentService:
         emergency: Emergency = NO_EMERGENCY,
         chunk_bytes: int = READ_CHUNK_BYTES,
     ) -> tuple[DocumentEntry, Iterator[bytes]]:
-        """The entry and its content in chunks; the hash is verified before the first chunk."""
-        entry = self._readable(principal, document_id, Action.RETRIEVE, emergency)
+        """The entry and its content in chunks.
+
+        The stored bytes are hashed and compared with the registry before anything is
+        sent; the access is logged once they passed (a corrupted document is not "opened").
+        """
+        entry, record = self._readable(principal, document_id, Action.RETRIEVE, emergency)
         try:
             handle = self.store.open(entry.document_id)
         except FileNotFoundError:
@@ -394,6 +417,7 @@ class DocumentService:
             raise ContentMissing(entry.document_id) from None
         try:
             verify_content(entry, handle, chunk_bytes)
+            record()
         except BaseException:
             handle.close()
             raise
@@ -423,8 +447,6 @@ class DocumentService:
 
 def verify_content(entry: DocumentEntry, handle: BinaryIO, chunk_bytes: int) -> None:
     """Hash the stored bytes; DATA_LOSS if they differ from the registry. Rewinds."""
-    import hashlib
-
     digest = hashlib.sha256()
     size = 0
     while True:

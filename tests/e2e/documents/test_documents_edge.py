@@ -193,3 +193,27 @@ def test_grpc_streaming_upload_through_the_edge(edge: dict[str, Any]) -> None:
 def test_config_keeps_the_large_body_limit_for_documents_only() -> None:
     spec = yaml.safe_load(Path("gateway/routes.yaml").read_text())
     assert spec["packages"]["samhandling.documents.v1"]["max_request_bytes"] >= 70 * 1024 * 1024
+
+
+def test_chunked_upload_as_a_json_array(edge: dict[str, Any]) -> None:
+    """The client stream at the edge: a JSON array, metadata first, then base64 chunks."""
+    parts = [b"first part, ", b"second part"]
+    body = [
+        {
+            "metadata": {
+                "request_id": str(uuid.uuid4()),
+                "document": {
+                    "patient_id": PID,
+                    "type_code": "A01-1",
+                    "title": "Opplastet i deler",
+                    "content_type": "text/plain",
+                },
+            }
+        },
+        *({"chunk": base64.b64encode(p).decode()} for p in parts),
+    ]
+    reply = requests.post(
+        f"{edge['url']}/v1/documents:upload", json=body, headers=edge["headers"], timeout=10
+    )
+    assert reply.status_code == 200, reply.text
+    assert int(reply.json()["size_bytes"]) == len(b"".join(parts))

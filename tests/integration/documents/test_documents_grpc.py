@@ -108,7 +108,39 @@ def test_streaming_upload_in_chunks(harness: Harness) -> None:
     # Same request again: the same document, nothing new stored.
     again = h.stub.UploadDocument(upload(metadata, content), metadata=h.token())
     assert again.document_id == created.document_id
+    # A retry that declares the hash is answered from the registry before its bytes are read.
+    retried = h.stub.UploadDocument(upload(metadata, b"not read"), metadata=h.token())
+    assert retried.document_id == created.document_id
     assert h.registered() == 1 and len(h.stored_files()) == 1
+
+
+def test_a_cancelled_upload_leaves_nothing(harness: Harness) -> None:
+    import threading
+    import time
+
+    h = harness
+    sent_one = threading.Event()
+    never = threading.Event()
+
+    def stalled() -> Iterator[pb.UploadDocumentRequest]:
+        yield pb.UploadDocumentRequest(
+            metadata=pb.UploadMetadata(request_id=str(uuid.uuid4()), document=document())
+        )
+        yield pb.UploadDocumentRequest(chunk=b"a" * 100_000)
+        sent_one.set()
+        never.wait(30)
+
+    future = h.stub.UploadDocument.future(stalled(), metadata=h.token())
+    assert sent_one.wait(10)
+    deadline = time.monotonic() + 10
+    while not list(h.store.tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # wait until the server is writing the temp file
+    assert list(h.store.tmp_dir.iterdir())
+    future.cancel()
+    never.set()
+    while list(h.store.tmp_dir.iterdir()) and time.monotonic() < deadline:
+        time.sleep(0.02)  # the server notices the cancellation and aborts the temp file
+    assert h.stored_files() == [] and h.registered() == 0
 
 
 def test_idempotent_create(harness: Harness) -> None:
@@ -283,7 +315,7 @@ def test_nors_only_for_the_authoring_organisation(harness: Harness) -> None:
     assert list(gp_search.documents) == []
     with pytest.raises(grpc.RpcError) as err:
         content_of(h, nors.document_id, "gp")
-    assert err.value.code() == grpc.StatusCode.NOT_FOUND  # type: ignore[attr-defined]
+    assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "DOCUMENT_BLOCKED")
 
 
 @pytest.mark.xfail(

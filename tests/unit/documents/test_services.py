@@ -281,8 +281,9 @@ def test_nors_only_for_the_authoring_organisation_consent_or_emergency(
     service, decider = env["service"], env["decider"]
     nors = register(service, b"s", confidentiality_code="NORS")
     assert service.get(WRITER, nors.document_id)  # the authoring organisation
-    with pytest.raises(DomainError):
+    with pytest.raises(DomainError) as err:
         service.get(OTHER_ORG_READER, nors.document_id)
+    assert err.value.reason == "DOCUMENT_BLOCKED"
     assert service.search(OTHER_ORG_READER, SearchParams(patient_id=PID)).documents == []
     emergency = Emergency(True, "unconscious patient")
     assert service.get(OTHER_ORG_READER, nors.document_id, emergency)
