@@ -279,3 +279,37 @@ def test_no_token_checks_at_the_edge_without_a_key_source(descriptors: Path, rou
         routes_file=routes,
     )
     assert "jwt_authn" in [f["name"].rsplit(".", 1)[-1] for f in _filters(with_trust)]
+
+
+def test_admin_and_listeners_bind_loopback(descriptors: Path, routes: Path) -> None:
+    config = _render(descriptors, routes)
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    for listener in config["static_resources"]["listeners"]:
+        assert listener["address"]["socket_address"]["address"] == "127.0.0.1"
+
+
+def test_access_log_has_no_query_strings_bodies_or_tokens(descriptors: Path, routes: Path) -> None:
+    config = _render(descriptors, routes, access_log=Path("/tmp/access.log"))
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    fmt = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
+    text = " ".join(fmt.values()).lower()
+    assert fmt["path"].startswith("%REQ_WITHOUT_QUERY(")
+    for secret in ("authorization", "dpop", "body", "jwt_payload", "dynamic_metadata", "%path%"):
+        assert secret not in text
+    assert "%REQ(:PATH)%" not in text.upper()
+
+
+def test_local_replies_are_json_with_a_reason(descriptors: Path, routes: Path) -> None:
+    config = _render(descriptors, routes)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    statuses = set()
+    for mapper in hcm["local_reply_config"]["mappers"]:
+        body = mapper["body_format_override"]["json_format"]
+        assert set(body) == {"code", "message", "details"}
+        assert body["details"][0]["reason"].isupper()
+        statuses.add(mapper.get("status_code"))
+    assert 401 in statuses  # jwt_authn's and rbac's 403s become 401 (invalid_token)
