@@ -306,17 +306,27 @@ def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) 
                     "max_connections": int(breaker.get("max_connections", 1024)),
                     "max_pending_requests": int(breaker.get("max_pending_requests", 1024)),
                     "max_requests": int(breaker.get("max_requests", 1024)),
-                    "max_retries": int(breaker.get("max_retries", 16)),
+                    # Concurrent retries scale with the traffic (when a replica dies, every
+                    # call in flight on it retries at once).
+                    "retry_budget": {
+                        "budget_percent": {"value": float(breaker.get("retry_budget_percent", 25))},
+                        "min_retry_concurrency": int(breaker.get("min_retry_concurrency", 16)),
+                    },
                 }
             ]
         },
         # Outlier detection: a host failing in a row is ejected for a while (with one host per
         # service Envoy's panic threshold still routes to it; with replicas it is skipped).
+        # Connection failures and resets (local origin) count apart from service errors.
         "outlier_detection": {
             "consecutive_5xx": int(outlier.get("consecutive_5xx", 5)),
             "consecutive_gateway_failure": int(outlier.get("consecutive_gateway_failure", 3)),
-            "interval": _seconds(outlier.get("interval_seconds", 5)),
-            "base_ejection_time": _seconds(outlier.get("base_ejection_seconds", 15)),
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": int(
+                outlier.get("consecutive_local_origin_failure", 2)
+            ),
+            "interval": _seconds(outlier.get("interval_seconds", 1)),
+            "base_ejection_time": _seconds(outlier.get("base_ejection_seconds", 10)),
             "max_ejection_percent": 50,
         },
     }
@@ -529,14 +539,25 @@ def _method_match(verb: str, template: str) -> dict[str, Any]:
 
 def _retry_policy(idempotent: bool, retries: int) -> dict[str, Any]:
     # Nothing reached the service on connect-failure / refused-stream / reset-before-request,
-    # so those are safe for every method; UNAVAILABLE from a service only for idempotent ones.
+    # so those are safe for every method. Idempotent methods also retry UNAVAILABLE from the
+    # service and a reset in flight (a replica that died mid-call). Never a timeout.
     retry_on = "connect-failure,refused-stream,reset-before-request"
     if idempotent:
-        retry_on += ",unavailable"
+        retry_on += ",reset,unavailable"
     return {
         "retry_on": retry_on,
         "num_retries": retries,
-        "retry_back_off": {"base_interval": "0.05s", "max_interval": "0.5s"},
+        # With replicas, a retry goes to another host than the one that failed.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": f"{_TYPES}.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
     }
 
 
