@@ -53,6 +53,7 @@ class MasterDataClient:
         self._stop = threading.Event()
         self._watch: threading.Thread | None = None
         self.position = 0  # last change event seen by the watch
+        self.streams_opened = 0
 
     # --- approvals ------------------------------------------------------------------------
     def check_approval(
@@ -114,9 +115,15 @@ class MasterDataClient:
         return [self._codes[p] for p in pairs]
 
     # --- push invalidation ------------------------------------------------------------------
-    def start_watch(self, metadata: Callable[[], Metadata], retry_seconds: float = 2.0) -> None:
+    def start_watch(
+        self,
+        metadata: Callable[[], Metadata],
+        retry_seconds: float = 2.0,
+        stream_seconds: float = 3600.0,
+    ) -> None:
         """Follow the change stream in a daemon thread (from now on), dropping cache entries
-        of changed practitioners; reconnects and resumes after the last position."""
+        of changed practitioners. Each stream lives `stream_seconds` (a deadline is always
+        set); it then reconnects and resumes after the last position, missing nothing."""
 
         def run() -> None:
             first = True
@@ -127,12 +134,16 @@ class MasterDataClient:
                         after_position=self.position,
                         resource_types=[pb.RESOURCE_TYPE_PRACTITIONER],
                     )
-                    stream = self.stub.WatchChanges(request, metadata=metadata())
+                    stream = self.stub.WatchChanges(
+                        request, metadata=metadata(), timeout=stream_seconds
+                    )
                     self._stream = stream
+                    self.streams_opened += 1
                     for batch in stream:
-                        if first:
-                            self.position = max(self.position, batch.head_position)
-                            self.invalidate()  # anything cached before the watch is suspect
+                        if first or batch.head_position < self.position:
+                            # Start, or the outbox was reset: trust nothing cached before.
+                            self.position = batch.head_position
+                            self.invalidate()
                             first = False
                         for event in batch.events:
                             self.invalidate(event.resource_key)
@@ -142,8 +153,10 @@ class MasterDataClient:
                 except grpc.RpcError as error:
                     if self._stop.is_set():
                         return
-                    log.warning("master data watch interrupted: %s", error.code())
-                    self.invalidate()  # events may have been missed while away
+                    if error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                        log.warning("master data watch interrupted: %s", error.code())  # type: ignore[attr-defined]
+                        self._stop.wait(retry_seconds)
+                    continue
                 self._stop.wait(retry_seconds)
 
         self._watch = threading.Thread(target=run, name="masterdata-watch", daemon=True)

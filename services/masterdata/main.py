@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from services.common.auth_cache import CachingAuthenticator
 from services.common.registry import SERVICES
 from services.common.server import serve
@@ -11,7 +13,10 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 
 
 def main() -> None:
-    setup = build()
+    setup = build(
+        cache_entries=int(os.environ.get("SAMHANDLING_MASTERDATA_CACHE_ENTRIES", "50000")),
+        poll_seconds=float(os.environ.get("SAMHANDLING_MASTERDATA_POLL_SECONDS", "1.0")),
+    )
     # Trust and privacy check approvals on every call: verify each token once, not per call.
     authenticator = CachingAuthenticator(
         authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS)

@@ -84,8 +84,12 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
         page = self.md.list_practitioners(
             request.organisation, request.category, request.page_size, request.page_token
         )
+        admin = _is_admin(principal)
         return pb.ListPractitionersResponse(
-            practitioners=[self._practitioner(p, principal) for p in page.items],
+            practitioners=[
+                convert.practitioner_to_pb(p, self.md.catalog, include_pid=admin)
+                for p in page.items
+            ],
             next_page_token=page.next_page_token,
         )
 

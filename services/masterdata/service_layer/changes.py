@@ -76,8 +76,12 @@ class ChangeFeed:
         return self._seen
 
     def notify(self) -> None:
-        """Called after a local commit: apply the new events and wake the watchers."""
-        self.poll()
+        """Called after a local commit: apply the new events and wake the watchers. Never
+        fails the write that already committed: the poller catches up if this cannot."""
+        try:
+            self.poll()
+        except Exception:
+            log.warning("change feed update after commit failed", exc_info=True)
 
     def poll(self) -> None:
         with self._uow() as uow:

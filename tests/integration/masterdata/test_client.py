@@ -45,6 +45,28 @@ def test_cached_check_follows_a_suspension_through_the_watch(
         channel.close()
 
 
+def test_watch_resumes_after_its_stream_deadline(masterdata: MasterDataUnderTest) -> None:
+    channel = grpc.insecure_channel(masterdata.server.address)
+    client = MasterDataClient(channel, ttl_seconds=3600)
+    md = masterdata.md(audience="trust")
+    nurse = masterdata.persona("nurse")["hpr_number"]
+    try:
+        client.start_watch(lambda: md, stream_seconds=0.3)
+        wait_until(lambda: client.streams_opened >= 2)  # the first stream ran out and resumed
+        assert client.check_approval(nurse, "SP", metadata=md).valid
+        head = masterdata.setup.feed.head
+        masterdata.stub.RevokeApproval(
+            pb.RevokeApprovalRequest(hpr_number=nurse, category="SP"), metadata=masterdata.admin
+        )
+        wait_until(lambda: client.position >= head + 1)
+        assert client.check_approval(nurse, "SP", metadata=md).reason == (
+            pb.APPROVAL_CHECK_REASON_REVOKED
+        )
+    finally:
+        client.close()
+        channel.close()
+
+
 def test_code_validation_is_cached_per_pair(masterdata: MasterDataUnderTest) -> None:
     channel = grpc.insecure_channel(masterdata.server.address)
     client = MasterDataClient(channel)
