@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.common.auth import TRUST_FRAMEWORK_TYPE
+from services.common.identifiers import org_number_problem
 
 GRANT_CLIENT_CREDENTIALS = "client_credentials"
 GRANT_AUTHORIZATION_CODE = "authorization_code"
@@ -112,6 +113,11 @@ def validate_client(client: Client) -> None:
         raise ValueError("display_name is required")
     if not client.grant_types:
         raise ValueError("at least one grant type is required")
+    for orgnr in (client.orgnr_parent, client.orgnr_child):
+        if orgnr and org_number_problem(orgnr):
+            raise ValueError("organisation numbers must be 9 digits with a valid check digit")
+    if client.orgnr_child and not client.orgnr_parent:
+        raise ValueError("orgnr_child needs orgnr_parent")
     keys = client.jwks.get("keys") if isinstance(client.jwks, dict) else None
     if not isinstance(keys, list) or not keys:
         raise ValueError("jwks must be a JWKS with at least one key")

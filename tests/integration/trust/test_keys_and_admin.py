@@ -127,7 +127,7 @@ def test_admin_client_registry(trust: Trust) -> None:
             client=pb.Client(
                 client_id="lab-x",
                 display_name="Lab X",
-                orgnr_parent="910000001",
+                orgnr_parent="960152271",
                 jwks=_jwks(key),
                 grant_types=["client_credentials"],
                 scopes=[Scopes.RESULTS_WRITE],

@@ -29,7 +29,7 @@ def test_seed_is_idempotent_and_reads_organisations(
     demo = tmp_path / "demo"
     demo.mkdir()
     (demo / "organizations.json").write_text(
-        json.dumps({"lab": {"org_number": "910000001"}, "gp_practice": {"org_number": "910000002"}})
+        json.dumps({"lab": {"org_number": "960152271"}, "gp_practice": {"org_number": "878118510"}})
     )
     assert set(seed(registry, repo, demo)) == NAMES <= set(DEMO_CLIENTS)
     files = {p.stem: json.loads(p.read_text()) for p in (demo / "clients").glob("*.json")}
@@ -39,7 +39,7 @@ def test_seed_is_idempotent_and_reads_organisations(
     assert files["gp-ehr"]["redirect_uris"]
     assert stat.S_IMODE((demo / "clients" / "lab-system.json").stat().st_mode) == 0o600
     client = repo.get_client("lab-system")
-    assert client is not None and client.orgnr_parent == "910000001"
+    assert client is not None and client.orgnr_parent == "960152271"
     assert "d" not in client.jwks["keys"][0]
     assert seed(registry, repo, demo) == []
     assert json.loads((demo / "clients" / "lab-system.json").read_text()) == lab

@@ -58,6 +58,8 @@ def test_invalid_client_is_401() -> None:
         {"redirect_uris": ["https://x.test/cb#frag"]},
         {"client_id": "a b"},
         {"display_name": " "},
+        {"orgnr_parent": "123456789"},
+        {"orgnr_child": "974589095"},
     ],
 )
 def test_registry_rules(bad: dict[str, object]) -> None:
