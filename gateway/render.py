@@ -378,11 +378,52 @@ _JSON_CONTENT_TYPE = [
     }
 ]
 
+
+def _scheme(prefix: str) -> dict[str, Any]:
+    return {
+        "header": {
+            "name": "authorization",
+            "string_match": {"prefix": prefix, "ignore_case": True},
+        }
+    }
+
+
+_BOUND_TOKEN = {
+    "sourced_metadata": {
+        "metadata_matcher": {
+            "filter": JWT_FILTER,
+            "path": [{"key": JWT_PAYLOAD}, {"key": "cnf"}, {"key": "jkt"}],
+            "value": {"present_match": True},
+        }
+    }
+}
+
+# The authorization scheme must match the token (RFC 9449 §7.1): the rbac filter denies the
+# three mismatches before anything reaches a service. The services check the same and the
+# DPoP proof itself (signature, htm, htu, ath, replay), which Envoy cannot.
+DPOP_POLICIES: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
+    "dpop_bound_token_as_bearer": (
+        "DPOP_BOUND_TOKEN",
+        "a DPoP-bound access token must be sent with the DPoP authorization scheme",
+        [_scheme("bearer "), _BOUND_TOKEN],
+    ),
+    "bearer_token_as_dpop": (
+        "INVALID_TOKEN",
+        "a bearer access token was sent with the DPoP authorization scheme",
+        [_scheme("dpop "), {"not_id": _BOUND_TOKEN}],
+    ),
+    "dpop_proof_missing": (
+        "INVALID_DPOP_PROOF",
+        "the DPoP authorization scheme needs a DPoP proof header",
+        [_scheme("dpop "), {"not_id": {"header": {"name": "dpop", "present_match": True}}}],
+    ),
+}
+
+
 # Local replies (Envoy's own answers: jwt_authn, rbac, rate limit, buffer, transcoder, no
 # healthy upstream) get the services' error shape: {code, message, details: [ErrorInfo]},
 # with the same `reason`s the services' authenticator uses where the cause is the same.
 ERROR_DOMAIN = "samhandling.no"  # as services/common/errors.py; metadata says it was the edge
-DPOP_AS_BEARER = "a DPoP-bound access token must be sent with the DPoP authorization scheme"
 
 
 @dataclass(frozen=True)
@@ -402,8 +443,11 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
     LocalReply(401, 16, "INVALID_TOKEN"),
     # jwt_authn answers a wrong audience with 403; RFC 6750 calls it invalid_token (401).
     LocalReply(403, 16, "WRONG_AUDIENCE", "jwt_authn_access_denied", new_status=401),
-    # The rbac filter denies exactly one thing.
-    LocalReply(403, 16, "DPOP_BOUND_TOKEN", "rbac_access_denied", DPOP_AS_BEARER, 401),
+    # The rbac filter's denials (DPOP_POLICIES), each by its policy name.
+    *(
+        LocalReply(403, 16, reason, f"rbac_access_denied_matched_policy[{name}]", message, 401)
+        for name, (reason, message, _ids) in DPOP_POLICIES.items()
+    ),
     LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
     LocalReply(413, 8, "BODY_TOO_LARGE", message="request body too large for this route"),
     LocalReply(429, 8, "RATE_LIMITED", message="rate limit exceeded for this client"),
@@ -661,7 +705,7 @@ def _jwt_authn(
 
 
 def _dpop_rbac() -> dict[str, Any]:
-    """Deny a token bound to a DPoP key (cnf.jkt) that arrives with the Bearer scheme."""
+    """Deny requests whose authorization scheme does not fit the token (see DPOP_POLICIES)."""
     return {
         "name": "envoy.filters.http.rbac",
         "typed_config": {
@@ -669,39 +713,11 @@ def _dpop_rbac() -> dict[str, Any]:
             "rules": {
                 "action": "DENY",
                 "policies": {
-                    "dpop_bound_token_as_bearer": {
+                    name: {
                         "permissions": [{"any": True}],
-                        "principals": [
-                            {
-                                "and_ids": {
-                                    "ids": [
-                                        {
-                                            "header": {
-                                                "name": "authorization",
-                                                "string_match": {
-                                                    "prefix": "bearer ",
-                                                    "ignore_case": True,
-                                                },
-                                            }
-                                        },
-                                        {
-                                            "sourced_metadata": {
-                                                "metadata_matcher": {
-                                                    "filter": JWT_FILTER,
-                                                    "path": [
-                                                        {"key": JWT_PAYLOAD},
-                                                        {"key": "cnf"},
-                                                        {"key": "jkt"},
-                                                    ],
-                                                    "value": {"present_match": True},
-                                                }
-                                            }
-                                        },
-                                    ]
-                                }
-                            }
-                        ],
+                        "principals": [{"and_ids": {"ids": ids}}],
                     }
+                    for name, (_reason, _message, ids) in DPOP_POLICIES.items()
                 },
             },
         },

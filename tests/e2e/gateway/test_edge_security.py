@@ -66,8 +66,11 @@ def test_a_valid_bearer_token_passes(edge: Edge) -> None:
 
 
 def test_the_dpop_scheme_is_accepted_for_a_bound_token(edge: Edge) -> None:
+    # The edge checks the scheme and the token; the proof is the service's to check (the
+    # probe service here checks none).
     token = edge.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
-    assert echo(edge, edge.auth(token, scheme="DPoP")).status_code == 200
+    reply = echo(edge, {**edge.auth(token, scheme="DPoP"), "DPoP": "proof"})
+    assert reply.status_code == 200
 
 
 def test_no_token_is_401(edge: Edge) -> None:
@@ -106,6 +109,15 @@ def test_a_dpop_bound_token_used_as_bearer_is_401(edge: Edge) -> None:
     body = assert_json_error(echo(edge, edge.auth(token)), 401, 16, "DPOP_BOUND_TOKEN")
     assert "DPoP" in str(body["message"])
     assert_json_error(echo(edge, {"Authorization": f"bearer {token}"}), 401, 16)
+
+
+def test_the_dpop_scheme_needs_a_bound_token_and_a_proof(edge: Edge) -> None:
+    body = assert_json_error(
+        echo(edge, {**edge.auth(scheme="DPoP"), "DPoP": "x"}), 401, 16, "INVALID_TOKEN"
+    )
+    assert "bearer" in str(body["message"])
+    bound = edge.token(cnf={"jkt": "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"})
+    assert_json_error(echo(edge, edge.auth(bound, scheme="DPoP")), 401, 16, "INVALID_DPOP_PROOF")
 
 
 def test_public_methods_answer_grpc_with_the_same_token_rules(edge: Edge) -> None:
