@@ -380,6 +380,26 @@ def build(
     return document
 
 
+def dangling_refs(document: dict[str, Any]) -> list[str]:
+    """Every `$ref` in the document that names no schema under components (a check)."""
+    schemas = document.get("components", {}).get("schemas", {})
+    missing: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.removeprefix("#/components/schemas/") not in schemas:
+                missing.append(ref)
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(document)
+    return missing
+
+
 def main() -> None:
     from gateway.render import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
 

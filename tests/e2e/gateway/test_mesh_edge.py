@@ -15,6 +15,7 @@ import requests
 
 from deploy.local.demo import DemoClient, Edge, Story
 from deploy.local.mesh import Mesh, available_services, free_port
+from gateway.openapi import dangling_refs
 from tests.e2e.gateway.openapi_check import edge_rejection, unrouted_operations
 
 SERVICES = {"masterdata", "trust", "privacy", "results", "documents"}
@@ -96,6 +97,7 @@ def test_every_api_route_reaches_its_service(mesh: Mesh, tokens: dict[str, str])
 
 def test_the_served_openapi_matches_the_routes(mesh: Mesh, tokens: dict[str, str]) -> None:
     document = requests.get(f"{mesh.edge_url}/openapi.json", timeout=10).json()
+    assert dangling_refs(document) == []
     assert unrouted_operations(mesh.edge_url, document, tokens.get, require_upstream=True) == []
 
 
