@@ -663,43 +663,53 @@ def _cors_policy(spec: EdgeSpec) -> dict[str, Any]:
     }
 
 
+TRUST_PROVIDER = "trust"
+
+
 def _jwt_authn(
     audiences: dict[str, str], issuer: str, jwks_uri: str, cache_seconds: int
 ) -> dict[str, Any]:
-    providers = {}
-    for name, audience in sorted(audiences.items()):
-        providers[name] = {
-            "issuer": issuer,
-            "audiences": [audience],
-            "require_expiration": True,
-            "forward": True,  # the services verify the token again and read its claims
-            "from_headers": [
-                {"name": "Authorization", "value_prefix": "Bearer "},
-                {"name": "Authorization", "value_prefix": "DPoP "},
-            ],
-            "remote_jwks": {
-                "http_uri": {"uri": jwks_uri, "cluster": "edge_loopback", "timeout": "3s"},
-                "cache_duration": f"{cache_seconds}s",
-                # Fetch in the background at start-up; the listener must not wait for it,
-                # since the keys are served through this very listener.
-                "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
-                "retry_policy": {
-                    "num_retries": 3,
-                    "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
-                },
+    """One provider (the trust service: one JWKS fetch, one key and token cache) and one
+    requirement per service, each allowing only that service's audience."""
+    provider = {
+        "issuer": issuer,
+        "require_expiration": True,
+        "forward": True,  # the services verify the token again and read its claims
+        "from_headers": [
+            {"name": "Authorization", "value_prefix": "Bearer "},
+            {"name": "Authorization", "value_prefix": "DPoP "},
+        ],
+        "remote_jwks": {
+            "http_uri": {"uri": jwks_uri, "cluster": "edge_loopback", "timeout": "3s"},
+            "cache_duration": f"{cache_seconds}s",
+            # Fetch in the background at start-up; the listener must not wait for it, since
+            # the keys are served through this very listener.
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {
+                "num_retries": 3,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
             },
-            # Verified tokens are cached (signature checks are the expensive part); expiry
-            # is still checked on every use.
-            "jwt_cache_config": {"jwt_cache_size": 1000},
-            "payload_in_metadata": JWT_PAYLOAD,
-            "claim_to_headers": [{"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"}],
-        }
+        },
+        # Verified tokens are cached (signature checks are the expensive part); expiry is
+        # still checked on every use.
+        "jwt_cache_config": {"jwt_cache_size": 1000},
+        "payload_in_metadata": JWT_PAYLOAD,
+        "claim_to_headers": [{"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"}],
+    }
     return {
         "name": JWT_FILTER,
         "typed_config": {
             "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
-            "providers": providers,
-            "requirement_map": {name: {"provider_name": name} for name in sorted(audiences)},
+            "providers": {TRUST_PROVIDER: provider},
+            "requirement_map": {
+                name: {
+                    "provider_and_audiences": {
+                        "provider_name": TRUST_PROVIDER,
+                        "audiences": [audience],
+                    }
+                }
+                for name, audience in sorted(audiences.items())
+            },
         },
     }
 

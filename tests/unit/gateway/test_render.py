@@ -184,10 +184,10 @@ def test_tokens_are_required_except_on_anonymous_routes(descriptors: Path, route
     assert token["typed_per_filter_config"][jwt]["disabled"] is True
     get = by_name[f"{SERVICE}/GetThing GET /v1/things/{{thing_id}}"]
     assert get["typed_per_filter_config"][jwt]["requirement_name"] == "demo"
-    provider = next(f for f in _filters(config) if f["name"] == jwt)["typed_config"]["providers"][
-        "demo"
-    ]
-    assert provider["audiences"] == ["samhandling:demo"]
+    authn = next(f for f in _filters(config) if f["name"] == jwt)["typed_config"]
+    requirement = authn["requirement_map"]["demo"]["provider_and_audiences"]
+    assert requirement == {"provider_name": "trust", "audiences": ["samhandling:demo"]}
+    provider = authn["providers"]["trust"]
     assert provider["issuer"] == "https://issuer.test"
     assert {h["value_prefix"] for h in provider["from_headers"]} == {"Bearer ", "DPoP "}
     assert (
