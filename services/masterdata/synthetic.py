@@ -339,6 +339,7 @@ class Dataset:
     labs: list[Organization] = field(default_factory=list)
     _pids: set[str] = field(default_factory=set, repr=False)
     _gp_hprs: list[str] = field(default_factory=list, repr=False)
+    _practitioner_pids: frozenset[str] = field(default_factory=frozenset, repr=False)
 
     # --- helpers ----------------------------------------------------------------------------
     def unique_pid(self, rng: random.Random, birth: dt.date) -> str:
@@ -363,6 +364,7 @@ class Dataset:
     def practitioners(self) -> Iterator[tuple[str, Practitioner]]:
         """(demo role or '', practitioner) for every practitioner, in HPR order."""
         rng = random.Random(f"{self.seed}:practitioners")
+        self._pids, self._gp_hprs = set(), []  # the same sequence on every iteration
         weights = [w for _, w in CATEGORIES]
         codes = [c for c, _ in CATEGORIES]
         for i in range(self.n_practitioners):
@@ -375,6 +377,7 @@ class Dataset:
                 "suspended_practitioner": "LE",
             }.get(role) or rng.choices(codes, weights)[0]
             yield role, self._practitioner(rng, FIRST_HPR + i, category, role)
+        self._practitioner_pids = frozenset(self._pids)
 
     def _practitioner(self, rng: random.Random, hpr: int, category: str, role: str) -> Practitioner:
         given, family = self.name(rng)
@@ -463,6 +466,7 @@ class Dataset:
 
         Iterate `practitioners()` first: it picks the GPs and the identity numbers in use."""
         rng = random.Random(f"{self.seed}:citizens")
+        self._pids = set(self._practitioner_pids)
         municipalities = [o for o in self.organizations if o.kind is OrganizationKind.MUNICIPALITY]
         gps = self._gp_hprs or [""]
         for i in range(self.n_citizens):

@@ -62,14 +62,15 @@ def check_reason_to_pb(reason: model.CheckReason) -> Any:
 
 
 # --- practitioners ------------------------------------------------------------------------
-def approval_to_pb(a: model.Approval) -> pb.Approval:
+def approval_to_pb(a: model.Approval, include_reason: bool = False) -> pb.Approval:
+    """`status_reason` is admin-only: it is the authority's note, not for every reader."""
     return pb.Approval(
         category=a.category,
         authorization_type=a.authorization_type,
         valid_from=to_ts(a.valid_from),
         valid_to=to_ts(a.valid_to),
         status=_enum_to_pb(pb.ApprovalStatus, "APPROVAL_STATUS_", a.status.value),
-        status_reason=a.status_reason,
+        status_reason=a.status_reason if include_reason else "",
         status_time=to_ts(a.status_time),
         suspended_until=to_ts(a.suspended_until),
     )
@@ -78,13 +79,14 @@ def approval_to_pb(a: model.Approval) -> pb.Approval:
 def practitioner_to_pb(
     p: model.Practitioner, catalog: CodeCatalog, include_pid: bool
 ) -> pb.Practitioner:
+    """`include_pid` is the admin view: the identity number and status reasons."""
     return pb.Practitioner(
         hpr_number=p.hpr_number,
         national_identity_number=p.national_identity_number if include_pid else "",
         given_name=p.given_name,
         family_name=p.family_name,
         display_name=p.display_name,
-        approvals=[approval_to_pb(a) for a in p.approvals],
+        approvals=[approval_to_pb(a, include_reason=include_pid) for a in p.approvals],
         specialities=[
             pb.Speciality(
                 code=s.code,

@@ -226,3 +226,42 @@ def test_import_organisations_with_parents_in_the_same_file(
         pb.ListOrganizationsRequest(parent="974760673"), metadata=masterdata.reader
     )
     assert [o.name for o in children.organizations] == ["Nytt sykehus akutt"]
+
+
+def test_concurrent_writers_events_arrive_once_and_in_order(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    import concurrent.futures
+
+    stream = masterdata.stub.WatchChanges(
+        pb.WatchChangesRequest(from_now=True), metadata=masterdata.md(), timeout=60
+    )
+    head = next(stream).head_position
+    doctors = [
+        p.hpr_number
+        for _, p in masterdata.data.practitioners()
+        if p.approvals[0].category == "LE"
+        and p.approvals[0].status.value == "ACTIVE"
+        and p.approvals[0].valid_to is None
+    ][:4]
+
+    def flip(hpr: str) -> None:
+        for _ in range(3):
+            masterdata.stub.SuspendApproval(
+                pb.SuspendApprovalRequest(hpr_number=hpr, category="LE"), metadata=masterdata.admin
+            )
+            masterdata.stub.ReinstateApproval(
+                pb.ReinstateApprovalRequest(hpr_number=hpr, category="LE"),
+                metadata=masterdata.admin,
+            )
+
+    with concurrent.futures.ThreadPoolExecutor(len(doctors)) as pool:
+        list(pool.map(flip, doctors))
+    total = 6 * len(doctors)
+    events = _events(stream, head + total)
+    stream.cancel()  # type: ignore[attr-defined]
+    positions = [e.position for e in events]
+    assert positions == sorted(set(positions)) and len(positions) == total
+    for hpr in doctors:
+        mine = [e.change_type for e in events if e.resource_key == hpr]
+        assert mine == [pb.CHANGE_TYPE_APPROVAL_SUSPENDED, pb.CHANGE_TYPE_APPROVAL_REINSTATED] * 3

@@ -397,7 +397,13 @@ def test_suspend_reinstate_revoke(masterdata: MasterDataUnderTest) -> None:
         metadata=masterdata.admin,
     )
     assert suspended.approvals[0].status == pb.APPROVAL_STATUS_SUSPENDED
-    assert suspended.approvals[0].status_reason == "tilsynssak"
+    assert suspended.approvals[0].status_reason == "tilsynssak"  # admin view
+    reader_view = masterdata.stub.GetPractitioner(
+        pb.GetPractitionerRequest(hpr_number=hpr), metadata=masterdata.reader
+    )
+    assert reader_view.approvals[0].status == pb.APPROVAL_STATUS_SUSPENDED
+    assert reader_view.approvals[0].status_reason == ""
+    assert _check(masterdata, hpr).approvals[0].status_reason == ""
     assert _check(masterdata, hpr).reason == pb.APPROVAL_CHECK_REASON_SUSPENDED
     assert _check(masterdata, hpr, at=before).valid  # it was valid before the suspension
     info = fails(

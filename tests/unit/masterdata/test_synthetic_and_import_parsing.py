@@ -28,6 +28,19 @@ def test_deterministic_from_the_seed() -> None:
     assert _snapshot(3) != _snapshot(4)
 
 
+def test_iterating_twice_gives_the_same_data() -> None:
+    data = synthetic.build(2, practitioners=300, citizens=200)
+    first = [
+        (p.hpr_number, p.national_identity_number, p.approvals) for _, p in data.practitioners()
+    ]
+    citizens = [c.pid for c in data.citizens()]
+    again = [
+        (p.hpr_number, p.national_identity_number, p.approvals) for _, p in data.practitioners()
+    ]
+    assert first == again
+    assert [c.pid for c in data.citizens()] == citizens
+
+
 def test_identifiers_are_valid_synthetic_and_unique() -> None:
     data = synthetic.build(5, practitioners=500, citizens=2000)
     practitioners = [p for _, p in data.practitioners()]
