@@ -172,7 +172,7 @@ def test_grpc_streaming_upload_through_the_edge(edge: dict[str, Any]) -> None:
     content = b"z" * (3 * 1024 * 1024)
     metadata = pb.UploadMetadata(
         request_id=str(uuid.uuid4()),
-        document=document(sha256=hashlib.sha256(content).hexdigest()),
+        document=document(sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content)),
     )
 
     def parts() -> Iterator[pb.UploadDocumentRequest]:
@@ -207,6 +207,7 @@ def test_chunked_upload_as_a_json_array(edge: dict[str, Any]) -> None:
                     "type_code": "A01-1",
                     "title": "Opplastet i deler",
                     "content_type": "text/plain",
+                    "size_bytes": len(b"".join(parts)),
                 },
             }
         },

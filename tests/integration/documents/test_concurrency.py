@@ -22,7 +22,7 @@ def test_concurrent_replacements_one_wins(harness: Harness) -> None:
         yield pb.UploadDocumentRequest(
             metadata=pb.UploadMetadata(
                 request_id=str(uuid.uuid4()),
-                document=document(),
+                document=document(size_bytes=len(text)),
                 replaces_document_id=old.document_id,
             )
         )

@@ -124,7 +124,9 @@ def test_a_cancelled_upload_leaves_nothing(harness: Harness) -> None:
 
     def stalled() -> Iterator[pb.UploadDocumentRequest]:
         yield pb.UploadDocumentRequest(
-            metadata=pb.UploadMetadata(request_id=str(uuid.uuid4()), document=document())
+            metadata=pb.UploadMetadata(
+                request_id=str(uuid.uuid4()), document=document(size_bytes=200_000)
+            )
         )
         yield pb.UploadDocumentRequest(chunk=b"a" * 100_000)
         sent_one.set()
@@ -136,11 +138,13 @@ def test_a_cancelled_upload_leaves_nothing(harness: Harness) -> None:
     while not list(h.store.tmp_dir.iterdir()) and time.monotonic() < deadline:
         time.sleep(0.02)  # wait until the server is writing the temp file
     assert list(h.store.tmp_dir.iterdir())
-    future.cancel()
-    never.set()
-    while list(h.store.tmp_dir.iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.02)  # the server notices the cancellation and aborts the temp file
-    assert h.stored_files() == [] and h.registered() == 0
+    try:
+        future.cancel()  # the stream never ends normally: the generator is still blocked
+        while list(h.store.tmp_dir.iterdir()) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the server notices the cancellation and aborts the temp file
+        assert h.stored_files() == [] and h.registered() == 0
+    finally:
+        never.set()
 
 
 def test_idempotent_create(harness: Harness) -> None:
@@ -166,7 +170,8 @@ def test_hash_mismatch_leaves_nothing(harness: Harness) -> None:
         ["document.sha256"],
     )
     metadata = pb.UploadMetadata(
-        request_id=str(uuid.uuid4()), document=document(sha256=sha256(b"other"))
+        request_id=str(uuid.uuid4()),
+        document=document(sha256=sha256(b"other"), size_bytes=100_000),
     )
     with pytest.raises(grpc.RpcError) as err:
         h.stub.UploadDocument(upload(metadata, b"x" * 100_000, 10_000), metadata=h.token())
@@ -219,7 +224,9 @@ def test_replace_supersedes_the_old_version(harness: Harness) -> None:
     assert error_of(err.value)[:2] == (grpc.StatusCode.FAILED_PRECONDITION, "DOCUMENT_NOT_CURRENT")
     # A large replacement through the stream.
     metadata = pb.UploadMetadata(
-        request_id=str(uuid.uuid4()), document=document(), replaces_document_id=new.document_id
+        request_id=str(uuid.uuid4()),
+        document=document(size_bytes=2000),
+        replaces_document_id=new.document_id,
     )
     newest = h.stub.UploadDocument(upload(metadata, b"v3" * 1000), metadata=h.token())
     assert newest.replaces_document_id == new.document_id
@@ -255,12 +262,23 @@ def test_limits(harness: Harness) -> None:
             h.stub.CreateDocument(request, metadata=h.token())
         assert error_of(err.value) == (grpc.StatusCode.INVALID_ARGUMENT, reason, fields), reason
     # A stream stops as soon as it passes the limit.
-    metadata = pb.UploadMetadata(request_id=str(uuid.uuid4()), document=document())
+    metadata = pb.UploadMetadata(
+        request_id=str(uuid.uuid4()), document=document(size_bytes=MAX_BYTES)
+    )
     with pytest.raises(grpc.RpcError) as err:
         h.stub.UploadDocument(
             upload(metadata, b"y" * (MAX_BYTES + 10), 1024 * 1024), metadata=h.token()
         )
     assert error_of(err.value)[1] == "DOCUMENT_TOO_LARGE"
+    # A chunked upload must declare its size (a cut-off stream must not register truncated).
+    unsized = pb.UploadMetadata(request_id=str(uuid.uuid4()), document=document())
+    with pytest.raises(grpc.RpcError) as err:
+        h.stub.UploadDocument(upload(unsized, b"abc"), metadata=h.token())
+    assert error_of(err.value) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "INVALID_REQUEST",
+        ["metadata.document"],
+    )
     assert h.registered() == 0 and h.stored_files() == []
 
 
