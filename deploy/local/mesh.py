@@ -94,6 +94,22 @@ def start_envoy(
         time.sleep(0.1)
 
 
+def wait_edge_keys(admin_port: int, timeout: float = 30.0) -> None:
+    """Wait until the edge's jwt_authn has fetched the trust service's JWKS (through the edge
+    itself, in the background after start-up); until then every token would be refused."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=jwt_authn.jwks_fetch_success"
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                text = reply.read().decode()
+            if any(int(line.rsplit(":", 1)[1]) > 0 for line in text.splitlines() if ":" in line):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the edge did not load the trust service's keys")
+        time.sleep(0.1)
+
+
 @dataclass
 class Mesh:
     var_dir: Path
@@ -174,6 +190,8 @@ class Mesh:
         self.processes["envoy"] = start_envoy(
             config, self.admin_port, self.var_dir / "logs" / "envoy.log", self.env()
         )
+        if "trust" in self.services:
+            wait_edge_keys(self.admin_port)
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):

@@ -20,7 +20,7 @@ import grpc
 import yaml
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
-from deploy.local.mesh import free_port, start_envoy
+from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
 from services.common.errors import Unavailable
 from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
@@ -100,6 +100,11 @@ def start_edge(tmp: Path, overrides: dict[str, Any] | None = None) -> tuple[Edge
         envoy = start_envoy(path, ports.admin, tmp / "envoy.log")
     except BaseException:
         server.stop(0)
+        raise
+    try:
+        wait_edge_keys(ports.admin)
+    except BaseException:
+        stop_edge(server, envoy)
         raise
     edge = Edge(
         f"http://127.0.0.1:{ports.public}", f"127.0.0.1:{ports.internal}", access_log, mint, echo
