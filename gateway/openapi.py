@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
 if TYPE_CHECKING:
@@ -114,6 +115,8 @@ class Descriptors:
         for i, enum in enumerate(file.enum_type):
             walk_enum(enum, f"{prefix}.{enum.name}", (5, i))
         for si, service in enumerate(file.service):
+            if (6, si) in paths:
+                self.comments[f"{prefix}.{service.name}"] = paths[(6, si)]
             for mi, method in enumerate(service.method):
                 path = (6, si, 2, mi)
                 if path in paths:
@@ -146,20 +149,24 @@ class SchemaBuilder:
     def _message(self, name: str) -> dict[str, Any]:
         msg = self.d.messages[name]
         properties = {}
+        required = []
         for f in msg.field:
             prop = self.field_schema(f)
+            extra: dict[str, Any] = {}
             comment = self.d.comments.get(f"{name}.{f.name}")
             if comment:
-                prop = (
-                    {**prop, "description": comment}
-                    if "$ref" not in prop
-                    else {
-                        "allOf": [prop],
-                        "description": comment,
-                    }
-                )
+                extra["description"] = comment
+            behaviors = set(f.options.Extensions[field_behavior_pb2.field_behavior])
+            if field_behavior_pb2.OUTPUT_ONLY in behaviors:
+                extra["readOnly"] = True
+            if field_behavior_pb2.REQUIRED in behaviors:
+                required.append(f.name)
+            if extra:
+                prop = {"allOf": [prop], **extra} if "$ref" in prop else {**prop, **extra}
             properties[f.name] = prop
         schema: dict[str, Any] = {"type": "object", "properties": properties}
+        if required:
+            schema["required"] = required
         if name in self.d.comments:
             schema["description"] = self.d.comments[name]
         return schema
@@ -342,6 +349,7 @@ def build(
     descriptor_set: Path,
     server_url: str | None = None,
 ) -> dict[str, Any]:
+    methods = list(methods)
     builder = SchemaBuilder(Descriptors(descriptor_set))
     paths: dict[str, dict[str, Any]] = {}
     for m in sorted(methods, key=lambda x: x.key):
@@ -360,6 +368,11 @@ def build(
             "Access tokens come from the trust service (/connect/token); DPoP-bound tokens use "
             "the DPoP scheme with a DPoP proof header.",
         },
+        "servers": [{"url": server_url or "/"}],
+        "tags": [
+            {"name": tag, **({"description": text} if text else {})}
+            for tag, text in sorted(_service_tags(methods, builder).items())
+        ],
         "paths": dict(sorted(paths.items())),
         "components": {
             "schemas": dict(sorted(builder.schemas.items())),
@@ -375,9 +388,15 @@ def build(
         },
         "security": [{"bearer": []}, {"dpop": []}],
     }
-    if server_url:
-        document["servers"] = [{"url": server_url}]
     return document
+
+
+def _service_tags(methods: Iterable[Method], builder: SchemaBuilder) -> dict[str, str]:
+    return {
+        m.service.rsplit(".", 1)[-1]: builder.d.comments.get(m.service, "")
+        for m in methods
+        if m.rules
+    }
 
 
 def dangling_refs(document: dict[str, Any]) -> list[str]:

@@ -262,6 +262,7 @@ def test_openapi_document(descriptors: Path, routes: Path) -> None:
     assert doc["components"]["schemas"][f"{PKG}.State"]["enum"] == ["STATE_UNSPECIFIED"]
     assert {"bearer", "dpop"} <= set(doc["components"]["securitySchemes"])
     assert openapi.dangling_refs(doc) == []
+    assert doc["tags"] == [{"name": "DemoService"}]
 
 
 def test_no_token_checks_at_the_edge_without_a_key_source(descriptors: Path, routes: Path) -> None:
