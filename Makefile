@@ -5,6 +5,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 PY := $(BIN)/python
 export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
+# protoc plugins (protoc-gen-mypy) and envoy live in the venv's bin.
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
@@ -56,6 +58,9 @@ format: $(STAMP) ## apply ruff fixes and formatting
 
 bench: proto ## run the benchmarks and update bench/README.md
 	$(PY) -m bench.run
+
+demo: proto ## the end-to-end story through the Envoy edge (starts its own mesh; prints each step)
+	$(PY) -m deploy.local.demo
 
 clean: ## remove generated code, build output and local data
 	rm -rf gen build var

@@ -3,14 +3,17 @@ descriptor set.
 
 Two listeners: the public edge (REST transcoded to gRPC, only public methods routed) and
 an internal gRPC listener for service-to-service callers. Envoy's admin interface binds
-to loopback only.
+to loopback only. gateway/README.md describes the filter chain and the decisions.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import json
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,20 @@ ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTORS = ROOT / "build" / "descriptors.binpb"
 ROUTES = Path(__file__).resolve().parent / "routes.yaml"
 
+# Headers the edge sets for the services (they check DPoP `htm`/`htu` against them) and the
+# headers jwt_authn derives from the verified token. Clients can never supply any of them.
+FORWARDED_METHOD = "x-forwarded-method"
+ORIGINAL_METHOD = (
+    "x-envoy-original-method"  # the same, under the name services/common/dpop.py reads
+)
+ORIGINAL_PATH = "x-envoy-original-path"
+FORWARDED_HOST = "x-forwarded-host"
+CLIENT_ID_HEADER = "x-jwt-client-id"
+JWT_PAYLOAD = "jwt_payload"
+JWT_FILTER = "envoy.filters.http.jwt_authn"
+
+_TYPES = "type.googleapis.com/envoy"
+
 
 @dataclass(frozen=True)
 class EdgePorts:
@@ -31,15 +48,45 @@ class EdgePorts:
 
 
 @dataclass(frozen=True)
+class HttpRule:
+    verb: str  # GET, POST, DELETE, PATCH, PUT
+    template: str  # /v1/results/{result_id}
+    body: str = ""
+    response_body: str = ""
+
+
+@dataclass(frozen=True)
 class Method:
     package: str
     service: str  # fully qualified
     name: str
     has_http: bool
+    rules: tuple[HttpRule, ...] = ()
+    input_type: str = ""
+    output_type: str = ""
+    idempotency: int = 0  # MethodOptions.IdempotencyLevel
+    client_streaming: bool = False
+    server_streaming: bool = False
 
     @property
     def path(self) -> str:
         return f"/{self.service}/{self.name}"
+
+    @property
+    def key(self) -> str:
+        return f"{self.service}/{self.name}"
+
+
+def _rules(http: Any) -> list[HttpRule]:
+    out = []
+    pattern = http.WhichOneof("pattern")
+    if pattern == "custom":
+        out.append(HttpRule(http.custom.kind.upper(), http.custom.path, http.body))
+    elif pattern:
+        out.append(HttpRule(pattern.upper(), getattr(http, pattern), http.body, http.response_body))
+    for extra in http.additional_bindings:
+        out.extend(_rules(extra))
+    return out
 
 
 def load_methods(descriptor_set: Path) -> list[Method]:
@@ -51,18 +98,169 @@ def load_methods(descriptor_set: Path) -> list[Method]:
         for service in file.service:
             for m in service.method:
                 has_http = m.options.HasExtension(annotations_pb2.http)
+                rules = (
+                    tuple(_rules(m.options.Extensions[annotations_pb2.http])) if has_http else ()
+                )
                 methods.append(
-                    Method(file.package, f"{file.package}.{service.name}", m.name, has_http)
+                    Method(
+                        file.package,
+                        f"{file.package}.{service.name}",
+                        m.name,
+                        has_http,
+                        rules,
+                        m.input_type.lstrip("."),
+                        m.output_type.lstrip("."),
+                        m.options.idempotency_level,
+                        m.client_streaming,
+                        m.server_streaming,
+                    )
                 )
     return methods
+
+
+def template_regex(template: str) -> str | None:
+    """RE2 regex for a google.api.http path template, or None when it has no variables."""
+    path, verb = split_template(template)
+    if "{" not in path and "*" not in path:
+        return None
+    regex = "/" + "/".join(_segment_regex(s) for s in _segments(path))
+    if verb:
+        regex += ":" + re.escape(verb)
+    return "^" + regex + "$"
+
+
+def _split_verb(template: str) -> tuple[str, str, str]:
+    # The verb is a ':' after the last '}' or '/', outside braces.
+    depth = 0
+    for i in range(len(template) - 1, -1, -1):
+        c = template[i]
+        if c == "}":
+            depth += 1
+        elif c == "{":
+            depth -= 1
+        elif c == "/" and depth == 0:
+            break
+        elif c == ":" and depth == 0:
+            return template[:i], ":", template[i + 1 :]
+    return template, "", ""
+
+
+def _segments(path: str) -> list[str]:
+    segments, depth, current = [], 0, ""
+    for c in path.lstrip("/"):
+        if c == "{":
+            depth += 1
+        elif c == "}":
+            depth -= 1
+        if c == "/" and depth == 0:
+            segments.append(current)
+            current = ""
+        else:
+            current += c
+    segments.append(current)
+    return segments
+
+
+def _segment_regex(segment: str) -> str:
+    if segment == "*":
+        return "[^/]+"
+    if segment == "**":
+        return ".+"
+    if segment.startswith("{") and segment.endswith("}"):
+        inner = segment[1:-1]
+        if "=" not in inner:
+            return "[^/]+"
+        return "/".join(_segment_regex(s) for s in inner.split("=", 1)[1].split("/"))
+    return re.escape(segment)
+
+
+def split_template(template: str) -> tuple[str, str]:
+    """(path, verb) of a template: '/v1/results:search' -> ('/v1/results', 'search')."""
+    path, _, verb = _split_verb(template)
+    return path, verb
+
+
+@dataclass
+class EdgeSpec:
+    """routes.yaml, parsed and merged with overrides."""
+
+    defaults: dict[str, Any]
+    packages: dict[str, dict[str, Any]]
+    methods: dict[str, dict[str, Any]]
+    internal_only: set[str]
+    anonymous: set[str]
+    raw: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, routes_file: Path, overrides: dict[str, Any] | None = None) -> EdgeSpec:
+        raw = _deep_merge(yaml.safe_load(routes_file.read_text()), overrides or {})
+        defaults = raw.get("defaults", {})
+        return cls(
+            defaults=defaults,
+            packages={p: {**defaults, **(o or {})} for p, o in raw["packages"].items()},
+            methods=dict(raw.get("methods") or {}),
+            internal_only=set(raw.get("internal_only") or []),
+            anonymous=set(raw.get("anonymous") or []),
+            raw=raw,
+        )
+
+    def is_public(self, m: Method) -> bool:
+        return (
+            m.has_http
+            and m.key not in self.internal_only
+            and f"{m.service}/*" not in self.internal_only
+        )
+
+    def is_anonymous(self, m: Method, rule: HttpRule) -> bool:
+        return rule.template in self.anonymous or m.key in self.anonymous
+
+    def options(self, m: Method) -> dict[str, Any]:
+        return {**self.packages[m.package], **(self.methods.get(m.key) or {})}
+
+    def is_idempotent(self, m: Method, rule: HttpRule) -> bool:
+        explicit = (self.methods.get(m.key) or {}).get("idempotent")
+        if explicit is not None:
+            return bool(explicit)
+        idempotent_levels = (
+            descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS,
+            descriptor_pb2.MethodOptions.IDEMPOTENT,
+        )
+        return (
+            rule.verb == "GET"
+            or split_template(rule.template)[1] == "search"
+            or m.idempotency in idempotent_levels
+        )
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
 
 
 def _cluster_name(package: str) -> str:
     return package.split(".")[1]
 
 
-def _cluster(name: str, address: str) -> dict[str, Any]:
+def audience_for(cluster: str) -> str:
+    from services.common.tokens import audience_for as service_audience
+
+    return service_audience(cluster)
+
+
+def _seconds(value: float) -> str:
+    return f"{value}s"
+
+
+def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) -> dict[str, Any]:
     host, port = address.rsplit(":", 1)
+    resilience = resilience or {}
+    breaker = resilience.get("circuit_breaker", {})
+    outlier = resilience.get("outlier_detection", {})
     return {
         "name": name,
         "type": "STATIC",
@@ -70,7 +268,7 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
         "lb_policy": "ROUND_ROBIN",
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
-                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "@type": f"{_TYPES}.extensions.upstreams.http.v3.HttpProtocolOptions",
                 "explicit_http_config": {"http2_protocol_options": {}},
             }
         },
@@ -100,28 +298,232 @@ def _cluster(name: str, address: str) -> dict[str, Any]:
                 "grpc_health_check": {},
             }
         ],
+        # Circuit breakers: a misbehaving client cannot pile unbounded work on a service.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": int(breaker.get("max_connections", 1024)),
+                    "max_pending_requests": int(breaker.get("max_pending_requests", 1024)),
+                    "max_requests": int(breaker.get("max_requests", 1024)),
+                    # Concurrent retries scale with the traffic (when a replica dies, every
+                    # call in flight on it retries at once).
+                    "retry_budget": {
+                        "budget_percent": {"value": float(breaker.get("retry_budget_percent", 25))},
+                        "min_retry_concurrency": int(breaker.get("min_retry_concurrency", 16)),
+                    },
+                }
+            ]
+        },
+        # Outlier detection: a host failing in a row is ejected for a while (with one host per
+        # service Envoy's panic threshold still routes to it; with replicas it is skipped).
+        # Connection failures and resets (local origin) count apart from service errors.
+        "outlier_detection": {
+            "consecutive_5xx": int(outlier.get("consecutive_5xx", 5)),
+            "consecutive_gateway_failure": int(outlier.get("consecutive_gateway_failure", 3)),
+            "split_external_local_origin_errors": True,
+            "consecutive_local_origin_failure": int(
+                outlier.get("consecutive_local_origin_failure", 2)
+            ),
+            "interval": _seconds(outlier.get("interval_seconds", 1)),
+            "base_ejection_time": _seconds(outlier.get("base_ejection_seconds", 10)),
+            "max_ejection_percent": 50,
+        },
     }
+
+
+def _loopback_cluster(name: str, port: int) -> dict[str, Any]:
+    """Plain HTTP/1.1 cluster back to the edge's own public listener (for the JWKS)."""
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {"address": "127.0.0.1", "port_value": port}
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+    }
+
+
+def _error_json(code: int, message: str, reason: str) -> str:
+    body = {"code": code, "message": message, "details": [_error_info(reason)]}
+    return json.dumps(body, separators=(",", ":"))
 
 
 def _json_404() -> dict[str, Any]:
     return {
         "status": 404,
         "body": {
-            "inline_string": '{"code":5,"message":"no such route at the Samhandling edge","details":[]}'
+            "inline_string": _error_json(5, "no such route at the Samhandling edge", "NO_ROUTE")
         },
     }
+
+
+_JSON_CONTENT_TYPE = [
+    {
+        "header": {"key": "content-type", "value": "application/json"},
+        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+    }
+]
+
+
+def _scheme(prefix: str) -> dict[str, Any]:
+    return {
+        "header": {
+            "name": "authorization",
+            "string_match": {"prefix": prefix, "ignore_case": True},
+        }
+    }
+
+
+_BOUND_TOKEN = {
+    "sourced_metadata": {
+        "metadata_matcher": {
+            "filter": JWT_FILTER,
+            "path": [{"key": JWT_PAYLOAD}, {"key": "cnf"}, {"key": "jkt"}],
+            "value": {"present_match": True},
+        }
+    }
+}
+
+# The authorization scheme must match the token (RFC 9449 §7.1): the rbac filter denies the
+# three mismatches before anything reaches a service. The services check the same and the
+# DPoP proof itself (signature, htm, htu, ath, replay), which Envoy cannot.
+DPOP_POLICIES: dict[str, tuple[str, str, list[dict[str, Any]]]] = {
+    "dpop_bound_token_as_bearer": (
+        "DPOP_BOUND_TOKEN",
+        "a DPoP-bound access token must be sent with the DPoP authorization scheme",
+        [_scheme("bearer "), _BOUND_TOKEN],
+    ),
+    "bearer_token_as_dpop": (
+        "INVALID_TOKEN",
+        "a bearer access token was sent with the DPoP authorization scheme",
+        [_scheme("dpop "), {"not_id": _BOUND_TOKEN}],
+    ),
+    "dpop_proof_missing": (
+        "INVALID_DPOP_PROOF",
+        "the DPoP authorization scheme needs a DPoP proof header",
+        [_scheme("dpop "), {"not_id": {"header": {"name": "dpop", "present_match": True}}}],
+    ),
+}
+
+
+# Local replies (Envoy's own answers: jwt_authn, rbac, rate limit, buffer, transcoder, no
+# healthy upstream) get the services' error shape: {code, message, details: [ErrorInfo]},
+# with the same `reason`s the services' authenticator uses where the cause is the same.
+ERROR_DOMAIN = "samhandling.no"  # as services/common/errors.py; metadata says it was the edge
+
+
+@dataclass(frozen=True)
+class LocalReply:
+    status: int  # the HTTP status Envoy replied with
+    code: int  # gRPC canonical code in the body
+    reason: str  # ErrorInfo.reason
+    details_prefix: str = ""  # narrows the match to replies whose details start with this
+    message: str | None = None  # None = Envoy's own text (%LOCAL_REPLY_BODY%)
+    new_status: int | None = None
+
+
+# First match wins: the narrow ones (by response details) before the catch-all per status.
+LOCAL_REPLIES: tuple[LocalReply, ...] = (
+    LocalReply(401, 16, "NO_TOKEN", "jwt_authn_access_denied{Jwt_is_missing"),
+    LocalReply(401, 16, "TOKEN_EXPIRED", "jwt_authn_access_denied{Jwt_is_expired"),
+    LocalReply(401, 16, "INVALID_TOKEN"),
+    # jwt_authn answers a wrong audience with 403; RFC 6750 calls it invalid_token (401).
+    LocalReply(403, 16, "WRONG_AUDIENCE", "jwt_authn_access_denied", new_status=401),
+    # The rbac filter's denials (DPOP_POLICIES), each by its policy name.
+    *(
+        LocalReply(403, 16, reason, f"rbac_access_denied_matched_policy[{name}]", message, 401)
+        for name, (reason, message, _ids) in DPOP_POLICIES.items()
+    ),
+    LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
+    LocalReply(413, 8, "BODY_TOO_LARGE", message="request body too large for this route"),
+    LocalReply(429, 8, "RATE_LIMITED", message="rate limit exceeded for this client"),
+    LocalReply(503, 14, "UPSTREAM_UNAVAILABLE"),
+    LocalReply(504, 4, "UPSTREAM_TIMEOUT", message="upstream timeout"),
+)
+
+
+def _error_info(reason: str) -> dict[str, Any]:
+    return {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": reason,
+        "domain": ERROR_DOMAIN,
+        "metadata": {"source": "edge"},
+    }
+
+
+def _status_filter(status: int) -> dict[str, Any]:
+    return {
+        "status_code_filter": {
+            "comparison": {
+                "op": "EQ",
+                "value": {"default_value": status, "runtime_key": f"edge.reply_{status}"},
+            }
+        }
+    }
+
+
+def _details_filter(prefix: str) -> dict[str, Any]:
+    return {
+        "extension_filter": {
+            "name": "envoy.access_loggers.extension_filters.cel",
+            "typed_config": {
+                "@type": f"{_TYPES}.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
+                "expression": f"response.code_details.startsWith('{prefix}')",
+            },
+        }
+    }
+
+
+def _local_reply_config() -> dict[str, Any]:
+    mappers = []
+    for reply in LOCAL_REPLIES:
+        filters = [_status_filter(reply.status)]
+        if reply.details_prefix:
+            filters.append(_details_filter(reply.details_prefix))
+        mapper: dict[str, Any] = {
+            "filter": filters[0] if len(filters) == 1 else {"and_filter": {"filters": filters}},
+            "body_format_override": {
+                "json_format": {
+                    "code": reply.code,
+                    "message": reply.message or "%LOCAL_REPLY_BODY%",
+                    "details": [_error_info(reply.reason)],
+                },
+                "content_type": "application/json",
+            },
+        }
+        if reply.new_status:
+            mapper["status_code"] = reply.new_status
+        mappers.append(mapper)
+    return {"mappers": mappers}
 
 
 def _access_log(path: Path) -> list[dict[str, Any]]:
     # No query strings, bodies or tokens: identity numbers must never reach these logs.
     fmt = {
         "time": "%START_TIME%",
-        "method": "%REQ(:METHOD)%",
-        "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "method": f"%REQ({FORWARDED_METHOD}?:METHOD)%",
+        "path": f"%REQ_WITHOUT_QUERY({ORIGINAL_PATH}?:PATH)%",
         "status": "%RESPONSE_CODE%",
         "grpc_status": "%GRPC_STATUS%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
         "duration_ms": "%DURATION%",
         "upstream": "%UPSTREAM_CLUSTER%",
+        "client_id": f"%REQ({CLIENT_ID_HEADER})%",
         "bytes_in": "%BYTES_RECEIVED%",
         "bytes_out": "%BYTES_SENT%",
         "request_id": "%REQ(X-REQUEST-ID)%",
@@ -131,7 +533,7 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
         {
             "name": "envoy.access_loggers.file",
             "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+                "@type": f"{_TYPES}.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": str(path),
                 "log_format": {
                     "json_format": fmt,
@@ -139,7 +541,7 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
                         {
                             "name": "envoy.formatter.req_without_query",
                             "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                                "@type": f"{_TYPES}.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
                             },
                         }
                     ],
@@ -149,33 +551,11 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
     ]
 
 
-def _hcm(
-    stat_prefix: str,
-    routes: list[dict[str, Any]],
-    http_filters: list[dict[str, Any]],
-    access_log: Path | None,
-) -> dict[str, Any]:
-    hcm: dict[str, Any] = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        "stat_prefix": stat_prefix,
-        "codec_type": "AUTO",
-        "route_config": {
-            "name": stat_prefix,
-            "virtual_hosts": [{"name": stat_prefix, "domains": ["*"], "routes": routes}],
-        },
-        "http_filters": [
-            *http_filters,
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            },
-        ],
+def _router() -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.router",
+        "typed_config": {"@type": f"{_TYPES}.extensions.filters.http.router.v3.Router"},
     }
-    if access_log is not None:
-        hcm["access_log"] = _access_log(access_log)
-    return hcm
 
 
 def _listener(name: str, port: int, hcm: dict[str, Any]) -> dict[str, Any]:
@@ -192,57 +572,373 @@ def _listener(name: str, port: int, hcm: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _method_match(verb: str, template: str) -> dict[str, Any]:
+    regex = template_regex(template)
+    match: dict[str, Any] = (
+        {"path": template} if regex is None else {"safe_regex": {"regex": regex}}
+    )
+    match["headers"] = [{"name": ":method", "string_match": {"exact": verb}}]
+    return match
+
+
+def _retry_policy(idempotent: bool, retries: int) -> dict[str, Any]:
+    # Nothing reached the service on connect-failure / refused-stream / reset-before-request,
+    # so those are safe for every method. Idempotent methods also retry UNAVAILABLE from the
+    # service and a reset in flight (a replica that died mid-call). Never a timeout.
+    retry_on = "connect-failure,refused-stream,reset-before-request"
+    if idempotent:
+        retry_on += ",reset,unavailable"
+    return {
+        "retry_on": retry_on,
+        "num_retries": retries,
+        # With replicas, a retry goes to another host than the one that failed.
+        "retry_host_predicate": [
+            {
+                "name": "envoy.retry_host_predicates.previous_hosts",
+                "typed_config": {
+                    "@type": f"{_TYPES}.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"
+                },
+            }
+        ],
+        "host_selection_retry_max_attempts": 5,
+        "retry_back_off": {"base_interval": "0.025s", "max_interval": "0.25s"},
+    }
+
+
+def _token_bucket(cfg: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "max_tokens": int(cfg["max_tokens"]),
+        "tokens_per_fill": int(cfg["tokens_per_fill"]),
+        "fill_interval": _seconds(cfg["fill_interval_seconds"]),
+    }
+
+
+def _rate_limit_config(spec: EdgeSpec) -> dict[str, Any]:
+    limits = spec.raw.get("rate_limit", {})
+    return {
+        "@type": f"{_TYPES}.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        "stat_prefix": "edge_rate_limit",
+        "token_bucket": _token_bucket(limits["global"]),
+        "filter_enabled": {
+            "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            "runtime_key": "edge.rate_limit_enabled",
+        },
+        "filter_enforced": {
+            "default_value": {"numerator": 100, "denominator": "HUNDRED"},
+            "runtime_key": "edge.rate_limit_enforced",
+        },
+        # One bucket per distinct client_id (the verified token's claim), created on demand.
+        "max_dynamic_descriptors": 10000,
+        "rate_limits": [
+            {
+                "actions": [
+                    {
+                        "request_headers": {
+                            "header_name": CLIENT_ID_HEADER,
+                            "descriptor_key": "client_id",
+                        }
+                    }
+                ]
+            }
+        ],
+        "descriptors": [
+            {"entries": [{"key": "client_id"}], "token_bucket": _token_bucket(limits["per_client"])}
+        ],
+        "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+    }
+
+
+def _cors_policy(spec: EdgeSpec) -> dict[str, Any]:
+    cors = spec.raw.get("cors", {})
+    env = os.environ.get("SAMHANDLING_PORTAL_ORIGINS")
+    origins = [o.strip() for o in env.split(",") if o.strip()] if env else cors["allowed_origins"]
+    return {
+        "@type": f"{_TYPES}.extensions.filters.http.cors.v3.CorsPolicy",
+        "allow_origin_string_match": [{"exact": o} for o in origins],
+        "allow_methods": "GET, POST, DELETE, PATCH, OPTIONS",
+        "allow_headers": "authorization, dpop, content-type, traceparent, x-request-id",
+        "expose_headers": "www-authenticate, dpop-nonce, x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset",
+        "max_age": str(int(cors.get("max_age_seconds", 600))),
+        "allow_credentials": False,
+    }
+
+
+TRUST_PROVIDER = "trust"
+
+
+def _jwt_authn(
+    audiences: dict[str, str], issuer: str, jwks_uri: str, cache_seconds: int
+) -> dict[str, Any]:
+    """One provider (the trust service: one JWKS fetch, one key and token cache) and one
+    requirement per service, each allowing only that service's audience."""
+    provider = {
+        "issuer": issuer,
+        "require_expiration": True,
+        "forward": True,  # the services verify the token again and read its claims
+        "from_headers": [
+            {"name": "Authorization", "value_prefix": "Bearer "},
+            {"name": "Authorization", "value_prefix": "DPoP "},
+        ],
+        "remote_jwks": {
+            "http_uri": {"uri": jwks_uri, "cluster": "edge_loopback", "timeout": "3s"},
+            "cache_duration": f"{cache_seconds}s",
+            # Fetch in the background at start-up; the listener must not wait for it, since
+            # the keys are served through this very listener.
+            "async_fetch": {"fast_listener": True, "failed_refetch_duration": "1s"},
+            "retry_policy": {
+                "num_retries": 3,
+                "retry_back_off": {"base_interval": "0.2s", "max_interval": "2s"},
+            },
+        },
+        # Verified tokens are cached (signature checks are the expensive part); expiry is
+        # still checked on every use.
+        "jwt_cache_config": {"jwt_cache_size": 1000},
+        "payload_in_metadata": JWT_PAYLOAD,
+        "claim_to_headers": [{"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"}],
+    }
+    return {
+        "name": JWT_FILTER,
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": {TRUST_PROVIDER: provider},
+            "requirement_map": {
+                name: {
+                    "provider_and_audiences": {
+                        "provider_name": TRUST_PROVIDER,
+                        "audiences": [audience],
+                    }
+                }
+                for name, audience in sorted(audiences.items())
+            },
+        },
+    }
+
+
+def _dpop_rbac() -> dict[str, Any]:
+    """Deny requests whose authorization scheme does not fit the token (see DPOP_POLICIES)."""
+    return {
+        "name": "envoy.filters.http.rbac",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.filters.http.rbac.v3.RBAC",
+            "rules": {
+                "action": "DENY",
+                "policies": {
+                    name: {
+                        "permissions": [{"any": True}],
+                        "principals": [{"and_ids": {"ids": ids}}],
+                    }
+                    for name, (_reason, _message, ids) in DPOP_POLICIES.items()
+                },
+            },
+        },
+    }
+
+
+def _edge_headers() -> dict[str, Any]:
+    """First filter: drop headers only the edge may set, then record the original request."""
+    own = [{"remove": h} for h in (CLIENT_ID_HEADER,)]
+    forwarded = [
+        {
+            "append": {
+                "header": {"key": key, "value": value},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        }
+        for key, value in (
+            (FORWARDED_METHOD, "%REQ(:METHOD)%"),
+            (ORIGINAL_METHOD, "%REQ(:METHOD)%"),
+            (ORIGINAL_PATH, "%REQ(:PATH)%"),
+            (FORWARDED_HOST, "%REQ(:AUTHORITY)%"),
+        )
+    ]
+    return {
+        "name": "envoy.filters.http.header_mutation",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.filters.http.header_mutation.v3.HeaderMutation",
+            "mutations": {"request_mutations": own + forwarded},
+        },
+    }
+
+
+def _direct_json(path: str, body: str, status: int = 200) -> dict[str, Any]:
+    return {
+        "name": f"edge GET {path}",
+        "match": {"path": path, "headers": [{"name": ":method", "string_match": {"exact": "GET"}}]},
+        "direct_response": {"status": status, "body": {"inline_string": body}},
+        "response_headers_to_add": _JSON_CONTENT_TYPE,
+        "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
+    }
+
+
+def _cors_denied_preflight() -> dict[str, Any]:
+    """A CORS preflight the cors filter did not answer (origin not allowed).
+
+    Envoy's cors filter only acts on routes with a route action (not on direct responses),
+    so preflights get a real route: allowed origins are answered by the filter before this
+    route forwards anything; the rest go once round the loopback without their Origin
+    header and meet the JSON 404 (no CORS headers, so the browser refuses).
+    """
+    return {
+        "name": "edge cors-preflight",
+        "match": {
+            "prefix": "/",
+            "headers": [
+                {"name": ":method", "string_match": {"exact": "OPTIONS"}},
+                {"name": "origin", "present_match": True},
+            ],
+        },
+        "route": {"cluster": "edge_loopback", "timeout": "5s"},
+        "request_headers_to_remove": ["origin"],
+        "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
+    }
+
+
+def _jwt_route_config(requirement: str | None) -> dict[str, Any]:
+    """jwt_authn per route: the service's requirement, or no token (anonymous)."""
+    rule: dict[str, Any] = {"requirement_name": requirement} if requirement else {"disabled": True}
+    return {"@type": f"{_TYPES}.extensions.filters.http.jwt_authn.v3.PerRouteConfig", **rule}
+
+
+def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[str, Any]], bool]:
+    """The routes of one public method (its gRPC path, then one per HTTP rule), and whether
+    any of them needs a token."""
+    options = spec.options(m)
+    cluster = _cluster_name(m.package)
+    action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
+    deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
+    anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
+    # The method's gRPC path too: partners may call the public methods with gRPC. Same token
+    # rule and limits; no buffering (streams stay streams; the services cap each message at
+    # 16 MiB).
+    routes: list[dict[str, Any]] = [
+        {
+            "name": f"{m.key} gRPC",
+            "match": {"path": m.path},
+            "route": {
+                **action,
+                # The caller's grpc-timeout (capped at the route's) is the deadline.
+                "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
+                "retry_policy": _retry_policy(
+                    any(spec.is_idempotent(m, r) for r in m.rules), retries
+                ),
+            },
+            "typed_per_filter_config": {
+                "envoy.filters.http.buffer": {
+                    "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
+                    "disabled": True,
+                },
+                JWT_FILTER: _jwt_route_config(None if anonymous_grpc else cluster),
+            },
+        }
+    ]
+    for rule in m.rules:
+        anonymous = spec.is_anonymous(m, rule)
+        routes.append(
+            {
+                "name": f"{m.key} {rule.verb} {rule.template}",
+                "match": _method_match(rule.verb, rule.template),
+                # REST callers have no gRPC deadline: the route timeout becomes the service's
+                # deadline (services pass the remaining time on).
+                "request_headers_to_add": [
+                    {
+                        "header": {"key": "grpc-timeout", "value": deadline},
+                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }
+                ],
+                "route": {
+                    **action,
+                    "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
+                },
+                "typed_per_filter_config": {
+                    "envoy.filters.http.buffer": {
+                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
+                    },
+                    JWT_FILTER: _jwt_route_config(None if anonymous else cluster),
+                },
+            }
+        )
+    return routes, not all(spec.is_anonymous(m, rule) for rule in m.rules)
+
+
+def default_issuer(public_port: int) -> str:
+    """The trust service's issuer as services.common.tokens.issuer() computes it in a service
+    started by deploy/local/mesh.py (which sets SAMHANDLING_EDGE_URL to this edge)."""
+    return (
+        os.environ.get("SAMHANDLING_ISSUER")
+        or os.environ.get("SAMHANDLING_EDGE_URL")
+        or f"http://127.0.0.1:{public_port}"
+    )
+
+
 def render(
     ports: EdgePorts,
     addresses: dict[str, str],
     descriptor_set: Path = DESCRIPTORS,
     routes_file: Path = ROUTES,
     access_log: Path | None = None,
+    issuer: str | None = None,
+    static_jwks: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    edge_auth: bool | None = None,
 ) -> dict[str, Any]:
-    """Envoy bootstrap for the given service addresses (name -> host:port)."""
-    spec = yaml.safe_load(routes_file.read_text())
-    defaults = spec.get("defaults", {})
-    internal_only = set(spec.get("internal_only") or [])
-    packages = {
-        p: {**defaults, **(o or {})}
-        for p, o in spec["packages"].items()
-        if _cluster_name(p) in addresses
-    }
-    methods = [m for m in load_methods(descriptor_set) if m.package in packages]
+    """Envoy bootstrap for the given service addresses (name -> host:port).
 
-    public_routes = []
-    for m in methods:
-        if (
-            not m.has_http
-            or m.path.lstrip("/") in internal_only
-            or f"{m.service}/*" in internal_only
-        ):
-            continue
-        options = packages[m.package]
+    `issuer` defaults to the trust service's issuer (`default_issuer`: the edge's own URL).
+    `static_jwks` serves a fixed JWKS at /.well-known/jwks.json instead of the trust
+    service's (tests with the bench service); `overrides` is deep-merged into routes.yaml.
+    `edge_auth` (default: when there is a key source, i.e. `static_jwks` or the trust
+    service) turns on token checks at the edge; the services check tokens regardless.
+    """
+    from gateway import openapi
+
+    spec = EdgeSpec.load(routes_file, overrides)
+    packages = {p: o for p, o in spec.packages.items() if _cluster_name(p) in addresses}
+    methods = [m for m in load_methods(descriptor_set) if m.package in packages]
+    public = [m for m in methods if spec.is_public(m)]
+
+    public_routes: list[dict[str, Any]] = []
+    if static_jwks is not None:
         public_routes.append(
-            {
-                "match": {"path": m.path},
-                "route": {
-                    "cluster": _cluster_name(m.package),
-                    "timeout": f"{options['timeout_seconds']}s",
-                },
-                "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
-                        "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
-                    }
-                },
-            }
+            _direct_json("/.well-known/jwks.json", json.dumps(static_jwks, separators=(",", ":")))
         )
-    public_routes.append({"match": {"prefix": "/"}, "direct_response": _json_404()})
+    document = openapi.build(public, spec, descriptor_set, server_url=None)
+    public_routes.append(_direct_json("/openapi.json", json.dumps(document, separators=(",", ":"))))
+
+    retries = int(spec.raw.get("resilience", {}).get("retries", 2))
+    audiences: dict[str, str] = {}
+    max_body = int(spec.defaults.get("max_request_bytes", 1048576))
+    edge_auth = static_jwks is not None or "trust" in addresses if edge_auth is None else edge_auth
+    for m in public:
+        max_body = max(max_body, int(spec.options(m)["max_request_bytes"]))
+        routes, needs_token = _method_routes(m, spec, retries)
+        public_routes += routes
+        if needs_token:
+            cluster = _cluster_name(m.package)
+            audiences[cluster] = audience_for(cluster)
+    public_routes.append(_cors_denied_preflight())
+    public_routes.append(
+        {
+            "name": "edge not-found",
+            "match": {"prefix": "/"},
+            "direct_response": _json_404(),
+            "response_headers_to_add": _JSON_CONTENT_TYPE,
+            "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
+        }
+    )
 
     transcoder = {
         "name": "envoy.filters.http.grpc_json_transcoder",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "@type": f"{_TYPES}.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
             "proto_descriptor": str(descriptor_set),
-            "services": sorted({m.service for m in methods if m.has_http}),
+            "services": sorted({m.service for m in public}),
             "convert_grpc_status": True,
+            # Routes match the REST request (method + path template), so per-route settings
+            # (body limit, token requirement, timeout, retries) apply before transcoding.
+            "match_incoming_request_route": True,
+            "max_request_body_size": max_body,
+            "max_response_body_size": max_body,
             "print_options": {
                 "preserve_proto_field_names": True,
                 "always_print_primitive_fields": True,
@@ -253,32 +949,110 @@ def render(
     buffer = {
         "name": "envoy.filters.http.buffer",
         "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer",
-            "max_request_bytes": int(defaults.get("max_request_bytes", 1048576)),
+            "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.Buffer",
+            "max_request_bytes": int(spec.defaults.get("max_request_bytes", 1048576)),
         },
     }
-    # The transcoder first: it rewrites /v1/... to the gRPC path and re-selects the route, so
-    # the buffer filter then sees the method's route and its per-route body limit (in the
-    # other order it saw only the catch-all route and every body was capped at the default).
-    public = _hcm("edge", public_routes, [transcoder, buffer], access_log)
+    cors = {
+        "name": "envoy.filters.http.cors",
+        "typed_config": {"@type": f"{_TYPES}.extensions.filters.http.cors.v3.Cors"},
+    }
+    rate_limit = {
+        "name": "envoy.filters.http.local_ratelimit",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+            "stat_prefix": "edge_rate_limit",
+        },
+    }
+    jwks_cache = int(spec.raw.get("jwks", {}).get("cache_seconds", 300))
+    jwt_filter = _jwt_authn(
+        audiences,
+        issuer or default_issuer(ports.public),
+        f"http://127.0.0.1:{ports.public}/.well-known/jwks.json",
+        jwks_cache,
+    )
+    filters = [_edge_headers(), cors]
+    if audiences and edge_auth:
+        filters += [jwt_filter, _dpop_rbac()]
+    filters += [rate_limit, buffer, transcoder, _router()]
+
+    edge_hcm: dict[str, Any] = {
+        "@type": f"{_TYPES}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "edge",
+        "codec_type": "AUTO",
+        "server_name": "samhandling-edge",
+        "use_remote_address": True,
+        "normalize_path": True,
+        "merge_slashes": True,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "request_headers_timeout": "10s",
+        "common_http_protocol_options": {
+            "idle_timeout": "300s",
+            "headers_with_underscores_action": "DROP_HEADER",
+        },
+        "stream_idle_timeout": "60s",
+        "local_reply_config": _local_reply_config(),
+        "route_config": {
+            "name": "edge",
+            "max_direct_response_body_size_bytes": 4 * 1024 * 1024,
+            "virtual_hosts": [
+                {
+                    "name": "edge",
+                    "domains": ["*"],
+                    "routes": public_routes,
+                    "typed_per_filter_config": {
+                        "envoy.filters.http.cors": _cors_policy(spec),
+                        "envoy.filters.http.local_ratelimit": _rate_limit_config(spec),
+                    },
+                }
+            ],
+        },
+        "http_filters": filters,
+    }
+    if access_log is not None:
+        edge_hcm["access_log"] = _access_log(access_log)
 
     internal_routes: list[dict[str, Any]] = [
         {"match": {"prefix": f"/{p}."}, "route": {"cluster": _cluster_name(p), "timeout": "60s"}}
         for p in sorted(packages)
     ]
     internal_routes.append({"match": {"prefix": "/"}, "direct_response": _json_404()})
-    internal = _hcm("internal", internal_routes, [], None)
+    internal_hcm = {
+        "@type": f"{_TYPES}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "internal",
+        "codec_type": "AUTO",
+        "route_config": {
+            "name": "internal",
+            "virtual_hosts": [{"name": "internal", "domains": ["*"], "routes": internal_routes}],
+        },
+        "http_filters": [_router()],
+    }
 
+    resilience = spec.raw.get("resilience", {})
+    clusters = [_cluster(name, addresses[name], resilience) for name in sorted(addresses)]
+    clusters.append(_loopback_cluster("edge_loopback", ports.public))
     config = {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}
         },
+        # A ceiling on open downstream connections across both listeners.
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        "@type": f"{_TYPES}.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 10000,
+                    },
+                }
+            ]
+        },
         "static_resources": {
             "listeners": [
-                _listener("edge", ports.public, public),
-                _listener("internal", ports.internal, internal),
+                _listener("edge", ports.public, edge_hcm),
+                _listener("internal", ports.internal, internal_hcm),
             ],
-            "clusters": [_cluster(name, addresses[name]) for name in sorted(addresses)],
+            "clusters": clusters,
         },
     }
     return with_tracing(config, os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -344,9 +1118,13 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
 
 
 def render_to_file(
-    path: Path, ports: EdgePorts, addresses: dict[str, str], access_log: Path | None = None
+    path: Path,
+    ports: EdgePorts,
+    addresses: dict[str, str],
+    access_log: Path | None = None,
+    **options: Any,
 ) -> Path:
-    config = render(ports, addresses, access_log=access_log)
+    config = render(ports, addresses, access_log=access_log, **options)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 

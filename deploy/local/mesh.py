@@ -67,7 +67,18 @@ def start_envoy(
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
-        [envoy, "-c", str(config), "--log-level", "warn", "--base-id", str(admin_port)],
+        [
+            envoy,
+            "-c",
+            str(config),
+            "--log-level",
+            "warn",
+            "--base-id",
+            str(admin_port),
+            # Access-log lines reach the file within a second (default 10 s).
+            "--file-flush-interval-msec",
+            "1000",
+        ],
         stdout=out,
         stderr=subprocess.STDOUT,
         env=env,
@@ -82,6 +93,22 @@ def start_envoy(
         if proc.poll() is not None or time.monotonic() > deadline:
             proc.kill()
             raise RuntimeError(f"envoy did not start; see {log}")
+        time.sleep(0.1)
+
+
+def wait_edge_keys(admin_port: int, timeout: float = 30.0) -> None:
+    """Wait until the edge's jwt_authn has fetched the trust service's JWKS (through the edge
+    itself, in the background after start-up); until then every token would be refused."""
+    deadline = time.monotonic() + timeout
+    url = f"http://127.0.0.1:{admin_port}/stats?filter=jwt_authn.jwks_fetch_success"
+    while True:
+        with contextlib.suppress(OSError, ValueError):
+            with urllib.request.urlopen(url, timeout=1) as reply:
+                text = reply.read().decode()
+            if any(int(line.rsplit(":", 1)[1]) > 0 for line in text.splitlines() if ":" in line):
+                return
+        if time.monotonic() > deadline:
+            raise TimeoutError("the edge did not load the trust service's keys")
         time.sleep(0.1)
 
 
@@ -203,6 +230,8 @@ class Mesh:
             EdgePorts(public=self.edge_port, internal=self.internal_port, admin=self.admin_port),
             {name: self.replica_addresses[name][0] for name in self.services},
             access_log=self.var_dir / "logs" / "edge-access.log",
+            # Envoy's jwt_authn checks the same issuer the trust service puts in its tokens.
+            issuer=self.env().get("SAMHANDLING_ISSUER") or self.edge_url,
         )
         rendered = with_tracing(rendered, self.env().get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         rendered = with_replicas(
@@ -212,6 +241,8 @@ class Mesh:
         self.processes["envoy"] = start_envoy(
             config, self.admin_port, self.var_dir / "logs" / "envoy.log", self.env()
         )
+        if "trust" in self.services:
+            wait_edge_keys(self.admin_port)
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):

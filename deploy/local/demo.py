@@ -1,0 +1,642 @@
+"""`make demo`: the Samhandling story, through the Envoy edge, with the demo clients.
+
+    python -m deploy.local.demo                  # starts its own mesh (free ports, var/demo-run)
+    python -m deploy.local.demo --edge-url URL --var-dir var   # against `make run`
+
+1. the lab system posts a result (client_credentials, DPoP-bound token);
+2. a GP logs in (PAR + TestID + trust-framework attestation, DPoP) and reads the patient's
+   results;
+3. the citizen logs in and sees the result once its release delay has passed;
+4. the citizen blocks the GP (HARD) and the GP is denied; the block is lifted;
+5. a SOFT block is overridden by the GP's emergency read;
+6. the citizen reads the access log: the GP's reads and the flagged emergency.
+
+Every call goes through the public edge as a partner's would. A step whose service (or
+demo data) is not there is skipped with a message; a step whose outcome is wrong fails the
+demo. At the end the edge's access log is scanned for the identity numbers used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import datetime as dt
+import hashlib
+import json
+import re
+import secrets
+import shutil
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric import ec
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
+
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+TRUST_FRAMEWORK = "nhn:tillitsrammeverk:parameters"
+RELEASE_DELAY_SECONDS = 4
+
+
+class Skip(Exception):
+    """The step cannot run here (service or demo data missing)."""
+
+
+class Failed(Exception):
+    """The step ran and the outcome was wrong."""
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class DpopKey:
+    """A client's DPoP key pair (RFC 9449) and its proofs."""
+
+    def __init__(self) -> None:
+        self.key = ec.generate_private_key(ec.SECP256R1())
+        self.jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.key.public_key()))
+
+    def proof(
+        self, method: str, url: str, token: str | None = None, nonce: str | None = None
+    ) -> str:
+        claims: dict[str, Any] = {
+            "jti": secrets.token_urlsafe(16),
+            "htm": method.upper(),
+            "htu": url.split("?", 1)[0],
+            "iat": int(time.time()),
+        }
+        if token:
+            claims["ath"] = b64url(hashlib.sha256(token.encode()).digest())
+        if nonce:
+            claims["nonce"] = nonce
+        return jwt.encode(
+            claims, self.key, algorithm="ES256", headers={"typ": "dpop+jwt", "jwk": self.jwk}
+        )
+
+
+@dataclass
+class Token:
+    access_token: str
+    dpop: DpopKey | None
+    refresh_token: str = ""
+    claims: dict[str, Any] = field(default_factory=dict)
+
+
+class Edge:
+    """HTTP to the public edge, with the error shape printed on failures."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.http = requests.Session()
+
+    def call(
+        self, method: str, path: str, token: Token | None = None, **kwargs: Any
+    ) -> requests.Response:
+        url = self.url + path
+        headers = dict(kwargs.pop("headers", {}))
+        nonce = None
+        for _ in range(2):
+            if token is not None:
+                if token.dpop is not None:
+                    headers["Authorization"] = f"DPoP {token.access_token}"
+                    headers["DPoP"] = token.dpop.proof(method, url, token.access_token, nonce)
+                else:
+                    headers["Authorization"] = f"Bearer {token.access_token}"
+            reply = self.http.request(method, url, headers=headers, timeout=30, **kwargs)
+            nonce = reply.headers.get("DPoP-Nonce")
+            if reply.status_code not in (400, 401) or not nonce or token is None:
+                return reply
+        return reply
+
+
+class DemoClient:
+    """One demo client from var/demo/clients/<name>.json (written by the trust seed)."""
+
+    def __init__(self, edge: Edge, demo_dir: Path, name: str) -> None:
+        path = demo_dir / "clients" / f"{name}.json"
+        if not path.exists():
+            raise Skip(f"no demo client {name} ({path} missing: is the trust service seeded?)")
+        data = json.loads(path.read_text())
+        self.edge = edge
+        self.client_id = data["client_id"]
+        self.jwk = data["private_jwk"]
+        self.redirect_uris = list(data.get("redirect_uris") or [])
+        self.key = jwt.PyJWK.from_dict(self.jwk).key
+
+    def assertion(self, audience: str, **extra: Any) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": audience,
+            "iat": now,
+            "nbf": now,
+            "exp": now + 60,
+            "jti": secrets.token_urlsafe(16),
+            **extra,
+        }
+        return jwt.encode(claims, self.key, algorithm="ES256", headers={"kid": self.jwk.get("kid")})
+
+    def _token(self, form: dict[str, str], dpop: DpopKey | None) -> Token:
+        url = self.edge.url + "/connect/token"
+        form = {
+            **form,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion(url),
+        }
+        headers: dict[str, str] = {}
+        nonce = None
+        for _ in range(2):
+            if dpop is not None:
+                headers["DPoP"] = dpop.proof("POST", url, nonce=nonce)
+            reply = self.edge.http.post(url, data=form, headers=headers, timeout=30)
+            nonce = reply.headers.get("DPoP-Nonce")
+            if reply.status_code == 200 or not nonce:
+                break
+            form["client_assertion"] = self.assertion(url)
+        if reply.status_code == 404:
+            raise Skip("the token endpoint is not routed (trust service missing)")
+        if reply.status_code != 200:
+            raise Failed(f"token request refused: {reply.status_code} {reply.text[:300]}")
+        body = reply.json()
+        claims = jwt.decode(body["access_token"], options={"verify_signature": False})
+        return Token(body["access_token"], dpop, body.get("refresh_token", ""), claims)
+
+    def client_credentials(self, resource: str, scope: str, dpop: DpopKey | None) -> Token:
+        return self._token(
+            {"grant_type": "client_credentials", "resource": resource, "scope": scope}, dpop
+        )
+
+    def login(
+        self,
+        resource: str,
+        scope: str,
+        dpop: DpopKey | None,
+        pid: str = "",
+        hpr_number: str = "",
+        authorization_details: list[dict[str, Any]] | None = None,
+    ) -> Token:
+        """PAR, the TestID login page, the form post, then the code for a token (PKCE S256)."""
+        if not self.redirect_uris:
+            raise Skip(f"{self.client_id} has no redirect_uri")
+        verifier = secrets.token_urlsafe(48)
+        challenge = b64url(hashlib.sha256(verifier.encode()).digest())
+        redirect_uri = self.redirect_uris[0]
+        form = {
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self.assertion(self.edge.url),
+            "client_id": self.client_id,
+            "response_type": "code",
+            "redirect_uri": redirect_uri,
+            "code_challenge": challenge,
+            "code_challenge_method": "S256",
+            "scope": scope,
+            "resource": resource,
+            "state": secrets.token_urlsafe(8),
+        }
+        if authorization_details:
+            form["authorization_details"] = json.dumps(authorization_details)
+        pushed = self.edge.http.post(self.edge.url + "/connect/par", data=form, timeout=30)
+        if pushed.status_code != 200:
+            raise Failed(f"PAR refused: {pushed.status_code} {pushed.text[:300]}")
+        page = self.edge.http.get(
+            self.edge.url + "/connect/authorize",
+            params={"client_id": self.client_id, "request_uri": pushed.json()["request_uri"]},
+            timeout=30,
+        )
+        if page.status_code != 200 or "<form" not in page.text:
+            raise Failed(f"no TestID login page: {page.status_code} {page.text[:300]}")
+        hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+        action = re.search(r'action="([^"]+)"', page.text)
+        target = action.group(1) if action else self.edge.url + "/connect/authorize"
+        target = self.edge.url + urlsplit(target).path  # the form names the public edge URL
+        done = self.edge.http.post(
+            target,
+            data={**hidden, "pid": pid, "hpr_number": hpr_number},
+            allow_redirects=False,
+            timeout=30,
+        )
+        location = done.headers.get("location", "")
+        query = parse_qs(urlsplit(location).query)
+        if "code" not in query:
+            raise Failed(
+                f"login did not give a code: {done.status_code} {location or done.text[:300]}"
+            )
+        return self._token(
+            {
+                "grant_type": "authorization_code",
+                "code": query["code"][0],
+                "code_verifier": verifier,
+                "redirect_uri": redirect_uri,
+                "client_id": self.client_id,
+            },
+            dpop,
+        )
+
+
+def attestation(person: dict[str, Any], purpose: str, patient_org: str) -> dict[str, Any]:
+    """The GP EHR's trust-framework attestation (DOMAIN.md §1) for the logged-in GP."""
+    org = {"id": person["organisation"], "system": "urn:oid:2.16.578.1.12.4.1.4.101"}
+    return {
+        "type": TRUST_FRAMEWORK,
+        "practitioner": {
+            "authorization": {
+                "code": person["category"],
+                "system": "urn:oid:2.16.578.1.12.4.1.1.9060",
+            },
+            "legal_entity": org,
+            "point_of_care": org,
+        },
+        "care_relationship": {
+            "healthcare_service": {"code": "S03", "system": "urn:oid:2.16.578.1.12.4.1.1.8655"},
+            "purpose_of_use": {"code": purpose, "system": "urn:oid:2.16.840.1.113883.1.11.20448"},
+            "decision_ref": {"id": f"demo-{uuid.uuid4().hex[:8]}", "user_selected": True},
+        },
+        "patients": [{"point_of_care": {"id": patient_org, "system": org["system"]}}],
+    }
+
+
+def masked(pid: str) -> str:
+    return pid[:6] + "*****"
+
+
+@dataclass
+class Story:
+    edge: Edge
+    demo_dir: Path
+    services: set[str]
+    out: Callable[[str], None] = print
+    state: dict[str, Any] = field(default_factory=dict)
+    failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    pids: set[str] = field(default_factory=set)
+
+    def need(self, *services: str) -> None:
+        missing = [s for s in services if s not in self.services]
+        if missing:
+            raise Skip(f"service(s) not running: {', '.join(missing)}")
+
+    def people(self) -> list[dict[str, Any]]:
+        path = self.demo_dir / "people.json"
+        if not path.exists():
+            raise Skip(f"{path} missing (master data seed)")
+        people = json.loads(path.read_text())
+        self.pids |= {p["pid"] for p in people if p.get("pid")}
+        return list(people)
+
+    def person(self, role: str) -> dict[str, Any]:
+        for p in self.people():
+            if p.get("role") == role:
+                return p
+        raise Skip(f"no demo person with role {role}")
+
+    def organisation(self, role: str) -> str:
+        path = self.demo_dir / "organizations.json"
+        orgs = json.loads(path.read_text()) if path.exists() else {}
+        if role not in orgs:
+            raise Skip(f"no demo organisation {role}")
+        return str(orgs[role]["org_number"])
+
+    def run(self, title: str, step: Callable[[], None]) -> None:
+        self.out(f"\n== {title}")
+        try:
+            step()
+        except Skip as skip:
+            self.skipped.append(title)
+            self.out(f"   SKIPPED: {skip}")
+        except Failed as failure:
+            self.failures.append(title)
+            self.out(f"   FAILED: {failure}")
+        except (requests.RequestException, KeyError, ValueError) as exc:
+            self.failures.append(title)
+            self.out(f"   FAILED: {type(exc).__name__}: {exc}")
+
+    def say(self, text: str) -> None:
+        self.out(f"   {text}")
+
+    @staticmethod
+    def expect(reply: requests.Response, *statuses: int) -> dict[str, Any]:
+        if reply.status_code not in statuses:
+            raise Failed(
+                f"{reply.request.method} {urlsplit(str(reply.request.url)).path}"
+                f" -> {reply.status_code}: {reply.text[:400]}"
+            )
+        try:
+            return dict(reply.json())
+        except ValueError:
+            return {}
+
+    # --- the steps -------------------------------------------------------------------------
+    def lab_posts_a_result(self) -> None:
+        self.need("trust", "results")
+        citizen = self.person("citizen")
+        lab_org = self.organisation("lab")
+        lab = DemoClient(self.edge, self.demo_dir, "lab-system")
+        token = lab.client_credentials(
+            "samhandling:results", "samhandling:results/write samhandling:results/read", DpopKey()
+        )
+        self.say(
+            "lab-system got a DPoP-bound token "
+            f"(cnf.jkt {token.claims.get('cnf', {}).get('jkt', '-')[:12]}...)"
+        )
+        now = dt.datetime.now(dt.UTC)
+        release = now + dt.timedelta(seconds=RELEASE_DELAY_SECONDS)
+        stamp = lambda t: t.isoformat().replace("+00:00", "Z")  # noqa: E731
+        body = {
+            "request_id": f"demo-{uuid.uuid4().hex}",
+            "result": {
+                "report_identifier": f"LAB-{uuid.uuid4().hex[:10]}",
+                "patient_id": citizen["pid"],
+                "category": "RESULT_CATEGORY_LABORATORY",
+                "code": {"system": "urn:oid:2.16.578.1.12.4.1.1.7280", "code": "NPU02319"},
+                "status": "RESULT_STATUS_FINAL",
+                "effective_time": stamp(now - dt.timedelta(hours=2)),
+                "issued_time": stamp(now),
+                "performer_org_number": lab_org,
+                "conclusion": "Hemoglobin within the reference range.",
+                "restrict_until": stamp(release),
+                "observations": [
+                    {
+                        "observation_id": "obs-1",
+                        "code": {"system": "urn:oid:2.16.578.1.12.4.1.1.7280", "code": "NPU02319"},
+                        "status": "RESULT_STATUS_FINAL",
+                        "value_quantity": {"value": 14.1, "unit": "g/dL"},
+                    }
+                ],
+            },
+        }
+        result = self.expect(self.edge.call("POST", "/v1/results", token, json=body), 200)
+        self.state["result_id"] = result.get("result_id")
+        self.state["release"] = release
+        self.say(
+            f"POST /v1/results -> 200: result {result.get('result_id')} for patient "
+            f"{masked(citizen['pid'])}, hidden from the citizen until {release:%H:%M:%S} UTC"
+        )
+
+    def gp_token(self, purpose: str = "TREAT") -> Token:
+        gp = self.person("gp")
+        citizen = self.person("citizen")
+        client = DemoClient(self.edge, self.demo_dir, "gp-ehr")
+        details = [attestation(gp, purpose, gp["organisation"])]
+        token = client.login(
+            "samhandling:results",
+            "openid samhandling:results/read",
+            DpopKey(),
+            hpr_number=gp["hpr_number"],
+            authorization_details=details,
+        )
+        self.state["gp"] = gp
+        self.state["citizen"] = citizen
+        return token
+
+    def gp_logs_in_and_reads(self) -> None:
+        self.need("trust", "results", "privacy")
+        token = self.gp_token()
+        self.state["gp_token"] = token
+        gp = self.state["gp"]
+        self.say(
+            f"{gp['name']} (HPR {gp['hpr_number']}) logged in through TestID via gp-ehr; "
+            f"token bound to a DPoP key, attested purpose TREAT at {gp['organisation_name']}"
+        )
+        found = self.search_results(token)
+        if not found:
+            raise Failed("the GP found no results for the patient")
+        self.say(
+            f"POST /v1/results:search (DPoP) -> 200: {len(found)} result(s), "
+            f"e.g. {found[0].get('conclusion', '')!r}"
+        )
+        result_id = self.state.get("result_id") or found[0].get("result_id")
+        one = self.expect(self.edge.call("GET", f"/v1/results/{result_id}", token), 200)
+        self.say(
+            f"GET /v1/results/{result_id} (DPoP, htm GET) -> 200: version {one.get('version')}"
+        )
+
+    def search_results(self, token: Token, **extra: Any) -> list[dict[str, Any]]:
+        body = {"patient_id": self.state["citizen"]["pid"], **extra}
+        reply = self.expect(self.edge.call("POST", "/v1/results:search", token, json=body), 200)
+        return list(reply.get("results", []))
+
+    def citizen_token(self, resource: str, scope: str) -> Token:
+        citizen = self.person("citizen")
+        portal = DemoClient(self.edge, self.demo_dir, "citizen-portal")
+        return portal.login(resource, f"openid {scope}", DpopKey(), pid=citizen["pid"])
+
+    def citizen_sees_result_after_release(self) -> None:
+        self.need("trust", "results")
+        token = self.citizen_token("samhandling:results", "samhandling:results/read")
+        citizen = self.person("citizen")
+        self.say(f"{citizen['name']} logged in to the citizen portal (TestID, DPoP)")
+        mine = [
+            r
+            for r in self.search_results_as_citizen(token)
+            if r.get("result_id") == self.state.get("result_id")
+        ]
+        release = self.state.get("release")
+        if release and dt.datetime.now(dt.UTC) < release:
+            self.say(f"before the release time: {len(mine)} of the new result visible (expected 0)")
+            if mine:
+                raise Failed("the citizen saw the result before its release time")
+            wait = (release - dt.datetime.now(dt.UTC)).total_seconds() + 0.5
+            self.say(f"waiting {wait:.1f} s for the release delay...")
+            time.sleep(max(0.0, wait))
+        mine = [
+            r
+            for r in self.search_results_as_citizen(token)
+            if r.get("result_id") == self.state.get("result_id")
+        ]
+        if not mine:
+            raise Failed("the citizen does not see the result after its release time")
+        self.say("after the release time: the citizen sees the result")
+
+    def search_results_as_citizen(self, token: Token) -> list[dict[str, Any]]:
+        reply = self.expect(self.edge.call("POST", "/v1/results:search", token, json={}), 200)
+        return list(reply.get("results", []))
+
+    def privacy_token(self) -> Token:
+        token = self.state.get("privacy_token")
+        if token is None:
+            token = self.citizen_token("samhandling:privacy", "samhandling:privacy/citizen")
+            self.state["privacy_token"] = token
+        return token  # type: ignore[no-any-return]
+
+    def block(self, level: str) -> str:
+        gp = self.person("gp")
+        body = {"restriction": {"target": {"hpr_number": gp["hpr_number"]}, "level": level}}
+        reply = self.expect(
+            self.edge.call("POST", "/v1/privacy/restrictions", self.privacy_token(), json=body), 200
+        )
+        return str(reply.get("restriction_id") or reply.get("name", "").rsplit("/", 1)[-1])
+
+    def lift(self, restriction_id: str) -> None:
+        self.expect(
+            self.edge.call(
+                "DELETE", f"/v1/privacy/restrictions/{restriction_id}", self.privacy_token()
+            ),
+            200,
+        )
+
+    def hard_block_denies_the_gp(self) -> None:
+        self.need("trust", "privacy", "results")
+        if "gp_token" not in self.state:
+            raise Skip("the GP could not log in earlier")
+        restriction = self.block("HARD")
+        self.state["hard"] = restriction
+        self.say(
+            f"the citizen blocked HPR {self.state['gp']['hpr_number']} (HARD): "
+            f"restriction {restriction}"
+        )
+        reply = self.edge.call(
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={"patient_id": self.state["citizen"]["pid"]},
+        )
+        body = self.expect(reply, 403)
+        self.say(f"the GP's search -> 403 {body.get('message', '')!r}")
+        reply = self.edge.call(
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={
+                "patient_id": self.state["citizen"]["pid"],
+                "emergency": True,
+                "purpose_of_use": "ETREAT",
+                "emergency_justification": "demo: unconscious patient",
+            },
+        )
+        self.expect(reply, 403)
+        self.say("even an emergency read -> 403: a HARD block is never overridden")
+
+    def lift_the_block(self) -> None:
+        self.need("trust", "privacy", "results")
+        if "hard" not in self.state:
+            raise Skip("no HARD block to lift")
+        self.lift(self.state["hard"])
+        self.say(f"DELETE /v1/privacy/restrictions/{self.state['hard']} -> 200")
+        found = self.search_results(self.state["gp_token"])
+        self.say(f"the GP reads again -> 200: {len(found)} result(s)")
+
+    def soft_block_and_emergency(self) -> None:
+        self.need("trust", "privacy", "results")
+        if "gp_token" not in self.state:
+            raise Skip("the GP could not log in earlier")
+        restriction = self.block("SOFT")
+        self.say(f"the citizen blocked the GP (SOFT): restriction {restriction}")
+        reply = self.edge.call(
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={"patient_id": self.state["citizen"]["pid"]},
+        )
+        self.expect(reply, 403)
+        self.say("an ordinary read -> 403")
+        found = self.search_results(
+            self.state["gp_token"],
+            emergency=True,
+            purpose_of_use="ETREAT",
+            emergency_justification="demo: acute chest pain, patient unconscious",
+        )
+        self.say(
+            f"emergency read (ETREAT, break-the-glass) -> 200: {len(found)} result(s), flagged"
+        )
+        self.lift(restriction)
+        self.say("SOFT block lifted again")
+
+    def citizen_reads_access_log(self) -> None:
+        self.need("trust", "privacy")
+        reply = self.edge.call(
+            "POST", "/v1/privacy/access-events:search", self.privacy_token(), json={"page_size": 50}
+        )
+        events = list(self.expect(reply, 200).get("access_events", []))
+        gp = self.state.get("gp", {}).get("hpr_number")
+        by_gp = [e for e in events if gp and gp in json.dumps(e.get("actor", {}))]
+        emergencies = [e for e in events if e.get("emergency")]
+        self.say(f"POST /v1/privacy/access-events:search -> 200: {len(events)} event(s)")
+        for e in events[:12]:
+            actor = e.get("actor", {})
+            kind = str(actor.get("kind", "")).removeprefix("ACTOR_KIND_").lower()
+            who = actor.get("display_name") or actor.get("client_name") or kind or "?"
+            flag = "  << EMERGENCY" if e.get("emergency") else ""
+            self.say(
+                f"  {e.get('event_time', '')[:19]}  {who:<28} "
+                f"{e.get('action', '')!s:<22} {e.get('decision', '')}{flag}"
+            )
+        if gp and not by_gp:
+            raise Failed("the GP's reads are not in the citizen's access log")
+        if not emergencies:
+            raise Failed("the emergency read is not flagged in the citizen's access log")
+
+    def scan_access_log(self, log: Path) -> None:
+        if not log.exists():
+            raise Skip(f"no access log at {log}")
+        self.people()
+        text = log.read_text()
+        found = [masked(p) for p in self.pids if p in text]
+        if found:
+            raise Failed(f"identity numbers in the edge access log: {found}")
+        self.say(f"{len(text.splitlines())} access-log lines, none with an identity number")
+
+    def tell(self, log: Path | None) -> int:
+        self.run("1. The lab posts a result", self.lab_posts_a_result)
+        self.run(
+            "2. A GP logs in (TestID + trust framework + DPoP) and reads", self.gp_logs_in_and_reads
+        )
+        self.run(
+            "3. The citizen sees the result after its release delay",
+            self.citizen_sees_result_after_release,
+        )
+        self.run(
+            "4. The citizen blocks the GP (HARD); the GP is denied", self.hard_block_denies_the_gp
+        )
+        self.run("5. The block is lifted", self.lift_the_block)
+        self.run(
+            "6. A SOFT block is overridden by an emergency read", self.soft_block_and_emergency
+        )
+        self.run("7. The citizen reads the access log", self.citizen_reads_access_log)
+        if log is not None:
+            time.sleep(1.5)  # Envoy flushes the access log every second
+            self.run(
+                "8. No identity number in the edge's access log", lambda: self.scan_access_log(log)
+            )
+        self.out(
+            f"\n{7 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
+            f"{len(self.skipped)} skipped, {len(self.failures)} failed"
+        )
+        return 1 if self.failures else 0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--edge-url", help="a running edge (make run); default: start a mesh")
+    parser.add_argument("--var-dir", type=Path, help="its var directory (demo clients, logs)")
+    args = parser.parse_args()
+    from deploy.local.mesh import Mesh, available_services, free_port
+
+    if args.edge_url:
+        var = args.var_dir or ROOT / "var"
+        story = Story(Edge(args.edge_url), var / "demo", set(available_services()))
+        sys.exit(story.tell(var / "logs" / "edge-access.log"))
+    var = args.var_dir or ROOT / "var" / "demo-run"
+    shutil.rmtree(var, ignore_errors=True)
+    print(f"starting the mesh in {var} ...", flush=True)
+    with Mesh(var_dir=var, edge_port=free_port()) as mesh:
+        print(f"edge {mesh.edge_url}; services: {', '.join(mesh.services) or 'none'}")
+        story = Story(Edge(mesh.edge_url), var / "demo", set(mesh.services))
+        code = story.tell(var / "logs" / "edge-access.log")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
