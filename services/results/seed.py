@@ -43,6 +43,20 @@ class _SeedAccess:
     def record(self, *args: object) -> None:
         return None
 
+    def decide_many(
+        self, principal: Principal, requests: Sequence[AccessRequest]
+    ) -> list[AccessDecision]:
+        return [self.decide(principal, r) for r in requests]
+
+    def record_many(
+        self,
+        principal: Principal,
+        action: str,
+        accesses: Sequence[tuple[AccessDecision, str, Sequence[str]]],
+    ) -> None:
+        for decision, patient_id, ids in accesses:
+            self.record(principal, decision, patient_id, action, ids)
+
 
 def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
     out = timestamp_pb2.Timestamp()

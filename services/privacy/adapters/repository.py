@@ -133,6 +133,23 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
     return [_setting(r) for r in rows]
 
 
+def active_settings_many(session: Session, patient_ids: Sequence[str]) -> dict[str, list[Setting]]:
+    """Active settings of many patients with one query (chunks of 500), by patient."""
+    t = orm.settings
+    out: dict[str, list[Setting]] = {}
+    unique = sorted(set(patient_ids))
+    for start in range(0, len(unique), 500):
+        rows = session.execute(
+            sa.select(t).where(
+                t.c.patient_id.in_(unique[start : start + 500]),
+                t.c.state == SettingState.ACTIVE.value,
+            )
+        )
+        for r in rows:
+            out.setdefault(r.patient_id, []).append(_setting(r))
+    return out
+
+
 def get_setting(session: Session, setting_id: str, kind: SettingKind) -> Setting | None:
     t = orm.settings
     row = session.execute(
@@ -332,6 +349,18 @@ def get_entry(session: Session, event_id: str) -> dict[str, Any] | None:
         sa.select(orm.access_log).where(orm.access_log.c.event_id == event_id)
     ).first()
     return row_content(row._mapping) if row is not None else None
+
+
+def get_entries(session: Session, event_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Many entries by event id with one query (chunks of 500)."""
+    t = orm.access_log
+    out: dict[str, dict[str, Any]] = {}
+    unique = sorted(set(event_ids))
+    for start in range(0, len(unique), 500):
+        rows = session.execute(sa.select(t).where(t.c.event_id.in_(unique[start : start + 500])))
+        for r in rows:
+            out[r.event_id] = row_content(r._mapping)
+    return out
 
 
 def search_entries(

@@ -23,10 +23,18 @@ from services.privacy.domain.model import (
     SettingKind,
     SettingState,
 )
-from services.privacy.service_layer.services import PrivacyService, describe
+from services.privacy.service_layer.services import (
+    Decided,
+    PrivacyService,
+    RecordedAccess,
+    describe,
+)
 
 FULL_NAME = "samhandling.privacy.v1.PrivacyService"
-INTERNAL_METHODS = frozenset({f"/{FULL_NAME}/DecideAccess", f"/{FULL_NAME}/RecordAccess"})
+INTERNAL_METHODS = frozenset(
+    f"/{FULL_NAME}/{m}"
+    for m in ("DecideAccess", "RecordAccess", "BatchDecideAccess", "BatchRecordAccess")
+)
 
 _DOMAIN_IN = {
     pb.DOMAIN_UNSPECIFIED: Domain.ALL,
@@ -187,6 +195,32 @@ def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
     )
 
 
+def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
+    return AccessRequest(
+        patient_id=request.patient_id,
+        domain=_DOMAIN_IN[request.domain],
+        action=_ACTION_IN[request.action],
+        resource_type=request.resource_type,
+        resource_id=request.resource_id,
+        confidentiality_codes=tuple(request.confidentiality_codes),
+        release_time=_dt(request, "release_time"),
+        purpose_of_use=request.purpose_of_use,
+        emergency=request.emergency,
+        emergency_justification=request.emergency_justification,
+    )
+
+
+def _decided_out(decided: Decided) -> pb.DecideAccessResponse:
+    outcome = decided.outcome
+    return pb.DecideAccessResponse(
+        decision=_DECISION_OUT[outcome.decision.value],
+        reasons=outcome.reasons,
+        obligations=[pb.Obligation.Value(f"OBLIGATION_{o.value}") for o in outcome.obligations],
+        emergency=outcome.emergency,
+        access_event_id=decided.event_id,
+    )
+
+
 class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def __init__(self, service: PrivacyService) -> None:
         self.service = service
@@ -194,29 +228,15 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def DecideAccess(
         self, request: pb.DecideAccessRequest, context: Any
     ) -> pb.DecideAccessResponse:
-        decided = self.service.decide(
-            current_principal(),
-            AccessRequest(
-                patient_id=request.patient_id,
-                domain=_DOMAIN_IN[request.domain],
-                action=_ACTION_IN[request.action],
-                resource_type=request.resource_type,
-                resource_id=request.resource_id,
-                confidentiality_codes=tuple(request.confidentiality_codes),
-                release_time=_dt(request, "release_time"),
-                purpose_of_use=request.purpose_of_use,
-                emergency=request.emergency,
-                emergency_justification=request.emergency_justification,
-            ),
+        return _decided_out(self.service.decide(current_principal(), _access_in(request)))
+
+    def BatchDecideAccess(
+        self, request: pb.BatchDecideAccessRequest, context: Any
+    ) -> pb.BatchDecideAccessResponse:
+        decided = self.service.decide_many(
+            current_principal(), [_access_in(r) for r in request.requests]
         )
-        outcome = decided.outcome
-        return pb.DecideAccessResponse(
-            decision=_DECISION_OUT[outcome.decision.value],
-            reasons=outcome.reasons,
-            obligations=[pb.Obligation.Value(f"OBLIGATION_{o.value}") for o in outcome.obligations],
-            emergency=outcome.emergency,
-            access_event_id=decided.event_id,
-        )
+        return pb.BatchDecideAccessResponse(responses=[_decided_out(d) for d in decided])
 
     def RecordAccess(
         self, request: pb.RecordAccessRequest, context: Any
@@ -229,6 +249,25 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             [(r.resource_type, r.resource_id) for r in request.resources],
         )
         return pb.RecordAccessResponse(access_event_ids=ids)
+
+    def BatchRecordAccess(
+        self, request: pb.BatchRecordAccessRequest, context: Any
+    ) -> pb.BatchRecordAccessResponse:
+        ids = self.service.record_many(
+            current_principal(),
+            [
+                RecordedAccess(
+                    r.decision_event_id,
+                    r.patient_id,
+                    _ACTION_IN[r.action],
+                    [(x.resource_type, x.resource_id) for x in r.resources],
+                )
+                for r in request.requests
+            ],
+        )
+        return pb.BatchRecordAccessResponse(
+            responses=[pb.RecordAccessResponse(access_event_ids=i) for i in ids]
+        )
 
     def CreateRestriction(
         self, request: pb.CreateRestrictionRequest, context: Any

@@ -89,6 +89,16 @@ class Decided:
 
 
 @dataclass(frozen=True)
+class RecordedAccess:
+    """One access to record: what a data service returned or stored under a decision."""
+
+    decision_event_id: str
+    patient_id: str
+    action: Action
+    resources: Sequence[tuple[str, str]]
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Any]
     next_page_token: str
@@ -209,48 +219,141 @@ class PrivacyService:
             for job in batch:
                 job.done.set()
 
-    def decide(self, principal: Principal, request: AccessRequest) -> Decided:
+    def _prepare(self, principal: Principal) -> tuple[Caller, Approval | None, str, str]:
         caller = caller_from_principal(principal)
         approval, approval_error = self._approval(caller, principal)
         if approval is not None and approval.display_name:
             caller = replace(caller, display_name=approval.display_name)
-        trace_id = self.trace_id()
+        return caller, approval, approval_error, self.trace_id()
+
+    def _decision_entry(
+        self,
+        request: AccessRequest,
+        caller: Caller,
+        settings: Sequence[Setting],
+        approval: Approval | None,
+        approval_error: str,
+        now: dt.datetime,
+        trace_id: str,
+    ) -> tuple[LogEntry, Decided]:
+        outcome = decide(request, caller, list(settings), approval, now, approval_error)
+        details: dict[str, Any] = {"obligations": [o.value for o in outcome.obligations]}
+        if request.confidentiality_codes:
+            details["confidentiality"] = list(request.confidentiality_codes)
+        if request.emergency_justification:
+            details["justification"] = request.emergency_justification
+        if approval_error:
+            details["master_data"] = approval_error
+        entry = self._entry(
+            EntryType.DECISION,
+            caller,
+            request.patient_id,
+            now,
+            trace_id=trace_id,
+            domain=request.domain.value,
+            action=request.action.value,
+            resource_type=request.resource_type,
+            resource_id=request.resource_id,
+            purpose=outcome.purpose_of_use,
+            decision=outcome.decision.value,
+            emergency=outcome.emergency,
+            reasons=outcome.reasons,
+            details=details,
+        )
+        return entry, Decided(outcome, entry.event_id)
+
+    def decide(self, principal: Principal, request: AccessRequest) -> Decided:
+        caller, approval, approval_error, trace_id = self._prepare(principal)
 
         def work(session: Session) -> tuple[list[LogEntry], Decided]:
-            now = self.clock()
             settings = (
                 repo.active_settings(session, request.patient_id)
                 if len(request.patient_id) == 11
                 else []
             )
-            outcome = decide(request, caller, settings, approval, now, approval_error)
-            details: dict[str, Any] = {"obligations": [o.value for o in outcome.obligations]}
-            if request.confidentiality_codes:
-                details["confidentiality"] = list(request.confidentiality_codes)
-            if request.emergency_justification:
-                details["justification"] = request.emergency_justification
-            if approval_error:
-                details["master_data"] = approval_error
-            entry = self._entry(
-                EntryType.DECISION,
-                caller,
-                request.patient_id,
-                now,
-                trace_id=trace_id,
-                domain=request.domain.value,
-                action=request.action.value,
-                resource_type=request.resource_type,
-                resource_id=request.resource_id,
-                purpose=outcome.purpose_of_use,
-                decision=outcome.decision.value,
-                emergency=outcome.emergency,
-                reasons=outcome.reasons,
-                details=details,
+            entry, decided = self._decision_entry(
+                request, caller, settings, approval, approval_error, self.clock(), trace_id
             )
-            return [entry], Decided(outcome, entry.event_id)
+            return [entry], decided
 
         result: Decided = self._submit(work)
         return result
+
+    def decide_many(self, principal: Principal, requests: Sequence[AccessRequest]) -> list[Decided]:
+        """Many decisions of one caller: the approval is checked once, every patient's
+        settings read with one query, and every decision's log entry appended (in request
+        order) and committed in one transaction before any answer. Each decision equals
+        what `decide` gives for the same request."""
+        caller, approval, approval_error, trace_id = self._prepare(principal)
+
+        def work(session: Session) -> tuple[list[LogEntry], list[Decided]]:
+            by_patient = repo.active_settings_many(
+                session, [r.patient_id for r in requests if len(r.patient_id) == 11]
+            )
+            now = self.clock()
+            pairs = [
+                self._decision_entry(
+                    r,
+                    caller,
+                    by_patient.get(r.patient_id, []),
+                    approval,
+                    approval_error,
+                    now,
+                    trace_id,
+                )
+                for r in requests
+            ]
+            return [e for e, _ in pairs], [d for _, d in pairs]
+
+        result: list[Decided] = self._submit(work)
+        return result
+
+    def _access_entries(
+        self,
+        caller: Caller,
+        decision: Mapping[str, Any] | None,
+        decision_event_id: str,
+        patient_id: str,
+        action: Action,
+        resources: Sequence[tuple[str, str]],
+        now: dt.datetime,
+        trace_id: str,
+    ) -> list[LogEntry]:
+        if (
+            decision is None
+            or decision["pruned"]
+            or decision["entry_type"] != EntryType.DECISION.value
+            or decision["patient_id"] != patient_id
+            or decision["actor_subject"] != caller.subject
+            or decision["client_id"] != caller.client_id
+        ):
+            raise FailedPrecondition(
+                "no matching decision for this access", reason="DECISION_NOT_FOUND"
+            )
+        if decision["decision"] != Decision.PERMIT.value:
+            raise FailedPrecondition("the access was not permitted", reason="DECISION_NOT_PERMIT")
+        common = {
+            "domain": decision["domain"],
+            "action": action.value,
+            "purpose": decision["purpose"],
+            "decision": Decision.PERMIT.value,
+            "emergency": bool(decision["emergency"]),
+            "decision_event_id": decision_event_id,
+        }
+        named = replace(caller, display_name=decision["actor_name"] or "")
+        return [
+            self._entry(
+                EntryType.ACCESS,
+                named,
+                patient_id,
+                now,
+                trace_id=trace_id,
+                resource_type=rtype,
+                resource_id=rid,
+                **common,
+            )
+            for rtype, rid in (resources or [("", "")])
+        ]
 
     def record_access(
         self,
@@ -265,46 +368,51 @@ class PrivacyService:
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
             decision = repo.get_entry(session, decision_event_id)
-            if (
-                decision is None
-                or decision["pruned"]
-                or decision["entry_type"] != EntryType.DECISION.value
-                or decision["patient_id"] != patient_id
-                or decision["actor_subject"] != caller.subject
-                or decision["client_id"] != caller.client_id
-            ):
-                raise FailedPrecondition(
-                    "no matching decision for this access", reason="DECISION_NOT_FOUND"
-                )
-            if decision["decision"] != Decision.PERMIT.value:
-                raise FailedPrecondition(
-                    "the access was not permitted", reason="DECISION_NOT_PERMIT"
-                )
-            now = self.clock()
-            common = {
-                "domain": decision["domain"],
-                "action": action.value,
-                "purpose": decision["purpose"],
-                "decision": Decision.PERMIT.value,
-                "emergency": bool(decision["emergency"]),
-                "decision_event_id": decision_event_id,
-            }
-            entries = [
-                self._entry(
-                    EntryType.ACCESS,
-                    replace(caller, display_name=decision["actor_name"] or ""),
-                    patient_id,
-                    now,
-                    trace_id=trace_id,
-                    resource_type=rtype,
-                    resource_id=rid,
-                    **common,
-                )
-                for rtype, rid in (resources or [("", "")])
-            ]
+            entries = self._access_entries(
+                caller,
+                decision,
+                decision_event_id,
+                patient_id,
+                action,
+                resources,
+                self.clock(),
+                trace_id,
+            )
             return entries, [e.event_id for e in entries]
 
         ids: list[str] = self._submit(work)
+        return ids
+
+    def record_many(
+        self, principal: Principal, accesses: Sequence[RecordedAccess]
+    ) -> list[list[str]]:
+        """Many RecordAccess calls of one caller in one transaction, all or nothing: the
+        decisions are read with one query, and if any does not match nothing is written."""
+        caller = caller_from_principal(principal)
+        trace_id = self.trace_id()
+
+        def work(session: Session) -> tuple[list[LogEntry], list[list[str]]]:
+            decisions = repo.get_entries(session, [a.decision_event_id for a in accesses])
+            now = self.clock()
+            per_access = [
+                self._access_entries(
+                    caller,
+                    decisions.get(a.decision_event_id),
+                    a.decision_event_id,
+                    a.patient_id,
+                    a.action,
+                    a.resources,
+                    now,
+                    trace_id,
+                )
+                for a in accesses
+            ]
+            return (
+                [e for entries in per_access for e in entries],
+                [[e.event_id for e in entries] for entries in per_access],
+            )
+
+        ids: list[list[str]] = self._submit(work)
         return ids
 
     # --- settings ---------------------------------------------------------------------

@@ -93,6 +93,7 @@ HIDE_NORN = "HIDE_NORN_FROM_CITIZEN"
 HIDE_UNRELEASED = "HIDE_RESTRICTED_UNTIL_RELEASE"
 HIDE_NORS = "HIDE_NORS_FROM_OTHER_ORGANISATIONS"
 RECORD = "RECORD_ACCESS"
+BATCH = 500  # the privacy service's limit per BatchDecideAccess / BatchRecordAccess
 
 ACTIONS = {
     "READ": pv.ACTION_READ,
@@ -127,6 +128,21 @@ class AccessRequest:
 class AccessControl(Protocol):
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision: ...
 
+    def decide_many(
+        self, principal: Principal, requests: Sequence[AccessRequest]
+    ) -> list[AccessDecision]:
+        """The decisions for many requests of one caller, in request order."""
+        ...
+
+    def record_many(
+        self,
+        principal: Principal,
+        action: str,
+        accesses: Sequence[tuple[AccessDecision, str, Sequence[str]]],
+    ) -> None:
+        """Record (decision, patient, resource ids) for many patients at once."""
+        ...
+
     def record(
         self,
         principal: Principal,
@@ -146,7 +162,74 @@ class PrivacyAccessControl:
     def _stub(self) -> pv_grpc.PrivacyServiceStub:
         return pv_grpc.PrivacyServiceStub(self._channel or service_channel("privacy"))
 
-    def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
+    @staticmethod
+    def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:
+        return AccessDecision(
+            permit=reply.decision == pv.DECISION_PERMIT,
+            reasons=tuple(reply.reasons),
+            obligations=frozenset(
+                pv.Obligation.Name(ob).removeprefix("OBLIGATION_") for ob in reply.obligations
+            ),
+            event_id=reply.access_event_id,
+            emergency=reply.emergency,
+        )
+
+    def decide_many(
+        self, principal: Principal, requests: Sequence[AccessRequest]
+    ) -> list[AccessDecision]:
+        """BatchDecideAccess: one call and one privacy transaction per 500 requests."""
+        out: list[AccessDecision] = []
+        for start in range(0, len(requests), BATCH):
+            try:
+                reply = self._stub().BatchDecideAccess(
+                    pv.BatchDecideAccessRequest(
+                        requests=[self._message(r) for r in requests[start : start + BATCH]]
+                    ),
+                    metadata=principal.forwarding_metadata(),
+                )
+            except grpc.RpcError as exc:
+                raise Unavailable(
+                    "the privacy service is unavailable; access cannot be decided",
+                    reason="PRIVACY_UNAVAILABLE",
+                ) from exc
+            out += [self._decision(r) for r in reply.responses]
+        return out
+
+    def record_many(
+        self,
+        principal: Principal,
+        action: str,
+        accesses: Sequence[tuple[AccessDecision, str, Sequence[str]]],
+    ) -> None:
+        """BatchRecordAccess: one call and one privacy transaction per 500 patients."""
+        messages = [
+            pv.RecordAccessRequest(
+                decision_event_id=decision.event_id,
+                patient_id=patient_id,
+                action=ACTIONS[action],
+                resources=[
+                    pv.AccessedResource(resource_type="DiagnosticReport", resource_id=i)
+                    for i in ids[start : start + 1000]
+                ],
+            )
+            for decision, patient_id, ids in accesses
+            if decision.event_id
+            for start in range(0, max(len(ids), 1), 1000)
+        ]
+        try:
+            for start in range(0, len(messages), BATCH):
+                self._stub().BatchRecordAccess(
+                    pv.BatchRecordAccessRequest(requests=messages[start : start + BATCH]),
+                    metadata=principal.forwarding_metadata(),
+                )
+        except grpc.RpcError as exc:
+            raise Unavailable(
+                "the privacy service is unavailable; the access cannot be logged",
+                reason="PRIVACY_UNAVAILABLE",
+            ) from exc
+
+    @staticmethod
+    def _message(request: AccessRequest) -> pv.DecideAccessRequest:
         message = pv.DecideAccessRequest(
             patient_id=request.patient_id,
             domain=pv.DOMAIN_RESULTS,
@@ -162,6 +245,10 @@ class PrivacyAccessControl:
             stamp = timestamp_pb2.Timestamp()
             stamp.FromDatetime(request.release_time.replace(tzinfo=dt.UTC))
             message.release_time.CopyFrom(stamp)
+        return message
+
+    def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
+        message = self._message(request)
         try:
             reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
         except grpc.RpcError as exc:
@@ -169,15 +256,7 @@ class PrivacyAccessControl:
                 "the privacy service is unavailable; access cannot be decided",
                 reason="PRIVACY_UNAVAILABLE",
             ) from exc
-        return AccessDecision(
-            permit=reply.decision == pv.DECISION_PERMIT,
-            reasons=tuple(reply.reasons),
-            obligations=frozenset(
-                pv.Obligation.Name(ob).removeprefix("OBLIGATION_") for ob in reply.obligations
-            ),
-            event_id=reply.access_event_id,
-            emergency=reply.emergency,
-        )
+        return self._decision(reply)
 
     def record(
         self,

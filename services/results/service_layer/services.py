@@ -7,15 +7,11 @@ obligations and the citizen rules applied in SQL -> RecordAccess of what was ret
 
 from __future__ import annotations
 
-import contextvars
 import datetime as dt
-import functools
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
@@ -63,7 +59,6 @@ from services.results.domain.model import (
 )
 
 MAX_STORE_ATTEMPTS = 5
-PRIVACY_CONCURRENCY = 8
 # Privacy's reasons for refusing a citizen one result that a search would simply leave out.
 HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
 
@@ -80,19 +75,6 @@ def _time(
     if not message.HasField(name):  # type: ignore[arg-type]
         return None
     return to_naive_utc(getattr(message, name).ToDatetime())
-
-
-T = TypeVar("T")
-_pool = ThreadPoolExecutor(max_workers=PRIVACY_CONCURRENCY, thread_name_prefix="results-privacy")
-
-
-def _concurrently(calls: Sequence[Callable[[], T]]) -> list[T]:
-    """Runs independent calls (to privacy) in parallel, each in a copy of this context so
-    the inbound deadline still applies; the first error is raised."""
-    if len(calls) <= 1:
-        return [call() for call in calls]
-    futures = [_pool.submit(contextvars.copy_context().run, call) for call in calls]
-    return [f.result() for f in futures]
 
 
 def attested_patients(principal: Principal) -> set[str] | None:
@@ -183,15 +165,15 @@ class ResultsService:
                 outcomes[p[0]] = code_violations(refs, bad)
             else:
                 checked.append(p)
-        # The privacy decision, once per patient in the batch (concurrently).
+        # The privacy decision, once per patient in the batch, all in one call (one
+        # durable privacy transaction for every decision and its log entry).
         patients = list(dict.fromkeys(p[2].patient_id for p in checked))
-        decided = _concurrently(
-            [
-                functools.partial(
-                    self._access.decide, principal, AccessRequest(patient_id=pid, action="CREATE")
-                )
-                for pid in patients
-            ]
+        decided = (
+            self._access.decide_many(
+                principal, [AccessRequest(patient_id=pid, action="CREATE") for pid in patients]
+            )
+            if patients
+            else []
         )
         decisions = dict(zip(patients, decided, strict=True))
         permitted = []
@@ -208,14 +190,10 @@ class ResultsService:
             outcomes[i] = outcome
             if fresh and isinstance(outcome, pb.Result):
                 stored[result.patient_id].append(outcome.result_id)
-        _concurrently(
-            [
-                functools.partial(
-                    self._access.record, principal, decisions[pid], pid, "CREATE", ids
-                )
-                for pid, ids in stored.items()
-            ]
-        )
+        if stored:
+            self._access.record_many(
+                principal, "CREATE", [(decisions[pid], pid, ids) for pid, ids in stored.items()]
+            )
         return [o if o is not None else Aborted("not processed") for o in outcomes]
 
     @staticmethod

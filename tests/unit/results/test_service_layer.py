@@ -57,6 +57,20 @@ class FakeAccess:
     ) -> None:
         self.records.append((action, list(resource_ids)))
 
+    def decide_many(
+        self, principal: Principal, requests: Sequence[AccessRequest]
+    ) -> list[AccessDecision]:
+        return [self.decide(principal, r) for r in requests]
+
+    def record_many(
+        self,
+        principal: Principal,
+        action: str,
+        accesses: Sequence[tuple[AccessDecision, str, Sequence[str]]],
+    ) -> None:
+        for decision, patient_id, ids in accesses:
+            self.record(principal, decision, patient_id, action, ids)
+
 
 @pytest.fixture
 def access() -> FakeAccess:
