@@ -1,8 +1,20 @@
-"""Token grants per second: client_credentials + private_key_jwt + DPoP through the edge.
+"""Token grants per second: client_credentials + private_key_jwt + DPoP through the edge,
+side by side with the `oidc-provider` npm package (9.x) configured the same way.
 
-    python -m bench.trust_tokens [--seconds 10] [--concurrency 4] [--dpop-only]
+    python -m bench.trust_tokens [--seconds 10] [--concurrency 4] [--dpop-only] [--no-peer]
 
-Also `make bench` (bench/run.py calls `run(quick)`): with and without DPoP.
+Also `make bench` (bench/run.py calls `run(quick)`): with and without DPoP, then the peer.
+
+The peer: `npm install oidc-provider@9` into a temporary folder (nothing of it is kept or
+committed), a small Node script (`PEER_SCRIPT`) configures it like our trust service: ES256
+signing key, one client with `token_endpoint_auth_method: private_key_jwt` (ES256) and its
+JWKS, `features.clientCredentials`, `features.dPoP`, `features.resourceIndicators` with
+`accessTokenFormat: 'jwt'` (so it issues ES256 JWT access tokens for
+`samhandling:results`). It listens on a free loopback port, directly (no Envoy in front:
+that is a head start for the peer), and is driven by exactly the same client code (a fresh
+client assertion and DPoP proof per request, the same concurrency). Its replay stores are
+in memory (oidc-provider's default adapter) where ours are durable SQL rows. Needs `node`
+and `npm` on the PATH and the npm registry; without them the peer row says why.
 
 Starts the mesh (deploy.local.mesh.Mesh: every service present, the real Envoy edge) in a
 temporary var directory, takes the seeded `lab-system` demo client, and has N client threads
@@ -16,11 +28,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
+import shutil
+import socket
 import statistics
+import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -110,18 +128,159 @@ def measure(
     }
 
 
+PEER_SCRIPT = r"""
+import Provider from 'oidc-provider';
+
+const config = JSON.parse(process.env.PEER_CONFIG);
+const resource = 'samhandling:results';
+const provider = new Provider(config.issuer, {
+  jwks: { keys: [config.signing_jwk] },
+  clients: [{
+    client_id: config.client_id,
+    token_endpoint_auth_method: 'private_key_jwt',
+    token_endpoint_auth_signing_alg: 'ES256',
+    id_token_signed_response_alg: 'ES256',
+    jwks: { keys: [config.client_public_jwk] },
+    grant_types: ['client_credentials'],
+    response_types: [],
+    redirect_uris: [],
+    scope: 'samhandling:results/write',
+  }],
+  scopes: ['samhandling:results/write'],
+  clientDefaults: { id_token_signed_response_alg: 'ES256' },
+  enabledJWA: {
+    clientAuthSigningAlgValues: ['ES256'],
+    dPoPSigningAlgValues: ['ES256'],
+  },
+  features: {
+    devInteractions: { enabled: false },
+    clientCredentials: { enabled: true },
+    dPoP: { enabled: true },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: () => resource,
+      useGrantedResource: () => true,
+      getResourceServerInfo: () => ({
+        scope: 'samhandling:results/write',
+        audience: resource,
+        accessTokenTTL: 600,
+        accessTokenFormat: 'jwt',
+        jwt: { sign: { alg: 'ES256' } },
+      }),
+    },
+  },
+});
+provider.on('server_error', (ctx, err) => console.error('server_error', err));
+provider.listen(config.port, '127.0.0.1', () => console.log('listening'));
+"""
+
+
+def _jwk_pair(kid: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
+    private.update(kid=kid, alg="ES256", use="sig")
+    public = {k: v for k, v in private.items() if k != "d"}
+    return private, public
+
+
+def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30.0) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"oidc-provider exited with {process.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("oidc-provider did not start listening")
+
+
+@contextmanager
+def oidc_provider_peer() -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(token endpoint URL, client dict like the demo's, oidc-provider version)."""
+    if not (shutil.which("node") and shutil.which("npm")):
+        raise RuntimeError("node and npm are needed for the oidc-provider peer")
+    with tempfile.TemporaryDirectory(prefix="oidc-provider-") as tmp:
+        folder = Path(tmp)
+        (folder / "package.json").write_text('{"name": "peer", "private": true, "type": "module"}')
+        subprocess.run(
+            ["npm", "install", "--no-audit", "--no-fund", "--silent", "oidc-provider@9"],
+            cwd=folder,
+            check=True,
+            timeout=300,
+            stdout=subprocess.DEVNULL,
+        )
+        version = json.loads(
+            (folder / "node_modules" / "oidc-provider" / "package.json").read_text()
+        )["version"]
+        (folder / "peer.mjs").write_text(PEER_SCRIPT)
+        port = free_port()
+        issuer = f"http://127.0.0.1:{port}"
+        signing, _ = _jwk_pair("peer-signing")
+        client_private, client_public = _jwk_pair("peer-client")
+        client = {"client_id": "lab-system", "private_jwk": client_private}
+        env = dict(os.environ, NODE_ENV="production")
+        env["PEER_CONFIG"] = json.dumps(
+            {
+                "issuer": issuer,
+                "port": port,
+                "signing_jwk": signing,
+                "client_id": client["client_id"],
+                "client_public_jwk": client_public,
+            }
+        )
+        process = subprocess.Popen(
+            ["node", "peer.mjs"], cwd=folder, env=env, stdout=subprocess.DEVNULL
+        )
+        try:
+            _wait_port(port, process)
+            yield f"{issuer}/token", client, version
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 def run(
-    quick: bool = False, seconds: float | None = None, concurrency: int = 4, dpop_only: bool = False
+    quick: bool = False,
+    seconds: float | None = None,
+    concurrency: int = 4,
+    dpop_only: bool = False,
+    peer: bool = True,
 ) -> list[dict[str, Any]]:
     seconds = seconds if seconds is not None else (3.0 if quick else 10.0)
+    modes = (True,) if dpop_only else (True, False)
+    rows: list[dict[str, Any]] = []
     with (
         tempfile.TemporaryDirectory() as tmp,
         Mesh(var_dir=Path(tmp), edge_port=free_port()) as mesh,
     ):
         client = json.loads((Path(tmp) / "demo" / "clients" / "lab-system.json").read_text())
         url = f"{mesh.edge_url}/connect/token"
-        modes = (True,) if dpop_only else (True, False)
-        return [measure(url, client, seconds, concurrency, use_dpop) for use_dpop in modes]
+        for use_dpop in modes:
+            row: dict[str, Any] = {"server": "samhandling trust (through Envoy)"}
+            row.update(measure(url, client, seconds, concurrency, use_dpop))
+            rows.append(row)
+    if not peer:
+        return rows
+    ours = {r["grant"]: r for r in rows}
+    try:
+        with oidc_provider_peer() as (peer_url, peer_client, version):
+            for use_dpop in modes:
+                peer_row: dict[str, Any] = {"server": f"oidc-provider {version} (node, direct)"}
+                peer_row.update(measure(peer_url, peer_client, seconds, concurrency, use_dpop))
+                mine = ours.get(peer_row["grant"])
+                if mine and peer_row["grants_per_s"]:
+                    ratio = mine["grants_per_s"] / peer_row["grants_per_s"]
+                    mine["ratio_to_oidc_provider"] = round(ratio, 2)
+                    peer_row["ratio_to_oidc_provider"] = 1.0
+                rows.append(peer_row)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        rows.append({"server": "oidc-provider", "error": str(exc)[:200]})
+    return rows
 
 
 def main() -> None:
@@ -129,17 +288,30 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--dpop-only", action="store_true")
+    parser.add_argument("--no-peer", action="store_true", help="skip oidc-provider")
     args = parser.parse_args()
-    for row in run(seconds=args.seconds, concurrency=args.concurrency, dpop_only=args.dpop_only):
-        print(
-            f"trust token grants through the edge ({row['grant']}), "
-            f"concurrency {row['concurrency']}"
-        )
+    rows = run(
+        seconds=args.seconds,
+        concurrency=args.concurrency,
+        dpop_only=args.dpop_only,
+        peer=not args.no_peer,
+    )
+    for row in rows:
+        if "error" in row:
+            print(f"{row['server']}: {row['error']}")
+            continue
+        print(f"{row['server']}: {row['grant']}, concurrency {row['concurrency']}")
         print(
             f"  grants/s: {row['grants_per_s']}  "
             f"latency ms: p50 {row['p50_ms']}  p99 {row['p99_ms']}"
+            + (
+                f"  ratio ours/oidc-provider: {row['ratio_to_oidc_provider']}"
+                if "ratio_to_oidc_provider" in row and row["server"].startswith("samhandling")
+                else ""
+            )
         )
         print(f"  errors: {row['errors']} {row['first_error']}")
+    print(f"load average: {os.getloadavg()}")
 
 
 if __name__ == "__main__":
