@@ -1,7 +1,7 @@
 """Sustained ingestion into the results service, on SQLite and PostgreSQL.
 
-    python -m bench.results_ingest [--backend sqlite|postgresql|both] [--results 600]
-                                   [--threads 4] [--batch-size 50]
+    python -m bench.results_ingest [--backend sqlite|postgresql|both] [--results 400]
+                                   [--threads 4] [--batch-size 100] [--batch-results 10000]
 
 The real stack in-process (master data, privacy, results; gRPC on loopback): each result
 is validated, its codes checked with master data (cached), the write decided by privacy
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import random
 import threading
 import time
@@ -78,10 +79,12 @@ def _run(threads: int, work: Callable[[int], int]) -> tuple[int, float]:
     return sum(done), time.perf_counter() - started
 
 
-def bench(backend: str, total: int, threads: int, batch_size: int) -> list[dict[str, object]]:
+def bench(
+    backend: str, total: int, threads: int, batch_size: int, batch_total: int
+) -> list[dict[str, object]]:
     rng = random.Random(7)
     lab = synthetic_org_number(rng)
-    patients = [synthetic_pid(rng) for _ in range(200)]
+    patients = [synthetic_pid(rng) for _ in range(10_000)]  # nearly one per result
     stack: BenchStack = start(backend)
     try:
         meta = stack.lab(lab)
@@ -114,7 +117,7 @@ def bench(backend: str, total: int, threads: int, batch_size: int) -> list[dict[
             f"{seconds:.2f} s = {count / seconds:,.0f} results/s"
         )
 
-        batches = max(total * 4 // (threads * batch_size), 1)
+        batches = max(batch_total // (threads * batch_size), 1)
 
         def batched(index: int) -> int:
             local = random.Random(100 + index)
@@ -156,6 +159,7 @@ def _row(backend: str, mode: str, count: int, seconds: float) -> dict[str, objec
         "results": count,
         "seconds": round(seconds, 2),
         "results/s": round(count / seconds),
+        "load avg (1 min)": round(os.getloadavg()[0], 1),
     }
 
 
@@ -163,20 +167,21 @@ def run(quick: bool = False) -> list[dict[str, object]]:
     """For bench/run.py."""
     rows: list[dict[str, object]] = []
     for backend in ("sqlite", "postgresql"):
-        rows += bench(backend, 200 if quick else 600, 4, 50)
+        rows += bench(backend, 100 if quick else 400, 4, 100, 2_000 if quick else 10_000)
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
-    parser.add_argument("--results", type=int, default=600, help="single-call results")
+    parser.add_argument("--results", type=int, default=400, help="single-call results")
     parser.add_argument("--threads", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--batch-results", type=int, default=10_000, help="batched results")
     args = parser.parse_args()
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     for backend in backends:
-        bench(backend, args.results, args.threads, args.batch_size)
+        bench(backend, args.results, args.threads, args.batch_size, args.batch_results)
 
 
 if __name__ == "__main__":

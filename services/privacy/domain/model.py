@@ -181,6 +181,9 @@ class AccessRequest:
     purpose_of_use: str = ""
     emergency: bool = False
     emergency_justification: str = ""
+    # For writes: (type, id) of the resources the data service stores if permitted,
+    # logged as ACCESS entries together with the decision (no RecordAccess needed).
+    stored_resources: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -207,6 +207,7 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
         purpose_of_use=request.purpose_of_use,
         emergency=request.emergency,
         emergency_justification=request.emergency_justification,
+        stored_resources=tuple((r.resource_type, r.resource_id) for r in request.stored_resources),
     )
 
 

@@ -235,7 +235,9 @@ class PrivacyService:
         approval_error: str,
         now: dt.datetime,
         trace_id: str,
-    ) -> tuple[LogEntry, Decided]:
+    ) -> tuple[list[LogEntry], Decided]:
+        """The decision's log entry, followed (under a PERMIT) by one ACCESS entry per
+        resource the data service said it stores under it."""
         outcome = decide(request, caller, list(settings), approval, now, approval_error)
         details: dict[str, Any] = {"obligations": [o.value for o in outcome.obligations]}
         if request.confidentiality_codes:
@@ -260,7 +262,27 @@ class PrivacyService:
             reasons=outcome.reasons,
             details=details,
         )
-        return entry, Decided(outcome, entry.event_id)
+        entries = [entry]
+        if outcome.permitted and request.stored_resources:
+            entries += [
+                self._entry(
+                    EntryType.ACCESS,
+                    caller,
+                    request.patient_id,
+                    now,
+                    trace_id=trace_id,
+                    domain=request.domain.value,
+                    action=request.action.value,
+                    resource_type=rtype,
+                    resource_id=rid,
+                    purpose=outcome.purpose_of_use,
+                    decision=Decision.PERMIT.value,
+                    emergency=outcome.emergency,
+                    decision_event_id=entry.event_id,
+                )
+                for rtype, rid in request.stored_resources
+            ]
+        return entries, Decided(outcome, entry.event_id)
 
     def decide(self, principal: Principal, request: AccessRequest) -> Decided:
         caller, approval, approval_error, trace_id = self._prepare(principal)
@@ -271,10 +293,9 @@ class PrivacyService:
                 if len(request.patient_id) == 11
                 else []
             )
-            entry, decided = self._decision_entry(
+            return self._decision_entry(
                 request, caller, settings, approval, approval_error, self.clock(), trace_id
             )
-            return [entry], decided
 
         result: Decided = self._submit(work)
         return result
@@ -303,7 +324,7 @@ class PrivacyService:
                 )
                 for r in requests
             ]
-            return [e for e, _ in pairs], [d for _, d in pairs]
+            return [e for entries, _ in pairs for e in entries], [d for _, d in pairs]
 
         result: list[Decided] = self._submit(work)
         return result

@@ -123,6 +123,8 @@ class AccessRequest:
     purpose_of_use: str = ""
     emergency: bool = False
     justification: str = ""
+    # For CREATE/UPDATE: the result ids stored if permitted (logged with the decision).
+    stored_ids: Sequence[str] = ()
 
 
 class AccessControl(Protocol):
@@ -240,6 +242,10 @@ class PrivacyAccessControl:
             purpose_of_use=request.purpose_of_use,
             emergency=request.emergency,
             emergency_justification=request.justification,
+            stored_resources=[
+                pv.AccessedResource(resource_type=request.resource_type, resource_id=i)
+                for i in request.stored_ids
+            ],
         )
         if request.release_time is not None:
             stamp = timestamp_pb2.Timestamp()

@@ -165,34 +165,67 @@ class ResultsService:
                 outcomes[p[0]] = code_violations(refs, bad)
             else:
                 checked.append(p)
-        # The privacy decision, once per patient in the batch, all in one call (one
-        # durable privacy transaction for every decision and its log entry).
-        patients = list(dict.fromkeys(p[2].patient_id for p in checked))
+        # Plan (reads only): what each submission would store and under which result id,
+        # so the decision can log the stored ids with it (no RecordAccess round trip).
+        planned_ids: dict[tuple[str, str], str] = {}
+        announced: dict[str, list[str]] = defaultdict(list)
+        planned = []
+        if checked:
+            with self._uow() as uow:
+                plan = self._store_in(ResultRepository(uow.session), checked, dry_run=True)
+            for p, (outcome, fresh) in zip(checked, plan, strict=True):
+                if isinstance(outcome, DomainError):
+                    outcomes[p[0]] = outcome
+                    continue
+                planned.append(p)
+                if fresh:
+                    planned_ids[(p[2].performer_org_number, p[2].report_identifier)] = (
+                        outcome.result_id
+                    )
+                    announced[p[2].patient_id].append(outcome.result_id)
+        # The privacy decision, once per patient in the batch, all in one call: one durable
+        # privacy transaction for every decision, its log entry and the stored ids.
+        patients = list(dict.fromkeys(p[2].patient_id for p in planned))
         decided = (
             self._access.decide_many(
-                principal, [AccessRequest(patient_id=pid, action="CREATE") for pid in patients]
+                principal,
+                [
+                    AccessRequest(
+                        patient_id=pid,
+                        action="CREATE",
+                        stored_ids=tuple(dict.fromkeys(announced.get(pid, ()))),
+                    )
+                    for pid in patients
+                ],
             )
             if patients
             else []
         )
         decisions = dict(zip(patients, decided, strict=True))
         permitted = []
-        for p in checked:
+        for p in planned:
             decision = decisions[p[2].patient_id]
             if decision.permit:
                 permitted.append(p)
             else:
                 outcomes[p[0]] = self._denied(decision)
-        stored: dict[str, list[str]] = defaultdict(list)
+        # Whatever a concurrent writer made differ from the plan is recorded afterwards.
+        unannounced: dict[str, list[str]] = defaultdict(list)
         for (i, _rid, result, _digest), (outcome, fresh) in zip(
-            permitted, self._store_many(permitted), strict=True
+            permitted, self._store_many(permitted, planned_ids), strict=True
         ):
             outcomes[i] = outcome
-            if fresh and isinstance(outcome, pb.Result):
-                stored[result.patient_id].append(outcome.result_id)
-        if stored:
+            if (
+                fresh
+                and isinstance(outcome, pb.Result)
+                and outcome.result_id not in announced.get(result.patient_id, ())
+            ):
+                unannounced[result.patient_id].append(outcome.result_id)
+        if unannounced:
             self._access.record_many(
-                principal, "CREATE", [(decisions[pid], pid, ids) for pid, ids in stored.items()]
+                principal,
+                "CREATE",
+                [(decisions[pid], pid, ids) for pid, ids in unannounced.items()],
             )
         return [o if o is not None else Aborted("not processed") for o in outcomes]
 
@@ -217,11 +250,16 @@ class ResultsService:
         return stored
 
     def _store_in(
-        self, repo: ResultRepository, items: Sequence[tuple[int, str, pb.Result, str]]
+        self,
+        repo: ResultRepository,
+        items: Sequence[tuple[int, str, pb.Result, str]],
+        ids: dict[tuple[str, str], str] | None = None,
+        dry_run: bool = False,
     ) -> list[tuple[pb.Result | DomainError, bool]]:
         """(outcome, stored now) per submission, inside the caller's transaction: earlier
         requests and current versions are read with one query each, the rows written with
-        multi-row inserts."""
+        multi-row inserts. `ids`: result ids planned for new reports, by (performer,
+        report identifier); `dry_run`: plan only, write nothing."""
         records: dict[tuple[str, str], IngestRecord] = {}
         current: dict[tuple[str, str], pb.Result] = {}
         by_org: dict[str, list[pb.Result]] = defaultdict(list)
@@ -262,18 +300,22 @@ class ResultsService:
                 stored.result_id = previous.result_id
                 stored.version = previous.version + 1
             else:
-                stored.result_id = str(uuid.uuid4())
+                planned = (ids or {}).get((org, result.report_identifier))
+                stored.result_id = planned or str(uuid.uuid4())
                 stored.version = 1
             stored.create_time.CopyFrom(now)
             entries.append((stored, request_id, digest, previous.version if previous else None))
             current[(org, result.report_identifier)] = stored
             in_batch[key] = (digest, stored)
             outcomes.append((stored, True))
-        repo.store_many(entries)
+        if not dry_run:
+            repo.store_many(entries)
         return outcomes
 
     def _store_many(
-        self, items: Sequence[tuple[int, str, pb.Result, str]]
+        self,
+        items: Sequence[tuple[int, str, pb.Result, str]],
+        ids: dict[tuple[str, str], str] | None = None,
     ) -> list[tuple[pb.Result | DomainError, bool]]:
         """All submissions in one transaction (one commit per batch). If a concurrent writer
         gets in the way (a unique key or a version check fails), the transaction is rolled
@@ -283,18 +325,22 @@ class ResultsService:
         if len(items) > 1:
             try:
                 with self._uow() as uow:
-                    outcomes = self._store_in(ResultRepository(uow.session), items)
+                    outcomes = self._store_in(ResultRepository(uow.session), items, ids)
                     uow.commit()
                     return outcomes
             except (IntegrityError, StaleVersion):
                 pass
-        return [self._store(item) for item in items]
+        return [self._store(item, ids) for item in items]
 
-    def _store(self, item: tuple[int, str, pb.Result, str]) -> tuple[pb.Result | DomainError, bool]:
+    def _store(
+        self,
+        item: tuple[int, str, pb.Result, str],
+        ids: dict[tuple[str, str], str] | None = None,
+    ) -> tuple[pb.Result | DomainError, bool]:
         for _attempt in range(MAX_STORE_ATTEMPTS):
             try:
                 with self._uow() as uow:
-                    outcome = self._store_in(ResultRepository(uow.session), [item])[0]
+                    outcome = self._store_in(ResultRepository(uow.session), [item], ids)[0]
                     if outcome[1]:
                         uow.commit()
                     return outcome

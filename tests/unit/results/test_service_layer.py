@@ -60,7 +60,11 @@ class FakeAccess:
     def decide_many(
         self, principal: Principal, requests: Sequence[AccessRequest]
     ) -> list[AccessDecision]:
-        return [self.decide(principal, r) for r in requests]
+        decided = [self.decide(principal, r) for r in requests]
+        for request, decision in zip(requests, decided, strict=True):
+            if decision.permit and request.stored_ids:  # logged with the decision
+                self.records.append((request.action, list(request.stored_ids)))
+        return decided
 
     def record_many(
         self,
