@@ -479,3 +479,57 @@ def test_nors_results_only_for_their_own_organisations(stack: Stack) -> None:
     elsewhere = _search(stack, patient, metadata=stack.doctor(org=b.OTHER_ORG))
     assert elsewhere.total_size == 1
     assert {r.confidentiality_code for r in elsewhere.results} == {""}
+
+
+def test_batch_ingestion_logs_stored_ids_with_the_decision(stack: Stack) -> None:
+    """One privacy call per batch: each patient's decision carries the ids stored under
+    it (also a new version made in the same batch); a denied patient gets nothing stored
+    and no access entry."""
+    patient, reserved = stack.new_patient(), stack.new_patient()
+    stack.privacy.CreateReservation(
+        pv.CreateReservationRequest(reservation=pv.Reservation(domain=pv.DOMAIN_RESULTS)),
+        metadata=stack.citizen(reserved, audience="privacy"),
+        timeout=5,
+    )
+    first = b.result(patient=patient, report_identifier="R-batchlog")
+    corrected = b.result(
+        patient=patient, report_identifier="R-batchlog", status=pb.RESULT_STATUS_CORRECTED
+    )
+    other = b.result(patient=patient)
+    reply = stack.results.BatchCreateResults(
+        pb.BatchCreateResultsRequest(
+            requests=[
+                pb.CreateResultRequest(request_id="bl-1", result=first),
+                pb.CreateResultRequest(request_id="bl-2", result=corrected),
+                pb.CreateResultRequest(request_id="bl-3", result=b.result(patient=reserved)),
+                pb.CreateResultRequest(request_id="bl-4", result=other),
+            ]
+        ),
+        metadata=stack.lab(),
+        timeout=10,
+    )
+    kinds = [e.WhichOneof("outcome") for e in reply.entries]
+    assert kinds == ["result", "result", "error", "result"]
+    assert reply.entries[2].error.reason == "ACCESS_DENIED"
+    assert reply.entries[0].result.result_id == reply.entries[1].result.result_id
+    assert reply.entries[1].result.version == 2
+    stored = {reply.entries[0].result.result_id, reply.entries[3].result.result_id}
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    decisions = [e for e in log if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION]
+    accessed = [e for e in log if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
+    assert len(decisions) == 1 and decisions[0].action == pv.ACTION_CREATE
+    assert {e.resource_id for e in accessed} == stored and len(accessed) == 2
+    assert {e.decision_event_id for e in accessed} == {decisions[0].access_event_id}
+    assert _rows(stack, "results", reserved) == 0
+    reserved_log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(reserved, audience="privacy"),
+        timeout=5,
+    ).access_events
+    decided = [e.decision for e in reserved_log if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION]
+    assert decided == [pv.DECISION_DENY]
+    assert not [e for e in reserved_log if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
