@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,7 @@ class FakeAccess:
         self.decisions: list[tuple[str, AccessRequest]] = []
         self.records: list[tuple[str, list[str]]] = []
         self.deny: set[str] = set()
+        self.before_answer: Callable[[], None] | None = None  # e.g. a concurrent writer
 
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
         self.decisions.append((principal.subject, request))
@@ -61,6 +62,9 @@ class FakeAccess:
         self, principal: Principal, requests: Sequence[AccessRequest]
     ) -> list[AccessDecision]:
         decided = [self.decide(principal, r) for r in requests]
+        hook, self.before_answer = self.before_answer, None
+        if hook is not None:
+            hook()
         for request, decision in zip(requests, decided, strict=True):
             if decision.permit and request.stored_ids:  # logged with the decision
                 self.records.append((request.action, list(request.stored_ids)))
@@ -96,6 +100,34 @@ def test_create_then_replay_stores_once(service: ResultsService, access: FakeAcc
     again = service.create(LAB, "req-1", submitted)
     assert first == again and first.version == 1
     assert len(access.records) == 1  # the replay stored nothing
+
+
+def test_ingestion_logs_planned_ids_with_the_decision(
+    service: ResultsService, access: FakeAccess
+) -> None:
+    stored = service.create(LAB, "req-plan", b.result())
+    assert access.records == [("CREATE", [stored.result_id])]  # no separate record call
+
+
+def test_a_concurrent_writer_between_decision_and_store_is_recorded(
+    service: ResultsService, access: FakeAccess
+) -> None:
+    """The decision announced a new result id; another writer stored the same report
+    first, so ours becomes its next version under the other id, recorded afterwards."""
+    report = "R-race"
+    winner: list[pb.Result] = []
+    access.before_answer = lambda: winner.append(
+        service.create(LAB, "req-other", b.result(report_identifier=report))
+    )
+    ours = service.create(
+        LAB,
+        "req-ours",
+        b.result(report_identifier=report, status=pb.RESULT_STATUS_CORRECTED),
+    )
+    assert ours.result_id == winner[0].result_id and ours.version == 2
+    announced = access.records[1]
+    assert announced[1] != [ours.result_id]
+    assert access.records[-1] == ("CREATE", [ours.result_id])
 
 
 def test_reused_request_id_with_other_content_is_refused(service: ResultsService) -> None:
