@@ -134,7 +134,11 @@ class ResultsService:
                 prepared.append((i, request_id, result, content_hash(result)))
             except DomainError as error:
                 outcomes[i] = error
-        # Replays need no code check, no decision and store nothing.
+        # Replays need no code check, no decision and store nothing. One read transaction
+        # for the replay check and the plan (one connection checkout, no repeated queries).
+        planned_ids: dict[tuple[str, str], str] = {}
+        announced: dict[str, list[str]] = defaultdict(list)
+        planned = []
         with self._uow() as uow:
             repo = ResultRepository(uow.session)
             by_org: dict[str, list[str]] = defaultdict(list)
@@ -149,40 +153,39 @@ class ResultsService:
                 record = seen.get((result.performer_org_number, request_id))
                 if record is not None:
                     outcomes[i] = self._replay(repo, record, digest)
-        pending = [p for p in prepared if outcomes[p[0]] is None]
-        # Codes: one master-data call for the whole batch.
-        refs_by_item = [codes_to_check(p[2]) for p in pending]
-        flat = [ref for refs in refs_by_item for ref in refs]
-        invalid = self._codes.invalid_codes(principal, flat) if flat else {}
-        checked = []
-        offset = 0
-        for p, refs in zip(pending, refs_by_item, strict=True):
-            bad = {
-                i - offset: why for i, why in invalid.items() if offset <= i < offset + len(refs)
-            }
-            offset += len(refs)
-            if bad:
-                outcomes[p[0]] = code_violations(refs, bad)
-            else:
-                checked.append(p)
-        # Plan (reads only): what each submission would store and under which result id,
-        # so the decision can log the stored ids with it (no RecordAccess round trip).
-        planned_ids: dict[tuple[str, str], str] = {}
-        announced: dict[str, list[str]] = defaultdict(list)
-        planned = []
-        if checked:
-            with self._uow() as uow:
-                plan = self._store_in(ResultRepository(uow.session), checked, dry_run=True)
-            for p, (outcome, fresh) in zip(checked, plan, strict=True):
-                if isinstance(outcome, DomainError):
-                    outcomes[p[0]] = outcome
-                    continue
-                planned.append(p)
-                if fresh:
-                    planned_ids[(p[2].performer_org_number, p[2].report_identifier)] = (
-                        outcome.result_id
-                    )
-                    announced[p[2].patient_id].append(outcome.result_id)
+            pending = [p for p in prepared if outcomes[p[0]] is None]
+            # Codes: one master-data call for the whole batch (usually answered by the cache).
+            refs_by_item = [codes_to_check(p[2]) for p in pending]
+            flat = [ref for refs in refs_by_item for ref in refs]
+            invalid = self._codes.invalid_codes(principal, flat) if flat else {}
+            checked = []
+            offset = 0
+            for p, refs in zip(pending, refs_by_item, strict=True):
+                bad = {
+                    i - offset: why
+                    for i, why in invalid.items()
+                    if offset <= i < offset + len(refs)
+                }
+                offset += len(refs)
+                if bad:
+                    outcomes[p[0]] = code_violations(refs, bad)
+                else:
+                    checked.append(p)
+            # Plan (reads only): what each submission would store and under which result
+            # id, so the decision can log the stored ids with it (no RecordAccess call).
+            plan = (
+                self._store_in(repo, checked, dry_run=True, requests_checked=True)
+                if checked
+                else []
+            )
+        for p, (outcome, fresh) in zip(checked, plan, strict=True):
+            if isinstance(outcome, DomainError):
+                outcomes[p[0]] = outcome
+                continue
+            planned.append(p)
+            if fresh:
+                planned_ids[(p[2].performer_org_number, p[2].report_identifier)] = outcome.result_id
+                announced[p[2].patient_id].append(outcome.result_id)
         # The privacy decision, once per patient in the batch, all in one call: one durable
         # privacy transaction for every decision, its log entry and the stored ids.
         patients = list(dict.fromkeys(p[2].patient_id for p in planned))
@@ -255,11 +258,13 @@ class ResultsService:
         items: Sequence[tuple[int, str, pb.Result, str]],
         ids: dict[tuple[str, str], str] | None = None,
         dry_run: bool = False,
+        requests_checked: bool = False,
     ) -> list[tuple[pb.Result | DomainError, bool]]:
         """(outcome, stored now) per submission, inside the caller's transaction: earlier
         requests and current versions are read with one query each, the rows written with
         multi-row inserts. `ids`: result ids planned for new reports, by (performer,
-        report identifier); `dry_run`: plan only, write nothing."""
+        report identifier); `dry_run`: plan only, write nothing; `requests_checked`: the caller
+        found none of the request ids stored, in this same transaction."""
         records: dict[tuple[str, str], IngestRecord] = {}
         current: dict[tuple[str, str], pb.Result] = {}
         by_org: dict[str, list[pb.Result]] = defaultdict(list)
@@ -268,8 +273,9 @@ class ResultsService:
             by_org[result.performer_org_number].append(result)
             request_ids[result.performer_org_number].append(request_id)
         for org, results in by_org.items():
-            for rid, record in repo.find_requests(org, request_ids[org]).items():
-                records[(org, rid)] = record
+            if not requests_checked:
+                for rid, record in repo.find_requests(org, request_ids[org]).items():
+                    records[(org, rid)] = record
             found = repo.current_by_reports(org, [r.report_identifier for r in results])
             for report, result in found.items():
                 current[(org, report)] = result
