@@ -8,6 +8,7 @@ maintained PyPI package validates UCUM syntax without pulling in a unit-conversi
 
 from __future__ import annotations
 
+import functools
 import re
 
 PREFIXES = (
@@ -114,8 +115,10 @@ def _known(symbol: str) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=4096)
 def unit_problem(unit: str) -> str | None:
-    """Why `unit` is not well-formed UCUM, or None. The empty string is not a unit."""
+    """Why `unit` is not well-formed UCUM, or None. The empty string is not a unit.
+    Pure, so cached: a lab sends the same few hundred units all day."""
     if not unit:
         return "is empty"
     if unit != unit.strip() or " " in _ANNOTATION.sub("", unit):
