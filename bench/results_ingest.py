@@ -260,6 +260,7 @@ def mesh_bench(
                     errors.extend(json.dumps(e)[:200] for e in entries if "result" not in e)
                 return stored
 
+            print(f"sending {threads} x {batches} batches of {batch_size}", flush=True)
             count, seconds = _run(threads, send)
             mode = f"batchCreate via the edge, processes, {threads} threads x {batch_size}"
             if replicas:

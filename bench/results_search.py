@@ -364,6 +364,7 @@ def _row(backend: str, total: int, what: str, samples: list[float]) -> dict[str,
         "what": what,
         "p50 ms": round(statistics.median(ordered) * 1000, 2),
         "p99 ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 2),
+        "load avg (1 min)": round(os.getloadavg()[0], 1),
     }
 
 

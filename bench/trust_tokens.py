@@ -125,6 +125,7 @@ def measure(
         "p99_ms": round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] * 1000, 1),
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
+        "load avg (1 min)": round(os.getloadavg()[0], 1),
     }
 
 
