@@ -180,6 +180,17 @@ def test_a_results_search_is_one_trace_from_the_edge_to_master_data(traced: Trac
             assert span.resource["service.namespace"] == "samhandling", span.service
             assert span.resource["service.version"], span.service
 
+    # Each service's access-log line for its call carries the trace id and its server span id.
+    trace_id = search.trace_id
+    for span in spans:
+        if span.kind == SERVER and span.service != "edge":
+            entries = [
+                json.loads(line)
+                for line in (traced.var / "logs" / f"{span.service}.log").read_text().splitlines()
+                if line.startswith("{") and trace_id in line and '"msg": "rpc"' in line
+            ]
+            assert span.span_id in {e.get("span_id") for e in entries}, (span.service, span.name)
+
     # No identity number and no token in any span of the trace (nor anywhere else so far).
     secrets = [pid, token.access_token, reply.request.headers["DPoP"]]
     for span in traced.receiver.spans():
