@@ -14,6 +14,7 @@ so every GP read really reaches master data, whatever ran before.
 from __future__ import annotations
 
 import json
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -24,7 +25,7 @@ import pytest
 from deploy.local import pidscan
 from deploy.local.demo import Edge, Story, Token
 from deploy.local.mesh import Mesh, available_services, free_port
-from services.common.identifiers import is_valid_pid
+from services.common.identifiers import is_valid_pid, synthetic_pid
 from tests.support.otlp import CLIENT, SERVER, ExportedSpan, OtlpReceiver, check_call_graph
 
 SERVICES = {"masterdata", "trust", "privacy", "results"}
@@ -210,6 +211,29 @@ def _traceparents(access_log: Path) -> set[str]:
     return ids
 
 
+def _careless_calls(traced: Traced, story: Story) -> str:
+    """Error paths, where services are most tempted to echo what they got: an unknown
+    patient, an identity number in fields that do not take one. Returns the number used."""
+    pid = synthetic_pid(random.Random(4242))
+    gp = story.state["gp_token"]
+    search = traced.edge.call("POST", "/v1/results:search", gp, json={"patient_id": pid})
+    assert search.status_code in (200, 403, 404), search.text
+    wrong = traced.edge.call(
+        "POST", "/v1/results:search", gp, json={"patient_id": pid, "page_token": pid}
+    )
+    assert wrong.status_code in (400, 403), wrong.text
+    block = traced.edge.call(
+        "POST",
+        "/v1/privacy/restrictions",
+        story.privacy_token(),
+        json={"restriction": {"target": {"hpr_number": pid}, "level": "HARD"}},
+    )
+    assert block.status_code in (400, 404), block.text
+    for reply in (search, wrong, block):
+        assert pid not in reply.text  # nor in what the client sees
+    return pid
+
+
 def test_no_identity_number_in_logs_or_spans_after_the_demo(traced: Traced) -> None:
     lines: list[str] = []
     story = _story(traced, lines)
@@ -218,6 +242,7 @@ def test_no_identity_number_in_logs_or_spans_after_the_demo(traced: Traced) -> N
     assert code == 0 and not story.skipped, "\n".join(lines)
     pids = {p for p in story.pids if p}
     assert pids
+    pids.add(_careless_calls(traced, story))
 
     # Stop the mesh: services flush their exporters on SIGTERM, every log is complete.
     traced.mesh.stop()
