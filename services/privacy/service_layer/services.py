@@ -7,6 +7,7 @@ are durable together before the caller gets an answer.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
 import uuid
@@ -72,6 +73,7 @@ class Config:
 
 
 MAX_BATCH = 256
+RECENT_DECISIONS = 10_000
 
 
 @dataclass(eq=False)
@@ -124,6 +126,10 @@ class PrivacyService:
         self._append_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_Job] = []
+        # Decisions this process committed lately, for RecordAccess (which follows its
+        # decision within milliseconds): saves reading the entry back. Fields as get_entry.
+        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         with self._uow() as uow:
             repo.ensure_head(uow.session)
             uow.commit()
@@ -247,10 +253,36 @@ class PrivacyService:
                 reasons=outcome.reasons,
                 details=details,
             )
+            made.append(entry)
             return [entry], Decided(outcome, entry.event_id)
 
+        made: list[LogEntry] = []
         result: Decided = self._submit(work)
+        # Committed (the group commit raised otherwise): remember it for RecordAccess.
+        self._remember(made[-1])
         return result
+
+    def _remember(self, entry: LogEntry) -> None:
+        with self._recent_lock:
+            self._recent[entry.event_id] = {
+                "pruned": False,
+                "entry_type": entry.entry_type.value,
+                "patient_id": entry.patient_id,
+                "actor_subject": entry.actor_subject,
+                "actor_name": entry.actor_name,
+                "client_id": entry.client_id,
+                "decision": entry.decision,
+                "domain": entry.domain,
+                "purpose": entry.purpose,
+                "emergency": bool(entry.emergency),
+            }
+            if len(self._recent) > RECENT_DECISIONS:
+                self._recent.popitem(last=False)
+
+    def _decision_entry(self, session: Session, event_id: str) -> dict[str, Any] | None:
+        with self._recent_lock:
+            recent = self._recent.get(event_id)
+        return recent if recent is not None else repo.get_entry(session, event_id)
 
     def record_access(
         self,
@@ -264,7 +296,7 @@ class PrivacyService:
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
-            decision = repo.get_entry(session, decision_event_id)
+            decision = self._decision_entry(session, decision_event_id)
             if (
                 decision is None
                 or decision["pruned"]
@@ -608,6 +640,8 @@ class PrivacyService:
         return seq
 
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        with self._recent_lock:
+            self._recent.clear()
         with self._append_lock, self._uow() as uow:
             result = repo.prune(
                 uow.session, now or self.clock(), self.config.retention, self.signer
