@@ -268,6 +268,9 @@ def head(session: Session, lock: bool = False) -> tuple[int, bytes]:
     return int(row.seq), bytes(row.hash)
 
 
+_INSERT_LOG = sa.insert(orm.access_log)  # built once: every decision and access appends
+
+
 def append(
     session: Session,
     entries: Sequence[LogEntry],
@@ -291,7 +294,7 @@ def append(
         if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
             cps.append(_checkpoint_row(signer, seq, chain_hash, entry.event_time))
         prev = chain_hash
-    session.execute(sa.insert(orm.access_log), rows)
+    session.execute(_INSERT_LOG, rows)
     if cps:
         session.execute(sa.insert(orm.checkpoints), cps)
     session.execute(

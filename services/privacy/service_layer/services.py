@@ -321,10 +321,11 @@ class PrivacyService:
                 "emergency": bool(decision["emergency"]),
                 "decision_event_id": decision_event_id,
             }
+            actor = replace(caller, display_name=decision["actor_name"] or "")
             entries = [
                 self._entry(
                     EntryType.ACCESS,
-                    replace(caller, display_name=decision["actor_name"] or ""),
+                    actor,
                     patient_id,
                     now,
                     trace_id=trace_id,
