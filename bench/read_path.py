@@ -142,10 +142,12 @@ def _phase(
     pids: dict[str, int],
     ceiling: dict[str, Any] | None,
     capacity: float = 0.0,
+    rate: float = 0.0,
 ) -> dict[str, Any]:
-    """Probe the closed-loop capacity (unless given), then the open model at LOAD x it."""
+    """Probe the closed-loop capacity (unless given), then the open model at LOAD x it
+    (or at `rate`: the same offered load for before/after comparisons)."""
     port = mesh.edge_port
-    if not capacity:
+    if not capacity and not rate:
         probe = 4.0
         # Generous: the probe cannot exceed ~2,000 req/s on this stack.
         make = searches.generate(int(probe * 2000))
@@ -154,7 +156,7 @@ def _phase(
         capacity = find_capacity(
             "127.0.0.1", port, lambda _i: make(next(counter)), connections, duration=probe
         )
-    rate = max(capacity * LOAD, 5.0)
+    rate = rate or max(capacity * LOAD, 5.0)
     make = searches.generate(int(rate * (seconds + warmup) * 1.05) + 10)
     load_before = load_average()
     meter = CpuMeter(pids)
@@ -162,12 +164,12 @@ def _phase(
     cpu = meter.per_request_us(result.sent)
     row: dict[str, Any] = {
         "scenario": f"results:search via edge, {connections} connections",
-        "closed_loop_rps": round(capacity, 1),
+        "closed_loop_rps": round(capacity, 1) if capacity else "-",
         **result.summary(),
     }
     if result.statuses:
         row["statuses"] = ",".join(f"{k}:{v}" for k, v in sorted(result.statuses.items()))
-    if ceiling:
+    if ceiling and capacity:
         row["ceiling_rps"] = ceiling["closed_loop_rps"]
         row["ratio_to_ceiling"] = round(capacity / ceiling["closed_loop_rps"], 3)
     row.update({f"{k}_cpu_us": v for k, v in cpu.items()})
@@ -186,6 +188,7 @@ def measure(
     ceiling: bool = True,
     hold: float = 0.0,
     var: Path | None = None,
+    rate: float = 0.0,
 ) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     reference: dict[str, Any] | None = None
@@ -213,7 +216,9 @@ def measure(
         print(f"starting the mesh in {var} ({'PostgreSQL' if postgresql else 'SQLite'}) ...")
         try:
             with Mesh(var_dir=var, edge_port=free_port(), extra_env=env) as mesh:
-                rows += _drive(mesh, var, seconds, warmup, results, concurrencies, reference, hold)
+                rows += _drive(
+                    mesh, var, seconds, warmup, results, concurrencies, reference, hold, rate
+                )
         finally:
             if schemas:
                 _drop_schemas(schemas)
@@ -240,6 +245,7 @@ def _drive(
     concurrencies: tuple[int, ...],
     reference: dict[str, Any] | None,
     hold: float,
+    rate: float = 0.0,
 ) -> list[dict[str, Any]]:
     story = Story(Edge(mesh.edge_url), var / "demo", set(mesh.services))
     patient = seed_patient(story, results)
@@ -266,14 +272,21 @@ def _drive(
         if name in mesh.processes
     }
     print("pids: " + ", ".join(f"{k}={v}" for k, v in pids.items()), flush=True)
+    # CPU the processes burn with no load (pollers, keepalives): part of every figure below.
+    idle = CpuMeter(pids)
+    time.sleep(3.0)
+    idle_ms = {k: round(v / 1000 / 3.0, 1) for k, v in idle.per_request_us(1).items()}
+    print(f"idle CPU (ms per second): {idle_ms}", flush=True)
     searches = SearchRequests(mesh.edge_url, token, patient)
     rows = []
     for connections in concurrencies:
         print(f"{connections} connections ...", flush=True)
-        rows.append(_phase(mesh, searches, connections, seconds, warmup, pids, reference))
+        rows.append(
+            _phase(mesh, searches, connections, seconds, warmup, pids, reference, rate=rate)
+        )
     if hold:
         # Proofs must stay inside the 60 s iat window: at most ~45 s per hold phase.
-        capacity = rows[0]["closed_loop_rps"]
+        capacity = float(rows[0]["offered_rps"]) / LOAD
         for _ in range(max(1, round(hold / 40))):
             print(f"holding {capacity * LOAD:.0f} req/s for 40 s (profile now) ...", flush=True)
             _phase(mesh, searches, concurrencies[0], 40.0, 0.5, pids, reference, capacity)
@@ -299,6 +312,9 @@ def main() -> None:
     parser.add_argument(
         "--hold", type=float, default=0.0, help="then keep the load on this long (profiling)"
     )
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="offer this rate instead of 70 %% of a probe"
+    )
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args()
     rows = measure(
@@ -309,6 +325,7 @@ def main() -> None:
         postgresql=args.postgresql,
         ceiling=not args.no_ceiling,
         hold=args.hold,
+        rate=args.rate,
     )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=2) + "\n")
