@@ -118,7 +118,7 @@ def test_canonical_bytes_are_json_dumps_sorted_compact_unicode() -> None:
 
     from services.privacy.domain.chain import CONTENT_FIELDS, canonical
 
-    content = {k: f"v-{k}" for k in CONTENT_FIELDS}
+    content: dict[str, Any] = {k: f"v-{k}" for k in CONTENT_FIELDS}
     content.update(seq=7, emergency=False, reasons=["B", "A"], details={"z": 1, "a": "Ø"})
     expected = json.dumps(
         {k: content.get(k) for k in CONTENT_FIELDS},
