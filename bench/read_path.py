@@ -41,6 +41,7 @@ from bench.loadgen import Request, find_capacity, run_open
 from bench.masterdata_lookups import CpuMeter
 from deploy.local.demo import DemoClient, DpopKey, Edge, Story, Token, attestation
 from deploy.local.mesh import Mesh, free_port
+from services.common.db import normalise_url
 from services.common.identifiers import synthetic_pid
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
@@ -204,9 +205,7 @@ def measure(
         env = {"SAMHANDLING_LOG_LEVEL": os.environ.get("SAMHANDLING_LOG_LEVEL", "INFO")}
         schemas: list[str] = []
         if postgresql:
-            base = os.environ.get(
-                "BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-            )
+            base = postgres_url()
             for name in ("masterdata", "privacy", "results", "trust", "documents"):
                 schema = f"bench_read_{name}_{uuid.uuid4().hex[:6]}"
                 schemas.append(schema)
@@ -225,11 +224,15 @@ def measure(
     return rows
 
 
+def postgres_url() -> str:
+    """The PostgreSQL the tests use (SAMHANDLING_TEST_PG_URL), one schema per service."""
+    return os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
 def _drop_schemas(schemas: list[str]) -> None:
     import sqlalchemy as sa
 
-    url = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(normalise_url(postgres_url()))
     with engine.begin() as conn:
         for schema in schemas:
             conn.exec_driver_sql(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
