@@ -10,6 +10,7 @@ from __future__ import annotations
 import collections
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -74,6 +75,7 @@ class Config:
 
 MAX_BATCH = 256
 RECENT_DECISIONS = 10_000
+RECENT_SECONDS = 300.0
 
 
 @dataclass(eq=False)
@@ -275,6 +277,7 @@ class PrivacyService:
                 "domain": entry.domain,
                 "purpose": entry.purpose,
                 "emergency": bool(entry.emergency),
+                "remembered": time.monotonic(),
             }
             if len(self._recent) > RECENT_DECISIONS:
                 self._recent.popitem(last=False)
@@ -282,7 +285,11 @@ class PrivacyService:
     def _decision_entry(self, session: Session, event_id: str) -> dict[str, Any] | None:
         with self._recent_lock:
             recent = self._recent.get(event_id)
-        return recent if recent is not None else repo.get_entry(session, event_id)
+        # Only minutes-old decisions: anything older (or pruned by another replica sharing
+        # the database) is read from the log itself.
+        if recent is not None and time.monotonic() - recent["remembered"] < RECENT_SECONDS:
+            return recent
+        return repo.get_entry(session, event_id)
 
     def record_access(
         self,
