@@ -7,8 +7,10 @@ are durable together before the caller gets an answer.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -72,6 +74,8 @@ class Config:
 
 
 MAX_BATCH = 256
+RECENT_DECISIONS = 10_000
+RECENT_SECONDS = 300.0
 
 
 @dataclass(eq=False)
@@ -124,6 +128,10 @@ class PrivacyService:
         self._append_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_Job] = []
+        # Decisions this process committed lately, for RecordAccess (which follows its
+        # decision within milliseconds): saves reading the entry back. Fields as get_entry.
+        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         with self._uow() as uow:
             repo.ensure_head(uow.session)
             uow.commit()
@@ -247,10 +255,41 @@ class PrivacyService:
                 reasons=outcome.reasons,
                 details=details,
             )
+            made.append(entry)
             return [entry], Decided(outcome, entry.event_id)
 
+        made: list[LogEntry] = []
         result: Decided = self._submit(work)
+        # Committed (the group commit raised otherwise): remember it for RecordAccess.
+        self._remember(made[-1])
         return result
+
+    def _remember(self, entry: LogEntry) -> None:
+        with self._recent_lock:
+            self._recent[entry.event_id] = {
+                "pruned": False,
+                "entry_type": entry.entry_type.value,
+                "patient_id": entry.patient_id,
+                "actor_subject": entry.actor_subject,
+                "actor_name": entry.actor_name,
+                "client_id": entry.client_id,
+                "decision": entry.decision,
+                "domain": entry.domain,
+                "purpose": entry.purpose,
+                "emergency": bool(entry.emergency),
+                "remembered": time.monotonic(),
+            }
+            if len(self._recent) > RECENT_DECISIONS:
+                self._recent.popitem(last=False)
+
+    def _decision_entry(self, session: Session, event_id: str) -> dict[str, Any] | None:
+        with self._recent_lock:
+            recent = self._recent.get(event_id)
+        # Only minutes-old decisions: anything older (or pruned by another replica sharing
+        # the database) is read from the log itself.
+        if recent is not None and time.monotonic() - recent["remembered"] < RECENT_SECONDS:
+            return recent
+        return repo.get_entry(session, event_id)
 
     def record_access(
         self,
@@ -264,7 +303,7 @@ class PrivacyService:
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
-            decision = repo.get_entry(session, decision_event_id)
+            decision = self._decision_entry(session, decision_event_id)
             if (
                 decision is None
                 or decision["pruned"]
@@ -289,10 +328,11 @@ class PrivacyService:
                 "emergency": bool(decision["emergency"]),
                 "decision_event_id": decision_event_id,
             }
+            actor = replace(caller, display_name=decision["actor_name"] or "")
             entries = [
                 self._entry(
                     EntryType.ACCESS,
-                    replace(caller, display_name=decision["actor_name"] or ""),
+                    actor,
                     patient_id,
                     now,
                     trace_id=trace_id,
@@ -608,6 +648,8 @@ class PrivacyService:
         return seq
 
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        with self._recent_lock:
+            self._recent.clear()
         with self._append_lock, self._uow() as uow:
             result = repo.prune(
                 uow.session, now or self.clock(), self.config.retention, self.signer
