@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import itertools
 import json
 import os
 import random
@@ -152,11 +151,7 @@ def _phase(
         probe = 4.0
         # Generous: the probe cannot exceed ~2,000 req/s on this stack.
         make = searches.generate(int(probe * 2000))
-        # find_capacity's workers each count from 0: hand out the proofs from one counter.
-        counter = itertools.count()
-        capacity = find_capacity(
-            "127.0.0.1", port, lambda _i: make(next(counter)), connections, duration=probe
-        )
+        capacity = find_capacity("127.0.0.1", port, make, connections, duration=probe)
     rate = rate or max(capacity * LOAD, 5.0)
     make = searches.generate(int(rate * (seconds + warmup) * 1.05) + 10)
     load_before = load_average()
