@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo clean
+.PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ bench: proto ## run the benchmarks and update bench/README.md
 
 demo: proto ## the end-to-end story through the Envoy edge (starts its own mesh; prints each step)
 	$(PY) -m deploy.local.demo
+
+demo-scan: proto ## make demo with tracing to a local OTLP sink, then scan logs and spans for identity numbers
+	$(PY) -m deploy.local.pidscan --demo var/demo-scan
 
 clean: ## remove generated code, build output and local data
 	rm -rf gen build var

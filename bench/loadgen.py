@@ -10,6 +10,7 @@ second. Hand-written because wrk2-style open-model tools are not packaged for th
 from __future__ import annotations
 
 import asyncio
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -165,18 +166,17 @@ async def _closed(
     host: str, port: int, make: Callable[[int], Request], duration: float, connections: int
 ) -> float:
     done = 0
+    counter = itertools.count()  # one sequence for all workers: every index is sent once
     stop = time.perf_counter() + duration
     hostname = f"{host}:{port}"
 
     async def worker() -> None:
         nonlocal done
         reader, writer = await asyncio.open_connection(host, port)
-        i = 0
         while time.perf_counter() < stop:
-            writer.write(make(i).encode(hostname))
+            writer.write(make(next(counter)).encode(hostname))
             await _read_response(reader)
             done += 1
-            i += 1
         writer.close()
 
     began = time.perf_counter()

@@ -234,6 +234,14 @@ class JwtAuthenticator:
         self._internal_methods = internal_methods
         self._internal_audiences = list(internal_audiences)
 
+    @property
+    def proof_checker(self) -> Callable[[CallInfo, str, str, Mapping[str, Any]], None] | None:
+        """The DPoP proof checker (one per authenticator: it holds the replay memory)."""
+        return self._proof_checker
+
+    def is_internal(self, method: str) -> bool:
+        return method in self._internal_methods
+
     def authenticate(self, call: CallInfo) -> Principal:
         scheme, token = bearer_token(call.metadata)
         try:

@@ -1,12 +1,18 @@
-"""A cache in front of an Authenticator: a bearer token verified once is trusted until it
+"""A cache in front of an Authenticator: an access token verified once is trusted until it
 expires, so hot read paths do not pay a signature verification per call.
 
 Verifying an ES256 access token costs about as much as the rest of a cheap call put
 together. Clients reuse one access token for many calls, so remembering the verified
-principal per (token, method) until the token's `exp` removes that cost. DPoP calls are
-never cached (their proof is per request), nor are tokens without `exp`. Trade-off: a key
-removed from the JWKS stops a cached token only when that token expires (access tokens are
-short-lived).
+principal per (authorization header, method) until the token's `exp` removes that cost.
+Tokens without `exp` and failures are never cached.
+
+DPoP (`Authorization: DPoP ...`): the proof is per request, so it is checked on *every*
+call, hit or miss, by the inner authenticator's own proof checker (one replay memory);
+only the token's signature check is cached. Without a proof checker (`dpop=False`, or an
+inner authenticator that has none) DPoP calls are never cached.
+
+Trade-off: a key removed from the JWKS stops a cached token only when that token expires
+(access tokens are short-lived).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import time
 from collections.abc import Callable
 
 from services.common.auth import Authenticator, CallInfo, Principal
+from services.common.errors import Unauthenticated
 
 
 class CachingAuthenticator:
@@ -25,6 +32,7 @@ class CachingAuthenticator:
         inner: Authenticator,
         max_entries: int = 10_000,
         clock: Callable[[], float] = time.time,
+        dpop: bool = False,
     ) -> None:
         self._inner = inner
         self._max = max_entries
@@ -33,12 +41,34 @@ class CachingAuthenticator:
         self._items: collections.OrderedDict[tuple[str, str], tuple[float, Principal]] = (
             collections.OrderedDict()
         )
+        # The inner authenticator's checker (JwtAuthenticator.proof_checker): a hit must
+        # check the proof with the same replay memory as a miss.
+        self._proof_checker = getattr(inner, "proof_checker", None) if dpop else None
 
     def authenticate(self, call: CallInfo) -> Principal:
         header = call.metadata.get("authorization", "")
+        scheme = header[:5].lower()
+        if scheme == "dpop " and self._proof_checker is not None:
+            return self._dpop(call, header)
         if header[:7].lower() != "bearer " or "dpop" in call.metadata:
             return self._inner.authenticate(call)
-        key = (header, call.method)  # the method matters: internal ones accept more audiences
+        hit = self._get((header, call.method))
+        return hit if hit is not None else self._miss(call, (header, call.method))
+
+    def _dpop(self, call: CallInfo, header: str) -> Principal:
+        key = (header, call.method)
+        hit = self._get(key)
+        if hit is None:
+            return self._miss(call, key)  # the inner authenticator checks the proof
+        is_internal = getattr(self._inner, "is_internal", None)
+        if is_internal is not None and is_internal(call.method):
+            return hit  # as the inner authenticator: no proof on internal methods
+        if not hit.token_jkt or self._proof_checker is None:  # pragma: no cover - defensive
+            raise Unauthenticated("bearer token presented with the DPoP scheme", "INVALID_TOKEN")
+        self._proof_checker(call, hit.token, hit.token_jkt, hit.claims)
+        return hit
+
+    def _get(self, key: tuple[str, str]) -> Principal | None:
         now = self._clock()
         with self._lock:
             hit = self._items.get(key)
@@ -47,9 +77,12 @@ class CachingAuthenticator:
                     self._items.move_to_end(key)
                     return hit[1]
                 del self._items[key]
+        return None
+
+    def _miss(self, call: CallInfo, key: tuple[str, str]) -> Principal:
         principal = self._inner.authenticate(call)  # raises when the token is not good
         exp = principal.claims.get("exp")
-        if isinstance(exp, int | float) and now < exp:
+        if isinstance(exp, int | float) and self._clock() < exp:
             with self._lock:
                 self._items[key] = (float(exp), principal)
                 if len(self._items) > self._max:

@@ -148,6 +148,26 @@ class NonceSource:
         return hmac.compare_digest(mac, self._mac(window))
 
 
+_KEY_CACHE_SIZE = 4096
+_keys: dict[str, tuple[Any, str]] = {}
+_keys_lock = threading.Lock()
+
+
+def _proof_key(jwk: Mapping[str, Any], alg: str) -> tuple[Any, str]:
+    """(public key object, RFC 7638 thumbprint) of a proof's `jwk`. A client signs every
+    proof with the same key, so both are remembered (bounded) instead of rebuilt per call."""
+    cache_key = alg + json.dumps(jwk, sort_keys=True, separators=(",", ":"))
+    hit = _keys.get(cache_key)
+    if hit is not None:
+        return hit
+    made = (jwt.PyJWK.from_dict(dict(jwk), algorithm=alg).key, jwk_thumbprint(jwk))
+    with _keys_lock:
+        if len(_keys) >= _KEY_CACHE_SIZE:
+            _keys.clear()
+        _keys[cache_key] = made
+    return made
+
+
 @dataclass(frozen=True)
 class DpopProof:
     jkt: str
@@ -182,10 +202,10 @@ def verify_proof(
     if not isinstance(jwk, dict) or any(m in jwk for m in _PRIVATE_MEMBERS):
         raise DpopError("DPoP proof needs a public jwk in its header")
     try:
-        key = jwt.PyJWK.from_dict(dict(jwk), algorithm=alg)
+        key, jkt = _proof_key(jwk, alg)
         claims = jwt.decode(
             proof,
-            key=key.key,
+            key=key,
             algorithms=[alg],
             options={
                 "verify_aud": False,
@@ -197,7 +217,6 @@ def verify_proof(
         )
     except (jwt.PyJWTError, ValueError, TypeError) as exc:
         raise DpopError("DPoP proof signature or claims invalid") from exc
-    jkt = jwk_thumbprint(jwk)
     iat = claims.get("iat")
     if not isinstance(iat, int | float) or iat > now + CLOCK_SKEW or iat < now - iat_window:
         raise DpopError("DPoP proof iat outside the accepted window")

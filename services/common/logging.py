@@ -32,6 +32,10 @@ def scrub(value: Any) -> Any:
     return value
 
 
+# Built once (json.dumps with options builds an encoder per call; one line per RPC).
+_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
@@ -55,7 +59,7 @@ class JsonFormatter(logging.Formatter):
             entry.update(scrub(fields))
         if record.exc_info:
             entry["exc"] = scrub(self.formatException(record.exc_info))
-        return json.dumps(entry, ensure_ascii=False)
+        return _ENCODER.encode(entry)
 
 
 def setup_logging(service: str, level: str = "INFO") -> None:

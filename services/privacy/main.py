@@ -7,6 +7,7 @@ import os
 import threading
 import time
 
+from services.common.auth_cache import CachingAuthenticator
 from services.common.clients import service_channel
 from services.common.db import service_engine
 from services.common.registry import SERVICES
@@ -40,7 +41,11 @@ def main() -> None:
     setup = build(
         service_engine("privacy"),
         GrpcApprovalChecker(lambda: service_channel("masterdata")),
-        authenticator_for("privacy", internal_methods=INTERNAL_METHODS),
+        # Results and documents forward the caller's token on every decision and record:
+        # verify it once (DPoP proofs of direct calls are still checked on each call).
+        CachingAuthenticator(
+            authenticator_for("privacy", internal_methods=INTERNAL_METHODS), dpop=True
+        ),
     )
     setup.service.prune()
     stop = threading.Event()

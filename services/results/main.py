@@ -9,6 +9,7 @@ from samhandling.results.v1 import results_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
+from services.common.auth_cache import CachingAuthenticator
 from services.common.db import UnitOfWork, migrate, service_engine, session_factory
 from services.common.registry import SERVICES
 from services.common.server import Servicer, ServiceSpec, serve
@@ -57,7 +58,10 @@ def build(
                 FULL_NAME, pb_grpc.add_ResultsServiceServicer_to_server, ResultsServicer(service)
             )
         ],
-        authenticator=authenticator or authenticator_for("results"),
+        # Clients reuse one token for many reads: its signature is verified once (the DPoP
+        # proof of every call is still checked).
+        authenticator=authenticator
+        or CachingAuthenticator(authenticator_for("results"), dpop=True),
         on_shutdown=[engine.dispose],
     )
     return Setup(engine, service, spec)

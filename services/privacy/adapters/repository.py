@@ -285,6 +285,10 @@ def head(session: Session, lock: bool = False) -> tuple[int, bytes]:
     return int(row.seq), bytes(row.hash)
 
 
+_INSERT_LOG = sa.insert(orm.access_log)  # built once: every decision and access appends
+_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # as json.dumps(..., sort_keys=True)
+
+
 def append(
     session: Session,
     entries: Sequence[LogEntry],
@@ -302,13 +306,13 @@ def append(
         chain_hash = link(prev, c_hash)
         row = dict(content)
         row["reasons"] = json.dumps(content["reasons"])
-        row["details"] = json.dumps(content["details"], sort_keys=True)
+        row["details"] = _SORTED_JSON.encode(content["details"])
         row.update(content_hash=c_hash, prev_hash=prev, hash=chain_hash, pruned=False)
         rows.append(row)
         if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
             cps.append(_checkpoint_row(signer, seq, chain_hash, entry.event_time))
         prev = chain_hash
-    session.execute(sa.insert(orm.access_log), rows)
+    session.execute(_INSERT_LOG, rows)
     if cps:
         session.execute(sa.insert(orm.checkpoints), cps)
     session.execute(

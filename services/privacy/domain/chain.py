@@ -56,13 +56,12 @@ CONTENT_FIELDS = (
 )
 
 
+# One encoder for every entry: json.dumps with options builds a new encoder per call.
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def canonical(content: Mapping[str, Any]) -> bytes:
-    return json.dumps(
-        {k: content.get(k) for k in CONTENT_FIELDS},
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    ).encode()
+    return _CANONICAL.encode({k: content.get(k) for k in CONTENT_FIELDS}).encode()
 
 
 def content_hash(content: Mapping[str, Any]) -> bytes:

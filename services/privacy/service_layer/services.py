@@ -7,8 +7,10 @@ are durable together before the caller gets an answer.
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -72,6 +74,8 @@ class Config:
 
 
 MAX_BATCH = 256
+RECENT_DECISIONS = 10_000
+RECENT_SECONDS = 300.0
 
 
 @dataclass(eq=False)
@@ -134,6 +138,10 @@ class PrivacyService:
         self._append_lock = threading.Lock()
         self._pending_lock = threading.Lock()
         self._pending: list[_Job] = []
+        # Decisions this process committed lately, for RecordAccess (which follows its
+        # decision within milliseconds): saves reading the entry back. Fields as get_entry.
+        self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
+        self._recent_lock = threading.Lock()
         with self._uow() as uow:
             repo.ensure_head(uow.session)
             uow.commit()
@@ -293,11 +301,16 @@ class PrivacyService:
                 if len(request.patient_id) == 11
                 else []
             )
-            return self._decision_entry(
+            entries, decided = self._decision_entry(
                 request, caller, settings, approval, approval_error, self.clock(), trace_id
             )
+            made.append(entries[0])
+            return entries, decided
 
+        made: list[LogEntry] = []
         result: Decided = self._submit(work)
+        # Committed (the group commit raised otherwise): remember it for RecordAccess.
+        self._remember(made[-1])
         return result
 
     def decide_many(self, principal: Principal, requests: Sequence[AccessRequest]) -> list[Decided]:
@@ -324,9 +337,13 @@ class PrivacyService:
                 )
                 for r in requests
             ]
+            made.extend(entries[0] for entries, _ in pairs)
             return [e for entries, _ in pairs for e in entries], [d for _, d in pairs]
 
+        made: list[LogEntry] = []
         result: list[Decided] = self._submit(work)
+        for entry in made:  # committed: remembered for RecordAccess, as in decide()
+            self._remember(entry)
         return result
 
     def _access_entries(
@@ -376,6 +393,33 @@ class PrivacyService:
             for rtype, rid in (resources or [("", "")])
         ]
 
+    def _remember(self, entry: LogEntry) -> None:
+        with self._recent_lock:
+            self._recent[entry.event_id] = {
+                "pruned": False,
+                "entry_type": entry.entry_type.value,
+                "patient_id": entry.patient_id,
+                "actor_subject": entry.actor_subject,
+                "actor_name": entry.actor_name,
+                "client_id": entry.client_id,
+                "decision": entry.decision,
+                "domain": entry.domain,
+                "purpose": entry.purpose,
+                "emergency": bool(entry.emergency),
+                "remembered": time.monotonic(),
+            }
+            if len(self._recent) > RECENT_DECISIONS:
+                self._recent.popitem(last=False)
+
+    def _stored_decision(self, session: Session, event_id: str) -> dict[str, Any] | None:
+        with self._recent_lock:
+            recent = self._recent.get(event_id)
+        # Only minutes-old decisions: anything older (or pruned by another replica sharing
+        # the database) is read from the log itself.
+        if recent is not None and time.monotonic() - recent["remembered"] < RECENT_SECONDS:
+            return recent
+        return repo.get_entry(session, event_id)
+
     def record_access(
         self,
         principal: Principal,
@@ -388,7 +432,7 @@ class PrivacyService:
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
-            decision = repo.get_entry(session, decision_event_id)
+            decision = self._stored_decision(session, decision_event_id)
             entries = self._access_entries(
                 caller,
                 decision,
@@ -737,6 +781,8 @@ class PrivacyService:
         return seq
 
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        with self._recent_lock:
+            self._recent.clear()
         with self._append_lock, self._uow() as uow:
             result = repo.prune(
                 uow.session, now or self.clock(), self.config.retention, self.signer

@@ -160,9 +160,15 @@ class PrivacyAccessControl:
 
     def __init__(self, channel: grpc.Channel | None = None) -> None:
         self._channel = channel
+        self._stubs: tuple[grpc.Channel, pv_grpc.PrivacyServiceStub] | None = None
 
     def _stub(self) -> pv_grpc.PrivacyServiceStub:
-        return pv_grpc.PrivacyServiceStub(self._channel or service_channel("privacy"))
+        # The shared channel is cached; so is its stub (building one costs a few callables).
+        channel = self._channel or service_channel("privacy")
+        cached = self._stubs
+        if cached is None or cached[0] is not channel:
+            cached = self._stubs = (channel, pv_grpc.PrivacyServiceStub(channel))
+        return cached[1]
 
     @staticmethod
     def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:

@@ -297,7 +297,12 @@ class ResultRepository:
         """One page, newest effective time first, plus the total of visible matches."""
         page, counting = self.search_statements(f, v, after, limit)
         rows = self.session.execute(page).all()
-        total = int(self.session.execute(counting).scalar_one()) if count else 0
+        if not count:
+            total = 0
+        elif after is None and len(rows) < limit:
+            total = len(rows)  # the first page holds every match: no count query needed
+        else:
+            total = int(self.session.execute(counting).scalar_one())
         return [pb.Result.FromString(row[0]) for row in rows], total
 
     def series(

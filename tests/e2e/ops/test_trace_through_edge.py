@@ -2,9 +2,9 @@
 
 REST → Envoy (OpenTelemetry tracer) → front service → back service, each service reading its
 database. Every process exports OTLP to an in-process receiver built from opentelemetry-proto's
-TraceService. The chain is a parameter (`CHAIN`): today two relay services built with the
-shared factory; the results search (edge → results → privacy → master data) plugs in the same
-way once those services exist (see deploy/README.md, "Trace test").
+TraceService. The chain is a parameter (`CHAIN`): two relay services built with the shared
+factory. The real results search (edge → results → privacy → master data) is traced the same
+way in test_trace_demo.py.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ class Edge:
 @pytest.fixture(scope="module")
 def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     """The launcher (deploy/local/mesh.py) with tracing on: services and Envoy export to the
-    receiver. For the real chain drop `services`/`commands` and call /v1/results:search."""
+    receiver (test_trace_demo.py does the same for the real services)."""
     tmp = tmp_path_factory.mktemp("trace")
     relay = [sys.executable, "-m", "tests.support.relay", "--port", "{port}"]
     with OtlpReceiver() as receiver:

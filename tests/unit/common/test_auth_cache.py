@@ -69,3 +69,45 @@ def test_bounded() -> None:
     for token in ("a", "b", "c", "a"):
         cache.authenticate(call(token))
     assert inner.calls == 4  # "a" was evicted by "c"
+
+
+class CountingDpop(Counting):
+    """Like JwtAuthenticator: checks the proof itself on a miss, exposes its checker."""
+
+    def __init__(self, internal: frozenset[str] = frozenset()) -> None:
+        super().__init__()
+        self.proofs: list[str] = []
+        self.internal = internal
+
+    def proof_checker(self, call: CallInfo, token: str, jkt: str, claims: object) -> None:
+        proof = call.metadata.get("dpop", "")
+        if proof in self.proofs or not proof:
+            raise Unauthenticated("replayed", reason="INVALID_DPOP_PROOF")
+        self.proofs.append(proof)
+
+    def is_internal(self, method: str) -> bool:
+        return method in self.internal
+
+    def authenticate(self, call: CallInfo) -> Principal:
+        self.calls += 1
+        if not self.is_internal(call.method):
+            self.proof_checker(call, "t", "jkt", {})
+        return Principal(subject="s", client_id="c", claims={"exp": self.exp}, token_jkt="jkt")
+
+
+def dpop_call(proof: str, method: str = "/s/M") -> CallInfo:
+    return CallInfo(method, {"authorization": "DPoP t", "dpop": proof})
+
+
+def test_dpop_token_verified_once_but_every_proof_checked() -> None:
+    inner = CountingDpop(internal=frozenset({"/s/Internal"}))
+    cache = CachingAuthenticator(inner, clock=lambda: 100.0, dpop=True)
+    first = cache.authenticate(dpop_call("p1"))
+    assert cache.authenticate(dpop_call("p2")) is first
+    assert inner.calls == 1 and inner.proofs == ["p1", "p2"]
+    for replayed in ("p1", "p2", ""):  # the same replay memory on hits and misses
+        with pytest.raises(Unauthenticated):
+            cache.authenticate(dpop_call(replayed))
+    cache.authenticate(dpop_call("", "/s/Internal"))
+    cache.authenticate(dpop_call("", "/s/Internal"))
+    assert inner.calls == 2

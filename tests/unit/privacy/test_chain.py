@@ -110,3 +110,20 @@ def test_pruned_prefix_verifies_from_a_checkpoint(tmp_path: Path) -> None:
     assert verify(kept, [cp], check, head=(6, rows[-1]["hash"])).ok
     # Without the checkpoint the start cannot be proven.
     assert not verify(kept, [], check).ok
+
+
+def test_canonical_bytes_are_json_dumps_sorted_compact_unicode() -> None:
+    """The hashed bytes of stored entries must never change (the shared encoder)."""
+    import json
+
+    from services.privacy.domain.chain import CONTENT_FIELDS, canonical
+
+    content: dict[str, Any] = {k: f"v-{k}" for k in CONTENT_FIELDS}
+    content.update(seq=7, emergency=False, reasons=["B", "A"], details={"z": 1, "a": "Ø"})
+    expected = json.dumps(
+        {k: content.get(k) for k in CONTENT_FIELDS},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
+    assert canonical(content) == expected
