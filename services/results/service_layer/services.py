@@ -179,11 +179,11 @@ class ResultsService:
                 else []
             )
         for p, (outcome, fresh) in zip(checked, plan, strict=True):
-            if isinstance(outcome, DomainError):
-                outcomes[p[0]] = outcome
-                continue
             planned.append(p)
-            if fresh:
+            # A plan error is not final: a concurrent copy of the same request may have
+            # committed between the reads; the store (re-reading in its own transaction)
+            # gives the answer, as it did before plans existed.
+            if fresh and not isinstance(outcome, DomainError):
                 planned_ids[(p[2].performer_org_number, p[2].report_identifier)] = outcome.result_id
                 announced[p[2].patient_id].append(outcome.result_id)
         # The privacy decision, once per patient in the batch, all in one call: one durable
@@ -273,12 +273,17 @@ class ResultsService:
             by_org[result.performer_org_number].append(result)
             request_ids[result.performer_org_number].append(request_id)
         for org, results in by_org.items():
-            if not requests_checked:
-                for rid, record in repo.find_requests(org, request_ids[org]).items():
-                    records[(org, rid)] = record
+            # Current versions first, then the requests: a concurrent copy of a request that
+            # committed (both rows in one transaction) before the first read is then found
+            # as a replay by the second, even where each statement sees the newest commits
+            # (PostgreSQL READ COMMITTED, SQLite); one committing later makes our insert
+            # collide, and the retry finds the replay.
             found = repo.current_by_reports(org, [r.report_identifier for r in results])
             for report, result in found.items():
                 current[(org, report)] = result
+            if not requests_checked:
+                for rid, record in repo.find_requests(org, request_ids[org]).items():
+                    records[(org, rid)] = record
         outcomes: list[tuple[pb.Result | DomainError, bool]] = []
         entries: list[tuple[pb.Result, str, str, int | None]] = []
         in_batch: dict[tuple[str, str], tuple[str, pb.Result]] = {}
