@@ -83,9 +83,21 @@ def serve(var: Path, port: int) -> None:
     server.wait()
 
 
-def mbps(size: int, seconds: list[float]) -> str:
-    rates = [size / MB / s for s in seconds]
-    return f"{statistics.median(rates):8.1f} MB/s (median of {len(rates)}, best {max(rates):.1f})"
+def mbps(size: int, seconds: list[float]) -> float:
+    """Median MB/s over the rounds."""
+    return round(statistics.median(size / MB / s for s in seconds), 1)
+
+
+def _report(path: str, size: int, up: list[float], down: list[float]) -> dict[str, object]:
+    row = {
+        "path": path,
+        "size_mb": size // MB,
+        "rounds": len(up),
+        "upload_mb_s": mbps(size, up),
+        "retrieve_mb_s": mbps(size, down),
+    }
+    print(f"  {row}")
+    return row
 
 
 def timed(rounds: int, action: Callable[[], None]) -> list[float]:
@@ -110,7 +122,9 @@ def document(content: bytes) -> pb.Document:
     )
 
 
-def grpc_figures(address: str, auth: list[tuple[str, str]], size: int, rounds: int) -> None:
+def grpc_figures(
+    address: str, auth: list[tuple[str, str]], size: int, rounds: int, path: str
+) -> dict[str, object]:
     content = os.urandom(size)
     options = [("grpc.max_receive_message_length", 64 * MB)]
     with grpc.insecure_channel(address, options=options) as channel:
@@ -135,11 +149,10 @@ def grpc_figures(address: str, auth: list[tuple[str, str]], size: int, rounds: i
                 got += len(part.data)
             assert got == size
 
-        print(f"  upload   {mbps(size, timed(rounds, up))}")
-        print(f"  retrieve {mbps(size, timed(rounds, down))}")
+        return _report(path, size, timed(rounds, up), timed(rounds, down))
 
 
-def rest_figures(url: str, token: str, size: int, rounds: int) -> None:
+def rest_figures(url: str, token: str, size: int, rounds: int) -> dict[str, object]:
     content = os.urandom(size)
     headers = {"Authorization": f"Bearer {token}"}
     encoded = base64.b64encode(content).decode()
@@ -166,8 +179,12 @@ def rest_figures(url: str, token: str, size: int, rounds: int) -> None:
         reply.raise_for_status()
         assert len(reply.content) == size
 
-    print(f"  upload   {mbps(size, timed(rounds, up))}  (JSON, base64)")
-    print(f"  retrieve {mbps(size, timed(rounds, down))}  (raw bytes)")
+    # Upload as JSON with base64 content; retrieval as raw bytes (google.api.HttpBody).
+    return _report("edge, REST", size, timed(rounds, up), timed(rounds, down))
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    return measure(rounds_1mb=3 if quick else 10, rounds_20mb=1 if quick else 3, edge=True)
 
 
 def main() -> None:
@@ -181,7 +198,10 @@ def main() -> None:
     if args.serve:
         serve(args.serve, args.port)
         return
+    measure(args.rounds_1mb, args.rounds_20mb, edge=not args.no_edge)
 
+
+def measure(rounds_1mb: int, rounds_20mb: int, edge: bool) -> list[dict[str, object]]:
     from random import Random
 
     from services.common.identifiers import synthetic_pid
@@ -208,7 +228,8 @@ def main() -> None:
         orgnr=doctor["organisation"],
     )
     auth = [("authorization", f"Bearer {token}")]
-    sizes = [(1 * MB, args.rounds_1mb), (20 * MB, args.rounds_20mb)]
+    sizes = [(1 * MB, rounds_1mb), (20 * MB, rounds_20mb)]
+    rows: list[dict[str, object]] = []
     with tempfile.TemporaryDirectory() as tmp:
         var = Path(tmp)
         (var / "jwks.json").write_text(json.dumps(mint.jwks))
@@ -234,29 +255,27 @@ def main() -> None:
             address = f"127.0.0.1:{port}"
             wait_serving(address)
             print(f"documents server (separate process): {server.stdout.readline().strip()}")  # type: ignore[union-attr]
-            print("gRPC streaming, direct:")
             for size, rounds in sizes:
-                print(f" {size // MB} MB")
-                grpc_figures(address, auth, size, rounds)
-            if not args.no_edge:
+                rows.append(grpc_figures(address, auth, size, rounds, "gRPC streaming, direct"))
+            if edge:
                 ports = EdgePorts(free_port(), free_port(), free_port())
                 config = var / "envoy.yaml"
                 config.write_text(yaml.safe_dump(render(ports, {"documents": address})))
                 envoy = start_envoy(config, ports.admin, var / "envoy.log")
                 url = f"http://127.0.0.1:{ports.public}"
-                print("through the Envoy edge, REST:")
                 for size, rounds in sizes:
-                    print(f" {size // MB} MB")
-                    rest_figures(url, token, size, rounds)
-                print("through the Envoy edge, gRPC streaming:")
+                    rows.append(rest_figures(url, token, size, rounds))
+                edge_address = f"127.0.0.1:{ports.public}"
                 for size, rounds in sizes:
-                    print(f" {size // MB} MB")
-                    grpc_figures(f"127.0.0.1:{ports.public}", auth, size, rounds)
+                    rows.append(
+                        grpc_figures(edge_address, auth, size, rounds, "edge, gRPC streaming")
+                    )
         finally:
             for proc in (envoy, server):
                 if proc is not None:
                     proc.terminate()
                     proc.wait(10)
+    return rows
 
 
 if __name__ == "__main__":

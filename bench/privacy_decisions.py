@@ -12,6 +12,7 @@ Prints decisions/s and p50/p99 latency; asserts nothing about timing.
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import statistics
 import tempfile
@@ -52,6 +53,26 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def run(quick: bool = False) -> list[dict[str, object]]:
+    """SQLite and PostgreSQL (a throwaway schema, dropped afterwards)."""
+    import sqlalchemy as sa
+
+    decisions = 400 if quick else 2000
+    rows = [measure(decisions, 4, None, None)]
+    schema = f"bench_privacy_{os.getpid()}"
+    try:
+        rows.append(measure(decisions, 4, PG_URL, schema))
+    finally:
+        engine = make_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=2000)
@@ -59,12 +80,17 @@ def main() -> None:
     parser.add_argument("--db-url", default=None)
     parser.add_argument("--schema", default=None)
     args = parser.parse_args()
+    measure(args.decisions, args.threads, args.db_url, args.schema)
 
+
+def measure(
+    decisions: int, threads_n: int, db_url: str | None, schema: str | None
+) -> dict[str, object]:
     rng = random.Random(1)
     tmp_dir = tempfile.TemporaryDirectory(prefix="privacy-bench-")
     tmp = Path(tmp_dir.name)
-    url = args.db_url or f"sqlite:///{tmp / 'privacy.db'}"
-    engine = make_engine(url, args.schema)
+    url = db_url or f"sqlite:///{tmp / 'privacy.db'}"
+    engine = make_engine(url, schema)
     mint = TokenMint()
     masterdata = MasterDataOnce()
     setup = build(
@@ -115,7 +141,7 @@ def main() -> None:
 
     latencies: list[float] = []
     lock = threading.Lock()
-    per_thread = args.decisions // args.threads
+    per_thread = decisions // threads_n
 
     def worker(index: int) -> None:
         local_rng = random.Random(index)
@@ -123,7 +149,7 @@ def main() -> None:
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(args.threads)]
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(threads_n)]
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -136,7 +162,7 @@ def main() -> None:
     engine.dispose()
     tmp_dir.cleanup()
     backend = url.split(":", 1)[0]
-    print(f"privacy DecideAccess over gRPC, {backend}, {args.threads} client threads")
+    print(f"privacy DecideAccess over gRPC, {backend}, {threads_n} client threads")
     print(f"master data calls: {masterdata.calls} (cached afterwards)")
     print(f"decisions: {len(latencies)} in {wall:.2f} s = {len(latencies) / wall:.0f} decisions/s")
     print(
@@ -144,6 +170,15 @@ def main() -> None:
         f"p99 {percentile(latencies, 0.99) * 1000:.2f} ms, "
         f"mean {statistics.fmean(latencies) * 1000:.2f} ms"
     )
+    return {
+        "backend": backend,
+        "client_threads": threads_n,
+        "decisions": len(latencies),
+        "decisions_per_s": round(len(latencies) / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.50) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "load_avg_1m": round(os.getloadavg()[0], 1),
+    }
 
 
 if __name__ == "__main__":

@@ -28,6 +28,8 @@ SUITE = [
     "masterdata_lookups",
     "privacy_decisions",
     "documents_throughput",
+    "edge_security",
+    "observability",
 ]
 BEGIN, END = "<!-- FIGURES:BEGIN -->", "<!-- FIGURES:END -->"
 
