@@ -87,9 +87,11 @@ def measure(
 
 
 def run(
-    duration: float = 10.0, modes: tuple[str, ...] = ("factory", "bare", "aio")
+    quick: bool = False,
+    duration: float = 10.0,
+    modes: tuple[str, ...] = ("factory", "bare", "aio"),
 ) -> list[dict[str, object]]:
-    return [measure(mode, duration) for mode in modes]
+    return [measure(mode, 3.0 if quick else duration) for mode in modes]
 
 
 def main() -> None:

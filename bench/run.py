@@ -69,6 +69,11 @@ def main() -> None:
     args = parser.parse_args()
     chosen = [m for m in SUITE if not args.only or m in args.only.split(",")]
     results: dict[str, Any] = {"machine": machine(), "benchmarks": {}}
+    previous = HERE / "results.json"
+    if args.only and previous.exists():
+        # A partial run keeps the other benchmarks' latest rows (their machine line is noted).
+        kept = json.loads(previous.read_text()).get("benchmarks", {})
+        results["benchmarks"] = {k: v for k, v in kept.items() if k not in chosen}
     for name in chosen:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -90,7 +95,8 @@ def main() -> None:
         f"Python {m['python']}, {m['system']}.",
         "",
     ]
-    for name, rows in results["benchmarks"].items():
+    for name in [n for n in SUITE if n in results["benchmarks"]]:
+        rows = results["benchmarks"][name]
         section += [f"### {name}", "", table(rows)]
     section.append(END)
     readme = HERE / "README.md"
