@@ -285,17 +285,21 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
         )
         return restriction_out(setting)
 
-    def SearchRestrictions(
-        self, request: pb.SearchRestrictionsRequest, context: Any
-    ) -> pb.SearchRestrictionsResponse:
-        page = self.service.search_settings(
+    def _search(self, request: Any, kind: SettingKind) -> Any:
+        """The three settings searches share one request shape."""
+        return self.service.search_settings(
             current_principal(),
             request.patient_id,
-            SettingKind.RESTRICTION,
+            kind,
             request.include_revoked,
             request.page_size,
             request.page_token,
         )
+
+    def SearchRestrictions(
+        self, request: pb.SearchRestrictionsRequest, context: Any
+    ) -> pb.SearchRestrictionsResponse:
+        page = self._search(request, SettingKind.RESTRICTION)
         return pb.SearchRestrictionsResponse(
             restrictions=[restriction_out(s) for s in page.items],
             next_page_token=page.next_page_token,
@@ -325,14 +329,7 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def SearchConsents(
         self, request: pb.SearchConsentsRequest, context: Any
     ) -> pb.SearchConsentsResponse:
-        page = self.service.search_settings(
-            current_principal(),
-            request.patient_id,
-            SettingKind.CONSENT,
-            request.include_revoked,
-            request.page_size,
-            request.page_token,
-        )
+        page = self._search(request, SettingKind.CONSENT)
         return pb.SearchConsentsResponse(
             consents=[consent_out(s) for s in page.items], next_page_token=page.next_page_token
         )
@@ -354,14 +351,7 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def SearchReservations(
         self, request: pb.SearchReservationsRequest, context: Any
     ) -> pb.SearchReservationsResponse:
-        page = self.service.search_settings(
-            current_principal(),
-            request.patient_id,
-            SettingKind.RESERVATION,
-            request.include_revoked,
-            request.page_size,
-            request.page_token,
-        )
+        page = self._search(request, SettingKind.RESERVATION)
         return pb.SearchReservationsResponse(
             reservations=[reservation_out(s) for s in page.items],
             next_page_token=page.next_page_token,
