@@ -11,7 +11,7 @@ import collections
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 
@@ -22,6 +22,7 @@ DEFAULT_TIMEOUT_SECONDS = 5.0
 
 _channels: dict[str, grpc.Channel] = {}
 _lock = threading.Lock()
+StubT = TypeVar("StubT")
 
 
 class _ClientCallDetails(
@@ -109,6 +110,20 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
         )
         _channels[key] = made
         return made
+
+
+_stubs: dict[tuple[object, int], tuple[grpc.Channel, Any]] = {}
+
+
+def stub(stub_class: Callable[[grpc.Channel], StubT], target: grpc.Channel) -> StubT:
+    """One stub per (stub class, channel), built once: adapters call this per request instead
+    of constructing a stub each time (a stub builds a callable per method)."""
+    key = (stub_class, id(target))
+    found = _stubs.get(key)
+    if found is None or found[0] is not target:  # the channel object itself guards id reuse
+        with _lock:
+            found = _stubs[key] = (target, stub_class(target))
+    return found[1]  # type: ignore[no-any-return]
 
 
 def service_channel(name: str) -> grpc.Channel:

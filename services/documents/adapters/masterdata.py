@@ -9,6 +9,7 @@ from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
+from services.common.clients import stub
 from services.common.errors import Unavailable
 
 
@@ -22,12 +23,12 @@ class MasterDataCodeValidator:
     ) -> set[tuple[str, str]]:
         if not codes:
             return set()
-        stub = pb_grpc.MasterDataServiceStub(self._channel())
+        masterdata = stub(pb_grpc.MasterDataServiceStub, self._channel())
         request = pb.ValidateCodesRequest(
             codes=[pb.CodeRef(system=system, code=code) for system, code in codes]
         )
         try:
-            reply = stub.ValidateCodes(
+            reply = masterdata.ValidateCodes(
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
             )
         except grpc.RpcError as exc:

@@ -14,6 +14,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
+from services.common.clients import stub
 from services.common.errors import Unavailable
 from services.documents.domain.model import Action, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
@@ -51,7 +52,7 @@ class PrivacyAccessDecider:
         self._timeout = timeout
 
     def _stub(self) -> pb_grpc.PrivacyServiceStub:
-        return pb_grpc.PrivacyServiceStub(self._channel())
+        return stub(pb_grpc.PrivacyServiceStub, self._channel())
 
     def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
         request = pb.DecideAccessRequest(

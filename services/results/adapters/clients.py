@@ -23,7 +23,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pv
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
-from services.common.clients import service_channel
+from services.common.clients import service_channel, stub
 from services.common.errors import Unavailable
 from services.results.domain.model import CodeRef
 
@@ -49,7 +49,7 @@ class MasterDataCodeChecker:
         self._lock = threading.Lock()
 
     def _stub(self) -> md_grpc.MasterDataServiceStub:
-        return md_grpc.MasterDataServiceStub(self._channel or service_channel("masterdata"))
+        return stub(md_grpc.MasterDataServiceStub, self._channel or service_channel("masterdata"))
 
     def invalid_codes(self, principal: Principal, refs: Sequence[CodeRef]) -> dict[int, str]:
         now = time.monotonic()
@@ -160,15 +160,9 @@ class PrivacyAccessControl:
 
     def __init__(self, channel: grpc.Channel | None = None) -> None:
         self._channel = channel
-        self._stubs: tuple[grpc.Channel, pv_grpc.PrivacyServiceStub] | None = None
 
     def _stub(self) -> pv_grpc.PrivacyServiceStub:
-        # The shared channel is cached; so is its stub (building one costs a few callables).
-        channel = self._channel or service_channel("privacy")
-        cached = self._stubs
-        if cached is None or cached[0] is not channel:
-            cached = self._stubs = (channel, pv_grpc.PrivacyServiceStub(channel))
-        return cached[1]
+        return stub(pv_grpc.PrivacyServiceStub, self._channel or service_channel("privacy"))
 
     @staticmethod
     def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:

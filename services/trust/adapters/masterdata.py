@@ -42,7 +42,9 @@ class GrpcMasterData:
     def _stub(self):  # type: ignore[no-untyped-def]
         from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
-        return pb_grpc.MasterDataServiceStub(self._channel())
+        from services.common.clients import stub
+
+        return stub(pb_grpc.MasterDataServiceStub, self._channel())
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token()}")]

@@ -58,3 +58,13 @@ def test_default_deadline_applies_without_an_inbound_one(outer: str) -> None:
     stub = pb_grpc.BenchServiceStub(grpc.insecure_channel(outer))
     remaining = float(stub.Echo(pb.EchoRequest(text="x")).text)  # caller sets no deadline
     assert 2.0 < remaining <= 30.5  # the default (30 s) plus clock granularity
+
+
+def test_stubs_are_built_once_per_channel() -> None:
+    from services.common.clients import stub
+
+    first, second = grpc.insecure_channel("127.0.0.1:1"), grpc.insecure_channel("127.0.0.1:2")
+    assert stub(pb_grpc.BenchServiceStub, first) is stub(pb_grpc.BenchServiceStub, first)
+    assert stub(pb_grpc.BenchServiceStub, first) is not stub(pb_grpc.BenchServiceStub, second)
+    first.close()
+    second.close()
