@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
@@ -34,6 +33,7 @@ from services.privacy.adapters.masterdata import CachedApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 
@@ -119,7 +119,7 @@ def measure(
         ],
     )
     metadata = mint.metadata(token)
-    channel = grpc.insecure_channel(server.address)
+    channel = dial(server)
     stub = pb_grpc.PrivacyServiceStub(channel)
 
     def one(patient: str) -> float:

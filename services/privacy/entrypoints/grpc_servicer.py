@@ -10,6 +10,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import current_principal
+from services.common.internal_methods import internal_methods_of
 from services.privacy.domain.model import (
     AccessRequest,
     Action,
@@ -31,10 +32,8 @@ from services.privacy.service_layer.services import (
 )
 
 FULL_NAME = "samhandling.privacy.v1.PrivacyService"
-INTERNAL_METHODS = frozenset(
-    f"/{FULL_NAME}/{m}"
-    for m in ("DecideAccess", "RecordAccess", "BatchDecideAccess", "BatchRecordAccess")
-)
+# Declared with their allowed callers in services/common/internal_methods.py.
+INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 
 _DOMAIN_IN = {
     pb.DOMAIN_UNSPECIFIED: Domain.ALL,

@@ -1,0 +1,77 @@
+"""Mutual TLS in tests: one mesh CA per test session, and channels that present it.
+
+tests/conftest.py creates the CA (and a certificate per workload) once, points
+SAMHANDLING_MESH_TLS_DIR at it and makes the test process the `edge` workload by default,
+so in-process servers serve mTLS like in production and test clients reach them as the edge
+would. A call made by an in-process service while it handles a call presents that
+service's own certificate (services.common.clients.MeshChannel).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from services.common import workload_identity
+from services.common.clients import MeshChannel
+from services.common.server import MeshServer
+
+
+def create_test_ca(directory: Path) -> Path:
+    return workload_identity.ensure(directory, workload_identity.mesh_workloads())
+
+
+def dial(
+    target: MeshServer | str,
+    server_name: str | None = None,
+    timeout: float = 60.0,
+    options: tuple[tuple[str, Any], ...] = (),
+) -> grpc.Channel:
+    """A fresh channel (not shared: closing it closes nothing else) to an in-process server,
+    or to an address whose certificate names `server_name`. No interceptors."""
+    if isinstance(target, MeshServer):
+        return MeshChannel(
+            target.address,
+            timeout,
+            server_name or target.spec.name,
+            workload_identity.tls_enabled(),
+            plain=True,
+            extra_options=options,
+        )
+    return MeshChannel(
+        target,
+        timeout,
+        server_name,
+        workload_identity.tls_enabled(),
+        plain=True,
+        extra_options=options,
+    )
+
+
+@contextlib.contextmanager
+def as_workload(name: str | None) -> Iterator[None]:
+    """Calls made inside present `name`'s certificate (a service, or `edge`)."""
+    token = workload_identity.serving(name)
+    try:
+        yield
+    finally:
+        workload_identity.reset_serving(token)
+
+
+def fixed_channel(address: str, server_name: str, workload: str | None) -> grpc.Channel:
+    """A raw channel presenting `workload`'s certificate (None: no client certificate), for
+    refusal tests."""
+    creds = workload_identity.credentials(workload or workload_identity.EDGE)
+    return grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(
+            creds.ca_pem,
+            creds.key_pem if workload else None,
+            creds.cert_pem if workload else None,
+        ),
+        options=[("grpc.ssl_target_name_override", server_name)],
+    )
