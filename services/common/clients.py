@@ -137,7 +137,7 @@ class _Dispatch:
         self._by_workload: dict[str | None, Any] = {}
 
     def _resolve(self) -> Any:
-        workload = self._owner.workload()
+        workload = self._owner.workload_for(self._method)
         found = self._by_workload.get(workload)
         if found is None:
             made = getattr(self._owner.underlying(workload), self._kind)
@@ -179,6 +179,10 @@ class MeshChannel(grpc.Channel):
 
     def workload(self) -> str | None:
         return workload_identity.local_workload() if self._tls else None
+
+    def workload_for(self, method: str) -> str | None:
+        """The identity a call of `method` presents (the local workload)."""
+        return self.workload()
 
     def underlying(self, workload: str | None) -> grpc.Channel:
         found = self._channels.get(workload)

@@ -18,11 +18,43 @@ import grpc
 
 from services.common import workload_identity
 from services.common.clients import MeshChannel
+from services.common.internal_methods import allowed_callers
 from services.common.server import MeshServer
 
 
+# Services that exist only in tests (metrics demo servers, the relay chain of the tracing
+# tests).
+TEST_WORKLOADS = ("metricsdemo", "metricsoff", "front", "back", "relay")
+
+
 def create_test_ca(directory: Path) -> Path:
-    return workload_identity.ensure(directory, workload_identity.mesh_workloads())
+    return workload_identity.ensure(
+        directory, [*workload_identity.mesh_workloads(), *TEST_WORKLOADS]
+    )
+
+
+class TestChannel(MeshChannel):
+    """Presents, per call: the in-process service handling a call (as in production); else
+    `workload` when fixed; else, for an internal method, one of its allowed callers (a test of
+    privacy's DecideAccess plays a data service); else the test process's own (`edge`).
+    Refusals are tested with `fixed_channel`."""
+
+    def __init__(self, *args: Any, workload: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._fixed = workload
+
+    def workload_for(self, method: str) -> str | None:
+        if not workload_identity.tls_enabled():
+            return None
+        serving = workload_identity._serving.get()
+        if serving is not None:
+            return serving
+        if self._fixed is not None:
+            return self._fixed
+        callers = allowed_callers(method)
+        if callers:
+            return sorted(callers)[0]
+        return workload_identity.local_workload()
 
 
 def dial(
@@ -30,25 +62,21 @@ def dial(
     server_name: str | None = None,
     timeout: float = 60.0,
     options: tuple[tuple[str, Any], ...] = (),
+    workload: str | None = None,
 ) -> grpc.Channel:
     """A fresh channel (not shared: closing it closes nothing else) to an in-process server,
     or to an address whose certificate names `server_name`. No interceptors."""
     if isinstance(target, MeshServer):
-        return MeshChannel(
-            target.address,
-            timeout,
-            server_name or target.spec.name,
-            workload_identity.tls_enabled(),
-            plain=True,
-            extra_options=options,
-        )
-    return MeshChannel(
+        server_name = server_name or target.spec.name
+        target = target.address
+    return TestChannel(
         target,
         timeout,
         server_name,
         workload_identity.tls_enabled(),
         plain=True,
         extra_options=options,
+        workload=workload,
     )
 
 

@@ -33,9 +33,12 @@ log = logging.getLogger("samhandling.relay")
 
 
 class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
-    def __init__(self, name: str, next_hop: str | None, db_url: str | None) -> None:
+    def __init__(
+        self, name: str, next_hop: str | None, db_url: str | None, next_name: str = "back"
+    ) -> None:
         self.name = name
         self.next_hop = next_hop
+        self.next_name = next_name  # the workload the next hop's certificate names
         self.engine = make_engine(db_url) if db_url else None
         if self.engine is not None:
             with self.engine.begin() as conn:
@@ -57,7 +60,7 @@ class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
         text = f"{self.name}:{request.text}"
         if self.next_hop:
             self.relayed.labels(hop="next").inc()
-            stub = bench_service_pb2_grpc.BenchServiceStub(channel(self.next_hop))
+            stub = bench_service_pb2_grpc.BenchServiceStub(channel(self.next_hop, server_name=self.next_name))
             reply = stub.Echo(bench_service_pb2.EchoRequest(text=request.text))
             text = f"{self.name}>{reply.text}"
         return bench_service_pb2.EchoResponse(text=text)

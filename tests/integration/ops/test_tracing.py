@@ -73,7 +73,7 @@ def test_one_call_is_one_trace_with_parent_links(
 ) -> None:
     front, _back = chain
     pid = synthetic_pid(random.Random(9))
-    stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address))
+    stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address, server_name="front"))
     reply = stub.Echo(bench_service_pb2.EchoRequest(text=f"for {pid}"))
     assert reply.text == f"front>back:for {pid}"
 
