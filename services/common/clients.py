@@ -105,6 +105,9 @@ def _instrumented(
         ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
         ("grpc.keepalive_time_ms", 60_000),
+        # A target resolving to several pods (Kubernetes: dns:///<service>:<port> on a
+        # headless Service) gets its calls spread over them.
+        ("grpc.lb_policy_name", "round_robin"),
         *extra_options,
     ]
     if workload is None:

@@ -333,3 +333,17 @@ def caller_workload(
     if direct == EDGE and XFCC_HEADER in metadata:
         return xfcc_workload(metadata[XFCC_HEADER])
     return direct
+
+
+def main() -> None:
+    """`python -m services.common.workload_identity DIR`: the CA and every workload's
+    certificate in DIR, created where missing (Compose's one-off `mesh-ca` service)."""
+    import sys
+
+    directory = Path(sys.argv[1]) if len(sys.argv) > 1 else tls_dir()
+    ensure(directory)
+    print(directory)
+
+
+if __name__ == "__main__":
+    main()

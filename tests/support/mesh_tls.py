@@ -21,7 +21,6 @@ from services.common.clients import MeshChannel
 from services.common.internal_methods import allowed_callers
 from services.common.server import MeshServer
 
-
 # Services that exist only in tests (metrics demo servers, the relay chain of the tracing
 # tests).
 TEST_WORKLOADS = ("metricsdemo", "metricsoff", "front", "back", "relay")

@@ -60,7 +60,9 @@ class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
         text = f"{self.name}:{request.text}"
         if self.next_hop:
             self.relayed.labels(hop="next").inc()
-            stub = bench_service_pb2_grpc.BenchServiceStub(channel(self.next_hop, server_name=self.next_name))
+            stub = bench_service_pb2_grpc.BenchServiceStub(
+                channel(self.next_hop, server_name=self.next_name)
+            )
             reply = stub.Echo(bench_service_pb2.EchoRequest(text=request.text))
             text = f"{self.name}>{reply.text}"
         return bench_service_pb2.EchoResponse(text=text)

@@ -25,7 +25,9 @@ class Inner(pb_grpc.BenchServiceServicer):
 
 class Outer(pb_grpc.BenchServiceServicer):
     def __init__(self, inner_address: str) -> None:
-        self.stub = pb_grpc.BenchServiceStub(channel(inner_address, default_timeout=30, server_name="bench"))
+        self.stub = pb_grpc.BenchServiceStub(
+            channel(inner_address, default_timeout=30, server_name="bench")
+        )
 
     def Echo(self, request: Any, context: Any) -> pb.EchoResponse:
         return self.stub.Echo(pb.EchoRequest(text="x"))  # no timeout given on purpose
