@@ -26,6 +26,7 @@ import yaml
 from bench.loadgen import Request, find_capacity, run_open
 from deploy.local.mesh import ROOT, free_port, start_envoy, wait_serving
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
+from tests.support.mesh_tls import use_test_ca
 from tests.support.tokens import ISSUER, TokenMint
 
 ECHO = "samhandling.bench.v1.BenchService/Echo"
@@ -95,6 +96,7 @@ def run(quick: bool = False, rate: float = 300.0, duration: float = 5.0) -> list
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--duration", type=float, default=5.0)

@@ -33,7 +33,7 @@ from services.privacy.adapters.masterdata import CachedApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
-from tests.support.mesh_tls import dial
+from tests.support.mesh_tls import dial, use_test_ca
 from tests.support.tokens import TokenMint
 
 
@@ -74,6 +74,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4)

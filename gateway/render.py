@@ -1113,8 +1113,8 @@ def render(
     resilience = spec.raw.get("resilience", {})
     clusters = [_cluster(name, addresses[name], resilience) for name in sorted(addresses)]
     if tls is not None:
-        for cluster in clusters:
-            cluster["transport_socket"] = upstream_mtls(cluster["name"], tls)
+        for upstream in clusters:
+            upstream["transport_socket"] = upstream_mtls(upstream["name"], tls)
     clusters.append(_loopback_cluster("edge_loopback", ports.public))
     internal_listener = _listener("internal", ports.internal, internal_hcm)
     if tls is not None:

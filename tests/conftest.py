@@ -7,11 +7,8 @@ collide. With CI=true an unreachable PostgreSQL fails the run instead of skippin
 
 from __future__ import annotations
 
-import atexit
 import os
-import shutil
 import socket
-import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,17 +18,13 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from services.common.db import make_engine, normalise_url
-from tests.support.mesh_tls import create_test_ca
+from tests.support.mesh_tls import use_test_ca
 
 # One mesh CA per test session (workload certificates for every service, the edge and the
 # bench service): in-process servers, launched meshes and Envoy all use mutual TLS, and the
 # test process itself calls as the `edge` workload (tests/support/mesh_tls.py).
-_MESH_TLS_DIR = Path(tempfile.mkdtemp(prefix="samhandling-mesh-tls-"))
-atexit.register(shutil.rmtree, _MESH_TLS_DIR, True)
-create_test_ca(_MESH_TLS_DIR)
-os.environ["SAMHANDLING_MESH_TLS"] = "on"
-os.environ["SAMHANDLING_MESH_TLS_DIR"] = str(_MESH_TLS_DIR)
-os.environ["SAMHANDLING_WORKLOAD"] = "edge"
+os.environ.pop("SAMHANDLING_MESH_TLS_DIR", None)  # never a developer's var/mesh-tls
+use_test_ca()
 
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUN_ID = uuid.uuid4().hex[:8]

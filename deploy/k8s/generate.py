@@ -451,7 +451,7 @@ def network_policies() -> list[dict[str, Any]]:
     trust to master data, every service to trust (JWKS). Mutual TLS and the per-method
     caller check still apply on each allowed path; this is the second fence."""
     paths = allowed_paths(SERVICES)
-    everywhere = [{"namespaceSelector": {}}]
+    everywhere: list[dict[str, Any]] = [{"namespaceSelector": {}}]
     policies = [_policy("default-deny-ingress", "", [])]
     for name, info in SERVICES.items():
         callers = sorted(caller for caller, callee in paths if callee == name)

@@ -100,8 +100,8 @@ def trust_model_table() -> str:
     by_callers: dict[frozenset[str], list[str]] = {}
     for method, callers in INTERNAL_METHODS.items():
         by_callers.setdefault(callers, []).append(method)
-    for callers, methods in by_callers.items():
-        names = ", ".join(f"{_service_of(m)}: {m.rsplit('/', 1)[1]}" for m in methods)
+    for callers, grouped in by_callers.items():
+        names = ", ".join(f"{_service_of(m)}: {m.rsplit('/', 1)[1]}" for m in grouped)
         who = ", ".join(f"`{c}`" for c in sorted(callers))
         rows.append(
             f"| {who} | {names} (internal) | the end user's token, forwarded "

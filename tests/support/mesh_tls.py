@@ -9,7 +9,11 @@ service's own certificate (services.common.clients.MeshChannel).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,22 @@ def create_test_ca(directory: Path) -> Path:
     return workload_identity.ensure(
         directory, [*workload_identity.mesh_workloads(), *TEST_WORKLOADS]
     )
+
+
+def use_test_ca() -> Path:
+    """Once per process (the test session, a benchmark run): a throw-away mesh CA with a
+    certificate per workload, SAMHANDLING_MESH_TLS_DIR pointing at it, and this process
+    calling as the `edge` workload. Kept when the variables are already set."""
+    existing = os.environ.get("SAMHANDLING_MESH_TLS_DIR")
+    if existing and os.environ.get("SAMHANDLING_WORKLOAD"):
+        return Path(existing)
+    directory = Path(tempfile.mkdtemp(prefix="samhandling-mesh-tls-"))
+    atexit.register(shutil.rmtree, directory, True)
+    create_test_ca(directory)
+    os.environ["SAMHANDLING_MESH_TLS"] = "on"
+    os.environ["SAMHANDLING_MESH_TLS_DIR"] = str(directory)
+    os.environ["SAMHANDLING_WORKLOAD"] = workload_identity.EDGE
+    return directory
 
 
 class TestChannel(MeshChannel):
@@ -100,5 +120,25 @@ def fixed_channel(address: str, server_name: str, workload: str | None) -> grpc.
             creds.key_pem if workload else None,
             creds.cert_pem if workload else None,
         ),
+        options=[("grpc.ssl_target_name_override", server_name)],
+    )
+
+
+def channel_credentials(workload: str) -> grpc.ChannelCredentials:
+    """`workload`'s mesh certificate as channel credentials (for grpc.aio channels too)."""
+    own = workload_identity.credentials(workload)
+    return grpc.ssl_channel_credentials(own.ca_pem, own.key_pem, own.cert_pem)
+
+
+def aio_channel(
+    target: str, server_name: str | None, workload: str = workload_identity.EDGE
+) -> grpc.aio.Channel:
+    """An asyncio channel: mutual TLS as `workload` to a mesh port, plaintext to the public
+    edge (`server_name` None)."""
+    if server_name is None or not workload_identity.tls_enabled():
+        return grpc.aio.insecure_channel(target)
+    return grpc.aio.secure_channel(
+        target,
+        channel_credentials(workload),
         options=[("grpc.ssl_target_name_override", server_name)],
     )
