@@ -61,7 +61,7 @@ def edge(protected: bool, mint: TokenMint) -> Iterator[int]:
         config.write_text(yaml.safe_dump(rendered))
         envoy = None
         try:
-            wait_serving(f"127.0.0.1:{port}")
+            wait_serving(f"127.0.0.1:{port}", server_name="bench")
             envoy = start_envoy(config, ports.admin, Path(tmp) / "envoy.log")
             yield ports.public
         finally:

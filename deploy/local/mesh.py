@@ -65,6 +65,10 @@ def wait_serving(
     server_name: str | None = None,
     tls_dir: Path | None = None,
 ) -> None:
+    """Until `address` answers SERVING. `server_name`: the workload whose certificate answers
+    (mutual TLS, with `tls_dir` or else SAMHANDLING_MESH_TLS_DIR); None: plaintext."""
+    if server_name is not None and tls_dir is None and workload_identity.tls_enabled():
+        tls_dir = workload_identity.tls_dir()
     deadline = time.monotonic() + timeout
     with health_channel(address, server_name, tls_dir) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
@@ -229,7 +233,7 @@ class Mesh:
                 overrides[f"{_env_prefix(name)}_METRICS_PORT"] = str(metrics_port)
                 self.metrics_urls[key] = f"http://127.0.0.1:{metrics_port}/metrics"
             self.processes[key] = self._spawn(key, argv, key.replace("#", "-"), overrides)
-            wait_serving(address, server_name=name, tls_dir=self.tls_dir)
+            wait_serving(address, server_name=name if self.tls_dir else None, tls_dir=self.tls_dir)
 
     def replica_processes(self, name: str) -> list[subprocess.Popen[bytes]]:
         keys = [name] + [f"{name}#{i}" for i in range(2, self.replicas.get(name, 1) + 1)]

@@ -59,6 +59,12 @@ class ServiceSpec:
     authenticator: Authenticator | None = None
     # Called after the server stopped (close pools, flush exporters).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # Its mesh identity (certificate spiffe://samhandling/<workload>); default: `name`.
+    workload: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.workload or self.name
 
 
 @dataclass(frozen=True)
@@ -132,7 +138,7 @@ def create_server(
     interceptors = [
         server_interceptor(),
         MetricsInterceptor(),
-        CallPipeline(spec.name, spec.authenticator, spec.public_methods),
+        CallPipeline(spec.identity, spec.authenticator, spec.public_methods),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(
@@ -159,7 +165,7 @@ def create_server(
         [s.full_name for s in spec.servicers] + [health.SERVICE_NAME, reflection.SERVICE_NAME],
         server,
     )
-    port = _bind(server, spec.name, address, settings)
+    port = _bind(server, spec.identity, address, settings)
     if port == 0:
         raise RuntimeError(f"cannot bind {address}")
     return MeshServer(spec, server, health_servicer, port, settings)
@@ -188,7 +194,7 @@ def serve(spec: ServiceSpec, address: str, settings: ServerSettings | None = Non
     """Run until SIGTERM or SIGINT; used by every service's main."""
     setup_logging(spec.name, os.environ.get("SAMHANDLING_LOG_LEVEL", "INFO"))
     # Outgoing calls made outside a call (start-up, background loops) present this identity.
-    os.environ.setdefault("SAMHANDLING_WORKLOAD", spec.name)
+    os.environ.setdefault("SAMHANDLING_WORKLOAD", spec.identity)
     server = create_server(spec, address, settings).start()
     done = threading.Event()
 
