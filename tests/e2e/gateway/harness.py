@@ -24,6 +24,7 @@ from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
 from services.common.errors import Unavailable
 from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
+from services.common.workload_identity import current_peer
 from tests.support.tokens import ISSUER, TokenMint
 
 BENCH = "samhandling.bench.v1.BenchService"
@@ -40,6 +41,8 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             metadata["time-remaining"] = str(context.time_remaining())
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
+        if text == "?peer":  # the calling workload, as the call pipeline verified it
+            return bench_service_pb2.EchoResponse(text=str(current_peer()))
         if text.startswith("?sleep:"):
             threading.Event().wait(float(text.removeprefix("?sleep:")))
             return bench_service_pb2.EchoResponse(text="late")

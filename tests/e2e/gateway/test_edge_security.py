@@ -284,3 +284,30 @@ def test_the_internal_listener_refuses_callers_without_a_mesh_certificate(
             bench_service_pb2.EchoRequest(text="inne"), timeout=5
         )
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_service_sees_the_workload_behind_the_internal_listener(edge: Edge) -> None:
+    """Envoy verifies the caller's certificate and relays it (x-forwarded-client-cert); the
+    service's call pipeline reads the caller from it, and only because the edge said so."""
+    probe = bench_service_pb2.EchoRequest(text="?peer")
+    with fixed_channel(edge.internal, "edge", "results") as channel:
+        assert bench_service_pb2_grpc.BenchServiceStub(channel).Echo(probe, timeout=5).text == (
+            "results"
+        )
+
+
+def test_a_client_cannot_claim_a_workload_identity_at_the_public_edge(edge: Edge) -> None:
+    forged = "By=spiffe://samhandling/edge;URI=spiffe://samhandling/results"
+    host = edge.url.removeprefix("http://")
+    with grpc.insecure_channel(host) as channel:
+        reply = bench_service_pb2_grpc.BenchServiceStub(channel).Echo(
+            bench_service_pb2.EchoRequest(text="?peer"),
+            metadata=[
+                ("authorization", f"Bearer {edge.token()}"),
+                ("x-forwarded-client-cert", forged),
+            ],
+            timeout=5,
+        )
+    assert reply.text == "edge"
+    rest = echo(edge, {**edge.auth(), "x-forwarded-client-cert": forged}, json={"text": "?peer"})
+    assert rest.json()["text"] == "edge"
