@@ -40,6 +40,8 @@ def use_test_ca() -> Path:
     """Once per process (the test session, a benchmark run): a throw-away mesh CA with a
     certificate per workload, SAMHANDLING_MESH_TLS_DIR pointing at it, and this process
     calling as the `edge` workload. Kept when the variables are already set."""
+    if not workload_identity.tls_enabled():  # SAMHANDLING_MESH_TLS=off: a plaintext A/B run
+        return workload_identity.tls_dir()
     existing = os.environ.get("SAMHANDLING_MESH_TLS_DIR")
     if existing and os.environ.get("SAMHANDLING_WORKLOAD"):
         return Path(existing)
