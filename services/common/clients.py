@@ -113,11 +113,14 @@ def _instrumented(
     if workload is None:
         raw = grpc.insecure_channel(target, options=options)
     else:
+        if not server_name:
+            raise workload_identity.MeshTlsError(
+                f"mesh TLS: which workload answers at {target}? pass server_name"
+            )
         own = workload_identity.credentials(workload, tls_directory)
-        if server_name:
-            # The server must present a certificate naming the service we meant (DNS SAN),
-            # whatever address we dialled (a loopback port, a Kubernetes Service name).
-            options.append(("grpc.ssl_target_name_override", server_name))
+        # The server must present a certificate naming the service we meant (DNS SAN),
+        # whatever address we dialled (a loopback port, a Kubernetes Service name).
+        options.append(("grpc.ssl_target_name_override", server_name))
         raw = grpc.secure_channel(
             target,
             grpc.ssl_channel_credentials(own.ca_pem, own.key_pem, own.cert_pem),

@@ -263,6 +263,11 @@ def reset_serving(token: contextvars.Token[str | None]) -> None:
     _serving.reset(token)
 
 
+def serving_workload() -> str | None:
+    """The in-process service whose call is being handled, if any."""
+    return _serving.get()
+
+
 def local_workload() -> str:
     """The identity this process presents on an outgoing call: the service whose call is
     being handled, else `SAMHANDLING_WORKLOAD` (set per process by the launchers and the

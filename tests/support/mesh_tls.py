@@ -67,7 +67,7 @@ class TestChannel(MeshChannel):
     def workload_for(self, method: str) -> str | None:
         if not workload_identity.tls_enabled():
             return None
-        serving = workload_identity._serving.get()
+        serving = workload_identity.serving_workload()
         if serving is not None:
             return serving
         if self._fixed is not None:
