@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from services.common import auth
+from services.common.db import database_error
 from services.common.errors import (
     DomainError,
     FieldViolation,
@@ -148,6 +149,13 @@ class CallPipeline(grpc.ServerInterceptor):
         if code not in (None, grpc.StatusCode.OK):
             outcome["code"] = code.name  # the handler aborted on its own; keep its status
             raise exc
+        translated = database_error(exc)
+        if translated is not None:
+            # Only the class name: driver messages can carry statement parameters.
+            log.warning(
+                "database unavailable", extra=log_fields(method=method, error=type(exc).__name__)
+            )
+            exc = translated
         if isinstance(exc, DomainError):
             outcome["code"] = exc.code.name
             context.abort_with_status(rpc_status.to_status(to_status(exc)))
