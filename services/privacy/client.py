@@ -22,7 +22,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
-from services.common.errors import PermissionDenied, Unavailable
+from services.common.errors import PermissionDenied, Unavailable, peer_error
 
 
 class PrivacyClient:
@@ -72,8 +72,9 @@ class PrivacyClient:
                 request, metadata=principal.forwarding_metadata(), timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the access decision could not be made", reason="PRIVACY_UNAVAILABLE"
+            raise peer_error(
+                exc,
+                Unavailable("the access decision could not be made", reason="PRIVACY_UNAVAILABLE"),
             ) from exc
         return reply
 
@@ -113,7 +114,7 @@ class PrivacyClient:
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the access could not be recorded", reason="PRIVACY_UNAVAILABLE"
+            raise peer_error(
+                exc, Unavailable("the access could not be recorded", reason="PRIVACY_UNAVAILABLE")
             ) from exc
         return reply

@@ -24,7 +24,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, peer_error
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -70,9 +70,12 @@ class MasterDataCodeChecker:
                     metadata=principal.forwarding_metadata(),
                 )
             except grpc.RpcError as exc:
-                raise Unavailable(
-                    "master data is unavailable; codes cannot be checked",
-                    reason="MASTERDATA_UNAVAILABLE",
+                raise peer_error(
+                    exc,
+                    Unavailable(
+                        "master data is unavailable; codes cannot be checked",
+                        reason="MASTERDATA_UNAVAILABLE",
+                    ),
                 ) from exc
             for key, answer in zip(chunk, reply.results, strict=True):
                 verdicts[key] = "" if answer.valid else (answer.reason or "UNKNOWN_CODE")
@@ -190,9 +193,12 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
             except grpc.RpcError as exc:
-                raise Unavailable(
-                    "the privacy service is unavailable; access cannot be decided",
-                    reason="PRIVACY_UNAVAILABLE",
+                raise peer_error(
+                    exc,
+                    Unavailable(
+                        "the privacy service is unavailable; access cannot be decided",
+                        reason="PRIVACY_UNAVAILABLE",
+                    ),
                 ) from exc
             out += [self._decision(r) for r in reply.responses]
         return out
@@ -225,9 +231,12 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; the access cannot be logged",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; the access cannot be logged",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
 
     @staticmethod
@@ -258,9 +267,12 @@ class PrivacyAccessControl:
         try:
             reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; access cannot be decided",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; access cannot be decided",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
         return self._decision(reply)
 
@@ -289,7 +301,10 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; the access cannot be logged",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; the access cannot be logged",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
