@@ -164,6 +164,11 @@ def bearer_token(metadata: Mapping[str, str]) -> tuple[str, str]:
     return scheme, token.strip()
 
 
+# Verifiers refetch the JWKS at least this often; trust's signing keys are published for
+# longer than this before they sign (services/trust/service_layer/keys.py).
+DEFAULT_JWKS_TTL_SECONDS = 60.0
+
+
 class JwksCache:
     """Keys by kid from a JWKS source; refreshes on an unknown kid (at most every few seconds).
 
@@ -175,7 +180,7 @@ class JwksCache:
     def __init__(
         self,
         fetch: Callable[[], Mapping[str, Any]],
-        ttl: float = 300.0,
+        ttl: float = DEFAULT_JWKS_TTL_SECONDS,
         min_refresh_interval: float = 5.0,
         max_stale: float = 3600.0,
         clock: Callable[[], float] = time.monotonic,
