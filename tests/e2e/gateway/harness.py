@@ -23,7 +23,15 @@ from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
 from services.common.errors import Unavailable
-from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
+from services.common.auth import JwksCache, JwtAuthenticator
+from services.common.dpop import DpopProofChecker
+from services.common.server import (
+    MeshServer,
+    Servicer,
+    ServerSettings,
+    ServiceSpec,
+    create_server,
+)
 from tests.support.tokens import ISSUER, TokenMint
 
 BENCH = "samhandling.bench.v1.BenchService"
@@ -70,17 +78,35 @@ class Edge:
         return {"Authorization": f"{scheme} {token or self.token()}"}
 
 
-def start_edge(tmp: Path, overrides: dict[str, Any] | None = None) -> tuple[Edge, MeshServer, Any]:
+def start_edge(
+    tmp: Path,
+    overrides: dict[str, Any] | None = None,
+    check_tokens: bool = False,
+    settings: ServerSettings | None = None,
+) -> tuple[Edge, MeshServer, Any]:
+    """`check_tokens`: the probe service verifies tokens and DPoP proofs itself (replay cache
+    included), as every real service does; by default it checks nothing."""
     echo = ProbeEcho()
+    mint = TokenMint()
     spec = ServiceSpec(
         name="bench",
         servicers=[
             Servicer(BENCH, bench_service_pb2_grpc.add_BenchServiceServicer_to_server, echo)
         ],
-        public_methods=frozenset({f"/{BENCH}/Echo"}),
+        public_methods=frozenset() if check_tokens else frozenset({f"/{BENCH}/Echo"}),
+        authenticator=(
+            JwtAuthenticator(
+                JwksCache(lambda: mint.jwks),
+                issuer=ISSUER,
+                audience="samhandling:bench",
+                # The origin comes from x-forwarded-host (set by the edge).
+                proof_checker=DpopProofChecker(base_url="http://edge.invalid"),
+            )
+            if check_tokens
+            else None
+        ),
     )
-    server = create_server(spec).start()
-    mint = TokenMint()
+    server = create_server(spec, settings=settings).start()
     # Echo is anonymous in routes.yaml (benchmarks); here it stands for a protected route.
     anonymous = EdgeSpec.load(ROUTES).anonymous - {f"{BENCH}/Echo"}
     overrides = {"anonymous": sorted(anonymous), **(overrides or {})}
