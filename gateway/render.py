@@ -581,11 +581,15 @@ def _method_match(verb: str, template: str) -> dict[str, Any]:
     return match
 
 
+# Retry conditions under which the request provably never reached the service.
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+
+
 def _retry_policy(idempotent: bool, retries: int) -> dict[str, Any]:
     # Nothing reached the service on connect-failure / refused-stream / reset-before-request,
     # so those are safe for every method. Idempotent methods also retry UNAVAILABLE from the
     # service and a reset in flight (a replica that died mid-call). Never a timeout.
-    retry_on = "connect-failure,refused-stream,reset-before-request"
+    retry_on = SAFE_RETRY_ON
     if idempotent:
         retry_on += ",reset,unavailable"
     return {
@@ -858,7 +862,26 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
                 },
             }
         )
-    return routes, not all(spec.is_anonymous(m, rule) for rule in m.rules)
+    return _with_dpop_twins(routes), not all(spec.is_anonymous(m, rule) for rule in m.rules)
+
+
+def _with_dpop_twins(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Before every route that retries after the service saw the request (UNAVAILABLE, a
+    reset in flight), a twin for requests carrying a `DPoP` proof that retries only when
+    nothing reached the service. The service has already recorded the proof in its replay
+    cache, so a re-sent request would be refused as a replay (401): the caller gets the
+    honest 503 instead and retries with a fresh proof."""
+    out: list[dict[str, Any]] = []
+    for route in routes:
+        policy = route.get("route", {}).get("retry_policy")
+        if policy and policy["retry_on"] != SAFE_RETRY_ON:
+            twin = copy.deepcopy(route)
+            twin["name"] = f"{route['name']} (DPoP)"
+            twin["match"].setdefault("headers", []).append({"name": "dpop", "present_match": True})
+            twin["route"]["retry_policy"]["retry_on"] = SAFE_RETRY_ON
+            out.append(twin)
+        out.append(route)
+    return out
 
 
 def default_issuer(public_port: int) -> str:
