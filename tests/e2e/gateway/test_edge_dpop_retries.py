@@ -42,7 +42,9 @@ def _dpop_headers(edge: Edge, method: str, path: str) -> dict[str, str]:
 
 def test_a_dpop_read_passes(edge: Edge) -> None:
     reply = requests.post(
-        f"{edge.url}{ECHO}", json={"text": "hei"}, headers=_dpop_headers(edge, "POST", ECHO),
+        f"{edge.url}{ECHO}",
+        json={"text": "hei"},
+        headers=_dpop_headers(edge, "POST", ECHO),
         timeout=10,
     )
     assert reply.status_code == 200, reply.text
@@ -51,7 +53,9 @@ def test_a_dpop_read_passes(edge: Edge) -> None:
 def test_a_dpop_read_after_unavailable_is_an_honest_503(edge: Edge) -> None:
     key = f"?unavailable:{uuid.uuid4().hex}"
     reply = requests.post(
-        f"{edge.url}{ECHO}", json={"text": key}, headers=_dpop_headers(edge, "POST", ECHO),
+        f"{edge.url}{ECHO}",
+        json={"text": key},
+        headers=_dpop_headers(edge, "POST", ECHO),
         timeout=10,
     )
     assert reply.status_code == 503, reply.text
@@ -64,8 +68,6 @@ def test_a_dpop_read_after_unavailable_is_an_honest_503(edge: Edge) -> None:
 
 def test_a_bearer_read_is_still_retried(edge: Edge) -> None:
     key = f"?unavailable:{uuid.uuid4().hex}"
-    reply = requests.post(
-        f"{edge.url}{ECHO}", json={"text": key}, headers=edge.auth(), timeout=10
-    )
+    reply = requests.post(f"{edge.url}{ECHO}", json={"text": key}, headers=edge.auth(), timeout=10)
     assert reply.status_code == 200, reply.text
     assert edge.echo.attempts[key] == 2

@@ -230,6 +230,7 @@ def test_filter_order(descriptors: Path, routes: Path) -> None:
     names = [f["name"].rsplit(".", 1)[-1] for f in _filters(_render(descriptors, routes))]
     assert names == [
         "header_mutation",
+        "lua",  # Retry-After on 429/503
         "cors",
         "jwt_authn",
         "rbac",
