@@ -3,7 +3,8 @@
 The Echo server reports what reached it: `text="?headers"` answers with the request
 metadata the edge forwarded (as JSON), `text="?unavailable:<key>"` fails with UNAVAILABLE
 the first time a key is seen, so tests can count attempts; `text="?sleep:<seconds>"` answers
-late.
+late; `text="?hold:<key>"` waits until the test calls `release(key)` (`holding(key)` tells
+that the call is in progress); `text="?exhausted"` fails with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
-from services.common.errors import Unavailable
+from services.common.errors import ResourceExhausted, Unavailable
 from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.dpop import DpopProofChecker
 from services.common.server import (
@@ -41,6 +42,18 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
     def __init__(self) -> None:
         self.attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._entered: dict[str, threading.Event] = defaultdict(threading.Event)
+        self._released: dict[str, threading.Event] = defaultdict(threading.Event)
+
+    def holding(self, key: str, timeout: float = 10) -> bool:
+        with self._lock:
+            entered = self._entered[key]
+        return entered.wait(timeout)
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            released = self._released[key]
+        released.set()
 
     def Echo(self, request: Any, context: grpc.ServicerContext) -> Any:
         text = request.text
@@ -48,6 +61,15 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             metadata["time-remaining"] = str(context.time_remaining())
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
+        if text.startswith("?hold:"):
+            key = text.removeprefix("?hold:")
+            with self._lock:
+                entered, released = self._entered[key], self._released[key]
+            entered.set()
+            released.wait(30)
+            return bench_service_pb2.EchoResponse(text="released")
+        if text == "?exhausted":
+            raise ResourceExhausted("the probe is busy", reason="TEST_EXHAUSTED")
         if text.startswith("?sleep:"):
             threading.Event().wait(float(text.removeprefix("?sleep:")))
             return bench_service_pb2.EchoResponse(text="late")
