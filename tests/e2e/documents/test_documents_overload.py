@@ -128,9 +128,7 @@ def test_stalled_uploads_of_one_partner_do_not_block_another_partners_reads(
                 )
                 assert reply.status_code == 200, reply.text
             refused = [
-                u
-                for u in uploads
-                if u.done() and u.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                u for u in uploads if u.done() and u.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             ]
             assert len(refused) >= expected_refusals
             assert "too many open streams" in refused[0].details()
