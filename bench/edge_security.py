@@ -142,6 +142,7 @@ def documents_edge(streams_per_caller: int) -> Iterator[dict[str, Any]]:
         server_settings = ServerSettings(
             max_message_bytes=settings.max_message_bytes,
             max_streams_per_caller=streams_per_caller,
+            max_open_streams=max(streams_per_caller, 24),
         )
         server = create_server(setup.spec, settings=server_settings).start()
         ports = EdgePorts(free_port(), free_port(), free_port())

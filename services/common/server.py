@@ -66,12 +66,23 @@ class ServerSettings:
     # RESOURCE_EXHAUSTED (429 at the edge) instead of queueing. None: 4 x max_workers, at
     # least 64 (a short queue: overload answers, not queues).
     max_concurrent_rpcs: int | None = _optional_int("SAMHANDLING_GRPC_MAX_CONCURRENT_RPCS")
-    # Open streams (uploads, WatchChanges, ...) per caller; see services/common/overload.py.
-    max_streams_per_caller: int = int(os.environ.get("SAMHANDLING_MAX_STREAMS_PER_CALLER", "8"))
+    # Open streams (uploads, WatchChanges, ...) per caller and in all; see
+    # services/common/overload.py. Capped below the workers (see `stream_caps`).
+    max_streams_per_caller: int | None = _optional_int("SAMHANDLING_MAX_STREAMS_PER_CALLER")
+    max_open_streams: int | None = _optional_int("SAMHANDLING_MAX_OPEN_STREAMS")
     max_message_bytes: int = MAX_MESSAGE_BYTES
     grace_seconds: float = float(os.environ.get("SAMHANDLING_SHUTDOWN_GRACE", "10"))
     # Time between NOT_SERVING and closing the port, so Envoy's health checks notice.
     drain_seconds: float = float(os.environ.get("SAMHANDLING_DRAIN_SECONDS", "0"))
+
+    @property
+    def stream_caps(self) -> tuple[int, int]:
+        """(per caller, in all). Defaults: one caller at most 8 streams and at most half the
+        workers, all streams together at most three quarters of the workers, so unary calls
+        (and the refusals themselves) always find a worker. Explicit values are used as set."""
+        total = self.max_open_streams or max(1, self.max_workers * 3 // 4)
+        per_caller = self.max_streams_per_caller or min(8, max(1, self.max_workers // 2), total)
+        return per_caller, total
 
     @property
     def concurrent_rpc_limit(self) -> int:
@@ -142,7 +153,7 @@ def create_server(
             spec.name,
             spec.authenticator,
             spec.public_methods,
-            CallerStreams(settings.max_streams_per_caller),
+            CallerStreams(*settings.stream_caps),
         ),
     ]
     server = grpc.server(

@@ -112,7 +112,7 @@ def test_stalled_uploads_of_one_partner_do_not_block_another_partners_reads(
         ]
         try:
             # Let the uploads over the cap come back (a wait, not an assertion on time).
-            expected_refusals = UPLOADS - settings.max_streams_per_caller
+            expected_refusals = UPLOADS - settings.stream_caps[0]
             deadline = time.monotonic() + 15
             while (
                 sum(u.done() for u in uploads) < expected_refusals and time.monotonic() < deadline
