@@ -218,9 +218,12 @@ def run_stalled_uploads(
         duration = min(duration, 3.0)
     rows: list[dict[str, Any]] = []
     baseline: dict[str, Any] = {}
-    variants = (("baseline (no uploads)", 0, 8), ("40 stalled uploads", STALLED_UPLOADS, 8))
+    variants: list[tuple[str, int, int]] = [
+        ("baseline (no uploads)", 0, 8),
+        ("40 stalled uploads", STALLED_UPLOADS, 8),
+    ]
     if not quick:
-        variants += (("40 stalled uploads, no stream cap (before)", STALLED_UPLOADS, 10**6),)
+        variants.append(("40 stalled uploads, no stream cap (before)", STALLED_UPLOADS, 10**6))
     for label, count, cap in variants:
         with documents_edge(cap) as edge:
             body = json.dumps({"patient_id": PID}).encode()
