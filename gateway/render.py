@@ -661,7 +661,7 @@ def _route_metadata_action(key: str) -> dict[str, Any]:
     }
 
 
-def _rate_limit_config(spec: EdgeSpec) -> dict[str, Any]:
+def _rate_limit_config(spec: EdgeSpec, routed: set[str]) -> dict[str, Any]:
     """One token bucket per client, per citizen, per client and limited route, plus one for
     anonymous token requests and one for everything (see gateway/README.md). A descriptor is
     only formed when all its parts exist: no client id (anonymous), no pid pseudonym (not a
@@ -682,7 +682,7 @@ def _rate_limit_config(spec: EdgeSpec) -> dict[str, Any]:
             }
         )
     for key, options in sorted(spec.methods.items()):
-        if options and "rate_limit" in options:
+        if key in routed and options and "rate_limit" in options:
             descriptors.append(
                 {
                     "entries": [{"key": "client_id"}, {"key": "route", "value": key}],
@@ -1140,7 +1140,9 @@ def render(
                     "routes": public_routes,
                     "typed_per_filter_config": {
                         "envoy.filters.http.cors": _cors_policy(spec),
-                        "envoy.filters.http.local_ratelimit": _rate_limit_config(spec),
+                        "envoy.filters.http.local_ratelimit": _rate_limit_config(
+                            spec, {m.key for m in public}
+                        ),
                     },
                 }
             ],
