@@ -1138,6 +1138,8 @@ def render(
                     "name": "edge",
                     "domains": ["*"],
                     "routes": public_routes,
+                    # The pseudonym was for the per-citizen bucket; services read the token.
+                    "request_headers_to_remove": [CITIZEN_HEADER],
                     "typed_per_filter_config": {
                         "envoy.filters.http.cors": _cors_policy(spec),
                         "envoy.filters.http.local_ratelimit": _rate_limit_config(

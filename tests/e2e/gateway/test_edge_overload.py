@@ -111,6 +111,10 @@ def test_each_citizen_has_a_bucket_of_his_own(edge: Edge) -> None:
     _assert_429(limited, "RATE_LIMITED")
     # The other citizen, through the same client, is not affected.
     assert _echo(edge, "hei", second).status_code == 200
+    # The pseudonym header is the bucket's key only; the service does not get it.
+    forwarded = json.loads(_echo(edge, "?headers", second).json()["text"])
+    assert forwarded["x-jwt-client-id"] == portal
+    assert "x-jwt-citizen" not in forwarded
     # A machine client (no pid pseudonym) has no citizen bucket.
     machine = edge.auth(edge.token(client_id=portal))
     for _ in range(CITIZEN_RATE + 1):
