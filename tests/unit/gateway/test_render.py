@@ -193,7 +193,7 @@ def test_tokens_are_required_except_on_anonymous_routes(descriptors: Path, route
     assert (
         provider["remote_jwks"]["http_uri"]["uri"] == "http://127.0.0.1:8080/.well-known/jwks.json"
     )
-    assert provider["remote_jwks"]["cache_duration"] == "300s"
+    assert provider["remote_jwks"]["cache_duration"] == "30s"
 
 
 def test_retries_on_unavailable_only_for_idempotent_methods(
