@@ -392,10 +392,14 @@ def decide(
                 reasons.append("EMERGENCY_NOT_PERMITTED")
             if justification[0] not in rules.emergency_codes or not justification[1]:
                 reasons.append("EMERGENCY_JUSTIFICATION_MISSING")
+        # Only a permitted, justified emergency overrides anything.
+        override = emergency and not (
+            {"EMERGENCY_NOT_PERMITTED", "EMERGENCY_JUSTIFICATION_MISSING"} & set(reasons)
+        )
         # 5. Care relationship: reads, and managing Shields, need an attested care
         #    relationship (purpose + this patient in the attested patients) unless this is
         #    an emergency; in general practice the patient must be on the GP list.
-        if _care_relationship_needed(request) and not emergency:
+        if _care_relationship_needed(request) and not emergency and not caller.context_problem:
             if not caller.attested_purpose or caller.attested_patients is None:
                 reasons.append("NO_CARE_RELATIONSHIP")
             elif caller.healthcare_service in rules.general_practice_services:
@@ -412,7 +416,7 @@ def decide(
                 shield = setting.restriction_kind == RestrictionKind.SHIELD
                 if effective_level(setting) == Level.HARD:
                     reasons.append("HARD_BLOCK")
-                elif emergency:
+                elif override:
                     reasons.append("SHIELD_OVERRIDDEN" if shield else "SOFT_BLOCK_OVERRIDDEN")
                 else:
                     reasons.append("SHIELD" if shield else "SOFT_BLOCK")
