@@ -643,10 +643,14 @@ class PrivacyService:
         target_resh: str = "",
         reason: str = "",
     ) -> Setting:
+        # Permission first (an unrelated practitioner learns nothing), then the request.
+        caller, patient = self._settings_patient(
+            principal, patient_id, SettingKind.RESTRICTION, Action.CREATE
+        )
         if target_org:
             require_org_number(target_org, "restriction.target.org_number")
         reason = reason.strip()
-        if principal.is_practitioner:
+        if caller.kind == ActorKind.PRACTITIONER:
             # A Shield protects the patient; it must never stop emergency care (README,
             # "Shields"): always SOFT, never against the setter's own organisation (the
             # one treating the patient) or himself, and always with a reason.
@@ -658,20 +662,16 @@ class PrivacyService:
                 raise invalid_field(
                     "restriction.reason", "a Shield needs a reason", reason="SHIELD_NEEDS_REASON"
                 )
-            own = caller_from_principal(principal)
             if (
-                (target_hpr and target_hpr == own.hpr_number)
-                or (target_org and target_org in own.org_numbers)
-                or (target_resh and target_resh == own.department)
+                (target_hpr and target_hpr == caller.hpr_number)
+                or (target_org and target_org in caller.org_numbers)
+                or (target_resh and target_resh == caller.department)
             ):
                 raise invalid_field(
                     "restriction.target",
                     "a Shield cannot target your own organisation or yourself",
                     reason="SHIELD_TARGETS_OWN_ORGANISATION",
                 )
-        caller, patient = self._settings_patient(
-            principal, patient_id, SettingKind.RESTRICTION, Action.CREATE
-        )
         setting = self._new_setting(caller, patient, SettingKind.RESTRICTION, domain, period)
         setting.restriction_kind = (
             RestrictionKind.BLOCK if caller.kind == ActorKind.CITIZEN else RestrictionKind.SHIELD

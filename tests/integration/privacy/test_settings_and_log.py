@@ -13,12 +13,12 @@ from tests.integration.privacy.test_decisions import decide, log, reason_of
 
 
 def shield_request(
-    p: Privacy, level: pb.RestrictionLevel.ValueType = pb.HARD
+    p: Privacy, level: pb.RestrictionLevel.ValueType = pb.SOFT, reason: str = "conflict of interest"
 ) -> pb.CreateRestrictionRequest:
     return pb.CreateRestrictionRequest(
         patient_id=p.people.patient,
         restriction=pb.Restriction(
-            target=pb.RestrictionTarget(org_number=p.people.other_org), level=level
+            target=pb.RestrictionTarget(org_number=p.people.other_org), level=level, reason=reason
         ),
     )
 
