@@ -6,6 +6,7 @@ audit review."""
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +19,10 @@ from tests.integration.privacy.conftest import Privacy
 from tests.integration.privacy.test_decisions import block, decide, log, reason_of
 from tests.integration.privacy.test_settings_and_log import shield_request
 
-JUSTIFIED = {"emergency_justification_code": "UNCONSCIOUS", "emergency_justification": "found"}
+JUSTIFIED: dict[str, Any] = {
+    "emergency_justification_code": "UNCONSCIOUS",
+    "emergency_justification": "found",
+}
 
 
 def practitioner(p: Privacy, **kw: object) -> list[tuple[str, str]]:
@@ -59,11 +63,11 @@ def test_attested_category_must_be_an_approval(privacy: Privacy) -> None:
 
 def test_department_block_catches_the_departments_doctor(privacy: Privacy) -> None:
     block(privacy, pb.HARD, resh_id="4210")
-    inside = privacy.doctor(
-        **{CLAIM_ORGNR_CHILD: privacy.people.org, CLAIM_RESH_DEPARTMENT: "4210"}
-    )
+    claims: dict[str, Any] = {CLAIM_ORGNR_CHILD: privacy.people.org, CLAIM_RESH_DEPARTMENT: "4210"}
+    inside = privacy.doctor(**claims)
     assert list(decide(privacy, inside).reasons) == ["HARD_BLOCK"]
-    next_door = privacy.doctor(**{CLAIM_RESH_DEPARTMENT: "4211"})
+    claims = {CLAIM_RESH_DEPARTMENT: "4211"}
+    next_door = privacy.doctor(**claims)
     assert decide(privacy, next_door).decision == pb.DECISION_PERMIT
 
 

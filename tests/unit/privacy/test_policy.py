@@ -11,6 +11,7 @@ import pytest
 from services.common.auth import TRUST_FRAMEWORK_TYPE, Principal
 from services.common.identifiers import synthetic_pid
 from services.common.tokens import Scopes
+from services.privacy.bootstrap import load_rules
 from services.privacy.domain.model import (
     AccessRequest,
     Action,
@@ -26,7 +27,6 @@ from services.privacy.domain.model import (
     SettingKind,
     SettingState,
 )
-from services.privacy.bootstrap import load_rules
 from services.privacy.domain.policy import caller_from_principal, decide
 
 NOW = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.UTC)
@@ -37,7 +37,10 @@ HPR = "1234567"
 ORG = "974557746"
 VALID = Approval(valid=True, reason="VALID", display_name="Dr. Test", categories=("LE",))
 RULES = load_rules()
-JUSTIFIED = {"emergency_justification_code": "UNCONSCIOUS", "emergency_justification": "found"}
+JUSTIFIED: dict[str, Any] = {
+    "emergency_justification_code": "UNCONSCIOUS",
+    "emergency_justification": "found",
+}
 
 
 def attestation(purpose: str = "TREAT", patients: Any = None) -> dict[str, Any]:
