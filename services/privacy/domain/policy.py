@@ -351,14 +351,18 @@ def decide(
         ]
     elif caller.kind == ActorKind.PRACTITIONER:
         # 1. The attested context must be well-formed and, when it lists patients, name
-        #    this one (the token then only reaches those patients, even in an emergency).
-        if caller.context_problem:
-            reasons.append("MALFORMED_CONTEXT")
-        elif (
+        #    this one (the token then only reaches those patients, even in an emergency or
+        #    for a write); for a read that is the care relationship check (5).
+        outside = (
             caller.attested_patients is not None
             and request.patient_id not in caller.attested_patients
+        )
+        if caller.context_problem:
+            reasons.append("MALFORMED_CONTEXT")
+        elif outside and not (
+            _care_relationship_needed(request) and not _is_emergency(request, caller)
         ):
-            reasons.append("PATIENT_NOT_IN_CONTEXT")
+            reasons.append("PATIENT_NOT_IN_CONTEXT")  # else: NO_CARE_RELATIONSHIP below
         # 2. A valid approval now (master data).
         if approval is None:
             reasons.append("MASTER_DATA_UNAVAILABLE" if approval_error else "NO_VALID_APPROVAL")
@@ -400,7 +404,7 @@ def decide(
         #    relationship (purpose + this patient in the attested patients) unless this is
         #    an emergency; in general practice the patient must be on the GP list.
         if _care_relationship_needed(request) and not emergency and not caller.context_problem:
-            if not caller.attested_purpose or caller.attested_patients is None:
+            if not caller.attested_purpose or caller.attested_patients is None or outside:
                 reasons.append("NO_CARE_RELATIONSHIP")
             elif caller.healthcare_service in rules.general_practice_services:
                 if gp_listed is None:

@@ -212,7 +212,7 @@ def test_reservation_of_one_domain() -> None:
 def test_patient_outside_the_attestation_is_denied() -> None:
     listed = [{"identifier": {"id": OTHER, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}]
     out = run(doctor(details=(attestation(patients=listed),)))
-    assert out.decision == Decision.DENY and out.reasons == ["PATIENT_NOT_IN_CONTEXT"]
+    assert out.decision == Decision.DENY and out.reasons == ["NO_CARE_RELATIONSHIP"]
     listed.append({"identifier": {"id": PATIENT}})
     assert run(doctor(details=(attestation(patients=listed),))).decision == Decision.PERMIT
 

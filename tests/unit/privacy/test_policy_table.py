@@ -169,7 +169,22 @@ CASES = [
     # --- care relationship ----------------------------------------------------------------
     Case("no care relationship", D, ("NO_CARE_RELATIONSHIP",), care="none"),
     Case("purpose but no patients", D, ("NO_CARE_RELATIONSHIP",), care="no_patients", action=READ),
-    Case("attested for another patient", D, ("PATIENT_NOT_IN_CONTEXT",), care="other_patient"),
+    Case("attested for another patient", D, ("NO_CARE_RELATIONSHIP",), care="other_patient"),
+    Case(
+        "emergency with a token for other patients",
+        D,
+        ("PATIENT_NOT_IN_CONTEXT",),
+        care="other_patient",
+        emergency="justified",
+    ),
+    Case(
+        "write for a patient outside the token",
+        D,
+        ("PATIENT_NOT_IN_CONTEXT",),
+        care="other_patient",
+        domain=DOC,
+        action=CREATE,
+    ),
     Case(
         "writes need no care relationship",
         P,
