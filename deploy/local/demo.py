@@ -248,7 +248,11 @@ class DemoClient:
 
 
 def attestation(
-    person: dict[str, Any], purpose: str, patient_org: str, patient_pid: str = ""
+    person: dict[str, Any],
+    purpose: str,
+    patient_org: str,
+    patient_pid: str = "",
+    service: str = "K01",
 ) -> dict[str, Any]:
     """The GP EHR's trust-framework attestation (DOMAIN.md §1) for the logged-in GP: a care
     relationship in general practice (8655 K01) with the patient being treated."""
@@ -264,7 +268,7 @@ def attestation(
             "point_of_care": org,
         },
         "care_relationship": {
-            "healthcare_service": {"code": "K01", "system": "urn:oid:2.16.578.1.12.4.1.1.8655"},
+            "healthcare_service": {"code": service, "system": "urn:oid:2.16.578.1.12.4.1.1.8655"},
             "purpose_of_use": {"code": purpose, "system": "urn:oid:2.16.840.1.113883.1.11.20448"},
             "decision_ref": {"id": f"demo-{uuid.uuid4().hex[:8]}", "user_selected": True},
         },
