@@ -20,6 +20,34 @@ from services.privacy.adapters.repository import row_content, to_us
 from services.privacy.domain.model import ActorKind, EntryType
 
 
+def _matching(
+    organisations: Sequence[str],
+    start: dt.datetime | None,
+    end: dt.datetime | None,
+    hpr_number: str,
+    emergency_only: bool,
+) -> list[Any]:
+    t = orm.access_log
+    belongs = [t.c.actor_org.in_(list(organisations))]
+    # Organisation numbers are nine digits: nothing to escape in the LIKE pattern.
+    belongs += [t.c.details.like(f'%"legal_entity": "{org}"%') for org in organisations]
+    where = [
+        t.c.entry_type == EntryType.DECISION.value,
+        t.c.actor_kind == ActorKind.PRACTITIONER.value,
+        t.c.pruned.is_(False),
+        sa.or_(*belongs),
+    ]
+    if start is not None:
+        where.append(t.c.event_time >= to_us(start))
+    if end is not None:
+        where.append(t.c.event_time < to_us(end))
+    if hpr_number:
+        where.append(t.c.actor_hpr == hpr_number)
+    if emergency_only:
+        where.append(t.c.emergency.is_(True))
+    return where
+
+
 def organisation_entries(
     session: Session,
     organisations: Sequence[str],
@@ -29,27 +57,14 @@ def organisation_entries(
     emergency_only: bool,
     limit: int,
     before_seq: int | None,
-) -> list[dict[str, Any]]:
-    """Access decisions made by practitioners of the organisations, newest first."""
+) -> tuple[list[dict[str, Any]], int]:
+    """(access decisions made by practitioners of the organisations, newest first; how
+    many match in all)."""
     t = orm.access_log
-    belongs = [t.c.actor_org.in_(list(organisations))]
-    # Organisation numbers are nine digits: nothing to escape in the LIKE pattern.
-    belongs += [t.c.details.like(f'%"legal_entity": "{org}"%') for org in organisations]
-    query = sa.select(t).where(
-        t.c.entry_type == EntryType.DECISION.value,
-        t.c.actor_kind == ActorKind.PRACTITIONER.value,
-        t.c.pruned.is_(False),
-        sa.or_(*belongs),
-    )
-    if start is not None:
-        query = query.where(t.c.event_time >= to_us(start))
-    if end is not None:
-        query = query.where(t.c.event_time < to_us(end))
-    if hpr_number:
-        query = query.where(t.c.actor_hpr == hpr_number)
-    if emergency_only:
-        query = query.where(t.c.emergency.is_(True))
+    where = _matching(organisations, start, end, hpr_number, emergency_only)
+    total = session.execute(sa.select(sa.func.count()).select_from(t).where(*where)).scalar_one()
+    query = sa.select(t).where(*where)
     if before_seq is not None:
         query = query.where(t.c.seq < before_seq)
     query = query.order_by(t.c.seq.desc()).limit(limit)
-    return [row_content(r._mapping) for r in session.execute(query)]
+    return [row_content(r._mapping) for r in session.execute(query)], int(total)

@@ -414,4 +414,5 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
         return pb.SearchOrganizationAccessEventsResponse(
             access_events=[access_event_out(r, auditor=True) for r in page.items],
             next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )

@@ -121,6 +121,7 @@ class OrgAuditQuery:
 class Page:
     items: list[Any]
     next_page_token: str
+    total_size: int = 0
 
 
 def page_size(requested: int) -> int:
@@ -831,7 +832,7 @@ class PrivacyService:
             except (ValueError, KeyError, TypeError) as exc:
                 raise _bad_token() from exc
         with self._uow() as uow:
-            rows = audit_queries.organisation_entries(
+            rows, total = audit_queries.organisation_entries(
                 uow.session,
                 [organisation],
                 query.start,
@@ -871,7 +872,7 @@ class PrivacyService:
             with self._append_lock, self._uow() as uow:
                 repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
                 uow.commit()
-        return Page(rows, next_token)
+        return Page(rows, next_token, total)
 
     # --- the citizen's log ------------------------------------------------------------
 

@@ -158,6 +158,12 @@ def test_the_organisation_reviews_its_own_staffs_accesses(privacy: Privacy) -> N
     assert found[:2] == [emergency.access_event_id, routine.access_event_id]
     assert elsewhere.access_event_id not in found
     assert search(emergency_only=True) == [emergency.access_event_id]
+    counted = privacy.stub.SearchOrganizationAccessEvents(
+        pb.SearchOrganizationAccessEventsRequest(emergency_only=True, page_size=1),
+        metadata=officer,
+        timeout=5,
+    )
+    assert counted.total_size == 1
     assert search(hpr_number=people.nurse_hpr) == []
     first = search(page_size=1)
     assert first == [emergency.access_event_id]
@@ -168,7 +174,7 @@ def test_the_organisation_reviews_its_own_staffs_accesses(privacy: Privacy) -> N
         rows = conn.execute(
             orm.access_log.select().where(orm.access_log.c.resource_type == "OrganizationAccessLog")
         ).all()
-    assert len(rows) == 4
+    assert len(rows) == 5
     # and the scope is required
     with pytest.raises(grpc.RpcError) as caught:
         privacy.stub.SearchOrganizationAccessEvents(
