@@ -52,6 +52,8 @@ class PrivacyClient:
         release_time: dt.datetime | None = None,
         purpose_of_use: str = "",
         emergency: bool = False,
+        emergency_justification: str = "",
+        emergency_justification_code: str = "",
     ) -> pb.DecideAccessResponse:
         request = pb.DecideAccessRequest(
             patient_id=patient_id,
@@ -62,6 +64,8 @@ class PrivacyClient:
             confidentiality_codes=list(confidentiality_codes),
             purpose_of_use=purpose_of_use,
             emergency=emergency,
+            emergency_justification=emergency_justification,
+            emergency_justification_code=emergency_justification_code,
         )
         if release_time is not None:
             ts = timestamp_pb2.Timestamp()

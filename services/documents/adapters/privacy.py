@@ -66,6 +66,7 @@ class PrivacyAccessDecider:
             else [],
             emergency=query.emergency,
             emergency_justification=query.emergency_justification,
+            emergency_justification_code=query.emergency_justification_code,
         )
         if query.release_time is not None:
             request.release_time.FromDatetime(query.release_time.replace(tzinfo=UTC))

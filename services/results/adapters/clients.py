@@ -126,6 +126,7 @@ class AccessRequest:
     purpose_of_use: str = ""
     emergency: bool = False
     justification: str = ""
+    justification_code: str = ""
     # For CREATE/UPDATE: the result ids stored if permitted (logged with the decision).
     stored_ids: Sequence[str] = ()
 
@@ -251,6 +252,7 @@ class PrivacyAccessControl:
             purpose_of_use=request.purpose_of_use,
             emergency=request.emergency,
             emergency_justification=request.justification,
+            emergency_justification_code=request.justification_code,
             stored_resources=[
                 pv.AccessedResource(resource_type=request.resource_type, resource_id=i)
                 for i in request.stored_ids
