@@ -36,6 +36,8 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     f"/{PRIVACY}/BatchRecordAccess": _DATA_SERVICES,
     # Master-data lookups that exist for other services, not for partners.
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
+    # Is the patient on the GP's list (a care relationship): privacy's decisions only.
+    f"/{MASTERDATA}/CheckGpList": frozenset({"privacy"}),
     f"/{MASTERDATA}/ValidateCodes": _DATA_SERVICES,
     # The change feed: named subscribers (approval caches in privacy and trust,
     # services/masterdata/client.py `start_watch`).
