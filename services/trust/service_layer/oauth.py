@@ -98,6 +98,21 @@ class DbReplayCache:
         return self._repo.use_jti(f"{self._prefix}:{key}"[:300], expires_at)
 
 
+# The user's claims a token exchange carries over from the subject token (RFC 8693 §2.2);
+# client claims (client_id, client name, organisations) are the exchanging client's.
+_SUBJECT_CLAIMS = (
+    "sub",
+    "sid",
+    "auth_time",
+    "authorization_details",
+    auth.CLAIM_PID,
+    auth.CLAIM_PID_PSEUDONYM,
+    auth.CLAIM_SECURITY_LEVEL,
+    auth.CLAIM_ASSURANCE_LEVEL,
+    auth.CLAIM_HPR_NUMBER,
+)
+
+
 def _hash(value: str) -> str:
     return hashlib.sha256(value.encode()).hexdigest()
 
@@ -405,18 +420,22 @@ class TrustService:
                 verified = [self._verify_attestation(client, attestation, subject.get("hpr"))]
         audience = self._audience(client, data["scopes"], params.get("resource"), data["audience"])
         scopes = self._narrow(data["scopes"], audience, False)
-        claims = self._access_claims(client, audience, scopes, subject, verified, jkt)
+        # `sid`: the login (refresh family); revoking the family revokes its access tokens.
+        family_id = data.get("family_id") or secrets.token_urlsafe(16)
+        claims = self._access_claims(client, audience, scopes, subject, verified, jkt, family_id)
         refresh = None
         if client.allows_grant(GRANT_REFRESH_TOKEN):
             refresh = self._new_refresh(
                 client,
-                data.get("family_id") or secrets.token_urlsafe(16),
+                family_id,
                 {
                     "subject": subject,
                     "scopes": data["scopes"],  # the whole grant; each token gets its API's
                     "audience": audience,
                     "authorization_details": verified,
                     "family_exp": self.clock() + self.settings.refresh_token_ttl,
+                    # A login made with DPoP never yields a bearer token later (RFC 9449 §5).
+                    "dpop_bound": bool(jkt),
                 },
             )
         response = self._token_response(claims, jkt, refresh)
@@ -469,6 +488,10 @@ class TrustService:
             raise OAuthError("invalid_grant", "unknown refresh token")
         if row["state"] == "revoked":
             raise OAuthError("invalid_grant", "refresh token revoked")
+        if row["data"].get("dpop_bound") and not jkt:  # checked before the token is spent
+            raise OAuthError(
+                "invalid_dpop_proof", "this login was DPoP-bound: refresh needs a DPoP proof"
+            )
         if row["state"] == "used" or not self.repo.use_refresh(_hash(token)):
             self.repo.revoke_family(row["family_id"])  # reuse: the whole chain is revoked
             raise OAuthError("invalid_grant", "refresh token already used")
@@ -484,7 +507,13 @@ class TrustService:
         audience = self._audience(client, scopes, params.get("resource"), data["audience"])
         scopes = self._narrow(scopes, audience, bool(params.get("scope")))
         claims = self._access_claims(
-            client, audience, scopes, data["subject"], data["authorization_details"], jkt
+            client,
+            audience,
+            scopes,
+            data["subject"],
+            data["authorization_details"],
+            jkt,
+            row["family_id"],
         )
         new = self._new_refresh(client, row["family_id"], data)
         return self._token_response(claims, jkt, new)
@@ -496,46 +525,67 @@ class TrustService:
         details: list[Mapping[str, Any]],
         jkt: str | None,
     ) -> dict[str, Any]:
+        """RFC 8693 token exchange: the exchanging client acts for the subject token's user.
+
+        The subject token must be addressed to an API the client is registered for (§2.1,
+        its audience), the client proves possession of its own key (RFC 9449) and the new
+        token is bound to that key; client claims are the exchanging client's and the
+        actors go into `act` (§4.1); scope and lifetime only narrow."""
         subject_token = params.get("subject_token")
-        if not subject_token or params.get("subject_token_type") != TOKEN_TYPE_ACCESS:
-            raise invalid_request(f"subject_token of type {TOKEN_TYPE_ACCESS} required")
+        if not subject_token:
+            raise invalid_request("subject_token missing (RFC 8693 §2.1)")
+        if params.get("subject_token_type") != TOKEN_TYPE_ACCESS:
+            raise invalid_request(f"subject_token_type must be {TOKEN_TYPE_ACCESS}")
+        if params.get("requested_token_type", TOKEN_TYPE_ACCESS) != TOKEN_TYPE_ACCESS:
+            raise invalid_request(f"requested_token_type must be {TOKEN_TYPE_ACCESS}")
+        if params.get("actor_token") or params.get("actor_token_type"):
+            raise invalid_request("actor_token is not accepted: the exchanging client is the actor")
         if details:
             raise invalid_request("token exchange keeps the subject token's authorization_details")
+        if not jkt:
+            raise OAuthError(
+                "invalid_dpop_proof",
+                "token exchange needs a DPoP proof: the new token is bound to the exchanging "
+                "client's key",
+            )
         try:
             original = self.verify_access_token(subject_token)
         except OAuthError as exc:
-            raise OAuthError("invalid_grant", exc.description) from exc
-        audience = client.audience(params.get("resource") or params.get("audience"))
+            raise OAuthError("invalid_grant", f"subject_token: {exc.description}") from exc
+        subject_audiences = original.get("aud")
+        if isinstance(subject_audiences, str):
+            subject_audiences = [subject_audiences]
+        if not set(subject_audiences or ()) & set(client.audiences):
+            raise OAuthError(
+                "invalid_grant",
+                "subject_token is not addressed to an API this client may act for",
+            )
+        requested = params.get("resource") or params.get("audience")
+        if not requested:
+            raise OAuthError("invalid_target", "name the API of the new token with `resource`")
+        audience = client.audience(requested)  # invalid_target unless registered
         original_scopes = str(original.get("scope", "")).split()
         allowed = [s for s in original_scopes if s in client.scopes]
         if params.get("scope"):
-            wanted = params["scope"].split()
-            if any(s not in allowed for s in wanted):
-                raise OAuthError("invalid_scope", "scope not in the subject token or client")
-            scopes = wanted
+            wanted = list(dict.fromkeys(params["scope"].split()))
+            wider = [s for s in wanted if s not in allowed]
+            if wider:
+                raise OAuthError(
+                    "invalid_scope",
+                    f"scope {wider[0]} is not in both the subject token and the client's scopes",
+                )
+            scopes = self._narrow(wanted, audience, True)
         else:
             scopes = [s for s in allowed if scope_audience(s) in (audience, None)]
         now = int(self.clock())
-        claims = {
-            k: v
-            for k, v in original.items()
-            if k not in ("aud", "jti", "iat", "nbf", "exp", "cnf", "scope", "client_id", "act")
-        }
-        act: dict[str, Any] = {"sub": client.client_id}
-        if "act" in original:
-            act["act"] = original["act"]
-        claims.update(
-            aud=audience,
-            scope=" ".join(scopes),
-            client_id=client.client_id,
-            act=act,
-            iat=now,
-            nbf=now,
-            exp=min(int(original["exp"]), now + self.settings.access_token_ttl),
-            jti=secrets.token_urlsafe(16),
-        )
-        if jkt:
-            claims["cnf"] = {"jkt": jkt}
+        # The user's claims from the subject token; everything about the client is ours.
+        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        for name in _SUBJECT_CLAIMS:
+            if name in original:
+                claims[name] = original[name]
+        prior = original.get("act") or {"sub": str(original.get("client_id", ""))}
+        claims["act"] = {"sub": client.client_id, "act": prior}
+        claims["exp"] = min(int(original["exp"]), now + self.settings.access_token_ttl)
         response = self._token_response(claims, jkt)
         response["issued_token_type"] = TOKEN_TYPE_ACCESS
         return response
@@ -552,6 +602,7 @@ class TrustService:
         subject: Mapping[str, Any] | None,
         authorization_details: Any,
         jkt: str | None,
+        sid: str | None = None,
     ) -> dict[str, Any]:
         now = int(self.clock())
         claims: dict[str, Any] = {
@@ -581,6 +632,8 @@ class TrustService:
                 claims[auth.CLAIM_HPR_NUMBER] = subject["hpr"]
             if subject.get("auth_time"):
                 claims["auth_time"] = subject["auth_time"]
+        if sid:
+            claims["sid"] = sid
         if authorization_details:
             claims["authorization_details"] = list(authorization_details)
         if jkt:
