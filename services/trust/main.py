@@ -36,14 +36,20 @@ from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.db import migrate, service_engine, var_dir
 from services.common.dpop import DpopProofChecker
 from services.common.registry import SERVICES
+from services.common.revocation import RevocationList, Revoked
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import Scopes, audience_for, issuer
 from services.trust.adapters.masterdata import GrpcMasterData, MasterDataPort
 from services.trust.adapters.repository import TrustRepository
-from services.trust.entrypoints.grpc_api import FULL_NAME, PUBLIC_METHODS, TrustServicer
+from services.trust.entrypoints.grpc_api import (
+    FULL_NAME,
+    INTERNAL_METHODS,
+    PUBLIC_METHODS,
+    TrustServicer,
+)
 from services.trust.service_layer.clients import ClientRegistry
 from services.trust.service_layer.keys import KeyManager, load_kek
-from services.trust.service_layer.oauth import TrustService, TrustSettings
+from services.trust.service_layer.oauth import DbReplayCache, TrustService, TrustSettings
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
 ALLOW_TESTID_ENV = "SAMHANDLING_TRUST_ALLOW_TESTID"
@@ -109,18 +115,30 @@ class TrustApp:
     repo: TrustRepository
 
     def spec(self) -> ServiceSpec:
+        revocations = RevocationList(self._revocations, name="trust-revocations")
         authenticator = JwtAuthenticator(
             JwksCache(self.keys.jwks, ttl=10.0, min_refresh_interval=0.5),
             issuer=self.service.settings.issuer,
             audience=audience_for("trust"),
-            proof_checker=DpopProofChecker(base_url=self.service.settings.issuer),
+            proof_checker=DpopProofChecker(
+                base_url=self.service.settings.issuer,
+                replay=DbReplayCache(self.repo, "rs-dpop"),  # shared by every replica
+            ),
+            revocations=revocations,
         )
         return ServiceSpec(
             "trust",
             [Servicer(FULL_NAME, pb_grpc.add_TrustServiceServicer_to_server, self.servicer)],
-            public_methods=PUBLIC_METHODS,
+            # Internal methods take no access token: the workload identity is the credential.
+            public_methods=PUBLIC_METHODS | INTERNAL_METHODS,
             authenticator=authenticator,
+            on_shutdown=[revocations.stop],
         )
+
+    def _revocations(self) -> list[Revoked]:
+        return [
+            Revoked(row["kind"], row["value"], row["revoked_at"]) for row in self.repo.revocations()
+        ]
 
 
 def self_token_source(keys: KeyManager, iss: str) -> Callable[[], str]:
@@ -162,7 +180,9 @@ def build(
     engine = engine or service_engine("trust")
     migrate("trust", engine, VERSIONS)
     settings = settings or settings_from_env()
-    repo = TrustRepository(engine, clock)
+    repo = TrustRepository(
+        engine, clock, token_lifetime=settings.access_token_ttl + settings.leeway
+    )
     if kek is None:
         kek = load_kek(
             os.environ.get("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"),

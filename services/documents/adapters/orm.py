@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.replay import dpop_proofs_table
+
 metadata = sa.MetaData()
 
 documents = sa.Table(
@@ -55,3 +57,6 @@ submissions = sa.Table(
     ),
     sa.Column("created_time", sa.DateTime(), nullable=False),
 )
+
+# DPoP proofs accepted by any replica of the service (services/common/replay.py).
+dpop_proofs = dpop_proofs_table(metadata)

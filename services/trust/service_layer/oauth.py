@@ -673,7 +673,7 @@ class TrustService:
             )
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_token", "invalid or expired access token") from exc
-        if self.repo.access_revoked(str(claims["jti"])):
+        if self.repo.revoked(claims):  # the token, its login (sid) or its client
             raise OAuthError("invalid_token", "access token revoked")
         return dict(claims)
 
