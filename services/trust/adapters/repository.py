@@ -133,6 +133,31 @@ class TrustRepository:
             )
         return bool(result.rowcount)
 
+    def use_jtis(self, keys: list[tuple[str, float]]) -> int | None:
+        """Records several one-time ids in one transaction (a token request's client
+        assertion and DPoP proof); returns the index of the first replayed one, or None.
+
+        The common case is one INSERT of all rows; only when one of them exists (a replay,
+        or an expired id not yet swept) are they recorded one by one to tell which."""
+        if not keys:
+            return None
+        now = self._clock()
+        try:
+            with self.engine.begin() as conn:
+                if random.random() < 0.01:  # occasional clean-up of expired ids
+                    conn.execute(orm.used_jtis.delete().where(orm.used_jtis.c.expires_at < now))
+                conn.execute(
+                    orm.used_jtis.insert(),
+                    [{"jti_key": key, "expires_at": exp} for key, exp in keys],
+                )
+            return None
+        except IntegrityError:
+            pass
+        for index, (key, exp) in enumerate(keys):
+            if not self.use_jti(key, exp):
+                return index
+        return None
+
     # --- signing keys ---------------------------------------------------------------------
     def signing_keys(self, states: tuple[str, ...]) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

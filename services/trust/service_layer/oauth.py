@@ -87,6 +87,25 @@ class Redirect:
     location: str
 
 
+class SingleUseIds:
+    """The single-use ids of one token request (client assertion jti, DPoP proof jti),
+    collected while the request is checked and then recorded together in one transaction
+    (`TrustRepository.use_jtis`), before any token is issued. Used as the DPoP replay cache
+    of the token endpoint: `add` only collects."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, float, OAuthError]] = []
+
+    def expect(self, key: str, expires_at: float, replayed: OAuthError) -> None:
+        self.keys.append((key[:300], expires_at, replayed))
+
+    def add(self, key: str, expires_at: float) -> bool:
+        self.expect(
+            f"dpop:{key}", expires_at, OAuthError("invalid_dpop_proof", "DPoP proof replayed")
+        )
+        return True
+
+
 class DbReplayCache:
     """DPoP proof jti at the token endpoint: in the database, shared by every replica."""
 
@@ -141,7 +160,6 @@ class TrustService:
         self.clock = clock
         self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
         self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
-        self._dpop_replay = DbReplayCache(repo, "dpop")
 
     # --- metadata ---------------------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
@@ -198,8 +216,10 @@ class TrustService:
 
     # --- client authentication (RFC 7523 private_key_jwt) -----------------------------------
     def authenticate_client(
-        self, params: Mapping[str, str], endpoint: str
+        self, params: Mapping[str, str], endpoint: str, once: SingleUseIds | None = None
     ) -> tuple[Client, dict[str, Any]]:
+        """The client, by its private_key_jwt assertion. With `once`, the assertion's jti is
+        collected there for the caller to record; without, it is recorded now."""
         if params.get("client_assertion_type") != ASSERTION_TYPE or not params.get(
             "client_assertion"
         ):
@@ -224,7 +244,25 @@ class TrustService:
         if client is None:
             raise OAuthError("invalid_client", "unknown client")
         claims = self._verify_assertion(client, assertion, str(alg), header.get("kid"), endpoint)
+        jti = str(claims["jti"])
+        if len(jti) > 200:
+            raise OAuthError("invalid_client", "client assertion jti too long")
+        replayed = OAuthError("invalid_client", "client assertion jti already used")
+        pending = once if once is not None else SingleUseIds()
+        pending.expect(
+            f"assertion:{client.client_id}:{jti}",
+            float(claims["exp"]) + self.settings.leeway,
+            replayed,
+        )
+        if once is None:
+            self._record(pending)
         return client, claims
+
+    def _record(self, once: SingleUseIds) -> None:
+        """One transaction for every single-use id of the request; a replay refuses it."""
+        replayed = self.repo.use_jtis([(key, exp) for key, exp, _ in once.keys])
+        if replayed is not None:
+            raise once.keys[replayed][2]
 
     def _verify_assertion(
         self, client: Client, assertion: str, alg: str, kid: Any, endpoint: str
@@ -276,15 +314,10 @@ class TrustService:
             )
         if iat > now + s.leeway:
             raise OAuthError("invalid_client", "client assertion issued in the future")
-        jti = str(claims["jti"])
-        if len(jti) > 200 or not self.repo.use_jti(
-            f"assertion:{client.client_id}:{jti}", exp + s.leeway
-        ):
-            raise OAuthError("invalid_client", "client assertion jti already used")
         return claims
 
     # --- DPoP at the token endpoint ---------------------------------------------------------
-    def _dpop(self, client: Client, proof: str | None) -> str | None:
+    def _dpop(self, client: Client, proof: str | None, once: SingleUseIds) -> str | None:
         if not proof:
             if client.dpop_required:
                 raise OAuthError("invalid_dpop_proof", "this client must use DPoP")
@@ -295,7 +328,7 @@ class TrustService:
                 proof,
                 method="POST",
                 url=self.settings.token_endpoint,
-                replay=self._dpop_replay,
+                replay=once,  # recorded with the assertion's jti, in one transaction
                 nonce_valid=nonce_valid,
                 iat_window=self.settings.dpop_iat_window,
                 now=self.clock(),
@@ -316,12 +349,14 @@ class TrustService:
         grant = params.get("grant_type")
         if not grant:
             raise invalid_request("grant_type missing")
-        client, assertion = self.authenticate_client(params, self.settings.token_endpoint)
+        once = SingleUseIds()
+        client, assertion = self.authenticate_client(params, self.settings.token_endpoint, once)
         if grant not in GRANT_TYPES:
             raise OAuthError("unsupported_grant_type", "grant type not supported")
         if not client.allows_grant(grant):
             raise OAuthError("unauthorized_client", "grant type not allowed for this client")
-        jkt = self._dpop(client, dpop_proof)
+        jkt = self._dpop(client, dpop_proof, once)
+        self._record(once)  # one transaction per grant for its single-use ids
         details = parse_authorization_details(assertion.get("authorization_details"))
         if grant == GRANT_CLIENT_CREDENTIALS:
             return self._client_credentials(client, params, details, jkt)
