@@ -8,6 +8,7 @@ delay observed is printed (`pytest -s`), the figure is the poll interval (1 s)."
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Iterator
@@ -53,8 +54,9 @@ def replicas(
     def start() -> list[MeshServer]:
         jwks = pb_grpc.TrustServiceStub(trust.channel())
         for engine in engines:
-            channel = trust.channel()
-            revocations = RevocationList(lambda c=channel: fetch_revocations_from_trust(c))
+            revocations = RevocationList(
+                functools.partial(fetch_revocations_from_trust, trust.channel())
+            )
             lists.append(revocations)
             authenticator = CachingAuthenticator(
                 auth.JwtAuthenticator(
