@@ -225,9 +225,9 @@ class TrustService:
         ):
             raise OAuthError("invalid_client", "client authentication must be private_key_jwt")
         assertion = params["client_assertion"]
-        try:
-            header = jwt.get_unverified_header(assertion)
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        try:  # one parse for header and claims (the signature is checked below)
+            parsed = jwt.decode_complete(assertion, options={"verify_signature": False})
+            header, unverified = parsed["header"], parsed["payload"]
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", "malformed client assertion") from exc
         alg = header.get("alg")
