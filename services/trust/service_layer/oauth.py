@@ -20,7 +20,13 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from services.common import auth
-from services.common.dpop import DpopError, NonceSource, b64url, verify_proof
+from services.common.dpop import (
+    DpopError,
+    NonceSource,
+    b64url,
+    cached_public_key,
+    verify_proof,
+)
 from services.common.identifiers import hpr_number_problem, pid_problem
 from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
@@ -273,8 +279,8 @@ class TrustService:
         claims: dict[str, Any] | None = None
         for jwk in candidates:
             try:
-                key = jwt.PyJWK.from_dict(dict(jwk), algorithm=alg).key
-            except (jwt.PyJWTError, ValueError, TypeError):
+                key = cached_public_key(jwk, alg)
+            except (jwt.PyJWTError, DpopError, ValueError, TypeError):
                 continue
             try:
                 claims = jwt.decode(
