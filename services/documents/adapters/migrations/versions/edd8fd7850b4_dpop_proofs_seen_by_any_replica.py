@@ -1,7 +1,7 @@
 """dpop proofs seen by any replica
 
 Revision ID: edd8fd7850b4
-Revises: 929ccafd6973
+Revises: 84176accaf04
 Create Date: 2026-12-01 13:32:18.839965
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "edd8fd7850b4"
-down_revision = "929ccafd6973"
+down_revision = "84176accaf04"
 branch_labels = None
 depends_on = None
 

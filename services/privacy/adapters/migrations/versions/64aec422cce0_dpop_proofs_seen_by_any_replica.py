@@ -1,7 +1,7 @@
 """dpop proofs seen by any replica
 
 Revision ID: 64aec422cce0
-Revises: 79707c9a7a18
+Revises: 96e7a0cec928
 Create Date: 2026-12-01 13:32:20.682275
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "64aec422cce0"
-down_revision = "79707c9a7a18"
+down_revision = "96e7a0cec928"
 branch_labels = None
 depends_on = None
 
