@@ -42,6 +42,9 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # The change feed: named subscribers (approval caches in privacy and trust,
     # services/masterdata/client.py `start_watch`).
     f"/{MASTERDATA}/WatchChanges": _APPROVAL_CHECKERS,
+    # Revocations in force, polled by every service that verifies access tokens; no token:
+    # the caller's certificate is its credential.
+    f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
 }
 
 # Calls between workloads on *public* methods (the token decides; listed for the network
@@ -53,6 +56,17 @@ PUBLIC_PEER_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("privacy", "trust"): (f"/{TRUST}/GetJwks",),
     ("results", "trust"): (f"/{TRUST}/GetJwks",),
     ("documents", "trust"): (f"/{TRUST}/GetJwks",),
+}
+
+
+FORWARDED = "the end user's token, forwarded as `x-samhandling-user-context`"
+# What an internal method takes besides the caller's certificate, where not FORWARDED.
+USER_CONTEXT: dict[str, str] = {
+    f"/{MASTERDATA}/CheckPractitionerApproval": (
+        "the end user's token, forwarded (trust at login: its own service token)"
+    ),
+    f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
+    f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
 }
 
 
@@ -99,18 +113,14 @@ def trust_model_table() -> str:
     for (caller, callee), methods in sorted(PUBLIC_PEER_CALLS.items()):
         names = ", ".join(m.rsplit("/", 1)[1] for m in methods)
         rows.append(f"| `{caller}` | {callee}: {names} (public) | its own token, or none |")
-    by_callers: dict[frozenset[str], list[str]] = {}
+    by_callers: dict[tuple[frozenset[str], str], list[str]] = {}
     for method, callers in INTERNAL_METHODS.items():
-        by_callers.setdefault(callers, []).append(method)
-    for callers, grouped in by_callers.items():
+        context = USER_CONTEXT.get(method, FORWARDED)
+        by_callers.setdefault((callers, context), []).append(method)
+    for (callers, context), grouped in by_callers.items():
         names = ", ".join(f"{_service_of(m)}: {m.rsplit('/', 1)[1]}" for m in grouped)
         who = ", ".join(f"`{c}`" for c in sorted(callers))
-        rows.append(
-            f"| {who} | {names} (internal) | the end user's token, forwarded "
-            "(trust: its own service token) |"
-            if "trust" in callers
-            else f"| {who} | {names} (internal) | the end user's token, forwarded |"
-        )
+        rows.append(f"| {who} | {names} (internal) | {context} |")
     rows.append(
         "| anyone else, or no client certificate | internal methods: PERMISSION_DENIED "
         "`CALLER_NOT_ALLOWED` / UNAUTHENTICATED `NO_CLIENT_CERTIFICATE`; no TLS: no connection "
