@@ -21,6 +21,8 @@ from services.masterdata.entrypoints.grpc_servicer import FULL_NAME as MASTERDAT
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD_INTERNAL
 from services.privacy.entrypoints.grpc_servicer import FULL_NAME as PRIVACY
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PV_INTERNAL
+from services.trust.entrypoints.grpc_api import FULL_NAME as TRUST
+from services.trust.entrypoints.grpc_api import INTERNAL_METHODS as TRUST_INTERNAL
 from tests.integration.privacy.conftest import MasterData, Privacy
 from tests.integration.privacy.test_decisions import log, reason_of
 from tests.support.mesh_tls import fixed_channel
@@ -46,7 +48,8 @@ def _record(channel: grpc.Channel, privacy: Privacy, metadata: list[tuple[str, s
 def test_the_servicers_declare_their_internal_methods_from_the_registry() -> None:
     assert internal_methods_of(PRIVACY) == PV_INTERNAL
     assert internal_methods_of(MASTERDATA) == MD_INTERNAL
-    assert set(INTERNAL_METHODS) == PV_INTERNAL | MD_INTERNAL
+    assert internal_methods_of(TRUST) == TRUST_INTERNAL
+    assert set(INTERNAL_METHODS) == PV_INTERNAL | MD_INTERNAL | TRUST_INTERNAL
 
 
 def test_a_data_service_may_decide(privacy: Privacy) -> None:
