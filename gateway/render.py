@@ -556,17 +556,7 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": f"{_TYPES}.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": str(path),
-                "log_format": {
-                    "json_format": fmt,
-                    "formatters": [
-                        {
-                            "name": "envoy.formatter.req_without_query",
-                            "typed_config": {
-                                "@type": f"{_TYPES}.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
-                            },
-                        }
-                    ],
-                },
+                "log_format": {"json_format": fmt},
             },
         }
     ]
