@@ -154,6 +154,9 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    request = descriptors.messages.get(m.input_type)
+    if options.get("ignore_unknown_query_parameters") and request is not None:
+        conventions["query_fields"] = ",".join(f.name for f in request.field)
     out: dict[str, Any] = {CONVENTIONS_FILTER: conventions}
     body = body_message(m, rule, descriptors)
     if body:

@@ -34,7 +34,21 @@ function envoy_on_request(handle)
   local grpc = (headers:get("content-type") or ""):find("^application/grpc") ~= nil
   meta:set(NS, "scheme", scheme:lower())
   meta:set(NS, "grpc", grpc and "yes" or "no")
-  if handle:metadata():get("anonymous") then
+  local route = handle:metadata()
+  local keep = route:get("query_fields")
+  if keep then
+    -- RFC 6749 §3.1: the authorization endpoint ignores parameters it does not know (the
+    -- transcoder would refuse them), so only the request's own fields go on.
+    local base, query = (headers:get(":path") or ""):match("^([^?]*)%??(.*)$")
+    local kept = {}
+    for pair in query:gmatch("[^&]+") do
+      if (("," .. keep .. ","):find("," .. pair:match("^[^=]*") .. ",", 1, true)) then
+        kept[#kept + 1] = pair
+      end
+    end
+    headers:replace(":path", base .. (#kept > 0 and ("?" .. table.concat(kept, "&")) or ""))
+  end
+  if route:get("anonymous") then
     -- Anonymous routes ignore tokens (discovery, keys, OAuth endpoints): nobody downstream
     -- may answer 401 because of a header the route does not use.
     headers:remove("authorization")
