@@ -20,18 +20,22 @@ local function skip_ws(s, i)
   return s:find("[^ \t\r\n]", i) or (#s + 1)
 end
 
-local function read_string(s, i) -- s:byte(i) is the opening quote
+local function string_end(s, i) -- s:byte(i) is the opening quote; the index after the close
   local j = i + 1
   while true do
-    local k = s:find('["\\]', j)
+    -- A plain find (memchr speed): a 50 MB base64 document must not cost seconds here.
+    local k = s:find('"', j, true)
     if not k then
       return nil
     end
-    if s:byte(k) == 92 then
-      j = k + 2
-    else
-      return s:sub(i + 1, k - 1), k + 1
+    local b = k - 1
+    while s:byte(b) == 92 do
+      b = b - 1
     end
+    if (k - 1 - b) % 2 == 0 then -- not escaped: an even run of backslashes before it
+      return k + 1
+    end
+    j = k + 1
   end
 end
 
@@ -53,11 +57,12 @@ local function object(s, i, spec, path, depth)
     if s:byte(i) ~= 34 then
       return nil
     end
-    local key
-    key, i = read_string(s, i)
-    if not key then
+    local after = string_end(s, i)
+    if not after then
       return nil
     end
+    local key = s:sub(i + 1, after - 2)
+    i = after
     local name = path == "" and key or (path .. "." .. key)
     local child = values
     if fields then
@@ -120,8 +125,7 @@ value = function(s, i, spec, path, depth)
   elseif c == 91 then
     return array(s, i, spec, path, depth)
   elseif c == 34 then
-    local _, j = read_string(s, i)
-    return j
+    return string_end(s, i)
   elseif c == nil then
     return nil
   end

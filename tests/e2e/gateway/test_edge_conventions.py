@@ -74,6 +74,13 @@ def test_known_fields_in_either_json_spelling_pass(edge: Edge) -> None:
     assert echo(edge, edge.auth(), json=None, data=b"").status_code == 200  # no body at all
 
 
+def test_keys_are_told_from_string_content(edge: Edge) -> None:
+    tricky = 'a "txt": 1, \\" \\\\ {"x": [1]} \\'
+    assert echo(edge, edge.auth(), json={"text": tricky}).json() == {"text": tricky}
+    reply = echo(edge, edge.auth(), json={"text": tricky, "txt": [{"a": "}"}]})
+    assert error(reply, 400, "UNKNOWN_FIELD")["details"][1]["field_violations"][0]["field"] == "txt"
+
+
 def test_malformed_json_is_still_the_transcoders_400(edge: Edge) -> None:
     reply = echo(edge, edge.auth(), data=b'{"text": "hei",', json=None)
     error(reply, 400, "MALFORMED_REQUEST")
