@@ -283,10 +283,10 @@ def _operation(
         for p in path_params
     ]
     if len(fields) == len(params):
-        for param, field_path in zip(params, fields, strict=True):
-            if field_path != param["name"]:
-                param["x-proto-field"] = field_path
-                param["description"] = f"the request's `{field_path}`"
+        for path_param, field_path in zip(params, fields, strict=True):
+            if field_path != path_param["name"]:
+                path_param["x-proto-field"] = field_path
+                path_param["description"] = f"the request's `{field_path}`"
     request_media = options.get("request_media_type")
     request = builder.d.messages.get(m.input_type)
     if rule.body == "*" or (rule.body and m.input_type == HTTP_BODY):

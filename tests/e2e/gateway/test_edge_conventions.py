@@ -90,7 +90,10 @@ def test_malformed_json_is_still_the_transcoders_400(edge: Edge) -> None:
     ("headers", "expected"),
     [
         ({}, ['DPoP algs="ES256', 'Bearer realm="samhandling"']),
-        ({"Authorization": "Bearer not.a.jwt"}, ['Bearer realm="samhandling", error="invalid_token"']),
+        (
+            {"Authorization": "Bearer not.a.jwt"},
+            ['Bearer realm="samhandling", error="invalid_token"'],
+        ),
         ({"Authorization": "DPoP not.a.jwt", "DPoP": "x"}, ['DPoP error="invalid_token", algs="']),
     ],
 )
@@ -148,9 +151,7 @@ def test_identity_numbers_are_masked_in_the_access_log_and_spans(
     marker = f"/v1/patients/{PID}/results"
     reply = requests.get(f"{edge.url}{marker}?patient={PID}", headers=edge.auth(), timeout=10)
     assert reply.status_code == 404
-    receiver.wait_for(
-        lambda spans: any("/v1/patients/" in str(s.attributes) for s in spans)
-    )
+    receiver.wait_for(lambda spans: any("/v1/patients/" in str(s.attributes) for s in spans))
     assert PID.encode() not in b"".join(receiver.raw)
     lines = _access_log_lines(edge.access_log, "/v1/patients/")
     assert lines and all(PID not in line for line in lines)
