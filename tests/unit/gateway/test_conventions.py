@@ -12,7 +12,7 @@ from gateway.openapi import Descriptors
 from gateway.render import DESCRIPTORS, ROUTES, EdgePorts, EdgeSpec, render
 
 pytestmark = pytest.mark.skipif(not DESCRIPTORS.exists(), reason="run `make proto` first")
-ADDRESSES = {name: f"127.0.0.1:{9000 + i}" for i, name in enumerate(["trust", "results", "privacy"])}
+ADDRESSES = {"trust": "127.0.0.1:9000", "results": "127.0.0.1:9001", "privacy": "127.0.0.1:9002"}
 
 
 @pytest.fixture(scope="module")
