@@ -69,7 +69,8 @@ def test_the_chain_starts_with_the_conventions_filter() -> None:
     hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
     assert names[0] == conventions.CONVENTIONS_FILTER
-    assert names.index(conventions.BODY_FILTER) == names.index(
-        "envoy.filters.http.grpc_json_transcoder"
-    ) - 1
+    assert (
+        names.index(conventions.BODY_FILTER)
+        == names.index("envoy.filters.http.grpc_json_transcoder") - 1
+    )
     assert EdgeSpec.load(ROUTES).raw["field_hints"]
