@@ -1,12 +1,12 @@
 """Partner conventions at the edge that Envoy's filters cannot express on their own: two
 small Lua filters (gateway/lua/) and the per-route metadata they read.
 
-- `samhandling.edge` (first filter): REST responses lose `grpc-*` headers, a route's
+- `samhandling.conventions` (first filter): REST responses lose `grpc-*` headers, a route's
   `success_status` (PAR: 201) and `redirect_status` (the TestID login: 303 when the service
   sends a `Location`) replace the transcoder's 200, every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
   path the access log and the edge's span show has no query string and no identity number.
-- `samhandling.edge.body` (just before the transcoder): unknown JSON body fields are a 400
+- `samhandling.conventions.body` (just before the transcoder): unknown JSON body fields are a 400
   naming the field, checked against the request messages in the descriptor set.
 """
 
@@ -23,9 +23,9 @@ if TYPE_CHECKING:
 
 FDP = descriptor_pb2.FieldDescriptorProto
 LUA_DIR = Path(__file__).resolve().parent / "lua"
-NAMESPACE = "samhandling.edge"  # dynamic metadata (path, scheme, unknown_field)
-CONVENTIONS_FILTER = "samhandling.edge"
-BODY_FILTER = "samhandling.edge.body"
+NAMESPACE = "samhandling.conventions"  # dynamic metadata (path, scheme, unknown_field)
+CONVENTIONS_FILTER = "samhandling.conventions"
+BODY_FILTER = "samhandling.conventions.body"
 HTTP_BODY = "google.api.HttpBody"
 # Well-known types whose JSON form is not an object of their fields.
 _OPAQUE_PREFIX = "google.protobuf."
@@ -157,7 +157,7 @@ def route_metadata(
     request = descriptors.messages.get(m.input_type)
     if options.get("ignore_unknown_query_parameters") and request is not None:
         conventions["query_fields"] = ",".join(f.name for f in request.field)
-    out: dict[str, Any] = {CONVENTIONS_FILTER: conventions}
+    out: dict[str, Any] = {CONVENTIONS_FILTER: conventions} if conventions else {}
     body = body_message(m, rule, descriptors)
     if body:
         out[BODY_FILTER] = {"body": body}

@@ -6,7 +6,7 @@
 -- (the body is complete and within the route's limit) and before the transcoder.
 -- Only the keys are checked: malformed JSON and wrong value types are left to the
 -- transcoder, which answers them with its own 400.
-local NS = "samhandling.edge"
+local NS = "samhandling.conventions"
 -- SCHEMA[message][key] = a message name (its keys are checked), {map = spec} (an object
 -- whose values are spec), or true (anything: scalars, well-known types, Struct).
 local SCHEMA = __SCHEMA__

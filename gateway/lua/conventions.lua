@@ -2,7 +2,7 @@
 -- (gateway/README.md, "Partner conventions"). gateway/conventions.py fills in the
 -- placeholders. First filter of the public listener: its response side sees every answer,
 -- the services' and Envoy's local replies (jwt_authn, rbac, rate limit, transcoder) alike.
-local NS = "samhandling.edge"
+local NS = "samhandling.conventions"
 local MASK = "__MASK__"
 local DPOP_ALGS = "__DPOP_ALGS__"
 local REALM = "__REALM__"

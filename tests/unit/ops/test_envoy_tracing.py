@@ -42,7 +42,7 @@ def test_endpoint_adds_tracer_on_every_listener(
         # The public listener shows the conventions filter's masked path (no identity numbers).
         assert {"tag": "http.url", "value": "%PATH(NQ)%"} in hcm["tracing"]["custom_tags"] or {
             "tag": "http.url",
-            "value": "%DYNAMIC_METADATA(samhandling.edge:path)%",
+            "value": "%DYNAMIC_METADATA(samhandling.conventions:path)%",
         } in hcm["tracing"]["custom_tags"]
     (collector,) = [c for c in config["static_resources"]["clusters"] if c["name"] == OTLP_CLUSTER]
     address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
