@@ -168,14 +168,15 @@ class LogWriter:
                     job.error = exc
         else:
             self.cache.update(cache_updates)
+            if head is not None:
+                # Before anyone is answered: a head handed out is a witnessed head.
+                self._witness(head)
             for job in batch:
                 if job.work is None:
                     job.result = head
         finally:
             for job in batch:
                 job.done.set()
-        if head is not None:
-            self._witness(head)
 
     def _due(self, session: Session, size: int) -> bool:
         if self.head_every <= 0:

@@ -118,7 +118,11 @@ def test_wrong_consistency_proofs_fail() -> None:
     forged = list(LEAVES)
     forged[3] = leaf_hash(b"forged")
     assert not verify_consistency(
-        first, second, old, mth_of(forged)(0, second), consistency_proof(first, second, mth_of(forged))
+        first,
+        second,
+        old,
+        mth_of(forged)(0, second),
+        consistency_proof(first, second, mth_of(forged)),
     )
 
 
