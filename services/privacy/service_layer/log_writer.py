@@ -119,6 +119,7 @@ class LogWriter:
 
     def _write_batch(self, batch: list[_Job]) -> None:
         head: TreeHead | None = None
+        fresh = False  # head signed by this batch (not found already signed)
         cache_updates: dict[tuple[int, int], bytes] = {}
         try:
             session = self._sessions()
@@ -156,7 +157,7 @@ class LogWriter:
                     cache_updates = nodes
                     size += len(prepared)
                 if self.signer is not None and size > 0 and (want_head or self._due(session, size)):
-                    head = self._sign(session, size, overlay)
+                    head, fresh = self._sign(session, size, overlay)
                 session.commit()
             finally:
                 session.close()
@@ -168,7 +169,7 @@ class LogWriter:
                     job.error = exc
         else:
             self.cache.update(cache_updates)
-            if head is not None:
+            if head is not None and fresh:
                 # Before anyone is answered: a head handed out is a witnessed head.
                 self._witness(head)
             for job in batch:
@@ -188,17 +189,17 @@ class LogWriter:
 
     def _sign(
         self, session: Session, size: int, overlay: dict[tuple[int, int], bytes]
-    ) -> TreeHead | None:
+    ) -> tuple[TreeHead, bool]:
         assert self.signer is not None
         existing = repo.get_head(session, size)
         if existing is not None:
             self._last_head_size = size
-            return existing
+            return existing, False
         root = repo.StoredTree(session, self.cache, overlay).root(size)
         head = self.signer.sign(size, root, self._now_us())
         repo.insert_head(session, head)
         self._last_head_size = size
-        return head
+        return head, True
 
     def _witness(self, head: TreeHead) -> None:
         for witness in self.witnesses:
