@@ -70,7 +70,12 @@ def canonical_json(value: Mapping[str, Any]) -> bytes:
     return _CANONICAL.encode(value).encode()
 
 
+_FIELDS = frozenset(CONTENT_FIELDS)
+
+
 def content_bytes(content: Mapping[str, Any]) -> bytes:
+    if content.keys() == _FIELDS:  # exactly the content (the writer's case): no copy
+        return canonical_json(content)
     return canonical_json({k: content.get(k) for k in CONTENT_FIELDS})
 
 
@@ -81,17 +86,14 @@ def content_hash(content: Mapping[str, Any]) -> bytes:
 def leaf_bytes(
     index: int, event_id: str, entry_type: str, event_time_us: int, c_hash: bytes
 ) -> bytes:
-    """The leaf: what stays of an entry forever (index is 0-based: seq - 1)."""
-    return canonical_json(
-        {
-            "v": LEAF_VERSION,
-            "index": index,
-            "event_id": event_id,
-            "entry_type": entry_type,
-            "event_time_us": event_time_us,
-            "content_hash": c_hash.hex(),
-        }
-    )
+    """The leaf: what stays of an entry forever (index is 0-based: seq - 1). The canonical
+    JSON of {v, index, event_id, entry_type, event_time_us, content_hash}, written out in
+    sorted key order (the same bytes as canonical_json, tested; built per entry, so cheap)."""
+    return (
+        f'{{"content_hash":"{c_hash.hex()}","entry_type":{_CANONICAL.encode(entry_type)},'
+        f'"event_id":{_CANONICAL.encode(event_id)},"event_time_us":{int(event_time_us)},'
+        f'"index":{int(index)},"v":{LEAF_VERSION}}}'
+    ).encode()
 
 
 # --- §2.1.1 hashes ---------------------------------------------------------------------

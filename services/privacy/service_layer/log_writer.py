@@ -28,7 +28,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
 
 from services.privacy.adapters import repository as repo
 from services.privacy.adapters.signing import TreeHeadSigner
@@ -55,14 +56,15 @@ class _Job:
 class LogWriter:
     def __init__(
         self,
-        sessions: sessionmaker[Session],
+        engine: Engine,
         signer: TreeHeadSigner | None,
         witnesses: Sequence[Witness] = (),
         head_every: int = 1000,
         max_batch: int = 512,
         now_us: Callable[[], int] | None = None,
     ) -> None:
-        self._sessions = sessions
+        self._engine = engine
+        self._conn: Connection | None = None  # the writer thread's own, kept across batches
         self.signer = signer
         self.witnesses = list(witnesses)
         self.head_every = head_every
@@ -72,9 +74,18 @@ class LogWriter:
         self._pending: list[_Job] = []
         self._closed = False
         self._last_head_size = -1
+        # The hashes the next append needs, valid while the log has _tail_size leaves
+        # (another replica appending in between makes the writer read them instead).
+        self._tail_size = -1
+        self._tail: dict[tuple[int, int], bytes] = {}
         self.cache: dict[tuple[int, int], bytes] = {}  # complete subtrees (immutable)
         self._thread = threading.Thread(target=self._run, name="privacy-log-writer", daemon=True)
         self._thread.start()
+
+    @property
+    def thread_id(self) -> int | None:
+        """The writer thread's native id (benchmarks read its CPU time)."""
+        return self._thread.native_id
 
     # --- callers ------------------------------------------------------------------------
 
@@ -112,6 +123,8 @@ class LogWriter:
                 while not self._pending and not self._closed:
                     self._cond.wait()
                 if not self._pending and self._closed:
+                    if self._conn is not None:
+                        self._conn.close()
                     return
                 batch = self._pending[: self.max_batch]
                 del self._pending[: self.max_batch]
@@ -120,9 +133,10 @@ class LogWriter:
     def _write_batch(self, batch: list[_Job]) -> None:
         head: TreeHead | None = None
         fresh = False  # head signed by this batch (not found already signed)
+        new_tail: tuple[int, dict[tuple[int, int], bytes]] | None = None
         cache_updates: dict[tuple[int, int], bytes] = {}
         try:
-            session = self._sessions()
+            session = self._session()
             try:
                 if session.get_bind().dialect.name == "sqlite":
                     # Take SQLite's write lock before reading anything (pysqlite would
@@ -150,12 +164,14 @@ class LogWriter:
                 overlay: dict[tuple[int, int], bytes] = {}
                 if prepared:
                     rows, leaves = self._number(prepared, size)
-                    nodes = repo.new_nodes(session, size, leaves)
+                    tail = self._tail if self._tail_size == size else None
+                    nodes, next_tail = repo.new_nodes(session, size, leaves, tail)
                     repo.insert_leaves(session, rows, nodes)
                     overlay.update({(0, size + i): h for i, h in enumerate(leaves)})
                     overlay.update(nodes)
                     cache_updates = nodes
                     size += len(prepared)
+                    new_tail = (size, next_tail)
                 if self.signer is not None and size > 0 and (want_head or self._due(session, size)):
                     head, fresh = self._sign(session, size, overlay)
                 session.commit()
@@ -163,12 +179,15 @@ class LogWriter:
                 session.close()
         except Exception as exc:
             log.exception("log batch failed")
+            self._drop_connection()
             head = None
             for job in batch:
                 if job.error is None:
                     job.error = exc
         else:
             self.cache.update(cache_updates)
+            if new_tail is not None:
+                self._tail_size, self._tail = new_tail
             if head is not None and fresh:
                 # Before anyone is answered: a head handed out is a witnessed head.
                 self._witness(head)
@@ -178,6 +197,21 @@ class LogWriter:
         finally:
             for job in batch:
                 job.done.set()
+
+    def _session(self) -> Session:
+        """A session on the writer's own connection: no pool checkout (nor pre-ping round
+        trip) per batch."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return Session(bind=self._conn, expire_on_commit=False)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken: nothing to release
+                log.debug("closing the writer's connection failed", exc_info=True)
+            self._conn = None
 
     def _due(self, session: Session, size: int) -> bool:
         if self.head_every <= 0:
@@ -212,8 +246,8 @@ class LogWriter:
     def _prepare(entry: LogEntry) -> dict[str, Any]:
         content = repo.entry_content(entry, secrets.token_hex(16))
         row = dict(content)
-        row["reasons"] = _JSON.encode(content["reasons"])
-        row["details"] = _JSON.encode(content["details"])
+        row["reasons"] = _JSON.encode(content["reasons"]) if content["reasons"] else "[]"
+        row["details"] = _JSON.encode(content["details"]) if content["details"] else "{}"
         row["content_hash"] = content_hash(content)
         row["pruned"] = False
         return row

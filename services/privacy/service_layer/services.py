@@ -155,7 +155,7 @@ class PrivacyService:
         self.clock = clock
         self.trace_id = trace_id
         self.log_writer = LogWriter(
-            self._sessions,
+            engine,
             signer,
             witnesses,
             head_every=self.config.head_every,

@@ -126,6 +126,25 @@ def test_wrong_consistency_proofs_fail() -> None:
     )
 
 
+def test_leaf_bytes_are_the_canonical_json_of_the_stub() -> None:
+    from services.privacy.domain.merkle import canonical_json, leaf_bytes
+
+    c_hash = hashlib.sha256(b"content").digest()
+    for event_id, entry_type in (("abc123", "ACCESS"), ('we"ird\\id', "DECISION")):
+        assert leaf_bytes(7, event_id, entry_type, 1_700_000_000_000_000, c_hash) == (
+            canonical_json(
+                {
+                    "v": 1,
+                    "index": 7,
+                    "event_id": event_id,
+                    "entry_type": entry_type,
+                    "event_time_us": 1_700_000_000_000_000,
+                    "content_hash": c_hash.hex(),
+                }
+            )
+        )
+
+
 def test_tracker_records_the_stored_levels() -> None:
     leaves = [leaf_hash(str(i).encode()) for i in range(600)]
     tracker = SubtreeTracker()
