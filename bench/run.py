@@ -27,6 +27,7 @@ SUITE = [
     "results_search",
     "masterdata_lookups",
     "privacy_decisions",
+    "log_append",
     "documents_throughput",
     "edge_security",
     "observability",
