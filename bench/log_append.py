@@ -1,6 +1,6 @@
-"""The access log alone: appends, verification, inclusion proofs (SQLite and PostgreSQL).
+"""The access log's append path alone (SQLite and PostgreSQL).
 
-    python -m bench.log_append [--quick] [--only append,verify,proofs]
+    python -m bench.log_append [--quick]
 
 - **append**: `threads` callers each submit one job after another to the log writer
   (services/privacy/service_layer/log_writer.py; one writer thread, group commit, one
@@ -9,10 +9,11 @@
   latency of a job (submit to durable). Next to it, in the same run, **the previous
   implementation**: a small copy of the old append (hash chain, `SELECT ... FOR UPDATE` on
   one head row, group commit by whoever holds an in-process lock), on its own tables.
-- **verify**: `verify_log` over a log of `entries` entries (100,000; extrapolated to 1 M,
-  it is one linear pass) with a signed, witnessed head.
-- **proofs**: inclusion-proof size (hashes, bytes, base64 in the REST JSON) and time to
-  build one from the stored tree, with a cold and a warm subtree cache.
+  CPU per entry: the whole process, the writer thread, and its PostgreSQL backend
+  (from /proc); `capacity_est_entries_per_s` = 1e6 / the busier of writer thread and
+  backend, i.e. what an otherwise idle 2-core machine sustains (one core each).
+
+Verification and proofs: bench/log_verify.py.
 
 Prints figures; asserts nothing about timing.
 """
@@ -20,12 +21,10 @@ Prints figures; asserts nothing about timing.
 from __future__ import annotations
 
 import argparse
-import base64
 import datetime as dt
 import hashlib
 import json
 import os
-import random
 import tempfile
 import threading
 import time
@@ -36,20 +35,16 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session
 
 from services.common.db import make_engine, migrate, session_factory
 from services.privacy.adapters import repository as repo
-from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier
+from services.privacy.adapters.signing import TreeHeadSigner
 from services.privacy.adapters.witness import FileWitness
 from services.privacy.bootstrap import VERSIONS
-from services.privacy.domain.merkle import inclusion_path
 from services.privacy.domain.model import ActorKind, EntryType, LogEntry
 from services.privacy.service_layer.log_writer import LogWriter
-from services.privacy.verify_log import verify_database
 
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
-RNG = random.Random(15)
 
 
 def entry(n: int = 0) -> LogEntry:
@@ -344,98 +339,15 @@ def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def bench_verify_and_proofs(backend: str, quick: bool) -> list[dict[str, Any]]:
-    entries = 10_000 if quick else 100_000
-    rows: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="log-bench-") as name:
-        tmp = Path(name)
-        engine, schema = _engine(backend, tmp, "verify")
-        path: list[bytes] = []
-        try:
-            writer = _writer(engine, tmp)
-            started = time.perf_counter()
-            chunk = 500
-            for _ in range(entries // chunk):
-                batch = [entry() for _ in range(chunk)]
-                _submitter(writer)(batch)
-            head = writer.sign_head()
-            assert head is not None
-            fill = time.perf_counter() - started
-            writer.close()
-            keys = TreeHeadVerifier.from_dir(tmp / "keys")
-            started = time.perf_counter()
-            report = verify_database(engine, keys, [FileWitness(tmp / "witness")])
-            seconds = time.perf_counter() - started
-            if not report.ok:
-                raise SystemExit(report.problems[:3])
-            rows.append(
-                {
-                    "backend": backend,
-                    "what": "verify_log (full pass)",
-                    "entries": entries,
-                    "seconds": round(seconds, 1),
-                    "entries_per_s": round(entries / seconds),
-                    "extrapolated_1M_s": round(seconds * 1_000_000 / entries),
-                    "fill_entries_per_s": round(entries / fill),
-                }
-            )
-            # Inclusion proofs against the head: size, and time from the stored tree.
-            leaves = [RNG.randrange(head.tree_size) for _ in range(200)]
-            with Session(engine) as session:
-                started = time.perf_counter()
-                for leaf in leaves:
-                    path = inclusion_path(leaf, head.tree_size, repo.StoredTree(session, {}).mth)
-                cold = (time.perf_counter() - started) / len(leaves)
-                warm_cache: dict[tuple[int, int], bytes] = {}
-                for leaf in leaves:  # fill the cache
-                    inclusion_path(leaf, head.tree_size, repo.StoredTree(session, warm_cache).mth)
-                started = time.perf_counter()
-                for leaf in leaves:
-                    path = inclusion_path(
-                        leaf, head.tree_size, repo.StoredTree(session, warm_cache).mth
-                    )
-                warm = (time.perf_counter() - started) / len(leaves)
-            b64 = sum(len(base64.b64encode(p)) + 3 for p in path)
-            rows.append(
-                {
-                    "backend": backend,
-                    "what": "inclusion proof",
-                    "entries": head.tree_size,
-                    "hashes": len(path),
-                    "bytes": 32 * len(path),
-                    "rest_json_bytes": b64,
-                    "at_1M_hashes": 20,
-                    "cold_cache_ms": round(cold * 1000, 2),
-                    "warm_cache_ms": round(warm * 1000, 3),
-                }
-            )
-        finally:
-            engine.dispose()
-            _drop(schema)
-    for row in rows:
-        print(row, flush=True)
-    return rows
-
-
-def run(quick: bool = False, only: str = "") -> list[dict[str, Any]]:
-    parts = only.split(",") if only else ["append", "verify"]
-    rows: list[dict[str, Any]] = []
-    for backend in ("postgresql", "sqlite"):
-        if "append" in parts:
-            rows += bench_append(backend, quick)
-        if "verify" in parts:
-            rows += bench_verify_and_proofs(backend, quick)
-    rows.sort(key=lambda r: ("what" in r, r["backend"]))
-    return rows
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    return [*bench_append("postgresql", quick), *bench_append("sqlite", quick)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--only", default="", help="append,verify")
     args = parser.parse_args()
-    for row in run(args.quick, args.only):
-        print(row)
+    run(args.quick)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ SUITE = [
     "masterdata_lookups",
     "privacy_decisions",
     "log_append",
+    "log_verify",
     "documents_throughput",
     "edge_security",
     "observability",

@@ -2,7 +2,7 @@
 
 All functions take the session of the caller's unit of work, so a decision and its log
 entry (or a setting change, its version and its log entry) commit together. Appends are
-sequenced by the log writer (service_layer/log_writer.py) with `lock_log`.
+sequenced by the log writer (service_layer/log_writer.py) with `lock_log_and_size`.
 """
 
 from __future__ import annotations
@@ -228,14 +228,17 @@ def setting_history(session: Session, setting_id: str) -> list[dict[str, Any]]:
 
 # --- the access log (reads, tree storage, retention) -----------------------------------
 # Appending is services/privacy/service_layer/log_writer.py's job alone: it calls
-# `lock_log`, `log_size` and `insert_leaves` below inside its batch transaction.
+# `lock_log_and_size`, `new_nodes` and `insert_leaves` below inside its batch transaction.
 
 # Keep stored subtree levels at multiples of this (level 0 = the leaves): about one node
 # row per 15 leaves, and any subtree hash needs at most 2^3 stored hashes.
 NODE_STRIDE = 4
 
-# One advisory-lock key for "appending to the privacy access log" (PostgreSQL).
-_LOG_LOCK_KEY = 0x5A4D_0001
+# One advisory-lock key for "appending to the privacy access log" (PostgreSQL):
+# 0x5A4D0001, written out in the statement (no parameters: a simple query may hold two).
+_LOCK_AND_SIZE = (
+    "SELECT pg_advisory_xact_lock(1514995713); SELECT coalesce(max(seq), 0) FROM privacy_access_log"
+)
 
 
 def entry_content(entry: LogEntry, salt: str) -> dict[str, Any]:
@@ -292,13 +295,23 @@ def leaf_of(row: Mapping[str, Any]) -> bytes:
     )
 
 
-def lock_log(session: Session) -> None:
-    """Serialise appenders across processes for the rest of this transaction. PostgreSQL:
-    a transaction-scoped advisory lock (released by commit or rollback). SQLite: the
-    writer opened the transaction with BEGIN IMMEDIATE, which holds the database's write
-    lock already (see log_writer)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOG_LOCK_KEY})
+def lock_log_and_size(session: Session) -> int:
+    """Serialise appenders across processes for the rest of this transaction and return
+    the number of leaves (entries are numbered 1..size without gaps), read *after* the lock
+    was granted. PostgreSQL: a transaction-scoped advisory lock (released by commit or
+    rollback) and the size in one round trip: two statements of one simple query, the
+    second with its own snapshot (READ COMMITTED), taken once the first holds the lock.
+    SQLite: the writer opened the transaction with BEGIN IMMEDIATE, which holds the
+    database's write lock already (see log_writer)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return log_size(session)
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_LOCK_AND_SIZE)
+        cursor.nextset()
+        row = cursor.fetchone()
+    return int(row[0])
 
 
 def log_size(session: Session) -> int:

@@ -19,9 +19,10 @@ transaction; after the commit the head goes to every witness outside the databas
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-import secrets
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -41,6 +42,10 @@ log = logging.getLogger("samhandling.privacy.log_writer")
 
 Work = Callable[[Session], tuple[list[LogEntry], Any]]
 _JSON = json.JSONEncoder(sort_keys=True)  # as json.dumps(..., sort_keys=True), built once
+
+
+def _salt(seed: bytes, position: int) -> str:
+    return hashlib.sha256(seed + position.to_bytes(4, "big")).hexdigest()[:32]
 
 
 @dataclass(eq=False)
@@ -158,9 +163,11 @@ class LogWriter:
                         job.error = exc
                         continue
                     entries.extend(job_entries)
-                prepared = [self._prepare(e) for e in entries]  # hashing before the lock
-                repo.lock_log(session)
-                size = repo.log_size(session)
+                # Hashing before the lock. Salts: SHA-256 of a per-batch secret seed and
+                # the position (one urandom call per batch, not per entry).
+                seed = os.urandom(32)
+                prepared = [self._prepare(e, _salt(seed, i)) for i, e in enumerate(entries)]
+                size = repo.lock_log_and_size(session)
                 overlay: dict[tuple[int, int], bytes] = {}
                 if prepared:
                     rows, leaves = self._number(prepared, size)
@@ -243,8 +250,8 @@ class LogWriter:
                 log.exception("witness %s failed", getattr(witness, "name", witness))
 
     @staticmethod
-    def _prepare(entry: LogEntry) -> dict[str, Any]:
-        content = repo.entry_content(entry, secrets.token_hex(16))
+    def _prepare(entry: LogEntry, salt: str) -> dict[str, Any]:
+        content = repo.entry_content(entry, salt)
         row = dict(content)
         row["reasons"] = _JSON.encode(content["reasons"]) if content["reasons"] else "[]"
         row["details"] = _JSON.encode(content["details"]) if content["details"] else "{}"
