@@ -135,7 +135,7 @@ class LogWriter:
                 del self._pending[: self.max_batch]
             self._write_batch(batch)
 
-    def _write_batch(self, batch: list[_Job]) -> None:
+    def _write_batch(self, batch: list[_Job], retry: bool = True) -> None:
         head: TreeHead | None = None
         fresh = False  # head signed by this batch (not found already signed)
         new_tail: tuple[int, dict[tuple[int, int], bytes]] | None = None
@@ -185,8 +185,16 @@ class LogWriter:
             finally:
                 session.close()
         except Exception as exc:
-            log.exception("log batch failed")
             self._drop_connection()
+            if retry and getattr(exc, "connection_invalidated", False):
+                # The kept connection died while idle (database restart, failover, an
+                # idle timeout): nothing was committed; run the batch once more on a new one.
+                log.warning("log writer reconnects: %s", type(exc).__name__)
+                for job in batch:
+                    job.result, job.error = None, None
+                self._write_batch(batch, retry=False)
+                return
+            log.exception("log batch failed")
             head = None
             for job in batch:
                 if job.error is None:
