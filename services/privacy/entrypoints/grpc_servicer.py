@@ -28,6 +28,7 @@ from services.privacy.domain.model import (
 from services.privacy.service_layer.services import (
     Decided,
     EntryProof,
+    OrgAuditQuery,
     PrivacyService,
     RecordedAccess,
     describe,
@@ -98,7 +99,10 @@ def _period_out(period: Period) -> pb.Period:
 
 def _set_by(s: Setting) -> pb.Actor:
     return pb.Actor(
-        hpr_number=s.set_by_hpr, org_number=s.set_by_org, kind=_ACTOR_OUT[s.set_by_kind.value]
+        hpr_number=s.set_by_hpr,
+        display_name=s.set_by_name,
+        org_number=s.set_by_org,
+        kind=_ACTOR_OUT[s.set_by_kind.value],
     )
 
 
@@ -106,6 +110,8 @@ def restriction_out(s: Setting) -> pb.Restriction:
     target = pb.RestrictionTarget()
     if s.target_hpr:
         target.hpr_number = s.target_hpr
+    elif s.target_resh:
+        target.resh_id = s.target_resh
     else:
         target.org_number = s.target_org
     return pb.Restriction(
@@ -126,6 +132,7 @@ def restriction_out(s: Setting) -> pb.Restriction:
         version=s.version,
         create_time=_ts(s.created_at),
         update_time=_ts(s.updated_at),
+        reason=s.reason,
     )
 
 
@@ -203,6 +210,8 @@ def access_event_out(
     from services.privacy.adapters.repository import from_us
 
     domain = row.get("domain") or ""
+    details = row.get("details") or {}
+    emergency = bool(row.get("emergency"))
     return pb.AccessEvent(
         name=f"accessEvents/{row['event_id']}",
         access_event_id=row["event_id"],
@@ -230,6 +239,10 @@ def access_event_out(
         decision_event_id=row.get("decision_event_id") or "",
         patient_id=(row.get("patient_id") or "") if auditor else "",
         verification=verification,
+        emergency_justification_code=str(details.get("justification_code", ""))
+        if emergency
+        else "",
+        emergency_justification=str(details.get("justification", "")) if emergency else "",
     )
 
 
@@ -245,6 +258,7 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
         purpose_of_use=request.purpose_of_use,
         emergency=request.emergency,
         emergency_justification=request.emergency_justification,
+        emergency_justification_code=request.emergency_justification_code,
         stored_resources=tuple((r.resource_type, r.resource_id) for r in request.stored_resources),
     )
 
@@ -323,6 +337,8 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             level=Level.HARD if r.level == pb.HARD else Level.SOFT,
             domain=_DOMAIN_IN[r.domain],
             period=_period_in(r),
+            target_resh=r.target.resh_id,
+            reason=r.reason,
         )
         return restriction_out(setting)
 
@@ -460,4 +476,24 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     ) -> pb.LogPublicKeys:
         return pb.LogPublicKeys(
             keys=[pb.LogPublicKey(**k) for k in self.public_keys.jwks()["keys"]]
+        )
+
+    def SearchOrganizationAccessEvents(
+        self, request: pb.SearchOrganizationAccessEventsRequest, context: Any
+    ) -> pb.SearchOrganizationAccessEventsResponse:
+        page = self.service.search_organisation_access(
+            current_principal(),
+            OrgAuditQuery(
+                start=_dt(request, "start_time"),
+                end=_dt(request, "end_time"),
+                hpr_number=request.hpr_number,
+                emergency_only=request.emergency_only,
+            ),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchOrganizationAccessEventsResponse(
+            access_events=[access_event_out(r, auditor=True) for r in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )

@@ -88,13 +88,15 @@ def test_suspension_in_master_data_takes_effect_after_the_cache(
         )
 
 
-def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Privacy) -> None:
+def test_master_data_down_is_unavailable_not_a_denial(privacy_without_masterdata: Privacy) -> None:
+    """An outage is an honest, retryable UNAVAILABLE naming the dependency (nothing is
+    returned: fails closed), never a 403, and the citizen's log shows no denial."""
     p = privacy_without_masterdata
-    reply = decide(p, p.doctor())
-    assert reply.decision == pb.DECISION_DENY
-    assert list(reply.reasons) == ["MASTER_DATA_UNAVAILABLE"]
-    events = log(p)  # still logged
-    assert len(events) == 1 and events[0].decision == pb.DECISION_DENY
+    with pytest.raises(grpc.RpcError) as err:
+        decide(p, p.doctor())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(err.value) == "MASTER_DATA_UNAVAILABLE"
+    assert log(p) == []
 
 
 def test_approvals_are_cached(privacy: Privacy) -> None:
@@ -157,7 +159,7 @@ def test_reservation_denies_and_can_be_lifted(privacy: Privacy) -> None:
 
 def test_patient_outside_the_attestation_is_denied(privacy: Privacy) -> None:
     meta = privacy.doctor(patients=[privacy.people.other_patient])
-    assert decide(privacy, meta).reasons == ["PATIENT_NOT_IN_CONTEXT"]
+    assert decide(privacy, meta).reasons == ["NO_CARE_RELATIONSHIP"]
     meta = privacy.doctor(patients=[privacy.people.patient])
     assert decide(privacy, meta).decision == pb.DECISION_PERMIT
 
