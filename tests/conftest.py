@@ -63,8 +63,10 @@ def _drop_test_schemas() -> Iterator[None]:
     yield
     if _schemas and postgres_available():
         engine = sa.create_engine(normalise_url(PG_URL))
-        with engine.begin() as conn:
-            for schema in _schemas:
+        # One transaction per schema: dropping every schema of a full run at once takes a
+        # lock per table and exceeds PostgreSQL's lock table ("out of shared memory").
+        for schema in _schemas:
+            with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 
