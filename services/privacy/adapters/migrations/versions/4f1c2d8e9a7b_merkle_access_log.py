@@ -1,7 +1,7 @@
 """merkle access log: leaves, tree nodes, signed tree heads (replaces the hash chain)
 
 Revision ID: 4f1c2d8e9a7b
-Revises: 96e7a0cec928
+Revises: 64aec422cce0
 Create Date: 2026-12-01 13:55:00
 
 Existing entries become leaves: renumbered 1..n in their order (a prefix deleted by the
@@ -21,7 +21,7 @@ from services.privacy.domain.audit import SubtreeTracker
 from services.privacy.domain.merkle import content_hash, leaf_bytes, leaf_hash
 
 revision = "4f1c2d8e9a7b"
-down_revision = "96e7a0cec928"
+down_revision = "64aec422cce0"
 branch_labels = None
 depends_on = None
 
