@@ -12,8 +12,8 @@ no network. The steps (services/privacy/README.md, "Verifying entries"):
 1. the tree head's Ed25519 signature, with the key its key_id names;
 2. per entry: SHA-256 of `verification.content` equals the leaf's content_hash; the leaf's
    index, event id, type and time equal the entry's; the content equals what the entry
-   shows; leaf hash = SHA-256(0x00 || leaf); the inclusion path leads from the leaf hash
-   to the head's root hash (RFC 9162 §2.1.3.2);
+   shows (each resource it lists too); leaf hash = SHA-256(0x00 || leaf); the inclusion
+   path leads from the leaf hash to the head's root hash (RFC 9162 §2.1.3.2);
 3. optionally, with a head kept from an earlier visit and `GET
    /v1/privacy/access-log/consistency-proof`: the new head extends the old one (RFC 9162
    §2.1.4.2), i.e. nothing seen before was rewritten or removed since.
@@ -41,6 +41,7 @@ from services.privacy.domain.merkle import (
     verify_consistency,
     verify_inclusion,
 )
+from services.privacy.domain.model import listed_resources
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
@@ -117,6 +118,14 @@ def check_entry(event: Mapping[str, Any], head: TreeHead) -> list[str]:
     for key, value in shown.items():
         if (content_fields.get(key) or type(value)()) != value:
             problems.append(f"{name}: shown {key} differs from the logged content")
+    # Step 2c (continued): the resources shown are the ones logged, none added or left out
+    # (an access entry of a read lists every resource it returned).
+    shown_resources = [
+        (str(_get(r, "resource_type", "")), str(_get(r, "resource_id", "")))
+        for r in _get(event, "resources", [])
+    ]
+    if shown_resources != listed_resources(content_fields):
+        problems.append(f"{name}: shown resources differ from the logged content")
     event_time = _get(event, "event_time")
     if event_time and _time_us(str(event_time)) != content_fields.get("event_time"):
         problems.append(f"{name}: shown time differs from the logged content")

@@ -267,3 +267,36 @@ class LogEntry:
     trace_id: str = ""
     decision_event_id: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)
+
+
+def access_resources(resources: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The resource fields of ONE access entry for everything a read returned (#15: one
+    entry per read, not one per resource). One resource: resource_type and resource_id, as
+    always. Several: their common type (or none) and the list, in order and without
+    repeats, in the entry's details, which the leaf's content hash covers like any field."""
+    unique = list(dict.fromkeys(resources))
+    if len(unique) <= 1:
+        rtype, rid = unique[0] if unique else ("", "")
+        return {"resource_type": rtype, "resource_id": rid}
+    types = {rtype for rtype, _ in unique}
+    return {
+        "resource_type": types.pop() if len(types) == 1 else "",
+        "resource_id": "",
+        "details": {
+            "resources": [{"resource_type": t, "resource_id": i} for t, i in unique],
+        },
+    }
+
+
+def listed_resources(row: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """Every resource an entry concerns: the list of a multi-resource access entry, else
+    its one resource (if any). What the citizen's view shows for each entry."""
+    listed = (row.get("details") or {}).get("resources")
+    if isinstance(listed, list):
+        return [
+            (str(r.get("resource_type", "")), str(r.get("resource_id", "")))
+            for r in listed
+            if isinstance(r, dict)
+        ]
+    rid = row.get("resource_id") or ""
+    return [(row.get("resource_type") or "", rid)] if rid else []

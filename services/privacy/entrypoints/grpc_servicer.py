@@ -25,6 +25,7 @@ from services.privacy.domain.model import (
     Setting,
     SettingKind,
     SettingState,
+    listed_resources,
 )
 from services.privacy.service_layer.services import (
     Decided,
@@ -242,6 +243,10 @@ def access_event_out(
         if emergency
         else "",
         emergency_justification=str(details.get("justification", "")) if emergency else "",
+        resources=[
+            pb.AccessedResource(resource_type=rtype, resource_id=rid)
+            for rtype, rid in listed_resources(row)
+        ],
     )
 
 

@@ -62,6 +62,7 @@ from services.privacy.domain.model import (
     Setting,
     SettingKind,
     SettingState,
+    access_resources,
     utcnow,
 )
 from services.privacy.domain.page_tokens import decode_token, encode_token
@@ -452,11 +453,9 @@ class PrivacyService:
                 patient_id,
                 now,
                 trace_id=trace_id,
-                resource_type=rtype,
-                resource_id=rid,
                 **common,
+                **access_resources(resources),
             )
-            for rtype, rid in (resources or [("", "")])
         ]
 
     def _remember(self, entry: LogEntry) -> None:

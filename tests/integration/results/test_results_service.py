@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import threading
+import uuid
 from typing import Any
 
 import grpc
@@ -539,3 +540,28 @@ def test_batch_ingestion_logs_stored_ids_with_the_decision(stack: Stack) -> None
     decided = [e.decision for e in reserved_log if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION]
     assert decided == [pv.DECISION_DENY]
     assert not [e for e in reserved_log if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
+
+
+def test_a_search_writes_one_access_entry_listing_every_result(stack: Stack) -> None:
+    """#15: one decision entry and ONE access entry per search, however many results it
+    returns; the citizen's log still names each result (the entry's `resources`)."""
+    patient = stack.new_patient()
+    stored = {
+        _create(stack, f"one-entry-{uuid.uuid4().hex}", b.result(patient=patient)).result_id
+        for _ in range(3)
+    }
+    found = _search(stack, patient)
+    assert {r.result_id for r in found.results} == stored
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    searched = [e for e in log if e.action == pv.ACTION_SEARCH]
+    decisions = [e for e in searched if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION]
+    accessed = [e for e in searched if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
+    assert len(decisions) == 1 and len(accessed) == 1
+    entry = accessed[0]
+    assert entry.decision_event_id == decisions[0].access_event_id
+    assert {r.resource_id for r in entry.resources} == stored
+    assert {r.resource_type for r in entry.resources} == {"DiagnosticReport"}
