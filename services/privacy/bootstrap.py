@@ -74,6 +74,14 @@ def head_every_from_env() -> int:
     return int(os.environ.get("SAMHANDLING_PRIVACY_HEAD_EVERY", "1000"))
 
 
+def decision_reuse_from_env() -> dt.timedelta:
+    """How long accesses may be recorded under one PERMIT (data services reuse it briefly
+    for repeated reads): `SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS`, default 5."""
+    return dt.timedelta(
+        seconds=float(os.environ.get("SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS", "5"))
+    )
+
+
 @dataclass
 class Setup:
     service: PrivacyService
@@ -117,7 +125,12 @@ def build(
         engine,
         cached,
         signer,
-        config or Config(retention=retention_from_env(), head_every=head_every_from_env()),
+        config
+        or Config(
+            retention=retention_from_env(),
+            head_every=head_every_from_env(),
+            decision_reuse=decision_reuse_from_env(),
+        ),
         trace_id=current_trace_id,
         witnesses=witnesses,
         rules=rules or load_rules(),

@@ -142,6 +142,26 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
     return [_setting(r) for r in rows]
 
 
+def settings_changed_since(session: Session, patient_id: str, since_us: int, now_us: int) -> bool:
+    """Whether any setting of the patient was created, changed or revoked at or after
+    `since_us`, or started or ended in [since_us, now_us]: what makes a decision made at
+    `since_us` stale (one indexed query on the patient's few settings)."""
+    t = orm.settings
+    row = session.execute(
+        sa.select(sa.literal(1))
+        .where(
+            t.c.patient_id == patient_id,
+            sa.or_(
+                t.c.updated_us >= since_us,
+                t.c.start_us.between(since_us, now_us),
+                t.c.end_us.between(since_us, now_us),
+            ),
+        )
+        .limit(1)
+    ).first()
+    return row is not None
+
+
 def active_settings_many(session: Session, patient_ids: Sequence[str]) -> dict[str, list[Setting]]:
     """Active settings of many patients with one query (chunks of 500), by patient."""
     t = orm.settings

@@ -83,6 +83,9 @@ DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
 @dataclass
 class Config:
     head_every: int = 1000  # sign a tree head at least every this many entries
+    # How long a data service may record accesses under one PERMIT (#15: it may reuse a
+    # decision for repeated reads); see PrivacyService._check_still_valid.
+    decision_reuse: dt.timedelta = dt.timedelta(seconds=5)
     retention: dict[EntryType, dt.timedelta | None] = field(
         default_factory=lambda: dict(DEFAULT_RETENTION)
     )
@@ -415,7 +418,9 @@ class PrivacyService:
 
     def _access_entries(
         self,
+        session: Session,
         caller: Caller,
+        approval: Approval | None,
         decision: Mapping[str, Any] | None,
         decision_event_id: str,
         patient_id: str,
@@ -437,6 +442,7 @@ class PrivacyService:
             )
         if decision["decision"] != Decision.PERMIT.value:
             raise FailedPrecondition("the access was not permitted", reason="DECISION_NOT_PERMIT")
+        self._check_still_valid(session, decision, caller, approval, now)
         common = {
             "domain": decision["domain"],
             "action": action.value,
@@ -458,6 +464,33 @@ class PrivacyService:
             )
         ]
 
+    def _check_still_valid(
+        self,
+        session: Session,
+        decision: Mapping[str, Any],
+        caller: Caller,
+        approval: Approval | None,
+        now: dt.datetime,
+    ) -> None:
+        """A PERMIT answers for the accesses recorded under it only while what it rested on
+        holds, so a data service may reuse it for repeated reads of the same request (#15)
+        and still never return data under a decision that no longer stands: it is at most
+        `Config.decision_reuse` old (5 s), no setting of the patient was created, changed,
+        revoked, started or ended since it was made, and a practitioner's approval is still
+        valid (the approval cache's 4 s, as for a new decision). Otherwise DECISION_STALE,
+        before anything is written: the data service decides again and re-runs its query."""
+        made = int(decision.get("event_time") or 0)
+        now_us = repo.to_us(now) or 0
+        stale = now_us - made > self.config.decision_reuse // dt.timedelta(microseconds=1)
+        if not stale and caller.kind == ActorKind.PRACTITIONER:
+            stale = approval is None or not approval.valid
+        if not stale:
+            stale = repo.settings_changed_since(session, str(decision["patient_id"]), made, now_us)
+        if stale:
+            raise FailedPrecondition(
+                "the decision no longer holds; decide again", reason="DECISION_STALE"
+            )
+
     def _remember(self, entry: LogEntry) -> None:
         with self._recent_lock:
             self._recent[entry.event_id] = {
@@ -471,6 +504,7 @@ class PrivacyService:
                 "domain": entry.domain,
                 "purpose": entry.purpose,
                 "emergency": bool(entry.emergency),
+                "event_time": repo.to_us(entry.event_time),
                 "remembered": time.monotonic(),
             }
             if len(self._recent) > RECENT_DECISIONS:
@@ -494,12 +528,15 @@ class PrivacyService:
         resources: Sequence[tuple[str, str]],
     ) -> list[str]:
         caller = caller_from_principal(principal)
+        approval, _ = self._approval(caller, principal)
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
             decision = self._stored_decision(session, decision_event_id)
             entries = self._access_entries(
+                session,
                 caller,
+                approval,
                 decision,
                 decision_event_id,
                 patient_id,
@@ -519,6 +556,7 @@ class PrivacyService:
         """Many RecordAccess calls of one caller in one transaction, all or nothing: the
         decisions are read with one query, and if any does not match nothing is written."""
         caller = caller_from_principal(principal)
+        approval, _ = self._approval(caller, principal)
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[list[str]]]:
@@ -526,7 +564,9 @@ class PrivacyService:
             now = self.clock()
             per_access = [
                 self._access_entries(
+                    session,
                     caller,
+                    approval,
                     decisions.get(a.decision_event_id),
                     a.decision_event_id,
                     a.patient_id,

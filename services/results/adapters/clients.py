@@ -8,11 +8,13 @@ to the internal methods, over the shared cached channels with propagated deadlin
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
+import os
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import grpc
@@ -24,7 +26,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
-from services.common.errors import Unavailable, peer_error
+from services.common.errors import Aborted, FailedPrecondition, Unavailable, peer_error
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -113,6 +115,17 @@ class AccessDecision:
     obligations: frozenset[str] = frozenset()
     event_id: str = ""
     emergency: bool = False
+    # A PERMIT reused from the decision cache (see DecisionCache): the read must record
+    # what it returned even when that is nothing, so that it is in the log.
+    reused: bool = False
+
+
+class StaleDecision(Aborted):
+    """Privacy refused to record under a reused decision that no longer holds (a setting
+    of the patient changed, the approval lapsed, it got too old). Nothing was returned or
+    logged; the read runs again with a fresh decision. ABORTED if it ever escapes."""
+
+    default_reason = "DECISION_STALE"
 
 
 @dataclass(frozen=True)
@@ -159,11 +172,76 @@ class AccessControl(Protocol):
     ) -> None: ...
 
 
-class PrivacyAccessControl:
-    """DecideAccess / RecordAccess on the privacy service. Fails closed: no answer, no data."""
+class DecisionCache:
+    """PERMITs of reads, reused for the same caller's identical read for a few seconds.
 
-    def __init__(self, channel: grpc.Channel | None = None) -> None:
+    Key: the caller's token (the decision's inputs about the caller all come from it) and
+    the exact DecideAccessRequest (patient, action, resource, purpose, ...). Only a PERMIT
+    of a READ or SEARCH that is not an emergency is kept: a denial, an emergency access and
+    a write are decided (and logged) every time. Reuse is safe because privacy checks,
+    when it records the access (in the same transaction as the access entry), that the
+    decision still holds: at most 5 s old, no setting of the patient created, changed,
+    revoked, started or ended since, the approval still valid; otherwise it refuses
+    (DECISION_STALE), the entry is dropped here at once and the read decides again. A
+    repeated read thus costs one privacy round trip (RecordAccess) instead of two.
+    `SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS` (default 4, below privacy's 5; 0 = off).
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float) -> None:
+        self._ttl = ttl_seconds
+        self._entries: collections.OrderedDict[tuple[str, bytes], tuple[float, AccessDecision]]
+        self._entries = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def cacheable(request: AccessRequest) -> bool:
+        return request.action in ("READ", "SEARCH") and not request.emergency
+
+    def get(self, key: tuple[str, bytes]) -> AccessDecision | None:
+        if self._ttl <= 0:
+            return None
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                return None
+            if found[0] <= time.monotonic():
+                del self._entries[key]
+                return None
+            return found[1]
+
+    def put(self, key: tuple[str, bytes], decision: AccessDecision) -> None:
+        if self._ttl <= 0 or not decision.permit or decision.emergency or not decision.event_id:
+            return
+        with self._lock:
+            self._entries[key] = (time.monotonic() + self._ttl, replace(decision, reused=True))
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.MAX_ENTRIES:
+                self._entries.popitem(last=False)
+
+    def forget(self, event_id: str) -> None:
+        """Drop every entry holding this decision (privacy found it stale)."""
+        with self._lock:
+            for key in [k for k, (_, d) in self._entries.items() if d.event_id == event_id]:
+                del self._entries[key]
+
+
+def decision_cache_seconds() -> float:
+    return float(os.environ.get("SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS", "4"))
+
+
+class PrivacyAccessControl:
+    """DecideAccess / RecordAccess on the privacy service. Fails closed: no answer, no data.
+    PERMITs of repeated reads come from a short DecisionCache (privacy re-checks them)."""
+
+    def __init__(
+        self, channel: grpc.Channel | None = None, cache_seconds: float | None = None
+    ) -> None:
         self._channel = channel
+        self._cache = DecisionCache(
+            decision_cache_seconds() if cache_seconds is None else cache_seconds
+        )
 
     def _stub(self) -> pv_grpc.PrivacyServiceStub:
         return stub(pv_grpc.PrivacyServiceStub, self._channel or service_channel("privacy"))
@@ -266,6 +344,10 @@ class PrivacyAccessControl:
 
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
         message = self._message(request)
+        key = (principal.token, message.SerializeToString(deterministic=True))
+        cacheable = self._cache.cacheable(request)
+        if cacheable and (cached := self._cache.get(key)) is not None:
+            return cached
         try:
             reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
         except grpc.RpcError as exc:
@@ -276,7 +358,10 @@ class PrivacyAccessControl:
                     reason="PRIVACY_UNAVAILABLE",
                 ),
             ) from exc
-        return self._decision(reply)
+        decision = self._decision(reply)
+        if cacheable:
+            self._cache.put(key, decision)
+        return decision
 
     def record(
         self,
@@ -303,10 +388,14 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
         except grpc.RpcError as exc:
-            raise peer_error(
+            error = peer_error(
                 exc,
                 Unavailable(
                     "the privacy service is unavailable; the access cannot be logged",
                     reason="PRIVACY_UNAVAILABLE",
                 ),
-            ) from exc
+            )
+            if isinstance(error, FailedPrecondition) and error.reason == "DECISION_STALE":
+                self._cache.forget(decision.event_id)
+                raise StaleDecision("the access decision no longer holds; try again") from exc
+            raise error from exc

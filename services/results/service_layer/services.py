@@ -2,7 +2,12 @@
 
 Every read goes: scope -> whose data (citizens only their own) -> the privacy decision
 (durably logged by the privacy service, also a DENY) -> the query with the decision's
-obligations and the citizen rules applied in SQL -> RecordAccess of what was returned.
+obligations and the citizen rules applied in SQL -> RecordAccess of what was returned,
+ONE access entry per read listing every result it returned (#15). A repeated identical read
+may reuse the caller's PERMIT for a few seconds (adapters/clients.py DecisionCache): then
+its only privacy call is RecordAccess, which checks that the decision still holds before
+writing the entry; if it does not (DECISION_STALE) the read runs once more with a fresh
+decision, so nothing is ever returned under a decision that no longer stands.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from google.protobuf import timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
@@ -37,6 +43,7 @@ from services.results.adapters.clients import (
     AccessDecision,
     AccessRequest,
     CodeChecker,
+    StaleDecision,
 )
 from services.results.adapters.repository import (
     IngestRecord,
@@ -58,6 +65,7 @@ from services.results.domain.model import (
     utcnow,
 )
 
+T = TypeVar("T")
 MAX_STORE_ATTEMPTS = 5
 # Privacy's reasons for refusing a citizen one result that a search would simply leave out.
 HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
@@ -475,16 +483,36 @@ class ResultsService:
             raise self._denied(decision)
         access = ReadAccess(patient, decision, self._visibility(principal, decision, True))
         if not access.visibility.allows(result):
+            if decision.reused:  # the attempt is in the log, as under a fresh decision
+                self._access.record(principal, decision, patient, "READ", [])
             raise NotFound("no such result", reason="RESULT_NOT_FOUND")
         return result, access
 
     # --- reads ---------------------------------------------------------------------------
+    @staticmethod
+    def _once_more_if_stale(read: Callable[[], T]) -> T:
+        """Run a read; if privacy refused to record it under a reused decision that no longer
+        holds (nothing was returned), run it again: the cache entry is gone, so it decides
+        afresh and re-queries under the new obligations. A second refusal is ABORTED."""
+        try:
+            return read()
+        except StaleDecision:
+            return read()
+
     def get(self, principal: Principal, result_id: str) -> pb.Result:
+        return self._once_more_if_stale(lambda: self._get(principal, result_id))
+
+    def _get(self, principal: Principal, result_id: str) -> pb.Result:
         result, access = self._load_visible(principal, result_id)
         self._access.record(principal, access.decision, access.patient_id, "READ", [result_id])
         return result
 
     def versions(
+        self, principal: Principal, request: pb.ListResultVersionsRequest
+    ) -> pb.ListResultVersionsResponse:
+        return self._once_more_if_stale(lambda: self._versions(principal, request))
+
+    def _versions(
         self, principal: Principal, request: pb.ListResultVersionsRequest
     ) -> pb.ListResultVersionsResponse:
         result, access = self._load_visible(principal, request.result_id)
@@ -507,6 +535,11 @@ class ResultsService:
         )
 
     def search(
+        self, principal: Principal, request: pb.SearchResultsRequest
+    ) -> pb.SearchResultsResponse:
+        return self._once_more_if_stale(lambda: self._search(principal, request))
+
+    def _search(
         self, principal: Principal, request: pb.SearchResultsRequest
     ) -> pb.SearchResultsResponse:
         statuses = sorted(set(request.statuses))
@@ -541,7 +574,7 @@ class ResultsService:
             )
         more = len(rows) > size
         rows = rows[:size]
-        if rows:
+        if rows or access.decision.reused:  # a reused decision logged nothing yet
             self._access.record(
                 principal, access.decision, access.patient_id, "SEARCH", [r.result_id for r in rows]
             )
@@ -555,6 +588,11 @@ class ResultsService:
         return pb.SearchResultsResponse(results=rows, next_page_token=token, total_size=total)
 
     def series(
+        self, principal: Principal, request: pb.SearchObservationSeriesRequest
+    ) -> pb.SearchObservationSeriesResponse:
+        return self._once_more_if_stale(lambda: self._series(principal, request))
+
+    def _series(
         self, principal: Principal, request: pb.SearchObservationSeriesRequest
     ) -> pb.SearchObservationSeriesResponse:
         access = self._read_access(
@@ -593,7 +631,7 @@ class ResultsService:
                     observation=obs,
                 )
             )
-        if rows:
+        if rows or access.decision.reused:  # a reused decision logged nothing yet
             ids = sorted({row[0] for row in rows})
             self._access.record(principal, access.decision, access.patient_id, "SEARCH", ids)
         token = ""

@@ -294,7 +294,7 @@ def test_client_helper_for_data_services(privacy: Privacy) -> None:
         pb.ACTION_SEARCH,
         [("DiagnosticReport", "r1"), ("DiagnosticReport", "r2")],
     )
-    assert len(recorded.access_event_ids) == 2
+    assert len(recorded.access_event_ids) == 1  # one access entry per read (#15)
     with pytest.raises(PermissionDenied) as denied:
         client.require(
             principal(privacy.doctor(hpr=privacy.people.suspended_hpr)),

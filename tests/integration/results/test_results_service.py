@@ -565,3 +565,53 @@ def test_a_search_writes_one_access_entry_listing_every_result(stack: Stack) -> 
     assert entry.decision_event_id == decisions[0].access_event_id
     assert {r.resource_id for r in entry.resources} == stored
     assert {r.resource_type for r in entry.resources} == {"DiagnosticReport"}
+
+
+def test_a_repeated_search_reuses_the_decision_and_still_logs_each_read(stack: Stack) -> None:
+    """#15: the same caller's identical search within seconds asks privacy once more only
+    to record it (RecordAccess), under the first decision; each read has its access entry."""
+    patient = stack.new_patient()
+    stored = _create(stack, f"reuse-{uuid.uuid4().hex}", b.result(patient=patient)).result_id
+    doctor = stack.doctor()
+    for _ in range(2):
+        assert [r.result_id for r in _search(stack, patient, metadata=doctor).results] == [stored]
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    searched = [e for e in log if e.action == pv.ACTION_SEARCH]
+    decisions = [e for e in searched if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION]
+    accessed = [e for e in searched if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
+    assert len(decisions) == 1 and len(accessed) == 2
+    assert {e.decision_event_id for e in accessed} == {decisions[0].access_event_id}
+    assert all([r.resource_id for r in e.resources] == [stored] for e in accessed)
+
+
+def test_a_settings_change_drops_a_reused_decision_at_once(stack: Stack) -> None:
+    """A reservation made right after a permitted search: the same caller's identical search
+    is decided afresh (DENY), never served under the earlier PERMIT."""
+    patient = stack.new_patient()
+    _create(stack, f"drop-{uuid.uuid4().hex}", b.result(patient=patient))
+    doctor = stack.doctor()
+    assert len(_search(stack, patient, metadata=doctor).results) == 1
+    stack.privacy.CreateReservation(
+        pv.CreateReservationRequest(reservation=pv.Reservation(domain=pv.DOMAIN_RESULTS)),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    )
+    _refused(lambda: _search(stack, patient, metadata=doctor), grpc.StatusCode.PERMISSION_DENIED)
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    decided = [
+        e.decision
+        for e in log
+        if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION and e.action == pv.ACTION_SEARCH
+    ]
+    assert sorted(decided) == sorted([pv.DECISION_PERMIT, pv.DECISION_DENY])
+    accessed = [e for e in log if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS]
+    # Only the first, permitted search returned anything.
+    assert len([e for e in accessed if e.action == pv.ACTION_SEARCH]) == 1
