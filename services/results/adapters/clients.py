@@ -13,7 +13,7 @@ import datetime as dt
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -189,8 +189,9 @@ class DecisionCache:
 
     MAX_ENTRIES = 10_000
 
-    def __init__(self, ttl_seconds: float) -> None:
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         self._ttl = ttl_seconds
+        self._clock = clock
         self._entries: collections.OrderedDict[tuple[str, bytes], tuple[float, AccessDecision]]
         self._entries = collections.OrderedDict()
         self._lock = threading.Lock()
@@ -206,7 +207,7 @@ class DecisionCache:
             found = self._entries.get(key)
             if found is None:
                 return None
-            if found[0] <= time.monotonic():
+            if found[0] <= self._clock():
                 del self._entries[key]
                 return None
             return found[1]
@@ -215,7 +216,7 @@ class DecisionCache:
         if self._ttl <= 0 or not decision.permit or decision.emergency or not decision.event_id:
             return
         with self._lock:
-            self._entries[key] = (time.monotonic() + self._ttl, replace(decision, reused=True))
+            self._entries[key] = (self._clock() + self._ttl, replace(decision, reused=True))
             self._entries.move_to_end(key)
             while len(self._entries) > self.MAX_ENTRIES:
                 self._entries.popitem(last=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from typing import Any
 
@@ -306,3 +307,38 @@ def test_client_helper_for_data_services(privacy: Privacy) -> None:
     closed = PrivacyClient(grpc.insecure_channel("127.0.0.1:1"), timeout=1)
     with pytest.raises(Unavailable):
         closed.decide(principal(privacy.doctor()), patient, pb.DOMAIN_RESULTS, pb.ACTION_SEARCH)
+
+
+def _record(p: Privacy, decided: Any) -> Any:
+    return p.stub.RecordAccess(
+        pb.RecordAccessRequest(
+            decision_event_id=decided.access_event_id,
+            patient_id=p.people.patient,
+            action=pb.ACTION_SEARCH,
+            resources=[pb.AccessedResource(resource_type="DiagnosticReport", resource_id="r1")],
+        ),
+        metadata=p.doctor(),
+        timeout=5,
+    )
+
+
+def test_record_access_refuses_a_decision_a_settings_change_made_stale(privacy: Privacy) -> None:
+    """#15: a data service may reuse a PERMIT for a few seconds; privacy records under it
+    only while it holds. Any change to the patient's settings since makes it stale, and
+    nothing is written."""
+    decided = decide(privacy, privacy.doctor())
+    assert decided.decision == pb.DECISION_PERMIT
+    block(privacy, pb.SOFT, org_number="999999999")  # another organisation: still a change
+    with pytest.raises(grpc.RpcError) as caught:
+        _record(privacy, decided)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert reason_of(caught.value) == "DECISION_STALE"
+    assert not [e for e in log(privacy) if e.event_type == pb.ACCESS_EVENT_TYPE_ACCESS]
+    assert len(_record(privacy, decide(privacy, privacy.doctor())).access_event_ids) == 1
+
+
+def test_record_access_refuses_a_decision_older_than_the_reuse_window(privacy: Privacy) -> None:
+    privacy.setup.service.config.decision_reuse = dt.timedelta(microseconds=-1)
+    with pytest.raises(grpc.RpcError) as caught:
+        _record(privacy, decide(privacy, privacy.doctor()))
+    assert reason_of(caught.value) == "DECISION_STALE"
