@@ -442,7 +442,10 @@ class PrivacyService:
             )
         if decision["decision"] != Decision.PERMIT.value:
             raise FailedPrecondition("the access was not permitted", reason="DECISION_NOT_PERMIT")
-        self._check_still_valid(session, decision, caller, approval, now)
+        if decision["action"] in (Action.READ.value, Action.SEARCH.value):
+            # Reads may reuse a decision; a write records under its own, once, possibly
+            # after a long upload (documents), so it is not held to the reuse window.
+            self._check_still_valid(session, decision, caller, approval, now)
         common = {
             "domain": decision["domain"],
             "action": action.value,
@@ -463,6 +466,14 @@ class PrivacyService:
                 **access_resources(resources),
             )
         ]
+
+    def _current_approval(self, caller: Caller, principal: Principal) -> Approval | None:
+        """The practitioner's approval now (cached), for `_check_still_valid`; None when
+        master data cannot say, which makes a reused read decision stale (fail closed)."""
+        try:
+            return self._approval(caller, principal)[0]
+        except Unavailable:
+            return None
 
     def _check_still_valid(
         self,
@@ -504,6 +515,7 @@ class PrivacyService:
                 "domain": entry.domain,
                 "purpose": entry.purpose,
                 "emergency": bool(entry.emergency),
+                "action": entry.action,
                 "event_time": repo.to_us(entry.event_time),
                 "remembered": time.monotonic(),
             }
@@ -528,7 +540,7 @@ class PrivacyService:
         resources: Sequence[tuple[str, str]],
     ) -> list[str]:
         caller = caller_from_principal(principal)
-        approval, _ = self._approval(caller, principal)
+        approval = self._current_approval(caller, principal)
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[str]]:
@@ -556,7 +568,7 @@ class PrivacyService:
         """Many RecordAccess calls of one caller in one transaction, all or nothing: the
         decisions are read with one query, and if any does not match nothing is written."""
         caller = caller_from_principal(principal)
-        approval, _ = self._approval(caller, principal)
+        approval = self._current_approval(caller, principal)
         trace_id = self.trace_id()
 
         def work(session: Session) -> tuple[list[LogEntry], list[list[str]]]:
