@@ -179,3 +179,33 @@ def test_heads_and_proofs_are_public_and_validated(privacy: Privacy) -> None:
     with pytest.raises(grpc.RpcError) as err:
         privacy.stub.GetSignedTreeHead(pb.GetSignedTreeHeadRequest(tree_size=2), timeout=5)
     assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_an_access_entry_listing_several_resources_verifies_and_names_each(
+    privacy: Privacy, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """#15: one access entry per read; the verifier checks that the resources shown are
+    exactly the logged ones (a resource left out of the view is caught)."""
+    decided = decide(privacy, privacy.doctor())
+    ids = ["r1", "r2", "r3"]
+    privacy.stub.RecordAccess(
+        pb.RecordAccessRequest(
+            decision_event_id=decided.access_event_id,
+            patient_id=privacy.people.patient,
+            action=pb.ACTION_SEARCH,
+            resources=[
+                pb.AccessedResource(resource_type="DiagnosticReport", resource_id=i) for i in ids
+            ],
+        ),
+        metadata=privacy.doctor(),
+        timeout=5,
+    )
+    body = rest_json(page(privacy))
+    keys = keys_file(privacy, tmp_path)
+    accessed = [e for e in body["access_events"] if e["event_type"] == "ACCESS_EVENT_TYPE_ACCESS"]
+    assert len(accessed) == 1
+    assert [r["resource_id"] for r in accessed[0]["resources"]] == ids
+    assert run_verifier(tmp_path, body, keys) == 0
+    accessed[0]["resources"].pop()  # a resource hidden from the citizen
+    assert run_verifier(tmp_path, body, keys) == 1
+    assert "shown resources differ from the logged content" in capsys.readouterr().out
