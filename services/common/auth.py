@@ -27,6 +27,8 @@ CLAIM_ASSURANCE_LEVEL = "helseid://claims/identity/assurance_level"
 CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
 CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
 CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
+CLAIM_RESH_DEPARTMENT = "helseid://claims/client/claims/resh_department"
+CLAIM_ORGNR_SUPPLIER = "helseid://claims/client/claims/orgnr_supplier"
 CLAIM_CLIENT_NAME = "helseid://claims/client/client_name"
 TRUST_FRAMEWORK_TYPE = "nhn:tillitsrammeverk:parameters"
 
@@ -42,6 +44,8 @@ class Principal:
     hpr_number: str | None = None
     orgnr_parent: str | None = None
     orgnr_child: str | None = None
+    resh_department: str | None = None
+    orgnr_supplier: str | None = None
     client_name: str | None = None
     security_level: int | None = None
     authorization_details: tuple[Mapping[str, Any], ...] = ()
@@ -145,6 +149,8 @@ def principal_from_claims(
         hpr_number=claims.get(CLAIM_HPR_NUMBER),
         orgnr_parent=claims.get(CLAIM_ORGNR_PARENT),
         orgnr_child=claims.get(CLAIM_ORGNR_CHILD),
+        resh_department=claims.get(CLAIM_RESH_DEPARTMENT),
+        orgnr_supplier=claims.get(CLAIM_ORGNR_SUPPLIER),
         client_name=claims.get(CLAIM_CLIENT_NAME),
         security_level=int(level) if level is not None else None,
         authorization_details=tuple(details),

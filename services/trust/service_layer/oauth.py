@@ -41,6 +41,7 @@ from services.trust.domain.model import (
     parse_authorization_details,
     trust_framework_attestation,
 )
+from services.trust.service_layer.attestation import OrganisationCheck, organisation_claims
 from services.trust.service_layer.keys import ALG, KeyManager
 
 # Client assertions: asymmetric algorithms only; `none` and HMAC (HS*) never.
@@ -123,6 +124,7 @@ class TrustService:
         self.repo = repo
         self.keys = keys
         self.masterdata = masterdata
+        self.organisations = OrganisationCheck(masterdata)
         self.clock = clock
         self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
         self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
@@ -175,6 +177,8 @@ class TrustService:
                 auth.CLAIM_HPR_NUMBER,
                 auth.CLAIM_ORGNR_PARENT,
                 auth.CLAIM_ORGNR_CHILD,
+                auth.CLAIM_RESH_DEPARTMENT,
+                auth.CLAIM_ORGNR_SUPPLIER,
                 auth.CLAIM_CLIENT_NAME,
             ],
         }
@@ -505,6 +509,7 @@ class TrustService:
             original = self.verify_access_token(subject_token)
         except OAuthError as exc:
             raise OAuthError("invalid_grant", exc.description) from exc
+        self.organisations.recheck_subject_token(original, self.repo.get_client)
         audience = client.audience(params.get("resource") or params.get("audience"))
         original_scopes = str(original.get("scope", "")).split()
         allowed = [s for s in original_scopes if s in client.scopes]
@@ -566,10 +571,7 @@ class TrustService:
             "jti": secrets.token_urlsafe(16),
             auth.CLAIM_CLIENT_NAME: client.display_name,
         }
-        if client.orgnr_parent:
-            claims[auth.CLAIM_ORGNR_PARENT] = client.orgnr_parent
-        if client.orgnr_child:
-            claims[auth.CLAIM_ORGNR_CHILD] = client.orgnr_child
+        claims.update(organisation_claims(client, authorization_details))
         if subject:
             claims["sub"] = subject["sub"]
             claims[auth.CLAIM_SECURITY_LEVEL] = str(subject.get("security_level", "4"))
@@ -637,14 +639,7 @@ class TrustService:
                 f"practitioner has no valid approval of category {attestation.category} "
                 f"({check.reason})",
             )
-        entity = attestation.legal_entity
-        if entity not in client.organisations():
-            parent = self.masterdata.organization_parent(entity)
-            if not parent or parent not in client.organisations():
-                raise OAuthError(
-                    "access_denied",
-                    "attested legal entity is not the client's organisation or a child of it",
-                )
+        self.organisations.verify(client, attestation)
         return dict(attestation.raw)
 
     # --- PAR, authorize, login --------------------------------------------------------------
