@@ -187,14 +187,31 @@ class DemoClient:
 
     # --- grants -----------------------------------------------------------------------------
     def client_credentials(
-        self, resource: str | None = None, scope: str | None = None, dpop: bool = False
+        self,
+        resource: str | None = None,
+        scope: str | None = None,
+        dpop: bool = False,
+        acting_for: str | None = None,
+        point_of_care: str | None = None,
     ) -> Token:
+        """`acting_for` (and `point_of_care`): the tenant a multi-tenant client chooses, as
+        HelseID's `helseid_authorization` entry in the client assertion."""
         form = {"grant_type": "client_credentials"}
         if resource:
             form["resource"] = resource
         if scope:
             form["scope"] = scope
-        return self._token(form, DpopSigner() if dpop else None)
+        claims: dict[str, Any] = {}
+        if acting_for:
+            value = f"NO:ORGNR:{acting_for}" + (f":{point_of_care}" if point_of_care else "")
+            identifier = {"system": "urn:oid:1.0.6523", "type": "ENH", "value": value}
+            claims["authorization_details"] = [
+                {
+                    "type": "helseid_authorization",
+                    "practitioner_role": {"organization": {"identifier": identifier}},
+                }
+            ]
+        return self._token(form, DpopSigner() if dpop else None, **claims)
 
     def login(
         self,

@@ -16,6 +16,12 @@ the order a reader meets them in the error descriptions:
 A failure is `access_denied` naming the reason (RFC 6749 §4.1.2.1); a malformed entry was
 already `invalid_request` in `trust_framework_attestation`.
 
+Without a person (client_credentials) a client chooses the organisation it acts for as
+HelseID's multi-tenant clients do: one `helseid_authorization` entry in the client
+assertion's `authorization_details`, whose organisation identifier (system
+`urn:oid:1.0.6523`, type `ENH`) is `NO:ORGNR:<legal entity>[:<point of care>]`; checks 1-3
+apply.
+
 Token claims (`organisation_claims`): `orgnr_parent` = the attested legal entity (else the
 client's own organisation), `orgnr_child` = the attested point of care, `resh_department` =
 the attested department, `orgnr_supplier` = the vendor's own organisation for multi-tenant
@@ -24,6 +30,7 @@ clients.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -33,6 +40,7 @@ from services.trust.domain.model import (
     Attestation,
     Client,
     OAuthError,
+    invalid_request,
     trust_framework_attestation,
 )
 
@@ -40,6 +48,10 @@ from services.trust.domain.model import (
 # a corrupt hierarchy from making a login walk for ever.
 MAX_DEPTH = 8
 MAX_DESCENDANTS = 5000
+
+HELSEID_AUTHORIZATION_TYPE = "helseid_authorization"
+ISO6523_SYSTEM = "urn:oid:1.0.6523"  # ISO 6523 ICD 0192: Norwegian organisation numbers
+_ORG_SELECTION = re.compile(r"NO:ORGNR:([0-9]{9})(?::([0-9]{9}))?")
 
 
 def _denied(description: str) -> OAuthError:
@@ -74,6 +86,27 @@ class OrganisationCheck:
             where = "point of care" if attestation.point_of_care else "legal entity"
             raise _denied(f"attested department (RESH id) is not part of the attested {where}")
 
+    def client_credentials_organisation(
+        self, client: Client, details: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """The organisation a client_credentials token acts for, checked ([] = its own)."""
+        if not details:
+            return []
+        selected = organisation_selection(details)
+        if selected is None:
+            raise invalid_request(
+                "authorization_details need a user login (authorization_code grant), except "
+                f"one {HELSEID_AUTHORIZATION_TYPE} entry choosing the organisation"
+            )
+        legal_entity, point_of_care = selected
+        self.verify(
+            client,
+            Attestation(
+                category="", legal_entity=legal_entity, raw={}, point_of_care=point_of_care
+            ),
+        )
+        return [dict(details[0])]
+
     def recheck_subject_token(
         self, claims: Mapping[str, Any], client_of: Callable[[str], Client | None]
     ) -> None:
@@ -85,7 +118,7 @@ class OrganisationCheck:
         hop; a later hop's `client_id` is the previous exchanging API, already checked),
         the master data checks always.
         """
-        attestation = trust_framework_attestation(list(claims.get("authorization_details") or ()))
+        attestation = _attested(list(claims.get("authorization_details") or ()))
         if attestation is None:
             return
         client = None
@@ -126,11 +159,45 @@ class OrganisationCheck:
         return False
 
 
+def organisation_selection(details: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """(legal entity, point of care or '') of the one `helseid_authorization` entry; None if
+    there is none; `invalid_request` when malformed or not alone."""
+    entries = [d for d in details if d.get("type") == HELSEID_AUTHORIZATION_TYPE]
+    if not entries:
+        return None
+    if len(details) != 1:
+        raise invalid_request(f"only one {HELSEID_AUTHORIZATION_TYPE} entry is allowed")
+    role = entries[0].get("practitioner_role")
+    organization = role.get("organization") if isinstance(role, Mapping) else None
+    ident = organization.get("identifier") if isinstance(organization, Mapping) else None
+    if not isinstance(ident, Mapping):
+        raise invalid_request(
+            f"{HELSEID_AUTHORIZATION_TYPE}: practitioner_role.organization.identifier missing"
+        )
+    if ident.get("system") != ISO6523_SYSTEM or ident.get("type", "ENH") != "ENH":
+        raise invalid_request(
+            f"{HELSEID_AUTHORIZATION_TYPE}: identifier system must be {ISO6523_SYSTEM}, type ENH"
+        )
+    found = _ORG_SELECTION.fullmatch(str(ident.get("value", "")))
+    if found is None:
+        raise invalid_request(
+            f"{HELSEID_AUTHORIZATION_TYPE}: identifier value must be NO:ORGNR:<parent>[:<child>]"
+        )
+    return found.group(1), found.group(2) or ""
+
+
+def _attested(details: Sequence[Mapping[str, Any]]) -> Attestation | None:
+    selected = organisation_selection(details)
+    if selected is not None:
+        return Attestation("", selected[0], {}, point_of_care=selected[1])
+    return trust_framework_attestation(list(details))
+
+
 def organisation_claims(
     client: Client, authorization_details: Sequence[Mapping[str, Any]]
 ) -> dict[str, str]:
     """The organisation claims of a token, from the verified attestation (if any)."""
-    attestation = trust_framework_attestation(list(authorization_details or ()))
+    attestation = _attested(list(authorization_details or ()))
     claims: dict[str, str] = {}
     if attestation is not None:
         claims[auth.CLAIM_ORGNR_PARENT] = attestation.legal_entity

@@ -359,14 +359,11 @@ class TrustService:
         details: list[Mapping[str, Any]],
         jkt: str | None,
     ) -> dict[str, Any]:
-        if details:
-            raise invalid_request(
-                "authorization_details need a user login (authorization_code grant)"
-            )
+        chosen = self.organisations.client_credentials_organisation(client, details)
         granted = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
         audience = self._audience(client, granted, params.get("resource"))
         scopes = self._narrow(granted, audience, bool(params.get("scope")))
-        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        claims = self._access_claims(client, audience, scopes, None, chosen, jkt)
         return self._token_response(claims, jkt)
 
     def _authorization_code(

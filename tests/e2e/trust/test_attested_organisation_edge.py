@@ -127,3 +127,20 @@ def test_a_vendor_client_cannot_act_for_an_organisation_that_is_not_its_tenant(
     lab = organisations["private_lab"]["org_number"]  # not a tenant of the vendor
     described = _refusal(vendor, people["gp"]["hpr_number"], vendor.attestation("LE", lab))
     assert "its registered tenants" in described
+
+
+def test_a_vendor_system_call_chooses_its_tenant(mesh: Mesh) -> None:
+    """client_credentials of the multi-tenant client: the tenant named in the assertion."""
+    people = _people(mesh)
+    vendor = _client(mesh, "vendor-ehr")
+    hospital = people["hospital_doctor"]["parent_organisation"]
+    department = people["hospital_doctor"]["organisation"]
+    token = vendor.client_credentials(
+        resource="samhandling:documents", acting_for=hospital, point_of_care=department
+    )
+    claims = token.claims()
+    assert claims[auth.CLAIM_ORGNR_PARENT] == hospital
+    assert claims[auth.CLAIM_ORGNR_CHILD] == department
+    with pytest.raises(OAuthFailure) as caught:
+        vendor.client_credentials(resource="samhandling:documents", acting_for=department + "0")
+    assert caught.value.body["error"] == "invalid_request"

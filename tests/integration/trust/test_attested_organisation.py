@@ -230,3 +230,62 @@ def test_admin_api_registers_tenants(trust: Trust) -> None:
     )
     assert claims[auth.CLAIM_ORGNR_PARENT] == VENDOR_ORG
     assert claims[auth.CLAIM_ORGNR_SUPPLIER] == VENDOR_ORG
+
+
+def _selection(value: str, system: str = "urn:oid:1.0.6523") -> dict[str, Any]:
+    """HelseID's organisation choice for client_credentials of a multi-tenant client."""
+    return {
+        "type": "helseid_authorization",
+        "practitioner_role": {
+            "organization": {"identifier": {"system": system, "type": "ENH", "value": value}}
+        },
+    }
+
+
+def _client_credentials(
+    trust: Trust, client_id: str, key: ClientKey, details: list[dict[str, Any]]
+) -> Any:
+    form = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": key.assertion(client_id, authorization_details=details),
+        "grant_type": "client_credentials",
+        "resource": "samhandling:results",
+    }
+    return trust.post("/connect/token", form)
+
+
+def test_multi_tenant_client_credentials_choose_a_tenant_in_the_client_assertion(
+    trust: Trust,
+) -> None:
+    client_id, key = trust.register(orgnr_parent=VENDOR_ORG, tenants=(HOSPITAL, OTHER_HOSPITAL))
+    reply = _client_credentials(
+        trust, client_id, key, [_selection(f"NO:ORGNR:{OTHER_HOSPITAL}:{OTHER_UNIT}")]
+    )
+    assert reply.status_code == 200, reply.text
+    claims = verify(trust, reply.json()["access_token"], "samhandling:results")
+    assert claims[auth.CLAIM_ORGNR_PARENT] == OTHER_HOSPITAL
+    assert claims[auth.CLAIM_ORGNR_CHILD] == OTHER_UNIT
+    assert claims[auth.CLAIM_ORGNR_SUPPLIER] == VENDOR_ORG
+    assert claims["authorization_details"][0]["type"] == "helseid_authorization"
+    principal = auth.principal_from_claims(claims)
+    assert principal.organisation == OTHER_UNIT and principal.trust_framework() is None
+
+
+@pytest.mark.parametrize(
+    ("details", "error", "why"),
+    [
+        ([_selection(f"NO:ORGNR:{GP_ORG}")], "access_denied", "its registered tenants"),
+        ([_selection(f"NO:ORGNR:{HOSPITAL}:{OTHER_UNIT}")], "access_denied", "point of care"),
+        ([_selection(f"NO:ORGNR:{HOSPITAL}:x")], "invalid_request", "NO:ORGNR"),
+        ([_selection(f"NO:ORGNR:{HOSPITAL}", "urn:oid:2.16")], "invalid_request", "system"),
+        ([_selection(f"NO:ORGNR:{HOSPITAL}")] * 2, "invalid_request", "only one"),
+        ([attestation("LE", HOSPITAL)], "invalid_request", "need a user login"),
+    ],
+)
+def test_client_credentials_organisation_choice_is_checked(
+    trust: Trust, details: list[dict[str, Any]], error: str, why: str
+) -> None:
+    client_id, key = trust.register(orgnr_parent=VENDOR_ORG, tenants=(HOSPITAL,))
+    reply = _client_credentials(trust, client_id, key, details)
+    assert reply.status_code == 400 and reply.json()["error"] == error, reply.text
+    assert why in reply.json()["error_description"]
