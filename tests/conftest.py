@@ -63,8 +63,11 @@ def _drop_test_schemas() -> Iterator[None]:
     yield
     if _schemas and postgres_available():
         engine = sa.create_engine(normalise_url(PG_URL))
-        with engine.begin() as conn:
-            for schema in _schemas:
+        # One transaction per schema: dropping them all in one holds a lock per table of the
+        # run until the commit and exhausts PostgreSQL's shared lock table
+        # (max_locks_per_transaction) once a run makes a few hundred schemas.
+        for schema in _schemas:
+            with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         engine.dispose()
 

@@ -107,6 +107,12 @@ class OrganisationCheck:
         )
         return [dict(details[0])]
 
+    def recheck(self, client: Client, details: Sequence[Mapping[str, Any]]) -> None:
+        """Refresh: the grant's organisation must still be one the client may act for."""
+        attestation = _attested(list(details or ()))
+        if attestation is not None:
+            self.verify(client, attestation)
+
     def recheck_subject_token(
         self, claims: Mapping[str, Any], client_of: Callable[[str], Client | None]
     ) -> None:

@@ -476,6 +476,7 @@ class TrustService:
         if row["expires_at"] < self.clock():
             raise OAuthError("invalid_grant", "refresh token expired")
         data = row["data"]
+        self.organisations.recheck(client, data["authorization_details"])
         scopes = data["scopes"]
         if params.get("scope"):
             wanted = params["scope"].split()

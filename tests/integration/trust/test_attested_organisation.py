@@ -289,3 +289,30 @@ def test_client_credentials_organisation_choice_is_checked(
     reply = _client_credentials(trust, client_id, key, details)
     assert reply.status_code == 400 and reply.json()["error"] == error, reply.text
     assert why in reply.json()["error_description"]
+
+
+def test_refresh_rechecks_the_grants_organisation(trust: Trust) -> None:
+    client_id, key = trust.register(orgnr_parent=VENDOR_ORG, tenants=(HOSPITAL, OTHER_HOSPITAL))
+    details = json.dumps([attestation("LE", HOSPITAL, HOSPITAL_UNIT)])
+    query, verifier = login(trust, client_id, key, hpr=DOCTOR, authorization_details=details)
+    first = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
+    refresh_token = first.json()["refresh_token"]
+    form = key.form(client_id, grant_type="refresh_token", refresh_token=refresh_token)
+    again = trust.post("/connect/token", form)
+    assert again.status_code == 200, again.text
+    claims = verify(trust, again.json()["access_token"], "samhandling:results")
+    assert claims[auth.CLAIM_ORGNR_PARENT] == HOSPITAL
+    stub = pb_grpc.TrustServiceStub(trust.channel())
+    stub.UpdateClient(
+        pb.UpdateClientRequest(
+            client=pb.Client(name=f"clients/{client_id}", tenants=[OTHER_HOSPITAL]),
+            update_mask=field_mask_pb2.FieldMask(paths=["tenants"]),
+        ),
+        metadata=admin_metadata(trust),
+        timeout=5,
+    )
+    form = key.form(
+        client_id, grant_type="refresh_token", refresh_token=again.json()["refresh_token"]
+    )
+    refused = trust.post("/connect/token", form)
+    assert refused.status_code == 400 and refused.json()["error"] == "access_denied"
