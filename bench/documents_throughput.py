@@ -226,6 +226,14 @@ def measure(rounds_1mb: int, rounds_20mb: int, edge: bool) -> list[dict[str, obj
         client_id="bench",
         hpr_number=doctor["hpr_number"],
         orgnr=doctor["organisation"],
+        # Reads need an attested care relationship with the patient (issue #14).
+        authorization_details=[
+            {
+                "type": "nhn:tillitsrammeverk:parameters",
+                "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+                "patients": [{"identifier": {"id": PATIENT}}],
+            }
+        ],
     )
     auth = [("authorization", f"Bearer {token}")]
     sizes = [(1 * MB, rounds_1mb), (20 * MB, rounds_20mb)]

@@ -115,6 +115,7 @@ def measure(
             {
                 "type": TRUST_FRAMEWORK_TYPE,
                 "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+                "patients": [{"identifier": {"id": p}} for p in patients],
             }
         ],
     )

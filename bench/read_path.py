@@ -254,7 +254,10 @@ def _drive(
         "openid samhandling:results/read",
         DpopKey(),
         hpr_number=gp["hpr_number"],
-        authorization_details=[attestation(gp, "TREAT", gp["organisation"])],
+        # A care relationship with the bench patient (not on the GP's list: hospital care).
+        authorization_details=[
+            attestation(gp, "TREAT", gp["organisation"], patient, service="S03")
+        ],
     )
     reply = story.expect(
         story.edge.call("POST", PATH, token, json={"patient_id": patient, "page_size": 20}), 200

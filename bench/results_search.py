@@ -335,7 +335,7 @@ def measure(
         samples = timed(queries, repository_page)
         print(f"repository first page (20 + total): {percentiles(samples)}")
         out.append(_row(backend, total, "repository: first page + total", samples))
-        meta = stack.doctor(gp)
+        meta = stack.doctor(gp, [target])
         request = pb.SearchResultsRequest(patient_id=target, page_size=20)
 
         def grpc_page() -> None:

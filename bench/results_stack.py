@@ -8,6 +8,7 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,10 +52,12 @@ class BenchStack:
             self.mint.token("results", [Scopes.RESULTS_WRITE], client_id="lab-system", orgnr=org)
         )
 
-    def doctor(self, org: str) -> Any:
+    def doctor(self, org: str, patients: Sequence[str] = ()) -> Any:
+        """A doctor's token with a care relationship to `patients` (reads need one)."""
         tf = {
             "type": TRUST_FRAMEWORK_TYPE,
             "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+            "patients": [{"identifier": {"id": p}} for p in patients],
         }
         token = self.mint.token(
             "results",

@@ -34,6 +34,11 @@ ORIGINAL_METHOD = (
 ORIGINAL_PATH = "x-envoy-original-path"
 FORWARDED_HOST = "x-forwarded-host"
 CLIENT_ID_HEADER = "x-jwt-client-id"
+# The verified token's pid pseudonym (never the pid): the key of the per-citizen bucket.
+CITIZEN_HEADER = "x-jwt-citizen"
+CLAIM_PID_PSEUDONYM = "helseid://claims/identity/pid_pseudonym"
+# Route metadata the rate-limit actions read (per-route buckets, the anonymous token bucket).
+ROUTE_METADATA = "samhandling.edge"
 JWT_PAYLOAD = "jwt_payload"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 
@@ -216,6 +221,28 @@ class EdgeSpec:
 
     def options(self, m: Method) -> dict[str, Any]:
         return {**self.packages[m.package], **(self.methods.get(m.key) or {})}
+
+    def resilience_for(self, cluster: str) -> dict[str, Any]:
+        """`resilience` with the package's own `circuit_breaker` values over the defaults."""
+        resilience = copy.deepcopy(self.raw.get("resilience", {}))
+        for package, options in self.packages.items():
+            if _cluster_name(package) == cluster and "circuit_breaker" in options:
+                resilience["circuit_breaker"] = {
+                    **resilience.get("circuit_breaker", {}),
+                    **options["circuit_breaker"],
+                }
+        return resilience
+
+    def route_metadata(self, m: Method) -> dict[str, str]:
+        """What the rate-limit actions read from a method's routes: `route` (the method has
+        a per-client limit of its own) and `anonymous: token` (the anonymous token bucket)."""
+        metadata = {}
+        if "rate_limit" in (self.methods.get(m.key) or {}):
+            metadata["route"] = m.key
+        token_paths = set(self.raw.get("rate_limit", {}).get("anonymous_token_paths") or [])
+        if any(rule.template in token_paths for rule in m.rules):
+            metadata["anonymous"] = "token"
+        return metadata
 
     def is_idempotent(self, m: Method, rule: HttpRule) -> bool:
         explicit = (self.methods.get(m.key) or {}).get("idempotent")
@@ -451,6 +478,9 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
     LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
     LocalReply(413, 8, "BODY_TOO_LARGE", message="request body too large for this route"),
     LocalReply(429, 8, "RATE_LIMITED", message="rate limit exceeded for this client"),
+    # stream_idle_timeout / request_timeout: the request did not arrive in time (a stalled
+    # upload); the code matches what a gRPC caller sees for a deadline.
+    LocalReply(408, 4, "REQUEST_TIMEOUT", message="request not received in time"),
     LocalReply(503, 14, "UPSTREAM_UNAVAILABLE"),
     LocalReply(504, 4, "UPSTREAM_TIMEOUT", message="upstream timeout"),
 )
@@ -581,11 +611,15 @@ def _method_match(verb: str, template: str) -> dict[str, Any]:
     return match
 
 
+# Retry conditions under which the request provably never reached the service.
+SAFE_RETRY_ON = "connect-failure,refused-stream,reset-before-request"
+
+
 def _retry_policy(idempotent: bool, retries: int) -> dict[str, Any]:
     # Nothing reached the service on connect-failure / refused-stream / reset-before-request,
     # so those are safe for every method. Idempotent methods also retry UNAVAILABLE from the
     # service and a reset in flight (a replica that died mid-call). Never a timeout.
-    retry_on = "connect-failure,refused-stream,reset-before-request"
+    retry_on = SAFE_RETRY_ON
     if idempotent:
         retry_on += ",reset,unavailable"
     return {
@@ -613,8 +647,48 @@ def _token_bucket(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _rate_limit_config(spec: EdgeSpec) -> dict[str, Any]:
+def _header_action(header: str, key: str) -> dict[str, Any]:
+    return {"request_headers": {"header_name": header, "descriptor_key": key}}
+
+
+def _route_metadata_action(key: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "descriptor_key": key,
+            "metadata_key": {"key": ROUTE_METADATA, "path": [{"key": key}]},
+            "source": "ROUTE_ENTRY",
+        }
+    }
+
+
+def _rate_limit_config(spec: EdgeSpec, routed: set[str]) -> dict[str, Any]:
+    """One token bucket per client, per citizen, per client and limited route, plus one for
+    anonymous token requests and one for everything (see gateway/README.md). A descriptor is
+    only formed when all its parts exist: no client id (anonymous), no pid pseudonym (not a
+    person's token), no route metadata (no per-route limit) means no such bucket."""
     limits = spec.raw.get("rate_limit", {})
+    descriptors = [
+        {"entries": [{"key": "client_id"}], "token_bucket": _token_bucket(limits["per_client"])}
+    ]
+    if "per_citizen" in limits:
+        descriptors.append(
+            {"entries": [{"key": "citizen"}], "token_bucket": _token_bucket(limits["per_citizen"])}
+        )
+    if "anonymous_token" in limits:
+        descriptors.append(
+            {
+                "entries": [{"key": "anonymous", "value": "token"}],
+                "token_bucket": _token_bucket(limits["anonymous_token"]),
+            }
+        )
+    for key, options in sorted(spec.methods.items()):
+        if key in routed and options and "rate_limit" in options:
+            descriptors.append(
+                {
+                    "entries": [{"key": "client_id"}, {"key": "route", "value": key}],
+                    "token_bucket": _token_bucket(options["rate_limit"]),
+                }
+            )
     return {
         "@type": f"{_TYPES}.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
         "stat_prefix": "edge_rate_limit",
@@ -627,24 +701,50 @@ def _rate_limit_config(spec: EdgeSpec) -> dict[str, Any]:
             "default_value": {"numerator": 100, "denominator": "HUNDRED"},
             "runtime_key": "edge.rate_limit_enforced",
         },
-        # One bucket per distinct client_id (the verified token's claim), created on demand.
+        # Buckets keyed on a client id or pseudonym are created on demand (least recently
+        # used dropped beyond this many).
         "max_dynamic_descriptors": 10000,
         "rate_limits": [
+            {"actions": [_header_action(CLIENT_ID_HEADER, "client_id")]},
+            {"actions": [_header_action(CITIZEN_HEADER, "citizen")]},
+            {"actions": [_route_metadata_action("anonymous")]},
             {
                 "actions": [
-                    {
-                        "request_headers": {
-                            "header_name": CLIENT_ID_HEADER,
-                            "descriptor_key": "client_id",
-                        }
-                    }
+                    _header_action(CLIENT_ID_HEADER, "client_id"),
+                    _route_metadata_action("route"),
                 ]
-            }
+            },
         ],
-        "descriptors": [
-            {"entries": [{"key": "client_id"}], "token_bucket": _token_bucket(limits["per_client"])}
-        ],
+        "descriptors": descriptors,
         "enable_x_ratelimit_headers": "DRAFT_VERSION_03",
+        # gRPC callers get RESOURCE_EXHAUSTED (not UNAVAILABLE, which clients retry at once).
+        "rate_limited_as_resource_exhausted": True,
+    }
+
+
+# Retry-After (RFC 9110 §10.2.3) on every 429 and 503, whoever produced it: the rate limit,
+# a service's RESOURCE_EXHAUSTED transcoded by convert_grpc_status, or an unavailable or
+# overloaded upstream. A service's own header wins.
+RETRY_AFTER_LUA = """
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  local status = headers:get(":status")
+  if (status == "429" or status == "503") and headers:get("retry-after") == nil then
+    headers:add("retry-after", "RETRY_AFTER")
+  end
+end
+"""
+
+
+def _retry_after(seconds: int) -> dict[str, Any]:
+    return {
+        "name": "envoy.filters.http.lua",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {
+                "inline_string": RETRY_AFTER_LUA.replace("RETRY_AFTER", str(int(seconds)))
+            },
+        },
     }
 
 
@@ -657,7 +757,7 @@ def _cors_policy(spec: EdgeSpec) -> dict[str, Any]:
         "allow_origin_string_match": [{"exact": o} for o in origins],
         "allow_methods": "GET, POST, DELETE, PATCH, OPTIONS",
         "allow_headers": "authorization, dpop, content-type, traceparent, x-request-id",
-        "expose_headers": "www-authenticate, dpop-nonce, x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset",
+        "expose_headers": "www-authenticate, dpop-nonce, x-request-id, x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset, retry-after",
         "max_age": str(int(cors.get("max_age_seconds", 600))),
         "allow_credentials": False,
     }
@@ -694,7 +794,10 @@ def _jwt_authn(
         # still checked on every use.
         "jwt_cache_config": {"jwt_cache_size": 1000},
         "payload_in_metadata": JWT_PAYLOAD,
-        "claim_to_headers": [{"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"}],
+        "claim_to_headers": [
+            {"header_name": CLIENT_ID_HEADER, "claim_name": "client_id"},
+            {"header_name": CITIZEN_HEADER, "claim_name": CLAIM_PID_PSEUDONYM},
+        ],
     }
     return {
         "name": JWT_FILTER,
@@ -736,7 +839,7 @@ def _dpop_rbac() -> dict[str, Any]:
 
 def _edge_headers() -> dict[str, Any]:
     """First filter: drop headers only the edge may set, then record the original request."""
-    own = [{"remove": h} for h in (CLIENT_ID_HEADER,)]
+    own = [{"remove": h} for h in (CLIENT_ID_HEADER, CITIZEN_HEADER)]
     forwarded = [
         {
             "append": {
@@ -804,7 +907,12 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
     any of them needs a token."""
     options = spec.options(m)
     cluster = _cluster_name(m.package)
-    action = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
+    action: dict[str, Any] = {"cluster": cluster, "timeout": _seconds(options["timeout_seconds"])}
+    if "idle_timeout_seconds" in options:
+        # Uploads: a request that sends nothing for this long is ended (408), so stalled
+        # uploads do not hold the service's workers until the route timeout.
+        action["idle_timeout"] = _seconds(options["idle_timeout_seconds"])
+    metadata = spec.route_metadata(m)
     deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
     anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
     # The method's gRPC path too: partners may call the public methods with gRPC. Same token
@@ -858,7 +966,29 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
                 },
             }
         )
-    return routes, not all(spec.is_anonymous(m, rule) for rule in m.rules)
+    if metadata:
+        for route in routes:
+            route["metadata"] = {"filter_metadata": {ROUTE_METADATA: metadata}}
+    return _with_dpop_twins(routes), not all(spec.is_anonymous(m, rule) for rule in m.rules)
+
+
+def _with_dpop_twins(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Before every route that retries after the service saw the request (UNAVAILABLE, a
+    reset in flight), a twin for requests carrying a `DPoP` proof that retries only when
+    nothing reached the service. The service has already recorded the proof in its replay
+    cache, so a re-sent request would be refused as a replay (401): the caller gets the
+    honest 503 instead and retries with a fresh proof."""
+    out: list[dict[str, Any]] = []
+    for route in routes:
+        policy = route.get("route", {}).get("retry_policy")
+        if policy and policy["retry_on"] != SAFE_RETRY_ON:
+            twin = copy.deepcopy(route)
+            twin["name"] = f"{route['name']} (DPoP)"
+            twin["match"].setdefault("headers", []).append({"name": "dpop", "present_match": True})
+            twin["route"]["retry_policy"]["retry_on"] = SAFE_RETRY_ON
+            out.append(twin)
+        out.append(route)
+    return out
 
 
 def default_issuer(public_port: int) -> str:
@@ -971,7 +1101,8 @@ def render(
         f"http://127.0.0.1:{ports.public}/.well-known/jwks.json",
         jwks_cache,
     )
-    filters = [_edge_headers(), cors]
+    limits = spec.raw.get("limits", {})
+    filters = [_edge_headers(), _retry_after(int(limits.get("retry_after_seconds", 1))), cors]
     if audiences and edge_auth:
         filters += [jwt_filter, _dpop_rbac()]
     filters += [rate_limit, buffer, transcoder, _router()]
@@ -985,12 +1116,19 @@ def render(
         "normalize_path": True,
         "merge_slashes": True,
         "path_with_escaped_slashes_action": "REJECT_REQUEST",
-        "request_headers_timeout": "10s",
+        # Slow clients: headers within 10 s, the whole request within request_timeout, and no
+        # stream silent for longer than stream_idle_timeout (routes may shorten it: uploads).
+        "request_headers_timeout": _seconds(limits.get("request_headers_timeout_seconds", 10)),
+        "request_timeout": _seconds(limits.get("request_timeout_seconds", 120)),
+        "stream_idle_timeout": _seconds(limits.get("stream_idle_timeout_seconds", 60)),
         "common_http_protocol_options": {
             "idle_timeout": "300s",
             "headers_with_underscores_action": "DROP_HEADER",
         },
-        "stream_idle_timeout": "60s",
+        # One HTTP/2 connection carries at most this many requests at a time.
+        "http2_protocol_options": {
+            "max_concurrent_streams": int(limits.get("max_concurrent_streams", 100))
+        },
         "local_reply_config": _local_reply_config(),
         "route_config": {
             "name": "edge",
@@ -1000,9 +1138,13 @@ def render(
                     "name": "edge",
                     "domains": ["*"],
                     "routes": public_routes,
+                    # The pseudonym was for the per-citizen bucket; services read the token.
+                    "request_headers_to_remove": [CITIZEN_HEADER],
                     "typed_per_filter_config": {
                         "envoy.filters.http.cors": _cors_policy(spec),
-                        "envoy.filters.http.local_ratelimit": _rate_limit_config(spec),
+                        "envoy.filters.http.local_ratelimit": _rate_limit_config(
+                            spec, {m.key for m in public}
+                        ),
                     },
                 }
             ],
@@ -1028,8 +1170,9 @@ def render(
         "http_filters": [_router()],
     }
 
-    resilience = spec.raw.get("resilience", {})
-    clusters = [_cluster(name, addresses[name], resilience) for name in sorted(addresses)]
+    clusters = [
+        _cluster(name, addresses[name], spec.resilience_for(name)) for name in sorted(addresses)
+    ]
     clusters.append(_loopback_cluster("edge_loopback", ports.public))
     config = {
         "admin": {

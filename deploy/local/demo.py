@@ -4,12 +4,15 @@
     python -m deploy.local.demo --edge-url URL --var-dir var   # against `make run`
 
 1. the lab system posts a result (client_credentials, DPoP-bound token);
-2. a GP logs in (PAR + TestID + trust-framework attestation, DPoP) and reads the patient's
-   results;
+2. a GP logs in (PAR + TestID + trust-framework attestation of a care relationship:
+   general practice, purpose TREAT, the patient; DPoP) and reads the patient's results
+   (the patient is on the GP's list in master data); another patient is refused;
 3. the citizen logs in and sees the result once its release delay has passed;
 4. the citizen blocks the GP (HARD) and the GP is denied; the block is lifted;
-5. a SOFT block is overridden by the GP's emergency read;
-6. the citizen reads the access log: the GP's reads and the flagged emergency.
+5. a SOFT block is overridden by the GP's emergency read, which needs a justification;
+6. the citizen reads the access log: the GP's reads and the flagged emergency with its
+   justification;
+7. the GP practice's security officer lists the emergency accesses by its staff.
 
 Every call goes through the public edge as a partner's would. A step whose service (or
 demo data) is not there is skipped with a message; a step whose outcome is wrong fails the
@@ -244,8 +247,15 @@ class DemoClient:
         )
 
 
-def attestation(person: dict[str, Any], purpose: str, patient_org: str) -> dict[str, Any]:
-    """The GP EHR's trust-framework attestation (DOMAIN.md §1) for the logged-in GP."""
+def attestation(
+    person: dict[str, Any],
+    purpose: str,
+    patient_org: str,
+    patient_pid: str = "",
+    service: str = "K01",
+) -> dict[str, Any]:
+    """The GP EHR's trust-framework attestation (DOMAIN.md §1) for the logged-in GP: a care
+    relationship in general practice (8655 K01) with the patient being treated."""
     org = {"id": person["organisation"], "system": "urn:oid:2.16.578.1.12.4.1.4.101"}
     return {
         "type": TRUST_FRAMEWORK,
@@ -258,11 +268,16 @@ def attestation(person: dict[str, Any], purpose: str, patient_org: str) -> dict[
             "point_of_care": org,
         },
         "care_relationship": {
-            "healthcare_service": {"code": "S03", "system": "urn:oid:2.16.578.1.12.4.1.1.8655"},
+            "healthcare_service": {"code": service, "system": "urn:oid:2.16.578.1.12.4.1.1.8655"},
             "purpose_of_use": {"code": purpose, "system": "urn:oid:2.16.840.1.113883.1.11.20448"},
             "decision_ref": {"id": f"demo-{uuid.uuid4().hex[:8]}", "user_selected": True},
         },
-        "patients": [{"point_of_care": {"id": patient_org, "system": org["system"]}}],
+        "patients": [
+            {
+                "identifier": {"id": patient_pid, "system": "urn:oid:2.16.578.1.12.4.1.4.1"},
+                "point_of_care": {"id": patient_org, "system": org["system"]},
+            }
+        ],
     }
 
 
@@ -387,7 +402,7 @@ class Story:
         gp = self.person("gp")
         citizen = self.person("citizen")
         client = DemoClient(self.edge, self.demo_dir, "gp-ehr")
-        details = [attestation(gp, purpose, gp["organisation"])]
+        details = [attestation(gp, purpose, gp["organisation"], citizen["pid"])]
         token = client.login(
             "samhandling:results",
             "openid samhandling:results/read",
@@ -420,6 +435,16 @@ class Story:
         self.say(
             f"GET /v1/results/{result_id} (DPoP, htm GET) -> 200: version {one.get('version')}"
         )
+        others = [p for p in self.people() if p.get("role") == "citizen"][1:]
+        if others:
+            reply = self.edge.call(
+                "POST", "/v1/results:search", token, json={"patient_id": others[0]["pid"]}
+            )
+            self.expect(reply, 403)
+            self.say(
+                "the same GP searching another patient (not in the attested care "
+                "relationship) -> 403"
+            )
 
     def search_results(self, token: Token, **extra: Any) -> list[dict[str, Any]]:
         body = {"patient_id": self.state["citizen"]["pid"], **extra}
@@ -512,6 +537,7 @@ class Story:
                 "emergency": True,
                 "purpose_of_use": "ETREAT",
                 "emergency_justification": "demo: unconscious patient",
+                "emergency_justification_code": "UNCONSCIOUS",
             },
         )
         self.expect(reply, 403)
@@ -540,11 +566,20 @@ class Story:
         )
         self.expect(reply, 403)
         self.say("an ordinary read -> 403")
+        reply = self.edge.call(
+            "POST",
+            "/v1/results:search",
+            self.state["gp_token"],
+            json={"patient_id": self.state["citizen"]["pid"], "emergency": True},
+        )
+        self.expect(reply, 403)
+        self.say("an emergency read without a justification -> 403")
         found = self.search_results(
             self.state["gp_token"],
             emergency=True,
             purpose_of_use="ETREAT",
             emergency_justification="demo: acute chest pain, patient unconscious",
+            emergency_justification_code="UNCONSCIOUS",
         )
         self.say(
             f"emergency read (ETREAT, break-the-glass) -> 200: {len(found)} result(s), flagged"
@@ -566,7 +601,14 @@ class Story:
             actor = e.get("actor", {})
             kind = str(actor.get("kind", "")).removeprefix("ACTOR_KIND_").lower()
             who = actor.get("display_name") or actor.get("client_name") or kind or "?"
-            flag = "  << EMERGENCY" if e.get("emergency") else ""
+            flag = (
+                f"  << EMERGENCY ({e.get('emergency_justification_code', '')}: "
+                f"{e.get('emergency_justification', '')})"
+                if e.get("emergency") and e.get("emergency_justification")
+                else "  << EMERGENCY"
+                if e.get("emergency")
+                else ""
+            )
             self.say(
                 f"  {e.get('event_time', '')[:19]}  {who:<28} "
                 f"{e.get('action', '')!s:<22} {e.get('decision', '')}{flag}"
@@ -575,6 +617,32 @@ class Story:
             raise Failed("the GP's reads are not in the citizen's access log")
         if not emergencies:
             raise Failed("the emergency read is not flagged in the citizen's access log")
+
+    def security_officer_reviews(self) -> None:
+        self.need("trust", "privacy")
+        client = DemoClient(self.edge, self.demo_dir, "gp-ehr")
+        token = client.client_credentials(
+            "samhandling:privacy", "samhandling:privacy/org-audit", DpopKey()
+        )
+        reply = self.edge.call(
+            "POST",
+            "/v1/privacy/organization-access-events:search",
+            token,
+            json={"emergency_only": True},
+        )
+        events = list(self.expect(reply, 200).get("access_events", []))
+        self.say(
+            f"POST /v1/privacy/organization-access-events:search (emergency only) -> 200: "
+            f"{len(events)} emergency access(es) by the practice's staff"
+        )
+        for e in events[:5]:
+            actor = e.get("actor", {})
+            self.say(
+                f"  {e.get('event_time', '')[:19]}  HPR {actor.get('hpr_number', '?')}  "
+                f"{e.get('decision', '')}  {e.get('emergency_justification_code', '')}"
+            )
+        if not any(e.get("decision") == "DECISION_PERMIT" for e in events):
+            raise Failed("the GP's emergency read is not in the practice's review")
 
     def scan_access_log(self, log: Path) -> None:
         if not log.exists():
@@ -603,13 +671,17 @@ class Story:
             "6. A SOFT block is overridden by an emergency read", self.soft_block_and_emergency
         )
         self.run("7. The citizen reads the access log", self.citizen_reads_access_log)
+        self.run(
+            "8. The GP practice's security officer reviews emergency accesses",
+            self.security_officer_reviews,
+        )
         if log is not None:
             time.sleep(1.5)  # Envoy flushes the access log every second
             self.run(
-                "8. No identity number in the edge's access log", lambda: self.scan_access_log(log)
+                "9. No identity number in the edge's access log", lambda: self.scan_access_log(log)
             )
         self.out(
-            f"\n{7 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
+            f"\n{8 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
             f"{len(self.skipped)} skipped, {len(self.failures)} failed"
         )
         return 1 if self.failures else 0

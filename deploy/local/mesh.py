@@ -20,6 +20,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import yaml
@@ -129,6 +130,8 @@ class Mesh:
     commands: dict[str, list[str]] = field(default_factory=dict)
     # Give every process a Prometheus /metrics port (SAMHANDLING_<NAME>_METRICS_PORT).
     metrics: bool = False
+    # Deep-merged over gateway/routes.yaml when the edge is rendered (tests: small limits).
+    edge_overrides: dict[str, Any] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     addresses: dict[str, str] = field(default_factory=dict)
     replica_addresses: dict[str, list[str]] = field(default_factory=dict)
@@ -232,6 +235,7 @@ class Mesh:
             access_log=self.var_dir / "logs" / "edge-access.log",
             # Envoy's jwt_authn checks the same issuer the trust service puts in its tokens.
             issuer=self.env().get("SAMHANDLING_ISSUER") or self.edge_url,
+            overrides=self.edge_overrides or None,
         )
         rendered = with_tracing(rendered, self.env().get("OTEL_EXPORTER_OTLP_ENDPOINT"))
         rendered = with_replicas(

@@ -1,4 +1,5 @@
-"""A small OTLP trace receiver: opentelemetry-proto's generated TraceService on a gRPC server.
+"""A small OTLP trace receiver: opentelemetry-proto's generated TraceService on a gRPC server,
+and the same over OTLP/HTTP (`POST /v1/traces`, binary protobuf) on `http_endpoint`.
 
 Tests run it in-process on a free port; point OTEL_EXPORTER_OTLP_ENDPOINT (services) and
 Envoy's OpenTelemetry tracer at `receiver.endpoint` and read back what they exported.
@@ -19,6 +20,7 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self, TextIO
 
@@ -59,11 +61,18 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self._changed = threading.Condition()
         self.raw: list[bytes] = []  # every export request as received, for scans
         self._server: grpc.Server | None = None
+        self._http: ThreadingHTTPServer | None = None
         self.port = 0
+        self.http_port = 0
 
     @property
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def http_endpoint(self) -> str:
+        """Base URL for OTEL_EXPORTER_OTLP_PROTOCOL=http/protobuf (exporters add /v1/traces)."""
+        return f"http://127.0.0.1:{self.http_port}"
 
     def Export(
         self, request: trace_service_pb2.ExportTraceServiceRequest, context: Any
@@ -125,17 +134,23 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
                 self._changed.wait(remaining)
             return list(self._spans)
 
-    def start(self, port: int = 0) -> Self:
+    def start(self, port: int = 0, http_port: int = 0) -> Self:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
         trace_service_pb2_grpc.add_TraceServiceServicer_to_server(self, server)
         self.port = server.add_insecure_port(f"127.0.0.1:{port}")
         server.start()
         self._server = server
+        self._http = ThreadingHTTPServer(("127.0.0.1", http_port), _http_handler(self))
+        self.http_port = self._http.server_address[1]
+        threading.Thread(target=self._http.serve_forever, daemon=True, name="otlp-http").start()
         return self
 
     def stop(self) -> None:
         if self._server is not None:
             self._server.stop(0).wait()
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
 
     def __enter__(self) -> Self:
         return self.start()
@@ -144,15 +159,40 @@ class OtlpReceiver(trace_service_pb2_grpc.TraceServiceServicer):
         self.stop()
 
 
+def _http_handler(receiver: OtlpReceiver) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            if self.path != "/v1/traces" or "protobuf" not in self.headers.get("Content-Type", ""):
+                self.send_error(404 if self.path != "/v1/traces" else 415)
+                return
+            request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+            reply = receiver.Export(request, None).SerializeToString()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", str(len(reply)))
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args: Any) -> None:
+            """Quiet: the receiver's output is the spans."""
+
+    return Handler
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, default=4317)
+    parser.add_argument("--http-port", type=int, default=4318)
     parser.add_argument("--out", type=Path, default=Path("var/traces.jsonl"))
     args = parser.parse_args()
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with open(args.out, "a") as out:
-        receiver = OtlpReceiver(out).start(args.port)
-        print(f"OTLP receiver on {receiver.endpoint}, spans to {args.out}; Ctrl-C stops")
+        receiver = OtlpReceiver(out).start(args.port, args.http_port)
+        print(
+            f"OTLP receiver on {receiver.endpoint} (gRPC) and {receiver.http_endpoint} (HTTP), "
+            f"spans to {args.out}; Ctrl-C stops"
+        )
         try:
             threading.Event().wait()
         except KeyboardInterrupt:

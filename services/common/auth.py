@@ -18,7 +18,7 @@ from typing import Any, Protocol
 
 import jwt
 
-from services.common.errors import PermissionDenied, Unauthenticated
+from services.common.errors import PermissionDenied, Unauthenticated, Unavailable
 
 CLAIM_PID = "helseid://claims/identity/pid"
 CLAIM_PID_PSEUDONYM = "helseid://claims/identity/pid_pseudonym"
@@ -27,6 +27,7 @@ CLAIM_ASSURANCE_LEVEL = "helseid://claims/identity/assurance_level"
 CLAIM_HPR_NUMBER = "helseid://claims/hpr/hpr_number"
 CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
 CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
+# The attested department (RESH id); absent when the client attested none.
 CLAIM_RESH_DEPARTMENT = "helseid://claims/client/claims/resh_department"
 CLAIM_ORGNR_SUPPLIER = "helseid://claims/client/claims/orgnr_supplier"
 CLAIM_CLIENT_NAME = "helseid://claims/client/client_name"
@@ -170,46 +171,74 @@ def bearer_token(metadata: Mapping[str, str]) -> tuple[str, str]:
     return scheme, token.strip()
 
 
+# Verifiers refetch the JWKS at least this often; trust's signing keys are published for
+# longer than this before they sign (services/trust/service_layer/keys.py).
+DEFAULT_JWKS_TTL_SECONDS = 60.0
+
+
 class JwksCache:
-    """Keys by kid from a JWKS source; refreshes on an unknown kid (at most every few seconds)."""
+    """Keys by kid from a JWKS source; refreshes on an unknown kid (at most every few seconds).
+
+    Stale-if-error: when the source fails after the TTL, the keys already held keep working
+    for `max_stale` seconds, so unexpired tokens survive a trust outage as they do at the
+    edge. An outage is UNAVAILABLE (TRUST_UNAVAILABLE), never a credential error.
+    """
 
     def __init__(
         self,
         fetch: Callable[[], Mapping[str, Any]],
-        ttl: float = 300.0,
+        ttl: float = DEFAULT_JWKS_TTL_SECONDS,
         min_refresh_interval: float = 5.0,
+        max_stale: float = 3600.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fetch = fetch
         self._ttl = ttl
         self._min_refresh = min_refresh_interval
+        self._max_stale = max_stale
+        self._clock = clock
         self._keys: dict[str, Any] = {}
         self._fetched_at = 0.0
+        self._last_attempt: float | None = None
+        self._last_failed = False
         self._lock = threading.Lock()
 
-    def _refresh(self) -> None:
+    def _refresh(self, now: float) -> None:
+        self._last_attempt = now
         jwks = self._fetch()
         keys = {}
         for jwk in jwks.get("keys", []):
             if "kid" in jwk:
                 keys[jwk["kid"]] = jwt.PyJWK.from_dict(dict(jwk))
         self._keys = keys
-        self._fetched_at = time.monotonic()
+        self._fetched_at = now
 
     def key(self, kid: str) -> Any:
-        now = time.monotonic()
+        now = self._clock()
         if kid in self._keys and now - self._fetched_at < self._ttl:
             return self._keys[kid]
         with self._lock:
             stale = kid not in self._keys or now - self._fetched_at >= self._ttl
-            if stale and (now - self._fetched_at >= self._min_refresh or not self._keys):
+            recently = (
+                self._last_attempt is not None and now - self._last_attempt < self._min_refresh
+            )
+            if stale and not recently:
                 try:
-                    self._refresh()
-                except Exception as exc:  # fail closed, but say why
-                    raise Unauthenticated(
-                        "token keys unavailable", reason="JWKS_UNAVAILABLE"
+                    self._refresh(now)
+                    self._last_failed = False
+                except Exception as exc:
+                    self._last_failed = True
+                    if kid in self._keys and now - self._fetched_at < self._max_stale:
+                        return self._keys[kid]  # stale-if-error, bounded
+                    raise Unavailable(
+                        "the trust service's keys are unavailable", reason="TRUST_UNAVAILABLE"
                     ) from exc
-        if kid not in self._keys:
+        if kid not in self._keys and not self._last_failed:
             raise Unauthenticated("token signed with an unknown key", reason="UNKNOWN_KEY")
+        if kid not in self._keys or now - self._fetched_at >= self._max_stale:
+            raise Unavailable(
+                "the trust service's keys are unavailable", reason="TRUST_UNAVAILABLE"
+            )
         return self._keys[kid]
 
 

@@ -19,6 +19,13 @@ from services.common.interceptors import inbound_deadline
 from services.common.server import MAX_MESSAGE_BYTES
 
 DEFAULT_TIMEOUT_SECONDS = 5.0
+# gRPC's default reconnect backoff grows to 120 s, so a dependent kept failing for 16-28 s
+# after its peer came back; capped at 1 s a peer is used again within about a second.
+RECONNECT_BACKOFF = (
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.min_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+)
 
 _channels: dict[str, grpc.Channel] = {}
 _lock = threading.Lock()
@@ -101,6 +108,7 @@ def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> gr
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.keepalive_time_ms", 60_000),
+                *RECONNECT_BACKOFF,
             ],
         )
         # OpenTelemetry's interceptor has its own channel wrapper (grpcext).

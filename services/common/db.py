@@ -22,6 +22,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from services.common.errors import DomainError, Unavailable
 from services.common.telemetry import instrument_engine
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -151,3 +152,16 @@ class UnitOfWork:
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def database_error(exc: BaseException) -> DomainError | None:
+    """A lost or unusable database connection as an honest, retryable UNAVAILABLE.
+
+    OperationalError is the DB-API's class for failures outside the statement itself
+    (connection lost, server shutting down, lock timeouts); a statement that is wrong stays
+    a sanitized INTERNAL. No driver text is passed on.
+    """
+    lost = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
+    if lost or isinstance(exc, sa.exc.OperationalError):
+        return Unavailable("the database is unavailable; retry", reason="DATABASE_UNAVAILABLE")
+    return None

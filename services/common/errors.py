@@ -142,3 +142,48 @@ def internal_status(trace_id: str) -> status_pb2.Status:
         message=f"internal error (trace id {trace_id})",
         details=[_pack(info)],
     )
+
+
+# A peer's refusal stays a refusal: only these codes mean "the peer is unavailable".
+_PEER_UNAVAILABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+_PEER_REFUSALS: dict[grpc.StatusCode, type[DomainError]] = {
+    cls.code: cls
+    for cls in (
+        InvalidArgument,
+        NotFound,
+        AlreadyExists,
+        PermissionDenied,
+        Unauthenticated,
+        FailedPrecondition,
+        Aborted,
+        ResourceExhausted,
+    )
+}
+
+
+def peer_error(error: grpc.RpcError, unavailable: Unavailable) -> Exception:
+    """What a failed call to a peer service means to our caller, mapped by status code.
+
+    UNAVAILABLE and DEADLINE_EXCEEDED become `unavailable` (naming the peer); a refusal
+    keeps its code, public message and ErrorInfo/BadRequest details; anything else (a
+    peer's INTERNAL) is returned unchanged and surfaces as our sanitized INTERNAL. Usage:
+    `raise peer_error(exc, Unavailable(...)) from exc`.
+    """
+    code = error.code() if hasattr(error, "code") else None
+    if code in _PEER_UNAVAILABLE:
+        return unavailable
+    refusal = _PEER_REFUSALS.get(code)  # type: ignore[arg-type]
+    if refusal is None:
+        return error
+    from grpc_status import rpc_status  # here: errors.py stays importable without grpc_status
+
+    reason, metadata, violations = None, None, []
+    status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    for detail in status.details if status is not None else ():
+        info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+        if detail.Unpack(info):
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Unpack(bad):
+            violations = [FieldViolation(v.field, v.description) for v in bad.field_violations]
+    message = error.details() if hasattr(error, "details") else ""
+    return refusal(message or code.name, reason, metadata, violations)  # type: ignore[union-attr]

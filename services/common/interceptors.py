@@ -19,6 +19,7 @@ from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from services.common import auth
+from services.common.db import database_error
 from services.common.errors import (
     DomainError,
     FieldViolation,
@@ -27,6 +28,7 @@ from services.common.errors import (
     to_status,
 )
 from services.common.logging import log_fields
+from services.common.overload import CallerStreams
 from services.common.telemetry import current_trace_id
 
 log = logging.getLogger("samhandling.access")
@@ -72,11 +74,16 @@ def validate_message(message: Message) -> None:
 
 class CallPipeline(grpc.ServerInterceptor):
     def __init__(
-        self, service: str, authenticator: auth.Authenticator | None, public_methods: frozenset[str]
+        self,
+        service: str,
+        authenticator: auth.Authenticator | None,
+        public_methods: frozenset[str],
+        streams: CallerStreams | None = None,
     ) -> None:
         self._service = service
         self._authenticator = authenticator
         self._public = public_methods
+        self._streams = streams  # per-caller cap on open streams (services/common/overload.py)
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -117,8 +124,12 @@ class CallPipeline(grpc.ServerInterceptor):
         streaming_request: bool,
         streaming_response: bool,
     ) -> Callable[..., Any]:
-        def prepare(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-            auth.set_principal(self._authenticate(method, needs_auth, context))
+        def prepare(request_or_iterator: Any, context: grpc.ServicerContext, scope: Any) -> Any:
+            principal = self._authenticate(method, needs_auth, context)
+            auth.set_principal(principal)
+            if self._streams is not None and (streaming_request or streaming_response):
+                caller = principal.client_id if principal is not None else context.peer()
+                scope.release = self._streams.acquire(caller)
             if streaming_request:
                 return _validated_stream(request_or_iterator)
             validate_message(request_or_iterator)
@@ -127,7 +138,7 @@ class CallPipeline(grpc.ServerInterceptor):
         def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
             with _CallScope(self, method, context) as scope:
                 try:
-                    return behaviour(prepare(request_or_iterator, context), context)
+                    return behaviour(prepare(request_or_iterator, context, scope), context)
                 except Exception as exc:
                     scope.abort(exc)
 
@@ -135,7 +146,7 @@ class CallPipeline(grpc.ServerInterceptor):
             # A generator: the scope (principal, deadline) must live while responses stream.
             with _CallScope(self, method, context) as scope:
                 try:
-                    yield from behaviour(prepare(request_or_iterator, context), context)
+                    yield from behaviour(prepare(request_or_iterator, context, scope), context)
                 except Exception as exc:
                     scope.abort(exc)
 
@@ -148,6 +159,13 @@ class CallPipeline(grpc.ServerInterceptor):
         if code not in (None, grpc.StatusCode.OK):
             outcome["code"] = code.name  # the handler aborted on its own; keep its status
             raise exc
+        translated = database_error(exc)
+        if translated is not None:
+            # Only the class name: driver messages can carry statement parameters.
+            log.warning(
+                "database unavailable", extra=log_fields(method=method, error=type(exc).__name__)
+            )
+            exc = translated
         if isinstance(exc, DomainError):
             outcome["code"] = exc.code.name
             context.abort_with_status(rpc_status.to_status(to_status(exc)))
@@ -176,6 +194,7 @@ class _CallScope:
     def __init__(self, pipeline: CallPipeline, method: str, context: grpc.ServicerContext) -> None:
         self.pipeline, self.method, self.context = pipeline, method, context
         self.outcome = {"code": "OK"}
+        self.release: Callable[[], None] | None = None  # an open-stream slot, if counted
 
     def __enter__(self) -> _CallScope:
         self.started = time.perf_counter()
@@ -190,6 +209,8 @@ class _CallScope:
         self.pipeline._abort(exc, self.context, self.method, self.outcome)
 
     def __exit__(self, *exc_info: object) -> None:
+        if self.release is not None:
+            self.release()
         self.pipeline._log(self.method, self.outcome["code"], self.started)
         auth.reset_principal(self._principal)
         _inbound_deadline.reset(self._deadline)

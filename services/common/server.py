@@ -26,6 +26,7 @@ from services.common.auth import Authenticator
 from services.common.interceptors import CallPipeline
 from services.common.logging import log_fields, setup_logging
 from services.common.metrics import MetricsInterceptor, start_metrics_endpoint
+from services.common.overload import CallerStreams
 from services.common.telemetry import flush, server_interceptor, setup_tracing
 
 log = logging.getLogger("samhandling.server")
@@ -53,13 +54,41 @@ class ServiceSpec:
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
 
 
+def _optional_int(name: str) -> int | None:
+    value = os.environ.get(name)
+    return int(value) if value else None
+
+
 @dataclass(frozen=True)
 class ServerSettings:
     max_workers: int = int(os.environ.get("SAMHANDLING_GRPC_WORKERS", "32"))
+    # Calls in progress or queued for a worker; beyond it gRPC itself answers
+    # RESOURCE_EXHAUSTED (429 at the edge) instead of queueing. None: 4 x max_workers, at
+    # least 64 (a short queue: overload answers, not queues).
+    max_concurrent_rpcs: int | None = _optional_int("SAMHANDLING_GRPC_MAX_CONCURRENT_RPCS")
+    # Open streams (uploads, WatchChanges, ...) per caller and in all; see
+    # services/common/overload.py. Capped below the workers (see `stream_caps`).
+    max_streams_per_caller: int | None = _optional_int("SAMHANDLING_MAX_STREAMS_PER_CALLER")
+    max_open_streams: int | None = _optional_int("SAMHANDLING_MAX_OPEN_STREAMS")
     max_message_bytes: int = MAX_MESSAGE_BYTES
     grace_seconds: float = float(os.environ.get("SAMHANDLING_SHUTDOWN_GRACE", "10"))
     # Time between NOT_SERVING and closing the port, so Envoy's health checks notice.
     drain_seconds: float = float(os.environ.get("SAMHANDLING_DRAIN_SECONDS", "0"))
+
+    @property
+    def stream_caps(self) -> tuple[int, int]:
+        """(per caller, in all). Defaults: one caller at most 8 streams and at most half the
+        workers, all streams together at most three quarters of the workers, so unary calls
+        (and the refusals themselves) always find a worker. Explicit values are used as set."""
+        total = self.max_open_streams or max(1, self.max_workers * 3 // 4)
+        per_caller = self.max_streams_per_caller or min(8, max(1, self.max_workers // 2), total)
+        return per_caller, total
+
+    @property
+    def concurrent_rpc_limit(self) -> int:
+        if self.max_concurrent_rpcs is not None:
+            return self.max_concurrent_rpcs
+        return max(4 * self.max_workers, 64)
 
 
 class MeshServer:
@@ -120,13 +149,19 @@ def create_server(
     interceptors = [
         server_interceptor(),
         MetricsInterceptor(),
-        CallPipeline(spec.name, spec.authenticator, spec.public_methods),
+        CallPipeline(
+            spec.name,
+            spec.authenticator,
+            spec.public_methods,
+            CallerStreams(*settings.stream_caps),
+        ),
     ]
     server = grpc.server(
         futures.ThreadPoolExecutor(
             max_workers=settings.max_workers, thread_name_prefix=f"{spec.name}-rpc"
         ),
         interceptors=interceptors,
+        maximum_concurrent_rpcs=settings.concurrent_rpc_limit,
         options=[
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),

@@ -3,7 +3,11 @@
 - `setup_tracing(service)` installs the tracer provider once per process: resource attributes
   name the service (`service.name`, `service.version`, `service.namespace`,
   `service.instance.id`), W3C trace context (`traceparent`) is the propagator, and spans are
-  exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`) is set.
+  exported over OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_TRACES_EXPORTER=otlp`) is set,
+  over gRPC or HTTP as `OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL` says (`grpc`, `http/protobuf`).
+- Outgoing calls without a parent (CLIENT spans: a background job's SQL or gRPC polling,
+  not a request) are sampled out (`OrphanClientSpanSampler`): a trace starts at a request
+  (SERVER) or at a job span (INTERNAL) that a job opens when it wants its calls traced.
 - Every finished span passes `ScrubbingSpanProcessor` before any exporter sees it: identity
   numbers (services.common.logging.scrub) and bearer tokens / JWTs are masked in the span
   name, attributes, events and status description, whatever instrumentation put them there.
@@ -26,8 +30,15 @@ from typing import Any
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import Status
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    _get_from_env_or_default,
+)
+from opentelemetry.trace import SpanKind, Status
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.logging import scrub
@@ -177,6 +188,70 @@ def resource_for(service: str) -> Resource:
     )
 
 
+OTLP_PROTOCOLS = ("grpc", "http/protobuf")
+
+
+def otlp_protocol() -> str:
+    """The OTLP transport from the standard variables (signal-specific first); grpc if unset."""
+    for name in ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL"):
+        value = os.environ.get(name, "").strip()
+        if value:
+            if value not in OTLP_PROTOCOLS:
+                raise ValueError(f"{name}={value!r}: supported are {', '.join(OTLP_PROTOCOLS)}")
+            return value
+    return "grpc"  # what the Compose and Kubernetes collectors listen on (:4317)
+
+
+def span_exporter() -> SpanExporter:
+    """The OTLP span exporter for the configured protocol (endpoint etc. from OTEL_*)."""
+    if otlp_protocol() == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
+            OTLPSpanExporter as HttpExporter,
+        )
+
+        return HttpExporter()
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter()
+
+
+class OrphanClientSpanSampler(Sampler):
+    """Drops root CLIENT spans (SQL statements, gRPC calls): a background poller's queries
+    would each start a trace of their own (they were two thirds of the traces in Jaeger).
+    The kind is what a sampler can see: instrumentations set their attributes (db.system)
+    only after the decision. Everything else goes to `root` (the OTEL_TRACES_SAMPLER one)."""
+
+    def __init__(self, root: Sampler) -> None:
+        self._root = root
+
+    def should_sample(
+        self,
+        parent_context: Any,
+        trace_id: int,
+        name: str,
+        kind: Any = None,
+        attributes: Any = None,
+        links: Any = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
+        if kind == SpanKind.CLIENT:
+            return SamplingResult(Decision.DROP)
+        return self._root.should_sample(
+            parent_context, trace_id, name, kind, attributes, links, trace_state
+        )
+
+    def get_description(self) -> str:
+        return f"OrphanClientSpanSampler{{{self._root.get_description()}}}"
+
+
+def mesh_sampler() -> Sampler:
+    """Parent-based: children follow their parent; roots pass the orphan filter."""
+    # The SDK's own reading of OTEL_TRACES_SAMPLER(_ARG) (what TracerProvider uses by default).
+    configured = _get_from_env_or_default()
+    root = configured._root if isinstance(configured, ParentBased) else configured
+    return ParentBased(root=OrphanClientSpanSampler(root))
+
+
 def setup_tracing(service: str, processor: SpanProcessor | None = None) -> TracerProvider | None:
     """Install a tracer provider naming the service; export over OTLP when configured.
 
@@ -189,11 +264,9 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> Trace
     _configured = True
     # W3C trace context only: what Envoy's OpenTelemetry tracer reads and writes.
     propagate.set_global_textmap(TraceContextTextMapPropagator())
-    provider = TracerProvider(resource=resource_for(service))
+    provider = TracerProvider(resource=resource_for(service), sampler=mesh_sampler())
     if otlp_enabled():
-        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-        provider.add_span_processor(ScrubbingSpanProcessor(BatchSpanProcessor(OTLPSpanExporter())))
+        provider.add_span_processor(ScrubbingSpanProcessor(BatchSpanProcessor(span_exporter())))
     if processor is not None:
         provider.add_span_processor(ScrubbingSpanProcessor(processor))
     trace.set_tracer_provider(provider)

@@ -38,6 +38,8 @@ class Scopes:
     PRIVACY_CITIZEN = "samhandling:privacy/citizen"
     PRIVACY_PRACTITIONER = "samhandling:privacy/practitioner"
     PRIVACY_AUDIT = "samhandling:privacy/audit"
+    # An organisation's security officer: reviews the accesses by the organisation's staff.
+    PRIVACY_ORG_AUDIT = "samhandling:privacy/org-audit"
     RESULTS_READ = "samhandling:results/read"
     RESULTS_WRITE = "samhandling:results/write"
     DOCUMENTS_READ = "samhandling:documents/read"

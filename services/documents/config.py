@@ -21,6 +21,9 @@ class Settings:
     orphan_grace_seconds: float = 300.0
     sweep_interval_seconds: float = 600.0
     chunk_bytes: int = 1024 * 1024
+    # Where content lives: "filesystem" (content_dir), "database" (the documents database,
+    # shared by replicas), or "auto": the database on PostgreSQL, the filesystem on SQLite.
+    content_store: str = "auto"
 
     @staticmethod
     def from_env() -> Settings:
@@ -39,9 +42,20 @@ class Settings:
             limits=limits,
             orphan_grace_seconds=float(env.get(PREFIX + "ORPHAN_GRACE_SECONDS", "300")),
             sweep_interval_seconds=float(env.get(PREFIX + "SWEEP_INTERVAL_SECONDS", "600")),
+            content_store=_content_store(env.get(PREFIX + "CONTENT_STORE", "auto")),
         )
 
     @property
     def max_message_bytes(self) -> int:
         """gRPC message limit: a whole document in CreateDocument plus its metadata."""
         return self.limits.max_bytes + 1024 * 1024
+
+
+CONTENT_STORES = ("auto", "filesystem", "database")
+
+
+def _content_store(value: str) -> str:
+    value = value.strip().lower()
+    if value not in CONTENT_STORES:
+        raise ValueError(f"{PREFIX}CONTENT_STORE must be one of {', '.join(CONTENT_STORES)}")
+    return value

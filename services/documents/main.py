@@ -15,7 +15,11 @@ from services.common.db import migrate, service_engine, session_factory
 from services.common.registry import SERVICES
 from services.common.server import ServerSettings, Servicer, ServiceSpec, serve
 from services.common.tokens import authenticator_for
-from services.documents.adapters.content_store import ContentStore, FilesystemContentStore
+from services.documents.adapters.content_store import (
+    ContentStore,
+    DatabaseContentStore,
+    FilesystemContentStore,
+)
 from services.documents.adapters.masterdata import MasterDataCodeValidator
 from services.documents.adapters.privacy import PrivacyAccessDecider
 from services.documents.config import Settings
@@ -37,6 +41,17 @@ class Setup:
         return ServerSettings(max_message_bytes=self.settings.max_message_bytes)
 
 
+def content_store(settings: Settings, engine: Engine) -> ContentStore:
+    """The configured store; "auto" shares content through PostgreSQL when the registry is
+    there (replicas), and keeps files next to a single SQLite registry."""
+    kind = settings.content_store
+    if kind == "auto":
+        kind = "database" if engine.dialect.name == "postgresql" else "filesystem"
+    if kind == "database":
+        return DatabaseContentStore(engine, settings.chunk_bytes)
+    return FilesystemContentStore(settings.content_dir)
+
+
 def build(
     engine: Engine,
     settings: Settings,
@@ -48,7 +63,7 @@ def build(
     migrate("documents", engine, VERSIONS)
     service = DocumentService(
         session_factory(engine),
-        store or FilesystemContentStore(settings.content_dir),
+        store or content_store(settings, engine),
         decider or PrivacyAccessDecider(lambda: service_channel("privacy")),
         codes or MasterDataCodeValidator(lambda: service_channel("masterdata")),
         settings.limits,

@@ -20,10 +20,9 @@ from typing import Any
 from services.common.auth import Principal
 from services.common.db import migrate, service_engine, session_factory, var_dir
 from services.common.tokens import Scopes
-from services.documents.adapters.content_store import FilesystemContentStore
 from services.documents.config import Settings
 from services.documents.domain.model import Author, Submission, Visibility
-from services.documents.main import VERSIONS
+from services.documents.main import VERSIONS, content_store
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
 from services.documents.service_layer.services import DocumentService, utcnow
 
@@ -119,7 +118,7 @@ def main() -> None:
     migrate("documents", engine, VERSIONS)
     service = DocumentService(
         session_factory(engine),
-        FilesystemContentStore(settings.content_dir),
+        content_store(settings, engine),
         _OperatorLoad(),
         _KnownCodes(),
         settings.limits,

@@ -14,9 +14,16 @@ from services.common.auth import Authenticator
 from services.common.db import migrate, var_dir
 from services.common.server import Servicer, ServiceSpec
 from services.common.telemetry import current_trace_id
-from services.privacy.adapters.masterdata import ApprovalChecker, CachedApprovalChecker
+from services.privacy.adapters.masterdata import (
+    ApprovalChecker,
+    CachedApprovalChecker,
+    CachedGpListChecker,
+    GpListChecker,
+    MasterDataUnavailable,
+)
 from services.privacy.adapters.signing import CheckpointSigner
 from services.privacy.domain.model import EntryType
+from services.privacy.domain.policy import Rules
 from services.privacy.entrypoints.grpc_servicer import (
     FULL_NAME,
     PrivacyServicer,
@@ -24,6 +31,24 @@ from services.privacy.entrypoints.grpc_servicer import (
 from services.privacy.service_layer.services import DEFAULT_RETENTION, Config, PrivacyService
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+CATEGORIES = Path(__file__).resolve().parent / "domain" / "categories.json"
+
+
+def load_rules(path: Path | None = None) -> Rules:
+    """The policy's data tables (personnel categories, GP services, emergency codes), read
+    once at start: `SAMHANDLING_PRIVACY_CATEGORIES` may point at another file."""
+    path = path or Path(os.environ.get("SAMHANDLING_PRIVACY_CATEGORIES") or CATEGORIES)
+    try:
+        return Rules.from_json(path.read_text(encoding="utf-8"))
+    except (OSError, KeyError, ValueError) as exc:
+        raise RuntimeError(f"SAMHANDLING_PRIVACY_CATEGORIES: cannot load {path}: {exc}") from exc
+
+
+class _NoGpList:
+    """No GP-list source wired: general-practice reads fail closed."""
+
+    def on_gp_list(self, hpr_number: str, patient_id: str, metadata: object) -> bool:
+        raise MasterDataUnavailable("no GP list")
 
 
 def key_dir() -> Path:
@@ -56,12 +81,21 @@ def build(
     keys: Path | None = None,
     config: Config | None = None,
     cache_seconds: float | None = None,
+    gp_list: GpListChecker | None = None,
+    rules: Rules | None = None,
 ) -> Setup:
     migrate("privacy", engine, VERSIONS)
     if cache_seconds is None:
         cache_seconds = float(os.environ.get("SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS", "30"))
     cached: ApprovalChecker = (
         CachedApprovalChecker(approvals, cache_seconds) if cache_seconds > 0 else approvals
+    )
+    if gp_list is None:
+        # The gRPC approval checker answers GP-list questions too (same stub).
+        gp_list = approvals if hasattr(approvals, "on_gp_list") else _NoGpList()  # type: ignore[assignment]
+    assert gp_list is not None
+    gp_cached: GpListChecker = (
+        CachedGpListChecker(gp_list, cache_seconds) if cache_seconds > 0 else gp_list
     )
     signer = CheckpointSigner.load_or_create(keys or key_dir())
     service = PrivacyService(
@@ -70,6 +104,8 @@ def build(
         signer,
         config or Config(retention=retention_from_env()),
         trace_id=current_trace_id,
+        rules=rules or load_rules(),
+        gp_list=gp_cached,
     )
     spec = ServiceSpec(
         "privacy",

@@ -22,7 +22,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
-from services.common.errors import PermissionDenied, Unavailable
+from services.common.errors import PermissionDenied, Unavailable, peer_error
 
 
 class PrivacyClient:
@@ -52,6 +52,8 @@ class PrivacyClient:
         release_time: dt.datetime | None = None,
         purpose_of_use: str = "",
         emergency: bool = False,
+        emergency_justification: str = "",
+        emergency_justification_code: str = "",
     ) -> pb.DecideAccessResponse:
         request = pb.DecideAccessRequest(
             patient_id=patient_id,
@@ -62,6 +64,8 @@ class PrivacyClient:
             confidentiality_codes=list(confidentiality_codes),
             purpose_of_use=purpose_of_use,
             emergency=emergency,
+            emergency_justification=emergency_justification,
+            emergency_justification_code=emergency_justification_code,
         )
         if release_time is not None:
             ts = timestamp_pb2.Timestamp()
@@ -72,8 +76,9 @@ class PrivacyClient:
                 request, metadata=principal.forwarding_metadata(), timeout=self._timeout
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the access decision could not be made", reason="PRIVACY_UNAVAILABLE"
+            raise peer_error(
+                exc,
+                Unavailable("the access decision could not be made", reason="PRIVACY_UNAVAILABLE"),
             ) from exc
         return reply
 
@@ -113,7 +118,7 @@ class PrivacyClient:
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the access could not be recorded", reason="PRIVACY_UNAVAILABLE"
+            raise peer_error(
+                exc, Unavailable("the access could not be recorded", reason="PRIVACY_UNAVAILABLE")
             ) from exc
         return reply

@@ -1,9 +1,10 @@
 """Demo privacy settings for `make run` (run by the launcher before start; idempotent).
 
 Reads var/demo/people.json (written by the master data seed). The *last* demo citizen
-gets a SOFT Block against the demo psychologist, so the emergency override (purpose
-ETREAT/BTG) can be tried; the other demo citizens have no settings. Writes
-var/demo/privacy.json describing what was set.
+gets a SOFT Block against the demo nurse, so the emergency override (purpose ETREAT/BTG
+with a justification; nurses may break the glass, psychologists may not) can be tried;
+the other demo citizens have no settings. Writes var/demo/privacy.json describing what was
+set.
 """
 
 from __future__ import annotations
@@ -40,9 +41,9 @@ def main() -> None:
         return
     people = json.loads(people_file.read_text(encoding="utf-8"))
     citizens = [p for p in people if p.get("role") == "citizen"]
-    psychologist = next((p for p in people if p.get("role") == "psychologist"), None)
-    if not citizens or psychologist is None:
-        print("privacy seed: no demo citizen or psychologist, nothing to do")
+    nurse = next((p for p in people if p.get("role") == "nurse"), None)
+    if not citizens or nurse is None:
+        print("privacy seed: no demo citizen or nurse, nothing to do")
         return
     citizen = citizens[-1]
     engine = service_engine("privacy")
@@ -63,15 +64,15 @@ def main() -> None:
         setting.setting_id = DEMO_BLOCK_ID
         setting.restriction_kind = RestrictionKind.BLOCK
         setting.level = Level.SOFT
-        setting.target_hpr = psychologist["hpr_number"]
+        setting.target_hpr = nurse["hpr_number"]
         service._save(caller, setting, "RESTRICTION_CREATED", is_new=True)
     engine.dispose()
     summary = {
         "soft_block": {
             "citizen": citizen["name"],
             "citizen_pid": citizen["pid"],
-            "blocked_hpr_number": psychologist["hpr_number"],
-            "blocked_name": psychologist["name"],
+            "blocked_hpr_number": nurse["hpr_number"],
+            "blocked_name": nurse["name"],
             "restriction_id": DEMO_BLOCK_ID,
         }
     }

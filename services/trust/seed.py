@@ -58,7 +58,8 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
     "gp-ehr": (
         "Demo GP EHR",
         [*LOGIN, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE],
-        PRACTITIONER_SCOPES,
+        # + the practice's security officer reviewing its staff's accesses (issue #14.7)
+        [*PRACTITIONER_SCOPES, Scopes.PRIVACY_ORG_AUDIT],
         PRACTITIONER_AUDIENCES,
         "gp_practice",
     ),

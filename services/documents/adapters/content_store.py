@@ -2,20 +2,27 @@
 
 `ContentStore` is the interface (so object storage can be added); `FilesystemContentStore`
 keeps each document's content in one immutable file under `<root>/objects/`, written
-through a temp file in `<root>/tmp/` that is fsynced, hash-checked and renamed into place.
+through a temp file in `<root>/tmp/` that is fsynced, hash-checked and renamed into place
+(the SQLite default: one host). `DatabaseContentStore` keeps it in the documents database,
+so replicas sharing a PostgreSQL database share the content too.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol
+
+import sqlalchemy as sa
+
+from services.documents.adapters import orm
 
 _KEY_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-")
 
@@ -179,3 +186,222 @@ class FilesystemContentStore:
                     path.unlink()
                     removed += 1
         return removed
+
+
+class _DatabaseWriter:
+    """Streams chunks into `content_chunks` as they come (one short transaction per chunk,
+    so a 20 MB upload never sits in memory); `commit` names the upload in one transaction."""
+
+    def __init__(self, store: DatabaseContentStore) -> None:
+        self._store = store
+        self._upload_id: str | None = uuid.uuid4().hex
+        self._buffer = bytearray()
+        self._seq = 0
+        self._hash = hashlib.sha256()
+        self._size = 0
+        with store.engine.begin() as conn:
+            conn.execute(
+                orm.content_uploads.insert().values(
+                    upload_id=self._upload_id, started_at=time.time()
+                )
+            )
+
+    @property
+    def size_bytes(self) -> int:
+        return self._size
+
+    def write(self, chunk: bytes) -> None:
+        if self._upload_id is None:
+            raise RuntimeError("writer is closed")
+        self._hash.update(chunk)
+        self._size += len(chunk)
+        self._buffer += chunk
+        while len(self._buffer) >= self._store.chunk_bytes:
+            self._flush(self._store.chunk_bytes)
+
+    def _flush(self, limit: int) -> None:
+        data, self._buffer = bytes(self._buffer[:limit]), self._buffer[limit:]
+        with self._store.engine.begin() as conn:
+            conn.execute(
+                orm.content_chunks.insert().values(
+                    upload_id=self._upload_id, seq=self._seq, data=data
+                )
+            )
+        self._seq += 1
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+    def commit(self, key: str) -> StoredContent:
+        if self._upload_id is None:
+            raise RuntimeError("writer is closed")
+        key = _check_key(key)
+        try:
+            if self._buffer:
+                self._flush(len(self._buffer))
+            with self._store.engine.begin() as conn:
+                self._store.before_commit(key)  # test hook: failure injection
+                replaced = conn.execute(
+                    sa.select(orm.content_objects.c.upload_id).where(
+                        orm.content_objects.c.content_key == key
+                    )
+                ).scalar_one_or_none()
+                if replaced is not None:  # as os.replace does: the new content wins
+                    _delete_upload(conn, key, replaced)
+                conn.execute(
+                    orm.content_objects.insert().values(
+                        content_key=key,
+                        upload_id=self._upload_id,
+                        size_bytes=self._size,
+                        sha256=self._hash.hexdigest(),
+                        committed_at=time.time(),
+                    )
+                )
+        except BaseException:
+            self.abort()
+            raise
+        self._upload_id = None
+        return StoredContent(key, self._size, self._hash.hexdigest())
+
+    def abort(self) -> None:
+        upload_id, self._upload_id = self._upload_id, None
+        self._buffer.clear()
+        if upload_id is not None:
+            with contextlib.suppress(sa.exc.SQLAlchemyError), self._store.engine.begin() as conn:
+                conn.execute(
+                    orm.content_uploads.delete().where(orm.content_uploads.c.upload_id == upload_id)
+                )
+
+
+def _delete_upload(conn: sa.Connection, key: str, upload_id: str) -> None:
+    conn.execute(orm.content_objects.delete().where(orm.content_objects.c.content_key == key))
+    conn.execute(orm.content_chunks.delete().where(orm.content_chunks.c.upload_id == upload_id))
+    conn.execute(orm.content_uploads.delete().where(orm.content_uploads.c.upload_id == upload_id))
+
+
+class _DatabaseReader(io.RawIOBase):
+    """Reads one object chunk by chunk (one query per chunk) and checks its SHA-256 at the
+    end: content changed behind the registry's back is an error, never served silently."""
+
+    def __init__(self, store: DatabaseContentStore, upload_id: str, sha256: str) -> None:
+        self._store, self._upload_id, self._expected = store, upload_id, sha256
+        self._seq = 0
+        self._pending = b""
+        self._hash = hashlib.sha256()
+        self._done = False
+        self._position = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        """Only a rewind: retrieval verifies the content, then streams it from the start."""
+        if (offset, whence) != (0, io.SEEK_SET):
+            raise io.UnsupportedOperation("the database store can only rewind")
+        self._seq, self._pending, self._done = 0, b"", False
+        self._hash = hashlib.sha256()
+        self._position = 0
+        return 0
+
+    def tell(self) -> int:
+        return self._position
+
+    def _next_chunk(self) -> bytes | None:
+        with self._store.engine.connect() as conn:
+            data = conn.execute(
+                sa.select(orm.content_chunks.c.data).where(
+                    orm.content_chunks.c.upload_id == self._upload_id,
+                    orm.content_chunks.c.seq == self._seq,
+                )
+            ).scalar_one_or_none()
+        if data is None:
+            return None
+        self._seq += 1
+        return bytes(data)
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._pending and not self._done:
+            chunk = self._next_chunk()
+            if chunk is None:
+                self._done = True
+                if self._hash.hexdigest() != self._expected:
+                    raise OSError("stored content does not match its SHA-256")
+            else:
+                self._hash.update(chunk)
+                self._pending = chunk
+        count = min(len(buffer), len(self._pending))
+        buffer[:count] = self._pending[:count]
+        self._pending = self._pending[count:]
+        self._position += count
+        return count
+
+
+class DatabaseContentStore:
+    """Content in the documents database (chunked, streamed, hash-verified on read), so
+    every replica sharing that database sees every document: the default on PostgreSQL.
+    Written here because the store interface is ours and SQLAlchemy is all it needs."""
+
+    def __init__(self, engine: sa.Engine, chunk_bytes: int = 1024 * 1024) -> None:
+        self.engine = engine
+        self.chunk_bytes = chunk_bytes
+
+    def before_commit(self, key: str) -> None:
+        """Called inside the naming transaction, after every chunk is stored (overridable)."""
+
+    def writer(self) -> ContentWriter:
+        return _DatabaseWriter(self)
+
+    def open(self, key: str) -> BinaryIO:
+        key = _check_key(key)
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(orm.content_objects.c.upload_id, orm.content_objects.c.sha256).where(
+                    orm.content_objects.c.content_key == key
+                )
+            ).one_or_none()
+        if row is None:
+            raise FileNotFoundError(key)
+        return io.BufferedReader(_DatabaseReader(self, row.upload_id, row.sha256))  # type: ignore[return-value]
+
+    def delete(self, key: str) -> None:
+        key = _check_key(key)
+        with self.engine.begin() as conn:
+            upload_id = conn.execute(
+                sa.select(orm.content_objects.c.upload_id).where(
+                    orm.content_objects.c.content_key == key
+                )
+            ).scalar_one_or_none()
+            if upload_id is not None:
+                _delete_upload(conn, key, upload_id)
+
+    def keys(self, older_than_seconds: float = 0.0) -> Iterator[str]:
+        cutoff = time.time() - older_than_seconds
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(orm.content_objects.c.content_key)
+                .where(orm.content_objects.c.committed_at <= cutoff)
+                .order_by(orm.content_objects.c.content_key)
+            ).scalars()
+            yield from list(found)
+
+    def sweep_temporary(self, older_than_seconds: float = 0.0) -> int:
+        cutoff = time.time() - older_than_seconds
+        uploads = orm.content_uploads
+        with self.engine.begin() as conn:
+            abandoned = list(
+                conn.execute(
+                    sa.select(uploads.c.upload_id).where(
+                        uploads.c.started_at <= cutoff,
+                        ~sa.exists().where(orm.content_objects.c.upload_id == uploads.c.upload_id),
+                    )
+                ).scalars()
+            )
+            for upload_id in abandoned:
+                conn.execute(
+                    orm.content_chunks.delete().where(orm.content_chunks.c.upload_id == upload_id)
+                )
+                conn.execute(uploads.delete().where(uploads.c.upload_id == upload_id))
+        return len(abandoned)

@@ -10,7 +10,7 @@ from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
 from services.common.clients import stub
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, peer_error
 
 
 class MasterDataCodeValidator:
@@ -32,8 +32,11 @@ class MasterDataCodeValidator:
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "master data could not check the codes; try again",
-                reason="MASTERDATA_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "master data could not check the codes; try again",
+                    reason="MASTERDATA_UNAVAILABLE",
+                ),
             ) from exc
         return {pair for pair, result in zip(codes, reply.results, strict=True) if not result.valid}

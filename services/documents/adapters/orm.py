@@ -56,3 +56,42 @@ submissions = sa.Table(
     ),
     sa.Column("created_time", sa.DateTime(), nullable=False),
 )
+
+# Document content in the database (DatabaseContentStore): what every replica sees. An
+# upload writes its chunks under a fresh upload id; committing names it (one row in
+# `content_objects`), so nothing is visible under a key until the whole content is stored.
+content_uploads = sa.Table(
+    "content_uploads",
+    metadata,
+    sa.Column("upload_id", sa.String(32), primary_key=True),
+    sa.Column("started_at", sa.Float(), nullable=False),
+)
+
+content_chunks = sa.Table(
+    "content_chunks",
+    metadata,
+    sa.Column(
+        "upload_id",
+        sa.String(32),
+        sa.ForeignKey("content_uploads.upload_id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("seq", sa.Integer(), primary_key=True),
+    sa.Column("data", sa.LargeBinary(), nullable=False),
+)
+
+content_objects = sa.Table(
+    "content_objects",
+    metadata,
+    sa.Column("content_key", sa.String(64), primary_key=True),
+    sa.Column(
+        "upload_id",
+        sa.String(32),
+        sa.ForeignKey("content_uploads.upload_id"),
+        nullable=False,
+        unique=True,
+    ),
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("committed_at", sa.Float(), nullable=False),
+)

@@ -15,7 +15,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
 from services.common.clients import stub
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, peer_error
 from services.documents.domain.model import Action, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
 
@@ -66,6 +66,7 @@ class PrivacyAccessDecider:
             else [],
             emergency=query.emergency,
             emergency_justification=query.emergency_justification,
+            emergency_justification_code=query.emergency_justification_code,
         )
         if query.release_time is not None:
             request.release_time.FromDatetime(query.release_time.replace(tzinfo=UTC))
@@ -74,9 +75,12 @@ class PrivacyAccessDecider:
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service could not decide the access; try again",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service could not decide the access; try again",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
         permitted = reply.decision == pb.DECISION_PERMIT
         return AccessDecision(
@@ -108,7 +112,10 @@ class PrivacyAccessDecider:
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
             )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the access could not be logged; nothing was returned or stored",
-                reason="ACCESS_LOG_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the access could not be logged; nothing was returned or stored",
+                    reason="ACCESS_LOG_UNAVAILABLE",
+                ),
             ) from exc

@@ -166,7 +166,11 @@ class DocumentsServicer(pb_grpc.DocumentsServiceServicer):
             author_org_number=request.author_org_number,
             page_size=request.page_size,
             page_token=request.page_token,
-            emergency=Emergency(request.emergency, request.emergency_justification),
+            emergency=Emergency(
+                request.emergency,
+                request.emergency_justification,
+                request.emergency_justification_code,
+            ),
         )
         page = self._service.search(current_principal(), params)
         return pb.SearchDocumentsResponse(
@@ -175,7 +179,11 @@ class DocumentsServicer(pb_grpc.DocumentsServiceServicer):
         )
 
     def GetDocument(self, request: pb.GetDocumentRequest, context: Any) -> pb.Document:
-        emergency = Emergency(request.emergency, request.emergency_justification)
+        emergency = Emergency(
+            request.emergency,
+            request.emergency_justification,
+            request.emergency_justification_code,
+        )
         return entry_to_pb(self._service.get(current_principal(), request.document_id, emergency))
 
     def GetDocumentContent(
@@ -184,7 +192,11 @@ class DocumentsServicer(pb_grpc.DocumentsServiceServicer):
         entry, chunks = self._service.retrieve(
             current_principal(),
             request.document_id,
-            Emergency(request.emergency, request.emergency_justification),
+            Emergency(
+                request.emergency,
+                request.emergency_justification,
+                request.emergency_justification_code,
+            ),
             self._chunk_bytes,
         )
         first = True

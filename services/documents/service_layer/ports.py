@@ -27,6 +27,7 @@ class AccessQuery:
     release_time: datetime | None = None
     emergency: bool = False
     emergency_justification: str = ""
+    emergency_justification_code: str = ""
 
 
 @dataclass(frozen=True)

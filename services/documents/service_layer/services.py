@@ -88,6 +88,7 @@ class Emergency:
 
     requested: bool = False
     justification: str = ""
+    justification_code: str = ""
 
 
 NO_EMERGENCY = Emergency()
@@ -337,6 +338,7 @@ class DocumentService:
             patient_id,
             emergency=params.emergency.requested,
             emergency_justification=params.emergency.justification,
+            emergency_justification_code=params.emergency.justification_code,
         )
         decision = self._decide(principal, query)
         where = SearchFilter(
@@ -379,6 +381,7 @@ class DocumentService:
             release_time=entry.patient_access_time,
             emergency=emergency.requested,
             emergency_justification=emergency.justification,
+            emergency_justification_code=emergency.justification_code,
         )
         decision = self._decide(principal, query)
         if not decision.visibility.allows(entry, self._clock()):

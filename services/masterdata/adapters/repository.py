@@ -202,6 +202,14 @@ class SqlRepository:
         )
         return _organization(row) if row else None
 
+    def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
+        """Is the citizen listed with this GP in the population register (citizens table)."""
+        t = orm.citizens
+        found = self.session.execute(
+            sa.select(t.c.pid).where(t.c.pid == patient_id, t.c.gp_hpr_number == hpr_number)
+        ).first()
+        return found is not None
+
     def existing_org_numbers(self, org_numbers: Iterable[str]) -> set[str]:
         keys = list(set(org_numbers))
         out: set[str] = set()

@@ -10,15 +10,17 @@ from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal, current_principal
+from services.common.identifiers import require_pid
 from services.common.tokens import Scopes
-from services.masterdata.domain.model import Practitioner
+from services.masterdata.domain.model import CheckReason, Practitioner
 from services.masterdata.entrypoints import convert
 from services.masterdata.service_layer.importing import ImportOutcome
 from services.masterdata.service_layer.services import MasterData
 
 FULL_NAME = "samhandling.masterdata.v1.MasterDataService"
 INTERNAL_METHODS = frozenset(
-    f"/{FULL_NAME}/{m}" for m in ("CheckPractitionerApproval", "ValidateCodes", "WatchChanges")
+    f"/{FULL_NAME}/{m}"
+    for m in ("CheckPractitionerApproval", "CheckGpList", "ValidateCodes", "WatchChanges")
 )
 _FORMATS = {pb.IMPORT_FORMAT_CSV: "csv", pb.IMPORT_FORMAT_JSON_LINES: "jsonl"}
 
@@ -152,6 +154,7 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
             request.hpr_number, request.category, convert.from_ts(request, "time")
         )
         p = answer.practitioner
+        at = convert.from_ts(request, "time") or self.md.clock()
         return pb.CheckPractitionerApprovalResponse(
             valid=answer.valid,
             reason=convert.check_reason_to_pb(answer.reason),  # type: ignore[arg-type]
@@ -160,6 +163,18 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
             practitioner_name=p.display_name if p else "",
             hpr_number=request.hpr_number,
             position=position,
+            valid_categories=sorted(
+                {a.category for a in p.approvals if a.state_at(at) == CheckReason.VALID}
+            )
+            if p
+            else [],
+        )
+
+    def CheckGpList(self, request: pb.CheckGpListRequest, context: Any) -> pb.CheckGpListResponse:
+        current_principal()  # internal: any authenticated mesh caller
+        require_pid(request.patient_id, "patient_id")
+        return pb.CheckGpListResponse(
+            listed=self.md.on_gp_list(request.hpr_number, request.patient_id)
         )
 
     # --- organisations --------------------------------------------------------------------

@@ -178,6 +178,12 @@ class MasterData:
             return unknown_practitioner(), position
         return practitioner.check(category, at or self.clock()), position
 
+    def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
+        """Is the patient on the practitioner's GP list (fastlegeliste)? Not cached here:
+        one indexed lookup; privacy caches the answer briefly."""
+        with self.uow() as uow:
+            return SqlRepository(uow.session).on_gp_list(hpr_number, patient_id)
+
     # --- practitioners: writes ------------------------------------------------------------
     def _check_practitioner(self, repo: SqlRepository, p: Practitioner) -> None:
         problems = practitioner_problems(p, self.catalog)

@@ -5,6 +5,11 @@ data's internal `CheckPractitionerApproval` with the caller's forwarded token. A
 raises `MasterDataUnavailable`, which the policy turns into DENY (fail closed).
 `CachedApprovalChecker` keeps answers for a few seconds: a suspension takes effect within
 the TTL (default 30 s, `SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`).
+
+`GpListChecker` asks master data's internal `CheckGpList` whether a patient is on a GP's
+list (only for reads attested as general practice). `CachedGpListChecker` keeps answers
+for the same TTL, in memory only (the key holds an identity number: never logged); a
+patient who changes GP reaches the new GP within the TTL.
 """
 
 from __future__ import annotations
@@ -25,6 +30,12 @@ class MasterDataUnavailable(Exception):
 
 class ApprovalChecker(Protocol):
     def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval: ...
+
+
+class GpListChecker(Protocol):
+    def on_gp_list(
+        self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> bool: ...
 
 
 class GrpcApprovalChecker:
@@ -58,7 +69,23 @@ class GrpcApprovalChecker:
             reason=reason,
             display_name=reply.practitioner_name,
             org_numbers=tuple(reply.org_numbers),
+            categories=tuple(reply.valid_categories),
         )
+
+    def on_gp_list(
+        self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> bool:
+        try:
+            from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+
+            reply = self._get_stub().CheckGpList(
+                md.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
+                metadata=list(metadata),
+                timeout=self._timeout,
+            )
+        except (grpc.RpcError, ImportError) as exc:
+            raise MasterDataUnavailable(type(exc).__name__) from exc
+        return bool(reply.listed)
 
 
 class CachedApprovalChecker:
@@ -94,3 +121,36 @@ class CachedApprovalChecker:
                 self._entries.clear()
             else:
                 self._entries.pop(hpr_number, None)
+
+
+class CachedGpListChecker:
+    """GP-list answers for a few seconds per (HPR, patient); failures are never cached."""
+
+    def __init__(
+        self,
+        inner: GpListChecker,
+        ttl_seconds: float = 30.0,
+        clock: Callable[[], float] = time.monotonic,
+        max_entries: int = 50_000,
+    ) -> None:
+        self._inner = inner
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._max = max_entries
+        self._entries: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._lock = threading.Lock()
+
+    def on_gp_list(
+        self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> bool:
+        now = self._clock()
+        key = (hpr_number, patient_id)
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        listed = self._inner.on_gp_list(hpr_number, patient_id, metadata)
+        with self._lock:
+            if len(self._entries) >= self._max:
+                self._entries.clear()
+            self._entries[key] = (now + self._ttl, listed)
+        return listed

@@ -29,6 +29,10 @@ settings = sa.Table(
     sa.Column("target_org", sa.String(16), nullable=False, server_default=""),
     sa.Column("grantee_org", sa.String(16), nullable=False, server_default=""),
     sa.Column("grantee_purpose", sa.String(32), nullable=False, server_default=""),
+    # Department restrictions (RESH id), why a restriction was set, who set a Shield.
+    sa.Column("target_resh", sa.String(16), nullable=False, server_default=""),
+    sa.Column("reason", sa.String(500), nullable=False, server_default=""),
+    sa.Column("set_by_name", sa.String(200), nullable=False, server_default=""),
     sa.Index("ix_privacy_settings_patient", "patient_id", "kind", "created_us"),
 )
 

@@ -94,6 +94,9 @@ def _setting_row(s: Setting) -> dict[str, Any]:
         "level": s.level.value if s.level else None,
         "target_hpr": s.target_hpr,
         "target_org": s.target_org,
+        "target_resh": s.target_resh,
+        "reason": s.reason,
+        "set_by_name": s.set_by_name,
         "grantee_org": s.grantee_org,
         "grantee_purpose": s.grantee_purpose,
     }
@@ -120,6 +123,9 @@ def _setting(row: Any) -> Setting:
         level=Level(row.level) if row.level else None,
         target_hpr=row.target_hpr or "",
         target_org=row.target_org or "",
+        target_resh=row.target_resh or "",
+        reason=row.reason or "",
+        set_by_name=row.set_by_name or "",
         grantee_org=row.grantee_org or "",
         grantee_purpose=row.grantee_purpose or "",
     )

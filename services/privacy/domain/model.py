@@ -76,6 +76,8 @@ class EntryType(enum.StrEnum):
 
 
 EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG"})
+READ_ACTIONS = frozenset({Action.READ, Action.SEARCH})
+WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE})
 
 
 def utcnow() -> dt.datetime:
@@ -114,6 +116,9 @@ class Setting:
     level: Level | None = None
     target_hpr: str = ""
     target_org: str = ""
+    target_resh: str = ""  # a hospital department (RESH id)
+    reason: str = ""  # why it was set (required for a Shield), shown to the citizen
+    set_by_name: str = ""  # display name of the practitioner who set a Shield
     # consent
     grantee_org: str = ""
     grantee_purpose: str = ""
@@ -138,6 +143,9 @@ class Setting:
             "level": self.level.value if self.level else None,
             "target_hpr": self.target_hpr,
             "target_org": self.target_org,
+            "target_resh": self.target_resh,
+            "reason": self.reason,
+            "set_by_name": self.set_by_name,
             "grantee_org": self.grantee_org,
             "grantee_purpose": self.grantee_purpose,
             "set_by_kind": self.set_by_kind.value,
@@ -163,10 +171,27 @@ class Caller:
     attested_patients: frozenset[str] | None = None
     context_problem: str = ""  # non-empty: the attested context is malformed
     display_name: str = ""
+    # The attested organisation levels (token claims, verified by the trust service):
+    # legal entity (orgnr_parent), point of care (orgnr_child), department (RESH id).
+    legal_entity: str = ""
+    point_of_care: str = ""
+    department: str = ""
+    # The attested trust-framework context (empty when not attested).
+    attested_category: str = ""  # practitioner.authorization (code system 9060)
+    healthcare_service: str = ""  # care_relationship.healthcare_service (code system 8655)
+    purpose_details_code: str = ""  # care_relationship.purpose_of_use_details.code
+    purpose_details_text: str = ""  # care_relationship.purpose_of_use_details.text
 
     @property
     def organisation(self) -> str:
         return self.organisations[0] if self.organisations else ""
+
+    @property
+    def org_numbers(self) -> frozenset[str]:
+        """Every attested organisation number: a restriction on any of them applies."""
+        return frozenset(o for o in (self.legal_entity, self.point_of_care) if o) | frozenset(
+            self.organisations
+        )
 
 
 @dataclass(frozen=True)
@@ -181,6 +206,7 @@ class AccessRequest:
     purpose_of_use: str = ""
     emergency: bool = False
     emergency_justification: str = ""
+    emergency_justification_code: str = ""
     # For writes: (type, id) of the resources the data service stores if permitted,
     # logged as ACCESS entries together with the decision (no RecordAccess needed).
     stored_resources: tuple[tuple[str, str], ...] = ()
@@ -194,6 +220,8 @@ class Approval:
     reason: str  # e.g. VALID, SUSPENDED, UNKNOWN_PRACTITIONER
     display_name: str = ""
     org_numbers: tuple[str, ...] = ()
+    # Categories (code system 9060) of the approvals valid now.
+    categories: tuple[str, ...] = ()
 
 
 @dataclass
@@ -203,6 +231,10 @@ class Outcome:
     obligations: list[Obligation] = field(default_factory=list)
     emergency: bool = False
     purpose_of_use: str = ""
+    # For an emergency: the justification (code, text) it was given, for the log.
+    justification_code: str = ""
+    justification: str = ""
+    category: str = ""  # the personnel category the decision was made for
 
     @property
     def permitted(self) -> bool:

@@ -25,6 +25,7 @@ from services.privacy.domain.model import (
 )
 from services.privacy.service_layer.services import (
     Decided,
+    OrgAuditQuery,
     PrivacyService,
     RecordedAccess,
     describe,
@@ -90,7 +91,10 @@ def _period_out(period: Period) -> pb.Period:
 
 def _set_by(s: Setting) -> pb.Actor:
     return pb.Actor(
-        hpr_number=s.set_by_hpr, org_number=s.set_by_org, kind=_ACTOR_OUT[s.set_by_kind.value]
+        hpr_number=s.set_by_hpr,
+        display_name=s.set_by_name,
+        org_number=s.set_by_org,
+        kind=_ACTOR_OUT[s.set_by_kind.value],
     )
 
 
@@ -98,6 +102,8 @@ def restriction_out(s: Setting) -> pb.Restriction:
     target = pb.RestrictionTarget()
     if s.target_hpr:
         target.hpr_number = s.target_hpr
+    elif s.target_resh:
+        target.resh_id = s.target_resh
     else:
         target.org_number = s.target_org
     return pb.Restriction(
@@ -118,6 +124,7 @@ def restriction_out(s: Setting) -> pb.Restriction:
         version=s.version,
         create_time=_ts(s.created_at),
         update_time=_ts(s.updated_at),
+        reason=s.reason,
     )
 
 
@@ -166,6 +173,8 @@ def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
     from services.privacy.adapters.repository import from_us
 
     domain = row.get("domain") or ""
+    details = row.get("details") or {}
+    emergency = bool(row.get("emergency"))
     return pb.AccessEvent(
         name=f"accessEvents/{row['event_id']}",
         access_event_id=row["event_id"],
@@ -192,6 +201,10 @@ def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
         trace_id=row.get("trace_id") or "",
         decision_event_id=row.get("decision_event_id") or "",
         patient_id=(row.get("patient_id") or "") if auditor else "",
+        emergency_justification_code=str(details.get("justification_code", ""))
+        if emergency
+        else "",
+        emergency_justification=str(details.get("justification", "")) if emergency else "",
     )
 
 
@@ -207,6 +220,7 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
         purpose_of_use=request.purpose_of_use,
         emergency=request.emergency,
         emergency_justification=request.emergency_justification,
+        emergency_justification_code=request.emergency_justification_code,
         stored_resources=tuple((r.resource_type, r.resource_id) for r in request.stored_resources),
     )
 
@@ -282,6 +296,8 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             level=Level.HARD if r.level == pb.HARD else Level.SOFT,
             domain=_DOMAIN_IN[r.domain],
             period=_period_in(r),
+            target_resh=r.target.resh_id,
+            reason=r.reason,
         )
         return restriction_out(setting)
 
@@ -379,4 +395,24 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
         return pb.SearchAccessEventsResponse(
             access_events=[access_event_out(r, auditor) for r in page.items],
             next_page_token=page.next_page_token,
+        )
+
+    def SearchOrganizationAccessEvents(
+        self, request: pb.SearchOrganizationAccessEventsRequest, context: Any
+    ) -> pb.SearchOrganizationAccessEventsResponse:
+        page = self.service.search_organisation_access(
+            current_principal(),
+            OrgAuditQuery(
+                start=_dt(request, "start_time"),
+                end=_dt(request, "end_time"),
+                hpr_number=request.hpr_number,
+                emergency_only=request.emergency_only,
+            ),
+            request.page_size,
+            request.page_token,
+        )
+        return pb.SearchOrganizationAccessEventsResponse(
+            access_events=[access_event_out(r, auditor=True) for r in page.items],
+            next_page_token=page.next_page_token,
+            total_size=page.total_size,
         )

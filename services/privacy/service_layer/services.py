@@ -29,8 +29,13 @@ from services.common.errors import (
 )
 from services.common.identifiers import require_org_number, require_pid
 from services.common.tokens import Scopes
+from services.privacy.adapters import audit_queries
 from services.privacy.adapters import repository as repo
-from services.privacy.adapters.masterdata import ApprovalChecker, MasterDataUnavailable
+from services.privacy.adapters.masterdata import (
+    ApprovalChecker,
+    GpListChecker,
+    MasterDataUnavailable,
+)
 from services.privacy.adapters.signing import CheckpointSigner
 from services.privacy.domain.chain import decode_token, encode_token
 from services.privacy.domain.model import (
@@ -52,7 +57,7 @@ from services.privacy.domain.model import (
     SettingState,
     utcnow,
 )
-from services.privacy.domain.policy import caller_from_principal, decide
+from services.privacy.domain.policy import Rules, caller_from_principal, decide, needs_gp_list
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -103,9 +108,20 @@ class RecordedAccess:
 
 
 @dataclass(frozen=True)
+class OrgAuditQuery:
+    """The filters of an organisation's review of its staff's accesses."""
+
+    start: dt.datetime | None = None
+    end: dt.datetime | None = None
+    hpr_number: str = ""
+    emergency_only: bool = False
+
+
+@dataclass(frozen=True)
 class Page:
     items: list[Any]
     next_page_token: str
+    total_size: int = 0
 
 
 def page_size(requested: int) -> int:
@@ -127,7 +143,12 @@ class PrivacyService:
         config: Config | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         trace_id: Callable[[], str] = lambda: "",
+        *,
+        rules: Rules,
+        gp_list: GpListChecker,
     ) -> None:
+        self.rules = rules
+        self.gp_list = gp_list
         self.engine = engine
         self._sessions = session_factory(engine)
         self.approvals = approvals
@@ -227,6 +248,20 @@ class PrivacyService:
             for job in batch:
                 job.done.set()
 
+    def _gp_answer(
+        self, caller: Caller, principal: Principal, request: AccessRequest
+    ) -> tuple[bool | None, str]:
+        """Master data's GP-list answer, asked only when the policy needs it."""
+        if not caller.hpr_number or not needs_gp_list(request, caller, self.rules):
+            return None, ""
+        try:
+            listed = self.gp_list.on_gp_list(
+                caller.hpr_number, request.patient_id, principal.forwarding_metadata()
+            )
+            return listed, ""
+        except MasterDataUnavailable as exc:
+            return None, str(exc) or "unavailable"
+
     def _prepare(self, principal: Principal) -> tuple[Caller, Approval | None, str, str]:
         caller = caller_from_principal(principal)
         approval, approval_error = self._approval(caller, principal)
@@ -243,17 +278,45 @@ class PrivacyService:
         approval_error: str,
         now: dt.datetime,
         trace_id: str,
+        gp: tuple[bool | None, str] = (None, ""),
     ) -> tuple[list[LogEntry], Decided]:
         """The decision's log entry, followed (under a PERMIT) by one ACCESS entry per
-        resource the data service said it stores under it."""
-        outcome = decide(request, caller, list(settings), approval, now, approval_error)
+        resource the data service said it stores under it. The attested context and an
+        emergency's justification go into the entry's details (no log schema change)."""
+        outcome = decide(
+            request,
+            caller,
+            list(settings),
+            approval,
+            now,
+            approval_error,
+            rules=self.rules,
+            gp_listed=gp[0],
+            gp_list_error=gp[1],
+        )
         details: dict[str, Any] = {"obligations": [o.value for o in outcome.obligations]}
         if request.confidentiality_codes:
             details["confidentiality"] = list(request.confidentiality_codes)
-        if request.emergency_justification:
-            details["justification"] = request.emergency_justification
-        if approval_error:
-            details["master_data"] = approval_error
+        if outcome.emergency:
+            details["justification_code"] = outcome.justification_code
+            details["justification"] = outcome.justification
+        if caller.kind == ActorKind.PRACTITIONER:
+            details.update(
+                {
+                    key: value
+                    for key, value in (
+                        ("category", outcome.category),
+                        ("legal_entity", caller.legal_entity),
+                        ("point_of_care", caller.point_of_care),
+                        ("department", caller.department),
+                        ("healthcare_service", caller.healthcare_service),
+                        ("gp_list", "" if gp[0] is None else str(gp[0]).lower()),
+                    )
+                    if value
+                }
+            )
+        if approval_error or gp[1]:
+            details["master_data"] = approval_error or gp[1]
         entry = self._entry(
             EntryType.DECISION,
             caller,
@@ -294,6 +357,7 @@ class PrivacyService:
 
     def decide(self, principal: Principal, request: AccessRequest) -> Decided:
         caller, approval, approval_error, trace_id = self._prepare(principal)
+        gp = self._gp_answer(caller, principal, request)
 
         def work(session: Session) -> tuple[list[LogEntry], Decided]:
             settings = (
@@ -302,7 +366,7 @@ class PrivacyService:
                 else []
             )
             entries, decided = self._decision_entry(
-                request, caller, settings, approval, approval_error, self.clock(), trace_id
+                request, caller, settings, approval, approval_error, self.clock(), trace_id, gp
             )
             made.append(entries[0])
             return entries, decided
@@ -319,6 +383,7 @@ class PrivacyService:
         order) and committed in one transaction before any answer. Each decision equals
         what `decide` gives for the same request."""
         caller, approval, approval_error, trace_id = self._prepare(principal)
+        gps = [self._gp_answer(caller, principal, r) for r in requests]
 
         def work(session: Session) -> tuple[list[LogEntry], list[Decided]]:
             by_patient = repo.active_settings_many(
@@ -334,8 +399,9 @@ class PrivacyService:
                     approval_error,
                     now,
                     trace_id,
+                    gp,
                 )
-                for r in requests
+                for r, gp in zip(requests, gps, strict=True)
             ]
             made.extend(entries[0] for entries, _ in pairs)
             return [e for entries, _ in pairs for e in entries], [d for _, d in pairs]
@@ -575,12 +641,38 @@ class PrivacyService:
         level: Level,
         domain: Domain,
         period: Period,
+        target_resh: str = "",
+        reason: str = "",
     ) -> Setting:
+        # Permission first (an unrelated practitioner learns nothing), then the request.
         caller, patient = self._settings_patient(
             principal, patient_id, SettingKind.RESTRICTION, Action.CREATE
         )
         if target_org:
             require_org_number(target_org, "restriction.target.org_number")
+        reason = reason.strip()
+        if caller.kind == ActorKind.PRACTITIONER:
+            # A Shield protects the patient; it must never stop emergency care (README,
+            # "Shields"): always SOFT, never against the setter's own organisation (the
+            # one treating the patient) or himself, and always with a reason.
+            if level != Level.SOFT:
+                raise invalid_field(
+                    "restriction.level", "a Shield is always SOFT", reason="SHIELD_MUST_BE_SOFT"
+                )
+            if not reason:
+                raise invalid_field(
+                    "restriction.reason", "a Shield needs a reason", reason="SHIELD_NEEDS_REASON"
+                )
+            if (
+                (target_hpr and target_hpr == caller.hpr_number)
+                or (target_org and target_org in caller.org_numbers)
+                or (target_resh and target_resh == caller.department)
+            ):
+                raise invalid_field(
+                    "restriction.target",
+                    "a Shield cannot target your own organisation or yourself",
+                    reason="SHIELD_TARGETS_OWN_ORGANISATION",
+                )
         setting = self._new_setting(caller, patient, SettingKind.RESTRICTION, domain, period)
         setting.restriction_kind = (
             RestrictionKind.BLOCK if caller.kind == ActorKind.CITIZEN else RestrictionKind.SHIELD
@@ -588,6 +680,11 @@ class PrivacyService:
         setting.level = level
         setting.target_hpr = target_hpr
         setting.target_org = target_org
+        setting.target_resh = target_resh
+        setting.reason = reason
+        if caller.kind == ActorKind.PRACTITIONER:
+            approval, _ = self._approval(caller, principal)  # cached: the decision asked
+            setting.set_by_name = approval.display_name if approval is not None else ""
         return self._save(caller, setting, "RESTRICTION_CREATED", is_new=True)
 
     def create_consent(
@@ -645,9 +742,11 @@ class PrivacyService:
                 )
         else:
             caller, _ = self._settings_patient(principal, setting.patient_id, kind, Action.DELETE)
+            # Only the organisation that set the Shield (its point of care, or its legal
+            # entity when it set it as such) lifts it.
             if (
                 setting.restriction_kind != RestrictionKind.SHIELD
-                or setting.set_by_org not in caller.organisations
+                or setting.set_by_org not in caller.org_numbers
             ):
                 raise PermissionDenied(
                     "only a shield set by your organisation can be lifted",
@@ -681,7 +780,7 @@ class PrivacyService:
                     raise ValueError("other kind")
             except (ValueError, KeyError, TypeError) as exc:
                 raise _bad_token() from exc
-        orgs = list(caller.organisations) if caller.kind == ActorKind.PRACTITIONER else None
+        orgs = sorted(caller.org_numbers) if caller.kind == ActorKind.PRACTITIONER else None
         with self._uow() as uow:
             items = repo.search_settings(
                 uow.session,
@@ -705,6 +804,75 @@ class PrivacyService:
     def history(self, setting_id: str) -> list[dict[str, Any]]:
         with self._uow() as uow:
             return repo.setting_history(uow.session, setting_id)
+
+    # --- the organisation's own review (Normen) ------------------------------------------
+
+    def search_organisation_access(
+        self, principal: Principal, query: OrgAuditQuery, size: int, token: str
+    ) -> Page:
+        """A security officer (scope org-audit) lists the access decisions made by his
+        organisation's staff: the legal entity of his token (or its point of care when no
+        legal entity is named). The first page of each search is itself logged."""
+        principal.require_scope(Scopes.PRIVACY_ORG_AUDIT)
+        limit = page_size(size)
+        organisation = principal.orgnr_parent or principal.orgnr_child or ""
+        if not organisation:
+            raise PermissionDenied(
+                "the token names no organisation to review", reason="NO_ORGANISATION"
+            )
+        if query.start and query.end and query.end <= query.start:
+            raise invalid_field("end_time", "must be after the start time")
+        before: int | None = None
+        if token:
+            try:
+                data = decode_token(token)
+                before = int(data["s"])
+                if data.get("o") != organisation:
+                    raise ValueError("another organisation's token")
+            except (ValueError, KeyError, TypeError) as exc:
+                raise _bad_token() from exc
+        with self._uow() as uow:
+            rows, total = audit_queries.organisation_entries(
+                uow.session,
+                [organisation],
+                query.start,
+                query.end,
+                query.hpr_number,
+                query.emergency_only,
+                limit + 1,
+                before,
+            )
+        next_token = ""
+        if len(rows) > limit:
+            rows = rows[:limit]
+            next_token = encode_token({"s": rows[-1]["seq"], "o": organisation})
+        if not token:
+            caller = replace(
+                caller_from_principal(principal),
+                kind=ActorKind.AUDITOR,
+                organisations=(organisation,),
+            )
+            filters = {
+                "start": query.start.isoformat() if query.start else None,
+                "end": query.end.isoformat() if query.end else None,
+                "hpr_number": query.hpr_number,
+                "emergency_only": query.emergency_only,
+            }
+            entry = self._entry(
+                EntryType.LOG_READ,
+                caller,
+                "",
+                self.clock(),
+                domain=Domain.PRIVACY.value,
+                action=Action.SEARCH.value,
+                resource_type="OrganizationAccessLog",
+                decision=Decision.PERMIT.value,
+                details={"organisation": organisation, "filters": filters},
+            )
+            with self._append_lock, self._uow() as uow:
+                repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
+                uow.commit()
+        return Page(rows, next_token, total)
 
     # --- the citizen's log ------------------------------------------------------------
 

@@ -24,7 +24,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, peer_error
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -70,9 +70,12 @@ class MasterDataCodeChecker:
                     metadata=principal.forwarding_metadata(),
                 )
             except grpc.RpcError as exc:
-                raise Unavailable(
-                    "master data is unavailable; codes cannot be checked",
-                    reason="MASTERDATA_UNAVAILABLE",
+                raise peer_error(
+                    exc,
+                    Unavailable(
+                        "master data is unavailable; codes cannot be checked",
+                        reason="MASTERDATA_UNAVAILABLE",
+                    ),
                 ) from exc
             for key, answer in zip(chunk, reply.results, strict=True):
                 verdicts[key] = "" if answer.valid else (answer.reason or "UNKNOWN_CODE")
@@ -123,6 +126,7 @@ class AccessRequest:
     purpose_of_use: str = ""
     emergency: bool = False
     justification: str = ""
+    justification_code: str = ""
     # For CREATE/UPDATE: the result ids stored if permitted (logged with the decision).
     stored_ids: Sequence[str] = ()
 
@@ -190,9 +194,12 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
             except grpc.RpcError as exc:
-                raise Unavailable(
-                    "the privacy service is unavailable; access cannot be decided",
-                    reason="PRIVACY_UNAVAILABLE",
+                raise peer_error(
+                    exc,
+                    Unavailable(
+                        "the privacy service is unavailable; access cannot be decided",
+                        reason="PRIVACY_UNAVAILABLE",
+                    ),
                 ) from exc
             out += [self._decision(r) for r in reply.responses]
         return out
@@ -225,9 +232,12 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; the access cannot be logged",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; the access cannot be logged",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
 
     @staticmethod
@@ -242,6 +252,7 @@ class PrivacyAccessControl:
             purpose_of_use=request.purpose_of_use,
             emergency=request.emergency,
             emergency_justification=request.justification,
+            emergency_justification_code=request.justification_code,
             stored_resources=[
                 pv.AccessedResource(resource_type=request.resource_type, resource_id=i)
                 for i in request.stored_ids
@@ -258,9 +269,12 @@ class PrivacyAccessControl:
         try:
             reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; access cannot be decided",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; access cannot be decided",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc
         return self._decision(reply)
 
@@ -289,7 +303,10 @@ class PrivacyAccessControl:
                     metadata=principal.forwarding_metadata(),
                 )
         except grpc.RpcError as exc:
-            raise Unavailable(
-                "the privacy service is unavailable; the access cannot be logged",
-                reason="PRIVACY_UNAVAILABLE",
+            raise peer_error(
+                exc,
+                Unavailable(
+                    "the privacy service is unavailable; the access cannot be logged",
+                    reason="PRIVACY_UNAVAILABLE",
+                ),
             ) from exc

@@ -424,6 +424,7 @@ class ResultsService:
         emergency: bool = False,
         justification: str = "",
         include_eie: bool = False,
+        justification_code: str = "",
     ) -> ReadAccess:
         patient = self._patient_for(principal, requested)
         decision = self._access.decide(
@@ -434,6 +435,7 @@ class ResultsService:
                 purpose_of_use=purpose,
                 emergency=emergency,
                 justification=justification,
+                justification_code=justification_code,
             ),
         )
         if not decision.permit:
@@ -516,6 +518,7 @@ class ResultsService:
             request.emergency,
             request.emergency_justification,
             include_eie=pb.RESULT_STATUS_ENTERED_IN_ERROR in statuses,
+            justification_code=request.emergency_justification_code,
         )
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start and end and start >= end:
@@ -561,6 +564,7 @@ class ResultsService:
             request.purpose_of_use,
             request.emergency,
             request.emergency_justification,
+            justification_code=request.emergency_justification_code,
         )
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start and end and start >= end:

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import grpc
 
-from services.common.errors import Unavailable
+from services.common.errors import Unavailable, peer_error
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,9 @@ class GrpcMasterData:
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
                 return ApprovalCheck(False, "UNKNOWN_PRACTITIONER")
-            raise Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE") from exc
+            raise peer_error(
+                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
+            ) from exc
         reason = pb.ApprovalCheckReason.Name(reply.reason).removeprefix("APPROVAL_CHECK_REASON_")
         return ApprovalCheck(bool(reply.valid), reason, tuple(reply.org_numbers))
 
@@ -99,7 +101,9 @@ class GrpcMasterData:
         except grpc.RpcError as exc:
             if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
                 return None
-            raise Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE") from exc
+            raise peer_error(
+                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
+            ) from exc
         return _record(org)
 
     def children(self, org_number: str) -> list[OrganisationRecord]:
@@ -117,8 +121,8 @@ class GrpcMasterData:
             except grpc.RpcError as exc:
                 if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
                     return out
-                raise Unavailable(
-                    "master data unavailable", reason="MASTERDATA_UNAVAILABLE"
+                raise peer_error(
+                    exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
                 ) from exc
             out.extend(_record(o) for o in page.organizations)
             token = page.next_page_token

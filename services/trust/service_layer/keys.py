@@ -6,6 +6,11 @@ verify), `retired` (kept encrypted for the record, never published). A rotation 
 key one step; a token signed by a key verifies until that key is retired, i.e. for one
 rotation interval after its key stopped signing (the overlap), then no longer.
 
+A key signs only once it has been published for `PUBLISH_LEAD_SECONDS`, longer than any
+verifier caches the JWKS (the edge, the services): until then the previous key keeps
+signing. Two rotations in a row (to retire a compromised key at once) therefore never sign
+with a key the edge has not fetched yet.
+
 Private keys are PKCS#8 encrypted with AES-256-GCM under the key-encryption key from
 configuration (`SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY`, base64url of 32 bytes); the kid is
 the associated data, so a ciphertext cannot be moved to another key row.
@@ -33,6 +38,9 @@ from services.trust.adapters.repository import TrustRepository
 
 ALG = "ES256"
 PUBLISHED = ("next", "current", "previous")
+# Longer than the edge's JWKS cache (gateway/routes.yaml jwks.cache_seconds) and the
+# services' (services.common.auth.DEFAULT_JWKS_TTL_SECONDS); a test keeps them in that order.
+PUBLISH_LEAD_SECONDS = 90.0
 
 
 def load_kek(value: str | None, var_dir: Path | None, allow_generate: bool) -> bytes:
@@ -67,8 +75,10 @@ class KeyManager:
         kek: bytes,
         clock: Callable[[], float] = time.time,
         cache_seconds: float = 10.0,
+        publish_lead_seconds: float = PUBLISH_LEAD_SECONDS,
     ) -> None:
         self._repo = repo
+        self._publish_lead = publish_lead_seconds
         self._aead = AESGCM(kek)
         self._clock = clock
         self._cache_seconds = cache_seconds
@@ -149,15 +159,22 @@ class KeyManager:
             if self._jwks is not None and now - self._loaded_at < self._cache_seconds:
                 return
             rows = self._repo.signing_keys(PUBLISHED)
-            current = [r for r in rows if r["state"] == "current"]
-            if not current:
-                raise RuntimeError("no current signing key; call ensure_keys() at start-up")
-            if self._signing is None or self._signing.kid != current[0]["kid"]:
-                self._signing = SigningKey(current[0]["kid"], self._decrypt(current[0]))
+            signer = self._signing_row(rows)
+            if self._signing is None or self._signing.kid != signer["kid"]:
+                self._signing = SigningKey(signer["kid"], self._decrypt(signer))
             order = {"current": 0, "next": 1, "previous": 2}
             rows.sort(key=lambda r: order[r["state"]])
             self._jwks = {"keys": [json.loads(r["public_jwk"]) for r in rows]}
             self._loaded_at = now
+
+    def _signing_row(self, rows: list[dict[str, Any]]) -> Mapping[str, Any]:
+        """The current key once published for the lead, else the previous one."""
+        by_state = {r["state"]: r for r in rows}
+        current, previous = by_state.get("current"), by_state.get("previous")
+        if current is None:
+            raise RuntimeError("no current signing key; call ensure_keys() at start-up")
+        fresh = self._clock() - float(current["created_at"]) < self._publish_lead
+        return previous if fresh and previous is not None else current
 
     def jwks(self) -> dict[str, Any]:
         self._load()

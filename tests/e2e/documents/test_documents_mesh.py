@@ -85,7 +85,7 @@ def _login(mesh: Mesh, client: str, scope: str, form: dict[str, str], details: A
 
 
 @pytest.fixture(scope="module")
-def doctor(mesh: Mesh) -> dict[str, str]:
+def doctor(mesh: Mesh, patient: dict[str, Any]) -> dict[str, str]:
     persona = next(p for p in _people(mesh) if p["role"] == "hospital_doctor")
     details = [
         {
@@ -98,6 +98,10 @@ def doctor(mesh: Mesh) -> dict[str, str]:
                 },
             },
             "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+            # The patient under treatment: reads need a care relationship (issue #14).
+            "patients": [
+                {"identifier": {"id": patient["pid"], "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}
+            ],
         }
     ]
     token = _login(

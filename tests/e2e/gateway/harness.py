@@ -3,7 +3,8 @@
 The Echo server reports what reached it: `text="?headers"` answers with the request
 metadata the edge forwarded (as JSON), `text="?unavailable:<key>"` fails with UNAVAILABLE
 the first time a key is seen, so tests can count attempts; `text="?sleep:<seconds>"` answers
-late.
+late; `text="?hold:<key>"` waits until the test calls `release(key)` (`holding(key)` tells
+that the call is in progress); `text="?exhausted"` fails with RESOURCE_EXHAUSTED.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,16 @@ from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
-from services.common.errors import Unavailable
-from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
+from services.common.auth import JwksCache, JwtAuthenticator
+from services.common.dpop import DpopProofChecker
+from services.common.errors import ResourceExhausted, Unavailable
+from services.common.server import (
+    MeshServer,
+    ServerSettings,
+    Servicer,
+    ServiceSpec,
+    create_server,
+)
 from tests.support.tokens import ISSUER, TokenMint
 
 BENCH = "samhandling.bench.v1.BenchService"
@@ -33,6 +42,18 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
     def __init__(self) -> None:
         self.attempts: Counter[str] = Counter()
         self._lock = threading.Lock()
+        self._entered: dict[str, threading.Event] = defaultdict(threading.Event)
+        self._released: dict[str, threading.Event] = defaultdict(threading.Event)
+
+    def holding(self, key: str, timeout: float = 10) -> bool:
+        with self._lock:
+            entered = self._entered[key]
+        return entered.wait(timeout)
+
+    def release(self, key: str) -> None:
+        with self._lock:
+            released = self._released[key]
+        released.set()
 
     def Echo(self, request: Any, context: grpc.ServicerContext) -> Any:
         text = request.text
@@ -40,6 +61,15 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             metadata["time-remaining"] = str(context.time_remaining())
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
+        if text.startswith("?hold:"):
+            key = text.removeprefix("?hold:")
+            with self._lock:
+                entered, released = self._entered[key], self._released[key]
+            entered.set()
+            released.wait(30)
+            return bench_service_pb2.EchoResponse(text="released")
+        if text == "?exhausted":
+            raise ResourceExhausted("the probe is busy", reason="TEST_EXHAUSTED")
         if text.startswith("?sleep:"):
             threading.Event().wait(float(text.removeprefix("?sleep:")))
             return bench_service_pb2.EchoResponse(text="late")
@@ -70,17 +100,35 @@ class Edge:
         return {"Authorization": f"{scheme} {token or self.token()}"}
 
 
-def start_edge(tmp: Path, overrides: dict[str, Any] | None = None) -> tuple[Edge, MeshServer, Any]:
+def start_edge(
+    tmp: Path,
+    overrides: dict[str, Any] | None = None,
+    check_tokens: bool = False,
+    settings: ServerSettings | None = None,
+) -> tuple[Edge, MeshServer, Any]:
+    """`check_tokens`: the probe service verifies tokens and DPoP proofs itself (replay cache
+    included), as every real service does; by default it checks nothing."""
     echo = ProbeEcho()
+    mint = TokenMint()
     spec = ServiceSpec(
         name="bench",
         servicers=[
             Servicer(BENCH, bench_service_pb2_grpc.add_BenchServiceServicer_to_server, echo)
         ],
-        public_methods=frozenset({f"/{BENCH}/Echo"}),
+        public_methods=frozenset() if check_tokens else frozenset({f"/{BENCH}/Echo"}),
+        authenticator=(
+            JwtAuthenticator(
+                JwksCache(lambda: mint.jwks),
+                issuer=ISSUER,
+                audience="samhandling:bench",
+                # The origin comes from x-forwarded-host (set by the edge).
+                proof_checker=DpopProofChecker(base_url="http://edge.invalid"),
+            )
+            if check_tokens
+            else None
+        ),
     )
-    server = create_server(spec).start()
-    mint = TokenMint()
+    server = create_server(spec, settings=settings).start()
     # Echo is anonymous in routes.yaml (benchmarks); here it stands for a protected route.
     anonymous = EdgeSpec.load(ROUTES).anonymous - {f"{BENCH}/Echo"}
     overrides = {"anonymous": sorted(anonymous), **(overrides or {})}

@@ -33,6 +33,18 @@ OTHER_PID = synthetic_pid(_rng)
 MAX_BYTES = 4 * 1024 * 1024
 
 
+def care_relationship(*patients: str) -> list[dict[str, Any]]:
+    """The trust-framework attestation of a care relationship with these patients (reads
+    need one, issue #14)."""
+    return [
+        {
+            "type": "nhn:tillitsrammeverk:parameters",
+            "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+            "patients": [{"identifier": {"id": p}} for p in patients],
+        }
+    ]
+
+
 class InjectableStore(FilesystemContentStore):
     """The real filesystem store with a switch to fail between fsync and rename."""
 
@@ -54,6 +66,8 @@ class Harness:
     peers: Peers
 
     def token(self, kind: str = "writer", **claims: Any) -> list[tuple[str, str]]:
+        if kind in ("writer", "gp", "suspended"):
+            claims.setdefault("authorization_details", care_relationship(PID, OTHER_PID))
         if kind == "writer":
             doctor = self.peers.practitioner("hospital_doctor")
             token = self.mint.token(

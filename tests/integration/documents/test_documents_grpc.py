@@ -347,6 +347,7 @@ def test_nors_with_consent_or_emergency_override(harness: Harness) -> None:
         document_id=nors.document_id,
         emergency=True,
         emergency_justification="unconscious in the emergency room",
+        emergency_justification_code="UNCONSCIOUS",
     )
     parts = list(h.stub.GetDocumentContent(request, metadata=h.token("gp")))
     assert b"".join(p.data for p in parts) == b"s"

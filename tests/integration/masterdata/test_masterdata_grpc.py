@@ -339,6 +339,30 @@ def test_check_approval_answers_for_the_demo_personas(masterdata: MasterDataUnde
     assert not unknown.valid and unknown.reason == pb.APPROVAL_CHECK_REASON_UNKNOWN_PRACTITIONER
 
 
+def test_valid_categories_and_the_gp_list(masterdata: MasterDataUnderTest) -> None:
+    gp = masterdata.persona("gp")
+    assert list(_check(masterdata, gp["hpr_number"], "").valid_categories) == ["LE"]
+    suspended = masterdata.persona("suspended_practitioner")["hpr_number"]
+    assert list(_check(masterdata, suspended, "").valid_categories) == []
+    mine = [
+        c["pid"] for c in masterdata.people["citizens"] if c["gp_hpr_number"] == gp["hpr_number"]
+    ]
+    nurse = masterdata.persona("nurse")["hpr_number"]
+    for hpr, pid, listed in ((gp["hpr_number"], mine[0], True), (nurse, mine[0], False)):
+        answer = masterdata.stub.CheckGpList(
+            pb.CheckGpListRequest(hpr_number=hpr, patient_id=pid),
+            metadata=masterdata.md(audience="privacy"),
+        )
+        assert answer.listed is listed
+    fails(
+        lambda: masterdata.stub.CheckGpList(
+            pb.CheckGpListRequest(hpr_number=gp["hpr_number"], patient_id="12345678901"),
+            metadata=masterdata.md(),
+        ),
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
 def test_check_approval_is_internal_only_at_the_edge_but_accepts_mesh_tokens(
     masterdata: MasterDataUnderTest,
 ) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from opentelemetry import trace
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 from opentelemetry.proto.trace.v1 import trace_pb2
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
@@ -74,7 +75,10 @@ def test_one_call_is_one_trace_with_parent_links(
     front, _back = chain
     pid = synthetic_pid(random.Random(9))
     stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address))
-    reply = stub.Echo(bench_service_pb2.EchoRequest(text=f"for {pid}"))
+    # A call outside any request is a background job's: it is traced under a job span
+    # (a parentless CLIENT span is sampled out, see services.common.telemetry).
+    with trace.get_tracer("test").start_as_current_span("test job"):
+        reply = stub.Echo(bench_service_pb2.EchoRequest(text=f"for {pid}"))
     assert reply.text == f"front>back:for {pid}"
 
     method = "/samhandling.bench.v1.BenchService/Echo"
@@ -86,9 +90,10 @@ def test_one_call_is_one_trace_with_parent_links(
         )
 
     spans = receiver.wait_for(complete)
-    root = _one(spans, name=method, kind=CLIENT, parent_span_id="")
-    spans = [s for s in spans if s.trace_id == root.trace_id]
+    job = _one(spans, name="test job", parent_span_id="")
+    spans = [s for s in spans if s.trace_id == job.trace_id]
     by_id = check_one_trace(spans)
+    root = _one(spans, name=method, kind=CLIENT, parent_span_id=job.span_id)
 
     servers = sorted(
         (s for s in spans if s.name == method and s.kind == SERVER),

@@ -44,6 +44,8 @@ class People:
     nurse_hpr: str
     org: str
     other_org: str
+    gp_patient: str = ""  # a citizen on the GP's list in master data
+    psychologist_hpr: str = ""
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +95,10 @@ def masterdata(mint: TokenMint, tmp_path_factory: pytest.TempPathFactory) -> Ite
         nurse_hpr=by_role["nurse"]["hpr_number"],
         org=gp["organisation"],
         other_org=synthetic_org_number(RNG),
+        gp_patient=next(
+            c["pid"] for c in personas["citizens"] if c["gp_hpr_number"] == gp["hpr_number"]
+        ),
+        psychologist_hpr=by_role["psychologist"]["hpr_number"],
     )
     try:
         yield MasterData(server, people, gp["name"], mint)
@@ -117,6 +123,11 @@ class CountingApprovals:
     def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
         self.calls += 1
         return self.inner.check(hpr_number, metadata)
+
+    def on_gp_list(
+        self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
+    ) -> bool:
+        return self.inner.on_gp_list(hpr_number, patient_id, metadata)
 
 
 class Privacy:
@@ -155,16 +166,26 @@ class Privacy:
         scopes: tuple[str, ...] = (Scopes.RESULTS_READ,),
         org: str | None = None,
         details: Any = None,
+        category: str | None = None,
+        service: str | None = None,
+        **claims: Any,
     ) -> list[tuple[str, str]]:
-        tf: dict[str, Any] = {
-            "type": TRUST_FRAMEWORK_TYPE,
-            "care_relationship": {"purpose_of_use": {"code": purpose}},
-        }
-        if patients is not None:
-            tf["patients"] = [
-                {"identifier": {"id": p, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}
-                for p in patients
-            ]
+        """A practitioner token with an attested care relationship for the two test
+        patients (unless `patients` says otherwise). Emergency purposes carry their
+        justification in the attestation, as an EHR's break-the-glass dialogue would."""
+        care: dict[str, Any] = {"purpose_of_use": {"code": purpose}}
+        if purpose in ("ETREAT", "BTG"):
+            care["purpose_of_use_details"] = {"code": "UNCONSCIOUS", "text": "test emergency"}
+        if service:
+            care["healthcare_service"] = {"code": service}
+        tf: dict[str, Any] = {"type": TRUST_FRAMEWORK_TYPE, "care_relationship": care}
+        if category:
+            tf["practitioner"] = {"authorization": {"code": category}}
+        if patients is None:
+            patients = [self.people.patient, self.people.other_patient]
+        tf["patients"] = [
+            {"identifier": {"id": p, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}} for p in patients
+        ]
         token = self.mint.token(
             audience,
             list(scopes),
@@ -172,7 +193,17 @@ class Privacy:
             hpr_number=hpr or self.people.doctor_hpr,
             orgnr=org or self.people.org,
             authorization_details=details if details else [tf],
-            **{"helseid://claims/client/client_name": "GP EHR"},
+            **{"helseid://claims/client/client_name": "GP EHR", **claims},
+        )
+        return self.mint.metadata(token)
+
+    def security_officer(self, org: str | None = None) -> list[tuple[str, str]]:
+        """An organisation's security officer (client credentials of its admin tool)."""
+        token = self.mint.token(
+            "privacy",
+            [Scopes.PRIVACY_ORG_AUDIT],
+            client_id="org-admin",
+            orgnr=org or self.people.org,
         )
         return self.mint.metadata(token)
 

@@ -157,7 +157,7 @@ def test_reservation_denies_and_can_be_lifted(privacy: Privacy) -> None:
 
 def test_patient_outside_the_attestation_is_denied(privacy: Privacy) -> None:
     meta = privacy.doctor(patients=[privacy.people.other_patient])
-    assert decide(privacy, meta).reasons == ["PATIENT_NOT_IN_CONTEXT"]
+    assert decide(privacy, meta).reasons == ["NO_CARE_RELATIONSHIP"]
     meta = privacy.doctor(patients=[privacy.people.patient])
     assert decide(privacy, meta).decision == pb.DECISION_PERMIT
 

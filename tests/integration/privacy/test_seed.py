@@ -23,7 +23,7 @@ def test_seed_is_idempotent(
     demo = tmp_path / "demo"
     demo.mkdir()
     people = [
-        {"role": "psychologist", "hpr_number": "1000004", "name": "Psy Kolog"},
+        {"role": "nurse", "hpr_number": "1000003", "name": "Syke Pleier"},
         {"role": "citizen", "pid": "15868503049", "name": "Silje Sandvik"},
     ]
     (demo / "people.json").write_text(json.dumps(people))

@@ -13,12 +13,12 @@ from tests.integration.privacy.test_decisions import decide, log, reason_of
 
 
 def shield_request(
-    p: Privacy, level: pb.RestrictionLevel.ValueType = pb.HARD
+    p: Privacy, level: pb.RestrictionLevel.ValueType = pb.SOFT, reason: str = "conflict of interest"
 ) -> pb.CreateRestrictionRequest:
     return pb.CreateRestrictionRequest(
         patient_id=p.people.patient,
         restriction=pb.Restriction(
-            target=pb.RestrictionTarget(org_number=p.people.other_org), level=level
+            target=pb.RestrictionTarget(org_number=p.people.other_org), level=level, reason=reason
         ),
     )
 
@@ -71,7 +71,7 @@ def test_shield_needs_an_approved_practitioner_with_the_patient_in_context(
     with pytest.raises(grpc.RpcError) as caught:
         privacy.stub.CreateRestriction(shield_request(privacy), metadata=meta, timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert reason_of(caught.value) == "PATIENT_NOT_IN_CONTEXT"
+    assert reason_of(caught.value) == "NO_CARE_RELATIONSHIP"
 
 
 def test_consents_are_versioned_and_paged(privacy: Privacy) -> None:

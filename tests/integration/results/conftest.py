@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,9 +59,12 @@ class Stack:
     masterdata: md_grpc.MasterDataServiceStub
     engine: Engine
     servers: list[MeshServer]
+    recent: list[str] = field(default_factory=list)
 
     def new_patient(self) -> str:
-        return synthetic_pid(RNG)
+        patient = synthetic_pid(RNG)
+        self.recent = [*self.recent[-9:], patient]
+        return patient
 
     def lab(self, org: str = b.LAB_ORG, scopes: tuple[str, ...] = (Scopes.RESULTS_WRITE,)) -> Any:
         return self.mint.metadata(
@@ -75,8 +78,9 @@ class Stack:
             "type": TRUST_FRAMEWORK_TYPE,
             "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
         }
-        if patients is not None:
-            tf["patients"] = [{"identifier": {"id": p}} for p in patients]
+        # The care relationship covers the patients the test made last (reads need one).
+        patients = self.recent if patients is None else patients
+        tf["patients"] = [{"identifier": {"id": p}} for p in patients]
         token = self.mint.token(
             "results",
             [Scopes.RESULTS_READ],

@@ -461,7 +461,13 @@ def test_soft_block_yields_to_an_emergency(stack: Stack) -> None:
         timeout=5,
     )
     _refused(lambda: _search(stack, patient), grpc.StatusCode.PERMISSION_DENIED, "ACCESS_DENIED")
-    urgent = _search(stack, patient, emergency=True, emergency_justification="unconscious")
+    urgent = _search(
+        stack,
+        patient,
+        emergency=True,
+        emergency_justification="unconscious",
+        emergency_justification_code="UNCONSCIOUS",
+    )
     assert urgent.total_size == 1
     log = stack.privacy.SearchAccessEvents(
         pv.SearchAccessEventsRequest(emergency_only=True),

@@ -12,17 +12,20 @@ import grpc
 import jwt
 import pytest
 import sqlalchemy as sa
+import yaml
 from cryptography.exceptions import InvalidTag
 from google.protobuf import field_mask_pb2, struct_pb2
 from samhandling.trust.v1 import trust_service_pb2 as pb
 from samhandling.trust.v1 import trust_service_pb2_grpc as pb_grpc
 
 from services.common import auth
+from services.common.auth import DEFAULT_JWKS_TTL_SECONDS
+from services.common.db import ROOT
 from services.common.errors import Unauthenticated
 from services.common.tokens import Scopes
 from services.trust.adapters import orm
 from services.trust.main import start_rotation_schedule
-from services.trust.service_layer.keys import KeyManager
+from services.trust.service_layer.keys import PUBLISH_LEAD_SECONDS, KeyManager
 from tests.integration.trust.conftest import Trust
 from tests.integration.trust.helpers import ISSUER, ClientKey
 from tests.integration.trust.test_client_credentials import verify
@@ -59,6 +62,8 @@ def test_rotation_with_overlap_then_retired_key_stops_verifying(trust: Trust) ->
     assert after["current"] == before["next"] and after["previous"] == before["current"]
     assert {k["kid"] for k in trust.jwks()["keys"]} == set(after.values())
     verify(trust, token, "samhandling:results")  # the overlap: previous is still published
+    trust.clock.offset += PUBLISH_LEAD_SECONDS  # the new current key has been published long enough
+    trust.app.keys.invalidate()
     new = cc_token(trust, client_id, key)
     assert jwt.get_unverified_header(new)["kid"] == after["current"]
     trust.app.keys.rotate()
@@ -72,6 +77,30 @@ def test_rotation_with_overlap_then_retired_key_stops_verifying(trust: Trust) ->
     assert caught.value.reason == "UNKNOWN_KEY"
     form = key.form(client_id, token=token)
     assert trust.post("/connect/introspect", form).json() == {"active": False}
+
+
+def test_two_rotations_in_a_row_never_sign_with_an_unpublished_key(trust: Trust) -> None:
+    """Retiring a compromised key takes two rotations; the key that becomes current by the
+    second one was published only moments ago, so verifiers with a cached JWKS (the edge)
+    do not know it yet. Tokens are signed with a key published for at least the lead."""
+    client_id, key = trust.register()
+    start = trust.app.keys.kids()
+    trust.clock.offset += PUBLISH_LEAD_SECONDS  # the first keys have been out for a while
+    trust.app.keys.rotate()
+    trust.app.keys.rotate()
+    after = trust.app.keys.kids()
+    assert start["current"] not in after.values()  # the compromised key is no longer published
+    signed_by = jwt.get_unverified_header(cc_token(trust, client_id, key))["kid"]
+    assert signed_by == start["next"] == after["previous"]  # published since the start
+    trust.clock.offset += PUBLISH_LEAD_SECONDS
+    trust.app.keys.invalidate()
+    assert jwt.get_unverified_header(cc_token(trust, client_id, key))["kid"] == after["current"]
+
+
+def test_the_publish_lead_outlasts_the_edge_jwks_cache() -> None:
+    routes = yaml.safe_load((ROOT / "gateway" / "routes.yaml").read_text())
+    assert routes["jwks"]["cache_seconds"] < PUBLISH_LEAD_SECONDS
+    assert PUBLISH_LEAD_SECONDS > DEFAULT_JWKS_TTL_SECONDS  # the services' JWKS cache, too
 
 
 def test_scheduled_rotation_only_when_due(trust: Trust) -> None:

@@ -193,7 +193,7 @@ def test_tokens_are_required_except_on_anonymous_routes(descriptors: Path, route
     assert (
         provider["remote_jwks"]["http_uri"]["uri"] == "http://127.0.0.1:8080/.well-known/jwks.json"
     )
-    assert provider["remote_jwks"]["cache_duration"] == "300s"
+    assert provider["remote_jwks"]["cache_duration"] == "30s"
 
 
 def test_retries_on_unavailable_only_for_idempotent_methods(
@@ -230,6 +230,7 @@ def test_filter_order(descriptors: Path, routes: Path) -> None:
     names = [f["name"].rsplit(".", 1)[-1] for f in _filters(_render(descriptors, routes))]
     assert names == [
         "header_mutation",
+        "lua",  # Retry-After on 429/503
         "cors",
         "jwt_authn",
         "rbac",
@@ -315,3 +316,93 @@ def test_local_replies_are_json_with_a_reason(descriptors: Path, routes: Path) -
         assert body["details"][0]["reason"].isupper()
         statuses.add(mapper.get("status_code"))
     assert 401 in statuses  # jwt_authn's and rbac's 403s become 401 (invalid_token)
+
+
+def test_requests_with_a_dpop_proof_are_retried_only_when_nothing_reached_the_service(
+    descriptors: Path, routes: Path
+) -> None:
+    by_name = _edge_routes(_render(descriptors, routes))
+    names = list(by_name)
+    for name, route in by_name.items():
+        if not name.endswith(" (DPoP)"):
+            continue
+        original = by_name[name.removesuffix(" (DPoP)")]
+        assert names.index(name) == names.index(original["name"]) - 1  # matched first
+        assert {"name": "dpop", "present_match": True} in route["match"]["headers"]
+        assert route["route"]["retry_policy"]["retry_on"] == (
+            "connect-failure,refused-stream,reset-before-request"
+        )
+        assert "unavailable" in original["route"]["retry_policy"]["retry_on"]
+    twins = {n.split(" ")[0].split("/")[-1] for n in by_name if n.endswith(" (DPoP)")}
+    assert twins == {"GetThing", "SearchThings"}  # the idempotent methods only
+
+
+def test_rate_limit_buckets_and_route_metadata(descriptors: Path, routes: Path) -> None:
+    overrides = {
+        "methods": {
+            f"{SERVICE}/CreateThing": {
+                "rate_limit": {"max_tokens": 5, "tokens_per_fill": 5, "fill_interval_seconds": 1}
+            }
+        },
+        "rate_limit": {"anonymous_token_paths": ["/connect/token"]},
+    }
+    config = _render(descriptors, routes, overrides=overrides)
+    by_name = _edge_routes(config)
+    create = by_name[f"{SERVICE}/CreateThing POST /v1/things"]
+    assert create["metadata"]["filter_metadata"]["samhandling.edge"] == {
+        "route": f"{SERVICE}/CreateThing"
+    }
+    token = by_name[f"{SERVICE}/GetToken POST /connect/token"]
+    assert token["metadata"]["filter_metadata"]["samhandling.edge"] == {"anonymous": "token"}
+    assert "metadata" not in by_name[f"{SERVICE}/GetThing GET /v1/things/{{thing_id}}"]
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    limits = hcm["route_config"]["virtual_hosts"][0]["typed_per_filter_config"][
+        "envoy.filters.http.local_ratelimit"
+    ]
+    keys = [[(e["key"], e.get("value")) for e in d["entries"]] for d in limits["descriptors"]]
+    assert keys == [
+        [("client_id", None)],
+        [("citizen", None)],
+        [("anonymous", "token")],
+        [("client_id", None), ("route", f"{SERVICE}/CreateThing")],
+    ]
+    assert limits["rate_limited_as_resource_exhausted"] is True
+
+
+def test_listener_limits(descriptors: Path, routes: Path) -> None:
+    config = _render(descriptors, routes)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"
+    ]
+    assert hcm["http2_protocol_options"]["max_concurrent_streams"] == 100
+    assert hcm["request_timeout"] == "120s"
+    assert hcm["request_headers_timeout"] == "10s"
+    assert hcm["stream_idle_timeout"] == "60s"
+    overrides = {"methods": {f"{SERVICE}/CreateThing": {"idle_timeout_seconds": 10}}}
+    create = _edge_routes(_render(descriptors, routes, overrides=overrides))[
+        f"{SERVICE}/CreateThing POST /v1/things"
+    ]
+    assert create["route"]["idle_timeout"] == "10s"
+
+
+def test_real_routes_limit_uploads_and_token_requests() -> None:
+    spec = EdgeSpec.load(Path("gateway/routes.yaml"))
+    uploads = [
+        m
+        for m in load_methods(Path("build/descriptors.binpb"))
+        if m.service == "samhandling.documents.v1.DocumentsService"
+        and m.name in ("CreateDocument", "UploadDocument", "ReplaceDocument")
+    ]
+    assert len(uploads) == 3
+    for m in uploads:
+        assert spec.options(m)["idle_timeout_seconds"] <= 30
+        assert spec.route_metadata(m)["route"] == m.key
+    token_methods = [
+        m
+        for m in load_methods(Path("build/descriptors.binpb"))
+        if any(r.template in ("/connect/token", "/connect/par") for r in m.rules)
+    ]
+    assert len(token_methods) == 2
+    assert all(spec.route_metadata(m) == {"anonymous": "token"} for m in token_methods)

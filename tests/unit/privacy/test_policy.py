@@ -11,6 +11,7 @@ import pytest
 from services.common.auth import TRUST_FRAMEWORK_TYPE, Principal
 from services.common.identifiers import synthetic_pid
 from services.common.tokens import Scopes
+from services.privacy.bootstrap import load_rules
 from services.privacy.domain.model import (
     AccessRequest,
     Action,
@@ -34,16 +35,21 @@ PATIENT = synthetic_pid(RNG)
 OTHER = synthetic_pid(RNG)
 HPR = "1234567"
 ORG = "974557746"
-VALID = Approval(valid=True, reason="VALID", display_name="Dr. Test")
+VALID = Approval(valid=True, reason="VALID", display_name="Dr. Test", categories=("LE",))
+RULES = load_rules()
+JUSTIFIED: dict[str, Any] = {
+    "emergency_justification_code": "UNCONSCIOUS",
+    "emergency_justification": "found",
+}
 
 
 def attestation(purpose: str = "TREAT", patients: Any = None) -> dict[str, Any]:
     tf: dict[str, Any] = {
         "type": TRUST_FRAMEWORK_TYPE,
+        "practitioner": {"authorization": {"code": "LE"}},
         "care_relationship": {"purpose_of_use": {"code": purpose, "system": "x"}},
+        "patients": [{"identifier": {"id": PATIENT}}] if patients is None else patients,
     }
-    if patients is not None:
-        tf["patients"] = patients
     return tf
 
 
@@ -98,7 +104,7 @@ def run(
     req.setdefault("domain", Domain.RESULTS)
     req.setdefault("action", Action.SEARCH)
     caller = caller_from_principal(principal)
-    return decide(AccessRequest(**req), caller, settings, approval, NOW, error)
+    return decide(AccessRequest(**req), caller, settings, approval, NOW, error, rules=RULES)
 
 
 def test_citizen_reaches_himself_with_obligations() -> None:
@@ -174,24 +180,26 @@ def test_block_of_another_domain_or_outside_its_period_does_not_apply() -> None:
 
 @pytest.mark.parametrize("purpose", ["ETREAT", "BTG"])
 def test_emergency_overrides_soft_block_and_is_flagged(purpose: str) -> None:
-    out = run(doctor(details=(attestation(purpose),)), [block(Level.SOFT)])
+    out = run(doctor(details=(attestation(purpose),)), [block(Level.SOFT)], **JUSTIFIED)
     assert out.decision == Decision.PERMIT and out.emergency
     assert "SOFT_BLOCK_OVERRIDDEN" in out.reasons
 
 
 def test_explicit_break_the_glass_overrides_soft_block() -> None:
-    out = run(doctor(), [block(Level.SOFT)], emergency=True)
+    out = run(doctor(), [block(Level.SOFT)], emergency=True, **JUSTIFIED)
     assert out.decision == Decision.PERMIT and out.emergency and out.purpose_of_use == "BTG"
 
 
 @pytest.mark.parametrize("purpose", ["ETREAT", "BTG"])
 def test_emergency_never_overrides_hard_block(purpose: str) -> None:
-    out = run(doctor(details=(attestation(purpose),)), [block(Level.HARD)], emergency=True)
+    out = run(
+        doctor(details=(attestation(purpose),)), [block(Level.HARD)], emergency=True, **JUSTIFIED
+    )
     assert out.decision == Decision.DENY and "HARD_BLOCK" in out.reasons
 
 
 def test_reservation_denies_practitioners_even_in_emergency() -> None:
-    out = run(doctor(), [setting(SettingKind.RESERVATION)], emergency=True)
+    out = run(doctor(), [setting(SettingKind.RESERVATION)], emergency=True, **JUSTIFIED)
     assert out.decision == Decision.DENY and "RESERVATION" in out.reasons
 
 
@@ -204,14 +212,15 @@ def test_reservation_of_one_domain() -> None:
 def test_patient_outside_the_attestation_is_denied() -> None:
     listed = [{"identifier": {"id": OTHER, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}]
     out = run(doctor(details=(attestation(patients=listed),)))
-    assert out.decision == Decision.DENY and out.reasons == ["PATIENT_NOT_IN_CONTEXT"]
+    assert out.decision == Decision.DENY and out.reasons == ["NO_CARE_RELATIONSHIP"]
     listed.append({"identifier": {"id": PATIENT}})
     assert run(doctor(details=(attestation(patients=listed),))).decision == Decision.PERMIT
 
 
-def test_patients_without_identifiers_do_not_narrow() -> None:
+def test_patients_without_identifiers_give_no_care_relationship() -> None:
     listed = [{"point_of_care": {"id": ORG}}]
-    assert run(doctor(details=(attestation(patients=listed),))).decision == Decision.PERMIT
+    out = run(doctor(details=(attestation(patients=listed),)))
+    assert out.decision == Decision.DENY and out.reasons == ["NO_CARE_RELATIONSHIP"]
 
 
 @pytest.mark.parametrize(
@@ -263,7 +272,7 @@ def test_nors_stays_hidden_from_other_organisations_without_consent_or_emergency
 
 
 def test_emergency_lifts_the_nors_obligation() -> None:
-    out = run(doctor(), emergency=True)
+    out = run(doctor(), emergency=True, **JUSTIFIED)
     assert out.decision == Decision.PERMIT and out.emergency
     assert Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS not in out.obligations
     assert Obligation.RECORD_ACCESS in out.obligations
