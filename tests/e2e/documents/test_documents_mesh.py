@@ -86,6 +86,11 @@ def _login(mesh: Mesh, client: str, scope: str, form: dict[str, str], details: A
 
 @pytest.fixture(scope="module")
 def doctor(mesh: Mesh, patient: dict[str, Any]) -> dict[str, str]:
+    return _doctor(mesh, patient["pid"])
+
+
+def _doctor(mesh: Mesh, pid: str) -> dict[str, str]:
+    """The hospital doctor, logged in with `pid` as the patient under treatment."""
     persona = next(p for p in _people(mesh) if p["role"] == "hospital_doctor")
     details = [
         {
@@ -99,9 +104,7 @@ def doctor(mesh: Mesh, patient: dict[str, Any]) -> dict[str, str]:
             },
             "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
             # The patient under treatment: reads need a care relationship (issue #14).
-            "patients": [
-                {"identifier": {"id": patient["pid"], "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}
-            ],
+            "patients": [{"identifier": {"id": pid, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}],
         }
     ]
     token = _login(
@@ -267,7 +270,7 @@ def test_citizen_gets_404_for_another_patients_document_whether_or_not_it_exists
 ) -> None:
     edge = mesh.edge_url
     other = next(p for p in _people(mesh) if p["role"] == "citizen" and p["pid"] != patient["pid"])
-    theirs = _create(edge, doctor, other["pid"])
+    theirs = _create(edge, _doctor(mesh, other["pid"]), other["pid"])
     assert theirs.status_code == 200, theirs.text
     for document_id in (theirs.json()["document_id"], str(uuid.uuid4())):
         for path in (f"/v1/documents/{document_id}", f"/v1/documents/{document_id}/content"):
