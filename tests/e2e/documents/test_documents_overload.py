@@ -32,7 +32,7 @@ from services.common.tokens import Scopes
 from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
-from tests.integration.documents.conftest import PID, document
+from tests.integration.documents.conftest import PID, care_relationship, document
 from tests.integration.documents.peers import start_peers
 from tests.support.tokens import TokenMint
 
@@ -69,6 +69,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
             client_id=client_id,
             hpr_number=doctor.hpr_number,
             orgnr=doctor.org_number,
+            authorization_details=care_relationship(PID),
         )
 
     try:

@@ -19,7 +19,7 @@ from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
 from tests.conftest import new_database
-from tests.integration.documents.conftest import create_request
+from tests.integration.documents.conftest import PID, care_relationship, create_request
 from tests.integration.documents.peers import start_peers
 from tests.support.tokens import TokenMint
 
@@ -55,6 +55,7 @@ def test_a_document_uploaded_to_one_replica_downloads_from_the_other(
                 client_id="hospital-ehr",
                 hpr_number=doctor.hpr_number,
                 orgnr=doctor.org_number,
+                authorization_details=care_relationship(PID),
             )
         )
         content = b"%PDF-1.7 " + bytes(range(256)) * 8192  # 2 MiB: several chunks
