@@ -22,6 +22,11 @@ each build a fresh client assertion (ES256) and a fresh DPoP proof and POST
 /connect/token over keep-alive HTTP connections. Every grant costs the server: an assertion
 signature check, a jti insert (replay store), a DPoP proof check, a DPoP jti insert and an
 ES256 signature. Prints grants/s and latency percentiles; asserts nothing about timing.
+
+CPU per grant (`server_cpu_us_per_grant`): user + system CPU of the token server's
+process(es) during the timed phase divided by the grants issued (our trust service; the
+node process of the peer), plus Envoy's for ours (`envoy_cpu_us_per_grant`). Unlike
+grants/s, this holds on a busy machine.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from bench.masterdata_lookups import cpu_seconds
 from deploy.local.mesh import Mesh, free_port
 from services.common.dpop import make_proof
 
@@ -95,8 +101,17 @@ def worker(
             errors.append(reply.text[:200])
 
 
+def _cpu(pids: dict[str, list[int]]) -> dict[str, float]:
+    return {name: sum(cpu_seconds(pid) for pid in group) for name, group in pids.items()}
+
+
 def measure(
-    url: str, client: dict[str, Any], seconds: float, concurrency: int, use_dpop: bool
+    url: str,
+    client: dict[str, Any],
+    seconds: float,
+    concurrency: int,
+    use_dpop: bool,
+    pids: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors: list[str] = []
@@ -108,6 +123,8 @@ def measure(
         threading.Thread(target=worker, args=(url, client, use_dpop, stop, latencies, errors))
         for _ in range(concurrency)
     ]
+    pids = pids or {}
+    cpu_before = _cpu(pids)
     started = time.perf_counter()
     for t in threads:
         t.start()
@@ -116,7 +133,10 @@ def measure(
     for t in threads:
         t.join()
     elapsed = time.perf_counter() - started
+    cpu_used = {k: v - cpu_before[k] for k, v in _cpu(pids).items()}
     ordered = sorted(latencies) or [float("nan")]
+    grants = max(1, len(latencies))
+    cpu = {f"{k}_cpu_us_per_grant": round(v / grants * 1e6, 1) for k, v in cpu_used.items()}
     return {
         "grant": "client_credentials + private_key_jwt" + (" + DPoP" if use_dpop else ""),
         "concurrency": concurrency,
@@ -126,6 +146,7 @@ def measure(
         "errors": len(errors),
         "first_error": errors[0] if errors else "",
         "load avg (1 min)": round(os.getloadavg()[0], 1),
+        **cpu,
     }
 
 
@@ -198,8 +219,8 @@ def _wait_port(port: int, process: subprocess.Popen[bytes], seconds: float = 30.
 
 
 @contextmanager
-def oidc_provider_peer() -> Iterator[tuple[str, dict[str, Any], str]]:
-    """(token endpoint URL, client dict like the demo's, oidc-provider version)."""
+def oidc_provider_peer() -> Iterator[tuple[str, dict[str, Any], str, int]]:
+    """(token endpoint URL, client dict like the demo's, oidc-provider version, node pid)."""
     if not (shutil.which("node") and shutil.which("npm")):
         raise RuntimeError("node and npm are needed for the oidc-provider peer")
     with tempfile.TemporaryDirectory(prefix="oidc-provider-") as tmp:
@@ -236,7 +257,7 @@ def oidc_provider_peer() -> Iterator[tuple[str, dict[str, Any], str]]:
         )
         try:
             _wait_port(port, process)
-            yield f"{issuer}/token", client, version
+            yield f"{issuer}/token", client, version, process.pid
         finally:
             process.terminate()
             try:
@@ -261,18 +282,31 @@ def run(
     ):
         client = json.loads((Path(tmp) / "demo" / "clients" / "lab-system.json").read_text())
         url = f"{mesh.edge_url}/connect/token"
+        pids = {
+            "server": [p.pid for p in mesh.replica_processes("trust")],
+            "envoy": [mesh.processes["envoy"].pid],
+        }
         for use_dpop in modes:
             row: dict[str, Any] = {"server": "samhandling trust (through Envoy)"}
-            row.update(measure(url, client, seconds, concurrency, use_dpop))
+            row.update(measure(url, client, seconds, concurrency, use_dpop, pids))
             rows.append(row)
     if not peer:
         return rows
     ours = {r["grant"]: r for r in rows}
     try:
-        with oidc_provider_peer() as (peer_url, peer_client, version):
+        with oidc_provider_peer() as (peer_url, peer_client, version, node_pid):
             for use_dpop in modes:
                 peer_row: dict[str, Any] = {"server": f"oidc-provider {version} (node, direct)"}
-                peer_row.update(measure(peer_url, peer_client, seconds, concurrency, use_dpop))
+                peer_row.update(
+                    measure(
+                        peer_url,
+                        peer_client,
+                        seconds,
+                        concurrency,
+                        use_dpop,
+                        {"server": [node_pid]},
+                    )
+                )
                 mine = ours.get(peer_row["grant"])
                 if mine and peer_row["grants_per_s"]:
                     ratio = mine["grants_per_s"] / peer_row["grants_per_s"]
@@ -311,6 +345,9 @@ def main() -> None:
                 else ""
             )
         )
+        cpu = {k: v for k, v in row.items() if k.endswith("_cpu_us_per_grant")}
+        if cpu:
+            print("  CPU µs per grant: " + ", ".join(f"{k[:-17]} {v}" for k, v in cpu.items()))
         print(f"  errors: {row['errors']} {row['first_error']}")
     print(f"load average: {os.getloadavg()}")
 

@@ -63,9 +63,8 @@ def _drop_test_schemas() -> Iterator[None]:
     yield
     if _schemas and postgres_available():
         engine = sa.create_engine(normalise_url(PG_URL))
-        # One transaction per schema: dropping them all in one holds a lock per table of the
-        # run until the commit and exhausts PostgreSQL's shared lock table
-        # (max_locks_per_transaction) once a run makes a few hundred schemas.
+        # One transaction per schema: dropping every schema of a full run at once takes a
+        # lock per table and exceeds PostgreSQL's lock table ("out of shared memory").
         for schema in _schemas:
             with engine.begin() as conn:
                 conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))

@@ -198,6 +198,8 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
         {"name": "SAMHANDLING_DRAIN_SECONDS", "value": "5"},
     ]
     if name == "trust":
+        # No TestID: a deployment logs users in with a real identity provider only.
+        env.append({"name": "SAMHANDLING_TRUST_MODE", "value": "production"})
         env.append(
             {
                 "name": "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY",

@@ -33,6 +33,13 @@ CLAIM_ORGNR_SUPPLIER = "helseid://claims/client/claims/orgnr_supplier"
 CLAIM_CLIENT_NAME = "helseid://claims/client/client_name"
 TRUST_FRAMEWORK_TYPE = "nhn:tillitsrammeverk:parameters"
 
+# The end user's access token as forwarded by a mesh service to another service's internal
+# method. Kept apart from `authorization`: a token in `authorization` is presented by its
+# holder and must come with its DPoP proof when it is DPoP-bound; a token under this key
+# is context vouched for by the calling service, accepted on internal methods only, and
+# only from a caller whose workload identity (mTLS) the method's caller registry allows.
+USER_CONTEXT_HEADER = "x-samhandling-user-context"
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -53,10 +60,15 @@ class Principal:
     token_jkt: str | None = None  # DPoP key thumbprint the token is bound to (cnf.jkt)
     claims: Mapping[str, Any] = field(default_factory=dict, repr=False)
     token: str = field(default="", repr=False)  # the raw access token, for forwarding
+    # True when the token came as forwarded user context (USER_CONTEXT_HEADER) on an
+    # internal method rather than from its holder: no DPoP proof was checked on this hop.
+    forwarded: bool = False
 
     def forwarding_metadata(self) -> list[tuple[str, str]]:
-        """Metadata for a call to another service's internal method on this caller's behalf."""
-        return [("authorization", f"Bearer {self.token}")]
+        """Metadata for a call to another service's internal method on this caller's behalf:
+        the caller's token as user context, never as `authorization` (where a DPoP-bound
+        token without its proof is refused)."""
+        return [(USER_CONTEXT_HEADER, self.token)]
 
     @property
     def is_citizen(self) -> bool:
@@ -134,7 +146,10 @@ class Authenticator(Protocol):
 
 
 def principal_from_claims(
-    claims: Mapping[str, Any], token_jkt: str | None = None, token: str = ""
+    claims: Mapping[str, Any],
+    token_jkt: str | None = None,
+    token: str = "",
+    forwarded: bool = False,
 ) -> Principal:
     scope = claims.get("scope", "")
     scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
@@ -158,6 +173,7 @@ def principal_from_claims(
         token_jkt=token_jkt,
         claims=dict(claims),
         token=token,
+        forwarded=forwarded,
     )
 
 
@@ -242,8 +258,24 @@ class JwksCache:
         return self._keys[kid]
 
 
+class RevocationCheck(Protocol):
+    def refused(self, claims: Mapping[str, Any]) -> bool: ...
+
+
 class JwtAuthenticator:
-    """Verifies `at+jwt` access tokens: signature (asymmetric only), issuer, audience, expiry."""
+    """Verifies `at+jwt` access tokens: signature (asymmetric only), issuer, audience, expiry,
+    the DPoP binding (RFC 9449) and, when given a revocation list, revocation.
+
+    Where the token comes from:
+    - `authorization: DPoP <token>` plus a `dpop` proof: the holder; the proof is checked on
+      every method, public or internal, and the token must be DPoP-bound (`cnf.jkt`).
+    - `authorization: Bearer <token>`: the holder of an unbound token; a DPoP-bound token is
+      refused (`DPOP_BOUND_TOKEN`), so a token issued with DPoP never works without its key.
+    - `x-samhandling-user-context: <token>` (USER_CONTEXT_HEADER): a mesh service forwarding
+      its caller's token to an internal method. Accepted on internal methods only, never
+      together with `authorization`, and without a proof (the first service checked it);
+      the server's workload-identity check decides which services may send it.
+    """
 
     ALGORITHMS: Sequence[str] = ("ES256", "EdDSA", "PS256")
 
@@ -256,6 +288,7 @@ class JwtAuthenticator:
         proof_checker: Callable[[CallInfo, str, str, Mapping[str, Any]], None] | None = None,
         internal_methods: frozenset[str] = frozenset(),
         internal_audiences: Sequence[str] = (),
+        revocations: RevocationCheck | None = None,
     ) -> None:
         self._keys = keys
         self._issuer = issuer
@@ -264,21 +297,50 @@ class JwtAuthenticator:
         # DPoP resource-server check, plugged in by the trust service's shared verifier.
         self._proof_checker = proof_checker
         # Internal-only methods (never routed at the public edge) are called by other mesh
-        # services forwarding the original caller's token: any mesh audience is accepted and
-        # a DPoP-bound token may come as Bearer, since the first service checked its proof.
+        # services with the original caller's token as user context: any mesh audience.
         self._internal_methods = internal_methods
         self._internal_audiences = list(internal_audiences)
+        self._revocations = revocations
 
     @property
     def proof_checker(self) -> Callable[[CallInfo, str, str, Mapping[str, Any]], None] | None:
         """The DPoP proof checker (one per authenticator: it holds the replay memory)."""
         return self._proof_checker
 
+    @property
+    def revocations(self) -> RevocationCheck | None:
+        """The revocation list consulted per call (a cache in front must consult it too)."""
+        return self._revocations
+
     def is_internal(self, method: str) -> bool:
         return method in self._internal_methods
 
+    def check_revoked(self, claims: Mapping[str, Any]) -> None:
+        if self._revocations is not None and self._revocations.refused(claims):
+            raise Unauthenticated("access token revoked", reason="TOKEN_REVOKED")
+
+    def _presented(self, call: CallInfo, internal: bool) -> tuple[str, str]:
+        """(scheme, token): scheme 'bearer', 'dpop' or 'forwarded'."""
+        forwarded = call.metadata.get(USER_CONTEXT_HEADER)
+        if forwarded is None:
+            return bearer_token(call.metadata)
+        if not internal:
+            raise Unauthenticated(
+                "forwarded user context is accepted on internal methods only",
+                reason="USER_CONTEXT_NOT_ACCEPTED",
+            )
+        if "authorization" in call.metadata:
+            raise Unauthenticated(
+                "both an authorization header and a forwarded user context",
+                reason="AMBIGUOUS_CREDENTIALS",
+            )
+        if not forwarded.strip():
+            raise Unauthenticated("empty forwarded user context", reason="NO_TOKEN")
+        return "forwarded", forwarded.strip()
+
     def authenticate(self, call: CallInfo) -> Principal:
-        scheme, token = bearer_token(call.metadata)
+        internal = call.method in self._internal_methods
+        scheme, token = self._presented(call, internal)
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as exc:
@@ -288,7 +350,6 @@ class JwtAuthenticator:
         if header.get("alg") not in self.ALGORITHMS:
             raise Unauthenticated("token algorithm not accepted", reason="INVALID_TOKEN")
         key = self._keys.key(str(header.get("kid", "")))
-        internal = call.method in self._internal_methods
         audience = self._internal_audiences if internal else self._audience
         try:
             claims = jwt.decode(
@@ -308,9 +369,10 @@ class JwtAuthenticator:
             ) from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated("invalid access token", reason="INVALID_TOKEN") from exc
+        self.check_revoked(claims)
         jkt = (claims.get("cnf") or {}).get("jkt")
-        if internal:
-            return principal_from_claims(claims, token_jkt=jkt, token=token)
+        if scheme == "forwarded":
+            return principal_from_claims(claims, token_jkt=jkt, token=token, forwarded=True)
         if jkt and scheme != "dpop":
             raise Unauthenticated(
                 "DPoP-bound token presented as a bearer token", reason="DPOP_BOUND_TOKEN"

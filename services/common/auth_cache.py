@@ -7,9 +7,14 @@ principal per (authorization header, method) until the token's `exp` removes tha
 Tokens without `exp` and failures are never cached.
 
 DPoP (`Authorization: DPoP ...`): the proof is per request, so it is checked on *every*
-call, hit or miss, by the inner authenticator's own proof checker (one replay memory);
-only the token's signature check is cached. Without a proof checker (`dpop=False`, or an
-inner authenticator that has none) DPoP calls are never cached.
+call, hit or miss, public or internal method, by the inner authenticator's own proof
+checker (one replay memory); only the token's signature check is cached. Without a proof
+checker (`dpop=False`, or an inner authenticator that has none) DPoP calls are never cached.
+Forwarded user context (`x-samhandling-user-context`, internal methods) is cached under
+its own key, so a hit never turns a forwarded token into a presented one or back.
+
+Revocation: a hit is checked against the inner authenticator's revocation list on every
+call, so a revoked token stops at once, cached or not.
 
 Trade-off: a key removed from the JWKS stops a cached token only when that token expires
 (access tokens are short-lived).
@@ -22,7 +27,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from services.common.auth import Authenticator, CallInfo, Principal
+from services.common.auth import USER_CONTEXT_HEADER, Authenticator, CallInfo, Principal
 from services.common.errors import Unauthenticated
 
 
@@ -44,8 +49,16 @@ class CachingAuthenticator:
         # The inner authenticator's checker (JwtAuthenticator.proof_checker): a hit must
         # check the proof with the same replay memory as a miss.
         self._proof_checker = getattr(inner, "proof_checker", None) if dpop else None
+        self._check_revoked = getattr(inner, "check_revoked", None)
 
     def authenticate(self, call: CallInfo) -> Principal:
+        forwarded = call.metadata.get(USER_CONTEXT_HEADER)
+        if forwarded is not None:
+            if "authorization" in call.metadata:
+                return self._inner.authenticate(call)  # refuses the mix
+            key = ("context " + forwarded, call.method)
+            hit = self._get(key)
+            return hit if hit is not None else self._miss(call, key)
         header = call.metadata.get("authorization", "")
         scheme = header[:5].lower()
         if scheme == "dpop " and self._proof_checker is not None:
@@ -60,9 +73,6 @@ class CachingAuthenticator:
         hit = self._get(key)
         if hit is None:
             return self._miss(call, key)  # the inner authenticator checks the proof
-        is_internal = getattr(self._inner, "is_internal", None)
-        if is_internal is not None and is_internal(call.method):
-            return hit  # as the inner authenticator: no proof on internal methods
         if not hit.token_jkt or self._proof_checker is None:  # pragma: no cover - defensive
             raise Unauthenticated("bearer token presented with the DPoP scheme", "INVALID_TOKEN")
         self._proof_checker(call, hit.token, hit.token_jkt, hit.claims)
@@ -75,9 +85,12 @@ class CachingAuthenticator:
             if hit is not None:
                 if now < hit[0]:
                     self._items.move_to_end(key)
-                    return hit[1]
-                del self._items[key]
-        return None
+                else:
+                    del self._items[key]
+                    hit = None
+        if hit is not None and self._check_revoked is not None:
+            self._check_revoked(hit[1].claims)
+        return hit[1] if hit is not None else None
 
     def _miss(self, call: CallInfo, key: tuple[str, str]) -> Principal:
         principal = self._inner.authenticate(call)  # raises when the token is not good

@@ -168,6 +168,12 @@ def _proof_key(jwk: Mapping[str, Any], alg: str) -> tuple[Any, str]:
     return made
 
 
+def cached_public_key(jwk: Mapping[str, Any], alg: str) -> Any:
+    """The key object of a public JWK, built once per (alg, JWK) content (bounded cache):
+    also for client-assertion keys, which every request of a client uses again."""
+    return _proof_key(jwk, alg)[0]
+
+
 @dataclass(frozen=True)
 class DpopProof:
     jkt: str

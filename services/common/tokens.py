@@ -11,7 +11,9 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from services.common.auth import JwksCache, JwtAuthenticator
+from sqlalchemy.engine import Engine
+
+from services.common.auth import JwksCache, JwtAuthenticator, RevocationCheck
 from services.common.registry import SERVICES
 
 
@@ -57,18 +59,51 @@ def fetch_jwks_from_trust() -> Mapping[str, Any]:
     return dict(json.loads(body.data))
 
 
+def fetch_revocations_from_trust(channel: Any = None) -> list[Any]:
+    """The trust service's revocations in force (its internal `ListRevocations`)."""
+    from samhandling.trust.v1 import trust_service_pb2, trust_service_pb2_grpc
+
+    from services.common.clients import service_channel
+    from services.common.revocation import Revoked
+
+    claims = {
+        trust_service_pb2.REVOCATION_KIND_TOKEN: "jti",
+        trust_service_pb2.REVOCATION_KIND_LOGIN: "sid",
+        trust_service_pb2.REVOCATION_KIND_CLIENT: "client_id",
+    }
+    stub = trust_service_pb2_grpc.TrustServiceStub(channel or service_channel("trust"))
+    reply = stub.ListRevocations(trust_service_pb2.ListRevocationsRequest(), timeout=2)
+    return [
+        Revoked(claims[r.kind], r.value, r.revoke_time.ToNanoseconds() / 1e9)
+        for r in reply.revocations
+        if r.kind in claims
+    ]
+
+
 def authenticator_for(
-    service: str, internal_methods: frozenset[str] = frozenset(), proof_checker: Any = None
+    service: str,
+    internal_methods: frozenset[str] = frozenset(),
+    proof_checker: Any = None,
+    engine: Engine | None = None,
+    revocations: RevocationCheck | None = None,
 ) -> JwtAuthenticator:
     """Verifies tokens whose audience is `service`; internal methods accept any mesh audience.
 
     DPoP-bound tokens (RFC 9449) are checked with the shared `DpopProofChecker` unless the
-    caller passes its own `proof_checker`.
+    caller passes its own `proof_checker`; with the service's `engine` its replay memory is
+    the service's database (`dpop_proofs`), shared by every replica. Revoked tokens are
+    refused with the trust service's revocation list, polled in the background.
     """
     if proof_checker is None:
         from services.common.dpop import DpopProofChecker
+        from services.common.replay import SqlReplayCache
 
-        proof_checker = DpopProofChecker()
+        replay = SqlReplayCache(engine) if engine is not None else None
+        proof_checker = DpopProofChecker(replay=replay)
+    if revocations is None:
+        from services.common.revocation import RevocationList
+
+        revocations = RevocationList(fetch_revocations_from_trust, name=f"{service}-revocations")
     return JwtAuthenticator(
         JwksCache(fetch_jwks_from_trust),
         issuer=issuer(),
@@ -76,4 +111,5 @@ def authenticator_for(
         proof_checker=proof_checker,
         internal_methods=internal_methods,
         internal_audiences=MESH_AUDIENCES,
+        revocations=revocations,
     )

@@ -98,7 +98,8 @@ def start_sweeper(setup: Setup) -> threading.Thread:
 
 def main() -> None:
     settings = Settings.from_env()
-    setup = build(service_engine("documents"), settings, authenticator_for("documents"))
+    engine = service_engine("documents")
+    setup = build(engine, settings, authenticator_for("documents", engine=engine))
     start_sweeper(setup)
     serve(setup.spec, SERVICES["documents"].address(), setup.server_settings())
 

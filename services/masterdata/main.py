@@ -19,7 +19,7 @@ def main() -> None:
     )
     # Trust and privacy check approvals on every call: verify each token once, not per call.
     authenticator = CachingAuthenticator(
-        authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS)
+        authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS, engine=setup.engine)
     )
     serve(setup.spec(authenticator), SERVICES[SERVICE].address())
 

@@ -86,7 +86,9 @@ def build(
 ) -> Setup:
     migrate("privacy", engine, VERSIONS)
     if cache_seconds is None:
-        cache_seconds = float(os.environ.get("SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS", "30"))
+        # 4 s: with master data's own cache (dropped by its change feed within ~1 s) a
+        # suspension stops decisions within 5 s (issue 13.4).
+        cache_seconds = float(os.environ.get("SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS", "4"))
     cached: ApprovalChecker = (
         CachedApprovalChecker(approvals, cache_seconds) if cache_seconds > 0 else approvals
     )

@@ -38,13 +38,15 @@ def _maintenance_loop(service: PrivacyService, stop: threading.Event) -> None:
 
 
 def main() -> None:
+    engine = service_engine("privacy")
     setup = build(
-        service_engine("privacy"),
+        engine,
         GrpcApprovalChecker(lambda: service_channel("masterdata")),
         # Results and documents forward the caller's token on every decision and record:
         # verify it once (DPoP proofs of direct calls are still checked on each call).
         CachingAuthenticator(
-            authenticator_for("privacy", internal_methods=INTERNAL_METHODS), dpop=True
+            authenticator_for("privacy", internal_methods=INTERNAL_METHODS, engine=engine),
+            dpop=True,
         ),
     )
     setup.service.prune()

@@ -61,7 +61,7 @@ def build(
         # Clients reuse one token for many reads: its signature is verified once (the DPoP
         # proof of every call is still checked).
         authenticator=authenticator
-        or CachingAuthenticator(authenticator_for("results"), dpop=True),
+        or CachingAuthenticator(authenticator_for("results", engine=engine), dpop=True),
         on_shutdown=[engine.dispose],
     )
     return Setup(engine, service, spec)

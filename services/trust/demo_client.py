@@ -276,7 +276,8 @@ class DemoClient:
         return self._token(form, token.dpop)
 
     def exchange(self, subject: Token | str, resource: str, scope: str | None = None) -> Token:
-        """RFC 8693: a token for `resource` on behalf of the subject token's caller."""
+        """RFC 8693: a token for `resource` on behalf of the subject token's caller, bound
+        to a fresh DPoP key of this client (the trust service requires the proof)."""
         form = {
             "grant_type": TOKEN_EXCHANGE,
             "subject_token": subject.access_token if isinstance(subject, Token) else subject,
@@ -285,4 +286,4 @@ class DemoClient:
         }
         if scope:
             form["scope"] = scope
-        return self._token(form, None)
+        return self._token(form, DpopSigner())

@@ -4,6 +4,9 @@ Configuration (environment):
   SAMHANDLING_ISSUER / SAMHANDLING_EDGE_URL   issuer = public edge URL
   SAMHANDLING_TRUST_MODE                      `dev` (default) or `production` (TestID off,
                                               key-encryption key required)
+  SAMHANDLING_TRUST_ALLOW_TESTID              `1`: start with TestID although the issuer is
+                                              not a loopback address (logged as a WARNING
+                                              at every start); otherwise such a start fails
   SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY        base64url of 32 bytes; dev default var/trust/
   SAMHANDLING_TRUST_ACCESS_TOKEN_TTL          seconds, default 300
   SAMHANDLING_TRUST_REFRESH_TOKEN_TTL         seconds, default 28800
@@ -15,6 +18,8 @@ Configuration (environment):
 from __future__ import annotations
 
 import argparse
+import ipaddress
+import logging
 import os
 import secrets
 import threading
@@ -22,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from samhandling.trust.v1 import trust_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
@@ -30,16 +36,24 @@ from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.db import migrate, service_engine, var_dir
 from services.common.dpop import DpopProofChecker
 from services.common.registry import SERVICES
+from services.common.revocation import RevocationList, Revoked
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import Scopes, audience_for, issuer
 from services.trust.adapters.masterdata import GrpcMasterData, MasterDataPort
 from services.trust.adapters.repository import TrustRepository
-from services.trust.entrypoints.grpc_api import FULL_NAME, PUBLIC_METHODS, TrustServicer
+from services.trust.entrypoints.grpc_api import (
+    FULL_NAME,
+    INTERNAL_METHODS,
+    PUBLIC_METHODS,
+    TrustServicer,
+)
 from services.trust.service_layer.clients import ClientRegistry
 from services.trust.service_layer.keys import KeyManager, load_kek
-from services.trust.service_layer.oauth import TrustService, TrustSettings
+from services.trust.service_layer.oauth import DbReplayCache, TrustService, TrustSettings
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+ALLOW_TESTID_ENV = "SAMHANDLING_TRUST_ALLOW_TESTID"
+log = logging.getLogger("samhandling.trust")
 
 
 def production() -> bool:
@@ -60,6 +74,38 @@ def settings_from_env() -> TrustSettings:
     )
 
 
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refuse_testid_outside_loopback(settings: TrustSettings) -> None:
+    """TestID logs anyone in as anyone: with an issuer that is not a loopback address (a
+    deployment others can reach) it needs the explicit override, which is logged loudly."""
+    if not settings.testid_enabled:
+        return
+    host = urlsplit(settings.issuer).hostname or ""
+    if _loopback(host):
+        return
+    if os.environ.get(ALLOW_TESTID_ENV) == "1":
+        log.warning(
+            "TestID is ON with the non-loopback issuer %s (%s=1): anyone can log in as any "
+            "citizen or health worker. Never do this with real data.",
+            settings.issuer,
+            ALLOW_TESTID_ENV,
+        )
+        return
+    raise SystemExit(
+        f"trust: refusing to start with TestID enabled and the non-loopback issuer "
+        f"{settings.issuer}; set SAMHANDLING_TRUST_MODE=production (or {ALLOW_TESTID_ENV}=1 "
+        "for a shared test environment)"
+    )
+
+
 @dataclass
 class TrustApp:
     service: TrustService
@@ -69,18 +115,30 @@ class TrustApp:
     repo: TrustRepository
 
     def spec(self) -> ServiceSpec:
+        revocations = RevocationList(self._revocations, name="trust-revocations")
         authenticator = JwtAuthenticator(
             JwksCache(self.keys.jwks, ttl=10.0, min_refresh_interval=0.5),
             issuer=self.service.settings.issuer,
             audience=audience_for("trust"),
-            proof_checker=DpopProofChecker(base_url=self.service.settings.issuer),
+            proof_checker=DpopProofChecker(
+                base_url=self.service.settings.issuer,
+                replay=DbReplayCache(self.repo, "rs-dpop"),  # shared by every replica
+            ),
+            revocations=revocations,
         )
         return ServiceSpec(
             "trust",
             [Servicer(FULL_NAME, pb_grpc.add_TrustServiceServicer_to_server, self.servicer)],
-            public_methods=PUBLIC_METHODS,
+            # Internal methods take no access token: the workload identity is the credential.
+            public_methods=PUBLIC_METHODS | INTERNAL_METHODS,
             authenticator=authenticator,
+            on_shutdown=[revocations.stop],
         )
+
+    def _revocations(self) -> list[Revoked]:
+        return [
+            Revoked(row["kind"], row["value"], row["revoked_at"]) for row in self.repo.revocations()
+        ]
 
 
 def self_token_source(keys: KeyManager, iss: str) -> Callable[[], str]:
@@ -122,7 +180,9 @@ def build(
     engine = engine or service_engine("trust")
     migrate("trust", engine, VERSIONS)
     settings = settings or settings_from_env()
-    repo = TrustRepository(engine, clock)
+    repo = TrustRepository(
+        engine, clock, token_lifetime=settings.access_token_ttl + settings.leeway
+    )
     if kek is None:
         kek = load_kek(
             os.environ.get("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"),
@@ -163,7 +223,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="The trust service (OAuth 2.0 / OIDC).")
     parser.add_argument("command", nargs="?", default="serve", choices=["serve", "rotate-keys"])
     args = parser.parse_args()
-    app = build()
+    settings = settings_from_env()
+    refuse_testid_outside_loopback(settings)
+    app = build(settings=settings)
     if args.command == "rotate-keys":
         print(app.keys.rotate())
         return

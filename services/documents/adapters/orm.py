@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.replay import dpop_proofs_table
+
 metadata = sa.MetaData()
 
 documents = sa.Table(
@@ -95,3 +97,6 @@ content_objects = sa.Table(
     sa.Column("sha256", sa.String(64), nullable=False),
     sa.Column("committed_at", sa.Float(), nullable=False),
 )
+
+# DPoP proofs accepted by any replica of the service (services/common/replay.py).
+dpop_proofs = dpop_proofs_table(metadata)

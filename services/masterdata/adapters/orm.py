@@ -11,6 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from services.common.replay import dpop_proofs_table
+
 metadata = sa.MetaData()
 
 
@@ -145,3 +147,6 @@ citizens = sa.Table(
     sa.Column("municipality_number", sa.String(4), nullable=True),
     sa.Column("gp_hpr_number", sa.String(9), nullable=True, index=True),
 )
+
+# DPoP proofs accepted by any replica of the service (services/common/replay.py).
+dpop_proofs = dpop_proofs_table(metadata)

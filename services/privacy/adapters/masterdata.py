@@ -4,7 +4,9 @@
 data's internal `CheckPractitionerApproval` with the caller's forwarded token. Any failure
 raises `MasterDataUnavailable`, which the policy turns into DENY (fail closed).
 `CachedApprovalChecker` keeps answers for a few seconds: a suspension takes effect within
-the TTL (default 30 s, `SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`).
+the TTL (default 4 s, `SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`), so within 5 s with
+master data's own cache. `invalidate` drops entries at once, for a change-feed follower
+(master data's `WatchChanges`) once privacy has a workload identity to open it with.
 
 `GpListChecker` asks master data's internal `CheckGpList` whether a patient is on a GP's
 list (only for reads attested as general practice). `CachedGpListChecker` keeps answers
@@ -92,7 +94,7 @@ class CachedApprovalChecker:
     def __init__(
         self,
         inner: ApprovalChecker,
-        ttl_seconds: float = 30.0,
+        ttl_seconds: float = 4.0,
         clock: Callable[[], float] = time.monotonic,
         max_entries: int = 10_000,
     ) -> None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.replay import dpop_proofs_table
+
 metadata = sa.MetaData()
 
 # Current version of each privacy setting (consent, reservation, restriction).
@@ -102,3 +104,6 @@ checkpoints = sa.Table(
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.LargeBinary(128), nullable=False),
 )
+
+# DPoP proofs accepted by any replica of the service (services/common/replay.py).
+dpop_proofs = dpop_proofs_table(metadata)

@@ -25,6 +25,7 @@ from services.common.errors import (
     FailedPrecondition,
     NotFound,
     PermissionDenied,
+    Unavailable,
     invalid_field,
 )
 from services.common.identifiers import require_org_number, require_pid
@@ -124,6 +125,16 @@ class Page:
     total_size: int = 0
 
 
+def _master_data_down() -> Unavailable:
+    """An outage is not a decision: nothing is decided or logged (no denial in the citizen's
+    log), the caller gets a retryable UNAVAILABLE naming the dependency, and nothing is
+    returned (fails closed)."""
+    return Unavailable(
+        "master data is unavailable; the access cannot be decided now",
+        reason="MASTER_DATA_UNAVAILABLE",
+    )
+
+
 def page_size(requested: int) -> int:
     if requested < 0:
         raise invalid_field("page_size", "must not be negative")
@@ -178,7 +189,7 @@ class PrivacyService:
         try:
             return self.approvals.check(caller.hpr_number, principal.forwarding_metadata()), ""
         except MasterDataUnavailable as exc:
-            return None, str(exc) or "unavailable"
+            raise _master_data_down() from exc
 
     def _entry(
         self,
@@ -260,7 +271,7 @@ class PrivacyService:
             )
             return listed, ""
         except MasterDataUnavailable as exc:
-            return None, str(exc) or "unavailable"
+            raise _master_data_down() from exc
 
     def _prepare(self, principal: Principal) -> tuple[Caller, Approval | None, str, str]:
         caller = caller_from_principal(principal)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.replay import dpop_proofs_table
+
 metadata = sa.MetaData()
 VISIBILITY_COLUMNS = [
     "category",
@@ -113,3 +115,6 @@ ingest_requests = sa.Table(
     sa.Column("version", sa.Integer, nullable=False),
     sa.Column("create_time", sa.DateTime, nullable=False),
 )
+
+# DPoP proofs accepted by any replica of the service (services/common/replay.py).
+dpop_proofs = dpop_proofs_table(metadata)

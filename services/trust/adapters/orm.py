@@ -77,9 +77,14 @@ refresh_tokens = sa.Table(
     sa.Column("state", sa.String(16), nullable=False),  # active/used/revoked
 )
 
-revoked_access_tokens = sa.Table(
-    "trust_revoked_access_tokens",
+# Revocations in force (access tokens by jti, logins by sid, clients by client_id): tokens
+# with that claim issued at or before `revoked_at` are refused until `expires_at`, when the
+# last of them has expired. Resource servers poll the list (ListRevocations).
+revocations = sa.Table(
+    "trust_revocations",
     metadata,
-    sa.Column("jti", sa.String(64), primary_key=True),
-    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Column("kind", sa.String(16), primary_key=True),  # the claim: jti, sid, client_id
+    sa.Column("value", sa.String(128), primary_key=True),
+    sa.Column("revoked_at", sa.Float, nullable=False),
+    sa.Column("expires_at", sa.Float, nullable=False, index=True),
 )

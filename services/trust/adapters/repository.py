@@ -8,7 +8,9 @@ from collections.abc import Callable
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
 from services.trust.adapters import orm
@@ -51,9 +53,14 @@ def _client(row: Any) -> Client:
 class TrustRepository:
     """Short transactions on an engine; every method is one transaction."""
 
-    def __init__(self, engine: Engine, clock: Callable[[], float]) -> None:
+    def __init__(
+        self, engine: Engine, clock: Callable[[], float], token_lifetime: float = 3600.0
+    ) -> None:
         self.engine = engine
         self._clock = clock
+        # How long an access token issued now may live: how long a login's or a client's
+        # revocation must stay in force.
+        self.token_lifetime = token_lifetime
 
     # --- clients --------------------------------------------------------------------------
     def add_client(self, client: Client) -> bool:
@@ -101,6 +108,8 @@ class TrustRepository:
                 .where(orm.refresh_tokens.c.client_id == client_id)
                 .values(state="revoked")
             )
+            if result.rowcount:  # its access tokens stop at every resource server too
+                self._revoke(conn, "client_id", client_id, self._clock() + self.token_lifetime)
         return bool(result.rowcount)
 
     # --- one-time identifiers -------------------------------------------------------------
@@ -123,6 +132,31 @@ class TrustRepository:
                 .values(expires_at=expires_at)
             )
         return bool(result.rowcount)
+
+    def use_jtis(self, keys: list[tuple[str, float]]) -> int | None:
+        """Records several one-time ids in one transaction (a token request's client
+        assertion and DPoP proof); returns the index of the first replayed one, or None.
+
+        The common case is one INSERT of all rows; only when one of them exists (a replay,
+        or an expired id not yet swept) are they recorded one by one to tell which."""
+        if not keys:
+            return None
+        now = self._clock()
+        try:
+            with self.engine.begin() as conn:
+                if random.random() < 0.01:  # occasional clean-up of expired ids
+                    conn.execute(orm.used_jtis.delete().where(orm.used_jtis.c.expires_at < now))
+                conn.execute(
+                    orm.used_jtis.insert(),
+                    [{"jti_key": key, "expires_at": exp} for key, exp in keys],
+                )
+            return None
+        except IntegrityError:
+            pass
+        for index, (key, exp) in enumerate(keys):
+            if not self.use_jti(key, exp):
+                return index
+        return None
 
     # --- signing keys ---------------------------------------------------------------------
     def signing_keys(self, states: tuple[str, ...]) -> list[dict[str, Any]]:
@@ -284,24 +318,67 @@ class TrustRepository:
         return bool(result.rowcount)
 
     def revoke_family(self, family_id: str) -> None:
+        """The login's refresh tokens, and its access tokens (`sid`) at every resource server."""
         with self.engine.begin() as conn:
             conn.execute(
                 orm.refresh_tokens.update()
                 .where(orm.refresh_tokens.c.family_id == family_id)
                 .values(state="revoked")
             )
+            self._revoke(conn, "sid", family_id, self._clock() + self.token_lifetime)
 
-    # --- revoked access tokens ------------------------------------------------------------
+    # --- revocations (access tokens, logins, clients) --------------------------------------
+    def _revoke(self, conn: Connection, kind: str, value: str, until: float) -> None:
+        """Upsert: revoking again moves `revoked_at` to now (a re-created client's old tokens
+        and its new ones issued before this moment are all refused)."""
+        postgres = conn.dialect.name == "postgresql"
+        insert = (pg_insert if postgres else sqlite_insert)(orm.revocations).values(
+            kind=kind, value=value[:128], revoked_at=self._clock(), expires_at=until
+        )
+        later = sa.func.greatest if postgres else sa.func.max  # SQLite's two-argument max
+        conn.execute(
+            insert.on_conflict_do_update(
+                index_elements=["kind", "value"],
+                set_={
+                    "revoked_at": insert.excluded.revoked_at,
+                    "expires_at": later(orm.revocations.c.expires_at, insert.excluded.expires_at),
+                },
+            )
+        )
+
     def revoke_access(self, jti: str, exp: float) -> None:
-        try:
-            with self.engine.begin() as conn:
-                conn.execute(orm.revoked_access_tokens.insert().values(jti=jti, expires_at=exp))
-        except IntegrityError:
-            pass
+        with self.engine.begin() as conn:
+            self._revoke(conn, "jti", jti, exp)
 
-    def access_revoked(self, jti: str) -> bool:
+    def revoked(self, claims: dict[str, Any]) -> bool:
+        """Is the access token revoked: by its jti, its login (sid) or its client?"""
+        r = orm.revocations
+        names = [
+            sa.and_(r.c.kind == name, r.c.value == str(claims[name]))
+            for name in ("jti", "sid", "client_id")
+            if claims.get(name)
+        ]
+        if not names:
+            return False
         with self.engine.connect() as conn:
             row = conn.execute(
-                orm.revoked_access_tokens.select().where(orm.revoked_access_tokens.c.jti == jti)
+                sa.select(r.c.kind)
+                .where(
+                    sa.or_(*names),
+                    r.c.revoked_at >= float(claims.get("iat", 0)),
+                    r.c.expires_at > self._clock(),
+                )
+                .limit(1)
             ).first()
         return row is not None
+
+    def revocations(self) -> list[dict[str, Any]]:
+        """Every revocation in force; expired ones are deleted now and then."""
+        r = orm.revocations
+        now = self._clock()
+        if random.random() < 0.01:
+            with self.engine.begin() as conn:
+                conn.execute(r.delete().where(r.c.expires_at <= now))
+        with self.engine.connect() as conn:
+            rows = conn.execute(r.select().where(r.c.expires_at > now)).all()
+        return [dict(row._mapping) for row in rows]

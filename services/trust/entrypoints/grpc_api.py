@@ -47,7 +47,15 @@ PUBLIC_METHODS = frozenset(
         "IntrospectToken",
     )
 )
+# Internal, never routed at the edge (no HTTP rule) and token-less: the caller's workload
+# identity is its credential. ListRevocations: every service that verifies access tokens.
+INTERNAL_METHODS = frozenset(f"/{FULL_NAME}/{m}" for m in ("ListRevocations",))
 FORM = "application/x-www-form-urlencoded"
+_REVOCATION_KINDS = {
+    "jti": pb.REVOCATION_KIND_TOKEN,
+    "sid": pb.REVOCATION_KIND_LOGIN,
+    "client_id": pb.REVOCATION_KIND_CLIENT,
+}
 
 
 def parse_form(body: httpbody_pb2.HttpBody) -> dict[str, str]:
@@ -278,4 +286,21 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
             current_kid=kids.get("current", ""),
             next_kid=kids.get("next", ""),
             previous_kid=kids.get("previous", ""),
+        )
+
+    # --- internal ---------------------------------------------------------------------------
+    def ListRevocations(
+        self, request: pb.ListRevocationsRequest, context: grpc.ServicerContext
+    ) -> Any:
+        return pb.ListRevocationsResponse(
+            revocations=[
+                pb.Revocation(
+                    kind=_REVOCATION_KINDS[row["kind"]],
+                    value=row["value"],
+                    revoke_time=_ts(row["revoked_at"]),
+                    expire_time=_ts(row["expires_at"]),
+                )
+                for row in self.service.repo.revocations()
+                if row["kind"] in _REVOCATION_KINDS
+            ]
         )

@@ -20,7 +20,13 @@ from urllib.parse import urlencode, urlsplit
 import jwt
 
 from services.common import auth
-from services.common.dpop import DpopError, NonceSource, b64url, verify_proof
+from services.common.dpop import (
+    DpopError,
+    NonceSource,
+    b64url,
+    cached_public_key,
+    verify_proof,
+)
 from services.common.identifiers import hpr_number_problem, pid_problem
 from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
@@ -88,6 +94,25 @@ class Redirect:
     location: str
 
 
+class SingleUseIds:
+    """The single-use ids of one token request (client assertion jti, DPoP proof jti),
+    collected while the request is checked and then recorded together in one transaction
+    (`TrustRepository.use_jtis`), before any token is issued. Used as the DPoP replay cache
+    of the token endpoint: `add` only collects."""
+
+    def __init__(self) -> None:
+        self.keys: list[tuple[str, float, OAuthError]] = []
+
+    def expect(self, key: str, expires_at: float, replayed: OAuthError) -> None:
+        self.keys.append((key[:300], expires_at, replayed))
+
+    def add(self, key: str, expires_at: float) -> bool:
+        self.expect(
+            f"dpop:{key}", expires_at, OAuthError("invalid_dpop_proof", "DPoP proof replayed")
+        )
+        return True
+
+
 class DbReplayCache:
     """DPoP proof jti at the token endpoint: in the database, shared by every replica."""
 
@@ -97,6 +122,21 @@ class DbReplayCache:
 
     def add(self, key: str, expires_at: float) -> bool:
         return self._repo.use_jti(f"{self._prefix}:{key}"[:300], expires_at)
+
+
+# The user's claims a token exchange carries over from the subject token (RFC 8693 §2.2);
+# client claims (client_id, client name, organisations) are the exchanging client's.
+_SUBJECT_CLAIMS = (
+    "sub",
+    "sid",
+    "auth_time",
+    "authorization_details",
+    auth.CLAIM_PID,
+    auth.CLAIM_PID_PSEUDONYM,
+    auth.CLAIM_SECURITY_LEVEL,
+    auth.CLAIM_ASSURANCE_LEVEL,
+    auth.CLAIM_HPR_NUMBER,
+)
 
 
 def _hash(value: str) -> str:
@@ -128,7 +168,6 @@ class TrustService:
         self.clock = clock
         self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
         self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
-        self._dpop_replay = DbReplayCache(repo, "dpop")
 
     # --- metadata ---------------------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
@@ -187,16 +226,18 @@ class TrustService:
 
     # --- client authentication (RFC 7523 private_key_jwt) -----------------------------------
     def authenticate_client(
-        self, params: Mapping[str, str], endpoint: str
+        self, params: Mapping[str, str], endpoint: str, once: SingleUseIds | None = None
     ) -> tuple[Client, dict[str, Any]]:
+        """The client, by its private_key_jwt assertion. With `once`, the assertion's jti is
+        collected there for the caller to record; without, it is recorded now."""
         if params.get("client_assertion_type") != ASSERTION_TYPE or not params.get(
             "client_assertion"
         ):
             raise OAuthError("invalid_client", "client authentication must be private_key_jwt")
         assertion = params["client_assertion"]
-        try:
-            header = jwt.get_unverified_header(assertion)
-            unverified = jwt.decode(assertion, options={"verify_signature": False})
+        try:  # one parse for header and claims (the signature is checked below)
+            parsed = jwt.decode_complete(assertion, options={"verify_signature": False})
+            header, unverified = parsed["header"], parsed["payload"]
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_client", "malformed client assertion") from exc
         alg = header.get("alg")
@@ -213,7 +254,25 @@ class TrustService:
         if client is None:
             raise OAuthError("invalid_client", "unknown client")
         claims = self._verify_assertion(client, assertion, str(alg), header.get("kid"), endpoint)
+        jti = str(claims["jti"])
+        if len(jti) > 200:
+            raise OAuthError("invalid_client", "client assertion jti too long")
+        replayed = OAuthError("invalid_client", "client assertion jti already used")
+        pending = once if once is not None else SingleUseIds()
+        pending.expect(
+            f"assertion:{client.client_id}:{jti}",
+            float(claims["exp"]) + self.settings.leeway,
+            replayed,
+        )
+        if once is None:
+            self._record(pending)
         return client, claims
+
+    def _record(self, once: SingleUseIds) -> None:
+        """One transaction for every single-use id of the request; a replay refuses it."""
+        replayed = self.repo.use_jtis([(key, exp) for key, exp, _ in once.keys])
+        if replayed is not None:
+            raise once.keys[replayed][2]
 
     def _verify_assertion(
         self, client: Client, assertion: str, alg: str, kid: Any, endpoint: str
@@ -224,8 +283,8 @@ class TrustService:
         claims: dict[str, Any] | None = None
         for jwk in candidates:
             try:
-                key = jwt.PyJWK.from_dict(dict(jwk), algorithm=alg).key
-            except (jwt.PyJWTError, ValueError, TypeError):
+                key = cached_public_key(jwk, alg)
+            except (jwt.PyJWTError, DpopError, ValueError, TypeError):
                 continue
             try:
                 claims = jwt.decode(
@@ -265,15 +324,10 @@ class TrustService:
             )
         if iat > now + s.leeway:
             raise OAuthError("invalid_client", "client assertion issued in the future")
-        jti = str(claims["jti"])
-        if len(jti) > 200 or not self.repo.use_jti(
-            f"assertion:{client.client_id}:{jti}", exp + s.leeway
-        ):
-            raise OAuthError("invalid_client", "client assertion jti already used")
         return claims
 
     # --- DPoP at the token endpoint ---------------------------------------------------------
-    def _dpop(self, client: Client, proof: str | None) -> str | None:
+    def _dpop(self, client: Client, proof: str | None, once: SingleUseIds) -> str | None:
         if not proof:
             if client.dpop_required:
                 raise OAuthError("invalid_dpop_proof", "this client must use DPoP")
@@ -284,7 +338,7 @@ class TrustService:
                 proof,
                 method="POST",
                 url=self.settings.token_endpoint,
-                replay=self._dpop_replay,
+                replay=once,  # recorded with the assertion's jti, in one transaction
                 nonce_valid=nonce_valid,
                 iat_window=self.settings.dpop_iat_window,
                 now=self.clock(),
@@ -305,12 +359,14 @@ class TrustService:
         grant = params.get("grant_type")
         if not grant:
             raise invalid_request("grant_type missing")
-        client, assertion = self.authenticate_client(params, self.settings.token_endpoint)
+        once = SingleUseIds()
+        client, assertion = self.authenticate_client(params, self.settings.token_endpoint, once)
         if grant not in GRANT_TYPES:
             raise OAuthError("unsupported_grant_type", "grant type not supported")
         if not client.allows_grant(grant):
             raise OAuthError("unauthorized_client", "grant type not allowed for this client")
-        jkt = self._dpop(client, dpop_proof)
+        jkt = self._dpop(client, dpop_proof, once)
+        self._record(once)  # one transaction per grant for its single-use ids
         details = parse_authorization_details(assertion.get("authorization_details"))
         if grant == GRANT_CLIENT_CREDENTIALS:
             return self._client_credentials(client, params, details, jkt)
@@ -406,18 +462,22 @@ class TrustService:
                 verified = [self._verify_attestation(client, attestation, subject.get("hpr"))]
         audience = self._audience(client, data["scopes"], params.get("resource"), data["audience"])
         scopes = self._narrow(data["scopes"], audience, False)
-        claims = self._access_claims(client, audience, scopes, subject, verified, jkt)
+        # `sid`: the login (refresh family); revoking the family revokes its access tokens.
+        family_id = data.get("family_id") or secrets.token_urlsafe(16)
+        claims = self._access_claims(client, audience, scopes, subject, verified, jkt, family_id)
         refresh = None
         if client.allows_grant(GRANT_REFRESH_TOKEN):
             refresh = self._new_refresh(
                 client,
-                data.get("family_id") or secrets.token_urlsafe(16),
+                family_id,
                 {
                     "subject": subject,
                     "scopes": data["scopes"],  # the whole grant; each token gets its API's
                     "audience": audience,
                     "authorization_details": verified,
                     "family_exp": self.clock() + self.settings.refresh_token_ttl,
+                    # A login made with DPoP never yields a bearer token later (RFC 9449 §5).
+                    "dpop_bound": bool(jkt),
                 },
             )
         response = self._token_response(claims, jkt, refresh)
@@ -470,6 +530,10 @@ class TrustService:
             raise OAuthError("invalid_grant", "unknown refresh token")
         if row["state"] == "revoked":
             raise OAuthError("invalid_grant", "refresh token revoked")
+        if row["data"].get("dpop_bound") and not jkt:  # checked before the token is spent
+            raise OAuthError(
+                "invalid_dpop_proof", "this login was DPoP-bound: refresh needs a DPoP proof"
+            )
         if row["state"] == "used" or not self.repo.use_refresh(_hash(token)):
             self.repo.revoke_family(row["family_id"])  # reuse: the whole chain is revoked
             raise OAuthError("invalid_grant", "refresh token already used")
@@ -486,7 +550,13 @@ class TrustService:
         audience = self._audience(client, scopes, params.get("resource"), data["audience"])
         scopes = self._narrow(scopes, audience, bool(params.get("scope")))
         claims = self._access_claims(
-            client, audience, scopes, data["subject"], data["authorization_details"], jkt
+            client,
+            audience,
+            scopes,
+            data["subject"],
+            data["authorization_details"],
+            jkt,
+            row["family_id"],
         )
         new = self._new_refresh(client, row["family_id"], data)
         return self._token_response(claims, jkt, new)
@@ -498,47 +568,68 @@ class TrustService:
         details: list[Mapping[str, Any]],
         jkt: str | None,
     ) -> dict[str, Any]:
+        """RFC 8693 token exchange: the exchanging client acts for the subject token's user.
+
+        The subject token must be addressed to an API the client is registered for (§2.1,
+        its audience), the client proves possession of its own key (RFC 9449) and the new
+        token is bound to that key; client claims are the exchanging client's and the
+        actors go into `act` (§4.1); scope and lifetime only narrow."""
         subject_token = params.get("subject_token")
-        if not subject_token or params.get("subject_token_type") != TOKEN_TYPE_ACCESS:
-            raise invalid_request(f"subject_token of type {TOKEN_TYPE_ACCESS} required")
+        if not subject_token:
+            raise invalid_request("subject_token missing (RFC 8693 §2.1)")
+        if params.get("subject_token_type") != TOKEN_TYPE_ACCESS:
+            raise invalid_request(f"subject_token_type must be {TOKEN_TYPE_ACCESS}")
+        if params.get("requested_token_type", TOKEN_TYPE_ACCESS) != TOKEN_TYPE_ACCESS:
+            raise invalid_request(f"requested_token_type must be {TOKEN_TYPE_ACCESS}")
+        if params.get("actor_token") or params.get("actor_token_type"):
+            raise invalid_request("actor_token is not accepted: the exchanging client is the actor")
         if details:
             raise invalid_request("token exchange keeps the subject token's authorization_details")
+        if not jkt:
+            raise OAuthError(
+                "invalid_dpop_proof",
+                "token exchange needs a DPoP proof: the new token is bound to the exchanging "
+                "client's key",
+            )
         try:
             original = self.verify_access_token(subject_token)
         except OAuthError as exc:
-            raise OAuthError("invalid_grant", exc.description) from exc
+            raise OAuthError("invalid_grant", f"subject_token: {exc.description}") from exc
+        subject_audiences = original.get("aud")
+        if isinstance(subject_audiences, str):
+            subject_audiences = [subject_audiences]
+        if not set(subject_audiences or ()) & set(client.audiences):
+            raise OAuthError(
+                "invalid_grant",
+                "subject_token is not addressed to an API this client may act for",
+            )
         self.organisations.recheck_subject_token(original, self.repo.get_client)
-        audience = client.audience(params.get("resource") or params.get("audience"))
+        requested = params.get("resource") or params.get("audience")
+        if not requested:
+            raise OAuthError("invalid_target", "name the API of the new token with `resource`")
+        audience = client.audience(requested)  # invalid_target unless registered
         original_scopes = str(original.get("scope", "")).split()
         allowed = [s for s in original_scopes if s in client.scopes]
         if params.get("scope"):
-            wanted = params["scope"].split()
-            if any(s not in allowed for s in wanted):
-                raise OAuthError("invalid_scope", "scope not in the subject token or client")
-            scopes = wanted
+            wanted = list(dict.fromkeys(params["scope"].split()))
+            wider = [s for s in wanted if s not in allowed]
+            if wider:
+                raise OAuthError(
+                    "invalid_scope",
+                    f"scope {wider[0]} is not in both the subject token and the client's scopes",
+                )
+            scopes = self._narrow(wanted, audience, True)
         else:
             scopes = [s for s in allowed if scope_audience(s) in (audience, None)]
         now = int(self.clock())
-        claims = {
-            k: v
-            for k, v in original.items()
-            if k not in ("aud", "jti", "iat", "nbf", "exp", "cnf", "scope", "client_id", "act")
-        }
-        act: dict[str, Any] = {"sub": client.client_id}
-        if "act" in original:
-            act["act"] = original["act"]
-        claims.update(
-            aud=audience,
-            scope=" ".join(scopes),
-            client_id=client.client_id,
-            act=act,
-            iat=now,
-            nbf=now,
-            exp=min(int(original["exp"]), now + self.settings.access_token_ttl),
-            jti=secrets.token_urlsafe(16),
-        )
-        if jkt:
-            claims["cnf"] = {"jkt": jkt}
+        # The user's claims from the subject token; everything about the client is ours.
+        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        for name in _SUBJECT_CLAIMS:
+            if name in original:
+                claims[name] = original[name]
+        prior = original.get("act") or {"sub": str(original.get("client_id", ""))}
+        claims["act"] = {"sub": client.client_id, "act": prior}
+        claims["exp"] = min(int(original["exp"]), now + self.settings.access_token_ttl)
         response = self._token_response(claims, jkt)
         response["issued_token_type"] = TOKEN_TYPE_ACCESS
         return response
@@ -555,6 +646,7 @@ class TrustService:
         subject: Mapping[str, Any] | None,
         authorization_details: Any,
         jkt: str | None,
+        sid: str | None = None,
     ) -> dict[str, Any]:
         now = int(self.clock())
         claims: dict[str, Any] = {
@@ -581,6 +673,8 @@ class TrustService:
                 claims[auth.CLAIM_HPR_NUMBER] = subject["hpr"]
             if subject.get("auth_time"):
                 claims["auth_time"] = subject["auth_time"]
+        if sid:
+            claims["sid"] = sid
         if authorization_details:
             claims["authorization_details"] = list(authorization_details)
         if jkt:
@@ -620,7 +714,7 @@ class TrustService:
             )
         except jwt.PyJWTError as exc:
             raise OAuthError("invalid_token", "invalid or expired access token") from exc
-        if self.repo.access_revoked(str(claims["jti"])):
+        if self.repo.revoked(claims):  # the token, its login (sid) or its client
             raise OAuthError("invalid_token", "access token revoked")
         return dict(claims)
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import secrets
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -310,5 +311,37 @@ def test_demo_client_helper(mesh: Mesh) -> None:
     assert doctor.claims()[auth.CLAIM_HPR_NUMBER] == gp["hpr_number"]
     onward = ehr.exchange(doctor, resource="samhandling:privacy")
     claims = onward.claims()
-    assert claims["aud"] == "samhandling:privacy" and claims["act"] == {"sub": "gp-ehr"}
+    assert claims["aud"] == "samhandling:privacy" and onward.token_type == "DPoP"
+    assert claims["act"] == {"sub": "gp-ehr", "act": {"sub": "gp-ehr"}}
     assert claims["authorization_details"] == doctor.claims()["authorization_details"]
+
+
+def test_a_revoked_token_is_refused_through_the_edge_within_seconds(mesh: Mesh) -> None:
+    """Issue 13.4: Envoy's jwt_authn still passes the (validly signed) token; the service
+    behind it refuses it from the revocation list it polls from trust."""
+    if "masterdata" not in mesh.services:
+        pytest.skip("needs master data")
+    lab = demo(mesh, "lab-system")
+    url = f"{mesh.edge_url}/connect/token"
+    session = authlib_session(lab["client_id"], lab["private_jwk"], base_url=mesh.edge_url)
+    token = session.fetch_token(
+        url, grant_type="client_credentials", resource="samhandling:masterdata"
+    )
+    people = json.loads((Path(mesh.var_dir) / "demo" / "people.json").read_text())
+    hpr = next(p for p in people if p["role"] == "gp")["hpr_number"]
+    target = f"{mesh.edge_url}/v1/practitioners/{hpr}"
+    headers = {"Authorization": f"Bearer {token['access_token']}"}
+    assert requests.get(target, headers=headers, timeout=5).status_code == 200
+    revoke = {
+        "client_assertion_type": ASSERTION_TYPE,
+        "client_assertion": assertion_from_jwk(lab["private_jwk"], lab["client_id"], url),
+        "token": token["access_token"],
+    }
+    assert requests.post(f"{mesh.edge_url}/connect/revoke", data=revoke, timeout=5).ok
+    started = time.monotonic()
+    reply = requests.get(target, headers=headers, timeout=5)
+    while reply.status_code == 200 and time.monotonic() - started < 30:
+        time.sleep(0.1)
+        reply = requests.get(target, headers=headers, timeout=5)
+    assert reply.status_code == 401, reply.text
+    assert any(d.get("reason") == "TOKEN_REVOKED" for d in reply.json()["details"])

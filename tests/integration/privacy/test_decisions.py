@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import grpc
@@ -68,33 +69,39 @@ def test_suspended_practitioner_is_denied(privacy: Privacy) -> None:
     assert log(privacy)[0].decision == pb.DECISION_DENY
 
 
-def test_suspension_in_master_data_takes_effect_after_the_cache(
+def test_suspension_in_master_data_takes_effect_within_seconds(
     privacy: Privacy, masterdata: MasterData
 ) -> None:
+    """Issue 13.4: no invalidation by hand; the approval cache (4 s) lets the suspension
+    through within 5 s. No timed assertion: a wait-until with a generous cap."""
     from samhandling.masterdata.v1 import masterdata_service_pb2 as md
 
     nurse = privacy.people.nurse_hpr
     assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
     masterdata.admin("SuspendApproval", md.SuspendApprovalRequest(hpr_number=nurse, category="SP"))
     try:
-        # within the cache TTL the earlier answer stands; after it, the suspension denies
-        assert decide(privacy, privacy.doctor(hpr=nurse)).decision == pb.DECISION_PERMIT
-        privacy.setup.approvals.invalidate()  # type: ignore[attr-defined]
+        started = time.monotonic()
         reply = decide(privacy, privacy.doctor(hpr=nurse))
+        while reply.decision == pb.DECISION_PERMIT and time.monotonic() - started < 30:
+            time.sleep(0.2)
+            reply = decide(privacy, privacy.doctor(hpr=nurse))
         assert list(reply.reasons) == ["NO_VALID_APPROVAL", "APPROVAL_SUSPENDED"]
+        print(f"\nsuspension -> DENY after {time.monotonic() - started:.1f} s")
     finally:
         masterdata.admin(
             "ReinstateApproval", md.ReinstateApprovalRequest(hpr_number=nurse, category="SP")
         )
 
 
-def test_fails_closed_when_master_data_is_down(privacy_without_masterdata: Privacy) -> None:
+def test_master_data_down_is_unavailable_not_a_denial(privacy_without_masterdata: Privacy) -> None:
+    """An outage is an honest, retryable UNAVAILABLE naming the dependency (nothing is
+    returned: fails closed), never a 403, and the citizen's log shows no denial."""
     p = privacy_without_masterdata
-    reply = decide(p, p.doctor())
-    assert reply.decision == pb.DECISION_DENY
-    assert list(reply.reasons) == ["MASTER_DATA_UNAVAILABLE"]
-    events = log(p)  # still logged
-    assert len(events) == 1 and events[0].decision == pb.DECISION_DENY
+    with pytest.raises(grpc.RpcError) as err:
+        decide(p, p.doctor())
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert reason_of(err.value) == "MASTER_DATA_UNAVAILABLE"
+    assert log(p) == []
 
 
 def test_approvals_are_cached(privacy: Privacy) -> None:

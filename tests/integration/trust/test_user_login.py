@@ -16,7 +16,7 @@ from samhandling.masterdata.v1 import masterdata_service_pb2 as md
 
 from services.common import auth
 from services.common.tokens import Scopes
-from services.trust.domain.model import ASSERTION_TYPE, GRANT_TOKEN_EXCHANGE, TOKEN_TYPE_ACCESS
+from services.trust.domain.model import ASSERTION_TYPE
 from tests.integration.trust.conftest import (
     DOCTOR,
     FOREIGN_ORG,
@@ -336,57 +336,6 @@ def test_attestation_in_both_par_and_assertion_is_invalid_request(trust: Trust) 
     }
     reply = trust.post("/connect/par", form)
     assert reply.status_code == 400 and reply.json()["error"] == "invalid_request"
-
-
-# --- token exchange ---------------------------------------------------------------------
-
-
-def test_token_exchange_keeps_subject_and_context_and_narrows_audience(trust: Trust) -> None:
-    ehr_id, ehr_key = trust.register(orgnr_parent=GP_ORG)
-    details = json.dumps([attestation("LE", GP_ORG)])
-    query, verifier = login(trust, ehr_id, ehr_key, hpr=DOCTOR, authorization_details=details)
-    token = _code_token(trust, ehr_id, ehr_key, code=query["code"][0], code_verifier=verifier)
-    subject_token = token.json()["access_token"]
-    api_id, api_key = trust.register(
-        grant_types=(GRANT_TOKEN_EXCHANGE,),
-        scopes=(Scopes.RESULTS_READ, Scopes.PRIVACY_PRACTITIONER),
-        audiences=("samhandling:privacy",),
-    )
-    session = authlib_session(api_id, api_key.private_jwk)
-    session.mount(ISSUER, trust.http.get_adapter(ISSUER))
-    exchanged = session.fetch_token(
-        TOKEN_ENDPOINT,
-        grant_type=GRANT_TOKEN_EXCHANGE,
-        subject_token=subject_token,
-        subject_token_type=TOKEN_TYPE_ACCESS,
-        resource="samhandling:privacy",
-    )
-    assert exchanged["issued_token_type"] == TOKEN_TYPE_ACCESS
-    original = verify(trust, subject_token, "samhandling:results")
-    claims = verify(trust, exchanged["access_token"], "samhandling:privacy")
-    assert claims["aud"] == "samhandling:privacy"
-    assert claims["sub"] == original["sub"]
-    assert claims[auth.CLAIM_HPR_NUMBER] == DOCTOR
-    assert claims["authorization_details"] == original["authorization_details"]
-    assert claims["act"] == {"sub": api_id}
-    assert claims["exp"] <= original["exp"]
-    # The subject token only had results/read; the exchange cannot add privacy scopes.
-    assert claims["scope"] == ""
-    wider = api_key.form(
-        api_id,
-        grant_type=GRANT_TOKEN_EXCHANGE,
-        subject_token=subject_token,
-        subject_token_type=TOKEN_TYPE_ACCESS,
-        scope=Scopes.PRIVACY_PRACTITIONER,
-    )
-    assert trust.post("/connect/token", wider).json()["error"] == "invalid_scope"
-    bad = api_key.form(
-        api_id,
-        grant_type=GRANT_TOKEN_EXCHANGE,
-        subject_token=subject_token + "x",
-        subject_token_type=TOKEN_TYPE_ACCESS,
-    )
-    assert trust.post("/connect/token", bad).json()["error"] == "invalid_grant"
 
 
 def test_testid_is_off_in_production(start_trust: Any) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.common.auth import CallInfo, Principal
+from services.common.auth import USER_CONTEXT_HEADER, CallInfo, Principal
 from services.common.auth_cache import CachingAuthenticator
 from services.common.errors import Unauthenticated
 
@@ -90,9 +90,18 @@ class CountingDpop(Counting):
 
     def authenticate(self, call: CallInfo) -> Principal:
         self.calls += 1
-        if not self.is_internal(call.method):
+        forwarded = USER_CONTEXT_HEADER in call.metadata
+        if forwarded and not self.is_internal(call.method):
+            raise Unauthenticated("context on a public method", reason="USER_CONTEXT_NOT_ACCEPTED")
+        if not forwarded:
             self.proof_checker(call, "t", "jkt", {})
-        return Principal(subject="s", client_id="c", claims={"exp": self.exp}, token_jkt="jkt")
+        return Principal(
+            subject="s",
+            client_id="c",
+            claims={"exp": self.exp},
+            token_jkt="jkt",
+            forwarded=forwarded,
+        )
 
 
 def dpop_call(proof: str, method: str = "/s/M") -> CallInfo:
@@ -108,6 +117,20 @@ def test_dpop_token_verified_once_but_every_proof_checked() -> None:
     for replayed in ("p1", "p2", ""):  # the same replay memory on hits and misses
         with pytest.raises(Unauthenticated):
             cache.authenticate(dpop_call(replayed))
-    cache.authenticate(dpop_call("", "/s/Internal"))
-    cache.authenticate(dpop_call("", "/s/Internal"))
-    assert inner.calls == 2
+    # Internal methods too: a DPoP-bound token in `authorization` always needs its proof.
+    for _ in range(2):
+        with pytest.raises(Unauthenticated):
+            cache.authenticate(dpop_call("", "/s/Internal"))
+
+
+def test_forwarded_user_context_is_cached_apart_and_internal_only() -> None:
+    inner = CountingDpop(internal=frozenset({"/s/Internal"}))
+    cache = CachingAuthenticator(inner, clock=lambda: 100.0, dpop=True)
+    context = CallInfo("/s/Internal", {USER_CONTEXT_HEADER: "t"})
+    first = cache.authenticate(context)
+    assert first.forwarded and cache.authenticate(context) is first and inner.calls == 1
+    with pytest.raises(Unauthenticated):
+        cache.authenticate(CallInfo("/s/M", {USER_CONTEXT_HEADER: "t"}))
+    # The same token presented by its holder is not the cached forwarded principal.
+    with pytest.raises(Unauthenticated):
+        cache.authenticate(dpop_call("", "/s/Internal"))

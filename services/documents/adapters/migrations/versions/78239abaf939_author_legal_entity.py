@@ -1,7 +1,7 @@
 """author legal entity
 
 Revision ID: 78239abaf939
-Revises: 84176accaf04
+Revises: edd8fd7850b4
 Create Date: 2026-12-01 13:32:28.891670
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "78239abaf939"
-down_revision = "84176accaf04"
+down_revision = "edd8fd7850b4"
 branch_labels = None
 depends_on = None
 

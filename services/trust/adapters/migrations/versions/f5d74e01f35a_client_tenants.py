@@ -1,7 +1,7 @@
 """client tenants
 
 Revision ID: f5d74e01f35a
-Revises: 1a80cec35fea
+Revises: 1a4fe77dcaae
 Create Date: 2026-12-01 13:29:49.129441
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "f5d74e01f35a"
-down_revision = "1a80cec35fea"
+down_revision = "1a4fe77dcaae"
 branch_labels = None
 depends_on = None
 
