@@ -622,8 +622,10 @@ class TrustService:
         else:
             scopes = [s for s in allowed if scope_audience(s) in (audience, None)]
         now = int(self.clock())
-        # The user's claims from the subject token; everything about the client is ours.
-        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        # The user's claims from the subject token; everything about the client is ours, but
+        # an attested organisation stays the organisation claims (the user's, not the API's).
+        attested = original.get("authorization_details") or ()
+        claims = self._access_claims(client, audience, scopes, None, attested, jkt)
         for name in _SUBJECT_CLAIMS:
             if name in original:
                 claims[name] = original[name]

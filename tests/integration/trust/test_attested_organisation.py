@@ -28,7 +28,7 @@ from tests.integration.trust.conftest import (
     VENDOR_ORG,
     Trust,
 )
-from tests.integration.trust.helpers import ClientKey
+from tests.integration.trust.helpers import TOKEN_ENDPOINT, ClientKey, DpopKey
 from tests.integration.trust.test_client_credentials import verify
 from tests.integration.trust.test_keys_and_admin import admin_metadata
 from tests.integration.trust.test_user_login import (
@@ -175,15 +175,18 @@ def test_token_exchange_rechecks_the_subject_tokens_organisation(trust: Trust) -
             subject_token_type=TOKEN_TYPE_ACCESS,
             resource="samhandling:results",
         )
-        return trust.post("/connect/token", form)
+        proof = DpopKey().proof("POST", TOKEN_ENDPOINT)
+        return trust.post("/connect/token", form, headers={"DPoP": proof})
 
     first = exchange()
     assert first.status_code == 200, first.text
     claims = verify(trust, first.json()["access_token"], "samhandling:results")
-    # The exchanging API acts for the same organisation; it does not bring its own.
+    # The exchanging API (its own organisation GP_ORG) acts for the user's attested
+    # organisation; it cannot swap in its own.
+    assert claims["client_id"] == api_id
     assert claims[auth.CLAIM_ORGNR_PARENT] == HOSPITAL
     assert claims[auth.CLAIM_ORGNR_CHILD] == HOSPITAL_UNIT
-    assert claims[auth.CLAIM_ORGNR_SUPPLIER] == VENDOR_ORG
+    assert auth.CLAIM_ORGNR_SUPPLIER not in claims  # the API is no multi-tenant client
     # The tenant is taken off the vendor's client: its tokens no longer travel on.
     stub = pb_grpc.TrustServiceStub(trust.channel())
     stub.UpdateClient(
