@@ -27,6 +27,8 @@ SUITE = [
     "results_search",
     "masterdata_lookups",
     "privacy_decisions",
+    "log_append",
+    "log_verify",
     "documents_throughput",
     "edge_security",
     "observability",

@@ -210,11 +210,15 @@ def openapi_path(template: str) -> tuple[str, list[str]]:
     A variable with a pattern keeps the pattern's literal segments in the path, its
     wildcards become the parameter: '/v1/{name=clients/*}' -> '/v1/clients/{name}' (the
     request field `name` is then 'clients/<value>').
+
+    A dotted field path becomes its last name ('{organization.org_number}' ->
+    '{org_number}'): generators drop operations whose parameter names are not identifiers.
+    `path_fields` gives the request fields behind the names.
     """
     names: list[str] = []
 
     def repl(match: re.Match[str]) -> str:
-        field, pattern = match.group(1), match.group(2)
+        field, pattern = match.group(1).rsplit(".", 1)[-1], match.group(2)
         if not pattern:
             names.append(field)
             return "{" + field + "}"
@@ -232,6 +236,11 @@ def openapi_path(template: str) -> tuple[str, list[str]]:
     return _VAR.sub(repl, template), names
 
 
+def path_fields(template: str) -> list[str]:
+    """The request fields a template's variables bind, in order (one per variable)."""
+    return [match.group(1) for match in _VAR.finditer(template)]
+
+
 def _error_schema() -> dict[str, Any]:
     return {
         "type": "object",
@@ -247,9 +256,17 @@ def _error_schema() -> dict[str, Any]:
 
 
 def _operation(
-    m: Method, rule: HttpRule, anonymous: bool, builder: SchemaBuilder
+    m: Method,
+    rule: HttpRule,
+    anonymous: bool,
+    builder: SchemaBuilder,
+    options: dict[str, Any] | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
+    """`options`: the method's routes.yaml options (`success_status`, `redirect_status`,
+    `request_media_type`, `response_media_type`)."""
+    options = options or {}
     path, path_params = openapi_path(rule.template)
+    fields = path_fields(rule.template)
     service = m.service.rsplit(".", 1)[-1]
     op: dict[str, Any] = {
         "operationId": f"{service}.{m.name}"
@@ -265,20 +282,26 @@ def _operation(
         {"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
         for p in path_params
     ]
+    if len(fields) == len(params):
+        for path_param, field_path in zip(params, fields, strict=True):
+            if field_path != path_param["name"]:
+                path_param["x-proto-field"] = field_path
+                path_param["description"] = f"the request's `{field_path}`"
+    request_media = options.get("request_media_type")
     request = builder.d.messages.get(m.input_type)
     if rule.body == "*" or (rule.body and m.input_type == HTTP_BODY):
-        op["requestBody"] = _body_content(m.input_type, builder)
+        op["requestBody"] = _body_content(m.input_type, builder, request_media)
     elif rule.body:
         field = builder.field_by_path(m.input_type, rule.body)
         if field is not None:
             content = (
-                _raw_content()
+                _raw_content(request_media)
                 if field.type_name.lstrip(".") == HTTP_BODY
                 else {"application/json": {"schema": builder.field_schema(field)}}
             )
             op["requestBody"] = {"required": True, "content": content}
     if request is not None and rule.body != "*" and m.input_type != HTTP_BODY:
-        bound = {p.split(".")[0] for p in path_params} | ({rule.body} if rule.body else set())
+        bound = {f.split(".")[0] for f in fields} | ({rule.body} if rule.body else set())
         for f in request.field:
             if f.name in bound or (f.type == FDP.TYPE_MESSAGE and not _is_scalar_wrapper(f)):
                 continue
@@ -300,7 +323,7 @@ def _operation(
             },
         }
     elif output == HTTP_BODY:
-        ok = {"description": "OK (content type as given by the service)", "content": _raw_content()}
+        ok = {"description": "OK", "content": _raw_content(options.get("response_media_type"))}
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": builder.ref(output)}}}
     error = {
@@ -317,7 +340,15 @@ def _operation(
         content = op["requestBody"]["content"].get("application/json")
         if content:
             content["schema"] = {"type": "array", "items": content["schema"]}
-    op["responses"] = {"200": ok, "default": error}
+    # The conventions filter's status rewrites (gateway/conventions.py): PAR's 201, the
+    # login's redirect.
+    responses: dict[str, Any] = {str(options.get("success_status") or 200): ok}
+    if options.get("redirect_status"):
+        responses[str(options["redirect_status"])] = {
+            "description": "Redirect to the client's redirect URI",
+            "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        }
+    op["responses"] = {**responses, "default": error}
     if anonymous:
         op["security"] = []
     return path, rule.verb.lower(), op
@@ -333,13 +364,27 @@ def _is_scalar_wrapper(f: descriptor_pb2.FieldDescriptorProto) -> bool:
     )
 
 
-def _raw_content() -> dict[str, Any]:
-    return {"*/*": {"schema": {"type": "string", "format": "binary"}}}
+FORM = "application/x-www-form-urlencoded"
 
 
-def _body_content(type_name: str, builder: SchemaBuilder) -> dict[str, Any]:
+def _raw_content(media_type: str | None = None) -> dict[str, Any]:
+    """A google.api.HttpBody's content, by the media type routes.yaml declares for it."""
+    if media_type == FORM:
+        schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
+    elif media_type and media_type.endswith(("/json", "+json")):
+        schema = {"type": "object"}
+    elif media_type and media_type.startswith("text/"):
+        schema = {"type": "string"}
+    else:
+        schema = {"type": "string", "format": "binary"}
+    return {media_type or "application/octet-stream": {"schema": schema}}
+
+
+def _body_content(
+    type_name: str, builder: SchemaBuilder, media_type: str | None = None
+) -> dict[str, Any]:
     if type_name == HTTP_BODY:
-        return {"required": True, "content": _raw_content()}
+        return {"required": True, "content": _raw_content(media_type)}
     return {"required": True, "content": {"application/json": {"schema": builder.ref(type_name)}}}
 
 
@@ -354,7 +399,9 @@ def build(
     paths: dict[str, dict[str, Any]] = {}
     for m in sorted(methods, key=lambda x: x.key):
         for rule in m.rules:
-            path, verb, op = _operation(m, rule, spec.is_anonymous(m, rule), builder)
+            path, verb, op = _operation(
+                m, rule, spec.is_anonymous(m, rule), builder, spec.options(m)
+            )
             paths.setdefault(path, {})[verb] = op
     builder.schemas[ERROR_SCHEMA] = _error_schema()
     document: dict[str, Any] = {
@@ -381,8 +428,9 @@ def build(
                 "dpop": {
                     "type": "http",
                     "scheme": "DPoP",
-                    "bearerFormat": "JWT",
-                    "description": "RFC 9449: Authorization: DPoP <token> plus a DPoP proof header",
+                    # bearerFormat is for the bearer scheme only (OpenAPI 3.1 schema).
+                    "description": "RFC 9449: Authorization: DPoP <token> (a JWT) plus a DPoP "
+                    "proof header",
                 },
             },
         },

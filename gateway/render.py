@@ -461,6 +461,7 @@ class LocalReply:
     details_prefix: str = ""  # narrows the match to replies whose details start with this
     message: str | None = None  # None = Envoy's own text (%LOCAL_REPLY_BODY%)
     new_status: int | None = None
+    violation: str | None = None  # a google.rpc.BadRequest field (a format string) too
 
 
 # First match wins: the narrow ones (by response details) before the catch-all per status.
@@ -474,6 +475,14 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
     *(
         LocalReply(403, 16, reason, f"rbac_access_denied_matched_policy[{name}]", message, 401)
         for name, (reason, message, _ids) in DPOP_POLICIES.items()
+    ),
+    # An unknown JSON body field, refused by the conventions body filter (a Lua response).
+    LocalReply(
+        400,
+        3,
+        "UNKNOWN_FIELD",
+        "lua_response",
+        violation="%DYNAMIC_METADATA(samhandling.conventions:unknown_field)%",
     ),
     LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
     LocalReply(413, 8, "BODY_TOO_LARGE", message="request body too large for this route"),
@@ -524,13 +533,23 @@ def _local_reply_config() -> dict[str, Any]:
         filters = [_status_filter(reply.status)]
         if reply.details_prefix:
             filters.append(_details_filter(reply.details_prefix))
+        details: list[dict[str, Any]] = [_error_info(reply.reason)]
+        if reply.violation:
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.BadRequest",
+                    "field_violations": [
+                        {"field": reply.violation, "description": "%LOCAL_REPLY_BODY%"}
+                    ],
+                }
+            )
         mapper: dict[str, Any] = {
             "filter": filters[0] if len(filters) == 1 else {"and_filter": {"filters": filters}},
             "body_format_override": {
                 "json_format": {
                     "code": reply.code,
                     "message": reply.message or "%LOCAL_REPLY_BODY%",
-                    "details": [_error_info(reply.reason)],
+                    "details": details,
                 },
                 "content_type": "application/json",
             },
@@ -546,7 +565,9 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
     fmt = {
         "time": "%START_TIME%",
         "method": f"%REQ({FORWARDED_METHOD}?:METHOD)%",
-        "path": f"%REQ_WITHOUT_QUERY({ORIGINAL_PATH}?:PATH)%",
+        # Without query string and with identity numbers masked (set by the conventions
+        # filter; "-" for a request refused before the filters ran).
+        "path": "%DYNAMIC_METADATA(samhandling.conventions:path)%",
         "status": "%RESPONSE_CODE%",
         "grpc_status": "%GRPC_STATUS%",
         "flags": "%RESPONSE_FLAGS%",
@@ -565,17 +586,7 @@ def _access_log(path: Path) -> list[dict[str, Any]]:
             "typed_config": {
                 "@type": f"{_TYPES}.extensions.access_loggers.file.v3.FileAccessLog",
                 "path": str(path),
-                "log_format": {
-                    "json_format": fmt,
-                    "formatters": [
-                        {
-                            "name": "envoy.formatter.req_without_query",
-                            "typed_config": {
-                                "@type": f"{_TYPES}.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
-                            },
-                        }
-                    ],
-                },
+                "log_format": {"json_format": fmt},
             },
         }
     ]
@@ -863,6 +874,10 @@ def _edge_headers() -> dict[str, Any]:
     }
 
 
+# Routes without a token: the conventions filter drops the Authorization header there.
+_ANONYMOUS_ROUTE = {"filter_metadata": {"samhandling.conventions": {"anonymous": True}}}
+
+
 def _direct_json(path: str, body: str, status: int = 200) -> dict[str, Any]:
     return {
         "name": f"edge GET {path}",
@@ -870,6 +885,7 @@ def _direct_json(path: str, body: str, status: int = 200) -> dict[str, Any]:
         "direct_response": {"status": status, "body": {"inline_string": body}},
         "response_headers_to_add": _JSON_CONTENT_TYPE,
         "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
+        "metadata": copy.deepcopy(_ANONYMOUS_ROUTE),
     }
 
 
@@ -1020,7 +1036,7 @@ def render(
     `edge_auth` (default: when there is a key source, i.e. `static_jwks` or the trust
     service) turns on token checks at the edge; the services check tokens regardless.
     """
-    from gateway import openapi
+    from gateway import conventions, openapi
 
     spec = EdgeSpec.load(routes_file, overrides)
     packages = {p: o for p, o in spec.packages.items() if _cluster_name(p) in addresses}
@@ -1039,9 +1055,23 @@ def render(
     audiences: dict[str, str] = {}
     max_body = int(spec.defaults.get("max_request_bytes", 1048576))
     edge_auth = static_jwks is not None or "trust" in addresses if edge_auth is None else edge_auth
+    descriptors = openapi.Descriptors(descriptor_set)
+    bodies: set[str] = set()
     for m in public:
         max_body = max(max_body, int(spec.options(m)["max_request_bytes"]))
         routes, needs_token = _method_routes(m, spec, retries)
+        # The conventions filters' metadata on each REST route (and its DPoP twin), next to
+        # the rate limit's.
+        by_name = {f"{m.key} {rule.verb} {rule.template}": rule for rule in m.rules}
+        for route in routes:
+            rule = by_name.get(route["name"].removesuffix(" (DPoP)"))
+            if rule is None:
+                continue  # the gRPC path
+            metadata = conventions.route_metadata(m, rule, spec, descriptors)
+            if metadata:
+                route.setdefault("metadata", {}).setdefault("filter_metadata", {}).update(metadata)
+            if conventions.BODY_FILTER in metadata:
+                bodies.add(metadata[conventions.BODY_FILTER]["body"])
         public_routes += routes
         if needs_token:
             cluster = _cluster_name(m.package)
@@ -1054,6 +1084,7 @@ def render(
             "direct_response": _json_404(),
             "response_headers_to_add": _JSON_CONTENT_TYPE,
             "typed_per_filter_config": {JWT_FILTER: _jwt_route_config(None)},
+            "metadata": copy.deepcopy(_ANONYMOUS_ROUTE),
         }
     )
 
@@ -1073,7 +1104,10 @@ def render(
                 "preserve_proto_field_names": True,
                 "always_print_primitive_fields": True,
             },
-            "request_validation_options": {"reject_binding_body_field_collisions": True},
+            "request_validation_options": {
+                "reject_binding_body_field_collisions": True,
+                "reject_unknown_query_parameters": True,
+            },
         },
     }
     buffer = {
@@ -1101,11 +1135,19 @@ def render(
         f"http://127.0.0.1:{ports.public}/.well-known/jwks.json",
         jwks_cache,
     )
+    # The conventions filter first: its response side sees every reply, local ones included.
     limits = spec.raw.get("limits", {})
-    filters = [_edge_headers(), _retry_after(int(limits.get("retry_after_seconds", 1))), cors]
+    filters = [
+        conventions.conventions_filter("samhandling"),
+        _edge_headers(),
+        _retry_after(int(limits.get("retry_after_seconds", 1))),
+        cors,
+    ]
     if audiences and edge_auth:
         filters += [jwt_filter, _dpop_rbac()]
-    filters += [rate_limit, buffer, transcoder, _router()]
+    hints = spec.raw.get("field_hints") or {}
+    filters += [rate_limit, buffer, conventions.body_filter(bodies, descriptors, hints)]
+    filters += [transcoder, _router()]
 
     edge_hcm: dict[str, Any] = {
         "@type": f"{_TYPES}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -1236,7 +1278,7 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
             for network_filter in chain["filters"]:
                 hcm = network_filter["typed_config"]
                 if hcm.get("@type", "").endswith(".HttpConnectionManager"):
-                    hcm.setdefault("tracing", tracing)
+                    hcm.setdefault("tracing", _masked_url(tracing, hcm))
     clusters = config["static_resources"]["clusters"]
     if not any(c["name"] == OTLP_CLUSTER for c in clusters):
         collector = _cluster(OTLP_CLUSTER, f"{host or '127.0.0.1'}:{port or 4317}")
@@ -1258,6 +1300,16 @@ def with_tracing(config: dict[str, Any], endpoint: str | None) -> dict[str, Any]
             },
         )
     return config
+
+
+def _masked_url(tracing: dict[str, Any], hcm: dict[str, Any]) -> dict[str, Any]:
+    """On the public listener the span's http.url is the path the conventions filter
+    recorded (no query string, identity numbers masked), as in the access log."""
+    if not any(f.get("name") == "samhandling.conventions" for f in hcm.get("http_filters", [])):
+        return tracing
+    masked = {"tag": "http.url", "value": "%DYNAMIC_METADATA(samhandling.conventions:path)%"}
+    tags = [t for t in tracing["custom_tags"] if t["tag"] != "http.url"]
+    return {**tracing, "custom_tags": [*tags, masked]}
 
 
 def render_to_file(

@@ -8,7 +8,9 @@ replicas, native gRPC readiness/liveness/startup probes against the standard hea
 resource requests and limits, a restricted security context, configuration from the
 `samhandling-config` ConfigMap and the `samhandling-db` Secret, a headless Service (Envoy
 resolves it to every pod) and a PodDisruptionBudget. The trust service also gets the
-signing-key encryption key from the `samhandling-trust` Secret. A Job migrates every schema
+signing-key encryption key from the `samhandling-trust` Secret; privacy gets its tree-head
+keys (sealed) from the `samhandling-privacy-log-keys` Secret, their encryption key and the
+witness database from the `samhandling-privacy` Secret. A Job migrates every schema
 before a release; Envoy (2 replicas) is the edge and the internal gRPC load balancer.
 """
 
@@ -135,6 +137,26 @@ def secrets_example() -> list[dict[str, Any]]:
             "type": "Opaque",
             "stringData": {"key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)"},
         },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta("samhandling-privacy", "config"),
+            "type": "Opaque",
+            "stringData": {
+                "key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)",
+                # Tree heads are also appended here: another database, other credentials.
+                "witness-url": "postgresql://witness:CHANGE-ME@witness-postgres:5432/witness",
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta("samhandling-privacy-log-keys", "config"),
+            "type": "Opaque",
+            # python -m services.privacy.adapters.signing rotate --key-dir DIR, then every
+            # file of DIR (current, log-<kid>.sealed, log-<kid>.pub; old .pub files stay).
+            "stringData": {"current": "CHANGE-ME"},
+        },
     ]
 
 
@@ -209,6 +231,32 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
             }
         )
 
+    extra_mounts: list[dict[str, Any]] = []
+    extra_volumes: list[dict[str, Any]] = []
+    if name == "privacy":
+        env += [
+            {"name": "SAMHANDLING_PRIVACY_MODE", "value": "production"},
+            {"name": "SAMHANDLING_PRIVACY_KEY_DIR", "value": "/etc/samhandling/privacy-keys"},
+            {
+                "name": "SAMHANDLING_PRIVACY_KEY_ENCRYPTION_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "samhandling-privacy", "key": "key-encryption-key"}
+                },
+            },
+            {
+                "name": "SAMHANDLING_PRIVACY_WITNESS_DB_URL",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "samhandling-privacy", "key": "witness-url"}
+                },
+            },
+        ]
+        extra_mounts.append(
+            {"name": "log-keys", "mountPath": "/etc/samhandling/privacy-keys", "readOnly": True}
+        )
+        extra_volumes.append(
+            {"name": "log-keys", "secret": {"secretName": "samhandling-privacy-log-keys"}}
+        )
+
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
             "grpc": {"port": port},
@@ -232,6 +280,7 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
             "requests": {"cpu": "100m", "memory": "192Mi"},
             "limits": {"cpu": "1", "memory": "512Mi"},
         },
+        **({"volumeMounts": [*SCRATCH_MOUNTS, *extra_mounts]} if extra_mounts else {}),
     )
     # Never start on an old schema: migrate this service first (a no-op at head; the advisory
     # lock in deploy/migrate.py lets the Job and several pods take turns).
@@ -265,7 +314,13 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
                         "prometheus.io/path": "/metrics",
                     },
                 },
-                "spec": _pod_spec([container], grace=30, initContainers=[init], **_spread(name)),
+                "spec": _pod_spec(
+                    [container],
+                    grace=30,
+                    initContainers=[init],
+                    **({"volumes": [*SCRATCH_VOLUMES, *extra_volumes]} if extra_volumes else {}),
+                    **_spread(name),
+                ),
             },
         },
     }

@@ -210,7 +210,7 @@ class DemoClient:
         if authorization_details:
             form["authorization_details"] = json.dumps(authorization_details)
         pushed = self.edge.http.post(self.edge.url + "/connect/par", data=form, timeout=30)
-        if pushed.status_code != 200:
+        if pushed.status_code != 201:  # RFC 9126 §2.2
             raise Failed(f"PAR refused: {pushed.status_code} {pushed.text[:300]}")
         page = self.edge.http.get(
             self.edge.url + "/connect/authorize",
@@ -231,7 +231,7 @@ class DemoClient:
         )
         location = done.headers.get("location", "")
         query = parse_qs(urlsplit(location).query)
-        if "code" not in query:
+        if done.status_code != 303 or "code" not in query:
             raise Failed(
                 f"login did not give a code: {done.status_code} {location or done.text[:300]}"
             )

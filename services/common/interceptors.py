@@ -52,7 +52,9 @@ _validator = protovalidate.Validator()
 
 def _field_path(violation: Any) -> str:
     parts: list[str] = []
-    for element in violation.proto.field.elements:
+    # A message-level rule (`option (buf.validate.message).cel`) has no field path at all.
+    field_path = violation.proto.field
+    for element in field_path.elements if field_path is not None else ():
         part = element.field_name
         subscript = getattr(element, "subscript", None)
         if subscript is not None:

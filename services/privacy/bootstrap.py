@@ -21,11 +21,13 @@ from services.privacy.adapters.masterdata import (
     GpListChecker,
     MasterDataUnavailable,
 )
-from services.privacy.adapters.signing import CheckpointSigner
+from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier
+from services.privacy.adapters.witness import Witness, witnesses_from_env
 from services.privacy.domain.model import EntryType
 from services.privacy.domain.policy import Rules
 from services.privacy.entrypoints.grpc_servicer import (
     FULL_NAME,
+    PUBLIC_METHODS,
     PrivacyServicer,
 )
 from services.privacy.service_layer.services import DEFAULT_RETENTION, Config, PrivacyService
@@ -67,6 +69,11 @@ def retention_from_env(value: str | None = None) -> dict[EntryType, dt.timedelta
     return retention
 
 
+def head_every_from_env() -> int:
+    """Sign a tree head at least every this many entries (besides the periodic one)."""
+    return int(os.environ.get("SAMHANDLING_PRIVACY_HEAD_EVERY", "1000"))
+
+
 @dataclass
 class Setup:
     service: PrivacyService
@@ -83,6 +90,7 @@ def build(
     cache_seconds: float | None = None,
     gp_list: GpListChecker | None = None,
     rules: Rules | None = None,
+    witnesses: list[Witness] | None = None,
 ) -> Setup:
     migrate("privacy", engine, VERSIONS)
     if cache_seconds is None:
@@ -99,24 +107,28 @@ def build(
     gp_cached: GpListChecker = (
         CachedGpListChecker(gp_list, cache_seconds) if cache_seconds > 0 else gp_list
     )
-    signer = CheckpointSigner.load_or_create(keys or key_dir())
+    directory = keys or key_dir()
+    signer = TreeHeadSigner.load_or_create(directory)
+    if witnesses is None:
+        # A key directory given explicitly (tests, tools) gets its witness next to it, so
+        # separate databases never share a witness file.
+        witnesses = witnesses_from_env(directory.parent / "witness" if keys else None)
     service = PrivacyService(
         engine,
         cached,
         signer,
-        config or Config(retention=retention_from_env()),
+        config or Config(retention=retention_from_env(), head_every=head_every_from_env()),
         trace_id=current_trace_id,
+        witnesses=witnesses,
         rules=rules or load_rules(),
         gp_list=gp_cached,
     )
+    servicer = PrivacyServicer(service, TreeHeadVerifier.from_dir(directory))
     spec = ServiceSpec(
         "privacy",
-        [
-            Servicer(
-                FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, PrivacyServicer(service)
-            )
-        ],
+        [Servicer(FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, servicer)],
+        public_methods=PUBLIC_METHODS,
         authenticator=authenticator,
-        on_shutdown=[engine.dispose],
+        on_shutdown=[service.close, engine.dispose],
     )
     return Setup(service, spec, cached)

@@ -19,15 +19,19 @@ from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.privacy.service_layer.services import PrivacyService
 
 RETENTION_INTERVAL_SECONDS = 3600.0
-# Signing the head often narrows the window in which the newest entries are protected by
-# the hash chain alone (see README: limits).
-CHECKPOINT_INTERVAL_SECONDS = float(os.environ.get("SAMHANDLING_PRIVACY_CHECKPOINT_SECONDS", "60"))
+# Signing (and witnessing) the tree head often narrows the window in which the newest
+# entries are not yet covered by a witnessed head (see README: limits).
+HEAD_INTERVAL_SECONDS = float(
+    os.environ.get("SAMHANDLING_PRIVACY_HEAD_SECONDS")
+    or os.environ.get("SAMHANDLING_PRIVACY_CHECKPOINT_SECONDS")  # the former name
+    or "10"
+)
 
 
 def _maintenance_loop(service: PrivacyService, stop: threading.Event) -> None:
     log = logging.getLogger("samhandling.privacy.maintenance")
     last_prune = time.monotonic()
-    while not stop.wait(CHECKPOINT_INTERVAL_SECONDS):
+    while not stop.wait(HEAD_INTERVAL_SECONDS):
         try:
             service.checkpoint()
             if time.monotonic() - last_prune >= RETENTION_INTERVAL_SECONDS:

@@ -164,7 +164,7 @@ class DemoClient:
         url = f"{self.edge_url}{path}"
         headers = {"DPoP": dpop.proof("POST", url)} if dpop else {}
         reply = self.http.post(url, data=form, headers=headers, timeout=10)
-        if reply.status_code != 200:
+        if reply.status_code not in (200, 201):  # PAR answers 201 at the edge (RFC 9126)
             raise OAuthFailure(reply.status_code, reply.json())
         return reply
 

@@ -50,7 +50,9 @@ setting_versions = sa.Table(
     sa.Column("snapshot", sa.Text, nullable=False),  # JSON
 )
 
-# The access log: a hash chain (see services/privacy/domain/chain.py).
+# The access log: the leaves of a Merkle tree (see services/privacy/domain/merkle.py).
+# seq = leaf index + 1. Retention empties the content columns and `salt` (pruned=True);
+# seq, event_id, entry_type, event_time and content_hash stay: they make up the leaf.
 access_log = sa.Table(
     "privacy_access_log",
     metadata,
@@ -77,30 +79,31 @@ access_log = sa.Table(
     sa.Column("trace_id", sa.String(64), nullable=True),
     sa.Column("decision_event_id", sa.String(64), nullable=True),
     sa.Column("details", sa.Text, nullable=True),  # JSON object
+    sa.Column("salt", sa.String(32), nullable=True),  # hex; hides pruned content
     sa.Column("pruned", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("content_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("prev_hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("leaf_hash", sa.LargeBinary(32), nullable=False),
     sa.Index("ix_privacy_access_log_patient", "patient_id", "seq"),
     sa.Index("ix_privacy_access_log_type_time", "entry_type", "event_time"),
 )
 
-# The chain head: one row (id 1), locked while appending so entries link in order.
-log_head = sa.Table(
-    "privacy_log_head",
+# Hashes of complete, aligned subtrees at levels 4, 8, 12, ... (level k, index i covers
+# leaves [i*2^k, (i+1)*2^k)); level 0 is access_log.leaf_hash. Immutable once written.
+tree_nodes = sa.Table(
+    "privacy_tree_nodes",
     metadata,
-    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("level", sa.SmallInteger, primary_key=True, autoincrement=False),
+    sa.Column("idx", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),
 )
 
-# Signed checkpoints of the chain.
-checkpoints = sa.Table(
-    "privacy_log_checkpoints",
+# Signed tree heads (also appended to the witnesses outside this database).
+tree_heads = sa.Table(
+    "privacy_tree_heads",
     metadata,
-    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
-    sa.Column("hash", sa.LargeBinary(32), nullable=False),
-    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("tree_size", sa.BigInteger, primary_key=True, autoincrement=False),
+    sa.Column("root_hash", sa.LargeBinary(32), nullable=False),
+    sa.Column("timestamp_us", sa.BigInteger, nullable=False),
     sa.Column("key_id", sa.String(64), nullable=False),
     sa.Column("signature", sa.LargeBinary(128), nullable=False),
 )

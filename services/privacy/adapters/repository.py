@@ -1,11 +1,8 @@
-"""SQL persistence of settings and of the hash-chained access log (SQLite and PostgreSQL).
+"""SQL persistence of settings and of the Merkle-tree access log (SQLite and PostgreSQL).
 
 All functions take the session of the caller's unit of work, so a decision and its log
-entry (or a setting change, its version and its log entry) commit together.
-
-Appending locks the chain head row (`SELECT ... FOR UPDATE` on PostgreSQL, so several
-processes link in order; SQLite serialises writers itself and the service holds an
-in-process lock around the transaction).
+entry (or a setting change, its version and its log entry) commit together. Appends are
+sequenced by the log writer (service_layer/log_writer.py) with `lock_log_and_size`.
 """
 
 from __future__ import annotations
@@ -19,8 +16,13 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.privacy.adapters import orm
-from services.privacy.adapters.signing import CheckpointSigner
-from services.privacy.domain.chain import GENESIS, Checkpoint, content_hash, link
+from services.privacy.domain.merkle import (
+    EMPTY_ROOT,
+    TreeHead,
+    largest_power_of_two_below,
+    leaf_bytes,
+    node_hash,
+)
 from services.privacy.domain.model import (
     ActorKind,
     Domain,
@@ -36,7 +38,7 @@ from services.privacy.domain.model import (
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# Columns emptied by retention (the personal data); the stub keeps the chain intact.
+# Columns emptied by retention (the personal data); the stub keeps its leaf.
 PRUNED_COLUMNS = (
     "patient_id",
     "actor_kind",
@@ -57,6 +59,7 @@ PRUNED_COLUMNS = (
     "trace_id",
     "decision_event_id",
     "details",
+    "salt",
 )
 
 
@@ -229,13 +232,24 @@ def setting_history(session: Session, setting_id: str) -> list[dict[str, Any]]:
     return [dict(r._mapping) for r in rows]
 
 
-# --- the access log -------------------------------------------------------------------
+# --- the access log (reads, tree storage, retention) -----------------------------------
+# Appending is services/privacy/service_layer/log_writer.py's job alone: it calls
+# `lock_log_and_size`, `new_nodes` and `insert_leaves` below inside its batch transaction.
+
+# Keep stored subtree levels at multiples of this (level 0 = the leaves): about one node
+# row per 15 leaves, and any subtree hash needs at most 2^3 stored hashes.
+NODE_STRIDE = 4
+
+# One advisory-lock key for "appending to the privacy access log" (PostgreSQL):
+# 0x5A4D0001, written out in the statement (no parameters: a simple query may hold two).
+_LOCK_AND_SIZE = (
+    "SELECT pg_advisory_xact_lock(1514995713); SELECT coalesce(max(seq), 0) FROM privacy_access_log"
+)
 
 
-def entry_content(entry: LogEntry, seq: int) -> dict[str, Any]:
+def entry_content(entry: LogEntry, salt: str) -> dict[str, Any]:
     """The hashed content of an entry, in the exact types it has when read back."""
     return {
-        "seq": seq,
         "event_id": entry.event_id,
         "event_time": to_us(entry.event_time),
         "entry_type": entry.entry_type.value,
@@ -258,100 +272,254 @@ def entry_content(entry: LogEntry, seq: int) -> dict[str, Any]:
         "trace_id": entry.trace_id,
         "decision_event_id": entry.decision_event_id,
         "details": dict(entry.details),
+        "salt": salt,
     }
 
 
 def row_content(row: Any) -> dict[str, Any]:
-    """A stored row as hashed content plus the chain columns (bytes)."""
+    """A stored row as hashed content plus the tree columns (bytes)."""
     out = dict(row)
     out["seq"] = int(row["seq"])
     out["event_time"] = int(row["event_time"])
     out["emergency"] = bool(row["emergency"]) if row["emergency"] is not None else None
     out["reasons"] = json.loads(row["reasons"]) if row["reasons"] is not None else None
     out["details"] = json.loads(row["details"]) if row["details"] is not None else None
-    for key in ("content_hash", "prev_hash", "hash"):
+    for key in ("content_hash", "leaf_hash"):
         out[key] = bytes(row[key])
     out["pruned"] = bool(row["pruned"])
     return out
 
 
-def ensure_head(session: Session) -> None:
-    if session.execute(sa.select(orm.log_head.c.id).where(orm.log_head.c.id == 1)).first():
-        return
-    session.execute(sa.insert(orm.log_head).values(id=1, seq=0, hash=GENESIS))
+def leaf_of(row: Mapping[str, Any]) -> bytes:
+    """The leaf of a stored row (content or stub): index = seq - 1."""
+    return leaf_bytes(
+        int(row["seq"]) - 1,
+        str(row["event_id"]),
+        str(row["entry_type"]),
+        int(row["event_time"]),
+        bytes(row["content_hash"]),
+    )
 
 
-def head(session: Session, lock: bool = False) -> tuple[int, bytes]:
-    query = sa.select(orm.log_head.c.seq, orm.log_head.c.hash).where(orm.log_head.c.id == 1)
-    if lock:
-        query = query.with_for_update()
-    row = session.execute(query).first()
-    if row is None:
-        return 0, GENESIS
-    return int(row.seq), bytes(row.hash)
+def lock_log_and_size(session: Session) -> int:
+    """Serialise appenders across processes for the rest of this transaction and return
+    the number of leaves (entries are numbered 1..size without gaps), read *after* the lock
+    was granted. PostgreSQL: a transaction-scoped advisory lock (released by commit or
+    rollback) and the size in one round trip: two statements of one simple query, the
+    second with its own snapshot (READ COMMITTED), taken once the first holds the lock.
+    SQLite: the writer opened the transaction with BEGIN IMMEDIATE, which holds the
+    database's write lock already (see log_writer)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return log_size(session)
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:  # type: ignore[attr-defined]
+        cursor.execute(_LOCK_AND_SIZE)
+        cursor.nextset()
+        row = cursor.fetchone()
+    return int(row[0])
+
+
+def log_size(session: Session) -> int:
+    """The number of leaves (entries are numbered 1..size without gaps)."""
+    t = orm.access_log
+    return int(session.execute(sa.select(sa.func.max(t.c.seq))).scalar() or 0)
 
 
 _INSERT_LOG = sa.insert(orm.access_log)  # built once: every decision and access appends
-_SORTED_JSON = json.JSONEncoder(sort_keys=True)  # as json.dumps(..., sort_keys=True)
+_INSERT_NODES = sa.insert(orm.tree_nodes)
 
 
-def append(
-    session: Session,
-    entries: Sequence[LogEntry],
-    signer: CheckpointSigner | None,
-    checkpoint_every: int,
-) -> list[int]:
-    """Chain and insert entries; returns their sequence numbers. Caller commits."""
-    seq, prev = head(session, lock=True)
-    rows = []
-    cps = []
-    for entry in entries:
-        seq += 1
-        content = entry_content(entry, seq)
-        c_hash = content_hash(content)
-        chain_hash = link(prev, c_hash)
-        row = dict(content)
-        row["reasons"] = json.dumps(content["reasons"])
-        row["details"] = _SORTED_JSON.encode(content["details"])
-        row.update(content_hash=c_hash, prev_hash=prev, hash=chain_hash, pruned=False)
-        rows.append(row)
-        if signer is not None and checkpoint_every > 0 and seq % checkpoint_every == 0:
-            cps.append(_checkpoint_row(signer, seq, chain_hash, entry.event_time))
-        prev = chain_hash
-    session.execute(_INSERT_LOG, rows)
-    if cps:
-        session.execute(sa.insert(orm.checkpoints), cps)
-    session.execute(
-        sa.update(orm.log_head).where(orm.log_head.c.id == 1).values(seq=seq, hash=prev)
-    )
-    return [int(r["seq"]) for r in rows]
+_LOG_COLUMNS = [c.name for c in orm.access_log.columns]
 
 
-def _checkpoint_row(
-    signer: CheckpointSigner, seq: int, chain_hash: bytes, when: dt.datetime
-) -> dict[str, Any]:
-    return {
-        "seq": seq,
-        "hash": chain_hash,
-        "created_us": to_us(when),
-        "key_id": signer.key_id,
-        "signature": signer.sign(seq, chain_hash),
-    }
-
-
-def checkpoint_head(session: Session, signer: CheckpointSigner, now: dt.datetime) -> int | None:
-    """Sign the current head (if not yet signed); returns its seq."""
-    seq, chain_hash = head(session, lock=True)
-    if seq == 0:
-        return None
-    exists = session.execute(
-        sa.select(orm.checkpoints.c.seq).where(orm.checkpoints.c.seq == seq)
-    ).first()
-    if not exists:
+def insert_leaves(
+    session: Session, rows: Sequence[Mapping[str, Any]], nodes: Mapping[tuple[int, int], bytes]
+) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        _copy_rows(session, rows)
+    else:
+        session.execute(_INSERT_LOG, list(rows))
+    if nodes:
         session.execute(
-            sa.insert(orm.checkpoints).values(**_checkpoint_row(signer, seq, chain_hash, now))
+            _INSERT_NODES, [{"level": lv, "idx": i, "hash": h} for (lv, i), h in nodes.items()]
         )
-    return seq
+
+
+def _copy_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+    """PostgreSQL: COPY in the session's transaction. psycopg's executemany sends one
+    prepared statement per row and a multi-row INSERT costs SQLAlchemy a compilation per
+    batch; COPY is several times cheaper per entry (bench/README.md, log_append)."""
+    raw = session.connection().connection.dbapi_connection
+    assert raw is not None
+    with raw.cursor() as cursor:  # type: ignore[attr-defined]
+        columns = ", ".join(_LOG_COLUMNS)
+        with cursor.copy(f"COPY privacy_access_log ({columns}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row([row.get(c, False if c == "pruned" else None) for c in _LOG_COLUMNS])
+
+
+def stored_hashes(session: Session, level: int, start: int, end: int) -> list[bytes]:
+    """Stored hashes of `level` (0: leaves) with index in [start, end), in order."""
+    if end <= start:
+        return []
+    if level == 0:
+        t = orm.access_log
+        rows = session.execute(
+            sa.select(t.c.seq, t.c.leaf_hash)
+            .where(t.c.seq > start, t.c.seq <= end)
+            .order_by(t.c.seq)
+        ).all()
+        found = [bytes(r.leaf_hash) for r in rows]
+    else:
+        n = orm.tree_nodes
+        rows = session.execute(
+            sa.select(n.c.idx, n.c.hash)
+            .where(n.c.level == level, n.c.idx >= start, n.c.idx < end)
+            .order_by(n.c.idx)
+        ).all()
+        found = [bytes(r.hash) for r in rows]
+    if len(found) != end - start:
+        raise LookupError(f"tree level {level} [{start}, {end}) is incomplete")
+    return found
+
+
+class StoredTree:
+    """Subtree hashes of the stored tree: MTH(D[start:start+size]) from the stored leaves
+    and nodes. Complete subtrees never change, so their hashes may be cached across calls
+    (`cache`, shared per process); `overlay` holds hashes written in the current, not yet
+    committed, transaction."""
+
+    def __init__(
+        self,
+        session: Session,
+        cache: dict[tuple[int, int], bytes] | None = None,
+        overlay: Mapping[tuple[int, int], bytes] | None = None,
+    ) -> None:
+        self.session = session
+        self.cache = cache if cache is not None else {}
+        self.overlay = overlay or {}
+
+    def _stored(self, level: int, start: int, count: int) -> list[bytes]:
+        out: list[bytes | None] = []
+        for i in range(start, start + count):
+            out.append(self.overlay.get((level, i)) or self.cache.get((level, i)))
+        if any(h is None for h in out):
+            fetched = stored_hashes(self.session, level, start, start + count)
+            out = [h if h is not None else f for h, f in zip(out, fetched, strict=True)]
+        return [h for h in out if h is not None]
+
+    def perfect(self, level: int, index: int) -> bytes:
+        """The complete subtree of 2^level leaves starting at leaf index * 2^level."""
+        key = (level, index)
+        found = self.overlay.get(key) or self.cache.get(key)
+        if found is not None:
+            return found
+        base = level - level % NODE_STRIDE
+        hashes = self._stored(base, index << (level - base), 1 << (level - base))
+        while len(hashes) > 1:
+            hashes = [node_hash(hashes[i], hashes[i + 1]) for i in range(0, len(hashes), 2)]
+        if level > 0:
+            self.cache[key] = hashes[0]
+            if len(self.cache) > 200_000:  # bounded: drop everything, it is only a cache
+                self.cache.clear()
+        return hashes[0]
+
+    def mth(self, start: int, size: int) -> bytes:
+        if size == 0:
+            return EMPTY_ROOT
+        if size & (size - 1) == 0 and start % size == 0:
+            return self.perfect(size.bit_length() - 1, start // size)
+        k = largest_power_of_two_below(size)
+        return node_hash(self.mth(start, k), self.mth(start + k, size - k))
+
+    def root(self, size: int) -> bytes:
+        return self.mth(0, size)
+
+
+def new_nodes(
+    session: Session,
+    old_size: int,
+    new_leaves: Sequence[bytes],
+    tail: Mapping[tuple[int, int], bytes] | None = None,
+) -> tuple[dict[tuple[int, int], bytes], dict[tuple[int, int], bytes]]:
+    """(nodes, tail): the stored-level nodes completed by appending `new_leaves` after
+    `old_size` leaves, and the hashes the next append will need (the incomplete groups at
+    each stored level). `tail` is what the previous call returned, valid only if nothing
+    was appended in between (the caller checks the size); whatever it lacks is read."""
+    new_size = old_size + len(new_leaves)
+    fan = 1 << NODE_STRIDE
+    known: dict[tuple[int, int], bytes] = dict(tail or {})
+    known.update({(0, old_size + i): h for i, h in enumerate(new_leaves)})
+    out: dict[tuple[int, int], bytes] = {}
+    level = NODE_STRIDE
+    while (1 << level) <= new_size:
+        child = level - NODE_STRIDE
+        first, last = old_size >> level, new_size >> level  # new nodes: [first, last)
+        if first < last:
+            have_before = old_size >> child  # children complete before this batch
+            lo = first * fan
+            if any((child, j) not in known for j in range(lo, have_before)):
+                for j, h in enumerate(stored_hashes(session, child, lo, have_before)):
+                    known[(child, lo + j)] = h
+            for i in range(first, last):
+                hashes = [known[(child, i * fan + j)] for j in range(fan)]
+                while len(hashes) > 1:
+                    hashes = [node_hash(hashes[x], hashes[x + 1]) for x in range(0, len(hashes), 2)]
+                known[(level, i)] = out[(level, i)] = hashes[0]
+        level += NODE_STRIDE
+    next_tail: dict[tuple[int, int], bytes] = {}
+    child = 0
+    while (1 << child) <= new_size:
+        complete = new_size >> child
+        for j in range(complete - complete % fan, complete):
+            if (child, j) in known:
+                next_tail[(child, j)] = known[(child, j)]
+        child += NODE_STRIDE
+    return out, next_tail
+
+
+def latest_head(session: Session) -> TreeHead | None:
+    t = orm.tree_heads
+    row = session.execute(sa.select(t).order_by(t.c.tree_size.desc()).limit(1)).first()
+    return _head(row) if row is not None else None
+
+
+def get_head(session: Session, tree_size: int) -> TreeHead | None:
+    t = orm.tree_heads
+    row = session.execute(sa.select(t).where(t.c.tree_size == tree_size)).first()
+    return _head(row) if row is not None else None
+
+
+def load_heads(session: Session) -> list[TreeHead]:
+    t = orm.tree_heads
+    return [_head(r) for r in session.execute(sa.select(t).order_by(t.c.tree_size))]
+
+
+def _head(row: Any) -> TreeHead:
+    return TreeHead(
+        int(row.tree_size),
+        bytes(row.root_hash),
+        int(row.timestamp_us),
+        row.key_id,
+        bytes(row.signature),
+    )
+
+
+def insert_head(session: Session, head: TreeHead) -> bool:
+    """False when a head of that size exists already (another replica signed it)."""
+    if get_head(session, head.tree_size) is not None:
+        return False
+    session.execute(
+        sa.insert(orm.tree_heads).values(
+            tree_size=head.tree_size,
+            root_hash=head.root_hash,
+            timestamp_us=head.timestamp_us,
+            key_id=head.key_id,
+            signature=head.signature,
+        )
+    )
+    return True
 
 
 def get_entry(session: Session, event_id: str) -> dict[str, Any] | None:
@@ -390,14 +558,15 @@ def search_entries(
     return [row_content(r._mapping) for r in session.execute(query)]
 
 
-def iter_log(session: Session, batch: int = 1000) -> Iterator[dict[str, Any]]:
+def iter_log(session: Session, batch: int = 5000) -> Iterator[dict[str, Any]]:
     """Every stored row in storage order (by seq), in batches."""
     t = orm.access_log
-    last = -1
+    last: int | None = None
     while True:
-        rows = session.execute(
-            sa.select(t).where(t.c.seq > last).order_by(t.c.seq).limit(batch)
-        ).all()
+        query = sa.select(t).order_by(t.c.seq).limit(batch)
+        if last is not None:
+            query = query.where(t.c.seq > last)
+        rows = session.execute(query).all()
         if not rows:
             return
         for r in rows:
@@ -405,22 +574,28 @@ def iter_log(session: Session, batch: int = 1000) -> Iterator[dict[str, Any]]:
         last = int(rows[-1].seq)
 
 
-def load_checkpoints(session: Session) -> list[Checkpoint]:
-    t = orm.checkpoints
-    return [
-        Checkpoint(int(r.seq), bytes(r.hash), r.key_id, bytes(r.signature))
-        for r in session.execute(sa.select(t).order_by(t.c.seq))
-    ]
+def iter_nodes(session: Session, batch: int = 5000) -> Iterator[tuple[int, int, bytes]]:
+    n = orm.tree_nodes
+    last = (-1, -1)
+    while True:
+        rows = session.execute(
+            sa.select(n.c.level, n.c.idx, n.c.hash)
+            .where(sa.tuple_(n.c.level, n.c.idx) > sa.tuple_(*last))
+            .order_by(n.c.level, n.c.idx)
+            .limit(batch)
+        ).all()
+        if not rows:
+            return
+        for r in rows:
+            yield int(r.level), int(r.idx), bytes(r.hash)
+        last = (int(rows[-1].level), int(rows[-1].idx))
 
 
 def prune(
-    session: Session,
-    now: dt.datetime,
-    retention: Mapping[EntryType, dt.timedelta | None],
-    signer: CheckpointSigner | None,
+    session: Session, now: dt.datetime, retention: Mapping[EntryType, dt.timedelta | None]
 ) -> dict[str, int]:
-    """Apply retention: empty expired entries' content, then drop a fully pruned prefix
-    up to a signed checkpoint (which stays, as the new verification anchor)."""
+    """Apply retention: expired entries lose their content and salt (the personal data);
+    the stub (seq, event id, type, time, content hash, leaf hash) stays in the tree."""
     t = orm.access_log
     emptied = 0
     for entry_type, keep in retention.items():
@@ -437,25 +612,7 @@ def prune(
             .values(pruned=True, **{c: None for c in PRUNED_COLUMNS})
         )
         emptied += int(result.rowcount or 0)  # type: ignore[attr-defined]
-    if signer is not None:
-        checkpoint_head(session, signer, now)
-    first_kept = session.execute(
-        sa.select(sa.func.min(t.c.seq)).where(t.c.pruned.is_(False))
-    ).scalar()
-    cp = orm.checkpoints
-    anchor_query = sa.select(sa.func.max(cp.c.seq))
-    if first_kept is not None:
-        anchor_query = anchor_query.where(cp.c.seq < first_kept)
-    else:
-        # Everything is pruned: keep the newest stub so the head stays provable.
-        anchor_query = anchor_query.where(cp.c.seq < head(session)[0])
-    anchor = session.execute(anchor_query).scalar()
-    deleted = 0
-    if anchor is not None:
-        result = session.execute(sa.delete(t).where(t.c.seq <= anchor))
-        deleted = int(result.rowcount or 0)  # type: ignore[attr-defined]
-        session.execute(sa.delete(cp).where(cp.c.seq < anchor))
-    return {"emptied": emptied, "deleted": deleted}
+    return {"emptied": emptied}
 
 
 def count_entries(session: Session, patient_id: str | None = None) -> int:

@@ -10,6 +10,8 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import current_principal
+from services.privacy.adapters.signing import TreeHeadVerifier
+from services.privacy.domain.merkle import LOG_ID, TreeHead
 from services.privacy.domain.model import (
     AccessRequest,
     Action,
@@ -25,6 +27,7 @@ from services.privacy.domain.model import (
 )
 from services.privacy.service_layer.services import (
     Decided,
+    EntryProof,
     OrgAuditQuery,
     PrivacyService,
     RecordedAccess,
@@ -35,6 +38,11 @@ FULL_NAME = "samhandling.privacy.v1.PrivacyService"
 INTERNAL_METHODS = frozenset(
     f"/{FULL_NAME}/{m}"
     for m in ("DecideAccess", "RecordAccess", "BatchDecideAccess", "BatchRecordAccess")
+)
+# Hashes and public keys only: no token needed (a citizen's app checks heads with them).
+PUBLIC_METHODS = frozenset(
+    f"/{FULL_NAME}/{m}"
+    for m in ("GetSignedTreeHead", "GetInclusionProof", "GetConsistencyProof", "GetLogPublicKeys")
 )
 
 _DOMAIN_IN = {
@@ -169,7 +177,36 @@ _ENTRY_TYPE_OUT = {
 }
 
 
-def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
+def tree_head_out(head: TreeHead | None) -> pb.SignedTreeHead | None:
+    return _head_out(head) if head is not None else None
+
+
+def _head_out(head: TreeHead) -> pb.SignedTreeHead:
+    return pb.SignedTreeHead(
+        log_id=LOG_ID,
+        tree_size=head.tree_size,
+        root_hash=head.root_hash,
+        timestamp_us=head.timestamp_us,
+        key_id=head.key_id,
+        signature=head.signature,
+    )
+
+
+def verification_out(proof: EntryProof | None, head: TreeHead | None) -> pb.EntryVerification:
+    if proof is None:
+        return pb.EntryVerification()
+    return pb.EntryVerification(
+        leaf_index=proof.leaf_index,
+        leaf=proof.leaf,
+        content=proof.content,
+        inclusion_path=proof.inclusion_path,
+        tree_size=head.tree_size if head is not None and proof.inclusion_path else 0,
+    )
+
+
+def access_event_out(
+    row: dict[str, Any], auditor: bool, verification: pb.EntryVerification | None = None
+) -> pb.AccessEvent:
     from services.privacy.adapters.repository import from_us
 
     domain = row.get("domain") or ""
@@ -201,6 +238,7 @@ def access_event_out(row: dict[str, Any], auditor: bool) -> pb.AccessEvent:
         trace_id=row.get("trace_id") or "",
         decision_event_id=row.get("decision_event_id") or "",
         patient_id=(row.get("patient_id") or "") if auditor else "",
+        verification=verification,
         emergency_justification_code=str(details.get("justification_code", ""))
         if emergency
         else "",
@@ -237,8 +275,11 @@ def _decided_out(decided: Decided) -> pb.DecideAccessResponse:
 
 
 class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
-    def __init__(self, service: PrivacyService) -> None:
+    def __init__(
+        self, service: PrivacyService, public_keys: TreeHeadVerifier | None = None
+    ) -> None:
         self.service = service
+        self.public_keys = public_keys or TreeHeadVerifier({})
 
     def DecideAccess(
         self, request: pb.DecideAccessRequest, context: Any
@@ -385,7 +426,7 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def SearchAccessEvents(
         self, request: pb.SearchAccessEventsRequest, context: Any
     ) -> pb.SearchAccessEventsResponse:
-        page, auditor = self.service.search_access_events(
+        view = self.service.search_access_events(
             current_principal(),
             request.patient_id,
             request.emergency_only,
@@ -393,8 +434,48 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             request.page_token,
         )
         return pb.SearchAccessEventsResponse(
-            access_events=[access_event_out(r, auditor) for r in page.items],
-            next_page_token=page.next_page_token,
+            access_events=[
+                access_event_out(
+                    r,
+                    view.auditor,
+                    verification_out(view.proofs.get(r["event_id"]), view.head),
+                )
+                for r in view.page.items
+            ],
+            next_page_token=view.page.next_page_token,
+            tree_head=tree_head_out(view.head),
+        )
+
+    def GetSignedTreeHead(
+        self, request: pb.GetSignedTreeHeadRequest, context: Any
+    ) -> pb.SignedTreeHead:
+        return _head_out(self.service.tree_head(request.tree_size))
+
+    def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: Any
+    ) -> pb.InclusionProof:
+        return pb.InclusionProof(
+            leaf_index=request.leaf_index,
+            tree_size=request.tree_size,
+            inclusion_path=self.service.inclusion_proof(request.leaf_index, request.tree_size),
+        )
+
+    def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: Any
+    ) -> pb.ConsistencyProof:
+        return pb.ConsistencyProof(
+            first_tree_size=request.first_tree_size,
+            second_tree_size=request.second_tree_size,
+            consistency_path=self.service.consistency_proof(
+                request.first_tree_size, request.second_tree_size
+            ),
+        )
+
+    def GetLogPublicKeys(
+        self, request: pb.GetLogPublicKeysRequest, context: Any
+    ) -> pb.LogPublicKeys:
+        return pb.LogPublicKeys(
+            keys=[pb.LogPublicKey(**k) for k in self.public_keys.jwks()["keys"]]
         )
 
     def SearchOrganizationAccessEvents(

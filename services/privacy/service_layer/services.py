@@ -1,8 +1,8 @@
 """Use cases of the privacy service: decide, record, manage settings, read the log.
 
-Every use case that writes runs in one unit of work holding the append lock, so a
-decision and its access-log entry (or a setting change, its version and its log entry)
-are durable together before the caller gets an answer.
+Every use case that writes hands its work to the log writer (log_writer.py, the only path
+onto the log), so a decision and its access-log entry (or a setting change, its version
+and its log entry) are durable together, group-committed, before the caller gets an answer.
 """
 
 from __future__ import annotations
@@ -37,8 +37,14 @@ from services.privacy.adapters.masterdata import (
     GpListChecker,
     MasterDataUnavailable,
 )
-from services.privacy.adapters.signing import CheckpointSigner
-from services.privacy.domain.chain import decode_token, encode_token
+from services.privacy.adapters.signing import TreeHeadSigner
+from services.privacy.adapters.witness import Witness
+from services.privacy.domain.merkle import (
+    TreeHead,
+    consistency_proof,
+    content_bytes,
+    inclusion_path,
+)
 from services.privacy.domain.model import (
     AccessRequest,
     Action,
@@ -58,7 +64,9 @@ from services.privacy.domain.model import (
     SettingState,
     utcnow,
 )
+from services.privacy.domain.page_tokens import decode_token, encode_token
 from services.privacy.domain.policy import Rules, caller_from_principal, decide, needs_gp_list
+from services.privacy.service_layer.log_writer import LogWriter
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -73,23 +81,15 @@ DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
 
 @dataclass
 class Config:
-    checkpoint_every: int = 100
+    head_every: int = 1000  # sign a tree head at least every this many entries
     retention: dict[EntryType, dt.timedelta | None] = field(
         default_factory=lambda: dict(DEFAULT_RETENTION)
     )
 
 
-MAX_BATCH = 256
+MAX_BATCH = 512
 RECENT_DECISIONS = 10_000
 RECENT_SECONDS = 300.0
-
-
-@dataclass(eq=False)
-class _Job:
-    work: Callable[[Session], tuple[list[LogEntry], Any]]
-    done: threading.Event = field(default_factory=threading.Event)
-    result: Any = None
-    error: BaseException | None = None
 
 
 @dataclass(frozen=True)
@@ -135,6 +135,24 @@ def _master_data_down() -> Unavailable:
     )
 
 
+@dataclass(frozen=True)
+class EntryProof:
+    """What a client needs to check one entry against a signed tree head."""
+
+    leaf_index: int
+    leaf: bytes  # the canonical leaf; SHA-256(0x00 || leaf) is the leaf hash
+    content: bytes  # the canonical content; its SHA-256 is the leaf's content_hash
+    inclusion_path: list[bytes]  # RFC 9162 PATH against `head` (empty if not covered)
+
+
+@dataclass(frozen=True)
+class LogPage:
+    page: Page
+    auditor: bool
+    head: TreeHead | None
+    proofs: dict[str, EntryProof]  # by event id
+
+
 def page_size(requested: int) -> int:
     if requested < 0:
         raise invalid_field("page_size", "must not be negative")
@@ -150,10 +168,11 @@ class PrivacyService:
         self,
         engine: Engine,
         approvals: ApprovalChecker,
-        signer: CheckpointSigner | None,
+        signer: TreeHeadSigner | None,
         config: Config | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         trace_id: Callable[[], str] = lambda: "",
+        witnesses: Sequence[Witness] = (),
         *,
         rules: Rules,
         gp_list: GpListChecker,
@@ -167,16 +186,18 @@ class PrivacyService:
         self.config = config or Config()
         self.clock = clock
         self.trace_id = trace_id
-        self._append_lock = threading.Lock()
-        self._pending_lock = threading.Lock()
-        self._pending: list[_Job] = []
+        self.log_writer = LogWriter(
+            engine,
+            signer,
+            witnesses,
+            head_every=self.config.head_every,
+            max_batch=MAX_BATCH,
+            now_us=lambda: repo.to_us(self.clock()) or 0,
+        )
         # Decisions this process committed lately, for RecordAccess (which follows its
         # decision within milliseconds): saves reading the entry back. Fields as get_entry.
         self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
-        with self._uow() as uow:
-            repo.ensure_head(uow.session)
-            uow.commit()
 
     def _uow(self) -> UnitOfWork:
         return UnitOfWork(self._sessions)
@@ -216,48 +237,16 @@ class PrivacyService:
             **fields,
         )
 
-    def _submit(self, work: Callable[[Session], tuple[list[LogEntry], Any]]) -> Any:
-        """Group commit: run `work` (reads, then the entries to append) in a shared
-        transaction. Whoever holds the append lock writes every pending job in one
-        transaction; the others find their job done. Nothing is answered before the
-        commit, so a decision is never acknowledged without its log entry."""
-        job = _Job(work)
-        with self._pending_lock:
-            self._pending.append(job)
-        with self._append_lock:
-            if not job.done.is_set():
-                with self._pending_lock:
-                    batch = self._pending[:MAX_BATCH]
-                    del self._pending[:MAX_BATCH]
-                    if job not in batch:  # pragma: no cover - only under extreme load
-                        batch.append(job)
-                        self._pending.remove(job)
-                self._write_batch(batch)
-        if job.error is not None:
-            raise job.error
-        return job.result
+    def _submit(
+        self, work: Callable[[Session], tuple[list[LogEntry], Any]], writes: bool = False
+    ) -> Any:
+        """Run `work` (its reads, then the entries to append) in the log writer's next
+        group-committed batch; returns its result once durable. `writes`: the work also
+        writes rows of its own (it then runs inside a savepoint)."""
+        return self.log_writer.submit(work, writes=writes)
 
-    def _write_batch(self, batch: list[_Job]) -> None:
-        try:
-            with self._uow() as uow:
-                entries: list[LogEntry] = []
-                for job in batch:
-                    try:
-                        job_entries, job.result = job.work(uow.session)
-                    except Exception as exc:  # this job only; it wrote nothing
-                        job.error = exc
-                        continue
-                    entries.extend(job_entries)
-                if entries:
-                    repo.append(uow.session, entries, self.signer, self.config.checkpoint_every)
-                uow.commit()
-        except Exception as exc:
-            for job in batch:
-                if job.error is None:
-                    job.error = exc
-        finally:
-            for job in batch:
-                job.done.set()
+    def close(self) -> None:
+        self.log_writer.close()
 
     def _gp_answer(
         self, caller: Caller, principal: Principal, request: AccessRequest
@@ -601,7 +590,7 @@ class PrivacyService:
         raise PermissionDenied("not allowed to manage privacy settings", reason="NOT_ALLOWED")
 
     def _save(self, caller: Caller, setting: Setting, change: str, is_new: bool) -> Setting:
-        with self._append_lock, self._uow() as uow:
+        def work(session: Session) -> tuple[list[LogEntry], Setting]:
             entry = self._entry(
                 EntryType.SETTING_CHANGE,
                 caller,
@@ -615,10 +604,11 @@ class PrivacyService:
                 reasons=[change],
                 details={"version": setting.version, "state": setting.state.value},
             )
-            repo.save_setting(uow.session, setting, caller.subject, entry.event_id, is_new)
-            repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
-            uow.commit()
-        return setting
+            repo.save_setting(session, setting, caller.subject, entry.event_id, is_new)
+            return [entry], setting
+
+        saved: Setting = self._submit(work, writes=True)
+        return saved
 
     def _new_setting(
         self, caller: Caller, patient_id: str, kind: SettingKind, domain: Domain, period: Period
@@ -880,9 +870,7 @@ class PrivacyService:
                 decision=Decision.PERMIT.value,
                 details={"organisation": organisation, "filters": filters},
             )
-            with self._append_lock, self._uow() as uow:
-                repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
-                uow.commit()
+            self._submit(lambda _session: ([entry], None))
         return Page(rows, next_token, total)
 
     # --- the citizen's log ------------------------------------------------------------
@@ -894,9 +882,10 @@ class PrivacyService:
         emergency_only: bool,
         size: int,
         token: str,
-    ) -> tuple[Page, bool]:
-        """(page, auditor view). Citizens read their own log; auditors any (and that read
-        is itself logged); health personnel never."""
+    ) -> LogPage:
+        """Citizens read their own log; auditors any (and that read is itself logged);
+        health personnel never. Each entry comes with its inclusion proof against the
+        latest signed tree head (signed now if it does not cover the page yet)."""
         limit = page_size(size)
         caller = caller_from_principal(principal)
         auditor = False
@@ -927,46 +916,101 @@ class PrivacyService:
                 raise _bad_token() from exc
         with self._uow() as uow:
             rows = repo.search_entries(uow.session, patient, emergency_only, limit + 1, before)
+            head = repo.latest_head(uow.session)
         next_token = ""
         if len(rows) > limit:
             rows = rows[:limit]
             next_token = encode_token({"s": rows[-1]["seq"]})
         if auditor and not token:
             # One LOG_READ entry per search (not per page) keeps the log readable.
-            with self._append_lock, self._uow() as uow:
-                entry = self._entry(
-                    EntryType.LOG_READ,
-                    replace(caller, kind=ActorKind.AUDITOR),
-                    patient,
-                    self.clock(),
-                    domain=Domain.PRIVACY.value,
-                    action=Action.SEARCH.value,
-                    resource_type="AccessLog",
-                    decision=Decision.PERMIT.value,
+            entry = self._entry(
+                EntryType.LOG_READ,
+                replace(caller, kind=ActorKind.AUDITOR),
+                patient,
+                self.clock(),
+                domain=Domain.PRIVACY.value,
+                action=Action.SEARCH.value,
+                resource_type="AccessLog",
+                decision=Decision.PERMIT.value,
+            )
+            self._submit(lambda _session: ([entry], None))
+        newest = max((int(r["seq"]) for r in rows), default=0)
+        if self.signer is not None and newest and (head is None or head.tree_size < newest):
+            head = self.log_writer.sign_head()
+        proofs: dict[str, EntryProof] = {}
+        with self._uow() as uow:
+            tree = repo.StoredTree(uow.session, self.log_writer.cache)
+            for row in rows:
+                index = int(row["seq"]) - 1
+                covered = head is not None and index < head.tree_size
+                proofs[row["event_id"]] = EntryProof(
+                    leaf_index=index,
+                    leaf=repo.leaf_of(row),
+                    content=content_bytes(row),
+                    inclusion_path=(
+                        inclusion_path(index, head.tree_size, tree.mth)
+                        if covered and head is not None
+                        else []
+                    ),
                 )
-                repo.append(uow.session, [entry], self.signer, self.config.checkpoint_every)
-                uow.commit()
-        return Page(rows, next_token), auditor
+        return LogPage(Page(rows, next_token), auditor, head, proofs)
+
+    # --- tree heads and proofs (public: they hold hashes only) ------------------------
+
+    def tree_head(self, tree_size: int = 0) -> TreeHead:
+        """The latest signed tree head, or the one of `tree_size`."""
+        with self._uow() as uow:
+            head = (
+                repo.get_head(uow.session, tree_size)
+                if tree_size
+                else repo.latest_head(uow.session)
+            )
+        if head is None and not tree_size and self.signer is not None:
+            head = self.log_writer.sign_head()
+        if head is None:
+            raise NotFound("no signed tree head of that size", reason="TREE_HEAD_NOT_FOUND")
+        return head
+
+    def _tree_size_checked(self, session: Session, field_name: str, size: int) -> int:
+        if size <= 0:
+            raise invalid_field(field_name, "must be positive")
+        if size > repo.log_size(session):
+            raise invalid_field(field_name, "larger than the log")
+        return size
+
+    def inclusion_proof(self, leaf_index: int, tree_size: int) -> list[bytes]:
+        with self._uow() as uow:
+            self._tree_size_checked(uow.session, "tree_size", tree_size)
+            if not 0 <= leaf_index < tree_size:
+                raise invalid_field("leaf_index", "must be within the tree")
+            tree = repo.StoredTree(uow.session, self.log_writer.cache)
+            return inclusion_path(leaf_index, tree_size, tree.mth)
+
+    def consistency_proof(self, first: int, second: int) -> list[bytes]:
+        with self._uow() as uow:
+            self._tree_size_checked(uow.session, "second_tree_size", second)
+            if not 0 < first <= second:
+                raise invalid_field("first_tree_size", "must be between 1 and second_tree_size")
+            tree = repo.StoredTree(uow.session, self.log_writer.cache)
+            return consistency_proof(first, second, tree.mth)
 
     # --- retention --------------------------------------------------------------------
 
     def checkpoint(self) -> int | None:
-        """Sign the chain head now (no-op when already signed); returns its seq."""
+        """Sign the tree head now (no-op when already signed); returns its size."""
         if self.signer is None:
             return None
-        with self._append_lock, self._uow() as uow:
-            seq = repo.checkpoint_head(uow.session, self.signer, self.clock())
-            uow.commit()
-        return seq
+        head = self.log_writer.sign_head()
+        return head.tree_size if head is not None else None
 
     def prune(self, now: dt.datetime | None = None) -> dict[str, int]:
+        """Retention: expired entries lose their content; their leaves stay."""
         with self._recent_lock:
             self._recent.clear()
-        with self._append_lock, self._uow() as uow:
-            result = repo.prune(
-                uow.session, now or self.clock(), self.config.retention, self.signer
-            )
+        with self._uow() as uow:
+            result = repo.prune(uow.session, now or self.clock(), self.config.retention)
             uow.commit()
+        self.checkpoint()
         return result
 
 

@@ -18,9 +18,7 @@ the associated data, so a ciphertext cannot be moved to another key row.
 
 from __future__ import annotations
 
-import base64
 import json
-import os
 import secrets
 import threading
 import time
@@ -32,8 +30,8 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.common import sealing
 from services.trust.adapters.repository import TrustRepository
 
 ALG = "ES256"
@@ -45,21 +43,12 @@ PUBLISH_LEAD_SECONDS = 90.0
 
 def load_kek(value: str | None, var_dir: Path | None, allow_generate: bool) -> bytes:
     """The key-encryption key: from configuration, else (dev) a file generated under var/."""
-    if value:
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        if len(raw) != 32:
-            raise ValueError("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY must be 32 bytes (base64url)")
-        return raw
-    if not allow_generate or var_dir is None:
-        raise ValueError("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY is required in production")
-    path = var_dir / "trust" / "key-encryption-key"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("="))
-    text = path.read_text().strip()
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    return sealing.load_kek(
+        value,
+        "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY",
+        var_dir / "trust" / "key-encryption-key" if var_dir is not None else None,
+        allow_generate,
+    )
 
 
 @dataclass(frozen=True)
@@ -78,8 +67,8 @@ class KeyManager:
         publish_lead_seconds: float = PUBLISH_LEAD_SECONDS,
     ) -> None:
         self._repo = repo
+        self._kek = kek
         self._publish_lead = publish_lead_seconds
-        self._aead = AESGCM(kek)
         self._clock = clock
         self._cache_seconds = cache_seconds
         self._lock = threading.Lock()
@@ -96,23 +85,21 @@ class KeyManager:
             serialization.PrivateFormat.PKCS8,
             serialization.NoEncryption(),
         )
-        nonce = secrets.token_bytes(12)
-        sealed = base64.b64encode(nonce + self._aead.encrypt(nonce, pkcs8, kid.encode()))
+        sealed = sealing.seal(self._kek, pkcs8, kid)
         jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.public_key()))
         jwk.update(kid=kid, alg=ALG, use="sig")
         return {
             "kid": kid,
             "alg": ALG,
             "state": state,
-            "private_key": sealed.decode(),
+            "private_key": sealed,
             "public_jwk": json.dumps(jwk),
             "created_at": now,
             "activated_at": now if state == "current" else None,
         }
 
     def _decrypt(self, row: Mapping[str, Any]) -> ec.EllipticCurvePrivateKey:
-        blob = base64.b64decode(row["private_key"])
-        pkcs8 = self._aead.decrypt(blob[:12], blob[12:], str(row["kid"]).encode())
+        pkcs8 = sealing.unseal(self._kek, row["private_key"], str(row["kid"]))
         key = serialization.load_der_private_key(pkcs8, password=None)
         assert isinstance(key, ec.EllipticCurvePrivateKey)
         return key

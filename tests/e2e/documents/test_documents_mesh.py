@@ -64,7 +64,7 @@ def _login(mesh: Mesh, client: str, scope: str, form: dict[str, str], details: A
     if details is not None:
         par["authorization_details"] = json.dumps(details)
     pushed = requests.post(f"{edge}/connect/par", data=par, timeout=10)
-    assert pushed.status_code == 200, pushed.text
+    assert pushed.status_code == 201, pushed.text  # RFC 9126 §2.2
     done = requests.post(
         f"{edge}/connect/authorize",
         data={"client_id": client, "request_uri": pushed.json()["request_uri"], **form},

@@ -8,12 +8,13 @@ import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 import requests
 
-from deploy.local.demo import DemoClient, Edge, Story
+from deploy.local.demo import DemoClient, DpopKey, Edge, Story
 from deploy.local.mesh import Mesh, available_services, free_port
 from gateway.openapi import dangling_refs
 from tests.e2e.gateway.openapi_check import edge_rejection, unrouted_operations
@@ -139,3 +140,140 @@ def test_the_demo_story(mesh: Mesh) -> None:
     assert code == 0 and not story.skipped, output
     assert "EMERGENCY" in output
     assert not re.search(r"\b\d{11}\b", output)  # the demo prints no identity number
+
+
+# RFC 6749 §3.1: the authorization endpoint ignores parameters it does not know.
+IGNORES_UNKNOWN_QUERY = {("get", "/connect/authorize")}
+
+
+def _walk(mesh: Mesh, tokens: dict[str, str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    document = requests.get(f"{mesh.edge_url}/openapi.json", timeout=10).json()
+    for path, operations in document["paths"].items():
+        url = mesh.edge_url + re.sub(r"\{[^}]+\}", "placeholder-1", path)
+        for verb, op in operations.items():
+            service = op["x-grpc-method"].split(".")[1]
+            token = None if op.get("security") == [] else tokens.get(service)
+            headers = {"Authorization": f"Bearer {token}"} if token else {}
+            yield verb, path, {"url": url, "headers": headers, "op": op}
+
+
+def _body(op: dict[str, Any], fields: dict[str, Any]) -> dict[str, Any]:
+    content = op.get("requestBody", {}).get("content", {})
+    if "application/json" in content:
+        array = content["application/json"].get("schema", {}).get("type") == "array"
+        return {"json": [fields] if array else fields}
+    if content:
+        return {"data": b"", "headers": {"content-type": next(iter(content))}}
+    return {}
+
+
+def _call(verb: str, call: dict[str, Any], **kwargs: Any) -> requests.Response:
+    headers = {**call["headers"], **kwargs.pop("headers", {})}
+    return requests.request(
+        verb.upper(), call["url"], headers=headers, timeout=15, allow_redirects=False, **kwargs
+    )
+
+
+def test_every_operation_refuses_an_unknown_query_parameter_naming_it(
+    mesh: Mesh, tokens: dict[str, str]
+) -> None:
+    wrong = []
+    for verb, path, call in _walk(mesh, tokens):
+        if (verb, path) in IGNORES_UNKNOWN_QUERY:
+            continue
+        reply = _call(verb, call, params={"unknown_parameter_x": "1"}, **_body(call["op"], {}))
+        if reply.status_code != 400 or '"unknown_parameter_x"' not in reply.json()["message"]:
+            wrong.append(f"{verb.upper()} {path}: {reply.status_code} {reply.text[:200]}")
+    assert wrong == []
+
+
+def test_every_json_body_refuses_an_unknown_field_naming_it(
+    mesh: Mesh, tokens: dict[str, str]
+) -> None:
+    wrong, checked = [], 0
+    for verb, path, call in _walk(mesh, tokens):
+        if "application/json" not in call["op"].get("requestBody", {}).get("content", {}):
+            continue
+        checked += 1
+        reply = _call(verb, call, **_body(call["op"], {"unknown_field_x": 1}))
+        body = reply.json()
+        reasons = [d.get("reason") for d in body.get("details", [])]
+        if reply.status_code != 400 or "UNKNOWN_FIELD" not in reasons:
+            wrong.append(f"{verb.upper()} {path}: {reply.status_code} {reply.text[:200]}")
+        elif '"unknown_field_x"' not in body["message"]:
+            wrong.append(f"{verb.upper()} {path}: {body['message']}")
+    assert checked > 20 and wrong == []
+
+
+def test_nested_unknown_fields_and_api_md_words_are_named(
+    mesh: Mesh, tokens: dict[str, str]
+) -> None:
+    results = {"Authorization": f"Bearer {tokens['results']}"}
+    reply = requests.post(
+        f"{mesh.edge_url}/v1/results:search",
+        json={"patient_id": "01818012345", "category": ["LAB"], "page_size": 5},
+        headers=results,
+        timeout=10,
+    )
+    assert reply.status_code == 400
+    assert 'unknown field "category"' in reply.json()["message"]
+    assert '"categories"' in reply.json()["message"]
+    privacy = {"Authorization": f"Bearer {tokens['privacy']}"}
+    reply = requests.post(
+        f"{mesh.edge_url}/v1/privacy/restrictions",
+        json={"restriction": {"target": {"hpr_numbr": "9144900"}, "level": "HARD"}},
+        headers=privacy,
+        timeout=10,
+    )
+    assert reply.status_code == 400
+    assert '"restriction.target.hpr_numbr"' in reply.json()["message"]
+    assert 'did you mean "hpr_number"' in reply.json()["message"]
+
+
+def test_a_message_level_rule_is_400_with_its_message(mesh: Mesh) -> None:
+    admin = DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", "admin-console")
+    token = admin.client_credentials("samhandling:masterdata", "", None).access_token
+    reply = requests.post(
+        f"{mesh.edge_url}/v1/organizations",
+        json={"org_number": "999999999"},  # no name, no kind
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=10,
+    )
+    assert reply.status_code == 400, reply.text
+    assert "name and kind are required" in reply.json()["message"]
+
+
+def test_discovery_names_only_endpoints_the_edge_serves(mesh: Mesh) -> None:
+    discovery = requests.get(f"{mesh.edge_url}/.well-known/openid-configuration", timeout=10)
+    document = requests.get(f"{mesh.edge_url}/openapi.json", timeout=10).json()
+    urls = {k: v for k, v in discovery.json().items() if k.endswith(("_endpoint", "_uri"))}
+    assert urls
+    for key, url in urls.items():
+        path = url.removeprefix(discovery.json()["issuer"])
+        assert path in document["paths"], (key, url)
+
+
+def test_anonymous_routes_ignore_dpop_tokens(mesh: Mesh, tokens: dict[str, str]) -> None:
+    headers = {"Authorization": f"DPoP {tokens['results']}"}  # not bound, and no proof
+    for path in ("/openapi.json", "/.well-known/openid-configuration", "/.well-known/jwks.json"):
+        reply = requests.get(f"{mesh.edge_url}{path}", headers=headers, timeout=10)
+        assert reply.status_code == 200, (path, reply.text)
+
+
+def test_a_refused_dpop_proof_gets_a_dpop_challenge(mesh: Mesh) -> None:
+    edge = Edge(mesh.edge_url)
+    lab = DemoClient(edge, Path(mesh.var_dir) / "demo", "lab-system")
+    token = lab.client_credentials("samhandling:results", "", DpopKey())
+    assert token.dpop is not None
+    url = f"{mesh.edge_url}/v1/results:search"
+    proof = token.dpop.proof("POST", f"{mesh.edge_url}/v1/elsewhere", token.access_token)
+    reply = requests.post(
+        url,
+        json={},
+        headers={"Authorization": f"DPoP {token.access_token}", "DPoP": proof},
+        timeout=10,
+    )
+    assert reply.status_code == 401, reply.text
+    challenge = reply.headers["www-authenticate"]
+    assert challenge.startswith(('DPoP error="invalid_dpop_proof"', 'DPoP error="use_dpop_nonce"'))
+    assert not [h for h in reply.headers if h.lower().startswith("grpc-")]

@@ -142,3 +142,39 @@ def test_internal_methods_are_not_routed(edge: str, mint: TokenMint, path: str) 
     body = {"patient_id": PATIENT, "domain": "DOMAIN_RESULTS", "action": "ACTION_READ"}
     reply = requests.post(f"{edge}{path}", json=body, headers=headers(mint), timeout=5)
     assert reply.status_code == 404
+
+
+def test_citizens_entries_verify_offline_from_the_rest_api(
+    edge: str, mint: TokenMint, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The exact steps of services/privacy/README.md: the page and the keys from REST
+    (keys, head and proofs need no token), then the offline verifier."""
+    from services.privacy import verify_entries
+
+    pid = synthetic_pid(random.Random(79))
+    body = {"reservation": {"domain": "DOMAIN_DOCUMENTS"}}
+    created = requests.post(
+        f"{edge}/v1/privacy/reservations", json=body, headers=headers(mint, pid), timeout=5
+    )
+    assert created.status_code == 200, created.text
+    page = requests.post(
+        f"{edge}/v1/privacy/access-events:search", json={}, headers=headers(mint, pid), timeout=5
+    )
+    assert page.status_code == 200, page.text
+    keys = requests.get(f"{edge}/v1/privacy/access-log/keys", timeout=5)
+    assert keys.status_code == 200, keys.text
+    assert keys.json()["keys"][0]["kty"] == "OKP"
+    head = requests.get(f"{edge}/v1/privacy/access-log/tree-head", timeout=5).json()
+    assert int(head["tree_size"]) >= 1
+    proof = requests.get(
+        f"{edge}/v1/privacy/access-log/inclusion-proof",
+        params={"leaf_index": 0, "tree_size": head["tree_size"]},
+        timeout=5,
+    )
+    assert proof.status_code == 200, proof.text
+    (tmp_path / "page.json").write_text(page.text)
+    (tmp_path / "keys.json").write_text(keys.text)
+    code = verify_entries.main(
+        [str(tmp_path / "page.json"), "--public-keys", str(tmp_path / "keys.json")]
+    )
+    assert code == 0, capsys.readouterr().out

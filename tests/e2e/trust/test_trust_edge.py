@@ -134,7 +134,7 @@ def test_citizen_login_through_the_edge(mesh: Mesh) -> None:
         "state": "s1",
     }
     pushed = requests.post(f"{edge}/connect/par", data=form, timeout=5)
-    assert pushed.status_code == 200, pushed.text
+    assert pushed.status_code == 201, pushed.text  # RFC 9126 §2.2, set by the edge
     page = requests.get(
         f"{edge}/connect/authorize",
         params={"client_id": "citizen-portal", "request_uri": pushed.json()["request_uri"]},
@@ -151,6 +151,7 @@ def test_citizen_login_through_the_edge(mesh: Mesh) -> None:
         allow_redirects=False,
     )
     location = done.headers["location"]
+    assert done.status_code == 303  # a real redirect (the edge sets it from Location)
     assert location.startswith(portal["redirect_uris"][0])
     query = parse_qs(urlsplit(location).query)
     token = session.fetch_token(

@@ -229,6 +229,7 @@ def test_body_limits_and_timeouts_per_method(descriptors: Path, routes: Path) ->
 def test_filter_order(descriptors: Path, routes: Path) -> None:
     names = [f["name"].rsplit(".", 1)[-1] for f in _filters(_render(descriptors, routes))]
     assert names == [
+        "conventions",  # samhandling.conventions: sees every reply
         "header_mutation",
         "lua",  # Retry-After on 429/503
         "cors",
@@ -236,6 +237,7 @@ def test_filter_order(descriptors: Path, routes: Path) -> None:
         "rbac",
         "local_ratelimit",
         "buffer",
+        "body",  # samhandling.conventions.body: unknown JSON body fields
         "grpc_json_transcoder",
         "router",
     ]
@@ -298,7 +300,9 @@ def test_access_log_has_no_query_strings_bodies_or_tokens(descriptors: Path, rou
     ]
     fmt = hcm["access_log"][0]["typed_config"]["log_format"]["json_format"]
     text = " ".join(fmt.values()).lower()
-    assert fmt["path"].startswith("%REQ_WITHOUT_QUERY(")
+    # The conventions filter's path: no query string, identity numbers masked.
+    assert fmt.pop("path") == "%DYNAMIC_METADATA(samhandling.conventions:path)%"
+    text = " ".join(fmt.values()).lower()
     for secret in ("authorization", "dpop", "body", "jwt_payload", "dynamic_metadata", "%path%"):
         assert secret not in text
     assert "%REQ(:PATH)%" not in text.upper()

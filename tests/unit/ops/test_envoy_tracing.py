@@ -39,7 +39,11 @@ def test_endpoint_adds_tracer_on_every_listener(
         assert (
             provider["typed_config"]["grpc_service"]["envoy_grpc"]["cluster_name"] == OTLP_CLUSTER
         )
-        assert {"tag": "http.url", "value": "%PATH(NQ)%"} in hcm["tracing"]["custom_tags"]
+        # The public listener shows the conventions filter's masked path (no identity numbers).
+        assert {"tag": "http.url", "value": "%PATH(NQ)%"} in hcm["tracing"]["custom_tags"] or {
+            "tag": "http.url",
+            "value": "%DYNAMIC_METADATA(samhandling.conventions:path)%",
+        } in hcm["tracing"]["custom_tags"]
     (collector,) = [c for c in config["static_resources"]["clusters"] if c["name"] == OTLP_CLUSTER]
     address = collector["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
     assert address["address"]["socket_address"] == {"address": "jaeger", "port_value": 4317}

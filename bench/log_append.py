@@ -1,0 +1,354 @@
+"""The access log's append path alone (SQLite and PostgreSQL).
+
+    python -m bench.log_append [--quick]
+
+- **append**: `threads` callers each submit one job after another to the log writer
+  (services/privacy/service_layer/log_writer.py; one writer thread, group commit, one
+  transaction and one advisory lock per batch), each job appending `per_job` ACCESS
+  entries (1: a decision; 10: a search page recorded per result). Entries/s and the p50/p99
+  latency of a job (submit to durable). Next to it, in the same run, **the previous
+  implementation**: a small copy of the old append (hash chain, `SELECT ... FOR UPDATE` on
+  one head row, group commit by whoever holds an in-process lock), on its own tables.
+  CPU per entry: the whole process, the writer thread, and its PostgreSQL backend
+  (from /proc); `capacity_est_entries_per_s` = 1e6 / the busier of writer thread and
+  backend, i.e. what an otherwise idle 2-core machine sustains (one core each).
+
+Verification and proofs: bench/log_verify.py.
+
+Prints figures; asserts nothing about timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import os
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from services.common.db import make_engine, migrate, session_factory
+from services.privacy.adapters import repository as repo
+from services.privacy.adapters.signing import TreeHeadSigner
+from services.privacy.adapters.witness import FileWitness
+from services.privacy.bootstrap import VERSIONS
+from services.privacy.domain.model import ActorKind, EntryType, LogEntry
+from services.privacy.service_layer.log_writer import LogWriter
+
+PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def entry(n: int = 0) -> LogEntry:
+    """A realistic ACCESS entry (one result returned by a search)."""
+    return LogEntry(
+        entry_type=EntryType.ACCESS,
+        event_id=uuid.uuid4().hex,
+        event_time=dt.datetime.now(dt.UTC),
+        patient_id="15868503049",
+        actor_kind=ActorKind.PRACTITIONER,
+        actor_subject="a1b2c3d4e5f6",
+        actor_hpr="1234567",
+        actor_name="Bench Lege",
+        actor_org="999999999",
+        client_id="gp-ehr",
+        client_name="GP EHR",
+        domain="RESULTS",
+        action="SEARCH",
+        resource_type="DiagnosticReport",
+        resource_id=uuid.uuid4().hex,
+        purpose="TREAT",
+        decision="PERMIT",
+        trace_id=uuid.uuid4().hex,
+        decision_event_id=uuid.uuid4().hex,
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# --- the previous implementation, kept small for the side-by-side figure ----------------
+
+_old = sa.MetaData()
+_old_log = sa.Table(
+    "bench_old_access_log",
+    _old,
+    sa.Column("seq", sa.BigInteger, primary_key=True, autoincrement=False),
+    *(
+        sa.Column(c, sa.Text, nullable=True)
+        for c in [
+            "event_id",
+            "entry_type",
+            "patient_id",
+            "actor_kind",
+            "actor_subject",
+            "actor_hpr",
+            "actor_name",
+            "actor_org",
+            "client_id",
+            "client_name",
+            "domain",
+            "action",
+            "resource_type",
+            "resource_id",
+            "purpose",
+            "decision",
+            "reasons",
+            "trace_id",
+            "decision_event_id",
+            "details",
+        ]
+    ),
+    sa.Column("event_time", sa.BigInteger),
+    sa.Column("emergency", sa.Boolean),
+    sa.Column("pruned", sa.Boolean),
+    sa.Column("content_hash", sa.LargeBinary(32)),
+    sa.Column("prev_hash", sa.LargeBinary(32)),
+    sa.Column("hash", sa.LargeBinary(32)),
+)
+_old_head = sa.Table(
+    "bench_old_log_head",
+    _old,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("seq", sa.BigInteger),
+    sa.Column("hash", sa.LargeBinary(32)),
+)
+_CANON = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+class OldAppend:
+    """The append before issue #15: chained rows, FOR UPDATE on the head row, group commit
+    by the thread holding an in-process lock (PrivacyService._submit + repository.append)."""
+
+    def __init__(self, engine: Engine) -> None:
+        _old.create_all(engine)
+        self.sessions = session_factory(engine)
+        with engine.begin() as conn:
+            if conn.execute(sa.select(_old_head.c.id)).first() is None:
+                conn.execute(sa.insert(_old_head).values(id=1, seq=0, hash=b"\0" * 32))
+        self.append_lock = threading.Lock()
+        self.pending_lock = threading.Lock()
+        self.pending: list[tuple[list[LogEntry], threading.Event]] = []
+
+    def submit(self, entries: list[LogEntry]) -> None:
+        job = (entries, threading.Event())
+        with self.pending_lock:
+            self.pending.append(job)
+        with self.append_lock:
+            if not job[1].is_set():
+                with self.pending_lock:
+                    batch, self.pending[:] = self.pending[:256], self.pending[256:]
+                try:
+                    self._write([e for j in batch for e in j[0]])
+                finally:
+                    for j in batch:
+                        j[1].set()
+
+    def _write(self, entries: list[LogEntry]) -> None:
+        with self.sessions() as session:
+            head = session.execute(
+                sa.select(_old_head.c.seq, _old_head.c.hash)
+                .where(_old_head.c.id == 1)
+                .with_for_update()
+            ).one()
+            seq, prev = int(head.seq), bytes(head.hash)
+            rows = []
+            for e in entries:
+                seq += 1
+                content = repo.entry_content(e, "")
+                content["seq"] = seq
+                c_hash = hashlib.sha256(_CANON.encode(content).encode()).digest()
+                chained = hashlib.sha256(prev + c_hash).digest()
+                row = dict(content)
+                del row["salt"]
+                row.update(
+                    reasons=json.dumps(row["reasons"]),
+                    details=json.dumps(row["details"], sort_keys=True),
+                    pruned=False,
+                    content_hash=c_hash,
+                    prev_hash=prev,
+                    hash=chained,
+                )
+                rows.append(row)
+                prev = chained
+            session.execute(sa.insert(_old_log), rows)
+            session.execute(
+                sa.update(_old_head).where(_old_head.c.id == 1).values(seq=seq, hash=prev)
+            )
+            session.commit()
+
+
+# --- measurements ---------------------------------------------------------------------
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(stat_path: str) -> float:
+    """utime + stime of a process or thread from /proc (0 where there is no /proc)."""
+    try:
+        fields = Path(stat_path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
+def closed_loop(
+    submit: Callable[[list[LogEntry]], None],
+    threads: int,
+    per_job: int,
+    seconds: float,
+    probes: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Jobs from `threads` callers for `seconds`; `probes`: name -> /proc stat path whose
+    CPU time per entry is reported (the writer thread, the PostgreSQL backend)."""
+    latencies: list[float] = []
+    lock = threading.Lock()
+    stop = time.monotonic() + seconds
+
+    def worker() -> None:
+        mine = []
+        while time.monotonic() < stop:
+            jobs = [entry() for _ in range(per_job)]
+            started = time.perf_counter()
+            submit(jobs)
+            mine.append(time.perf_counter() - started)
+        with lock:
+            latencies.extend(mine)
+
+    for _ in range(3):  # warm up
+        submit([entry() for _ in range(per_job)])
+    pool = [threading.Thread(target=worker) for _ in range(threads)]
+    probes = probes or {}
+    before = {k: cpu_seconds(v) for k, v in probes.items()}
+    cpu = time.process_time()
+    began = time.perf_counter()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    elapsed = time.perf_counter() - began
+    cpu = time.process_time() - cpu
+    entries = len(latencies) * per_job
+    out: dict[str, Any] = {
+        "entries_per_s": round(entries / elapsed),
+        "jobs": len(latencies),
+        "p50_ms": round(percentile(latencies, 0.5) * 1000, 2),
+        "p99_ms": round(percentile(latencies, 0.99) * 1000, 2),
+        "process_cpu_us_per_entry": round(cpu / entries * 1e6),
+    }
+    for name, path in probes.items():
+        out[f"{name}_cpu_us_per_entry"] = round((cpu_seconds(path) - before[name]) / entries * 1e6)
+    return out
+
+
+def _engine(backend: str, tmp: Path, name: str) -> tuple[Engine, str | None]:
+    if backend == "sqlite":
+        return make_engine(f"sqlite:///{tmp / f'{name}.db'}"), None
+    schema = f"bench_log_{name}_{os.getpid()}"
+    return make_engine(PG_URL, schema), schema
+
+
+def _drop(schema: str | None) -> None:
+    if schema:
+        engine = make_engine(PG_URL)
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        engine.dispose()
+
+
+def _writer(engine: Engine, tmp: Path) -> LogWriter:
+    migrate("privacy", engine, VERSIONS)
+    signer = TreeHeadSigner.load_or_create(tmp / "keys", b"k" * 32)
+    return LogWriter(
+        engine,
+        signer,
+        [FileWitness(tmp / "witness")],
+        head_every=1000,
+    )
+
+
+def _submitter(writer: LogWriter) -> Callable[[list[LogEntry]], None]:
+    def submit(entries: list[LogEntry]) -> None:
+        writer.submit(lambda _session: (entries, None))
+
+    return submit
+
+
+def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
+    seconds = 3.0 if quick else 8.0
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="log-bench-") as name:
+        tmp = Path(name)
+        for impl in ("merkle, log writer (this)", "hash chain, FOR UPDATE (before #15)"):
+            for threads, per_job in ((16, 1), (64, 1), (16, 10)):
+                engine, schema = _engine(backend, tmp, f"a{len(rows)}")
+                try:
+                    probes: dict[str, str] = {}
+                    if impl.startswith("merkle"):
+                        writer = _writer(engine, tmp / f"w{len(rows)}")
+                        submit = _submitter(writer)
+                        probes["writer_thread"] = f"/proc/self/task/{writer.thread_id}/stat"
+                        if backend == "postgresql":
+                            backend_pid = writer.submit(
+                                lambda s: (
+                                    [],
+                                    s.execute(sa.text("SELECT pg_backend_pid()")).scalar(),
+                                )
+                            )
+                            probes["pg_backend"] = f"/proc/{backend_pid}/stat"
+                    else:
+                        old = OldAppend(engine)
+                        submit = old.submit
+                    figures = closed_loop(submit, threads, per_job, seconds, probes)
+                    if probes:
+                        # One writer thread and its backend, each on its own core: the
+                        # busier of the two bounds an idle 2-core machine.
+                        busiest = max(
+                            figures.get("writer_thread_cpu_us_per_entry", 0),
+                            figures.get("pg_backend_cpu_us_per_entry", 0),
+                        )
+                        if busiest:
+                            figures["capacity_est_entries_per_s"] = round(1e6 / busiest)
+                    if impl.startswith("merkle"):
+                        writer.close()
+                finally:
+                    engine.dispose()
+                    _drop(schema)
+                rows.append(
+                    {
+                        "backend": backend,
+                        "implementation": impl,
+                        "threads": threads,
+                        "entries_per_job": per_job,
+                        **figures,
+                        "load_avg_1m": round(os.getloadavg()[0], 1),
+                    }
+                )
+                print(rows[-1], flush=True)
+    return rows
+
+
+def run(quick: bool = False) -> list[dict[str, Any]]:
+    return [*bench_append("postgresql", quick), *bench_append("sqlite", quick)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    run(args.quick)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The only path onto the access log: one writer thread per process, group commit.
+
+Use cases hand the writer a job, `work(session) -> (entries, result)`: the reads (and, for
+`writes=True`, the writes such as a setting's new version) its entries depend on. The
+writer thread takes every pending job (up to `max_batch`), runs them in **one**
+transaction, sequences their entries and commits; only then are the callers answered, so
+a decision is never acknowledged before its log entry is durable.
+
+Sequencing across processes (replicas sharing the database): on PostgreSQL the batch takes
+a transaction-scoped advisory lock right before it reads the log size and inserts, so
+batches of different replicas are numbered one after the other, and no lock is held while
+jobs do their reads; on SQLite the transaction starts with BEGIN IMMEDIATE (the database's
+single write lock) before anything is read. No row is locked per entry.
+
+Each batch computes the leaves' hashes and the tree nodes it completes. When due (every
+`head_every` entries, or on request) the batch also signs a tree head in the same
+transaction; after the commit the head goes to every witness outside the database.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from services.privacy.adapters import repository as repo
+from services.privacy.adapters.signing import TreeHeadSigner
+from services.privacy.adapters.witness import Witness
+from services.privacy.domain.merkle import TreeHead, content_hash, leaf_bytes, leaf_hash
+from services.privacy.domain.model import LogEntry
+
+log = logging.getLogger("samhandling.privacy.log_writer")
+
+Work = Callable[[Session], tuple[list[LogEntry], Any]]
+_JSON = json.JSONEncoder(sort_keys=True)  # as json.dumps(..., sort_keys=True), built once
+
+
+def _salt(seed: bytes, position: int) -> str:
+    return hashlib.sha256(seed + position.to_bytes(4, "big")).hexdigest()[:32]
+
+
+@dataclass(eq=False)
+class _Job:
+    work: Work | None
+    writes: bool = False
+    sign_head: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+    result: Any = None
+    error: BaseException | None = None
+
+
+class LogWriter:
+    def __init__(
+        self,
+        engine: Engine,
+        signer: TreeHeadSigner | None,
+        witnesses: Sequence[Witness] = (),
+        head_every: int = 1000,
+        max_batch: int = 512,
+        now_us: Callable[[], int] | None = None,
+    ) -> None:
+        self._engine = engine
+        self._conn: Connection | None = None  # the writer thread's own, kept across batches
+        self.signer = signer
+        self.witnesses = list(witnesses)
+        self.head_every = head_every
+        self.max_batch = max_batch
+        self._now_us = now_us or (lambda: time.time_ns() // 1000)
+        self._cond = threading.Condition()
+        self._pending: list[_Job] = []
+        self._closed = False
+        self._last_head_size = -1
+        # The hashes the next append needs, valid while the log has _tail_size leaves
+        # (another replica appending in between makes the writer read them instead).
+        self._tail_size = -1
+        self._tail: dict[tuple[int, int], bytes] = {}
+        self.cache: dict[tuple[int, int], bytes] = {}  # complete subtrees (immutable)
+        self._thread = threading.Thread(target=self._run, name="privacy-log-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def thread_id(self) -> int | None:
+        """The writer thread's native id (benchmarks read its CPU time)."""
+        return self._thread.native_id
+
+    # --- callers ------------------------------------------------------------------------
+
+    def submit(self, work: Work, writes: bool = False) -> Any:
+        """Run `work` in the next batch; returns its result once the batch committed."""
+        return self._wait(_Job(work, writes=writes))
+
+    def sign_head(self) -> TreeHead | None:
+        """Sign the current tree head now (unless already signed); None for an empty log."""
+        result: TreeHead | None = self._wait(_Job(None, sign_head=True))
+        return result
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join(timeout=5)
+
+    def _wait(self, job: _Job) -> Any:
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the log writer is closed")
+            self._pending.append(job)
+            self._cond.notify()
+        job.done.wait()
+        if job.error is not None:
+            raise job.error
+        return job.result
+
+    # --- the writer thread --------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._pending and not self._closed:
+                    self._cond.wait()
+                if not self._pending and self._closed:
+                    if self._conn is not None:
+                        self._conn.close()
+                    return
+                batch = self._pending[: self.max_batch]
+                del self._pending[: self.max_batch]
+            self._write_batch(batch)
+
+    def _write_batch(self, batch: list[_Job], retry: bool = True) -> None:
+        head: TreeHead | None = None
+        fresh = False  # head signed by this batch (not found already signed)
+        new_tail: tuple[int, dict[tuple[int, int], bytes]] | None = None
+        cache_updates: dict[tuple[int, int], bytes] = {}
+        try:
+            session = self._session()
+            try:
+                if session.get_bind().dialect.name == "sqlite":
+                    # Take SQLite's write lock before reading anything (pysqlite would
+                    # only BEGIN at the first INSERT, after the size was read).
+                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                entries: list[LogEntry] = []
+                want_head = False
+                for job in batch:
+                    if job.work is None:
+                        want_head = want_head or job.sign_head
+                        continue
+                    try:
+                        if job.writes:
+                            with session.begin_nested():
+                                job_entries, job.result = job.work(session)
+                        else:
+                            job_entries, job.result = job.work(session)
+                    except Exception as exc:  # this job only; it wrote nothing
+                        job.error = exc
+                        continue
+                    entries.extend(job_entries)
+                # Hashing before the lock. Salts: SHA-256 of a per-batch secret seed and
+                # the position (one urandom call per batch, not per entry).
+                seed = os.urandom(32)
+                prepared = [self._prepare(e, _salt(seed, i)) for i, e in enumerate(entries)]
+                size = repo.lock_log_and_size(session)
+                overlay: dict[tuple[int, int], bytes] = {}
+                if prepared:
+                    rows, leaves = self._number(prepared, size)
+                    tail = self._tail if self._tail_size == size else None
+                    nodes, next_tail = repo.new_nodes(session, size, leaves, tail)
+                    repo.insert_leaves(session, rows, nodes)
+                    overlay.update({(0, size + i): h for i, h in enumerate(leaves)})
+                    overlay.update(nodes)
+                    cache_updates = nodes
+                    size += len(prepared)
+                    new_tail = (size, next_tail)
+                if self.signer is not None and size > 0 and (want_head or self._due(session, size)):
+                    head, fresh = self._sign(session, size, overlay)
+                session.commit()
+            finally:
+                session.close()
+        except Exception as exc:
+            self._drop_connection()
+            if retry and getattr(exc, "connection_invalidated", False):
+                # The kept connection died while idle (database restart, failover, an
+                # idle timeout): nothing was committed; run the batch once more on a new one.
+                log.warning("log writer reconnects: %s", type(exc).__name__)
+                for job in batch:
+                    job.result, job.error = None, None
+                self._write_batch(batch, retry=False)
+                return
+            log.exception("log batch failed")
+            head = None
+            for job in batch:
+                if job.error is None:
+                    job.error = exc
+        else:
+            self.cache.update(cache_updates)
+            if new_tail is not None:
+                self._tail_size, self._tail = new_tail
+            if head is not None and fresh:
+                # Before anyone is answered: a head handed out is a witnessed head.
+                self._witness(head)
+            for job in batch:
+                if job.work is None:
+                    job.result = head
+        finally:
+            for job in batch:
+                job.done.set()
+
+    def _session(self) -> Session:
+        """A session on the writer's own connection: no pool checkout (nor pre-ping round
+        trip) per batch."""
+        if self._conn is None or self._conn.closed or self._conn.invalidated:
+            self._conn = self._engine.connect()
+        return Session(bind=self._conn, expire_on_commit=False)
+
+    def _drop_connection(self) -> None:
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except Exception:  # already broken: nothing to release
+                log.debug("closing the writer's connection failed", exc_info=True)
+            self._conn = None
+
+    def _due(self, session: Session, size: int) -> bool:
+        if self.head_every <= 0:
+            return False
+        if self._last_head_size < 0:
+            latest = repo.latest_head(session)
+            self._last_head_size = latest.tree_size if latest is not None else 0
+        return size - self._last_head_size >= self.head_every
+
+    def _sign(
+        self, session: Session, size: int, overlay: dict[tuple[int, int], bytes]
+    ) -> tuple[TreeHead, bool]:
+        assert self.signer is not None
+        existing = repo.get_head(session, size)
+        if existing is not None:
+            self._last_head_size = size
+            return existing, False
+        root = repo.StoredTree(session, self.cache, overlay).root(size)
+        head = self.signer.sign(size, root, self._now_us())
+        repo.insert_head(session, head)
+        self._last_head_size = size
+        return head, True
+
+    def _witness(self, head: TreeHead) -> None:
+        for witness in self.witnesses:
+            try:
+                witness.append(head)
+            except Exception:  # a witness down must not stop the log; verify reports gaps
+                log.exception("witness %s failed", getattr(witness, "name", witness))
+
+    @staticmethod
+    def _prepare(entry: LogEntry, salt: str) -> dict[str, Any]:
+        content = repo.entry_content(entry, salt)
+        row = dict(content)
+        row["reasons"] = _JSON.encode(content["reasons"]) if content["reasons"] else "[]"
+        row["details"] = _JSON.encode(content["details"]) if content["details"] else "{}"
+        row["content_hash"] = content_hash(content)
+        row["pruned"] = False
+        return row
+
+    @staticmethod
+    def _number(
+        prepared: list[dict[str, Any]], size: int
+    ) -> tuple[list[dict[str, Any]], list[bytes]]:
+        leaves = []
+        for i, row in enumerate(prepared):
+            row["seq"] = size + i + 1
+            row["leaf_hash"] = leaf_hash(
+                leaf_bytes(
+                    size + i,
+                    row["event_id"],
+                    row["entry_type"],
+                    row["event_time"],
+                    row["content_hash"],
+                )
+            )
+            leaves.append(row["leaf_hash"])
+        return prepared, leaves

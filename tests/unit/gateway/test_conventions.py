@@ -1,0 +1,76 @@
+"""gateway/conventions.py: what the two Lua filters get from the contracts and routes.yaml
+(the behaviour itself is tested through Envoy in tests/e2e/gateway/test_edge_conventions.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway import conventions
+from gateway.openapi import Descriptors
+from gateway.render import DESCRIPTORS, ROUTES, EdgePorts, EdgeSpec, render
+
+pytestmark = pytest.mark.skipif(not DESCRIPTORS.exists(), reason="run `make proto` first")
+ADDRESSES = {"trust": "127.0.0.1:9000", "results": "127.0.0.1:9001", "privacy": "127.0.0.1:9002"}
+
+
+@pytest.fixture(scope="module")
+def routes() -> dict[str, dict[str, Any]]:
+    config = render(EdgePorts(1, 2, 3), ADDRESSES)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    (host,) = hcm["typed_config"]["route_config"]["virtual_hosts"]
+    return {r["name"]: r for r in host["routes"]}
+
+
+def _meta(route: dict[str, Any], name: str) -> dict[str, Any]:
+    filter_metadata: dict[str, Any] = route.get("metadata", {}).get("filter_metadata", {})
+    return filter_metadata.get(name, {})
+
+
+def test_oauth_statuses_and_anonymous_routes(routes: dict[str, dict[str, Any]]) -> None:
+    par = routes["samhandling.trust.v1.TrustService/PushAuthorizationRequest POST /connect/par"]
+    assert _meta(par, conventions.CONVENTIONS_FILTER) == {"anonymous": True, "success_status": 201}
+    login = routes["samhandling.trust.v1.TrustService/CompleteLogin POST /connect/authorize"]
+    assert _meta(login, conventions.CONVENTIONS_FILTER)["redirect_status"] == 303
+    authorize = routes["samhandling.trust.v1.TrustService/Authorize GET /connect/authorize"]
+    assert _meta(authorize, conventions.CONVENTIONS_FILTER)["query_fields"] == (
+        "client_id,request_uri"
+    )
+    assert _meta(routes["edge GET /openapi.json"], conventions.CONVENTIONS_FILTER)["anonymous"]
+
+
+def test_json_bodies_name_their_message(routes: dict[str, dict[str, Any]]) -> None:
+    search = routes["samhandling.results.v1.ResultsService/SearchResults POST /v1/results:search"]
+    assert _meta(search, conventions.BODY_FILTER) == {
+        "body": "samhandling.results.v1.SearchResultsRequest"
+    }
+    token = routes["samhandling.trust.v1.TrustService/Token POST /connect/token"]
+    assert _meta(token, conventions.BODY_FILTER) == {}  # a form (HttpBody): not checked
+
+
+def test_schema_follows_nested_messages_in_both_spellings() -> None:
+    descriptors = Descriptors(DESCRIPTORS)
+    tables = conventions.schema({"samhandling.privacy.v1.CreateRestrictionRequest"}, descriptors)
+    request = tables["samhandling.privacy.v1.CreateRestrictionRequest"]
+    restriction = tables[request["restriction"]]
+    assert tables[restriction["target"]].keys() >= {"hpr_number", "hprNumber", "org_number"}
+    assert all(v is True for v in tables[restriction["target"]].values())
+
+
+def test_lua_literals() -> None:
+    assert conventions.lua_literal({"a": {"map": "x.Y"}, 'q"': True}) == (
+        '{["a"]={["map"]="x.Y"},["q\\""]=true}'
+    )
+
+
+def test_the_chain_starts_with_the_conventions_filter() -> None:
+    config = render(EdgePorts(1, 2, 3), ADDRESSES)
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    names = [f["name"] for f in hcm["typed_config"]["http_filters"]]
+    assert names[0] == conventions.CONVENTIONS_FILTER
+    assert (
+        names.index(conventions.BODY_FILTER)
+        == names.index("envoy.filters.http.grpc_json_transcoder") - 1
+    )
+    assert EdgeSpec.load(ROUTES).raw["field_hints"]
