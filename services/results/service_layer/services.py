@@ -234,12 +234,12 @@ class ResultsService:
                 [(decisions[pid], pid, ids) for pid, ids in unannounced.items()],
             )
         final = [o if o is not None else Aborted("not processed") for o in outcomes]
-        fresh = [o for i, o in enumerate(final) if i not in replayed]
-        rejected = sum(isinstance(o, DomainError) for o in fresh)
+        counted = [o for i, o in enumerate(final) if i not in replayed]
+        rejected = sum(isinstance(o, DomainError) for o in counted)
         if rejected:
             record_ingestion("result", "rejected", rejected)
-        if len(fresh) > rejected:
-            record_ingestion("result", "accepted", len(fresh) - rejected)
+        if len(counted) > rejected:
+            record_ingestion("result", "accepted", len(counted) - rejected)
         return final
 
     @staticmethod
