@@ -23,6 +23,7 @@ import yaml
 from bench.loadgen import Request, find_capacity, run_open
 from deploy.local.mesh import ROOT, free_port, start_envoy, wait_serving
 from gateway.render import EdgePorts, render
+from tests.support.mesh_tls import use_test_ca
 
 ECHO = Request("POST", "/v1/bench:echo", b'{"text":"hei"}', {"content-type": "application/json"})
 
@@ -46,7 +47,7 @@ def echo_behind_envoy(mode: str) -> Iterator[int]:
         config.write_text(yaml.safe_dump(render(ports, {"bench": f"127.0.0.1:{port}"})))
         envoy = None
         try:
-            wait_serving(f"127.0.0.1:{port}")
+            wait_serving(f"127.0.0.1:{port}", server_name="bench")
             envoy = start_envoy(config, ports.admin, Path(tmp) / "envoy.log")
             yield ports.public
         finally:
@@ -95,6 +96,7 @@ def run(
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--modes", default="factory,bare,aio")

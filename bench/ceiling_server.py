@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
+from services.common import workload_identity
 from services.common.server import Servicer, ServiceSpec, serve
 
 
@@ -43,6 +44,21 @@ def spec() -> ServiceSpec:
     )
 
 
+def _port(server: Any, address: str) -> None:
+    """The same mutual TLS as the factory's servers (the bench certificate), for a fair
+    comparison; plaintext only with SAMHANDLING_MESH_TLS=off."""
+    if not workload_identity.tls_enabled():
+        server.add_insecure_port(address)
+        return
+    own = workload_identity.credentials("bench")
+    server.add_secure_port(
+        address,
+        grpc.ssl_server_credentials(
+            [(own.key_pem, own.cert_pem)], root_certificates=own.ca_pem, require_client_auth=True
+        ),
+    )
+
+
 async def serve_aio(address: str) -> None:
     from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -51,7 +67,7 @@ async def serve_aio(address: str) -> None:
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    server.add_insecure_port(address)
+    _port(server, address)
     await server.start()
     await server.wait_for_termination()
 
@@ -67,7 +83,7 @@ def serve_bare(address: str) -> None:
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    server.add_insecure_port(address)
+    _port(server, address)
     server.start()
     server.wait_for_termination()
 

@@ -42,6 +42,8 @@ from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc  # no
 
 from deploy.local.mesh import free_port, start_envoy, wait_serving  # noqa: E402
 from gateway.render import EdgePorts, render  # noqa: E402
+from services.common.workload_identity import tls_dir  # noqa: E402
+from tests.support.mesh_tls import dial, use_test_ca  # noqa: E402
 
 MB = 1024 * 1024
 CHUNK = MB
@@ -123,11 +125,22 @@ def document(content: bytes) -> pb.Document:
 
 
 def grpc_figures(
-    address: str, auth: list[tuple[str, str]], size: int, rounds: int, path: str
+    address: str,
+    auth: list[tuple[str, str]],
+    size: int,
+    rounds: int,
+    path: str,
+    server_name: str | None = None,
 ) -> dict[str, object]:
+    """`server_name`: the service's own mTLS port (None: the public edge, plaintext)."""
     content = os.urandom(size)
-    options = [("grpc.max_receive_message_length", 64 * MB)]
-    with grpc.insecure_channel(address, options=options) as channel:
+    options = (("grpc.max_receive_message_length", 64 * MB),)
+    channel = (
+        dial(address, server_name, options=options)
+        if server_name
+        else grpc.insecure_channel(address, options=options)
+    )
+    with channel:
         stub = pb_grpc.DocumentsServiceStub(channel)
         ids: list[str] = []
 
@@ -188,6 +201,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds-1mb", type=int, default=10)
     parser.add_argument("--rounds-20mb", type=int, default=3)
@@ -261,10 +275,12 @@ def measure(rounds_1mb: int, rounds_20mb: int, edge: bool) -> list[dict[str, obj
         envoy = None
         try:
             address = f"127.0.0.1:{port}"
-            wait_serving(address)
+            wait_serving(address, server_name="documents", tls_dir=tls_dir())
             print(f"documents server (separate process): {server.stdout.readline().strip()}")  # type: ignore[union-attr]
             for size, rounds in sizes:
-                rows.append(grpc_figures(address, auth, size, rounds, "gRPC streaming, direct"))
+                rows.append(
+                    grpc_figures(address, auth, size, rounds, "gRPC streaming, direct", "documents")
+                )
             if edge:
                 ports = EdgePorts(free_port(), free_port(), free_port())
                 config = var / "envoy.yaml"

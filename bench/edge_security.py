@@ -36,6 +36,7 @@ import yaml
 from bench.loadgen import Request, find_capacity, run_open
 from deploy.local.mesh import ROOT, free_port, start_envoy, wait_serving
 from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
+from tests.support.mesh_tls import use_test_ca
 from tests.support.tokens import ISSUER, TokenMint
 
 ECHO = "samhandling.bench.v1.BenchService/Echo"
@@ -70,7 +71,7 @@ def edge(protected: bool, mint: TokenMint) -> Iterator[int]:
         config.write_text(yaml.safe_dump(rendered))
         envoy = None
         try:
-            wait_serving(f"127.0.0.1:{port}")
+            wait_serving(f"127.0.0.1:{port}", server_name="bench")
             envoy = start_envoy(config, ports.admin, Path(tmp) / "envoy.log")
             yield ports.public
         finally:
@@ -260,6 +261,7 @@ def run_stalled_uploads(
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=300.0)
     parser.add_argument("--duration", type=float, default=5.0)

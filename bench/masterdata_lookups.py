@@ -44,6 +44,7 @@ from services.common.server import (
 from services.common.tokens import Scopes
 from services.masterdata import synthetic
 from services.masterdata.bootstrap import migrate_database
+from tests.support.mesh_tls import aio_channel, dial, use_test_ca
 from tests.support.tokens import ISSUER, TokenMint
 
 JWKS_METHOD = "/samhandling.trust.v1.TrustService/GetJwks"
@@ -276,7 +277,7 @@ def _scenarios(
         }
 
         # Prime the service's cache with the working set (steady state of a running service).
-        with grpc.insecure_channel(mesh.addresses["masterdata"]) as channel:
+        with dial(mesh.addresses["masterdata"], "masterdata") as channel:
             stub = pb_grpc.MasterDataServiceStub(channel)
             md = (("authorization", f"Bearer {reader_token}"),)
             for i in range(0, len(hprs), 32):
@@ -340,7 +341,14 @@ def _scenarios(
             ) -> tuple[list[float], float, int, dict[str, float]]:
                 token = reader_token if method == "get" else internal_token
                 md = (("authorization", f"Bearer {token}"),)
-                async with grpc.aio.insecure_channel(target) as channel:
+                # Direct and internal-listener calls are mutual TLS; the internal lookup is
+                # made as the privacy service (one of its declared callers).
+                server_name = {
+                    mesh.addresses["masterdata"]: "masterdata",
+                    mesh.internal_address: "edge",
+                }.get(target)
+                workload = "privacy" if method == "check" else "edge"
+                async with aio_channel(target, server_name, workload) as channel:
                     stub = pb_grpc.MasterDataServiceStub(channel)
 
                     async def grpc_call() -> bool:
@@ -378,6 +386,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--practitioners", type=int, default=10_000)
     parser.add_argument("--seconds", type=float, default=8.0)

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from bench.loadgen import Request, find_capacity, run_open
 from deploy.local.mesh import Mesh, free_port
 from deploy.local.otlp_sink import OtlpReceiver
+from tests.support.mesh_tls import use_test_ca
 
 ECHO = Request("POST", "/v1/bench:echo", b'{"text":"hei"}', {"content-type": "application/json"})
 
@@ -87,6 +88,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--duration", type=float, default=10.0)
     args = parser.parse_args()

@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import grpc
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
@@ -34,6 +33,7 @@ from services.privacy.adapters.masterdata import CachedApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.support.mesh_tls import dial, use_test_ca
 from tests.support.tokens import TokenMint
 
 
@@ -74,6 +74,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser()
     parser.add_argument("--decisions", type=int, default=2000)
     parser.add_argument("--threads", type=int, default=4)
@@ -120,7 +121,7 @@ def measure(
         ],
     )
     metadata = mint.metadata(token)
-    channel = grpc.insecure_channel(server.address)
+    channel = dial(server)
     stub = pb_grpc.PrivacyServiceStub(channel)
 
     def one(patient: str) -> float:

@@ -42,6 +42,7 @@ from deploy.local.demo import DemoClient, DpopKey, Edge, Story, Token, attestati
 from deploy.local.mesh import Mesh, free_port
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_pid
+from tests.support.mesh_tls import use_test_ca
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
 ANALYSES = [("NPU02319", "g/dL"), ("NPU19748", "mg/L"), ("NPU01960", "mmol/L")]
@@ -302,6 +303,7 @@ def run(quick: bool = False) -> list[dict[str, Any]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--seconds", type=float, default=10.0)

@@ -46,6 +46,7 @@ from deploy.local.mesh import Mesh, free_port
 from services.common.auth import CLAIM_ORGNR_CHILD, CLAIM_ORGNR_PARENT
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_org_number, synthetic_pid
+from tests.support.mesh_tls import use_test_ca
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
 ANALYSES = [("NPU02319", "mmol/L"), ("NPU19748", "mg/L"), ("NPU01960", "umol/L")]
@@ -294,6 +295,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--results", type=int, default=400, help="single-call results")

@@ -44,6 +44,7 @@ from services.results.adapters.orm import observations, results
 from services.results.adapters.repository import ResultRepository, SearchFilter
 from services.results.domain.model import CitizenPolicy, Visibility, utcnow
 from services.results.main import VERSIONS as RESULTS_VERSIONS
+from tests.support.mesh_tls import use_test_ca
 
 COLUMNS = [c.name for c in results.columns]
 OBS_COLUMNS = [c.name for c in observations.columns]
@@ -375,6 +376,7 @@ def run(quick: bool = False) -> list[dict[str, object]]:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--backend", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--rows", type=int, default=1_000_000)

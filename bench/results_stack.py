@@ -29,6 +29,7 @@ from services.privacy.bootstrap import build as build_privacy
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PV_INTERNAL
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
 from services.results.main import build as build_results
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
@@ -113,7 +114,7 @@ def start(backend: str, results_schema: str | None = None) -> BenchStack:
         md_setup.spec(mint.authenticator("masterdata", internal_methods=MD_INTERNAL)),
         settings=settings,
     ).start()
-    md_channel = grpc.insecure_channel(md_server.address)
+    md_channel = dial(md_server)
     pv_setup = build_privacy(
         engine_for("privacy"),
         GrpcApprovalChecker(md_channel, timeout=5.0),
@@ -121,7 +122,7 @@ def start(backend: str, results_schema: str | None = None) -> BenchStack:
         keys=tmp / "keys",
     )
     pv_server = create_server(pv_setup.spec, settings=settings).start()
-    pv_channel = grpc.insecure_channel(pv_server.address)
+    pv_channel = dial(pv_server)
     results_engine = engine_for("results", results_schema)
     setup = build_results(
         results_engine,
@@ -130,7 +131,7 @@ def start(backend: str, results_schema: str | None = None) -> BenchStack:
         PrivacyAccessControl(pv_channel),
     )
     rs_server = create_server(setup.spec, settings=settings).start()
-    rs_channel = grpc.insecure_channel(rs_server.address)
+    rs_channel = dial(rs_server)
     admin = mint.metadata(
         mint.token("masterdata", [Scopes.MASTERDATA_ADMIN], client_id="admin-console")
     )

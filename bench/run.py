@@ -17,6 +17,8 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from tests.support.mesh_tls import use_test_ca
+
 HERE = Path(__file__).resolve().parent
 # Order matters: the ceiling first, so ratios in later rows use this run's ceiling.
 SUITE = [
@@ -65,6 +67,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
     parser.add_argument("--only", default="")

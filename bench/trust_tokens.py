@@ -54,6 +54,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from bench.masterdata_lookups import cpu_seconds
 from deploy.local.mesh import Mesh, free_port
 from services.common.dpop import make_proof
+from tests.support.mesh_tls import use_test_ca
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -319,6 +320,7 @@ def run(
 
 
 def main() -> None:
+    use_test_ca()  # a throw-away mesh CA: every hop is mutual TLS, as in production
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=4)

@@ -9,7 +9,10 @@ The configuration is gateway/render.py's, adapted to a container network:
   retries and outlier detection come from deploy/local/replicas.py;
 - the admin interface stays on 127.0.0.1; a third listener (9901) exposes only
   `/stats/prometheus` and `/ready` from it, for Prometheus and the kubelet;
-- Envoy's OpenTelemetry tracer is on when OTEL_EXPORTER_OTLP_ENDPOINT is set.
+- Envoy's OpenTelemetry tracer is on when OTEL_EXPORTER_OTLP_ENDPOINT is set;
+- every upstream is mutual TLS with the edge's mesh certificate and the internal listener
+  admits mesh certificates only (the files in SAMHANDLING_MESH_TLS_DIR, a mounted Secret or
+  Compose's mesh-tls volume).
 """
 
 from __future__ import annotations

@@ -2,19 +2,36 @@
 
     python -m deploy.healthcheck 127.0.0.1:50052 [service]
 
-Compose uses it (Kubernetes has native gRPC probes).
+Compose and Kubernetes use it (kubelet's native gRPC probes cannot present a client
+certificate, and the service port only speaks mutual TLS): the check dials the workload's
+own port with the workload's own certificate (SAMHANDLING_WORKLOAD).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from services.common import workload_identity
+
+
+def _channel(address: str) -> grpc.Channel:
+    if not workload_identity.tls_enabled():
+        return grpc.insecure_channel(address)
+    name = os.environ.get("SAMHANDLING_WORKLOAD", "")
+    own = workload_identity.credentials(name)
+    return grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(own.ca_pem, own.key_pem, own.cert_pem),
+        options=[("grpc.ssl_target_name_override", name)],
+    )
+
 
 def check(address: str, service: str = "", timeout: float = 2.0) -> bool:
-    with grpc.insecure_channel(address) as channel:
+    with _channel(address) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout

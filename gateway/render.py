@@ -2,7 +2,8 @@
 descriptor set.
 
 Two listeners: the public edge (REST transcoded to gRPC, only public methods routed) and
-an internal gRPC listener for service-to-service callers. Envoy's admin interface binds
+an internal gRPC listener for service-to-service callers (mutual TLS, mesh workloads only).
+Every upstream connection is mutual TLS with the edge's mesh certificate. Envoy's admin interface binds
 to loopback only. gateway/README.md describes the filter chain and the decisions.
 """
 
@@ -20,6 +21,15 @@ from typing import Any
 import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+
+from services.common.internal_methods import edge_keys as internal_method_keys
+from services.common.workload_identity import (
+    CA_FILE,
+    EDGE,
+    spiffe_id,
+    tls_dir,
+    tls_enabled,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DESCRIPTORS = ROOT / "build" / "descriptors.binpb"
@@ -204,7 +214,8 @@ class EdgeSpec:
             defaults=defaults,
             packages={p: {**defaults, **(o or {})} for p, o in raw["packages"].items()},
             methods=dict(raw.get("methods") or {}),
-            internal_only=set(raw.get("internal_only") or []),
+            # Internal methods are declared once, with their callers, in the registry.
+            internal_only=set(raw.get("internal_only") or []) | internal_method_keys(),
             anonymous=set(raw.get("anonymous") or []),
             raw=raw,
         )
@@ -355,6 +366,59 @@ def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) 
             "interval": _seconds(outlier.get("interval_seconds", 1)),
             "base_ejection_time": _seconds(outlier.get("base_ejection_seconds", 10)),
             "max_ejection_percent": 50,
+        },
+    }
+
+
+def _tls_files(mesh_tls_dir: Path) -> dict[str, Any]:
+    """The edge's own mesh certificate (workload `edge`) and the mesh CA, as Envoy files."""
+    return {
+        "tls_certificates": [
+            {
+                "certificate_chain": {"filename": str(mesh_tls_dir / f"{EDGE}.pem")},
+                "private_key": {"filename": str(mesh_tls_dir / f"{EDGE}-key.pem")},
+            }
+        ],
+        "alpn_protocols": ["h2"],
+    }
+
+
+def _validation(mesh_tls_dir: Path, workloads: list[str] | None) -> dict[str, Any]:
+    context: dict[str, Any] = {"trusted_ca": {"filename": str(mesh_tls_dir / CA_FILE)}}
+    if workloads is not None:
+        context["match_typed_subject_alt_names"] = [
+            {"san_type": "URI", "matcher": {"exact": spiffe_id(w)}} for w in workloads
+        ]
+    return context
+
+
+def upstream_mtls(service: str, mesh_tls_dir: Path) -> dict[str, Any]:
+    """Mutual TLS to a service: the edge's certificate, and the service's must carry
+    `spiffe://samhandling/<service>` (a certificate of another workload is refused)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": service,
+            "common_tls_context": {
+                **_tls_files(mesh_tls_dir),
+                "validation_context": _validation(mesh_tls_dir, [service]),
+            },
+        },
+    }
+
+
+def downstream_mtls(mesh_tls_dir: Path) -> dict[str, Any]:
+    """The internal listener: only mesh workloads (a client certificate from the mesh CA)."""
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": f"{_TYPES}.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "require_client_certificate": True,
+            "common_tls_context": {
+                **_tls_files(mesh_tls_dir),
+                "validation_context": _validation(mesh_tls_dir, None),
+            },
         },
     }
 
@@ -1027,8 +1091,14 @@ def render(
     static_jwks: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     edge_auth: bool | None = None,
+    mesh_tls_dir: Path | bool | None = True,
 ) -> dict[str, Any]:
     """Envoy bootstrap for the given service addresses (name -> host:port).
+
+    `mesh_tls_dir`: where the mesh CA and the edge's certificate are (True: as the services
+    find theirs, SAMHANDLING_MESH_TLS_DIR, unless SAMHANDLING_MESH_TLS=off; None/False:
+    plaintext upstreams, for tests only). With it, every upstream is mutual TLS and the
+    internal listener requires a mesh client certificate.
 
     `issuer` defaults to the trust service's issuer (`default_issuer`: the edge's own URL).
     `static_jwks` serves a fixed JWKS at /.well-known/jwks.json instead of the trust
@@ -1149,9 +1219,16 @@ def render(
     filters += [rate_limit, buffer, conventions.body_filter(bodies, descriptors, hints)]
     filters += [transcoder, _router()]
 
+    if mesh_tls_dir is True:
+        mesh_tls_dir = tls_dir().resolve() if tls_enabled() else None
+    tls = mesh_tls_dir if isinstance(mesh_tls_dir, Path) else None
+
     edge_hcm: dict[str, Any] = {
         "@type": f"{_TYPES}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "edge",
+        # A client can never pass itself off as a mesh workload (services trust this header
+        # from the edge only as set by the internal listener).
+        "forward_client_cert_details": "SANITIZE",
         "codec_type": "AUTO",
         "server_name": "samhandling-edge",
         "use_remote_address": True,
@@ -1205,6 +1282,11 @@ def render(
         "@type": f"{_TYPES}.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "internal",
         "codec_type": "AUTO",
+        # Mesh workloads reach replicated services here: the edge verifies the caller's
+        # certificate and tells the service who called (x-forwarded-client-cert, replaced,
+        # never passed through), so internal methods still see the calling service.
+        "forward_client_cert_details": "SANITIZE_SET",
+        "set_current_client_cert_details": {"uri": True},
         "route_config": {
             "name": "internal",
             "virtual_hosts": [{"name": "internal", "domains": ["*"], "routes": internal_routes}],
@@ -1215,7 +1297,13 @@ def render(
     clusters = [
         _cluster(name, addresses[name], spec.resilience_for(name)) for name in sorted(addresses)
     ]
+    if tls is not None:
+        for upstream in clusters:
+            upstream["transport_socket"] = upstream_mtls(upstream["name"], tls)
     clusters.append(_loopback_cluster("edge_loopback", ports.public))
+    internal_listener = _listener("internal", ports.internal, internal_hcm)
+    if tls is not None:
+        internal_listener["filter_chains"][0]["transport_socket"] = downstream_mtls(tls)
     config = {
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}
@@ -1235,7 +1323,7 @@ def render(
         "static_resources": {
             "listeners": [
                 _listener("edge", ports.public, edge_hcm),
-                _listener("internal", ports.internal, internal_hcm),
+                internal_listener,
             ],
             "clusters": clusters,
         },

@@ -18,6 +18,14 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from services.common.db import make_engine, normalise_url
+from tests.support.mesh_tls import use_test_ca
+
+# One mesh CA per test session (workload certificates for every service, the edge and the
+# bench service): in-process servers, launched meshes and Envoy all use mutual TLS, and the
+# test process itself calls as the `edge` workload (tests/support/mesh_tls.py).
+os.environ.pop("SAMHANDLING_MESH_TLS_DIR", None)  # never a developer's var/mesh-tls
+os.environ["SAMHANDLING_MESH_TLS"] = "on"
+use_test_ca()
 
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUN_ID = uuid.uuid4().hex[:8]

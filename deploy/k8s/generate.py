@@ -11,7 +11,14 @@ resolves it to every pod) and a PodDisruptionBudget. The trust service also gets
 signing-key encryption key from the `samhandling-trust` Secret; privacy gets its tree-head
 keys (sealed) from the `samhandling-privacy-log-keys` Secret, their encryption key and the
 witness database from the `samhandling-privacy` Secret. A Job migrates every schema
-before a release; Envoy (2 replicas) is the edge and the internal gRPC load balancer.
+before a release; Envoy (2 replicas) is the edge.
+
+Every hop is mutual TLS (services/common/workload_identity.py): each pod mounts its own
+Secret `samhandling-mesh-<name>` (written once by `python -m deploy.k8s.mesh_ca`) and calls
+its peers directly over their headless Service (`dns:///<name>:<port>`, round robin over the
+pods), so the NetworkPolicies can allow exactly the declared paths of
+services/common/internal_methods.py and nothing else. The probes run deploy/healthcheck.py
+(kubelet's gRPC probes cannot present a client certificate).
 """
 
 from __future__ import annotations
@@ -23,14 +30,18 @@ from typing import Any
 
 import yaml
 
+from deploy.k8s.mesh_ca import secret_name
+from services.common.internal_methods import allowed_paths
 from services.common.registry import SERVICES
+from services.common.workload_identity import EDGE
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "samhandling"
 IMAGE = "samhandling:0.1.0"
 REPLICAS = 2
 METRICS_PORT = 9464
-EDGE_PORTS = {"http": 8080, "internal": 8081, "stats": 9901}
+EDGE_PORTS = {"http": 8080, "stats": 9901}
+MESH_TLS_DIR = "/etc/samhandling/mesh-tls"
 LABEL = "app.kubernetes.io/name"
 PART_OF = {"app.kubernetes.io/part-of": "samhandling"}
 
@@ -103,10 +114,12 @@ def config() -> list[dict[str, Any]]:
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_TRACES_SAMPLER": "parentbased_always_on",
     }
-    # Service-to-service calls go through Envoy's internal listener: per-request load
-    # balancing over the pods, retries of reads, outlier detection.
-    for info in SERVICES.values():
-        data[f"{info.env_prefix}_ADDR"] = f"edge-internal:{EDGE_PORTS['internal']}"
+    # Service-to-service calls go straight to the callee's pods (headless Service, gRPC round
+    # robin), over mutual TLS: the callee sees the caller's own certificate, and the
+    # NetworkPolicies below allow only the declared paths.
+    data["SAMHANDLING_MESH_TLS_DIR"] = MESH_TLS_DIR
+    for name, info in SERVICES.items():
+        data[f"{info.env_prefix}_ADDR"] = f"dns:///{name}:{info.default_port}"
     return [
         {
             "apiVersion": "v1",
@@ -176,15 +189,31 @@ def _container(
     }
 
 
-def _pod_spec(containers: list[dict[str, Any]], grace: int, **extra: Any) -> dict[str, Any]:
+def _pod_spec(
+    containers: list[dict[str, Any]],
+    grace: int,
+    volumes: list[dict[str, Any]] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
     return {
         "automountServiceAccountToken": False,
         "securityContext": {"runAsNonRoot": True, "fsGroup": 10001},
         "terminationGracePeriodSeconds": grace,
         "containers": containers,
-        "volumes": SCRATCH_VOLUMES,
+        "volumes": [*SCRATCH_VOLUMES, *(volumes or [])],
         **extra,
     }
+
+
+def _mesh_tls_volume(workload: str) -> dict[str, Any]:
+    """The workload's own certificate, key and the mesh CA (no other workload's key)."""
+    return {
+        "name": "mesh-tls",
+        "secret": {"secretName": secret_name(workload), "defaultMode": 0o440},
+    }
+
+
+MESH_TLS_MOUNT = {"name": "mesh-tls", "mountPath": MESH_TLS_DIR, "readOnly": True}
 
 
 def _spread(name: str) -> dict[str, Any]:
@@ -218,6 +247,7 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
         DB_URL_ENV,
         # Drain: NOT_SERVING first, so Envoy's health checks stop routing, then stop.
         {"name": "SAMHANDLING_DRAIN_SECONDS", "value": "5"},
+        {"name": "SAMHANDLING_WORKLOAD", "value": name},
     ]
     if name == "trust":
         # No TestID: a deployment logs users in with a real identity provider only.
@@ -259,9 +289,9 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
-            "grpc": {"port": port},
+            "exec": {"command": ["python", "-m", "deploy.healthcheck", f"127.0.0.1:{port}"]},
             "periodSeconds": period,
-            "timeoutSeconds": 2,
+            "timeoutSeconds": 5,
             "failureThreshold": failures,
         }
 
@@ -276,11 +306,11 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
         startupProbe=probe(2, 30),
         readinessProbe=probe(5, 2),
         livenessProbe=probe(10, 3),
+        volumeMounts=[*SCRATCH_MOUNTS, MESH_TLS_MOUNT, *extra_mounts],
         resources={
             "requests": {"cpu": "100m", "memory": "192Mi"},
             "limits": {"cpu": "1", "memory": "512Mi"},
         },
-        **({"volumeMounts": [*SCRATCH_MOUNTS, *extra_mounts]} if extra_mounts else {}),
     )
     # Never start on an old schema: migrate this service first (a no-op at head; the advisory
     # lock in deploy/migrate.py lets the Job and several pods take turns).
@@ -317,8 +347,8 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
                 "spec": _pod_spec(
                     [container],
                     grace=30,
+                    volumes=[_mesh_tls_volume(name), *extra_volumes],
                     initContainers=[init],
-                    **({"volumes": [*SCRATCH_VOLUMES, *extra_volumes]} if extra_volumes else {}),
                     **_spread(name),
                 ),
             },
@@ -333,12 +363,8 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
             "clusterIP": "None",
             "selector": {LABEL: name},
             "ports": [
-                {
-                    "name": "grpc",
-                    "port": port,
-                    "targetPort": "grpc",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
+                # gRPC over mutual TLS (no h2c any more).
+                {"name": "grpc", "port": port, "targetPort": "grpc"},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": "metrics"},
             ],
         },
@@ -379,6 +405,7 @@ def edge() -> list[dict[str, Any]]:
         for name, info in SERVICES.items()
     ]
     env.append({"name": "SAMHANDLING_EDGE_SERVICE_NAME", "value": "edge"})
+    env.append({"name": "SAMHANDLING_WORKLOAD", "value": EDGE})
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
@@ -399,6 +426,7 @@ def edge() -> list[dict[str, Any]]:
         startupProbe=probe(2, 30),
         readinessProbe=probe(5, 2),
         livenessProbe=probe(10, 3),
+        volumeMounts=[*SCRATCH_MOUNTS, MESH_TLS_MOUNT],
         resources={
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"cpu": "1", "memory": "256Mi"},
@@ -425,7 +453,9 @@ def edge() -> list[dict[str, Any]]:
                         "prometheus.io/path": "/stats/prometheus",
                     },
                 },
-                "spec": _pod_spec([container], grace=30, **_spread("edge")),
+                "spec": _pod_spec(
+                    [container], grace=30, volumes=[_mesh_tls_volume(EDGE)], **_spread("edge")
+                ),
             },
         },
     }
@@ -443,24 +473,76 @@ def edge() -> list[dict[str, Any]]:
             ],
         },
     }
-    internal = {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": _meta("edge-internal", "edge"),
+    # No internal Service: services call each other directly (the edge's internal listener,
+    # mutual TLS only, serves the local launcher's replicas).
+    return [deployment, public, _pdb("edge", "edge")]
+
+
+def _from(*names: str) -> list[dict[str, Any]]:
+    return [{"podSelector": {"matchLabels": {LABEL: n}}} for n in names]
+
+
+def _policy(name: str, pod: str, rules: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": _meta(name, "network-policy"),
         "spec": {
-            "type": "ClusterIP",
-            "selector": {LABEL: "edge"},
-            "ports": [
-                {
-                    "name": "grpc",
-                    "port": EDGE_PORTS["internal"],
-                    "targetPort": "internal",
-                    "appProtocol": "kubernetes.io/h2c",
-                }
-            ],
+            "podSelector": {"matchLabels": {LABEL: pod}} if pod else {},
+            "policyTypes": ["Ingress"],
+            "ingress": rules,
         },
     }
-    return [deployment, public, internal, _pdb("edge", "edge")]
+
+
+def network_policies() -> list[dict[str, Any]]:
+    """Ingress allowed only on the declared paths (services/common/internal_methods.py):
+    the edge to every service, the data services to privacy and master data, privacy and
+    trust to master data, every service to trust (JWKS). Mutual TLS and the per-method
+    caller check still apply on each allowed path; this is the second fence."""
+    paths = allowed_paths(SERVICES)
+    everywhere: list[dict[str, Any]] = [{"namespaceSelector": {}}]
+    policies = [_policy("default-deny-ingress", "", [])]
+    for name, info in SERVICES.items():
+        callers = sorted(caller for caller, callee in paths if callee == name)
+        policies.append(
+            _policy(
+                f"{name}-ingress",
+                name,
+                [
+                    {"from": _from(*callers), "ports": [{"port": info.default_port}]},
+                    # Prometheus scrapes from its own namespace.
+                    {"from": everywhere, "ports": [{"port": METRICS_PORT}]},
+                ],
+            )
+        )
+    policies.append(
+        _policy(
+            "edge-ingress",
+            EDGE,
+            # Public traffic (ingress controller, load balancer) and stats; not the
+            # internal listener.
+            [{"ports": [{"port": EDGE_PORTS["http"]}, {"port": EDGE_PORTS["stats"]}]}],
+        )
+    )
+    policies.append(
+        _policy(
+            "postgres-ingress",
+            "postgres",
+            [{"from": _from(*SERVICES, "migrate"), "ports": [{"port": 5432}]}],
+        )
+    )
+    policies.append(
+        _policy(
+            "jaeger-ingress",
+            "jaeger",
+            [
+                {"from": [{"podSelector": {}}], "ports": [{"port": 4317}]},
+                {"ports": [{"port": 16686}, {"port": 14269}]},
+            ],
+        )
+    )
+    return policies
 
 
 def postgres() -> list[dict[str, Any]]:
@@ -604,6 +686,7 @@ def manifests() -> dict[str, list[dict[str, Any]]]:
     for name in SERVICES:
         files[f"{name}.yaml"] = mesh_service(name)
     files["edge.yaml"] = edge()
+    files["network-policies.yaml"] = network_policies()
     return files
 
 

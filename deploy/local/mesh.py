@@ -31,6 +31,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
 from deploy.local.replicas import with_replicas  # noqa: E402
 from gateway.render import EdgePorts, render, with_tracing  # noqa: E402
+from services.common import workload_identity  # noqa: E402
 from services.common.registry import SERVICES  # noqa: E402
 
 
@@ -44,9 +45,33 @@ def available_services() -> list[str]:
     return [name for name in SERVICES if (ROOT / "services" / name / "main.py").exists()]
 
 
-def wait_serving(address: str, timeout: float = 30.0, service: str = "") -> None:
+def health_channel(
+    address: str, server_name: str | None, tls_dir: Path | None, as_workload: str = "edge"
+) -> grpc.Channel:
+    """A channel for health checks: mutual TLS as `as_workload` when `tls_dir` is given."""
+    if tls_dir is None or server_name is None:
+        return grpc.insecure_channel(address)
+    own = workload_identity.credentials(as_workload, tls_dir)
+    return grpc.secure_channel(
+        address,
+        grpc.ssl_channel_credentials(own.ca_pem, own.key_pem, own.cert_pem),
+        options=[("grpc.ssl_target_name_override", server_name)],
+    )
+
+
+def wait_serving(
+    address: str,
+    timeout: float = 30.0,
+    service: str = "",
+    server_name: str | None = None,
+    tls_dir: Path | None = None,
+) -> None:
+    """Until `address` answers SERVING. `server_name`: the workload whose certificate answers
+    (mutual TLS, with `tls_dir` or else SAMHANDLING_MESH_TLS_DIR); None: plaintext."""
+    if server_name is not None and tls_dir is None and workload_identity.tls_enabled():
+        tls_dir = workload_identity.tls_dir()
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as ch:
+    with health_channel(address, server_name, tls_dir) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while True:
             try:
@@ -136,10 +161,22 @@ class Mesh:
     addresses: dict[str, str] = field(default_factory=dict)
     replica_addresses: dict[str, list[str]] = field(default_factory=dict)
     metrics_urls: dict[str, str] = field(default_factory=dict)
+    # Mutual TLS between every hop (workload_identity.py): the CA and one certificate per
+    # workload, created on first start under <var>/mesh-tls (or SAMHANDLING_MESH_TLS_DIR).
+    mesh_tls: bool = field(default_factory=workload_identity.tls_enabled)
 
     @property
     def edge_url(self) -> str:
         return f"http://127.0.0.1:{self.edge_port}"
+
+    @property
+    def tls_dir(self) -> Path | None:
+        if not self.mesh_tls:
+            return None
+        explicit = self.extra_env.get("SAMHANDLING_MESH_TLS_DIR") or os.environ.get(
+            "SAMHANDLING_MESH_TLS_DIR"
+        )
+        return (Path(explicit) if explicit else self.var_dir / "mesh-tls").resolve()
 
     @property
     def internal_address(self) -> str:
@@ -152,6 +189,15 @@ class Mesh:
         env["SAMHANDLING_EDGE_URL"] = self.edge_url
         for name, address in self.addresses.items():
             env[f"{_env_prefix(name)}_ADDR"] = address
+            if address == self.internal_address:
+                # Replicas are reached through the edge's internal listener, which presents
+                # the edge's certificate (and relays the caller's identity).
+                env[f"{_env_prefix(name)}_SERVER_NAME"] = workload_identity.EDGE
+        if self.tls_dir is not None:
+            env["SAMHANDLING_MESH_TLS"] = "on"
+            env["SAMHANDLING_MESH_TLS_DIR"] = str(self.tls_dir)
+        else:
+            env["SAMHANDLING_MESH_TLS"] = "off"
         env.update(self.extra_env)
         return env
 
@@ -184,13 +230,13 @@ class Mesh:
                 "-m",
                 f"services.{name}.main",
             ]
-            overrides = {f"{_env_prefix(name)}_ADDR": address}
+            overrides = {f"{_env_prefix(name)}_ADDR": address, "SAMHANDLING_WORKLOAD": name}
             if self.metrics:
                 metrics_port = free_port()
                 overrides[f"{_env_prefix(name)}_METRICS_PORT"] = str(metrics_port)
                 self.metrics_urls[key] = f"http://127.0.0.1:{metrics_port}/metrics"
             self.processes[key] = self._spawn(key, argv, key.replace("#", "-"), overrides)
-            wait_serving(address)
+            wait_serving(address, server_name=name if self.tls_dir else None, tls_dir=self.tls_dir)
 
     def replica_processes(self, name: str) -> list[subprocess.Popen[bytes]]:
         keys = [name] + [f"{name}#{i}" for i in range(2, self.replicas.get(name, 1) + 1)]
@@ -198,6 +244,10 @@ class Mesh:
 
     def start(self) -> Mesh:
         self.var_dir.mkdir(parents=True, exist_ok=True)
+        if self.tls_dir is not None:
+            workload_identity.ensure(
+                self.tls_dir, [*workload_identity.mesh_workloads(), *self.services]
+            )
         if not self.internal_port:
             self.internal_port = free_port()
         if not self.admin_port:
@@ -235,6 +285,7 @@ class Mesh:
             access_log=self.var_dir / "logs" / "edge-access.log",
             # Envoy's jwt_authn checks the same issuer the trust service puts in its tokens.
             issuer=self.env().get("SAMHANDLING_ISSUER") or self.edge_url,
+            mesh_tls_dir=self.tls_dir,
             overrides=self.edge_overrides or None,
         )
         rendered = with_tracing(rendered, self.env().get("OTEL_EXPORTER_OTLP_ENDPOINT"))
@@ -308,6 +359,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     mesh.start()
     print(f"Samhandling is up: edge {mesh.edge_url}  (internal gRPC {mesh.internal_address})")
+    print(f"mesh TLS (CA and one certificate per workload): {mesh.tls_dir or 'off'}")
     print("services: " + ", ".join(f"{n}@{'+'.join(a)}" for n, a in mesh.replica_addresses.items()))
     print(f"Envoy admin (stats at /stats/prometheus): http://127.0.0.1:{mesh.admin_port}")
     for key, url in mesh.metrics_urls.items():

@@ -3,6 +3,8 @@
 A call made while serving another call gets the smaller of the default timeout and the
 inbound call's remaining time, so deadlines propagate through the mesh. The caller's
 authorization metadata is *not* forwarded implicitly: services exchange tokens explicitly.
+Every connection is mutual TLS with the calling workload's mesh certificate
+(workload_identity.py), so the callee knows which service calls it.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import collections
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import grpc
 
+from services.common import workload_identity
 from services.common.interceptors import inbound_deadline
 from services.common.server import MAX_MESSAGE_BYTES
 
@@ -27,7 +31,7 @@ RECONNECT_BACKOFF = (
     ("grpc.max_reconnect_backoff_ms", 1000),
 )
 
-_channels: dict[str, grpc.Channel] = {}
+_channels: dict[str, MeshChannel] = {}
 _lock = threading.Lock()
 StubT = TypeVar("StubT")
 
@@ -90,32 +94,182 @@ class DeadlineInterceptor(
         return continuation(self._details(details), request_iterator)
 
 
-def channel(target: str, default_timeout: float = DEFAULT_TIMEOUT_SECONDS) -> grpc.Channel:
-    """A shared, instrumented channel to `target` (host:port); created once, reused."""
-    key = f"{target}|{default_timeout}"
+def _instrumented(
+    target: str,
+    default_timeout: float,
+    server_name: str | None,
+    workload: str | None,
+    tls_directory: Path | None,
+    plain: bool = False,
+    extra_options: tuple[tuple[str, Any], ...] = (),
+) -> grpc.Channel:
+    from opentelemetry.instrumentation.grpc import grpcext
+
+    from services.common.metrics import ClientMetricsInterceptor
+    from services.common.telemetry import client_interceptor
+
+    options: list[tuple[str, Any]] = [
+        ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ("grpc.keepalive_time_ms", 60_000),
+        *RECONNECT_BACKOFF,
+        # A target resolving to several pods (Kubernetes: dns:///<service>:<port> on a
+        # headless Service) gets its calls spread over them.
+        ("grpc.lb_policy_name", "round_robin"),
+        *extra_options,
+    ]
+    if workload is None:
+        raw = grpc.insecure_channel(target, options=options)
+    else:
+        if not server_name:
+            raise workload_identity.MeshTlsError(
+                f"mesh TLS: which workload answers at {target}? pass server_name"
+            )
+        own = workload_identity.credentials(workload, tls_directory)
+        # The server must present a certificate naming the service we meant (DNS SAN),
+        # whatever address we dialled (a loopback port, a Kubernetes Service name).
+        options.append(("grpc.ssl_target_name_override", server_name))
+        raw = grpc.secure_channel(
+            target,
+            grpc.ssl_channel_credentials(own.ca_pem, own.key_pem, own.cert_pem),
+            options=options,
+        )
+    if plain:  # tests: no interceptors, no default deadline
+        return raw
+    # OpenTelemetry's interceptor has its own channel wrapper (grpcext).
+    traced = grpcext.intercept_channel(raw, client_interceptor())
+    return grpc.intercept_channel(
+        traced, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
+    )
+
+
+class _Dispatch:
+    """A multicallable that resolves, per call, the channel of the calling workload."""
+
+    def __init__(self, owner: MeshChannel, kind: str, method: str, kwargs: dict[str, Any]) -> None:
+        self._owner, self._kind, self._method, self._kwargs = owner, kind, method, kwargs
+        self._by_workload: dict[str | None, Any] = {}
+
+    def _resolve(self) -> Any:
+        workload = self._owner.workload_for(self._method)
+        found = self._by_workload.get(workload)
+        if found is None:
+            made = getattr(self._owner.underlying(workload), self._kind)
+            found = self._by_workload[workload] = made(self._method, **self._kwargs)
+        return found
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve()(*args, **kwargs)
+
+    def with_call(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve().with_call(*args, **kwargs)
+
+    def future(self, *args: Any, **kwargs: Any) -> Any:
+        return self._resolve().future(*args, **kwargs)
+
+
+class MeshChannel(grpc.Channel):
+    """A channel to one target that presents the calling workload's certificate (mutual
+    TLS). In a service process that is the service itself; in a test process several
+    in-process services share it and each presents its own. One TLS connection per
+    (target, workload), created on first use and reused: the handshake is paid once."""
+
+    def __init__(
+        self,
+        target: str,
+        default_timeout: float,
+        server_name: str | None,
+        mesh_tls: bool,
+        tls_directory: Path | None = None,
+        plain: bool = False,
+        extra_options: tuple[tuple[str, Any], ...] = (),
+    ) -> None:
+        self.target, self.server_name, self._plain = target, server_name, plain
+        self._options = extra_options
+        self._timeout, self._tls, self._dir = default_timeout, mesh_tls, tls_directory
+        self._channels: dict[str | None, grpc.Channel] = {}
+        self._lock = threading.Lock()
+        self._key: str | None = None
+
+    def workload(self) -> str | None:
+        return workload_identity.local_workload() if self._tls else None
+
+    def workload_for(self, method: str) -> str | None:
+        """The identity a call of `method` presents (the local workload)."""
+        return self.workload()
+
+    def underlying(self, workload: str | None) -> grpc.Channel:
+        found = self._channels.get(workload)
+        if found is None:
+            with self._lock:
+                found = self._channels.get(workload)
+                if found is None:
+                    found = self._channels[workload] = _instrumented(
+                        self.target,
+                        self._timeout,
+                        self.server_name,
+                        workload,
+                        self._dir,
+                        self._plain,
+                        self._options,
+                    )
+        return found
+
+    def unary_unary(self, method: str, *_: Any, **kwargs: Any) -> Any:
+        return _Dispatch(self, "unary_unary", method, kwargs)
+
+    def unary_stream(self, method: str, *_: Any, **kwargs: Any) -> Any:
+        return _Dispatch(self, "unary_stream", method, kwargs)
+
+    def stream_unary(self, method: str, *_: Any, **kwargs: Any) -> Any:
+        return _Dispatch(self, "stream_unary", method, kwargs)
+
+    def stream_stream(self, method: str, *_: Any, **kwargs: Any) -> Any:
+        return _Dispatch(self, "stream_stream", method, kwargs)
+
+    def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
+        self.underlying(self.workload()).subscribe(callback, try_to_connect)
+
+    def unsubscribe(self, callback: Any) -> None:
+        self.underlying(self.workload()).unsubscribe(callback)
+
+    def close(self) -> None:
+        """Closes its connections and forgets it, so a later channel() dials afresh."""
+        with _lock:
+            if self._key is not None and _channels.get(self._key) is self:
+                del _channels[self._key]
+        with self._lock:
+            for made in self._channels.values():
+                made.close()
+            self._channels.clear()
+
+    def __enter__(self) -> MeshChannel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def channel(
+    target: str,
+    default_timeout: float = DEFAULT_TIMEOUT_SECONDS,
+    server_name: str | None = None,
+    mesh_tls: bool | None = None,
+    tls_directory: Path | None = None,
+) -> grpc.Channel:
+    """A shared, instrumented channel to `target` (host:port); created once, reused.
+
+    With mesh TLS on (the default, see workload_identity.py) `server_name` is the workload
+    the server's certificate must name (`masterdata`, or `edge` for the edge's internal
+    listener)."""
+    tls = workload_identity.tls_enabled() if mesh_tls is None else mesh_tls
+    key = f"{target}|{default_timeout}|{server_name}|{tls}|{tls_directory}"
     with _lock:
         existing = _channels.get(key)
         if existing is not None:
             return existing
-        from opentelemetry.instrumentation.grpc import grpcext
-
-        from services.common.metrics import ClientMetricsInterceptor
-        from services.common.telemetry import client_interceptor
-
-        raw = grpc.insecure_channel(
-            target,
-            options=[
-                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-                ("grpc.keepalive_time_ms", 60_000),
-                *RECONNECT_BACKOFF,
-            ],
-        )
-        # OpenTelemetry's interceptor has its own channel wrapper (grpcext).
-        traced = grpcext.intercept_channel(raw, client_interceptor())
-        made = grpc.intercept_channel(
-            traced, DeadlineInterceptor(default_timeout), ClientMetricsInterceptor()
-        )
+        made = MeshChannel(target, default_timeout, server_name, tls, tls_directory)
+        made._key = key
         _channels[key] = made
         return made
 
@@ -138,4 +292,5 @@ def service_channel(name: str) -> grpc.Channel:
     """Channel to a mesh service by its registry name (address from SAMHANDLING_<NAME>_ADDR)."""
     from services.common.registry import SERVICES
 
-    return channel(SERVICES[name].address())
+    info = SERVICES[name]
+    return channel(info.address(), server_name=info.server_name())

@@ -18,15 +18,18 @@ import protovalidate
 from google.protobuf.message import Message
 from grpc_status import rpc_status
 
-from services.common import auth
+from services.common import auth, workload_identity
 from services.common.db import database_error
 from services.common.errors import (
     DomainError,
     FieldViolation,
     InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
     internal_status,
     to_status,
 )
+from services.common.internal_methods import allowed_callers
 from services.common.logging import log_fields
 from services.common.overload import CallerStreams
 from services.common.telemetry import current_trace_id
@@ -95,14 +98,38 @@ class CallPipeline(grpc.ServerInterceptor):
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
         needs_auth = method not in self._public
+        callers = allowed_callers(method)
         return _wrap_handler(
             handler,
             lambda behaviour, streaming_request, streaming_response: self._around(
-                method, needs_auth, behaviour, streaming_request, streaming_response
+                method, needs_auth, callers, behaviour, streaming_request, streaming_response
             ),
         )
 
     # --- one call -------------------------------------------------------------------------
+    @staticmethod
+    def _check_caller(
+        method: str, callers: frozenset[str] | None, context: grpc.ServicerContext
+    ) -> None:
+        """Who may call an internal method is the caller's certificate's business, not its
+        token's: checked first, so no token (forwarded or not) is looked at otherwise."""
+        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        peer = workload_identity.caller_workload(context.auth_context(), metadata)
+        workload_identity.set_peer(peer)
+        if callers is None:
+            return
+        if peer is None:
+            raise Unauthenticated(
+                "internal method: the caller must present a mesh client certificate",
+                reason="NO_CLIENT_CERTIFICATE",
+            )
+        if peer not in callers:
+            raise PermissionDenied(
+                f"internal method not open to workload {peer}",
+                reason="CALLER_NOT_ALLOWED",
+                metadata={"caller": peer, "method": method.rsplit("/", 1)[-1]},
+            )
+
     def _authenticate(
         self, method: str, needs_auth: bool, context: grpc.ServicerContext
     ) -> auth.Principal | None:
@@ -122,11 +149,13 @@ class CallPipeline(grpc.ServerInterceptor):
         self,
         method: str,
         needs_auth: bool,
+        callers: frozenset[str] | None,
         behaviour: Callable[..., Any],
         streaming_request: bool,
         streaming_response: bool,
     ) -> Callable[..., Any]:
         def prepare(request_or_iterator: Any, context: grpc.ServicerContext, scope: Any) -> Any:
+            self._check_caller(method, callers, context)
             principal = self._authenticate(method, needs_auth, context)
             auth.set_principal(principal)
             if self._streams is not None and (streaming_request or streaming_response):
@@ -187,6 +216,9 @@ class CallPipeline(grpc.ServerInterceptor):
         }
         if principal is not None:
             fields.update(principal.describe())
+        peer = workload_identity.current_peer()
+        if peer is not None:
+            fields["peer"] = peer
         log.info("rpc", extra=log_fields(**fields))
 
 
@@ -205,6 +237,9 @@ class _CallScope:
             time.monotonic() + remaining if remaining is not None else None
         )
         self._principal = auth.set_principal(None)
+        self._peer = workload_identity.set_peer(None)
+        # Calls made on this call's behalf present this service's certificate.
+        self._serving = workload_identity.serving(self.pipeline._service)
         return self
 
     def abort(self, exc: Exception) -> None:
@@ -215,6 +250,8 @@ class _CallScope:
             self.release()
         self.pipeline._log(self.method, self.outcome["code"], self.started)
         auth.reset_principal(self._principal)
+        workload_identity.reset_peer(self._peer)
+        workload_identity.reset_serving(self._serving)
         _inbound_deadline.reset(self._deadline)
 
 

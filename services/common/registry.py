@@ -24,6 +24,12 @@ class ServiceInfo:
         """host:port where the service listens (and where clients dial it)."""
         return os.environ.get(f"{self.env_prefix}_ADDR", f"127.0.0.1:{self.default_port}")
 
+    def server_name(self) -> str:
+        """The workload whose mesh certificate answers at address(): the service itself, or
+        `edge` when callers reach its replicas through the edge's internal listener
+        (SAMHANDLING_<NAME>_SERVER_NAME)."""
+        return os.environ.get(f"{self.env_prefix}_SERVER_NAME") or self.name
+
 
 SERVICES: dict[str, ServiceInfo] = {
     s.name: s

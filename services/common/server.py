@@ -16,6 +16,7 @@ import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -28,6 +29,13 @@ from services.common.logging import log_fields, setup_logging
 from services.common.metrics import MetricsInterceptor, start_metrics_endpoint
 from services.common.overload import CallerStreams
 from services.common.telemetry import flush, server_interceptor, setup_tracing
+from services.common.workload_identity import (
+    MeshTlsError,
+    credentials,
+    is_loopback,
+    tls_dir,
+    tls_enabled,
+)
 
 log = logging.getLogger("samhandling.server")
 
@@ -52,6 +60,12 @@ class ServiceSpec:
     authenticator: Authenticator | None = None
     # Called after the server stopped (close pools, flush exporters).
     on_shutdown: list[Callable[[], None]] = field(default_factory=list)
+    # Its mesh identity (certificate spiffe://samhandling/<workload>); default: `name`.
+    workload: str | None = None
+
+    @property
+    def identity(self) -> str:
+        return self.workload or self.name
 
 
 def _optional_int(name: str) -> int | None:
@@ -74,6 +88,10 @@ class ServerSettings:
     grace_seconds: float = float(os.environ.get("SAMHANDLING_SHUTDOWN_GRACE", "10"))
     # Time between NOT_SERVING and closing the port, so Envoy's health checks notice.
     drain_seconds: float = float(os.environ.get("SAMHANDLING_DRAIN_SECONDS", "0"))
+    # Mutual TLS with the mesh CA (workload_identity.py). Off only when asked for, for tests
+    # (SAMHANDLING_MESH_TLS=off), and then only on a loopback address.
+    mesh_tls: bool = field(default_factory=tls_enabled)
+    mesh_tls_dir: Path | None = None  # default: SAMHANDLING_MESH_TLS_DIR
 
     @property
     def stream_caps(self) -> tuple[int, int]:
@@ -150,7 +168,7 @@ def create_server(
         server_interceptor(),
         MetricsInterceptor(),
         CallPipeline(
-            spec.name,
+            spec.identity,
             spec.authenticator,
             spec.public_methods,
             CallerStreams(*settings.stream_caps),
@@ -182,15 +200,36 @@ def create_server(
         [s.full_name for s in spec.servicers] + [health.SERVICE_NAME, reflection.SERVICE_NAME],
         server,
     )
-    port = server.add_insecure_port(address)
+    port = _bind(server, spec.identity, address, settings)
     if port == 0:
         raise RuntimeError(f"cannot bind {address}")
     return MeshServer(spec, server, health_servicer, port, settings)
 
 
+def _bind(server: grpc.Server, name: str, address: str, settings: ServerSettings) -> int:
+    """The only port: TLS that requires a client certificate from the mesh CA (the caller's
+    workload identity, read by the call pipeline); plaintext only when configured so, and
+    never beyond loopback."""
+    if not settings.mesh_tls:
+        if not is_loopback(address):
+            raise MeshTlsError(
+                f"refusing a plaintext port on {address}: mesh TLS is off "
+                "(SAMHANDLING_MESH_TLS=off is for tests on loopback only)"
+            )
+        log.warning("plaintext gRPC port (tests only)", extra=log_fields(address=address))
+        return int(server.add_insecure_port(address))
+    own = credentials(name, settings.mesh_tls_dir or tls_dir())
+    server_credentials = grpc.ssl_server_credentials(
+        [(own.key_pem, own.cert_pem)], root_certificates=own.ca_pem, require_client_auth=True
+    )
+    return int(server.add_secure_port(address, server_credentials))
+
+
 def serve(spec: ServiceSpec, address: str, settings: ServerSettings | None = None) -> None:
     """Run until SIGTERM or SIGINT; used by every service's main."""
     setup_logging(spec.name, os.environ.get("SAMHANDLING_LOG_LEVEL", "INFO"))
+    # Outgoing calls made outside a call (start-up, background loops) present this identity.
+    os.environ.setdefault("SAMHANDLING_WORKLOAD", spec.identity)
     server = create_server(spec, address, settings).start()
     done = threading.Event()
 

@@ -33,7 +33,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     )
     envoy = None
     try:
-        wait_serving(f"127.0.0.1:{port}")
+        wait_serving(f"127.0.0.1:{port}", server_name="bench")
         envoy = start_envoy(config, ports.admin, tmp / "envoy.log")
         yield f"http://127.0.0.1:{ports.public}"
     finally:

@@ -33,9 +33,12 @@ log = logging.getLogger("samhandling.relay")
 
 
 class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
-    def __init__(self, name: str, next_hop: str | None, db_url: str | None) -> None:
+    def __init__(
+        self, name: str, next_hop: str | None, db_url: str | None, next_name: str = "back"
+    ) -> None:
         self.name = name
         self.next_hop = next_hop
+        self.next_name = next_name  # the workload the next hop's certificate names
         self.engine = make_engine(db_url) if db_url else None
         if self.engine is not None:
             with self.engine.begin() as conn:
@@ -57,20 +60,29 @@ class RelayServicer(bench_service_pb2_grpc.BenchServiceServicer):
         text = f"{self.name}:{request.text}"
         if self.next_hop:
             self.relayed.labels(hop="next").inc()
-            stub = bench_service_pb2_grpc.BenchServiceStub(channel(self.next_hop))
+            stub = bench_service_pb2_grpc.BenchServiceStub(
+                channel(self.next_hop, server_name=self.next_name)
+            )
             reply = stub.Echo(bench_service_pb2.EchoRequest(text=request.text))
             text = f"{self.name}>{reply.text}"
         return bench_service_pb2.EchoResponse(text=text)
 
 
-def spec(name: str, next_hop: str | None = None, db_url: str | None = None) -> ServiceSpec:
+def spec(
+    name: str,
+    next_hop: str | None = None,
+    db_url: str | None = None,
+    workload: str | None = None,
+    next_name: str = "back",
+) -> ServiceSpec:
     return ServiceSpec(
         name=name,
+        workload=workload,
         servicers=[
             Servicer(
                 SERVICE,
                 bench_service_pb2_grpc.add_BenchServiceServicer_to_server,
-                RelayServicer(name, next_hop, db_url),
+                RelayServicer(name, next_hop, db_url, next_name),
             )
         ],
         public_methods=frozenset({f"/{SERVICE}/Echo"}),
@@ -84,9 +96,14 @@ def main() -> None:
     parser.add_argument("--next")
     parser.add_argument("--next-from-env", help="read the next hop's address from this variable")
     parser.add_argument("--db")
+    parser.add_argument("--workload", help="its mesh certificate, when not --name")
+    parser.add_argument("--next-name", default="back", help="the next hop's mesh workload")
     args = parser.parse_args()
     next_hop = os.environ[args.next_from_env] if args.next_from_env else args.next
-    serve(spec(args.name, next_hop, args.db), f"127.0.0.1:{args.port}")
+    serve(
+        spec(args.name, next_hop, args.db, args.workload, args.next_name),
+        f"127.0.0.1:{args.port}",
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal, current_principal
 from services.common.identifiers import require_pid
+from services.common.internal_methods import internal_methods_of
 from services.common.tokens import Scopes
 from services.masterdata.domain.model import CheckReason, Practitioner
 from services.masterdata.entrypoints import convert
@@ -18,10 +19,8 @@ from services.masterdata.service_layer.importing import ImportOutcome
 from services.masterdata.service_layer.services import MasterData
 
 FULL_NAME = "samhandling.masterdata.v1.MasterDataService"
-INTERNAL_METHODS = frozenset(
-    f"/{FULL_NAME}/{m}"
-    for m in ("CheckPractitionerApproval", "CheckGpList", "ValidateCodes", "WatchChanges")
-)
+# Declared with their allowed callers in services/common/internal_methods.py.
+INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 _FORMATS = {pb.IMPORT_FORMAT_CSV: "csv", pb.IMPORT_FORMAT_JSON_LINES: "jsonl"}
 
 

@@ -25,6 +25,7 @@ from samhandling.trust.v1 import trust_service_pb2_grpc as pb_grpc
 
 from services.common.auth import current_principal
 from services.common.errors import invalid_field
+from services.common.internal_methods import internal_methods_of
 from services.common.logging import log_fields
 from services.common.tokens import Scopes
 from services.trust.domain.model import Client, OAuthError, invalid_request
@@ -48,8 +49,9 @@ PUBLIC_METHODS = frozenset(
     )
 )
 # Internal, never routed at the edge (no HTTP rule) and token-less: the caller's workload
-# identity is its credential. ListRevocations: every service that verifies access tokens.
-INTERNAL_METHODS = frozenset(f"/{FULL_NAME}/{m}" for m in ("ListRevocations",))
+# identity is its credential. ListRevocations: every service that verifies access tokens
+# (declared with its callers in services/common/internal_methods.py).
+INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 FORM = "application/x-www-form-urlencoded"
 _REVOCATION_KINDS = {
     "jti": pb.REVOCATION_KIND_TOKEN,

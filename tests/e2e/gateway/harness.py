@@ -33,6 +33,7 @@ from services.common.server import (
     ServiceSpec,
     create_server,
 )
+from services.common.workload_identity import current_peer
 from tests.support.tokens import ISSUER, TokenMint
 
 BENCH = "samhandling.bench.v1.BenchService"
@@ -61,6 +62,8 @@ class ProbeEcho(bench_service_pb2_grpc.BenchServiceServicer):
             metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
             metadata["time-remaining"] = str(context.time_remaining())
             return bench_service_pb2.EchoResponse(text=json.dumps(metadata))
+        if text == "?peer":  # the calling workload, as the call pipeline verified it
+            return bench_service_pb2.EchoResponse(text=str(current_peer()))
         if text.startswith("?hold:"):
             key = text.removeprefix("?hold:")
             with self._lock:

@@ -16,6 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from tests.e2e.gateway.harness import Edge, start_edge, stop_edge
+from tests.support.mesh_tls import fixed_channel
 from tests.support.tokens import TokenMint
 
 ECHO = "/v1/bench:echo"
@@ -153,8 +154,8 @@ def test_health_and_reflection_are_not_reachable_from_outside(edge: Edge) -> Non
         assert "no such route" in reply.headers["grpc-message"]
 
 
-def test_the_internal_listener_serves_grpc(edge: Edge) -> None:
-    with grpc.insecure_channel(edge.internal) as channel:
+def test_the_internal_listener_serves_grpc_to_mesh_workloads(edge: Edge) -> None:
+    with fixed_channel(edge.internal, "edge", "results") as channel:
         stub = bench_service_pb2_grpc.BenchServiceStub(channel)
         assert stub.Echo(bench_service_pb2.EchoRequest(text="inne"), timeout=5).text == "inne"
         with pytest.raises(grpc.RpcError) as err:
@@ -267,3 +268,46 @@ def wait_for_log(path: Path, needle: str) -> str:
             return text
         time.sleep(0.2)
     raise AssertionError(f"{needle} never reached {path}")
+
+
+@pytest.mark.parametrize("workload", [None, "plaintext"])
+def test_the_internal_listener_refuses_callers_without_a_mesh_certificate(
+    edge: Edge, workload: str | None
+) -> None:
+    channel = (
+        grpc.insecure_channel(edge.internal)
+        if workload == "plaintext"
+        else fixed_channel(edge.internal, "edge", None)
+    )
+    with channel, pytest.raises(grpc.RpcError) as err:
+        bench_service_pb2_grpc.BenchServiceStub(channel).Echo(
+            bench_service_pb2.EchoRequest(text="inne"), timeout=5
+        )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_service_sees_the_workload_behind_the_internal_listener(edge: Edge) -> None:
+    """Envoy verifies the caller's certificate and relays it (x-forwarded-client-cert); the
+    service's call pipeline reads the caller from it, and only because the edge said so."""
+    probe = bench_service_pb2.EchoRequest(text="?peer")
+    with fixed_channel(edge.internal, "edge", "results") as channel:
+        assert bench_service_pb2_grpc.BenchServiceStub(channel).Echo(probe, timeout=5).text == (
+            "results"
+        )
+
+
+def test_a_client_cannot_claim_a_workload_identity_at_the_public_edge(edge: Edge) -> None:
+    forged = "By=spiffe://samhandling/edge;URI=spiffe://samhandling/results"
+    host = edge.url.removeprefix("http://")
+    with grpc.insecure_channel(host) as channel:
+        reply = bench_service_pb2_grpc.BenchServiceStub(channel).Echo(
+            bench_service_pb2.EchoRequest(text="?peer"),
+            metadata=[
+                ("authorization", f"Bearer {edge.token()}"),
+                ("x-forwarded-client-cert", forged),
+            ],
+            timeout=5,
+        )
+    assert reply.text == "edge"
+    rest = echo(edge, {**edge.auth(), "x-forwarded-client-cert": forged}, json={"text": "?peer"})
+    assert rest.json()["text"] == "edge"

@@ -70,7 +70,7 @@ def container_edge(tmp_path: Path) -> Iterator[dict[str, int]]:
     )
     envoy = None
     try:
-        wait_serving(f"127.0.0.1:{backend}")
+        wait_serving(f"127.0.0.1:{backend}", server_name="bench")
         log = open(tmp_path / "envoy.log", "wb")  # noqa: SIM115
         envoy = subprocess.Popen(
             [sys.executable, "-m", "deploy.edge"], cwd=ROOT, env=env, stdout=log, stderr=log

@@ -16,13 +16,13 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import grpc
 import pytest
 import requests
 import sqlalchemy as sa
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.mesh import Mesh, free_port
+from tests.support.mesh_tls import dial
 
 
 @pytest.fixture
@@ -105,7 +105,8 @@ def test_sigkill_one_replica_under_load_loses_nothing(mesh: tuple[Mesh, str]) ->
         assert reply.status_code == 200, reply.text
         assert reply.json()["text"] == f"bench:r{i}"
 
-    channel = grpc.insecure_channel(mesh_.internal_address)
+    # The internal listener, as a mesh workload would (mutual TLS, the edge's certificate).
+    channel = dial(mesh_.internal_address, "edge", timeout=10)
     stub = bench_service_pb2_grpc.BenchServiceStub(channel)
 
     def grpc_read(i: int) -> None:

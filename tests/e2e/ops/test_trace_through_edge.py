@@ -55,6 +55,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
                 "bench": [
                     *relay,
                     *("--name", "front", "--db", f"sqlite:///{tmp}/front.db"),
+                    # Behind the edge's "bench" cluster, so it holds the bench certificate.
+                    *("--workload", "bench"),
                     *("--next-from-env", "SAMHANDLING_BACK_ADDR"),
                 ],
             },

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from services.common.db import make_engine
 from services.common.server import ServerSettings, Servicer, ServiceSpec, create_server
 from tests.conftest import new_database
+from tests.support.mesh_tls import dial
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +64,7 @@ def server(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_terminated_backend_is_unavailable_with_a_reason(server: Any) -> None:
-    stub = pb_grpc.BenchServiceStub(grpc.insecure_channel(server.address))
+    stub = pb_grpc.BenchServiceStub(dial(server))
     with pytest.raises(grpc.RpcError) as err:
         stub.Echo(pb.EchoRequest(text="x"), timeout=10)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE

@@ -12,6 +12,7 @@ from samhandling.bench.v1 import bench_service_pb2_grpc as pb_grpc
 
 from services.common.clients import channel
 from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
+from tests.support.mesh_tls import dial
 
 SERVICE = "samhandling.bench.v1.BenchService"
 ECHO = f"/{SERVICE}/Echo"
@@ -24,7 +25,9 @@ class Inner(pb_grpc.BenchServiceServicer):
 
 class Outer(pb_grpc.BenchServiceServicer):
     def __init__(self, inner_address: str) -> None:
-        self.stub = pb_grpc.BenchServiceStub(channel(inner_address, default_timeout=30))
+        self.stub = pb_grpc.BenchServiceStub(
+            channel(inner_address, default_timeout=30, server_name="bench")
+        )
 
     def Echo(self, request: Any, context: Any) -> pb.EchoResponse:
         return self.stub.Echo(pb.EchoRequest(text="x"))  # no timeout given on purpose
@@ -40,22 +43,22 @@ def _start(servicer: Any) -> MeshServer:
 
 
 @pytest.fixture
-def outer() -> Iterator[str]:
+def outer() -> Iterator[MeshServer]:
     inner = _start(Inner())
     outer = _start(Outer(inner.address))
-    yield outer.address
+    yield outer
     outer.stop(0)
     inner.stop(0)
 
 
-def test_inbound_deadline_propagates(outer: str) -> None:
-    stub = pb_grpc.BenchServiceStub(grpc.insecure_channel(outer))
+def test_inbound_deadline_propagates(outer: MeshServer) -> None:
+    stub = pb_grpc.BenchServiceStub(dial(outer))
     remaining = float(stub.Echo(pb.EchoRequest(text="x"), timeout=2).text)
     assert 0 < remaining <= 2.05  # the caller's 2 s (plus grpc-timeout rounding), not 30 s
 
 
-def test_default_deadline_applies_without_an_inbound_one(outer: str) -> None:
-    stub = pb_grpc.BenchServiceStub(grpc.insecure_channel(outer))
+def test_default_deadline_applies_without_an_inbound_one(outer: MeshServer) -> None:
+    stub = pb_grpc.BenchServiceStub(dial(outer))
     remaining = float(stub.Echo(pb.EchoRequest(text="x")).text)  # caller sets no deadline
     assert 2.0 < remaining <= 30.5  # the default (30 s) plus clock granularity
 

@@ -20,6 +20,7 @@ from services.common.errors import (
     peer_error,
 )
 from services.common.server import ServerSettings, Servicer, ServiceSpec, create_server
+from tests.support.mesh_tls import dial
 
 pytestmark = pytest.mark.integration
 
@@ -51,7 +52,7 @@ def stub() -> Iterator[pb_grpc.BenchServiceStub]:
         public_methods=frozenset({f"/{SERVICE}/Echo"}),
     )
     server = create_server(spec, settings=ServerSettings(grace_seconds=0)).start()
-    yield pb_grpc.BenchServiceStub(grpc.insecure_channel(server.address))
+    yield pb_grpc.BenchServiceStub(dial(server))
     server.stop(0)
 
 

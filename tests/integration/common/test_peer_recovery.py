@@ -36,7 +36,7 @@ def _server(address: str) -> Any:
 def test_calls_succeed_soon_after_a_long_peer_outage() -> None:
     first = _server("127.0.0.1:0")
     address = first.address
-    stub = pb_grpc.BenchServiceStub(channel(address, default_timeout=2.0))
+    stub = pb_grpc.BenchServiceStub(channel(address, default_timeout=2.0, server_name="bench"))
     assert stub.Echo(pb.EchoRequest(text="up")).text == "up"
     first.stop(0)
     # Ten seconds of failing calls: with gRPC's default backoff the channel's next

@@ -22,6 +22,7 @@ from samhandling.bench.v1 import bench_service_pb2_grpc as pb_grpc
 from services.common import auth
 from services.common.errors import NotFound
 from services.common.server import ServerSettings, Servicer, ServiceSpec, create_server
+from tests.support.mesh_tls import dial
 
 SERVICE = "samhandling.bench.v1.BenchService"
 ISSUER = "https://trust.test"
@@ -95,7 +96,7 @@ def _token(key: ec.EllipticCurvePrivateKey, **overrides: Any) -> str:
 
 
 def _stub(server: Any) -> pb_grpc.BenchServiceStub:
-    return pb_grpc.BenchServiceStub(grpc.insecure_channel(server.address))
+    return pb_grpc.BenchServiceStub(dial(server))
 
 
 def _auth(token: str) -> list[tuple[str, str]]:
@@ -103,14 +104,14 @@ def _auth(token: str) -> list[tuple[str, str]]:
 
 
 def test_health_reports_each_service(server: Any) -> None:
-    stub = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+    stub = health_pb2_grpc.HealthStub(dial(server))
     for name in ("", SERVICE):
         reply = stub.Check(health_pb2.HealthCheckRequest(service=name), timeout=2)
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
 def test_reflection_lists_the_service(server: Any) -> None:
-    stub = reflection_pb2_grpc.ServerReflectionStub(grpc.insecure_channel(server.address))
+    stub = reflection_pb2_grpc.ServerReflectionStub(dial(server))
     replies = stub.ServerReflectionInfo(
         iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=2
     )
@@ -200,7 +201,7 @@ def test_graceful_stop_drains_in_flight_calls(server: Any, key: Any) -> None:
     stopper = threading.Thread(target=server.stop, args=(5,))
     stopper.start()
     time.sleep(0.3)
-    health = health_pb2_grpc.HealthStub(grpc.insecure_channel(server.address))
+    health = health_pb2_grpc.HealthStub(dial(server))
     with pytest.raises(grpc.RpcError):  # new calls are refused while draining
         health.Check(health_pb2.HealthCheckRequest(), timeout=1)
     Behaviour.release.set()

@@ -11,7 +11,6 @@ from pathlib import Path
 from random import Random
 from typing import Any
 
-import grpc
 import pytest
 from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
@@ -25,6 +24,7 @@ from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import Setup, build
 from tests.integration.documents.peers import Peers, start_peers
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 _rng = Random(20261127)
@@ -109,7 +109,7 @@ class Harness:
         from samhandling.privacy.v1 import privacy_service_pb2 as ppb
         from samhandling.privacy.v1 import privacy_service_pb2_grpc as ppb_grpc
 
-        with grpc.insecure_channel(self.peers.privacy.address) as channel:
+        with dial(self.peers.privacy) as channel:
             reply = ppb_grpc.PrivacyServiceStub(channel).SearchAccessEvents(
                 ppb.SearchAccessEventsRequest(page_size=200),
                 metadata=self.token("citizen-privacy"),
@@ -147,10 +147,7 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
         store=store,
     )
     server = create_server(setup.spec, settings=setup.server_settings()).start()
-    channel = grpc.insecure_channel(
-        server.address,
-        options=[("grpc.max_send_message_length", 64 * 1024 * 1024)],
-    )
+    channel = dial(server, options=(("grpc.max_send_message_length", 64 * 1024 * 1024),))
     try:
         yield Harness(
             server, setup, pb_grpc.DocumentsServiceStub(channel), mint, store, engine, peers

@@ -19,6 +19,7 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 
@@ -40,17 +41,17 @@ class Peers:
         found = next(p for p in self.personas["practitioners"] if p["role"] == role)
         return Practitioner(found["hpr_number"], found["organisation"])
 
-    def _channel(self, address: str) -> grpc.Channel:
-        channel = grpc.insecure_channel(address)
+    def _channel(self, server: MeshServer) -> grpc.Channel:
+        channel = dial(server)
         self.channels.append(channel)
         return channel
 
     def decider(self) -> PrivacyAccessDecider:
-        channel = self._channel(self.privacy.address)
+        channel = self._channel(self.privacy)
         return PrivacyAccessDecider(lambda: channel)
 
     def codes(self) -> MasterDataCodeValidator:
-        channel = self._channel(self.masterdata.address)
+        channel = self._channel(self.masterdata)
         return MasterDataCodeValidator(lambda: channel)
 
     def stop(self) -> None:
@@ -72,7 +73,7 @@ def start_peers(
         md_setup.spec(mint.authenticator("masterdata", MD_INTERNAL)),
         settings=ServerSettings(grace_seconds=1, max_workers=8),
     ).start()
-    approvals_channel = grpc.insecure_channel(masterdata.address)
+    approvals_channel = dial(masterdata)
     setup = build_privacy(
         privacy_engine,
         GrpcApprovalChecker(approvals_channel),

@@ -22,6 +22,7 @@ from tests.integration.documents.conftest import (
     document,
     sha256,
 )
+from tests.support.mesh_tls import dial
 
 
 def error_of(exc: grpc.RpcError) -> tuple[grpc.StatusCode, str, list[str]]:
@@ -351,7 +352,7 @@ def test_nors_with_consent_or_emergency_override(harness: Harness) -> None:
     )
     parts = list(h.stub.GetDocumentContent(request, metadata=h.token("gp")))
     assert b"".join(p.data for p in parts) == b"s"
-    with grpc.insecure_channel(h.peers.privacy.address) as channel:
+    with dial(h.peers.privacy) as channel:
         ppb_grpc.PrivacyServiceStub(channel).CreateConsent(
             ppb.CreateConsentRequest(
                 consent=ppb.Consent(org_number=h.peers.practitioner("gp").org_number)
@@ -369,7 +370,7 @@ def test_a_reservation_denies_health_personnel(harness: Harness) -> None:
 
     h = harness
     created = h.stub.CreateDocument(create_request(), metadata=h.token())
-    with grpc.insecure_channel(h.peers.privacy.address) as channel:
+    with dial(h.peers.privacy) as channel:
         ppb_grpc.PrivacyServiceStub(channel).CreateReservation(
             ppb.CreateReservationRequest(reservation=ppb.Reservation(domain=ppb.DOMAIN_DOCUMENTS)),
             metadata=h.token("citizen-privacy"),

@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-import grpc
 import pytest
 from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
@@ -21,6 +20,7 @@ from services.documents.main import build
 from tests.conftest import new_database
 from tests.integration.documents.conftest import PID, care_relationship, create_request
 from tests.integration.documents.peers import start_peers
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 pytestmark = pytest.mark.integration
@@ -45,7 +45,7 @@ def test_a_document_uploaded_to_one_replica_downloads_from_the_other(
                 codes=peers.codes(),
             )
             replicas.append(create_server(setup.spec, settings=setup.server_settings()).start())
-            channels.append(grpc.insecure_channel(replicas[-1].address))
+            channels.append(dial(replicas[-1]))
         first, second = (pb_grpc.DocumentsServiceStub(c) for c in channels)
         doctor = peers.practitioner("hospital_doctor")
         token = TokenMint.metadata(

@@ -7,7 +7,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import pytest
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
@@ -17,6 +16,7 @@ from services.common.tokens import Scopes
 from services.masterdata import synthetic
 from services.masterdata.bootstrap import Setup, build
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 
@@ -56,7 +56,7 @@ def masterdata(database: Callable[[str], Engine]) -> Iterator[MasterDataUnderTes
         setup.spec(mint.authenticator("masterdata", INTERNAL_METHODS)),
         settings=ServerSettings(grace_seconds=1, max_workers=8),
     ).start()
-    channel = grpc.insecure_channel(server.address)
+    channel = dial(server)
     try:
         yield MasterDataUnderTest(
             setup, server, pb_grpc.MasterDataServiceStub(channel), mint, data, people

@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import grpc
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 
 from services.masterdata.client import MasterDataClient
 from tests.integration.masterdata.conftest import MasterDataUnderTest
+from tests.support.mesh_tls import dial
 
 
 def wait_until(condition: Callable[[], bool], limit: float = 15.0) -> None:
@@ -23,7 +23,7 @@ def wait_until(condition: Callable[[], bool], limit: float = 15.0) -> None:
 def test_cached_check_follows_a_suspension_through_the_watch(
     masterdata: MasterDataUnderTest,
 ) -> None:
-    channel = grpc.insecure_channel(masterdata.server.address)
+    channel = dial(masterdata.server)
     client = MasterDataClient(channel, ttl_seconds=3600)
     md = masterdata.md(audience="privacy")
     gp = masterdata.persona("gp")["hpr_number"]
@@ -46,7 +46,7 @@ def test_cached_check_follows_a_suspension_through_the_watch(
 
 
 def test_watch_resumes_after_its_stream_deadline(masterdata: MasterDataUnderTest) -> None:
-    channel = grpc.insecure_channel(masterdata.server.address)
+    channel = dial(masterdata.server)
     client = MasterDataClient(channel, ttl_seconds=3600)
     md = masterdata.md(audience="trust")
     nurse = masterdata.persona("nurse")["hpr_number"]
@@ -68,7 +68,7 @@ def test_watch_resumes_after_its_stream_deadline(masterdata: MasterDataUnderTest
 
 
 def test_code_validation_is_cached_per_pair(masterdata: MasterDataUnderTest) -> None:
-    channel = grpc.insecure_channel(masterdata.server.address)
+    channel = dial(masterdata.server)
     client = MasterDataClient(channel)
     md = masterdata.md(audience="documents")
     try:

@@ -16,6 +16,7 @@ from services.common import metrics
 from services.common.errors import NotFound
 from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
 from tests.conftest import free_port
+from tests.support.mesh_tls import dial
 
 SERVICE = "samhandling.bench.v1.BenchService"
 
@@ -60,7 +61,7 @@ def _value(samples: dict[Any, float], name: str, **labels: str) -> float:
 def test_requests_latency_and_errors_by_code(server: MeshServer) -> None:
     assert server.metrics is not None
     before = _samples(server.metrics.url)
-    with grpc.insecure_channel(server.address) as channel:
+    with dial(server) as channel:
         stub = pb_grpc.BenchServiceStub(channel)
         stub.Echo(pb.EchoRequest(text="ok"))
         stub.Echo(pb.EchoRequest(text="ok"))

@@ -74,7 +74,7 @@ def test_one_call_is_one_trace_with_parent_links(
 ) -> None:
     front, _back = chain
     pid = synthetic_pid(random.Random(9))
-    stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address))
+    stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address, server_name="front"))
     # A call outside any request is a background job's: it is traced under a job span
     # (a parentless CLIENT span is sampled out, see services.common.telemetry).
     with trace.get_tracer("test").start_as_current_span("test job"):

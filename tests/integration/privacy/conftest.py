@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
@@ -30,6 +29,7 @@ from services.privacy.bootstrap import Setup, build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from tests.conftest import free_port
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 RNG = random.Random(2026)
@@ -63,7 +63,7 @@ class MasterData:
     def admin(self, method: str, request: Any) -> Any:
         from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
 
-        with grpc.insecure_channel(self.address) as channel:
+        with dial(self.server) as channel:
             stub = md_grpc.MasterDataServiceStub(channel)
             token = self.mint.token("masterdata", [Scopes.MASTERDATA_ADMIN])
             return getattr(stub, method)(request, metadata=self.mint.metadata(token), timeout=5)
@@ -144,7 +144,7 @@ class Privacy:
         self.server = server
         self.mint = mint
         self.people = people
-        self.channel = grpc.insecure_channel(server.address)
+        self.channel = dial(server)
         self.stub = pb_grpc.PrivacyServiceStub(self.channel)
 
     # tokens ---------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def start_privacy(
     engine: Engine, masterdata_address: str, mint: TokenMint, people: People, tmp_path: Path
 ) -> Privacy:
     approvals = CountingApprovals(
-        GrpcApprovalChecker(grpc.insecure_channel(masterdata_address), timeout=2.0)
+        GrpcApprovalChecker(dial(masterdata_address, "masterdata"), timeout=2.0)
     )
     setup = build(
         engine,

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as md
@@ -37,6 +36,7 @@ from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAcce
 from services.results.domain.model import CitizenPolicy
 from services.results.main import build as build_results
 from tests.conftest import new_database
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 from tests.unit.results import builders as b
 
@@ -130,7 +130,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         md_setup.spec(mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL)),
         settings=settings,
     ).start()
-    md_channel = grpc.insecure_channel(md_server.address)
+    md_channel = dial(md_server)
     pv_setup = build_privacy(
         engine_for("privacy"),
         GrpcApprovalChecker(md_channel, timeout=2.0),
@@ -139,7 +139,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         cache_seconds=0,
     )
     pv_server = create_server(pv_setup.spec, settings=settings).start()
-    pv_channel = grpc.insecure_channel(pv_server.address)
+    pv_channel = dial(pv_server)
     results_engine = engine_for("results")
     setup = build_results(
         results_engine,
@@ -149,7 +149,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
     )
     rs_server = create_server(setup.spec, settings=settings).start()
-    rs_channel = grpc.insecure_channel(rs_server.address)
+    rs_channel = dial(rs_server)
     masterdata = md_grpc.MasterDataServiceStub(md_channel)
     admin = mint.metadata(
         mint.token("masterdata", [Scopes.MASTERDATA_ADMIN], client_id="admin-console")

@@ -31,6 +31,7 @@ from services.trust.main import TrustApp, build
 from services.trust.service_layer.oauth import TrustSettings
 from tests.conftest import new_database
 from tests.integration.trust.helpers import ISSUER, ClientKey, http_session
+from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
 _orgs = random.Random(20261127)
@@ -159,7 +160,7 @@ def masterdata(
         ).start()
         data = MasterData(
             server,
-            md_grpc.MasterDataServiceStub(grpc.insecure_channel(server.address)),
+            md_grpc.MasterDataServiceStub(dial(server)),
             mint,
             source,
         )
@@ -194,7 +195,7 @@ class Trust:
         return self.server.address
 
     def channel(self) -> grpc.Channel:
-        return grpc.insecure_channel(self.address)
+        return dial(self.server)
 
     def register(
         self,

@@ -24,6 +24,7 @@ from samhandling.trust.v1 import trust_service_pb2_grpc as pb_grpc
 
 from services.common.dpop import make_proof
 from services.trust.domain.model import ASSERTION_TYPE
+from tests.support.mesh_tls import dial
 
 ISSUER = "https://trust.test"
 TOKEN_ENDPOINT = ISSUER + "/connect/token"
@@ -149,7 +150,7 @@ class GrpcEdgeAdapter(requests.adapters.BaseAdapter):
 
     def __init__(self, address: str) -> None:
         super().__init__()
-        self.stub = pb_grpc.TrustServiceStub(grpc.insecure_channel(address))
+        self.stub = pb_grpc.TrustServiceStub(dial(address, "trust"))
 
     def send(self, request: requests.PreparedRequest, **_: Any) -> requests.Response:  # type: ignore[override]
         url = urlsplit(str(request.url))

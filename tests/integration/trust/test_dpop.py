@@ -23,6 +23,7 @@ from services.trust.domain.model import GRANT_CLIENT_CREDENTIALS
 from tests.integration.trust.conftest import Trust
 from tests.integration.trust.helpers import ISSUER, TOKEN_ENDPOINT, DpopKey
 from tests.integration.trust.test_client_credentials import verify
+from tests.support.mesh_tls import dial
 
 BENCH = "samhandling.bench.v1.BenchService"
 
@@ -132,7 +133,7 @@ def _reason(error: grpc.RpcError) -> str:
 
 
 def _call(server: MeshServer, metadata: list[tuple[str, str]]) -> str:
-    stub = bench_grpc.BenchServiceStub(grpc.insecure_channel(server.address))
+    stub = bench_grpc.BenchServiceStub(dial(server))
     return str(stub.Echo(bench_pb.EchoRequest(text="x"), metadata=metadata, timeout=5).text)
 
 

@@ -322,6 +322,45 @@ def test_local_replies_are_json_with_a_reason(descriptors: Path, routes: Path) -
     assert 401 in statuses  # jwt_authn's and rbac's 403s become 401 (invalid_token)
 
 
+def test_every_hop_from_the_edge_is_mutual_tls(
+    descriptors: Path, routes: Path, tmp_path: Path
+) -> None:
+    config = _render(descriptors, routes, mesh_tls_dir=tmp_path)
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "demo"]
+    tls = cluster["transport_socket"]["typed_config"]
+    assert tls["@type"].endswith("UpstreamTlsContext")
+    context = tls["common_tls_context"]
+    assert context["tls_certificates"][0]["certificate_chain"]["filename"] == str(
+        tmp_path / "edge.pem"
+    )
+    # Only the expected service's certificate is accepted upstream.
+    assert context["validation_context"]["match_typed_subject_alt_names"] == [
+        {"san_type": "URI", "matcher": {"exact": "spiffe://samhandling/demo"}}
+    ]
+    public, internal = config["static_resources"]["listeners"]
+    downstream = internal["filter_chains"][0]["transport_socket"]["typed_config"]
+    assert downstream["require_client_certificate"] is True
+    internal_hcm = internal["filter_chains"][0]["filters"][0]["typed_config"]
+    assert internal_hcm["forward_client_cert_details"] == "SANITIZE_SET"
+    # A client of the public edge can never pass itself off as a mesh workload.
+    public_hcm = public["filter_chains"][0]["filters"][0]["typed_config"]
+    assert public_hcm["forward_client_cert_details"] == "SANITIZE"
+    assert "transport_socket" not in public["filter_chains"][0]
+
+
+def test_plaintext_upstreams_only_when_asked(descriptors: Path, routes: Path) -> None:
+    config = _render(descriptors, routes, mesh_tls_dir=None)
+    assert all("transport_socket" not in c for c in config["static_resources"]["clusters"])
+
+
+def test_registry_internal_methods_get_no_public_route() -> None:
+    from gateway.render import EdgeSpec
+    from services.common.internal_methods import edge_keys
+
+    spec = EdgeSpec.load(Path("gateway/routes.yaml"))
+    assert edge_keys() <= spec.internal_only
+
+
 def test_requests_with_a_dpop_proof_are_retried_only_when_nothing_reached_the_service(
     descriptors: Path, routes: Path
 ) -> None:

@@ -77,7 +77,16 @@ def test_every_service_is_replicated_probed_limited_and_configured(service: str)
     assert deployment["spec"]["replicas"] >= 2
     container = _container(deployment)
     for probe in ("readinessProbe", "livenessProbe", "startupProbe"):
-        assert container[probe]["grpc"]["port"] == info.default_port
+        # The health check dials the mTLS port with the pod's own certificate.
+        command = container[probe]["exec"]["command"]
+        assert command[-1] == f"127.0.0.1:{info.default_port}"
+        assert "deploy.healthcheck" in command
+    assert {"name": "SAMHANDLING_WORKLOAD", "value": service} in container["env"]
+    volumes = deployment["spec"]["template"]["spec"]["volumes"]
+    assert {
+        "name": "mesh-tls",
+        "secret": {"secretName": f"samhandling-mesh-{service}", "defaultMode": 0o440},
+    } in volumes
     assert {"cpu", "memory"} <= set(container["resources"]["requests"])
     assert {"cpu", "memory"} <= set(container["resources"]["limits"])
     assert {"configMapRef": {"name": "samhandling-config"}} in container["envFrom"]
@@ -182,3 +191,20 @@ def test_compose_commits_no_secret_values() -> None:
         "${POSTGRES_PASSWORD:?"
         in _compose()["services"]["postgres"]["environment"]["POSTGRES_PASSWORD"]
     )
+
+
+def _policy_callers(service: str) -> set[str]:
+    policy = _find("NetworkPolicy", f"{service}-ingress")
+    port = SERVICES[service].default_port
+    (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"] == [{"port": port}]]
+    return {peer["podSelector"]["matchLabels"]["app.kubernetes.io/name"] for peer in rule["from"]}
+
+
+def test_network_policies_allow_only_the_declared_paths() -> None:
+    assert _find("NetworkPolicy", "default-deny-ingress")["spec"]["ingress"] == []
+    assert _policy_callers("privacy") == {"edge", "results", "documents"}
+    assert _policy_callers("masterdata") == {"edge", "privacy", "trust", "results", "documents"}
+    assert _policy_callers("results") == {"edge"}
+    assert _policy_callers("documents") == {"edge"}
+    edge = _find("NetworkPolicy", "edge-ingress")["spec"]["ingress"]
+    assert {"port": 8081} not in [p for rule in edge for p in rule["ports"]]

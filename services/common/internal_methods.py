@@ -1,0 +1,133 @@
+"""Internal methods and who may call them: declared once, read by everything.
+
+An internal method is never routed at the public edge and only answers a caller whose mesh
+certificate (mutual TLS, see workload_identity.py) names one of its allowed workloads; any
+other caller gets PERMISSION_DENIED (CALLER_NOT_ALLOWED), a caller with no client
+certificate UNAUTHENTICATED (NO_CLIENT_CERTIFICATE), whatever token either carries. The
+forwarded user context (the end user's token) is only looked at once the caller passed.
+
+Readers: the call pipeline (services/common/interceptors.py), each servicer's
+`INTERNAL_METHODS`, the edge generator (gateway/render.py: no public route), the Kubernetes
+NetworkPolicies (deploy/k8s/generate.py) and the trust-model tables in the READMEs
+(`python -m services.common.internal_methods` prints it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from services.common.workload_identity import EDGE
+
+PRIVACY = "samhandling.privacy.v1.PrivacyService"
+MASTERDATA = "samhandling.masterdata.v1.MasterDataService"
+TRUST = "samhandling.trust.v1.TrustService"
+
+_DATA_SERVICES = frozenset({"results", "documents"})
+# Services that check a practitioner's approval (privacy for decisions, trust at login).
+_APPROVAL_CHECKERS = frozenset({"privacy", "trust"})
+
+# "/package.Service/Method" -> the workloads allowed to call it.
+INTERNAL_METHODS: dict[str, frozenset[str]] = {
+    # The access decision point and the access log: only the data services, which forward
+    # the end user's token as the context of the decision.
+    f"/{PRIVACY}/DecideAccess": _DATA_SERVICES,
+    f"/{PRIVACY}/RecordAccess": _DATA_SERVICES,
+    f"/{PRIVACY}/BatchDecideAccess": _DATA_SERVICES,
+    f"/{PRIVACY}/BatchRecordAccess": _DATA_SERVICES,
+    # Master-data lookups that exist for other services, not for partners.
+    f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
+    # Is the patient on the GP's list (a care relationship): privacy's decisions only.
+    f"/{MASTERDATA}/CheckGpList": frozenset({"privacy"}),
+    f"/{MASTERDATA}/ValidateCodes": _DATA_SERVICES,
+    # The change feed: named subscribers (approval caches in privacy and trust,
+    # services/masterdata/client.py `start_watch`).
+    f"/{MASTERDATA}/WatchChanges": _APPROVAL_CHECKERS,
+    # Revocations in force, polled by every service that verifies access tokens; no token:
+    # the caller's certificate is its credential.
+    f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
+}
+
+# Calls between workloads on *public* methods (the token decides; listed for the network
+# policies and the trust-model table): every service fetches the trust service's JWKS, the
+# trust service reads organisations from master data, the edge calls every public method.
+PUBLIC_PEER_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("trust", "masterdata"): (f"/{MASTERDATA}/GetOrganization",),
+    ("masterdata", "trust"): (f"/{TRUST}/GetJwks",),
+    ("privacy", "trust"): (f"/{TRUST}/GetJwks",),
+    ("results", "trust"): (f"/{TRUST}/GetJwks",),
+    ("documents", "trust"): (f"/{TRUST}/GetJwks",),
+}
+
+
+FORWARDED = "the end user's token, forwarded as `x-samhandling-user-context`"
+# What an internal method takes besides the caller's certificate, where not FORWARDED.
+USER_CONTEXT: dict[str, str] = {
+    f"/{MASTERDATA}/CheckPractitionerApproval": (
+        "the end user's token, forwarded (trust at login: its own service token)"
+    ),
+    f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
+    f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
+}
+
+
+def allowed_callers(method: str) -> frozenset[str] | None:
+    """Workloads allowed to call `method`, or None for a public method (any mesh workload)."""
+    return INTERNAL_METHODS.get(method)
+
+
+def internal_methods_of(full_service_name: str) -> frozenset[str]:
+    """The internal methods of one gRPC service, e.g. for its servicer's INTERNAL_METHODS."""
+    prefix = f"/{full_service_name}/"
+    return frozenset(m for m in INTERNAL_METHODS if m.startswith(prefix))
+
+
+def edge_keys() -> set[str]:
+    """The methods as routes.yaml names them ("package.Service/Method")."""
+    return {m.lstrip("/") for m in INTERNAL_METHODS}
+
+
+def _service_of(method: str) -> str:
+    package = method.lstrip("/").split("/", 1)[0].rsplit(".", 1)[0]
+    return package.split(".")[1]  # samhandling.<service>.v1
+
+
+def allowed_paths(public_services: Iterable[str]) -> set[tuple[str, str]]:
+    """(caller, callee) workload pairs that may talk at all: the edge to every service with
+    a public surface, and every declared internal or peer call."""
+    paths = {(EDGE, name) for name in public_services}
+    for method, callers in INTERNAL_METHODS.items():
+        paths |= {(caller, _service_of(method)) for caller in callers}
+    paths |= set(PUBLIC_PEER_CALLS)
+    return paths
+
+
+def trust_model_table() -> str:
+    """Markdown: who may call what, with which identity (copied into the READMEs)."""
+    rows = [
+        "| caller (certificate `spiffe://samhandling/<name>`) | may call "
+        "| with which user context |",
+        "|---|---|---|",
+        "| `edge` (Envoy) | every public method (a `google.api.http` route) | the partner's "
+        "or citizen's token (DPoP-bound where issued so), checked again by the service |",
+    ]
+    for (caller, callee), methods in sorted(PUBLIC_PEER_CALLS.items()):
+        names = ", ".join(m.rsplit("/", 1)[1] for m in methods)
+        rows.append(f"| `{caller}` | {callee}: {names} (public) | its own token, or none |")
+    by_callers: dict[tuple[frozenset[str], str], list[str]] = {}
+    for method, callers in INTERNAL_METHODS.items():
+        context = USER_CONTEXT.get(method, FORWARDED)
+        by_callers.setdefault((callers, context), []).append(method)
+    for (callers, context), grouped in by_callers.items():
+        names = ", ".join(f"{_service_of(m)}: {m.rsplit('/', 1)[1]}" for m in grouped)
+        who = ", ".join(f"`{c}`" for c in sorted(callers))
+        rows.append(f"| {who} | {names} (internal) | {context} |")
+    rows.append(
+        "| anyone else, or no client certificate | internal methods: PERMISSION_DENIED "
+        "`CALLER_NOT_ALLOWED` / UNAUTHENTICATED `NO_CLIENT_CERTIFICATE`; no TLS: no connection "
+        "| — |"
+    )
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(trust_model_table())
