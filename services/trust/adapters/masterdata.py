@@ -34,7 +34,9 @@ class OrganisationRecord:
 
 
 class MasterDataPort(Protocol):
-    def check_approval(self, hpr_number: str, category: str) -> ApprovalCheck: ...
+    def check_approval(self, hpr_number: str, category: str, pid: str = "") -> ApprovalCheck:
+        """With `pid`: valid only if the practitioner is that person (IDENTITY_MISMATCH)."""
+        ...
 
     def organization_parent(self, org_number: str) -> str | None:
         """The parent organisation number, '' for a top-level one, None if unknown."""
@@ -67,12 +69,14 @@ class GrpcMasterData:
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token()}")]
 
-    def check_approval(self, hpr_number: str, category: str) -> ApprovalCheck:
+    def check_approval(self, hpr_number: str, category: str, pid: str = "") -> ApprovalCheck:
         from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 
         try:
             reply = self._stub().CheckPractitionerApproval(
-                pb.CheckPractitionerApprovalRequest(hpr_number=hpr_number, category=category),
+                pb.CheckPractitionerApprovalRequest(
+                    hpr_number=hpr_number, category=category, national_identity_number=pid
+                ),
                 timeout=self._timeout,
                 metadata=self._metadata(),
             )

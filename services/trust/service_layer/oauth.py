@@ -27,7 +27,7 @@ from services.common.dpop import (
     cached_public_key,
     verify_proof,
 )
-from services.common.identifiers import hpr_number_problem, pid_problem
+from services.common.identifiers import hpr_number_problem, is_synthetic, pid_problem
 from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
 from services.trust.adapters.repository import TrustRepository
@@ -822,6 +822,9 @@ class TrustService:
             raise invalid_request("give pid or hpr_number")
         if pid and pid_problem(pid):
             raise invalid_request("pid is not a valid national identity number")
+        if pid and not is_synthetic(pid):
+            # TestID is a development tool: never a login as a real person.
+            raise invalid_request("TestID accepts synthetic identity numbers only (month + 80)")
         if hpr and hpr_number_problem(hpr):
             raise invalid_request("hpr_number is not a valid HPR number")
         if not self.repo.use_par(request_uri):
@@ -839,6 +842,13 @@ class TrustService:
                     raise OAuthError(
                         "access_denied", f"health worker has no valid approval ({check.reason})"
                     )
+            if pid and hpr and not self.masterdata.check_approval(hpr, "", pid=pid).valid:
+                # Both typed in: they must be one person in master data (HelseID looks the
+                # HPR number up by the person's identity number).
+                raise OAuthError(
+                    "access_denied",
+                    "the identity number and the HPR number are not the same person",
+                )
         except OAuthError as exc:
             return Redirect(
                 self._redirect(

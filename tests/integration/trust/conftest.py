@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.db import make_engine
-from services.common.identifiers import synthetic_org_number
+from services.common.identifiers import synthetic_org_number, synthetic_pid
 from services.common.server import MeshServer, ServerSettings, create_server
 from services.common.tokens import MESH_AUDIENCES, Scopes, audience_for
 from services.masterdata.bootstrap import build as build_masterdata
@@ -45,6 +45,7 @@ DOCTOR = "1234567"
 SUSPENDED_DOCTOR = "7654321"
 NURSE = "2345678"
 LATE_SUSPENDED_DOCTOR = "3456789"  # suspended by one test, mid-flow
+DOCTOR_PID = synthetic_pid(random.Random(1234567))  # the person behind DOCTOR
 
 
 def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -105,6 +106,7 @@ def _seed(data: MasterData) -> None:
             md.CreatePractitionerRequest(
                 practitioner=md.Practitioner(
                     hpr_number=hpr,
+                    national_identity_number=DOCTOR_PID if hpr == DOCTOR else "",
                     given_name="Test",
                     family_name=f"Person {hpr}",
                     approvals=[
