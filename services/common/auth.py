@@ -29,6 +29,7 @@ CLAIM_ORGNR_PARENT = "helseid://claims/client/claims/orgnr_parent"
 CLAIM_ORGNR_CHILD = "helseid://claims/client/claims/orgnr_child"
 # The attested department (RESH id); absent when the client attested none.
 CLAIM_RESH_DEPARTMENT = "helseid://claims/client/claims/resh_department"
+CLAIM_ORGNR_SUPPLIER = "helseid://claims/client/claims/orgnr_supplier"
 CLAIM_CLIENT_NAME = "helseid://claims/client/client_name"
 TRUST_FRAMEWORK_TYPE = "nhn:tillitsrammeverk:parameters"
 
@@ -52,6 +53,7 @@ class Principal:
     orgnr_parent: str | None = None
     orgnr_child: str | None = None
     resh_department: str | None = None
+    orgnr_supplier: str | None = None
     client_name: str | None = None
     security_level: int | None = None
     authorization_details: tuple[Mapping[str, Any], ...] = ()
@@ -164,6 +166,7 @@ def principal_from_claims(
         orgnr_parent=claims.get(CLAIM_ORGNR_PARENT),
         orgnr_child=claims.get(CLAIM_ORGNR_CHILD),
         resh_department=claims.get(CLAIM_RESH_DEPARTMENT),
+        orgnr_supplier=claims.get(CLAIM_ORGNR_SUPPLIER),
         client_name=claims.get(CLAIM_CLIENT_NAME),
         security_level=int(level) if level is not None else None,
         authorization_details=tuple(details),

@@ -121,18 +121,36 @@ class DemoClient:
         return jwt.encode(body, key, algorithm="ES256", headers={"kid": self.private_jwk["kid"]})
 
     def attestation(
-        self, category: str, legal_entity: str | None = None, purpose: str = "TREAT", **extra: Any
+        self,
+        category: str,
+        legal_entity: str | None = None,
+        purpose: str = "TREAT",
+        point_of_care: str | None = None,
+        department: str | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """A trust-framework entry for this client's organisation (or `legal_entity`)."""
+        """A trust-framework entry for this client's organisation (or `legal_entity`), with a
+        point of care (organisation number) and a department (RESH id) if given."""
+        practitioner: dict[str, Any] = {
+            "authorization": {"code": category, "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
+            "legal_entity": {
+                "id": legal_entity or self.orgnr,
+                "system": "urn:oid:2.16.578.1.12.4.1.4.101",
+            },
+        }
+        if point_of_care:
+            practitioner["point_of_care"] = {
+                "id": point_of_care,
+                "system": "urn:oid:2.16.578.1.12.4.1.4.101",
+            }
+        if department:
+            practitioner["department"] = {
+                "id": department,
+                "system": "urn:oid:2.16.578.1.12.4.1.4.102",
+            }
         return {
             "type": TRUST_FRAMEWORK_TYPE,
-            "practitioner": {
-                "authorization": {"code": category, "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
-                "legal_entity": {
-                    "id": legal_entity or self.orgnr,
-                    "system": "urn:oid:2.16.578.1.12.4.1.4.101",
-                },
-            },
+            "practitioner": practitioner,
             "care_relationship": {
                 "purpose_of_use": {
                     "code": purpose,
@@ -169,14 +187,31 @@ class DemoClient:
 
     # --- grants -----------------------------------------------------------------------------
     def client_credentials(
-        self, resource: str | None = None, scope: str | None = None, dpop: bool = False
+        self,
+        resource: str | None = None,
+        scope: str | None = None,
+        dpop: bool = False,
+        acting_for: str | None = None,
+        point_of_care: str | None = None,
     ) -> Token:
+        """`acting_for` (and `point_of_care`): the tenant a multi-tenant client chooses, as
+        HelseID's `helseid_authorization` entry in the client assertion."""
         form = {"grant_type": "client_credentials"}
         if resource:
             form["resource"] = resource
         if scope:
             form["scope"] = scope
-        return self._token(form, DpopSigner() if dpop else None)
+        claims: dict[str, Any] = {}
+        if acting_for:
+            value = f"NO:ORGNR:{acting_for}" + (f":{point_of_care}" if point_of_care else "")
+            identifier = {"system": "urn:oid:1.0.6523", "type": "ENH", "value": value}
+            claims["authorization_details"] = [
+                {
+                    "type": "helseid_authorization",
+                    "practitioner_role": {"organization": {"identifier": identifier}},
+                }
+            ]
+        return self._token(form, DpopSigner() if dpop else None, **claims)
 
     def login(
         self,

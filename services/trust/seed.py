@@ -70,6 +70,13 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
         PRACTITIONER_AUDIENCES,
         "hospital",
     ),
+    "vendor-ehr": (
+        "Demo hosted EHR (multi-tenant vendor)",
+        [*LOGIN, GRANT_CLIENT_CREDENTIALS, GRANT_TOKEN_EXCHANGE],
+        PRACTITIONER_SCOPES,
+        PRACTITIONER_AUDIENCES,
+        None,
+    ),
     "citizen-portal": (
         "Demo citizen portal",
         LOGIN,
@@ -90,6 +97,12 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
         None,
     ),
 }
+
+
+# Multi-tenant clients: name -> the organisation roles it may act for (HelseID's multi-tenant
+# clients: a vendor's hosted EHR serving many care providers). Other clients act for their
+# own organisation tree.
+TENANTS: dict[str, tuple[str, ...]] = {"vendor-ehr": ("hospital", "gp_practice")}
 
 
 def redirect_uri(name: str) -> str:
@@ -139,6 +152,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             private = saved["private_jwk"]
             public = {k: v for k, v in private.items() if k not in ("d",)}
         parent, child = orgs.get(role, ("", "")) if role else ("", "")
+        tenants = [orgs[r][0] for r in TENANTS.get(name, ()) if r in orgs]
         client = Client(
             client_id=name,
             display_name=display,
@@ -149,12 +163,24 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             redirect_uris=[redirect_uri(name)] if GRANT_AUTHORIZATION_CODE in grants else [],
             orgnr_parent=parent,
             orgnr_child=child,
+            tenants=tenants,
         )
         if existing is None:
             registry.create(client)
-        elif saved is None or existing.jwks != client.jwks or existing.orgnr_parent != parent:
-            registry.update(client, ["jwks", "orgnr_parent", "orgnr_child", "scopes", "audiences"])
-        if saved is None or saved.get("orgnr_parent") != parent:
+        elif (
+            saved is None
+            or existing.jwks != client.jwks
+            or existing.orgnr_parent != parent
+            or existing.tenants != tenants
+        ):
+            registry.update(
+                client, ["jwks", "orgnr_parent", "orgnr_child", "tenants", "scopes", "audiences"]
+            )
+        if (
+            saved is None
+            or saved.get("orgnr_parent") != parent
+            or saved.get("tenants", []) != tenants
+        ):
             body = {
                 "client_id": name,
                 "private_jwk": private,
@@ -164,6 +190,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
                 "issuer": issuer(),
                 "token_endpoint": issuer().rstrip("/") + "/connect/token",
                 "orgnr_parent": parent,
+                "tenants": tenants,
             }
             if client.redirect_uris:
                 body["redirect_uris"] = client.redirect_uris

@@ -16,6 +16,7 @@ documents = sa.Table(
     sa.Column("author_hpr_number", sa.String(9), nullable=False, default=""),
     sa.Column("author_org_number", sa.String(9), nullable=False, default=""),
     sa.Column("author_display_name", sa.String(200), nullable=False, default=""),
+    sa.Column("author_legal_entity", sa.String(9), nullable=False, server_default=""),
     sa.Column("class_code", sa.String(64), nullable=False, default=""),
     sa.Column("type_code", sa.String(64), nullable=False),
     sa.Column("confidentiality_code", sa.String(64), nullable=False),

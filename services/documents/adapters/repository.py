@@ -23,7 +23,12 @@ def _row_to_entry(row: Any) -> DocumentEntry:
     return DocumentEntry(
         document_id=row.document_id,
         patient_id=row.patient_id,
-        author=Author(row.author_hpr_number, row.author_org_number, row.author_display_name),
+        author=Author(
+            row.author_hpr_number,
+            row.author_org_number,
+            row.author_display_name,
+            row.author_legal_entity,
+        ),
         class_code=row.class_code,
         type_code=row.type_code,
         confidentiality_code=row.confidentiality_code,
@@ -53,6 +58,7 @@ def _entry_to_row(entry: DocumentEntry) -> dict[str, Any]:
         "author_hpr_number": entry.author.hpr_number,
         "author_org_number": entry.author.org_number,
         "author_display_name": entry.author.display_name,
+        "author_legal_entity": entry.author.legal_entity,
         "class_code": entry.class_code,
         "type_code": entry.type_code,
         "confidentiality_code": entry.confidentiality_code,

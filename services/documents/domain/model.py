@@ -171,6 +171,9 @@ class Author:
     hpr_number: str = ""
     org_number: str = ""
     display_name: str = ""
+    # The authoring organisation's legal entity (the caller's orgnr_parent when it
+    # registered): it, too, may replace the document.
+    legal_entity: str = ""
 
 
 @dataclass(frozen=True)

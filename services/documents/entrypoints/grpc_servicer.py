@@ -80,6 +80,7 @@ def entry_to_pb(entry: DocumentEntry) -> pb.Document:
             hpr_number=entry.author.hpr_number,
             org_number=entry.author.org_number,
             display_name=entry.author.display_name,
+            legal_entity=entry.author.legal_entity,
         ),
         class_code=entry.class_code,
         type_code=entry.type_code,

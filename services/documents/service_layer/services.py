@@ -39,6 +39,7 @@ from services.common.tokens import Scopes
 from services.documents.adapters.content_store import ContentStore, ContentWriter
 from services.documents.adapters.repository import DocumentRepository
 from services.documents.domain.access import resolve_patient
+from services.documents.domain.authorship import author_of, check_may_replace
 from services.documents.domain.model import (
     CONFIDENTIALITY_SYSTEM,
     DOCUMENT_TYPE_SYSTEM,
@@ -134,9 +135,12 @@ class DocumentService:
     def _decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
         decision = self._decider.decide(principal, query)  # logged by the privacy service
         if not decision.permitted:
-            if query.document_id and set(decision.reasons) & HIDDEN_REASONS:
-                # Not for this caller (NORN for the patient, NORU before its date): answer as
-                # if it did not exist, so the patient does not learn of it.
+            if query.document_id and (
+                principal.is_citizen or set(decision.reasons) & HIDDEN_REASONS
+            ):
+                # Not for this caller (another patient's document, NORN for the patient, NORU
+                # before its date): answer as if it did not exist, so a citizen does not
+                # learn whether it does.
                 raise DocumentNotFound(query.document_id)
             reasons = ", ".join(decision.reasons) or "ACCESS_DENIED"
             raise PermissionDenied(
@@ -167,6 +171,7 @@ class DocumentService:
                 old = DocumentRepository(uow.session).get(replaces)
             if old is None:
                 raise DocumentNotFound(replaces)
+            check_may_replace(principal, old)
             if submission.patient_id and submission.patient_id != old.patient_id:
                 raise InvalidArgument(
                     "a replacement must be about the same patient",
@@ -178,7 +183,7 @@ class DocumentService:
                 raise DocumentNotCurrent(replaces)  # fail before receiving the content
         else:
             resolve_patient(principal, submission.patient_id, "document.patient_id")
-        submission = _with_author_defaults(submission, principal)
+        submission = replace(submission, author=author_of(principal, submission.author))
         self._check_codes(principal, submission)
         action = Action.REPLACE if replaces else Action.CREATE
         query = AccessQuery(
@@ -477,16 +482,6 @@ def _chunks(handle: BinaryIO, chunk_bytes: int) -> Iterator[bytes]:
 
 def _with_patient(submission: Submission, patient_id: str) -> Submission:
     return replace(submission, patient_id=patient_id)
-
-
-def _with_author_defaults(submission: Submission, principal: Principal) -> Submission:
-    author = submission.author
-    author = replace(
-        author,
-        hpr_number=author.hpr_number or principal.hpr_number or "",
-        org_number=author.org_number or principal.organisation or "",
-    )
-    return replace(submission, author=author)
 
 
 def _encode_page_token(created: datetime, document_id: str, fingerprint: str) -> str:

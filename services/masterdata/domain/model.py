@@ -55,6 +55,7 @@ class CheckReason(enum.StrEnum):
     REVOKED = "REVOKED"
     EXPIRED = "EXPIRED"
     NOT_YET_VALID = "NOT_YET_VALID"
+    IDENTITY_MISMATCH = "IDENTITY_MISMATCH"
 
 
 # When several approvals of the category exist and none is valid, the most telling reason.
@@ -147,9 +148,13 @@ class Practitioner:
     def display_name(self) -> str:
         return f"{self.given_name} {self.family_name}".strip()
 
-    def check(self, category: str, at: dt.datetime) -> ApprovalCheck:
-        """Does the practitioner hold a valid approval of `category` ('' = any) at `at`?"""
+    def check(self, category: str, at: dt.datetime, pid: str = "") -> ApprovalCheck:
+        """Does the practitioner hold a valid approval of `category` ('' = any) at `at`?
+        With `pid`: and is the practitioner that person (a practitioner without a recorded
+        identity number is nobody's)."""
         orgs = tuple(a.org_number for a in self.affiliations if a.active_at(at))
+        if pid and pid != self.national_identity_number:
+            return ApprovalCheck(False, CheckReason.IDENTITY_MISMATCH, self, orgs)
         relevant = [a for a in self.approvals if not category or a.category == category]
         if not relevant:
             return ApprovalCheck(False, CheckReason.NO_APPROVAL, self, orgs)

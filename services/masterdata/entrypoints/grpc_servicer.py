@@ -150,7 +150,10 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
     ) -> pb.CheckPractitionerApprovalResponse:
         current_principal()  # internal: any authenticated mesh caller
         answer, position = self.md.check_approval(
-            request.hpr_number, request.category, convert.from_ts(request, "time")
+            request.hpr_number,
+            request.category,
+            convert.from_ts(request, "time"),
+            request.national_identity_number,
         )
         p = answer.practitioner
         at = convert.from_ts(request, "time") or self.md.clock()

@@ -169,14 +169,14 @@ class MasterData:
         return Page(items, next_token)
 
     def check_approval(
-        self, hpr_number: str, category: str, at: dt.datetime | None
+        self, hpr_number: str, category: str, at: dt.datetime | None, pid: str = ""
     ) -> tuple[ApprovalCheck, int]:
         """(answer, outbox position it reflects)."""
         position = self.feed.head
         practitioner = self._cached_practitioner(hpr_number)
         if practitioner is None:
             return unknown_practitioner(), position
-        return practitioner.check(category, at or self.clock()), position
+        return practitioner.check(category, at or self.clock(), pid), position
 
     def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
         """Is the patient on the practitioner's GP list (fastlegeliste)? Not cached here:

@@ -11,6 +11,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import current_principal
 from services.common.internal_methods import internal_methods_of
+from services.common.metrics import record_access_decision
 from services.privacy.adapters.signing import TreeHeadVerifier
 from services.privacy.domain.merkle import LOG_ID, TreeHead
 from services.privacy.domain.model import (
@@ -267,8 +268,9 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
     )
 
 
-def _decided_out(decided: Decided) -> pb.DecideAccessResponse:
+def _decided_out(decided: Decided, action: Action) -> pb.DecideAccessResponse:
     outcome = decided.outcome
+    record_access_decision(outcome.decision.value, action.value)
     return pb.DecideAccessResponse(
         decision=_DECISION_OUT[outcome.decision.value],
         reasons=outcome.reasons,
@@ -288,15 +290,17 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     def DecideAccess(
         self, request: pb.DecideAccessRequest, context: Any
     ) -> pb.DecideAccessResponse:
-        return _decided_out(self.service.decide(current_principal(), _access_in(request)))
+        access = _access_in(request)
+        return _decided_out(self.service.decide(current_principal(), access), access.action)
 
     def BatchDecideAccess(
         self, request: pb.BatchDecideAccessRequest, context: Any
     ) -> pb.BatchDecideAccessResponse:
-        decided = self.service.decide_many(
-            current_principal(), [_access_in(r) for r in request.requests]
+        accesses = [_access_in(r) for r in request.requests]
+        decided = self.service.decide_many(current_principal(), accesses)
+        return pb.BatchDecideAccessResponse(
+            responses=[_decided_out(d, a.action) for d, a in zip(decided, accesses, strict=True)]
         )
-        return pb.BatchDecideAccessResponse(responses=[_decided_out(d) for d in decided])
 
     def RecordAccess(
         self, request: pb.RecordAccessRequest, context: Any

@@ -34,6 +34,7 @@ from services.common.errors import (
     invalid_field,
 )
 from services.common.identifiers import require_pid
+from services.common.metrics import record_ingestion
 from services.common.tokens import Scopes
 from services.results.adapters.clients import (
     HIDE_NORN,
@@ -146,6 +147,7 @@ class ResultsService:
         # for the replay check and the plan (one connection checkout, no repeated queries).
         planned_ids: dict[tuple[str, str], str] = {}
         announced: dict[str, list[str]] = defaultdict(list)
+        replayed: set[int] = set()  # answered from a request seen before: not counted again
         planned = []
         with self._uow() as uow:
             repo = ResultRepository(uow.session)
@@ -161,6 +163,7 @@ class ResultsService:
                 record = seen.get((result.performer_org_number, request_id))
                 if record is not None:
                     outcomes[i] = self._replay(repo, record, digest)
+                    replayed.add(i)
             pending = [p for p in prepared if outcomes[p[0]] is None]
             # Codes: one master-data call for the whole batch (usually answered by the cache).
             refs_by_item = [codes_to_check(p[2]) for p in pending]
@@ -238,7 +241,14 @@ class ResultsService:
                 "CREATE",
                 [(decisions[pid], pid, ids) for pid, ids in unannounced.items()],
             )
-        return [o if o is not None else Aborted("not processed") for o in outcomes]
+        final = [o if o is not None else Aborted("not processed") for o in outcomes]
+        counted = [o for i, o in enumerate(final) if i not in replayed]
+        rejected = sum(isinstance(o, DomainError) for o in counted)
+        if rejected:
+            record_ingestion("result", "rejected", rejected)
+        if len(counted) > rejected:
+            record_ingestion("result", "accepted", len(counted) - rejected)
+        return final
 
     @staticmethod
     def _reused(result_id: str) -> DomainError:

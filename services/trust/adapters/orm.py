@@ -18,6 +18,8 @@ clients = sa.Table(
     sa.Column("scopes", sa.Text, nullable=False),
     sa.Column("audiences", sa.Text, nullable=False),
     sa.Column("redirect_uris", sa.Text, nullable=False),
+    # JSON list of organisation numbers (multi-tenant clients); "[]" = own organisation tree
+    sa.Column("tenants", sa.Text, nullable=False, server_default="[]"),
     sa.Column("dpop_required", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("create_time", sa.Float, nullable=False),
     sa.Column("update_time", sa.Float, nullable=False),

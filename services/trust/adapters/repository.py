@@ -16,7 +16,7 @@ from sqlalchemy.exc import IntegrityError
 from services.trust.adapters import orm
 from services.trust.domain.model import Client
 
-_LIST_FIELDS = ("grant_types", "scopes", "audiences", "redirect_uris")
+_LIST_FIELDS = ("grant_types", "scopes", "audiences", "redirect_uris", "tenants")
 
 
 def _client_row(client: Client) -> dict[str, Any]:

@@ -32,6 +32,7 @@ OIDC_SCOPES = frozenset({"openid", "profile", "offline_access"})
 
 OID_CATEGORY = "urn:oid:2.16.578.1.12.4.1.1.9060"
 OID_ORGNR = "urn:oid:2.16.578.1.12.4.1.4.101"
+OID_RESH = "urn:oid:2.16.578.1.12.4.1.4.102"
 
 
 class OAuthError(Exception):
@@ -69,12 +70,23 @@ class Client:
     redirect_uris: list[str] = field(default_factory=list)
     orgnr_parent: str = ""
     orgnr_child: str = ""
+    # Multi-tenant (EHR vendor) clients: the legal entities the client may act for. Empty =
+    # the client's own organisation tree (orgnr_parent and its descendants in master data).
+    tenants: list[str] = field(default_factory=list)
     dpop_required: bool = False
     create_time: float = 0.0
     update_time: float = 0.0
 
     def organisations(self) -> set[str]:
         return {o for o in (self.orgnr_parent, self.orgnr_child) if o}
+
+    @property
+    def multi_tenant(self) -> bool:
+        return bool(self.tenants)
+
+    def tenant_roots(self) -> list[str]:
+        """The organisations whose trees the client may act for (see `tenants`)."""
+        return list(self.tenants) if self.tenants else [o for o in (self.orgnr_parent,) if o]
 
     def allows_grant(self, grant: str) -> bool:
         return grant in self.grant_types
@@ -113,11 +125,13 @@ def validate_client(client: Client) -> None:
         raise ValueError("display_name is required")
     if not client.grant_types:
         raise ValueError("at least one grant type is required")
-    for orgnr in (client.orgnr_parent, client.orgnr_child):
+    for orgnr in (client.orgnr_parent, client.orgnr_child, *client.tenants):
         if orgnr and org_number_problem(orgnr):
             raise ValueError("organisation numbers must be 9 digits with a valid check digit")
     if client.orgnr_child and not client.orgnr_parent:
         raise ValueError("orgnr_child needs orgnr_parent")
+    if len(set(client.tenants)) != len(client.tenants) or "" in client.tenants:
+        raise ValueError("tenants must be distinct organisation numbers")
     keys = client.jwks.get("keys") if isinstance(client.jwks, dict) else None
     if not isinstance(keys, list) or not keys:
         raise ValueError("jwks must be a JWKS with at least one key")
@@ -146,6 +160,8 @@ class Attestation:
     category: str
     legal_entity: str
     raw: Mapping[str, Any]
+    point_of_care: str = ""  # organisation number, when attested
+    department: str = ""  # RESH id, when attested
 
 
 def parse_authorization_details(value: Any) -> list[Mapping[str, Any]]:
@@ -196,4 +212,25 @@ def trust_framework_attestation(details: Sequence[Mapping[str, Any]]) -> Attesta
     care = entry.get("care_relationship")
     if care is not None and not isinstance(care, Mapping):
         raise invalid_request("trust framework: care_relationship must be an object")
-    return Attestation(category=category, legal_entity=orgnr, raw=entry)
+    point_of_care = _identifier(practitioner, "point_of_care", OID_ORGNR, r"[0-9]{9}")
+    department = _identifier(practitioner, "department", OID_RESH, r"[0-9]{1,12}")
+    return Attestation(
+        category=category,
+        legal_entity=orgnr,
+        raw=entry,
+        point_of_care=point_of_care,
+        department=department,
+    )
+
+
+def _identifier(practitioner: Mapping[str, Any], name: str, system: str, pattern: str) -> str:
+    """An optional `{"id", "system"}` of the practitioner entry ('' when absent)."""
+    value = practitioner.get(name)
+    if value is None:
+        return ""
+    ident = value.get("id") if isinstance(value, Mapping) else None
+    if not isinstance(ident, str) or not re.fullmatch(pattern, ident):
+        raise invalid_request(f"trust framework: practitioner.{name}.id malformed")
+    if value.get("system", system) != system:
+        raise invalid_request(f"trust framework: practitioner.{name}.system must be {system}")
+    return ident

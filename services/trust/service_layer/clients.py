@@ -16,6 +16,7 @@ UPDATABLE = (
     "display_name",
     "orgnr_parent",
     "orgnr_child",
+    "tenants",
     "jwks",
     "grant_types",
     "scopes",

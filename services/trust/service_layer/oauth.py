@@ -27,7 +27,7 @@ from services.common.dpop import (
     cached_public_key,
     verify_proof,
 )
-from services.common.identifiers import hpr_number_problem, pid_problem
+from services.common.identifiers import hpr_number_problem, is_synthetic, pid_problem
 from services.common.tokens import Scopes
 from services.trust.adapters.masterdata import MasterDataPort
 from services.trust.adapters.repository import TrustRepository
@@ -47,6 +47,7 @@ from services.trust.domain.model import (
     parse_authorization_details,
     trust_framework_attestation,
 )
+from services.trust.service_layer.attestation import OrganisationCheck, organisation_claims
 from services.trust.service_layer.keys import ALG, KeyManager
 
 # Client assertions: asymmetric algorithms only; `none` and HMAC (HS*) never.
@@ -163,6 +164,7 @@ class TrustService:
         self.repo = repo
         self.keys = keys
         self.masterdata = masterdata
+        self.organisations = OrganisationCheck(masterdata)
         self.clock = clock
         self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
         self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
@@ -214,6 +216,8 @@ class TrustService:
                 auth.CLAIM_HPR_NUMBER,
                 auth.CLAIM_ORGNR_PARENT,
                 auth.CLAIM_ORGNR_CHILD,
+                auth.CLAIM_RESH_DEPARTMENT,
+                auth.CLAIM_ORGNR_SUPPLIER,
                 auth.CLAIM_CLIENT_NAME,
             ],
         }
@@ -411,14 +415,11 @@ class TrustService:
         details: list[Mapping[str, Any]],
         jkt: str | None,
     ) -> dict[str, Any]:
-        if details:
-            raise invalid_request(
-                "authorization_details need a user login (authorization_code grant)"
-            )
+        chosen = self.organisations.client_credentials_organisation(client, details)
         granted = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
         audience = self._audience(client, granted, params.get("resource"))
         scopes = self._narrow(granted, audience, bool(params.get("scope")))
-        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        claims = self._access_claims(client, audience, scopes, None, chosen, jkt)
         return self._token_response(claims, jkt)
 
     def _authorization_code(
@@ -539,6 +540,7 @@ class TrustService:
         if row["expires_at"] < self.clock():
             raise OAuthError("invalid_grant", "refresh token expired")
         data = row["data"]
+        self.organisations.recheck(client, data["authorization_details"])
         scopes = data["scopes"]
         if params.get("scope"):
             wanted = params["scope"].split()
@@ -601,6 +603,7 @@ class TrustService:
                 "invalid_grant",
                 "subject_token is not addressed to an API this client may act for",
             )
+        self.organisations.recheck_subject_token(original, self.repo.get_client)
         requested = params.get("resource") or params.get("audience")
         if not requested:
             raise OAuthError("invalid_target", "name the API of the new token with `resource`")
@@ -619,8 +622,10 @@ class TrustService:
         else:
             scopes = [s for s in allowed if scope_audience(s) in (audience, None)]
         now = int(self.clock())
-        # The user's claims from the subject token; everything about the client is ours.
-        claims = self._access_claims(client, audience, scopes, None, (), jkt)
+        # The user's claims from the subject token; everything about the client is ours, but
+        # an attested organisation stays the organisation claims (the user's, not the API's).
+        attested = original.get("authorization_details") or ()
+        claims = self._access_claims(client, audience, scopes, None, attested, jkt)
         for name in _SUBJECT_CLAIMS:
             if name in original:
                 claims[name] = original[name]
@@ -658,10 +663,7 @@ class TrustService:
             "jti": secrets.token_urlsafe(16),
             auth.CLAIM_CLIENT_NAME: client.display_name,
         }
-        if client.orgnr_parent:
-            claims[auth.CLAIM_ORGNR_PARENT] = client.orgnr_parent
-        if client.orgnr_child:
-            claims[auth.CLAIM_ORGNR_CHILD] = client.orgnr_child
+        claims.update(organisation_claims(client, authorization_details))
         if subject:
             claims["sub"] = subject["sub"]
             claims[auth.CLAIM_SECURITY_LEVEL] = str(subject.get("security_level", "4"))
@@ -731,14 +733,7 @@ class TrustService:
                 f"practitioner has no valid approval of category {attestation.category} "
                 f"({check.reason})",
             )
-        entity = attestation.legal_entity
-        if entity not in client.organisations():
-            parent = self.masterdata.organization_parent(entity)
-            if not parent or parent not in client.organisations():
-                raise OAuthError(
-                    "access_denied",
-                    "attested legal entity is not the client's organisation or a child of it",
-                )
+        self.organisations.verify(client, attestation)
         return dict(attestation.raw)
 
     # --- PAR, authorize, login --------------------------------------------------------------
@@ -827,6 +822,9 @@ class TrustService:
             raise invalid_request("give pid or hpr_number")
         if pid and pid_problem(pid):
             raise invalid_request("pid is not a valid national identity number")
+        if pid and not is_synthetic(pid):
+            # TestID is a development tool: never a login as a real person.
+            raise invalid_request("TestID accepts synthetic identity numbers only (month + 80)")
         if hpr and hpr_number_problem(hpr):
             raise invalid_request("hpr_number is not a valid HPR number")
         if not self.repo.use_par(request_uri):
@@ -844,6 +842,13 @@ class TrustService:
                     raise OAuthError(
                         "access_denied", f"health worker has no valid approval ({check.reason})"
                     )
+            if pid and hpr and not self.masterdata.check_approval(hpr, "", pid=pid).valid:
+                # Both typed in: they must be one person in master data (HelseID looks the
+                # HPR number up by the person's identity number).
+                raise OAuthError(
+                    "access_denied",
+                    "the identity number and the HPR number are not the same person",
+                )
         except OAuthError as exc:
             return Redirect(
                 self._redirect(

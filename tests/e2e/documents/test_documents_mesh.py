@@ -86,6 +86,11 @@ def _login(mesh: Mesh, client: str, scope: str, form: dict[str, str], details: A
 
 @pytest.fixture(scope="module")
 def doctor(mesh: Mesh, patient: dict[str, Any]) -> dict[str, str]:
+    return _doctor(mesh, patient["pid"])
+
+
+def _doctor(mesh: Mesh, pid: str) -> dict[str, str]:
+    """The hospital doctor, logged in with `pid` as the patient under treatment."""
     persona = next(p for p in _people(mesh) if p["role"] == "hospital_doctor")
     details = [
         {
@@ -99,9 +104,7 @@ def doctor(mesh: Mesh, patient: dict[str, Any]) -> dict[str, str]:
             },
             "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
             # The patient under treatment: reads need a care relationship (issue #14).
-            "patients": [
-                {"identifier": {"id": patient["pid"], "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}
-            ],
+            "patients": [{"identifier": {"id": pid, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}],
         }
     ]
     token = _login(
@@ -178,3 +181,98 @@ def test_practitioner_shares_and_the_citizen_reads(
 
     access_log = Path(mesh.var_dir) / "logs" / "edge-access.log"
     assert patient["pid"] not in (access_log.read_text() if access_log.exists() else "")
+
+
+# --- authorship (issue 14.6) ------------------------------------------------------------------
+def _reasons(reply: requests.Response) -> list[str]:
+    return [d.get("reason") for d in reply.json().get("details", []) if "reason" in d]
+
+
+def _create(
+    edge: str, headers: dict[str, str], patient_id: str, author: dict[str, str] | None = None
+) -> requests.Response:
+    document: dict[str, Any] = {
+        "patient_id": patient_id,
+        "type_code": "A01-1",
+        "class_code": "A01",
+        "title": "Notat (e2e authorship)",
+        "content_type": "text/plain",
+    }
+    if author is not None:
+        document["author"] = author
+    return requests.post(
+        f"{edge}/v1/documents",
+        json={
+            "request_id": str(uuid.uuid4()),
+            "document": document,
+            "content": base64.b64encode(b"authorship test").decode(),
+        },
+        headers=headers,
+        timeout=15,
+    )
+
+
+def _system(mesh: Mesh, name: str) -> dict[str, str]:
+    from services.trust.demo_client import DemoClient
+
+    client = DemoClient.load(Path(mesh.var_dir) / "demo", name, mesh.edge_url)
+    token = client.client_credentials(
+        resource="samhandling:documents", scope="samhandling:documents/write"
+    )
+    return token.headers()
+
+
+def test_a_client_cannot_register_a_document_as_another_organisation(
+    mesh: Mesh, doctor: dict[str, str], patient: dict[str, Any]
+) -> None:
+    edge = mesh.edge_url
+    hospital = _demo(mesh, "hospital-ehr")["orgnr_parent"]
+    gp_practice = _demo(mesh, "gp-ehr")["orgnr_parent"]
+    gp = next(p for p in _people(mesh) if p["role"] == "gp")
+    gp_system = _system(mesh, "gp-ehr")
+    # With client credentials only, the GP system names the hospital, or the hospital's
+    # doctor, as author: refused before anything is stored.
+    for author in ({"org_number": hospital}, {"hpr_number": gp["hpr_number"]}):
+        refused = _create(edge, gp_system, patient["pid"], author)
+        assert refused.status_code == 403, refused.text
+        assert _reasons(refused) == ["AUTHOR_MISMATCH"]
+    # The logged-in hospital doctor cannot name the GP (another person) either.
+    refused = _create(edge, doctor, patient["pid"], {"hpr_number": gp["hpr_number"]})
+    assert refused.status_code == 403 and _reasons(refused) == ["AUTHOR_MISMATCH"]
+    # The hospital's document cannot be replaced by the GP practice's system.
+    created = _create(edge, doctor, patient["pid"])
+    assert created.status_code == 200, created.text
+    body = created.json()
+    assert body["author"]["org_number"] == hospital
+    assert body["author"]["legal_entity"] == hospital
+    replaced = requests.post(
+        f"{edge}/v1/documents/{body['document_id']}:replace",
+        json={
+            "request_id": str(uuid.uuid4()),
+            "document": {
+                "type_code": "A01-1",
+                "class_code": "A01",
+                "title": "Notat v2",
+                "content_type": "text/plain",
+            },
+            "content": base64.b64encode(b"v2").decode(),
+        },
+        headers=gp_system,
+        timeout=15,
+    )
+    assert replaced.status_code == 403, replaced.text
+    assert _reasons(replaced) == ["NOT_AUTHORING_ORGANISATION"]
+    assert gp_practice != hospital
+
+
+def test_citizen_gets_404_for_another_patients_document_whether_or_not_it_exists(
+    mesh: Mesh, doctor: dict[str, str], citizen: dict[str, str], patient: dict[str, Any]
+) -> None:
+    edge = mesh.edge_url
+    other = next(p for p in _people(mesh) if p["role"] == "citizen" and p["pid"] != patient["pid"])
+    theirs = _create(edge, _doctor(mesh, other["pid"]), other["pid"])
+    assert theirs.status_code == 200, theirs.text
+    for document_id in (theirs.json()["document_id"], str(uuid.uuid4())):
+        for path in (f"/v1/documents/{document_id}", f"/v1/documents/{document_id}/content"):
+            reply = requests.get(f"{edge}{path}", headers=citizen, timeout=10)
+            assert reply.status_code == 404, (path, reply.text)

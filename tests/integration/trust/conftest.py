@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.db import make_engine
-from services.common.identifiers import synthetic_org_number
+from services.common.identifiers import synthetic_org_number, synthetic_pid
 from services.common.server import MeshServer, ServerSettings, create_server
 from services.common.tokens import MESH_AUDIENCES, Scopes, audience_for
 from services.masterdata.bootstrap import build as build_masterdata
@@ -38,10 +38,14 @@ _orgs = random.Random(20261127)
 LAB_ORG, GP_ORG, HOSPITAL, HOSPITAL_UNIT, FOREIGN_ORG = (
     synthetic_org_number(_orgs) for _ in range(5)
 )
+# A second hospital with a unit, an EHR vendor, a closed organisation; RESH ids of the units.
+OTHER_HOSPITAL, OTHER_UNIT, VENDOR_ORG, CLOSED_ORG = (synthetic_org_number(_orgs) for _ in range(4))
+HOSPITAL_RESH, HOSPITAL_UNIT_RESH, OTHER_UNIT_RESH = "4290100", "4290101", "4290201"
 DOCTOR = "1234567"
 SUSPENDED_DOCTOR = "7654321"
 NURSE = "2345678"
 LATE_SUSPENDED_DOCTOR = "3456789"  # suspended by one test, mid-flow
+DOCTOR_PID = synthetic_pid(random.Random(1234567))  # the person behind DOCTOR
 
 
 def _ts(value: dt.datetime) -> timestamp_pb2.Timestamp:
@@ -64,17 +68,29 @@ class MasterData:
 
 def _seed(data: MasterData) -> None:
     admin = data.admin()
-    for org, kind, parent in (
-        (LAB_ORG, md.ORGANIZATION_KIND_LABORATORY, ""),
-        (GP_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, ""),
-        (HOSPITAL, md.ORGANIZATION_KIND_HOSPITAL, ""),
-        (HOSPITAL_UNIT, md.ORGANIZATION_KIND_HOSPITAL_DEPARTMENT, HOSPITAL),
-        (FOREIGN_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, ""),
+    unit = md.ORGANIZATION_KIND_HOSPITAL_DEPARTMENT
+    for org, kind, parent, resh in (
+        (LAB_ORG, md.ORGANIZATION_KIND_LABORATORY, "", ""),
+        (GP_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, "", ""),
+        (HOSPITAL, md.ORGANIZATION_KIND_HOSPITAL, "", HOSPITAL_RESH),
+        (HOSPITAL_UNIT, unit, HOSPITAL, HOSPITAL_UNIT_RESH),
+        (FOREIGN_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, "", ""),
+        (OTHER_HOSPITAL, md.ORGANIZATION_KIND_HOSPITAL, "", ""),
+        (OTHER_UNIT, unit, OTHER_HOSPITAL, OTHER_UNIT_RESH),
+        (VENDOR_ORG, md.ORGANIZATION_KIND_OTHER, "", ""),
+        (CLOSED_ORG, md.ORGANIZATION_KIND_GP_PRACTICE, "", ""),
     ):
+        closed = org == CLOSED_ORG
         data.stub.CreateOrganization(
             md.CreateOrganizationRequest(
                 organization=md.Organization(
-                    org_number=org, name=f"Org {org}", kind=kind, parent_org_number=parent
+                    org_number=org,
+                    name=f"Org {org}",
+                    kind=kind,
+                    parent_org_number=parent,
+                    resh_id=resh,
+                    valid_from=_ts(dt.datetime(2000, 1, 1, tzinfo=dt.UTC)) if closed else None,
+                    valid_to=_ts(dt.datetime(2001, 1, 1, tzinfo=dt.UTC)) if closed else None,
                 )
             ),
             metadata=admin,
@@ -90,6 +106,7 @@ def _seed(data: MasterData) -> None:
             md.CreatePractitionerRequest(
                 practitioner=md.Practitioner(
                     hpr_number=hpr,
+                    national_identity_number=DOCTOR_PID if hpr == DOCTOR else "",
                     given_name="Test",
                     family_name=f"Person {hpr}",
                     approvals=[
@@ -190,6 +207,7 @@ class Trust:
         audiences: tuple[str, ...] = ("samhandling:results", "samhandling:privacy"),
         orgnr_parent: str = GP_ORG,
         orgnr_child: str = "",
+        tenants: tuple[str, ...] = (),
         dpop_required: bool = False,
         redirect_uris: tuple[str, ...] = ("https://client.test/callback",),
     ) -> tuple[str, ClientKey]:
@@ -206,6 +224,7 @@ class Trust:
                 redirect_uris=list(redirect_uris),
                 orgnr_parent=orgnr_parent,
                 orgnr_child=orgnr_child,
+                tenants=list(tenants),
                 dpop_required=dpop_required,
             )
         )

@@ -16,7 +16,7 @@ from services.trust.main import VERSIONS
 from services.trust.seed import DEMO_CLIENTS, seed
 from services.trust.service_layer.clients import ClientRegistry
 
-NAMES = {"lab-system", "gp-ehr", "hospital-ehr", "citizen-portal", "admin-console"}
+NAMES = {"lab-system", "gp-ehr", "hospital-ehr", "vendor-ehr", "citizen-portal", "admin-console"}
 
 
 def test_seed_is_idempotent_and_reads_organisations(

@@ -76,7 +76,9 @@ def test_exchange_binds_to_the_actor_and_keeps_only_the_user(trust: Trust) -> No
     # The client is the exchanging one; the EHR that logged the doctor in is a prior actor.
     assert claims["client_id"] == api_id
     assert claims[auth.CLAIM_CLIENT_NAME] == f"Test {api_id}"
-    assert claims[auth.CLAIM_ORGNR_PARENT] == HOSPITAL
+    # The organisation claims stay the attested organisation (the user's, GP_ORG), not the
+    # API's own (HOSPITAL): privacy matches blocks on them (issue 14.1).
+    assert claims[auth.CLAIM_ORGNR_PARENT] == GP_ORG
     assert claims["act"] == {"sub": api_id, "act": {"sub": ehr_id}}
     # The user and the login context come from the subject token.
     assert claims["sub"] == original["sub"] and claims[auth.CLAIM_HPR_NUMBER] == DOCTOR

@@ -35,13 +35,26 @@ PID = "09825429198"  # synthetic (+80 on the month)
 REDIRECT = "https://client.test/callback"
 
 
-def attestation(category: str = "LE", legal_entity: str = GP_ORG) -> dict[str, Any]:
+def attestation(
+    category: str = "LE",
+    legal_entity: str = GP_ORG,
+    point_of_care: str = "",
+    department: str = "",
+) -> dict[str, Any]:
+    practitioner: dict[str, Any] = {
+        "authorization": {"code": category, "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
+        "legal_entity": {"id": legal_entity, "system": "urn:oid:2.16.578.1.12.4.1.4.101"},
+    }
+    if point_of_care:
+        practitioner["point_of_care"] = {
+            "id": point_of_care,
+            "system": "urn:oid:2.16.578.1.12.4.1.4.101",
+        }
+    if department:
+        practitioner["department"] = {"id": department, "system": "urn:oid:2.16.578.1.12.4.1.4.102"}
     return {
         "type": auth.TRUST_FRAMEWORK_TYPE,
-        "practitioner": {
-            "authorization": {"code": category, "system": "urn:oid:2.16.578.1.12.4.1.1.9060"},
-            "legal_entity": {"id": legal_entity, "system": "urn:oid:2.16.578.1.12.4.1.4.101"},
-        },
+        "practitioner": practitioner,
         "care_relationship": {
             "purpose_of_use": {"code": "TREAT", "system": "urn:oid:2.16.840.1.113883.1.11.20448"}
         },
@@ -227,8 +240,8 @@ def test_reused_refresh_token_revokes_the_chain(trust: Trust) -> None:
 
 
 def test_practitioner_login_with_attestation_copies_verified_context(trust: Trust) -> None:
-    client_id, key = trust.register(orgnr_parent=HOSPITAL, orgnr_child=HOSPITAL_UNIT)
-    details = json.dumps([attestation("LE", HOSPITAL_UNIT)])
+    client_id, key = trust.register(orgnr_parent=HOSPITAL)
+    details = json.dumps([attestation("LE", HOSPITAL, HOSPITAL_UNIT)])
     query, verifier = login(trust, client_id, key, hpr=DOCTOR, authorization_details=details)
     token = _code_token(trust, client_id, key, code=query["code"][0], code_verifier=verifier)
     claims = verify(trust, token.json()["access_token"], "samhandling:results")

@@ -47,6 +47,13 @@ OTHER_ORG_READER = Principal(
     hpr_number="100002",
     orgnr_parent="912345679",
 )
+OTHER_ORG_WRITER = Principal(
+    subject="100003",
+    client_id="gp-ehr",
+    scopes=frozenset({Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ}),
+    hpr_number="100003",
+    orgnr_parent="912345679",
+)
 CITIZEN = Principal(
     subject=PID, client_id="citizen-portal", scopes=frozenset({Scopes.DOCUMENTS_READ}), pid=PID
 )
@@ -334,6 +341,7 @@ def test_search_filters_and_pages(env: dict[str, Any]) -> None:
                 type_code="A01-1" if i % 2 == 0 else "A04-1",
                 class_code="A01" if i % 2 == 0 else "A04",
                 author=Author(org_number="974557746" if i < 3 else "912345679"),
+                principal=WRITER if i < 3 else OTHER_ORG_WRITER,
                 service_start_time=NOW + timedelta(days=i),
             )
         )
@@ -406,3 +414,96 @@ def test_concurrent_submissions_with_one_request_id(tmp_path: Path) -> None:
     assert count_entries(engine) == 1
     assert len(objects(store)) == 1
     engine.dispose()
+
+
+# --- authorship and replacement (issue 14.6) -------------------------------------------------
+HOSPITAL, CARDIOLOGY, SURGERY = "974557746", "974557754", "974557762"
+CARDIOLOGIST = Principal(
+    subject="hpr:100010",
+    client_id="hospital-ehr",
+    scopes=frozenset({Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ}),
+    hpr_number="100010",
+    orgnr_parent=HOSPITAL,
+    orgnr_child=CARDIOLOGY,
+)
+SURGEON = Principal(
+    subject="hpr:100011",
+    client_id="vendor-ehr",
+    scopes=frozenset({Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ}),
+    hpr_number="100011",
+    orgnr_parent=HOSPITAL,
+    orgnr_child=SURGERY,
+)
+LAB_SYSTEM = Principal(  # client credentials: no person
+    subject="lab-system",
+    client_id="lab-system",
+    scopes=frozenset({Scopes.DOCUMENTS_WRITE, Scopes.DOCUMENTS_READ}),
+    orgnr_parent="912345679",
+)
+
+
+def test_author_is_the_calling_health_worker_at_the_attested_organisation(
+    env: dict[str, Any],
+) -> None:
+    entry = register(env["service"], principal=CARDIOLOGIST)
+    assert entry.author == Author("100010", CARDIOLOGY, "", HOSPITAL)
+    named = register(
+        env["service"],
+        principal=CARDIOLOGIST,
+        author=Author("100010", HOSPITAL, "Dr. Hjerte"),
+    )
+    assert named.author == Author("100010", HOSPITAL, "Dr. Hjerte", HOSPITAL)
+
+
+@pytest.mark.parametrize(
+    ("principal", "author"),
+    [
+        (CARDIOLOGIST, Author(hpr_number="100011")),  # another doctor
+        (CARDIOLOGIST, Author(org_number="912345679")),  # another organisation
+        (LAB_SYSTEM, Author(hpr_number="100010")),  # a system naming a doctor
+        (LAB_SYSTEM, Author(org_number=HOSPITAL)),  # a system naming another organisation
+    ],
+)
+def test_a_request_naming_another_author_is_refused(
+    env: dict[str, Any], principal: Principal, author: Author
+) -> None:
+    with pytest.raises(DomainError) as err:
+        register(env["service"], principal=principal, author=author)
+    assert err.value.reason == "AUTHOR_MISMATCH"
+    assert err.value.code.name == "PERMISSION_DENIED"
+    assert count_entries(env["engine"]) == 0 and objects(env["store"]) == []
+
+
+def test_client_credentials_author_is_the_clients_organisation(env: dict[str, Any]) -> None:
+    entry = register(env["service"], principal=LAB_SYSTEM)
+    assert entry.author == Author("", "912345679", "", "912345679")
+
+
+def test_only_the_authoring_organisation_or_its_legal_entity_replaces(
+    env: dict[str, Any],
+) -> None:
+    old = register(env["service"], b"v1", principal=CARDIOLOGIST)
+    for outsider in (OTHER_ORG_WRITER, LAB_SYSTEM):
+        with pytest.raises(DomainError) as err:
+            register(env["service"], b"v2", replaces=old.document_id, principal=outsider)
+        assert err.value.reason == "NOT_AUTHORING_ORGANISATION"
+        assert err.value.code.name == "PERMISSION_DENIED"
+    # Another department of the same legal entity may.
+    new = register(env["service"], b"v2", replaces=old.document_id, principal=SURGEON)
+    assert new.replaces_document_id == old.document_id
+    assert new.author == Author("100011", SURGERY, "", HOSPITAL)
+
+
+def test_citizen_gets_not_found_for_another_patients_document_whether_or_not_it_exists(
+    env: dict[str, Any],
+) -> None:
+    service = env["service"]
+    theirs = register(service, patient_id=OTHER_PID)
+    answers = []
+    for document_id in (theirs.document_id, str(uuid.uuid4())):
+        for call in (service.get, service.retrieve):
+            with pytest.raises(DomainError) as err:
+                call(CITIZEN, document_id)
+            answers.append((err.value.code, err.value.reason))
+    assert set(answers) == {(err.value.code, "DOCUMENT_NOT_FOUND")}
+    assert err.value.code.name == "NOT_FOUND"

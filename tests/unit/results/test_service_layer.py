@@ -232,6 +232,22 @@ def test_citizens_only_see_themselves(service: ResultsService) -> None:
         service.search(CITIZEN, pb.SearchResultsRequest(patient_id=b.OTHER_PATIENT))
 
 
+def test_citizen_gets_not_found_for_another_patients_result_whether_or_not_it_exists(
+    service: ResultsService,
+) -> None:
+    theirs = service.create(LAB, "theirs", b.result(patient=b.OTHER_PATIENT))
+    answers = set()
+    for result_id in (theirs.result_id, "00000000-0000-4000-8000-000000000000"):
+        for call in (
+            lambda rid: service.get(CITIZEN, rid),
+            lambda rid: service.versions(CITIZEN, pb.ListResultVersionsRequest(result_id=rid)),
+        ):
+            with pytest.raises(NotFound) as caught:
+                call(result_id)
+            answers.add((caught.value.reason, caught.value.message))
+    assert answers == {("RESULT_NOT_FOUND", "no such result")}
+
+
 def test_denied_search_is_refused_and_decided(service: ResultsService, access: FakeAccess) -> None:
     access.deny.add(DOCTOR.subject)
     with pytest.raises(PermissionDenied) as caught:
