@@ -22,6 +22,7 @@ import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from services.common.auth import USER_CONTEXT_HEADER
 from services.common.internal_methods import edge_keys as internal_method_keys
 from services.common.workload_identity import (
     CA_FILE,
@@ -913,8 +914,9 @@ def _dpop_rbac() -> dict[str, Any]:
 
 
 def _edge_headers() -> dict[str, Any]:
-    """First filter: drop headers only the edge may set, then record the original request."""
-    own = [{"remove": h} for h in (CLIENT_ID_HEADER, CITIZEN_HEADER)]
+    """First filter: drop headers only the edge (or, for the forwarded user context, a mesh
+    service) may set, then record the original request."""
+    own = [{"remove": h} for h in (CLIENT_ID_HEADER, CITIZEN_HEADER, USER_CONTEXT_HEADER)]
     forwarded = [
         {
             "append": {

@@ -196,6 +196,8 @@ def test_services_get_the_original_method_and_url(edge: Edge) -> None:
         "x-envoy-original-method": "DELETE",
         "x-envoy-original-path": "/elsewhere",
         "x-jwt-client-id": "someone-else",
+        # Forwarded user context is what services send each other, never a client.
+        "x-samhandling-user-context": token,
     }
     reply = echo(edge, {**edge.auth(token), **spoofed}, json={"text": "?headers"})
     assert reply.status_code == 200
@@ -206,6 +208,7 @@ def test_services_get_the_original_method_and_url(edge: Edge) -> None:
     assert seen["x-forwarded-host"] == host
     assert seen["x-forwarded-proto"] == "http"
     assert seen["x-jwt-client-id"] == "probe-client"
+    assert "x-samhandling-user-context" not in seen
     assert seen["authorization"] == f"Bearer {token}"
     # The route timeout (15 s by default) reaches the service as its gRPC deadline.
     assert 0 < float(seen["time-remaining"]) <= 16  # (grpc-timeout rounding)
