@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from services.privacy.adapters import orm
 from services.privacy.domain.merkle import (
+    CONTENT_FIELDS,
     EMPTY_ROOT,
     TreeHead,
     largest_power_of_two_below,
@@ -38,28 +39,10 @@ from services.privacy.domain.model import (
 
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
-# Columns emptied by retention (the personal data); the stub keeps its leaf.
-PRUNED_COLUMNS = (
-    "patient_id",
-    "actor_kind",
-    "actor_subject",
-    "actor_hpr",
-    "actor_name",
-    "actor_org",
-    "client_id",
-    "client_name",
-    "domain",
-    "action",
-    "resource_type",
-    "resource_id",
-    "purpose",
-    "decision",
-    "emergency",
-    "reasons",
-    "trace_id",
-    "decision_event_id",
-    "details",
-    "salt",
+# Columns emptied by retention (the personal data): the entry's content but what names the
+# leaf (id, time, type); the stub keeps its leaf.
+PRUNED_COLUMNS = tuple(
+    f for f in CONTENT_FIELDS if f not in ("event_id", "event_time", "entry_type")
 )
 
 

@@ -21,7 +21,6 @@ from services.privacy.domain.merkle import (
     content_hash,
     leaf_bytes,
     leaf_hash,
-    node_hash,
 )
 
 NODE_STRIDE = 4  # the stored levels, as adapters/repository.NODE_STRIDE
@@ -67,16 +66,10 @@ class SubtreeTracker(CompactRange):
         super().__init__()
         self.subtrees: dict[tuple[int, int], bytes] = {}
 
-    def append(self, leaf_hash_value: bytes) -> None:
-        self.size += 1
-        size, value = 1, leaf_hash_value
-        while self._stack and self._stack[-1][0] == size:
-            left_size, left = self._stack.pop()
-            size, value = size + left_size, node_hash(left, value)
-            level = size.bit_length() - 1
-            if level % NODE_STRIDE == 0:
-                self.subtrees[(level, self.size // size - 1)] = value
-        self._stack.append((size, value))
+    def _completed(self, size: int, value: bytes) -> None:
+        level = size.bit_length() - 1
+        if level % NODE_STRIDE == 0:
+            self.subtrees[(level, self.size // size - 1)] = value
 
 
 def _date(us: int) -> str:

@@ -265,7 +265,11 @@ class CompactRange:
         while self._stack and self._stack[-1][0] == size:
             left_size, left = self._stack.pop()
             size, value = size + left_size, node_hash(left, value)
+            self._completed(size, value)
         self._stack.append((size, value))
+
+    def _completed(self, size: int, value: bytes) -> None:
+        """A perfect subtree of `size` leaves ending at leaf `self.size` was just hashed."""
 
     def root(self) -> bytes:
         if not self._stack:

@@ -113,6 +113,16 @@ class SingleUseIds:
         return True
 
 
+def _approval_refused(reason: str, of_category: str = "") -> OAuthError:
+    if reason == "IDENTITY_MISMATCH":
+        return OAuthError(
+            "access_denied", "the identity number and the HPR number are not the same person"
+        )
+    return OAuthError(
+        "access_denied", f"practitioner has no valid approval {of_category}({reason})"
+    )
+
+
 class DbReplayCache:
     """DPoP proof jti at the token endpoint: in the database, shared by every replica."""
 
@@ -722,17 +732,13 @@ class TrustService:
 
     # --- trust framework --------------------------------------------------------------------
     def _verify_attestation(
-        self, client: Client, attestation: Attestation, hpr_number: str | None
+        self, client: Client, attestation: Attestation, hpr_number: str | None, pid: str = ""
     ) -> dict[str, Any]:
         if not hpr_number:
             raise invalid_request("the trust framework needs a logged-in health worker")
-        check = self.masterdata.check_approval(hpr_number, attestation.category)
+        check = self.masterdata.check_approval(hpr_number, attestation.category, pid=pid)
         if not check.valid:
-            raise OAuthError(
-                "access_denied",
-                f"practitioner has no valid approval of category {attestation.category} "
-                f"({check.reason})",
-            )
+            raise _approval_refused(check.reason, f"of category {attestation.category} ")
         self.organisations.verify(client, attestation)
         return dict(attestation.raw)
 
@@ -834,21 +840,14 @@ class TrustService:
         try:
             verified: list[dict[str, Any]] = []
             attestation = trust_framework_attestation(data.get("authorization_details") or [])
+            # With both typed in, the one approval check also asks master data whether they
+            # are one person (HelseID looks the HPR number up by the identity number).
             if attestation is not None:
-                verified = [self._verify_attestation(client, attestation, hpr or None)]
+                verified = [self._verify_attestation(client, attestation, hpr or None, pid)]
             elif hpr:
-                check = self.masterdata.check_approval(hpr, "")
+                check = self.masterdata.check_approval(hpr, "", pid=pid)
                 if not check.valid:
-                    raise OAuthError(
-                        "access_denied", f"health worker has no valid approval ({check.reason})"
-                    )
-            if pid and hpr and not self.masterdata.check_approval(hpr, "", pid=pid).valid:
-                # Both typed in: they must be one person in master data (HelseID looks the
-                # HPR number up by the person's identity number).
-                raise OAuthError(
-                    "access_denied",
-                    "the identity number and the HPR number are not the same person",
-                )
+                    raise _approval_refused(check.reason)
         except OAuthError as exc:
             return Redirect(
                 self._redirect(
