@@ -16,13 +16,13 @@ patient who changes GP reaches the new GP within the TTL.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import grpc
 
+from services.common.ttl_cache import TtlCache
 from services.privacy.domain.model import Approval
 
 
@@ -91,6 +91,8 @@ class GrpcApprovalChecker:
 
 
 class CachedApprovalChecker:
+    """Approvals for a few seconds per HPR number; failures are never cached."""
+
     def __init__(
         self,
         inner: ApprovalChecker,
@@ -99,30 +101,21 @@ class CachedApprovalChecker:
         max_entries: int = 10_000,
     ) -> None:
         self._inner = inner
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._max = max_entries
-        self._entries: dict[str, tuple[float, Approval]] = {}
-        self._lock = threading.Lock()
+        self._entries: TtlCache[str, Approval] = TtlCache(ttl_seconds, max_entries, clock)
 
     def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
-        now = self._clock()
         hit = self._entries.get(hpr_number)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         approval = self._inner.check(hpr_number, metadata)  # failures are never cached
-        with self._lock:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[hpr_number] = (now + self._ttl, approval)
+        self._entries.put(hpr_number, approval)
         return approval
 
     def invalidate(self, hpr_number: str | None = None) -> None:
-        with self._lock:
-            if hpr_number is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(hpr_number, None)
+        if hpr_number is None:
+            self._entries.clear()
+        else:
+            self._entries.pop(hpr_number)
 
 
 class CachedGpListChecker:
@@ -136,23 +129,15 @@ class CachedGpListChecker:
         max_entries: int = 50_000,
     ) -> None:
         self._inner = inner
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._max = max_entries
-        self._entries: dict[tuple[str, str], tuple[float, bool]] = {}
-        self._lock = threading.Lock()
+        self._entries: TtlCache[tuple[str, str], bool] = TtlCache(ttl_seconds, max_entries, clock)
 
     def on_gp_list(
         self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
     ) -> bool:
-        now = self._clock()
         key = (hpr_number, patient_id)
         hit = self._entries.get(key)
-        if hit is not None and hit[0] > now:
-            return hit[1]
+        if hit is not None:
+            return hit
         listed = self._inner.on_gp_list(hpr_number, patient_id, metadata)
-        with self._lock:
-            if len(self._entries) >= self._max:
-                self._entries.clear()
-            self._entries[key] = (now + self._ttl, listed)
+        self._entries.put(key, listed)
         return listed

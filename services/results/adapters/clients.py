@@ -8,7 +8,6 @@ to the internal methods, over the shared cached channels with propagated deadlin
 
 from __future__ import annotations
 
-import collections
 import datetime as dt
 import os
 import threading
@@ -27,6 +26,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
 from services.common.errors import Aborted, FailedPrecondition, Unavailable, peer_error
+from services.common.ttl_cache import TtlCache
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -190,42 +190,26 @@ class DecisionCache:
     MAX_ENTRIES = 10_000
 
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._entries: collections.OrderedDict[tuple[str, bytes], tuple[float, AccessDecision]]
-        self._entries = collections.OrderedDict()
-        self._lock = threading.Lock()
+        self._on = ttl_seconds > 0
+        self._entries: TtlCache[tuple[str, bytes], AccessDecision] = TtlCache(
+            max(ttl_seconds, 0.001), self.MAX_ENTRIES, clock
+        )
 
     @staticmethod
     def cacheable(request: AccessRequest) -> bool:
         return request.action in ("READ", "SEARCH") and not request.emergency
 
     def get(self, key: tuple[str, bytes]) -> AccessDecision | None:
-        if self._ttl <= 0:
-            return None
-        with self._lock:
-            found = self._entries.get(key)
-            if found is None:
-                return None
-            if found[0] <= self._clock():
-                del self._entries[key]
-                return None
-            return found[1]
+        return self._entries.get(key) if self._on else None
 
     def put(self, key: tuple[str, bytes], decision: AccessDecision) -> None:
-        if self._ttl <= 0 or not decision.permit or decision.emergency or not decision.event_id:
+        if not self._on or not decision.permit or decision.emergency or not decision.event_id:
             return
-        with self._lock:
-            self._entries[key] = (self._clock() + self._ttl, replace(decision, reused=True))
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.MAX_ENTRIES:
-                self._entries.popitem(last=False)
+        self._entries.put(key, replace(decision, reused=True))
 
     def forget(self, event_id: str) -> None:
         """Drop every entry holding this decision (privacy found it stale)."""
-        with self._lock:
-            for key in [k for k, (_, d) in self._entries.items() if d.event_id == event_id]:
-                del self._entries[key]
+        self._entries.drop_where(lambda decision: decision.event_id == event_id)
 
 
 def decision_cache_seconds() -> float:
