@@ -6,6 +6,10 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
   sends a `Location`) replace the transcoder's 200, every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
   path the access log and the edge's span show has no query string and no identity number.
+  FHIR (`/v1/fhir/...`): a route's `query_header` moves the query string into that header
+  (FHIR search parameters need no proto fields; the service decides which it accepts), and
+  every error answer becomes an `OperationOutcome` (`application/fhir+json`), Envoy's own
+  400/401/404/413/429/503 included.
 - `samhandling.conventions.body` (just before the transcoder): unknown JSON body fields are a 400
   naming the field, checked against the request messages in the descriptor set.
 """
@@ -154,6 +158,8 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    if options.get("query_header"):
+        conventions["query_header"] = str(options["query_header"])
     request = descriptors.messages.get(m.input_type)
     if options.get("ignore_unknown_query_parameters") and request is not None:
         conventions["query_fields"] = ",".join(f.name for f in request.field)

@@ -367,8 +367,10 @@ def _is_scalar_wrapper(f: descriptor_pb2.FieldDescriptorProto) -> bool:
 FORM = "application/x-www-form-urlencoded"
 
 
-def _raw_content(media_type: str | None = None) -> dict[str, Any]:
-    """A google.api.HttpBody's content, by the media type routes.yaml declares for it."""
+def _raw_content(media_type: str | list[str] | None = None) -> dict[str, Any]:
+    """A google.api.HttpBody's content, by the media type(s) routes.yaml declares for it."""
+    if isinstance(media_type, list):
+        return {k: v for one in media_type for k, v in _raw_content(one).items()}
     if media_type == FORM:
         schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
     elif media_type and media_type.endswith(("/json", "+json")):
@@ -381,7 +383,7 @@ def _raw_content(media_type: str | None = None) -> dict[str, Any]:
 
 
 def _body_content(
-    type_name: str, builder: SchemaBuilder, media_type: str | None = None
+    type_name: str, builder: SchemaBuilder, media_type: str | list[str] | None = None
 ) -> dict[str, Any]:
     if type_name == HTTP_BODY:
         return {"required": True, "content": _raw_content(media_type)}
