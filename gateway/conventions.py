@@ -3,7 +3,9 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
 
 - `samhandling.conventions` (first filter): REST responses lose `grpc-*` headers, a route's
   `success_status` (PAR: 201) and `redirect_status` (the TestID login: 303 when the service
-  sends a `Location`) replace the transcoder's 200, every 401 gets an RFC 6750 / RFC 9449
+  sends a `Location`) replace the transcoder's 200, a 413 names the route's body limit
+  (`max_request_bytes`), an unknown query parameter's 400 gets a `google.rpc.BadRequest`
+  field violation like an unknown body field's, every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
   path the access log and the edge's span show has no query string and no identity number.
   FHIR (`/v1/fhir/...`): a route's `query_header` moves the query string into that header
@@ -158,6 +160,8 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    if options.get("max_request_bytes"):
+        conventions["max_request_bytes"] = int(options["max_request_bytes"])
     if options.get("query_header"):
         conventions["query_header"] = str(options["query_header"])
     request = descriptors.messages.get(m.input_type)

@@ -142,6 +142,25 @@ local function operation_outcome(status, text)
     status:sub(1, 1) == "5" and "fatal" or "error", code, details, message, expression)
 end
 
+-- The transcoder's 400 for an unknown query parameter names it only in its message; add the
+-- google.rpc.BadRequest field violation the unknown-body-field 400 carries.
+local function with_query_violation(text)
+  local field = text:match('Could not find field \\"([^\\"]+)\\" in the type')
+  if not field or text:find("google.rpc.BadRequest", 1, true) then
+    return nil
+  end
+  local violation = string.format(
+    '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":"%s",'
+      .. '"description":"unknown query parameter"}]}', field)
+  local out, n = text:gsub('"details":%[%]', '"details":[' .. violation .. "]", 1)
+  if n == 0 then
+    out, n = text:gsub('("details":%[.-)%]', function(head)
+      return head .. "," .. violation .. "]"
+    end, 1)
+  end
+  return n > 0 and out or nil
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local info = handle:streamInfo():dynamicMetadata():get(NS) or {}
@@ -167,7 +186,8 @@ function envoy_on_response(handle)
     return
   end
   local fhir = info.fhir == "yes" and tonumber(status or "0") >= 400
-  if status ~= "401" and not fhir then
+  local limit = status == "413" and handle:metadata():get("max_request_bytes")
+  if status ~= "401" and status ~= "400" and not limit and not fhir then
     return
   end
   local text = ""
@@ -179,6 +199,22 @@ function envoy_on_response(handle)
   headers = handle:headers()
   if status == "401" then
     challenge(headers, info.scheme, text:match('"reason"%s*:%s*"([%u_]+)"'))
+  end
+  local rewritten = status == "400" and body and with_query_violation(text)
+  if rewritten and not fhir then
+    body:setBytes(rewritten)
+    headers:replace("content-length", tostring(#rewritten))
+  end
+  text = rewritten or text
+  if limit and body then
+    -- Say the limit (the edge's 413 is the buffer filter's, which does not).
+    local message = string.format(
+      "request body too large: this route takes at most %d bytes (%.1f MiB)", limit, limit / 1048576)
+    text = text:gsub('"message":"[^"]*"', '"message":"' .. message .. '"', 1)
+    if not fhir then
+      body:setBytes(text)
+      headers:replace("content-length", tostring(#text))
+    end
   end
   if fhir and body and not text:find('"resourceType"') then
     local outcome = operation_outcome(status, text)

@@ -303,14 +303,14 @@ def test_every_error_is_an_operation_outcome(edge: Edge) -> None:
         headers=doctor,
         timeout=10,
     )
-    _outcome(query, 400, "invalid")
+    assert _outcome(query, 400, "invalid")["issue"][0]["expression"] == ["_format"]
     huge = requests.post(
         f"{url}/v1/fhir/DiagnosticReport/_search",
         data={"code": "x" * (2 << 20)},
         headers=doctor,
         timeout=30,
     )
-    _outcome(huge, 413, "too-long")
+    assert "at most 1048576 bytes" in _outcome(huge, 413, "too-long")["issue"][0]["diagnostics"]
     created = requests.post(
         f"{url}/v1/fhir/DiagnosticReport",
         data="{}",
