@@ -120,7 +120,9 @@ def _lua_filter(name: str, source: str) -> dict[str, Any]:
     }
 
 
-def conventions_filter(realm: str) -> dict[str, Any]:
+def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str, Any]:
+    """`max_request_bytes`: the default body limit a 413 names (routes with their own limit
+    carry it in their metadata)."""
     from services.common.dpop import DPOP_ALGORITHMS
     from services.common.logging import MASK
 
@@ -129,6 +131,7 @@ def conventions_filter(realm: str) -> dict[str, Any]:
         ("__MASK__", MASK),
         ("__DPOP_ALGS__", " ".join(DPOP_ALGORITHMS)),
         ("__REALM__", realm),
+        ("__MAX_REQUEST_BYTES__", str(max_request_bytes)),
     ):
         source = source.replace(placeholder, value.replace('"', ""))
     return _lua_filter(CONVENTIONS_FILTER, source)
@@ -160,8 +163,9 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
-    if options.get("max_request_bytes"):
-        conventions["max_request_bytes"] = int(options["max_request_bytes"])
+    limit = int(options.get("max_request_bytes") or 0)
+    if limit and limit != int(spec.defaults.get("max_request_bytes") or 0):
+        conventions["max_request_bytes"] = limit  # else the filter's default
     if options.get("query_header"):
         conventions["query_header"] = str(options["query_header"])
     request = descriptors.messages.get(m.input_type)

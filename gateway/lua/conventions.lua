@@ -6,6 +6,7 @@ local NS = "samhandling.conventions"
 local MASK = "__MASK__"
 local DPOP_ALGS = "__DPOP_ALGS__"
 local REALM = "__REALM__"
+local MAX_REQUEST_BYTES = tonumber("__MAX_REQUEST_BYTES__")
 
 -- ErrorInfo reasons of a 401 (edge or service) -> the RFC 6750 / RFC 9449 error code;
 -- false = no error attribute (RFC 6750 §3.1: a request without a token gets none).
@@ -186,7 +187,7 @@ function envoy_on_response(handle)
     return
   end
   local fhir = info.fhir == "yes" and tonumber(status or "0") >= 400
-  local limit = status == "413" and handle:metadata():get("max_request_bytes")
+  local limit = status == "413" and (handle:metadata():get("max_request_bytes") or MAX_REQUEST_BYTES)
   if status ~= "401" and status ~= "400" and not limit and not fhir then
     return
   end
