@@ -48,9 +48,8 @@ def test_fhir_searches_take_their_query_in_a_header(routes: dict[str, dict[str, 
     ):
         meta = _meta(routes[f"{key} {verb} {path}"], conventions.CONVENTIONS_FILTER)
         assert meta["query_header"] == "x-samhandling-fhir-query"
-    create = routes[
-        "samhandling.results.v1.ResultsService/CreateFhirDiagnosticReport POST /v1/fhir/DiagnosticReport"
-    ]
+    create_key = "samhandling.results.v1.ResultsService/CreateFhirDiagnosticReport"
+    create = routes[f"{create_key} POST /v1/fhir/DiagnosticReport"]
     assert _meta(create, conventions.CONVENTIONS_FILTER)["success_status"] == 201
 
 
