@@ -78,6 +78,14 @@ def split(data: bytes, fmt: str, rows_per_chunk: int = CHUNK_ROWS) -> list[Chunk
             rows = sum(1 for line in part if line.strip())
             chunks.append(Chunk("".join(part).encode(), rows, start, 0))
         return chunks
+    try:
+        return _split_csv(data, text, lines, rows_per_chunk)
+    except csv.Error as exc:  # e.g. a field above csv's size limit: the file, not us
+        raise InvalidArgument(f"not valid CSV: {exc}"[:300], reason="INVALID_IMPORT_FILE") from exc
+
+
+def _split_csv(data: bytes, text: str, lines: list[str], rows_per_chunk: int) -> list[Chunk]:
+    chunks: list[Chunk] = []
     reader = csv.reader(io.StringIO(text))
     if next(reader, None) is None:
         return [Chunk(data, 0, 0, 0)]  # empty: the use case reports it
