@@ -82,11 +82,11 @@ def test_the_synchronous_import_stays_and_its_413_says_the_limit(mesh: Mesh) -> 
     assert refused.status_code == 413
     assert "at most 1048576 bytes" in refused.json()["message"]
     lines = b"not json\n" * (300_000)  # 2.7 MB: every line rejected, nothing written
-    big = {
+    big_lines: dict[str, object] = {
         "format": "IMPORT_FORMAT_JSON_LINES",
         "data": base64.b64encode(lines).decode(),
         "validate_only": True,
     }
-    started = edge.call("POST", "/v1/practitioners:startImport", admin, json=big)
+    started = edge.call("POST", "/v1/practitioners:startImport", admin, json=big_lines)
     assert started.status_code == 200, started.text  # the long-running import takes 50 MiB
     assert started.json()["name"].startswith("operations/")
