@@ -10,8 +10,9 @@ DiagnosticReport and Observation: `patient` (also `patient:identifier`,
 `category` (v2-0074 LAB/RAD/PAT/MB), `code`, `date` (prefixes eq/ge/gt/le/lt; precision year
 to seconds), `status`, `_count`, `_sort` (`-date` only: newest first) and `_page_token` (the
 continuation in `self`/`next` links). Comma = OR within a parameter, repeating a parameter
-= AND (for `date`, the intersection). Anything else is INVALID_ARGUMENT naming the
-parameter: a dropped filter on health data would return more than was asked for.
+= AND (for `date`, the intersection). Anything else is INVALID_ARGUMENT `UNKNOWN_FIELD`
+naming the parameter (as the edge's unknown fields): a dropped filter on health data would
+return more than was asked for.
 
 A GET that names a patient is refused (identity numbers never go in URLs), pointing to
 POST `_search`.
@@ -265,7 +266,10 @@ def search(
                 raise _bad(name, "only JSON is supported")
         else:
             supported = ", ".join(("patient", *SEARCH_PARAMS, *RESULT_PARAMS[:2]))
-            raise _bad(name, f"unknown search parameter {name!r} (supported: {supported})")
+            error = invalid_field(
+                name, f'unknown search parameter "{name}" (supported: {supported})', "UNKNOWN_FIELD"
+            )
+            raise error
     if start is not None:
         query.start_time.FromDatetime(start)
     if end is not None:
