@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+import yaml
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
@@ -24,6 +25,8 @@ from fhir.resources.R4B.observation import Observation
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from samhandling.results.v1 import results_service_pb2 as pb
 
+from deploy.local.mesh import free_port, start_envoy
+from gateway.render import EdgePorts, render
 from services.results.adapters import fhir
 from tests.integration.results.conftest import Stack
 from tests.unit.results import builders as b
@@ -319,3 +322,33 @@ def test_every_error_is_an_operation_outcome(edge: Edge) -> None:
     )
     assert "DiagnosticReport" in _outcome(created, 400, "invalid")["issue"][0]["diagnostics"]
     assert urlsplit(url).scheme == "http"
+
+
+def test_the_edges_429_is_an_operation_outcome_too(edge: Edge, tmp_path: Path) -> None:
+    _url, stack, _log = edge
+    ports = EdgePorts(free_port(), free_port(), free_port())
+    addresses = {
+        "results": stack.servers[0].address,
+        "privacy": stack.servers[1].address,
+        "masterdata": stack.servers[2].address,
+    }
+    tiny = {
+        "rate_limit": {
+            "global": {"max_tokens": 1, "tokens_per_fill": 1, "fill_interval_seconds": 60}
+        }
+    }
+    config = tmp_path / "envoy.yaml"
+    config.write_text(yaml.safe_dump(render(ports, addresses, overrides=tiny)))
+    envoy = start_envoy(config, ports.admin, tmp_path / "envoy.log")
+    try:
+        replies = [
+            requests.get(f"http://127.0.0.1:{ports.public}/v1/fhir/metadata", timeout=10)
+            for _ in range(3)
+        ]
+    finally:
+        envoy.terminate()
+        envoy.wait(10)
+    limited = [r for r in replies if r.status_code == 429]
+    assert limited, [r.status_code for r in replies]
+    _outcome(limited[0], 429, "throttled")
+    assert limited[0].headers["retry-after"]
