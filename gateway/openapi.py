@@ -311,6 +311,11 @@ def _operation(
             if comment:
                 param["description"] = comment
             params.append(param)
+    if rule.verb.lower() == "get" and options.get("query_parameters"):  # a route's raw query (FHIR)
+        params += [
+            {"name": name, "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}
+            for name in options["query_parameters"]
+        ]
     if params:
         op["parameters"] = params
     output = m.output_type
