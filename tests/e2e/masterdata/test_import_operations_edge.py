@@ -6,6 +6,7 @@ rows; the synchronous import still answers, and its 413 names the body limit."""
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +91,25 @@ def test_the_synchronous_import_stays_and_its_413_says_the_limit(mesh: Mesh) -> 
     started = edge.call("POST", "/v1/practitioners:startImport", admin, json=big_lines)
     assert started.status_code == 200, started.text  # the long-running import takes 50 MiB
     assert started.json()["name"].startswith("operations/")
+
+
+def test_the_upload_stream_over_rest_is_a_json_array(mesh: Mesh) -> None:
+    edge = Edge(mesh.edge_url)
+    admin = DemoClient(edge, mesh.var_dir / "demo", "admin-console").client_credentials(
+        "samhandling:masterdata", "samhandling:masterdata/admin", DpopKey()
+    )
+    data = b"hpr_number,given_name,family_name,approvals\n6300001,A,B,LE:1::\n6300002,C,D,LE:1::\n"
+    messages = [
+        {"kind": "IMPORT_KIND_PRACTITIONERS", "format": "IMPORT_FORMAT_CSV"},
+        {"chunk": base64.b64encode(data[:50]).decode()},
+        {"chunk": base64.b64encode(data[50:]).decode()},
+    ]
+    started = edge.call("POST", "/v1/imports:upload", admin, json=messages)
+    assert started.status_code == 200, started.text
+    name = started.json()["name"]
+    for _ in range(600):  # bounds a hang only
+        operation = edge.call("GET", f"/v1/{name}", admin).json()
+        if operation.get("done"):
+            break
+        time.sleep(0.05)
+    assert operation["done"] and operation["metadata"]["imported_count"] == 2
