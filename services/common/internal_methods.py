@@ -76,6 +76,7 @@ PUBLIC_PEER_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("privacy", "trust"): (f"/{TRUST}/GetJwks",),
     ("results", "trust"): (f"/{TRUST}/GetJwks",),
     ("documents", "trust"): (f"/{TRUST}/GetJwks",),
+    ("notifications", "trust"): (f"/{TRUST}/GetJwks",),
 }
 
 
