@@ -122,6 +122,7 @@ class NotificationsService:
         self.clock = clock
         self.poll_seconds = poll_seconds
         self.hub = Hub()
+        self._match_lock = threading.Lock()
         self._match_wake = threading.Event()
         self._hook_wake = threading.Event()
         self._stop = threading.Event()
@@ -288,6 +289,10 @@ class NotificationsService:
 
     def match_once(self) -> int:
         """Match the next batch of events; returns how many events were done."""
+        with self._match_lock:
+            return self._match_once()
+
+    def _match_once(self) -> int:
         with self.engine.connect() as conn:
             events = repo.unmatched_events(conn, MATCH_BATCH)
             if not events:
@@ -313,8 +318,11 @@ class NotificationsService:
         now = self.clock()
         made = hooks = 0
         with self.engine.begin() as conn:
-            if conn.dialect.name == "postgresql":  # one matcher at a time across replicas
+            # One matcher at a time across processes (replicas): the lock before the reads.
+            if conn.dialect.name == "postgresql":
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MATCH_LOCK})
+            elif conn.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
             still = {e.seq for e in repo.unmatched_events(conn, MATCH_BATCH * 4)}
             for s, e in chosen:  # events in arrival order: per patient in commit order
                 if e.seq in still and repo.add_notification(conn, s, e, now) is not None:
