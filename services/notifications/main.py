@@ -32,6 +32,7 @@ VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versio
 @dataclass(frozen=True)
 class Settings:
     events_url: str = ""  # nats://...: consume the JetStream stream (else PublishEvents)
+    events_stream: str = ""  # the JetStream stream (default SAMHANDLING_EVENTS_STREAM)
     webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
     poll_seconds: float = 1.0
 
@@ -46,6 +47,7 @@ class Settings:
 
         return cls(
             events_url=os.environ.get("SAMHANDLING_EVENTS_URL", ""),
+            events_stream=os.environ.get("SAMHANDLING_EVENTS_STREAM", ""),
             webhooks=WebhookPolicy(
                 base_seconds=number("SAMHANDLING_WEBHOOK_RETRY_BASE_SECONDS", 1.0),
                 cap_seconds=number("SAMHANDLING_WEBHOOK_RETRY_CAP_SECONDS", 300.0),
@@ -92,7 +94,9 @@ def build(
                 events.append(event_from_pb(message))
             service.ingest(events)
 
-        consumer = JetStreamConsumer(settings.events_url, handle).start()
+        consumer = JetStreamConsumer(
+            settings.events_url, handle, stream=settings.events_stream or None
+        ).start()
         shutdown.insert(0, consumer.close)
     spec = ServiceSpec(
         "notifications",

@@ -211,8 +211,13 @@ def _practitioner(hpr: str) -> md.Practitioner:
 
 
 def start_stack(
-    backend: str, tmp: Path, events: Callable[[grpc.Channel], Sink] | None = None
+    backend: str,
+    tmp: Path,
+    events: Callable[[grpc.Channel], Sink] | None = None,
+    settings_of_notifications: Settings | None = None,
 ) -> tuple[Stack, Callable[[], None]]:
+    """The stack; `events`: the outbox sink of results and privacy (default: PublishEvents
+    to the notifications server), `settings_of_notifications` its settings."""
     engines: list[Engine] = []
 
     def engine_for(name: str) -> Engine:
@@ -236,7 +241,7 @@ def start_stack(
         nt_engine,
         mint.authenticator("notifications", internal_methods=NOTIFICATIONS_INTERNAL),
         peers,
-        Settings(webhooks=TEST_WEBHOOKS, poll_seconds=0.2),
+        settings_of_notifications or Settings(webhooks=TEST_WEBHOOKS, poll_seconds=0.2),
     )
     nt_server = create_server(nt_setup.spec, settings=settings).start()
     nt_channel = dial(nt_server)
