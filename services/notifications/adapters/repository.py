@@ -250,6 +250,30 @@ def due_webhooks(conn: Connection, now: dt.datetime, limit: int) -> list[Any]:
     return list(conn.execute(query))
 
 
+def pending_run(conn: Connection, subscription_id: str, first: int, limit: int) -> list[Any]:
+    """The pending notifications of a subscription from number `first` on, in order, up to
+    the first gap (delivered together in one POST)."""
+    n = orm.notifications
+    rows = list(
+        conn.execute(
+            sa.select(n)
+            .where(
+                n.c.subscription_id == subscription_id,
+                n.c.event_number >= first,
+                n.c.delivery == PENDING,
+            )
+            .order_by(n.c.event_number)
+            .limit(limit)
+        )
+    )
+    run: list[Any] = []
+    for row in rows:
+        if run and int(row.event_number) != int(run[-1].event_number) + 1:
+            break
+        run.append(row)
+    return run
+
+
 def next_webhook_time(conn: Connection) -> dt.datetime | None:
     n = orm.notifications
     value = conn.execute(
@@ -258,24 +282,24 @@ def next_webhook_time(conn: Connection) -> dt.datetime | None:
     return value  # type: ignore[no-any-return]
 
 
-def delivered(conn: Connection, subscription_id: str, number: int) -> None:
+def delivered(conn: Connection, subscription_id: str, numbers: Sequence[int]) -> None:
     n, s = orm.notifications, orm.subscriptions
     conn.execute(
         n.update()
-        .where(n.c.subscription_id == subscription_id, n.c.event_number == number)
+        .where(n.c.subscription_id == subscription_id, n.c.event_number.in_(list(numbers)))
         .values(delivery=DELIVERED, next_attempt_time=None)
     )
     conn.execute(
         s.update()
         .where(s.c.subscription_id == subscription_id)
-        .values(delivered_count=s.c.delivered_count + 1)
+        .values(delivered_count=s.c.delivered_count + len(numbers))
     )
 
 
 def failed(
     conn: Connection,
     subscription_id: str,
-    number: int,
+    numbers: Sequence[int],
     attempts: int,
     next_time: dt.datetime | None,
 ) -> None:
@@ -283,7 +307,7 @@ def failed(
     n, s = orm.notifications, orm.subscriptions
     conn.execute(
         n.update()
-        .where(n.c.subscription_id == subscription_id, n.c.event_number == number)
+        .where(n.c.subscription_id == subscription_id, n.c.event_number.in_(list(numbers)))
         .values(
             attempts=attempts,
             delivery=PENDING if next_time is not None else PARKED,
@@ -294,7 +318,7 @@ def failed(
         conn.execute(
             s.update()
             .where(s.c.subscription_id == subscription_id)
-            .values(parked_count=s.c.parked_count + 1)
+            .values(parked_count=s.c.parked_count + len(numbers))
         )
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import requests
@@ -20,21 +21,23 @@ def _iso(value: dt.datetime) -> str:
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def notification_bundle(sub: Subscription, row: Any) -> dict[str, Any]:
-    """One event-notification: SubscriptionStatus + the focus reference, no resource
-    content ("id-only"), nothing personal."""
+def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any]:
+    """One event-notification for one or more consecutive notifications: a
+    SubscriptionStatus listing each event's number and focus reference, no resource content
+    ("id-only"), nothing personal."""
+    last = rows[-1]
     return {
         "resourceType": "Bundle",
         "type": "history",
         "timestamp": _iso(dt.datetime.now(dt.UTC).replace(tzinfo=None)),
         "entry": [
             {
-                "fullUrl": f"urn:uuid:{row.event_id}",
+                "fullUrl": f"urn:uuid:{last.event_id}",
                 "resource": {
                     "resourceType": "SubscriptionStatus",
                     "status": "active",
                     "type": "event-notification",
-                    "eventsSinceSubscriptionStart": int(row.event_number),
+                    "eventsSinceSubscriptionStart": int(last.event_number),
                     "subscription": {"reference": f"Subscription/{sub.subscription_id}"},
                     "topic": TOPIC_URL + sub.topic.value.lower().replace("_", "-"),
                     "notificationEvent": [
@@ -53,6 +56,7 @@ def notification_bundle(sub: Subscription, row: Any) -> dict[str, Any]:
                                 },
                             ],
                         }
+                        for row in rows
                     ],
                 },
             }
@@ -61,7 +65,7 @@ def notification_bundle(sub: Subscription, row: Any) -> dict[str, Any]:
 
 
 class Poster(Protocol):
-    def __call__(self, sub: Subscription, row: Any) -> str:
+    def __call__(self, sub: Subscription, rows: Sequence[Any]) -> str:
         """'' when delivered (2xx), else why not (an HTTP status, a connection error)."""
 
 
@@ -70,12 +74,12 @@ class HttpPoster:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def __call__(self, sub: Subscription, row: Any) -> str:
-        body = json.dumps(notification_bundle(sub, row), separators=(",", ":")).encode()
+    def __call__(self, sub: Subscription, rows: Sequence[Any]) -> str:
+        body = json.dumps(notification_bundle(sub, rows), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/fhir+json",
             SIGNATURE_HEADER: sign(sub.secret, int(time.time()), body),
-            "Samhandling-Event-Id": row.event_id,
+            "Samhandling-Event-Id": rows[-1].event_id,
         }
         try:
             reply = self.session.post(

@@ -29,6 +29,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import Principal
 from services.common.errors import NotFound, invalid_field
+from services.common.ttl_cache import TtlCache
 from services.notifications.adapters import repository as repo
 from services.notifications.adapters.peers import Peers
 from services.notifications.adapters.webhook import HttpPoster, Poster
@@ -65,6 +66,7 @@ class WebhookPolicy:
     cap_seconds: float = 300.0
     max_attempts: int = 10
     workers: int = 8
+    batch: int = 50  # notifications per POST at most (consecutive ones of one subscription)
 
 
 class Hub:
@@ -114,6 +116,7 @@ class NotificationsService:
         poster: Poster | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
         poll_seconds: float = 1.0,
+        gp_list_seconds: float = 4.0,
     ) -> None:
         self.engine = engine
         self.peers = peers
@@ -123,6 +126,9 @@ class NotificationsService:
         self.poll_seconds = poll_seconds
         self.hub = Hub()
         self._match_lock = threading.Lock()
+        # GP-list answers for a few seconds (a patient's several results in a row ask once;
+        # privacy's own decisions cache them as long: SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS).
+        self._gp_lists: TtlCache[tuple[str, str], bool] = TtlCache(gp_list_seconds, 50_000)
         self._match_wake = threading.Event()
         self._hook_wake = threading.Event()
         self._stop = threading.Event()
@@ -306,7 +312,9 @@ class NotificationsService:
             if s.filter.gp_list:
                 key = (s.subscriber.hpr_number, e.patient_id)
                 if key not in listed:
-                    listed[key] = self.peers.on_gp_list(*key)
+                    cached = self._gp_lists.get(key)
+                    listed[key] = self.peers.on_gp_list(*key) if cached is None else cached
+                    self._gp_lists.put(key, listed[key])
         pairs = [
             (s, e)
             for s, e in pairs
@@ -354,32 +362,37 @@ class NotificationsService:
             self._hook_wake.clear()
 
     def deliver_once(self) -> int:
-        """One round: each webhook subscription's oldest due notification, in parallel
-        across subscriptions (in order within one). Returns how many were attempted."""
+        """One round: per webhook subscription its due notifications (the oldest pending
+        and those right after it, up to `batch` in one POST), subscriptions in parallel,
+        in order within one. Returns how many notifications were attempted."""
         with self.engine.connect() as conn:
-            rows = repo.due_webhooks(conn, self.clock(), self.webhooks.workers * 4)
-            subs = {
-                sid: repo.get_subscription(conn, sid) for sid in {r.subscription_id for r in rows}
-            }
-        jobs = [(subs[r.subscription_id], r) for r in rows if subs.get(r.subscription_id)]
+            heads = repo.due_webhooks(conn, self.clock(), self.webhooks.workers * 4)
+            jobs = []
+            for head in heads:
+                sub = repo.get_subscription(conn, head.subscription_id)
+                if sub is not None:
+                    run = repo.pending_run(
+                        conn, head.subscription_id, int(head.event_number), self.webhooks.batch
+                    )
+                    jobs.append((sub, run or [head]))
         for _ in self._pool.map(lambda job: self._deliver(*job), jobs):
             pass
-        return len(jobs)
+        return sum(len(rows) for _, rows in jobs)
 
-    def _deliver(self, sub: Subscription | None, row: Any) -> None:
-        assert sub is not None
+    def _deliver(self, sub: Subscription, rows: Sequence[Any]) -> None:
+        numbers = [int(r.event_number) for r in rows]
         if sub.status == Status.OFF:
             with self.engine.begin() as conn:
-                repo.failed(conn, sub.subscription_id, row.event_number, row.attempts, None)
+                repo.failed(conn, sub.subscription_id, numbers, int(rows[0].attempts), None)
             return
-        error = self.poster(sub, row)
+        error = self.poster(sub, rows)
         with self.engine.begin() as conn:
             if not error:
-                repo.delivered(conn, sub.subscription_id, row.event_number)
+                repo.delivered(conn, sub.subscription_id, numbers)
                 if sub.status == Status.ERROR:
                     repo.set_status(conn, sub.subscription_id, Status.ACTIVE)
                 return
-            attempts = int(row.attempts) + 1
+            attempts = int(rows[0].attempts) + 1
             next_time = (
                 self.clock()
                 + dt.timedelta(
@@ -390,7 +403,7 @@ class NotificationsService:
                 if attempts < self.webhooks.max_attempts
                 else None
             )
-            repo.failed(conn, sub.subscription_id, row.event_number, attempts, next_time)
+            repo.failed(conn, sub.subscription_id, numbers, attempts, next_time)
             repo.set_status(conn, sub.subscription_id, Status.ERROR, error)
         log.info(
             "webhook delivery failed",
