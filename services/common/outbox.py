@@ -29,6 +29,7 @@ import datetime as dt
 import logging
 import os
 import threading
+import time
 import uuid
 import zlib
 from collections.abc import Sequence
@@ -194,14 +195,19 @@ class Dispatcher:
         engine: Engine,
         table: sa.Table,
         sink: Sink,
-        poll_seconds: float = float(os.environ.get("SAMHANDLING_OUTBOX_POLL_SECONDS", "0.5")),
+        poll_seconds: float | None = None,
         batch_size: int = 500,
         max_backoff: float = 10.0,
+        retention: dt.timedelta | None = None,
     ) -> None:
+        """`poll_seconds` default SAMHANDLING_OUTBOX_POLL_SECONDS (0.5; commits wake the
+        thread at once); `retention` of sent rows SAMHANDLING_OUTBOX_RETENTION_HOURS (168)."""
         self.service = service
         self.engine = engine
         self.table = table
         self.sink = sink
+        if poll_seconds is None:
+            poll_seconds = float(os.environ.get("SAMHANDLING_OUTBOX_POLL_SECONDS", "0.5"))
         self.poll_seconds = poll_seconds
         self.batch_size = batch_size
         self.max_backoff = max_backoff
@@ -211,6 +217,10 @@ class Dispatcher:
         self._lock_conn: Connection | None = None
         self.dispatched = 0
         self.failures = 0
+        # Sent rows are kept this long (for inspection and replays), then deleted.
+        hours = float(os.environ.get("SAMHANDLING_OUTBOX_RETENTION_HOURS", "168"))
+        self.retention = retention or dt.timedelta(hours=hours)
+        self._next_prune = 0.0
 
     def start(self) -> Dispatcher:
         self._thread = threading.Thread(
@@ -251,6 +261,9 @@ class Dispatcher:
                 while self._leader() and self.dispatch_once() == self.batch_size:
                     pass
                 backoff = 0.0
+                if time.monotonic() >= self._next_prune and self._leader():
+                    self.prune()
+                    self._next_prune = time.monotonic() + 600
             except Exception as exc:
                 self.failures += 1
                 backoff = min(self.max_backoff, max(0.2, backoff * 2))
@@ -274,6 +287,16 @@ class Dispatcher:
         else:
             conn.close()
         return got
+
+    def prune(self, now: dt.datetime | None = None) -> int:
+        """Delete rows sent longer ago than the retention; returns how many."""
+        t = self.table
+        cutoff = (now or _utcnow()) - self.retention
+        with self.engine.begin() as conn:
+            gone = conn.execute(
+                t.delete().where(t.c.dispatched_at.is_not(None), t.c.dispatched_at < cutoff)
+            ).rowcount
+        return int(gone or 0)
 
     def pending(self, limit: int | None = None) -> list[OutboxEvent]:
         t = self.table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ class Settings:
     events_stream: str = ""  # the JetStream stream (default SAMHANDLING_EVENTS_STREAM)
     webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
     poll_seconds: float = 1.0
+    retention_days: float = 30.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -54,6 +56,7 @@ class Settings:
                 max_attempts=int(number("SAMHANDLING_WEBHOOK_MAX_ATTEMPTS", 10)),
             ),
             poll_seconds=number("SAMHANDLING_NOTIFICATIONS_POLL_SECONDS", 1.0),
+            retention_days=number("SAMHANDLING_NOTIFICATIONS_RETENTION_DAYS", 30.0),
         )
 
 
@@ -81,6 +84,7 @@ def build(
         settings.webhooks,
         poster=poster,
         poll_seconds=settings.poll_seconds,
+        retention=dt.timedelta(days=settings.retention_days),
     ).start()
     shutdown = [service.close, engine.dispose]
     if settings.events_url:

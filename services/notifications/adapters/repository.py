@@ -331,3 +331,16 @@ def unpark(conn: Connection, subscription_id: str, now: dt.datetime) -> int:
     ).rowcount
     conn.execute(s.update().where(s.c.subscription_id == subscription_id).values(parked_count=0))
     return int(moved or 0)
+
+
+def prune(conn: Connection, cutoff: dt.datetime) -> int:
+    """Delete matched events and delivered (or stream/polling) notifications made before
+    `cutoff`; pending and parked webhook notifications stay."""
+    e, n = orm.events, orm.notifications
+    gone = conn.execute(
+        n.delete().where(n.c.create_time < cutoff, n.c.delivery.in_([DELIVERED, NONE]))
+    ).rowcount
+    gone += conn.execute(
+        e.delete().where(e.c.received_time < cutoff, e.c.matched == sa.true())
+    ).rowcount
+    return int(gone or 0)

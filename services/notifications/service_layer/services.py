@@ -117,8 +117,10 @@ class NotificationsService:
         clock: Callable[[], dt.datetime] = utcnow,
         poll_seconds: float = 1.0,
         gp_list_seconds: float = 4.0,
+        retention: dt.timedelta = dt.timedelta(days=30),
     ) -> None:
         self.engine = engine
+        self.retention = retention
         self.peers = peers
         self.webhooks = webhooks or WebhookPolicy()
         self.poster: Poster = poster or HttpPoster()
@@ -282,13 +284,23 @@ class NotificationsService:
         return added, len(events) - added
 
     # --- matching -----------------------------------------------------------------------
+    def prune(self) -> int:
+        """Forget matched events and finished notifications older than the retention
+        (`$events` answers from what is kept)."""
+        with self.engine.begin() as conn:
+            return repo.prune(conn, self.clock() - self.retention)
+
     def _match_loop(self) -> None:
+        next_prune = 0.0
         while not self._stop.is_set():
             self._match_wake.wait(self.poll_seconds)
             self._match_wake.clear()
             try:
                 while not self._stop.is_set() and self.match_once() == MATCH_BATCH:
                     pass
+                if time.monotonic() >= next_prune:
+                    self.prune()
+                    next_prune = time.monotonic() + 600
             except Exception as exc:
                 log.warning("matching failed; retrying", extra={"error": type(exc).__name__})
                 self._stop.wait(1.0)

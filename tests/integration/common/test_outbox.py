@@ -87,3 +87,19 @@ def test_the_dispatcher_thread_sends_on_commit_and_one_leader_per_database(
             second.close()
     finally:
         first.close()
+
+
+def test_sent_rows_are_pruned_after_the_retention(database: Callable[[str], Engine]) -> None:
+    import datetime as dt
+
+    engine = database("outbox")
+    table = _table(engine)
+    with engine.begin() as conn:
+        outbox.record(conn, table, [_event(synthetic_pid(RNG), 1), _event(synthetic_pid(RNG), 2)])
+    dispatcher = outbox.Dispatcher("test", engine, table, Recorder())
+    dispatcher.dispatch_once()
+    with engine.begin() as conn:
+        outbox.record(conn, table, [_event(synthetic_pid(RNG), 3)])  # not sent yet: kept
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dispatcher.retention
+    assert dispatcher.prune(later + dt.timedelta(seconds=1)) == 2
+    assert len(dispatcher.pending()) == 1
