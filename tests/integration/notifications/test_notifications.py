@@ -286,3 +286,13 @@ def test_events_are_idempotent_by_id(stack: Stack) -> None:
     eventually(lambda: stack.events(gp, sub.subscription_id), "the notification")
     stack.settle()
     assert len(stack.events(gp, sub.subscription_id)) == 1
+
+
+def test_a_citizen_is_told_when_a_restriction_of_his_changes(stack: Stack) -> None:
+    patient = stack.new_patient()
+    citizen = stack.citizen(patient)
+    sub = stack.subscribe(citizen, topic=nt.TOPIC_RESTRICTION, channel_type=nt.CHANNEL_TYPE_POLLING)
+    made = stack.block(patient, GP_HPR)
+    polled = eventually(lambda: stack.events(citizen, sub.subscription_id), "a notification")
+    assert [n.focus for n in polled] == [f"Consent/{made.restriction_id}"]
+    assert polled[0].event_type == outbox.RESTRICTION_CHANGED and polled[0].version == 1
