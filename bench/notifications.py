@@ -11,8 +11,12 @@ GRPC_STREAM and one REST_HOOK subscription (a local HTTP receiver answering 204)
 
 Latency = arrival time at the receiver - the event's time, which the outbox stamps inside
 the transaction that stores the result (commit time to within the transaction's own
-length). Everything shares one interpreter (one GIL) on a shared 2-core machine: read the
-figures with the load average next to them.
+length). `received_p50_ms`: until the notifications service stored the event (outbox
+dispatcher + PublishEvents); `matched_p50_ms`: until its notification was numbered (after
+the GP-list and privacy checks). A webhook POST carries the consecutive pending
+notifications of its subscription (`posts`: how many POSTs carried them). Everything
+shares one interpreter (one GIL) on a shared 2-core machine: read the figures with the load
+average next to them.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import sqlalchemy as sa
 from samhandling.notifications.v1 import notifications_service_pb2 as nt
 from samhandling.results.v1 import results_service_pb2 as rs
 
@@ -114,6 +119,7 @@ def bench(backend: str, seconds: float, rate: float) -> list[dict[str, Any]]:
         offered_s = time.monotonic() - started
         stream_ms: list[float] = []
         hook_ms: list[float] = []
+        posts = 0
         deadline = time.monotonic() + 120
         while (len(stream_ms) < total or len(hook_ms) < total) and time.monotonic() < deadline:
             try:
@@ -126,11 +132,25 @@ def bench(backend: str, seconds: float, rate: float) -> list[dict[str, Any]]:
                     got = receiver.received.get_nowait()
                 except queue.Empty:
                     break
-                event = json.loads(got.body)["entry"][0]["resource"]["notificationEvent"][0]
-                stamp = dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
-                hook_ms.append((got.arrived - stamp.timestamp()) * 1000)
+                status = json.loads(got.body)["entry"][0]["resource"]
+                for event in status["notificationEvent"]:  # one POST: consecutive events
+                    stamp = dt.datetime.fromisoformat(event["timestamp"].replace("Z", "+00:00"))
+                    hook_ms.append((got.arrived - stamp.timestamp()) * 1000)
+                posts += 1
         call.cancel()
         load = f"{load_before:.2f} → {os.getloadavg()[0]:.2f}"
+        # Where the time goes: outbox → notifications (received), → numbered (matched).
+        with stack.notifications_engine.connect() as conn:
+            stages = conn.execute(
+                sa.text(
+                    "SELECT e.event_time, e.received_time, n.create_time FROM events e "
+                    "JOIN notifications n ON n.event_id = e.event_id "
+                    "WHERE n.subscription_id = :s"
+                ),
+                {"s": stream_sub.subscription_id},
+            ).all()
+        received_ms = [(r[1] - r[0]).total_seconds() * 1000 for r in stages]
+        matched_ms = [(r[2] - r[0]).total_seconds() * 1000 for r in stages]
         rows = []
         for channel, values in (("gRPC stream", stream_ms), ("webhook", hook_ms)):
             rows.append(
@@ -143,6 +163,9 @@ def bench(backend: str, seconds: float, rate: float) -> list[dict[str, Any]]:
                     "p50_ms": round(statistics.median(values), 1) if values else "",
                     "p99_ms": round(_percentile(values, 0.99), 1) if values else "",
                     "max_ms": round(max(values), 1) if values else "",
+                    "received_p50_ms": round(statistics.median(received_ms), 1),
+                    "matched_p50_ms": round(statistics.median(matched_ms), 1),
+                    "posts": posts if channel == "webhook" else "",
                     "load avg (1 min)": load,
                 }
             )

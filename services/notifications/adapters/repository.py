@@ -168,46 +168,68 @@ def mark_matched(conn: Connection, seqs: Sequence[int]) -> None:
     conn.execute(t.update().where(t.c.seq.in_(list(seqs))).values(matched=True))
 
 
-def add_notification(
-    conn: Connection, sub: Subscription, event: Event, now: dt.datetime
-) -> int | None:
-    """Numbers the next notification of `sub` (in this transaction); None if this event
-    already made one for it."""
-    n = orm.notifications
-    exists = conn.execute(
-        sa.select(n.c.event_number).where(
-            n.c.subscription_id == sub.subscription_id, n.c.event_id == event.event_id
+def add_notifications(
+    conn: Connection, pairs: Sequence[tuple[Subscription, Event]], now: dt.datetime
+) -> list[tuple[Subscription, int]]:
+    """Numbers the next notifications of each subscription, in the order given (in this
+    transaction), skipping (subscription, event) pairs made before: one query for those,
+    one counter update per subscription, one multi-row insert."""
+    if not pairs:
+        return []
+    n, s = orm.notifications, orm.subscriptions
+    sub_ids = sorted({sub.subscription_id for sub, _ in pairs})
+    event_ids = sorted({e.event_id for _, e in pairs})
+    made = {
+        (str(r.subscription_id), str(r.event_id))
+        for r in conn.execute(
+            sa.select(n.c.subscription_id, n.c.event_id).where(
+                n.c.subscription_id.in_(sub_ids), n.c.event_id.in_(event_ids)
+            )
         )
-    ).first()
-    if exists is not None:
-        return None
-    s = orm.subscriptions
-    # The counter's update takes the row lock (PostgreSQL) before the number is read.
-    conn.execute(
-        s.update()
-        .where(s.c.subscription_id == sub.subscription_id)
-        .values(event_count=s.c.event_count + 1)
-    )
-    number = int(
+    }
+    fresh: list[tuple[Subscription, Event]] = []
+    for sub, event in pairs:
+        if (sub.subscription_id, event.event_id) not in made:
+            made.add((sub.subscription_id, event.event_id))
+            fresh.append((sub, event))
+    wanted: dict[str, int] = {}
+    for sub, _ in fresh:
+        wanted[sub.subscription_id] = wanted.get(sub.subscription_id, 0) + 1
+    next_number: dict[str, int] = {}
+    for sid, count in sorted(wanted.items()):  # the same order in every matcher: no deadlock
+        # The counter's update takes the row lock (PostgreSQL) before the number is read.
         conn.execute(
-            sa.select(s.c.event_count).where(s.c.subscription_id == sub.subscription_id)
-        ).scalar_one()
-    )
-    conn.execute(
-        n.insert().values(
-            subscription_id=sub.subscription_id,
-            event_number=number,
-            event_id=event.event_id,
-            event_type=event.event_type,
-            focus=event.focus,
-            version=event.version,
-            event_time=event.event_time,
-            create_time=now,
-            delivery=PENDING if sub.channel == Channel.REST_HOOK else NONE,
-            next_attempt_time=now if sub.channel == Channel.REST_HOOK else None,
+            s.update().where(s.c.subscription_id == sid).values(event_count=s.c.event_count + count)
         )
-    )
-    return number
+        last = int(
+            conn.execute(sa.select(s.c.event_count).where(s.c.subscription_id == sid)).scalar_one()
+        )
+        next_number[sid] = last - count + 1
+    rows = []
+    out: list[tuple[Subscription, int]] = []
+    for sub, event in fresh:
+        number = next_number[sub.subscription_id]
+        next_number[sub.subscription_id] = number + 1
+        hook = sub.channel == Channel.REST_HOOK
+        rows.append(
+            {
+                "subscription_id": sub.subscription_id,
+                "event_number": number,
+                "event_id": event.event_id,
+                "event_type": event.event_type,
+                "focus": event.focus,
+                "version": event.version,
+                "event_time": event.event_time,
+                "create_time": now,
+                "delivery": PENDING if hook else NONE,
+                "attempts": 0,
+                "next_attempt_time": now if hook else None,
+            }
+        )
+        out.append((sub, number))
+    if rows:
+        conn.execute(n.insert(), rows)
+    return out
 
 
 def notifications_after(

@@ -336,7 +336,6 @@ class NotificationsService:
         allowed = self.peers.may_notify(pairs) if pairs else []
         chosen = [p for p, ok in zip(pairs, allowed, strict=True) if ok]
         now = self.clock()
-        made = hooks = 0
         with self.engine.begin() as conn:
             # One matcher at a time across processes (replicas): the lock before the reads.
             if conn.dialect.name == "postgresql":
@@ -344,10 +343,12 @@ class NotificationsService:
             elif conn.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             still = {e.seq for e in repo.unmatched_events(conn, MATCH_BATCH * 4)}
-            for s, e in chosen:  # events in arrival order: per patient in commit order
-                if e.seq in still and repo.add_notification(conn, s, e, now) is not None:
-                    made += 1
-                    hooks += s.channel == Channel.REST_HOOK
+            # Events in arrival order: per patient in commit order.
+            numbered = repo.add_notifications(
+                conn, [(s, e) for s, e in chosen if e.seq in still], now
+            )
+            made = len(numbered)
+            hooks = sum(s.channel == Channel.REST_HOOK for s, _ in numbered)
             repo.mark_matched(conn, [e.seq for e in events if e.seq in still])
         if made:
             self.hub.notify()
