@@ -426,8 +426,8 @@ class HostMesh(Mesh):
             placed[host_of(key)].append(key)
         for host in self.network.hosts:
             yield (
-                f"  {host:<8} {self.network.address(host):<15} ns {self.network.namespace(host):<18}"
-                f" {', '.join(placed[host]) or '-'}"
+                f"  {host:<8} {self.network.address(host):<15} "
+                f"ns {self.network.namespace(host):<18} {', '.join(placed[host]) or '-'}"
             )
 
 
@@ -467,7 +467,8 @@ def main() -> None:
             f"edge: {mesh.edge_url}   (from this machine; e.g. curl {mesh.edge_url}/openapi.json)"
         )
         print(
-            f"PostgreSQL for the hosts: {mesh.pg_relay_address} (relay to {_pg_address(mesh.pg_url)})"
+            f"PostgreSQL for the hosts: {mesh.pg_relay_address} "
+            f"(relay to {_pg_address(mesh.pg_url)})"
         )
         print(
             f"demo: python -m deploy.local.demo --edge-url {mesh.edge_url} --var-dir {args.var_dir}"
