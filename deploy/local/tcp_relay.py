@@ -67,6 +67,8 @@ class Relay:
             return
         try:
             await asyncio.gather(self.pipe(reader, up_writer), self.pipe(up_reader, writer))
+        except asyncio.CancelledError:
+            pass  # the relay is stopping: close this connection quietly
         finally:
             for w in (writer, up_writer):
                 with contextlib.suppress(OSError):
@@ -87,7 +89,9 @@ async def serve(listen: tuple[str, int], relay: Relay) -> None:
     loop.add_signal_handler(signal.SIGUSR1, lambda: setattr(relay, "delaying", True))
     loop.add_signal_handler(signal.SIGUSR2, lambda: setattr(relay, "delaying", False))
     loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
+    # Ctrl-C reaches the whole process group: the launcher stops the relay (SIGTERM) after
+    # the services that still use it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     async with server:
         await stop.wait()
 
