@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from samhandling.documents.v1 import documents_service_pb2 as docs_pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as docs_grpc
 from samhandling.results.v1 import results_service_pb2 as results_pb
@@ -22,6 +23,7 @@ from samhandling.results.v1 import results_service_pb2_grpc as results_grpc
 
 from deploy.local.demo import DemoClient, Story, attestation
 from deploy.local.hosts import HostMesh, host_of, ip
+from deploy.local.mesh import health_channel
 from services.common import auth
 from tests.e2e.multihost.conftest import bearer, verify_access_log
 
@@ -98,6 +100,20 @@ def test_every_process_runs_on_its_own_host(hosts: HostMesh) -> None:
     results_a, results_b = hosts.replica_addresses["results"]
     assert results_a.split(":")[0] == hosts.network.address("a")
     assert results_b.split(":")[0] == hosts.network.address("b")
+
+
+def test_a_replica_is_known_by_its_workload_name_not_its_address(hosts: HostMesh) -> None:
+    """Mutual TLS across hosts: the certificate names the workload (SPIFFE URI and DNS SAN
+    `results`), which clients check whatever address the host has; a client expecting
+    another workload at that address gets no connection."""
+    address = hosts.replica_addresses["results"][1]
+    with health_channel(address, "results", hosts.tls_dir) as right:
+        reply = health_pb2_grpc.HealthStub(right).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with health_channel(address, "privacy", hosts.tls_dir) as wrong:
+        with pytest.raises(grpc.RpcError) as refused:
+            health_pb2_grpc.HealthStub(wrong).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
 
 
 def test_a_practitioner_logs_in_through_the_edge_host(story: Story) -> None:
