@@ -167,6 +167,7 @@ def _summary(calls: list[Call]) -> dict[str, Any]:
         "latency_ms_p95": (
             round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None
         ),
+        "latency_ms_max": round(latencies[-1], 1) if latencies else None,
     }
 
 
