@@ -20,6 +20,7 @@ go to var/reliability/multihost.json; bench/README.md "Reliability" summarises a
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import threading
 import time
@@ -164,8 +165,8 @@ def _summary(calls: list[Call]) -> dict[str, Any]:
         "failures": dict(sorted(failures.items())),
         "time_to_fail_ms_max": round(max(failing), 1) if failing else None,
         "latency_ms_p50": round(statistics.median(latencies), 1) if latencies else None,
-        "latency_ms_p95": (
-            round(latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None
+        "latency_ms_p95": (  # nearest rank
+            round(latencies[max(0, math.ceil(0.95 * len(latencies)) - 1)], 1) if latencies else None
         ),
         "latency_ms_max": round(latencies[-1], 1) if latencies else None,
     }
