@@ -268,16 +268,21 @@ def _heal(name: str, load: Load, heal: Callable[[], None]) -> Phase:
 def test_partition_slow_dependency_and_link_down_under_load(hosts: HostMesh, load: Load) -> None:
     net = hosts.network
     slow = f"privacy slow from a (+{hosts.slow_privacy_ms:.0f} ms each way)"
-    timeline = [
-        _fault("baseline", 3),
-        _fault("partition a | privacy", 8, lambda: net.partition("a", PRIVACY_HOST)),
-        _heal("partition healed", load, lambda: net.heal("a", PRIVACY_HOST)),
-        _fault(slow, 5, lambda: hosts.slow(True)),
-        _heal("privacy fast again", load, lambda: hosts.slow(False)),
-        _fault("host a link down", 6, lambda: net.link_down("a")),
-        _heal("host a link up", load, lambda: net.link_up("a")),
-    ]
-    load.stop()
+    try:
+        timeline = [
+            _fault("baseline", 3),
+            _fault("partition a | privacy", 8, lambda: net.partition("a", PRIVACY_HOST)),
+            _heal("partition healed", load, lambda: net.heal("a", PRIVACY_HOST)),
+            _fault(slow, 5, lambda: hosts.slow(True)),
+            _heal("privacy fast again", load, lambda: hosts.slow(False)),
+            _fault("host a link down", 6, lambda: net.link_down("a")),
+            _heal("host a link up", load, lambda: net.link_up("a")),
+        ]
+    finally:  # the other tests share these hosts: leave no fault behind, whatever failed
+        net.heal("a", PRIVACY_HOST)
+        hosts.slow(False)
+        net.link_up("a")
+        load.stop()
     phases = [phase.summary(load) for phase in timeline]
 
     verified = verify_access_log(hosts)
