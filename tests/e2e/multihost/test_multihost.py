@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import subprocess
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -210,5 +209,5 @@ def test_the_access_log_verifies(hosts: HostMesh, story: Story) -> None:
 
 
 def test_namespaces_go_with_the_run(hosts: HostMesh) -> None:
-    listing = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    listing = ip("netns", "list").stdout
     assert all(hosts.network.namespace(h) in listing for h in hosts.network.hosts)
