@@ -19,6 +19,7 @@ from services.masterdata.domain.model import utcnow
 from services.masterdata.entrypoints import convert
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,
+    TOKEN_OPTIONAL,
     MasterDataServicer,
 )
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
@@ -45,6 +46,7 @@ class Setup:
         return ServiceSpec(
             SERVICE,
             [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
+            public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
             on_shutdown=[self.feed.stop, self.jobs.stop, self.engine.dispose],
         )

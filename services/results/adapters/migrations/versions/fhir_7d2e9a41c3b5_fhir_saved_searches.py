@@ -1,7 +1,7 @@
 """fhir saved searches (the FHIR Bundle self/next links)
 
 Revision ID: 7d2e9a41c3b5
-Revises: 4ecb54850ac0
+Revises: events_outbox_results
 Create Date: 2026-12-01 16:20:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "7d2e9a41c3b5"
-down_revision = "4ecb54850ac0"
+down_revision = "events_outbox_results"
 branch_labels = None
 depends_on = None
 
