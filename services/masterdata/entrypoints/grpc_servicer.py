@@ -172,6 +172,13 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
             else [],
         )
 
+    def FindPractitionerByIdentity(
+        self, request: pb.FindPractitionerByIdentityRequest, context: Any
+    ) -> pb.FindPractitionerByIdentityResponse:
+        current_principal()  # internal: the trust service (services/common/internal_methods.py)
+        found = self.md.hpr_number_for(request.national_identity_number)
+        return pb.FindPractitionerByIdentityResponse(hpr_number=found or "")
+
     def CheckGpList(self, request: pb.CheckGpListRequest, context: Any) -> pb.CheckGpListResponse:
         current_principal()  # internal: any authenticated mesh caller
         require_pid(request.patient_id, "patient_id")
