@@ -246,7 +246,9 @@ def test_an_unknown_state_is_a_page_not_a_redirect(
     assert replay.status_code == 400 and "already completed" in replay.text
 
 
-def test_an_expired_code_at_the_provider(federated: Callable[..., Trust], op: OpenIdProvider) -> None:
+def test_an_expired_code_at_the_provider(
+    federated: Callable[..., Trust], op: OpenIdProvider
+) -> None:
     login = Login(federated(_citizen_idp(op, client_id=SLOW_CODES)))
     callback = login.at_provider(login.authorize(), _new_pid())
     time.sleep(2.1)  # the provider's codes for this client live 1 s
@@ -267,7 +269,9 @@ def test_a_wrong_nonce_in_the_id_token(federated: Callable[..., Trust], op: Open
     assert error == "access_denied" and "nonce" in description
 
 
-def test_a_person_without_an_hpr_number(federated: Callable[..., Trust], op: OpenIdProvider) -> None:
+def test_a_person_without_an_hpr_number(
+    federated: Callable[..., Trust], op: OpenIdProvider
+) -> None:
     login = Login(federated(_personnel_idp(op)))
     callback = login.at_provider(login.authorize(), _new_pid())
     error, description = _error(login, login.back(callback))
