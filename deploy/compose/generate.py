@@ -4,7 +4,7 @@
     python -m deploy.compose.generate          # rewrite compose.yaml
     python -m deploy.compose.generate --check  # fail if the committed file is stale (CI)
 
-Compose runs the same production shape on one Docker host: each service ×2 after the
+Compose runs the same production shape on one Docker host: each service twice after the
 migration job, production mode, the upstream identity providers, every store in PostgreSQL,
 probes on the gRPC health service over mTLS. Secrets come from the operator's shell
 (`${VAR:?...}`) and from git-ignored folders under deploy/compose/secrets/ (mounted
