@@ -80,3 +80,21 @@ def test_security_level_from_acr_else_amr() -> None:
     assert idp.security_level({"amr": ["MinID", "BankID"]}) == 4
     assert idp.security_level({"acr": "something-else"}) == 0
     assert idp.security_level({}) == 0
+
+
+def test_the_idp_key_command_writes_a_key_the_settings_accept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from services.trust import idp_key
+
+    assert idp_key.main(["idporten", "--out-dir", str(tmp_path)]) == 0
+    key_file = tmp_path / "idporten.jwk"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    printed = capsys.readouterr().out
+    public = json.loads(printed[printed.index("{") :])["keys"][0]
+    assert "d" not in public and public["kty"] == "EC"
+    entry = _entry()
+    entry.pop("private_jwk")
+    (idp,) = load_idps(json.dumps([{**entry, "key_file": str(key_file)}]))
+    assert idp.private_jwk["kid"] == public["kid"]
+    assert idp_key.main(["idporten", "--out-dir", str(tmp_path)]) == 1  # never overwritten
