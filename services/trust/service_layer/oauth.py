@@ -830,9 +830,10 @@ class TrustService:
             f'<input type="hidden" name="request_uri" value="{e(request_uri)}">\n'
         )
         providers = "".join(
+            # The choice is the button's own value (not a hidden field), so a script that
+            # fills the TestID form from the page's hidden fields never picks a provider.
             f'<form method="post" action="{action}">\n{hidden}'
-            f'<input type="hidden" name="idp" value="{e(idp.name)}">\n'
-            f'<button type="submit">{e(idp.title)}'
+            f'<button type="submit" name="idp" value="{e(idp.name)}">{e(idp.title)}'
             f"{' (health personnel)' if idp.kind == 'personnel' else ''}</button>\n</form>\n"
             for idp in self.federation.choices()
         )

@@ -321,3 +321,19 @@ def test_an_unknown_provider_choice_and_testid_off(
         {"client_id": login.client_id, "request_uri": login.request_uri, "pid": _new_pid()},
     )
     assert testid.status_code == 400 and testid.json()["error"] == "temporarily_unavailable"
+
+
+def test_the_testid_form_still_works_beside_the_providers(
+    federated: Callable[..., Trust], op: OpenIdProvider
+) -> None:
+    """Development with providers configured: a script that fills TestID's form from the
+    page's hidden fields (DemoClient, the portal) still logs in with TestID."""
+    from tests.integration.trust.test_user_login import PID
+
+    trust = federated(_citizen_idp(op), testid=True)
+    login = Login(trust)
+    page = login.authorize()
+    hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+    assert "idp" not in hidden
+    reply = trust.post("/connect/authorize", {**hidden, "pid": PID, "hpr_number": ""})
+    assert "code" in login.to_client(reply)
