@@ -82,6 +82,10 @@ class UpstreamError(Exception):
         self.description = description
 
 
+_WELL_KNOWN = "/.well-known/openid-configuration"
+_REQUIRED_METADATA = ("issuer", "authorization_endpoint", "token_endpoint", "jwks_uri")
+
+
 class _NoSessionStore:
     """authlib's apps tell a web framework about refreshed tokens; trust keeps none."""
 
@@ -152,6 +156,16 @@ class OidcUpstream:
                     "temporarily_unavailable",
                     f"the identity provider {self.idp.title} cannot be reached",
                 ) from exc
+            missing = [k for k in _REQUIRED_METADATA if not isinstance(metadata.get(k), str)]
+            # OpenID Connect Discovery §4.3: the issuer is the discovery document's base.
+            expected = self.idp.discovery_url.removesuffix(_WELL_KNOWN).rstrip("/")
+            if missing or str(metadata["issuer"]).rstrip("/") != expected:
+                self._app = None
+                raise UpstreamError(
+                    "temporarily_unavailable",
+                    f"the identity provider {self.idp.title} publishes unusable metadata "
+                    f"({', '.join(missing) or 'issuer'})",
+                )
             # The client authentication needs the issuer, known only now.
             app.client_kwargs.update(
                 token_endpoint_auth_method=_PrivateKeyJwt60(str(metadata["issuer"]), self._alg),
@@ -200,16 +214,18 @@ class OidcUpstream:
             raise UpstreamError(
                 "temporarily_unavailable", f"the identity provider {self.idp.title} failed"
             )
-        if not reply.ok or "request_uri" not in reply.json():
+        try:
+            request_uri = reply.json().get("request_uri") if reply.ok else None
+        except (ValueError, AttributeError):
+            request_uri = None
+        if not isinstance(request_uri, str) or not request_uri:
             raise UpstreamError(
                 "access_denied",
                 f"the identity provider {self.idp.title} refused the login request "
                 f"({_error_code(reply)})",
             )
         endpoint = str(metadata["authorization_endpoint"])
-        query = urlencode(
-            {"client_id": self.idp.client_id, "request_uri": reply.json()["request_uri"]}
-        )
+        query = urlencode({"client_id": self.idp.client_id, "request_uri": request_uri})
         return endpoint + ("&" if urlsplit(endpoint).query else "?") + query
 
     # --- the authorization response ---------------------------------------------------------
@@ -265,8 +281,8 @@ class OidcUpstream:
 
 def _error_code(reply: requests.Response) -> str:
     try:
-        return str(reply.json().get("error", reply.status_code))
-    except ValueError:
+        return str(reply.json().get("error", reply.status_code))[:100]
+    except (ValueError, AttributeError):
         return str(reply.status_code)
 
 

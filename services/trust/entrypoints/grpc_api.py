@@ -213,7 +213,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
         def produce() -> httpbody_pb2.HttpBody:
             page = self.service.authorize(request.client_id, request.request_uri)
             if isinstance(page, Redirect):
-                return self._redirect(context, page.location)
+                return self._redirect(context, page.location, page.notice)
             context.send_initial_metadata([("cache-control", "no-store")])
             return httpbody_pb2.HttpBody(
                 content_type="text/html; charset=utf-8", data=page.encode()

@@ -337,3 +337,16 @@ def test_the_testid_form_still_works_beside_the_providers(
     assert "idp" not in hidden
     reply = trust.post("/connect/authorize", {**hidden, "pid": PID, "hpr_number": ""})
     assert "code" in login.to_client(reply)
+
+
+def test_an_unreachable_provider_is_temporarily_unavailable(
+    federated: Callable[..., Trust], op: OpenIdProvider
+) -> None:
+    from dataclasses import replace
+
+    from deploy.local.mesh import free_port
+
+    gone = f"http://127.0.0.1:{free_port()}/.well-known/openid-configuration"
+    login = Login(federated(replace(_citizen_idp(op), discovery_url=gone)))
+    error, description = _error(login, login.authorize())
+    assert error == "temporarily_unavailable" and "cannot be reached" in description
