@@ -194,7 +194,11 @@ class OidcUpstream:
         if not (self.idp.par and par_endpoint):
             return url
         params = dict(parse_qsl(urlsplit(url).query))
-        session = app._get_oauth_client(**metadata)  # authlib's session, with our client auth
+        session = OAuth2Session(
+            self.idp.client_id,
+            self._key,
+            token_endpoint_auth_method=_PrivateKeyJwt60(str(metadata["issuer"]), self._alg),
+        )
         try:
             reply = session.post(
                 par_endpoint,
