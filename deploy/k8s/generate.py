@@ -1,4 +1,6 @@
-"""Generate the Kubernetes manifests in deploy/k8s/ from the service registry.
+"""Generate the Kubernetes manifests in deploy/k8s/ from the service registry and
+deploy/topology.py (the production settings, identity providers, Secrets, probes and
+replicas that deploy/compose/generate.py renders for Compose too).
 
     python -m deploy.k8s.generate          # rewrite the YAML files
     python -m deploy.k8s.generate --check  # fail if the committed files are stale (CI)
@@ -8,7 +10,9 @@ replicas, native gRPC readiness/liveness/startup probes against the standard hea
 resource requests and limits, a restricted security context, configuration from the
 `samhandling-config` ConfigMap and the `samhandling-db` Secret, a headless Service (Envoy
 resolves it to every pod) and a PodDisruptionBudget. The trust service also gets the
-signing-key encryption key from the `samhandling-trust` Secret; privacy gets its tree-head
+signing-key encryption key from the `samhandling-trust` Secret and its upstream identity
+providers' client keys from `samhandling-trust-idp-keys` (the providers themselves are in
+the ConfigMap, `SAMHANDLING_TRUST_IDPS`); privacy gets its tree-head
 keys (sealed) from the `samhandling-privacy-log-keys` Secret, their encryption key and the
 witness database from the `samhandling-privacy` Secret. A Job migrates every schema
 before a release; Envoy (2 replicas) is the edge.
