@@ -143,7 +143,9 @@ def test_the_demo_story(mesh: Mesh) -> None:
 
 
 # RFC 6749 §3.1: the authorization endpoint ignores parameters it does not know.
-IGNORES_UNKNOWN_QUERY = {("get", "/connect/authorize")}
+# RFC 6749 §3.1: the authorization endpoint and the upstream provider's redirect back
+# ignore parameters they do not know (routes.yaml ignore_unknown_query_parameters).
+IGNORES_UNKNOWN_QUERY = {("get", "/connect/authorize"), ("get", "/connect/callback")}
 
 
 def _walk(mesh: Mesh, tokens: dict[str, str]) -> Iterator[tuple[str, str, dict[str, Any]]]:
