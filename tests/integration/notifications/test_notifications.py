@@ -16,6 +16,7 @@ import grpc
 import pytest
 from samhandling.notifications.v1 import notifications_service_pb2 as nt
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
+from samhandling.results.v1 import results_service_pb2 as rs
 
 from services.common import outbox
 from services.notifications.domain.model import verify
@@ -99,6 +100,19 @@ def test_gp_stream_gets_a_listed_patients_result_and_nothing_for_a_patient_who_b
     stack.settle()
     polled = stack.events(gp, sub.subscription_id)
     assert [n.focus for n in polled] == [got.focus]
+    # The GP fetches the result with his own token: decided and logged as any read.
+    resource_type, result_id = got.focus.split("/")
+    fetched = stack.results.GetResult(
+        rs.GetResultRequest(result_id=result_id), metadata=stack.doctor(listed), timeout=5
+    )
+    assert resource_type == "DiagnosticReport" and fetched.patient_id == listed
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(), metadata=stack.citizen(listed, "privacy"), timeout=5
+    )
+    assert any(
+        e.actor.hpr_number == GP_HPR and result_id in {r.resource_id for r in e.resources}
+        for e in log.access_events
+    )
 
 
 def test_a_correction_is_a_new_notification_in_order(stack: Stack) -> None:
