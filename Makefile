@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
+.PHONY: help install proto run run-hosts test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(STAMP) ## create .venv and install pinned dependencies
+# The real OpenID provider the federated-login tests run against (panva's oidc-provider,
+# pinned by its package-lock.json).
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider)
 
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py
@@ -32,6 +39,9 @@ proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set f
 
 run: proto ## start every service and the Envoy edge on SQLite with demo data
 	$(PY) -m deploy.local.mesh
+
+run-hosts: proto ## the mesh on five "hosts" (network namespaces, needs root) on PostgreSQL; prints how to reach it
+	@trap '$(PY) -m deploy.local.hosts --sweep' EXIT; $(PY) -m deploy.local.hosts
 
 test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
 	$(PY) -m pytest -q
