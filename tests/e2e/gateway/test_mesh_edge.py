@@ -143,8 +143,8 @@ def test_the_demo_story(mesh: Mesh) -> None:
 
 
 # RFC 6749 §3.1: the authorization endpoint ignores parameters it does not know.
-# RFC 6749 §3.1: the authorization endpoint and the upstream provider's redirect back
-# ignore parameters they do not know (routes.yaml ignore_unknown_query_parameters).
+# RFC 6749 §3.1: the authorization endpoint ignores unknown parameters, and so does the
+# federated login's callback (an upstream provider may add its own, e.g. session_state).
 IGNORES_UNKNOWN_QUERY = {("get", "/connect/authorize"), ("get", "/connect/callback")}
 
 
