@@ -51,17 +51,23 @@ run: proto ## start every service and the Envoy edge on SQLite with demo data
 run-hosts: proto ## the mesh on five "hosts" (network namespaces, needs root) on PostgreSQL; prints how to reach it
 	@trap '$(PY) -m deploy.local.hosts --sweep' EXIT; $(PY) -m deploy.local.hosts
 
-test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
-	$(PY) -m pytest -q
+# Every run shuffles modules and the tests inside each module (bucket=module keeps the
+# module-scoped mesh fixtures cheap) with one fixed seed, so an order dependency fails the
+# same way everywhere; `make test RANDOM_ORDER_SEED=n` tries another order.
+RANDOM_ORDER_SEED ?= 20261201
+RANDOM_ORDER := -p random_order --random-order-bucket=module --random-order-seed=$(RANDOM_ORDER_SEED)
+
+test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers, in a fixed random order
+	$(PY) -m pytest -q $(RANDOM_ORDER)
 
 test-unit: proto ## unit tier only
-	$(PY) -m pytest -q -m unit
+	$(PY) -m pytest -q $(RANDOM_ORDER) -m unit
 
 test-integration: proto ## integration tier only
-	$(PY) -m pytest -q -m integration
+	$(PY) -m pytest -q $(RANDOM_ORDER) -m integration
 
 test-e2e: proto ## e2e tier only (real Envoy)
-	$(PY) -m pytest -q -m e2e
+	$(PY) -m pytest -q $(RANDOM_ORDER) -m e2e
 
 lint: proto ## ruff, ruff format --check, mypy, buf lint, buf breaking
 	$(BIN)/ruff check .

@@ -18,9 +18,9 @@ from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.otlp_sink import OtlpReceiver
 from tests.e2e.gateway.harness import Edge, start_edge, stop_edge
+from tests.support.random_refs import random_pid
 
 ECHO = "/v1/bench:echo"
-PID = "01818012345"  # synthetic (month + 80)
 JKT = "0ZcOCORZNYy-DWpqq30jZyJGHTN0d2HglBV3uiguA4I"
 
 
@@ -150,13 +150,14 @@ def test_grpc_callers_keep_the_grpc_status(edge: Edge) -> None:
 def test_identity_numbers_are_masked_in_the_access_log_and_spans(
     edge: Edge, receiver: OtlpReceiver
 ) -> None:
-    marker = f"/v1/patients/{PID}/results"
-    reply = requests.get(f"{edge.url}{marker}?patient={PID}", headers=edge.auth(), timeout=10)
+    pid = random_pid()  # fresh per test; only a marker to look for
+    marker = f"/v1/patients/{pid}/results"
+    reply = requests.get(f"{edge.url}{marker}?patient={pid}", headers=edge.auth(), timeout=10)
     assert reply.status_code == 404
     receiver.wait_for(lambda spans: any("/v1/patients/" in str(s.attributes) for s in spans))
-    assert PID.encode() not in b"".join(receiver.raw)
+    assert pid.encode() not in b"".join(receiver.raw)
     lines = _access_log_lines(edge.access_log, "/v1/patients/")
-    assert lines and all(PID not in line for line in lines)
+    assert lines and all(pid not in line for line in lines)
     assert json.loads(lines[-1])["path"] == "/v1/patients/<pid>/results"
 
 

@@ -17,10 +17,10 @@ from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from tests.e2e.gateway.harness import Edge, start_edge, stop_edge
 from tests.support.mesh_tls import fixed_channel
+from tests.support.random_refs import random_pid
 from tests.support.tokens import TokenMint
 
 ECHO = "/v1/bench:echo"
-PID = "01818012345"  # synthetic (month + 80)
 RATE = 8  # requests per client before 429 (per minute) in this module
 
 
@@ -250,12 +250,13 @@ def test_keys_and_openapi_are_public(edge: Edge) -> None:
 
 
 def test_access_log_has_no_query_strings_tokens_or_identity_numbers(edge: Edge) -> None:
+    pid = random_pid()  # fresh per test; only a marker to look for
     token = edge.token(client_id="logged-client")
-    echo(edge, edge.auth(token), json={"text": PID})
-    requests.post(f"{edge.url}{ECHO}?patient_id={PID}", json={"text": "a"}, timeout=5)
-    requests.get(f"{edge.url}/v1/nothing?pid={PID}", timeout=5)
+    echo(edge, edge.auth(token), json={"text": pid})
+    requests.post(f"{edge.url}{ECHO}?patient_id={pid}", json={"text": "a"}, timeout=5)
+    requests.get(f"{edge.url}/v1/nothing?pid={pid}", timeout=5)
     text = wait_for_log(edge.access_log, "logged-client")
-    assert PID not in text
+    assert pid not in text
     assert token not in text and "Bearer" not in text
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]
     assert all("?" not in str(line["path"]) for line in lines)

@@ -14,7 +14,6 @@ so every GP read really reaches master data, whatever ran before.
 from __future__ import annotations
 
 import json
-import random
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,8 +25,9 @@ import pytest
 from deploy.local import pidscan
 from deploy.local.demo import Edge, Story, Token
 from deploy.local.mesh import Mesh, available_services, free_port
-from services.common.identifiers import is_valid_pid, synthetic_pid
+from services.common.identifiers import is_valid_pid
 from tests.support.otlp import CLIENT, SERVER, ExportedSpan, OtlpReceiver, check_call_graph
+from tests.support.random_refs import random_pid
 
 SERVICES = {"masterdata", "trust", "privacy", "results"}
 pytestmark = pytest.mark.skipif(
@@ -234,7 +234,7 @@ def _traceparents(access_log: Path) -> set[str]:
 def _careless_calls(traced: Traced, story: Story) -> str:
     """Error paths, where services are most tempted to echo what they got: an unknown
     patient, an identity number in fields that do not take one. Returns the number used."""
-    pid = synthetic_pid(random.Random(4242))
+    pid = random_pid()
     gp = story.state["gp_token"]
     search = traced.edge.call("POST", "/v1/results:search", gp, json={"patient_id": pid})
     assert search.status_code in (200, 403, 404), search.text

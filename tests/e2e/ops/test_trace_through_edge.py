@@ -23,8 +23,8 @@ from opentelemetry.proto.trace.v1 import trace_pb2
 
 from deploy.local import pidscan
 from deploy.local.mesh import Mesh, free_port
-from services.common.identifiers import synthetic_pid
 from tests.support.otlp import ExportedSpan, OtlpReceiver, check_call_graph
+from tests.support.random_refs import random_pid
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
@@ -108,7 +108,7 @@ def test_one_rest_call_is_one_trace_from_the_edge_down(edge: Edge) -> None:
 
 
 def test_no_identity_number_in_spans_or_logs(edge: Edge) -> None:
-    pid = synthetic_pid(random.Random(99))
+    pid = random_pid()
     marker = f"m{random.randrange(10**9)}"
     # A careless client puts the number in the query string (Envoy's span keeps only the path),
     # and in the body (a service copies it into a span attribute and a log line).

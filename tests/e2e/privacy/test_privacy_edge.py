@@ -7,7 +7,6 @@ DecideAccess/RecordAccess routes must not be reachable at the edge.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,16 +17,13 @@ import yaml
 from deploy.local.mesh import free_port, start_envoy
 from gateway.render import EdgePorts, render
 from services.common.db import make_engine
-from services.common.identifiers import synthetic_pid
 from services.common.server import ServerSettings, create_server
 from services.common.tokens import Scopes
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from tests.support.random_refs import random_pid
 from tests.support.tokens import TokenMint
-
-PATIENT = synthetic_pid(random.Random(77))
-OTHER = synthetic_pid(random.Random(78))
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +32,23 @@ def mint() -> TokenMint:
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory, mint: TokenMint) -> Iterator[str]:
+def issued() -> list[str]:
+    """Every patient the module's tests used: none may reach the edge's access log."""
+    return []
+
+
+@pytest.fixture
+def patient(issued: list[str]) -> str:
+    """A fresh synthetic patient per test (the edge and its database are shared)."""
+    pid = random_pid()
+    issued.append(pid)
+    return pid
+
+
+@pytest.fixture(scope="module")
+def edge(
+    tmp_path_factory: pytest.TempPathFactory, mint: TokenMint, issued: list[str]
+) -> Iterator[str]:
     import grpc
 
     tmp = tmp_path_factory.mktemp("privacy-edge")
@@ -62,20 +74,23 @@ def edge(tmp_path_factory: pytest.TempPathFactory, mint: TokenMint) -> Iterator[
         envoy.wait(10)
         server.stop(0)
         engine.dispose()
-    assert PATIENT not in (access_log.read_text() if access_log.exists() else "")
+    logged = access_log.read_text() if access_log.exists() else ""
+    assert not [pid for pid in issued if pid in logged]
 
 
-def headers(mint: TokenMint, pid: str = PATIENT, **kw: Any) -> dict[str, str]:
+def headers(mint: TokenMint, pid: str, **kw: Any) -> dict[str, str]:
     token = mint.token(
         "privacy", [Scopes.PRIVACY_CITIZEN], client_id="citizen-portal", pid=pid, **kw
     )
     return {"authorization": f"Bearer {token}"}
 
 
-def test_citizen_blocks_a_practitioner_as_api_md_promises(edge: str, mint: TokenMint) -> None:
+def test_citizen_blocks_a_practitioner_as_api_md_promises(
+    edge: str, mint: TokenMint, patient: str
+) -> None:
     body = {"restriction": {"target": {"hpr_number": "1234567"}, "level": "HARD"}}
     reply = requests.post(
-        f"{edge}/v1/privacy/restrictions", json=body, headers=headers(mint), timeout=5
+        f"{edge}/v1/privacy/restrictions", json=body, headers=headers(mint, patient), timeout=5
     )
     assert reply.status_code == 200, reply.text
     created = reply.json()
@@ -83,13 +98,13 @@ def test_citizen_blocks_a_practitioner_as_api_md_promises(edge: str, mint: Token
     assert created["level"] == "HARD" and created["kind"] == "RESTRICTION_KIND_BLOCK"
 
     found = requests.post(
-        f"{edge}/v1/privacy/restrictions:search", json={}, headers=headers(mint), timeout=5
+        f"{edge}/v1/privacy/restrictions:search", json={}, headers=headers(mint, patient), timeout=5
     ).json()
     assert [r["restriction_id"] for r in found["restrictions"]] == [created["restriction_id"]]
 
     deleted = requests.delete(
         f"{edge}/v1/privacy/restrictions/{created['restriction_id']}",
-        headers=headers(mint),
+        headers=headers(mint, patient),
         timeout=5,
     )
     assert deleted.status_code == 200 and deleted.json()["state"] == "SETTING_STATE_REVOKED"
@@ -97,7 +112,7 @@ def test_citizen_blocks_a_practitioner_as_api_md_promises(edge: str, mint: Token
     events = requests.post(
         f"{edge}/v1/privacy/access-events:search",
         json={"page_size": 10},
-        headers=headers(mint),
+        headers=headers(mint, patient),
         timeout=5,
     ).json()["access_events"]
     assert [e["description"] for e in events] == [
@@ -106,26 +121,26 @@ def test_citizen_blocks_a_practitioner_as_api_md_promises(edge: str, mint: Token
     ]
 
 
-def test_consents_and_reservations_are_routed(edge: str, mint: TokenMint) -> None:
+def test_consents_and_reservations_are_routed(edge: str, mint: TokenMint, patient: str) -> None:
     for path, body in (
         ("consents", {"consent": {"purpose_of_use": "TREAT"}}),
         ("reservations", {"reservation": {"domain": "DOMAIN_DOCUMENTS"}}),
     ):
         reply = requests.post(
-            f"{edge}/v1/privacy/{path}", json=body, headers=headers(mint), timeout=5
+            f"{edge}/v1/privacy/{path}", json=body, headers=headers(mint, patient), timeout=5
         )
         assert reply.status_code == 200, reply.text
         found = requests.post(
-            f"{edge}/v1/privacy/{path}:search", json={}, headers=headers(mint), timeout=5
+            f"{edge}/v1/privacy/{path}:search", json={}, headers=headers(mint, patient), timeout=5
         )
         assert found.status_code == 200 and len(next(iter(found.json().values()))) == 1
 
 
-def test_another_patients_log_is_403(edge: str, mint: TokenMint) -> None:
+def test_another_patients_log_is_403(edge: str, mint: TokenMint, patient: str) -> None:
     reply = requests.post(
         f"{edge}/v1/privacy/access-events:search",
-        json={"patient_id": OTHER},
-        headers=headers(mint),
+        json={"patient_id": random_pid()},
+        headers=headers(mint, patient),
         timeout=5,
     )
     assert reply.status_code == 403
@@ -138,20 +153,22 @@ def test_no_token_is_401(edge: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/v1/privacy/access-decisions", "/v1/privacy/access-events"])
-def test_internal_methods_are_not_routed(edge: str, mint: TokenMint, path: str) -> None:
-    body = {"patient_id": PATIENT, "domain": "DOMAIN_RESULTS", "action": "ACTION_READ"}
-    reply = requests.post(f"{edge}{path}", json=body, headers=headers(mint), timeout=5)
+def test_internal_methods_are_not_routed(
+    edge: str, mint: TokenMint, path: str, patient: str
+) -> None:
+    body = {"patient_id": patient, "domain": "DOMAIN_RESULTS", "action": "ACTION_READ"}
+    reply = requests.post(f"{edge}{path}", json=body, headers=headers(mint, patient), timeout=5)
     assert reply.status_code == 404
 
 
 def test_citizens_entries_verify_offline_from_the_rest_api(
-    edge: str, mint: TokenMint, tmp_path: Any, capsys: pytest.CaptureFixture[str]
+    edge: str, mint: TokenMint, tmp_path: Any, capsys: pytest.CaptureFixture[str], patient: str
 ) -> None:
     """The exact steps of services/privacy/README.md: the page and the keys from REST
     (keys, head and proofs need no token), then the offline verifier."""
     from services.privacy import verify_entries
 
-    pid = synthetic_pid(random.Random(79))
+    pid = patient
     body = {"reservation": {"domain": "DOMAIN_DOCUMENTS"}}
     created = requests.post(
         f"{edge}/v1/privacy/reservations", json=body, headers=headers(mint, pid), timeout=5

@@ -13,6 +13,7 @@ from grpc_status import rpc_status
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 
 from tests.integration.masterdata.conftest import MasterDataUnderTest
+from tests.support.random_refs import random_pid
 
 OTHER_ORG_VALID = "974760673"  # a valid organisation number not in the data set
 
@@ -577,17 +578,15 @@ def test_find_practitioner_by_identity_for_the_trust_service_only(
     masterdata: MasterDataUnderTest,
 ) -> None:
     """HelseID's HPR lookup after an upstream login: identity number in, HPR number out."""
-    import random
 
     from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
-    from services.common.identifiers import synthetic_pid
     from tests.integration.privacy.test_decisions import reason_of
     from tests.support.mesh_tls import fixed_channel
 
     gp = masterdata.persona("gp")
     citizen = masterdata.people["citizens"][0]["pid"]
-    stranger = synthetic_pid(random.Random(424242))
+    stranger = random_pid()
     address = masterdata.server.address
     with fixed_channel(address, "masterdata", "trust") as channel:
         stub = pb_grpc.MasterDataServiceStub(channel)

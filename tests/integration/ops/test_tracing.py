@@ -3,7 +3,6 @@ to an in-process receiver (opentelemetry-proto's TraceService), with parent link
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,11 +16,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from services.common.clients import channel
-from services.common.identifiers import synthetic_pid
 from services.common.server import MeshServer, create_server
 from services.common.telemetry import add_span_processor
 from tests.support import relay
 from tests.support.otlp import ExportedSpan, OtlpReceiver, check_one_trace
+from tests.support.random_refs import random_pid
 
 SERVER = trace_pb2.Span.SPAN_KIND_SERVER
 CLIENT = trace_pb2.Span.SPAN_KIND_CLIENT
@@ -73,7 +72,7 @@ def test_one_call_is_one_trace_with_parent_links(
     receiver: OtlpReceiver, chain: tuple[MeshServer, MeshServer]
 ) -> None:
     front, _back = chain
-    pid = synthetic_pid(random.Random(9))
+    pid = random_pid()
     stub = bench_service_pb2_grpc.BenchServiceStub(channel(front.address, server_name="front"))
     # A call outside any request is a background job's: it is traced under a job span
     # (a parentless CLIENT span is sampled out, see services.common.telemetry).
