@@ -25,7 +25,7 @@ from google.protobuf import descriptor_pb2
 
 if TYPE_CHECKING:
     from gateway.openapi import Descriptors
-    from gateway.render import EdgeSpec, HttpRule, Method
+    from gateway.surface import EdgeSpec, HttpRule, Method
 
 FDP = descriptor_pb2.FieldDescriptorProto
 LUA_DIR = Path(__file__).resolve().parent / "lua"

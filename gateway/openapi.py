@@ -19,8 +19,10 @@ from typing import TYPE_CHECKING, Any
 from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
+from gateway.surface import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
+
 if TYPE_CHECKING:
-    from gateway.render import EdgeSpec, HttpRule, Method
+    from gateway.surface import HttpRule, Method
 
 FDP = descriptor_pb2.FieldDescriptorProto
 
@@ -475,8 +477,6 @@ def dangling_refs(document: dict[str, Any]) -> list[str]:
 
 
 def main() -> None:
-    from gateway.render import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
-
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path)
     parser.add_argument("--server", default=None, help="server URL, e.g. http://127.0.0.1:8080")

@@ -29,7 +29,6 @@ import base64
 import hashlib
 import hmac
 import json
-import os
 import secrets
 import threading
 import time
@@ -41,6 +40,7 @@ from urllib.parse import urlsplit, urlunsplit
 import jwt
 
 from services.common.auth import CallInfo
+from services.common.edge_url import public_url  # re-exported: callers import it from here
 from services.common.errors import Unauthenticated
 
 DPOP_ALGORITHMS = ("ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
@@ -242,15 +242,6 @@ def verify_proof(
     if len(jti) > 200 or not replay.add(f"{jkt}:{jti}", now + iat_window + CLOCK_SKEW):
         raise DpopError("DPoP proof replayed")
     return DpopProof(jkt=jkt, jti=jti, iat=float(iat), claims=claims)
-
-
-def public_url() -> str:
-    """Scheme and host of the public edge, for `htu`."""
-    from services.common.tokens import issuer
-
-    url = os.environ.get("SAMHANDLING_PUBLIC_URL") or issuer()
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
 
 
 def request_target(call: CallInfo, base_url: str) -> tuple[str, list[str]]:

@@ -7,21 +7,14 @@ named here once, so services and the trust service agree on them.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
 from services.common.auth import JwksCache, JwtAuthenticator, RevocationCheck
+from services.common.edge_url import issuer  # re-exported: callers import it from here
 from services.common.registry import SERVICES
-
-
-def issuer() -> str:
-    """The token issuer: the public edge URL, as in the discovery document."""
-    return os.environ.get("SAMHANDLING_ISSUER") or os.environ.get(
-        "SAMHANDLING_EDGE_URL", "http://127.0.0.1:8080"
-    )
 
 
 def audience_for(service: str) -> str:

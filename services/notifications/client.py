@@ -9,12 +9,14 @@ The call is internal (`PublishEvents`); the caller's mesh certificate is its cre
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import grpc
 from samhandling.notifications.v1 import notifications_service_pb2 as pb
 from samhandling.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 
-from services.common.outbox import OutboxEvent
+if TYPE_CHECKING:  # services.common.outbox builds this client (sink_from_env)
+    from services.common.outbox import OutboxEvent
 
 
 class NotificationsClient:

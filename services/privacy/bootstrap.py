@@ -11,7 +11,7 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
-from services.common.db import migrate, var_dir
+from services.common.db import migrate
 from services.common.outbox import Dispatcher, Sink
 from services.common.server import Servicer, ServiceSpec
 from services.common.telemetry import current_trace_id
@@ -23,7 +23,7 @@ from services.privacy.adapters.masterdata import (
     GpListChecker,
     MasterDataUnavailable,
 )
-from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier
+from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier, key_dir
 from services.privacy.adapters.witness import Witness, witnesses_from_env
 from services.privacy.domain.model import EntryType
 from services.privacy.domain.policy import Rules
@@ -53,10 +53,6 @@ class _NoGpList:
 
     def on_gp_list(self, hpr_number: str, patient_id: str, metadata: object) -> bool:
         raise MasterDataUnavailable("no GP list")
-
-
-def key_dir() -> Path:
-    return Path(os.environ.get("SAMHANDLING_PRIVACY_KEY_DIR") or var_dir() / "keys" / "privacy")
 
 
 def retention_from_env(value: str | None = None) -> dict[EntryType, dt.timedelta | None]:

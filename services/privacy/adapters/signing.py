@@ -171,13 +171,16 @@ class TreeHeadVerifier:
         return True
 
 
+def key_dir() -> Path:
+    """Where the tree-head signing keys live (SAMHANDLING_PRIVACY_KEY_DIR, else under var/)."""
+    return Path(os.environ.get("SAMHANDLING_PRIVACY_KEY_DIR") or var_dir() / "keys" / "privacy")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="privacy tree-head keys")
     parser.add_argument("command", choices=["rotate", "jwks"])
     parser.add_argument("--key-dir", type=Path, default=None)
     args = parser.parse_args(argv)
-    from services.privacy.bootstrap import key_dir
-
     directory = args.key_dir or key_dir()
     if args.command == "rotate":
         print(rotate(directory, load_kek()).key_id)
