@@ -17,10 +17,7 @@ never outlives the next sweep.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
-import json
 import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -31,6 +28,7 @@ from typing import BinaryIO
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
+from services.common import paging
 from services.common.auth import Principal
 from services.common.db import UnitOfWork
 from services.common.errors import FieldViolation, InvalidArgument, PermissionDenied
@@ -490,22 +488,15 @@ def _with_patient(submission: Submission, patient_id: str) -> Submission:
 
 
 def _encode_page_token(created: datetime, document_id: str, fingerprint: str) -> str:
-    body = json.dumps({"c": created.isoformat(), "i": document_id, "f": fingerprint})
-    return base64.urlsafe_b64encode(body.encode()).decode().rstrip("=")
+    return paging.encode_key([created.isoformat(), document_id], fingerprint)
 
 
 def _decode_page_token(token: str, fingerprint: str) -> tuple[datetime, str] | None:
-    if not token:
+    description = "not from this search"
+    key = paging.decode_key(token, fingerprint, 2)
+    if key is None:
         return None
     try:
-        padded = token + "=" * (-len(token) % 4)
-        body = json.loads(base64.urlsafe_b64decode(padded.encode()))
-        if body["f"] != fingerprint:
-            raise ValueError("filters changed")
-        return datetime.fromisoformat(body["c"]), str(body["i"])
-    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
-        raise InvalidArgument(
-            "page_token is not valid for this search",
-            reason="INVALID_PAGE_TOKEN",
-            violations=[FieldViolation("page_token", "not from this search")],
-        ) from exc
+        return datetime.fromisoformat(key[0]), str(key[1])
+    except (ValueError, TypeError) as exc:
+        raise paging.invalid_page_token(description) from exc

@@ -3,16 +3,12 @@ the outbox, and tells the change feed after commit."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
-import hashlib
-import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from services.common import identifiers
+from services.common import identifiers, paging
 from services.common.db import UnitOfWork
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
 from services.masterdata.adapters.repository import SqlRepository
@@ -77,36 +73,14 @@ def page_size(requested: int, default: int = DEFAULT_PAGE_SIZE, cap: int = MAX_P
     return min(requested or default, cap)
 
 
-def _fingerprint(filters: Sequence[str]) -> str:
-    return hashlib.sha256("\x1f".join(filters).encode()).hexdigest()[:12]
-
-
 def encode_page_token(after: str, filters: Sequence[str]) -> str:
-    raw = json.dumps({"a": after, "f": _fingerprint(filters)}, separators=(",", ":"))
-    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+    return paging.encode_key([after], paging.fingerprint(*filters))
 
 
 def decode_page_token(token: str, filters: Sequence[str]) -> str:
     """The last key of the previous page; '' for the first page."""
-    if not token:
-        return ""
-    try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        doc = json.loads(raw)
-        after, fingerprint = str(doc["a"]), str(doc["f"])
-    except (binascii.Error, ValueError, KeyError, TypeError) as exc:
-        raise InvalidArgument(
-            "page_token is not valid",
-            reason="INVALID_PAGE_TOKEN",
-            violations=[FieldViolation("page_token", "not a token from a previous page")],
-        ) from exc
-    if fingerprint != _fingerprint(filters):
-        raise InvalidArgument(
-            "page_token was issued for other filters",
-            reason="INVALID_PAGE_TOKEN",
-            violations=[FieldViolation("page_token", "the filters changed between pages")],
-        )
-    return after
+    key = paging.decode_key(token, paging.fingerprint(*filters), 1)
+    return str(key[0]) if key else ""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,7 @@ again: nothing is delivered that was not checked, and nothing is lost.
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import logging
 import threading
 import time
@@ -27,6 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from services.common import paging
 from services.common.auth import Principal
 from services.common.errors import NotFound, invalid_field
 from services.common.ttl_cache import TtlCache
@@ -94,17 +93,16 @@ class Heartbeat:
 
 
 def _page_token(sub: Subscription) -> str:
-    raw = json.dumps([sub.create_time.isoformat(), sub.subscription_id]).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return paging.encode_key([sub.create_time.isoformat(), sub.subscription_id], "")
 
 
 def _read_page_token(token: str) -> tuple[dt.datetime, str]:
+    key = paging.decode_key(token, "", 2) or []
     try:
-        raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
-        created, sid = json.loads(raw)
+        created, sid = key
         return dt.datetime.fromisoformat(created), str(sid)
     except (ValueError, TypeError) as exc:
-        raise invalid_field("page_token", "not a token from a previous response") from exc
+        raise paging.invalid_page_token("not a token from a previous response") from exc
 
 
 class NotificationsService:

@@ -1,20 +1,19 @@
-"""Opaque page tokens: base64url of a small JSON object."""
+"""Opaque page tokens: services/common/paging.py (these names stay importable)."""
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from services.common import paging
+
 
 def encode_token(value: Mapping[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps(value, separators=(",", ":")).encode()).decode()
+    return paging.encode(dict(value))
 
 
 def decode_token(token: str) -> dict[str, Any]:
-    raw = base64.urlsafe_b64decode(token.encode() + b"=" * (-len(token) % 4))
-    value = json.loads(raw)
+    value = paging.decode(token, "not a token from a previous response")
     if not isinstance(value, dict):
-        raise ValueError("not an object")
+        raise paging.invalid_page_token("not a token from a previous response")
     return value

@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from services.common import paging
 from services.common.auth import Principal
 from services.common.db import UnitOfWork, session_factory
 from services.common.errors import (
@@ -169,7 +170,7 @@ def page_size(requested: int) -> int:
 
 
 def _bad_token() -> Exception:
-    return invalid_field("page_token", "not a token from a previous response")
+    return paging.invalid_page_token("not a token from a previous response")
 
 
 class PrivacyService:

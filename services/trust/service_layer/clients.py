@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from collections.abc import Callable, Iterable
 
-from services.common.errors import AlreadyExists, InvalidArgument, NotFound, invalid_field
+from services.common import paging
+from services.common.errors import AlreadyExists, NotFound, invalid_field
 from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import Client, validate_client
 
@@ -53,17 +53,13 @@ class ClientRegistry:
 
     def list(self, page_size: int, page_token: str) -> tuple[list[Client], str]:
         size = min(page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
-        after = ""
-        if page_token:
-            try:
-                after = base64.urlsafe_b64decode(page_token.encode()).decode()
-            except ValueError as exc:
-                raise InvalidArgument("bad page_token", reason="INVALID_PAGE_TOKEN") from exc
+        key = paging.decode_key(page_token, "clients", 1)
+        after = str(key[0]) if key else ""
         clients = self._repo.list_clients(after, size + 1)
         token = ""
         if len(clients) > size:
             clients = clients[:size]
-            token = base64.urlsafe_b64encode(clients[-1].client_id.encode()).decode()
+            token = paging.encode_key([clients[-1].client_id], "clients")
         return clients, token
 
     def update(self, changes: Client, fields: Iterable[str]) -> Client:
