@@ -40,7 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from services.common import workload_identity
+from services.common import timestamps, workload_identity
 
 log = logging.getLogger("samhandling.outbox")
 
@@ -54,7 +54,7 @@ RESTRICTION_CHANGED = "privacy.restriction_changed"
 
 
 def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return timestamps.naive_utc(timestamps.utcnow())  # the naive UTC of the outbox table
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:
@@ -142,7 +142,7 @@ class OutboxEvent:
         from samhandling.notifications.v1 import notifications_service_pb2 as pb
 
         stamp = timestamp_pb2.Timestamp()
-        stamp.FromDatetime(self.event_time.replace(tzinfo=dt.UTC))
+        stamp.CopyFrom(timestamps.to_timestamp(self.event_time))
         return pb.Event(
             event_id=self.event_id,
             event_type=self.event_type,

@@ -36,6 +36,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from services.common import timestamps
+
 TRUST_DOMAIN = "samhandling"
 SPIFFE_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
 EDGE = "edge"
@@ -77,7 +79,7 @@ def mesh_workloads() -> list[str]:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return timestamps.utcnow()
 
 
 def _write(path: Path, data: bytes, private: bool = False) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.api import httpbody_pb2
@@ -11,6 +11,7 @@ from google.protobuf import timestamp_pb2
 from samhandling.documents.v1 import documents_service_pb2 as pb
 from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
 
+from services.common import timestamps
 from services.common.auth import current_principal
 from services.common.errors import InvalidArgument
 from services.documents.domain.model import Author, DocumentEntry, Status, Submission
@@ -30,15 +31,13 @@ _STATUS_FROM_PB = {
 
 
 def _time(message: Any, field: str) -> datetime | None:
-    if not message.HasField(field):
-        return None
-    ts: timestamp_pb2.Timestamp = getattr(message, field)
-    return ts.ToDatetime(tzinfo=UTC).replace(tzinfo=None)
+    value = timestamps.field_time(message, field)
+    return None if value is None else timestamps.naive_utc(value)
 
 
 def _set_time(target: timestamp_pb2.Timestamp, value: datetime | None) -> None:
     if value is not None:
-        target.FromDatetime(value.replace(tzinfo=UTC))
+        target.CopyFrom(timestamps.to_timestamp(value))
 
 
 def submission_from_pb(document: pb.Document) -> Submission:

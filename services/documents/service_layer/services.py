@@ -22,13 +22,13 @@ import logging
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import BinaryIO
 
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
 
-from services.common import paging
+from services.common import paging, timestamps
 from services.common.auth import Principal
 from services.common.db import UnitOfWork
 from services.common.errors import FieldViolation, InvalidArgument, PermissionDenied
@@ -74,7 +74,8 @@ READ_CHUNK_BYTES = 1024 * 1024
 
 
 def utcnow() -> datetime:
-    return datetime.now(UTC).replace(tzinfo=None)
+    """Now as naive UTC, the form of the service's tables."""
+    return timestamps.naive_utc(timestamps.utcnow())
 
 
 # Denial reasons that mean "this document is not for you": answered as NOT_FOUND.

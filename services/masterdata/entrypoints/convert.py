@@ -7,9 +7,10 @@ import re
 from typing import Any
 
 import protovalidate
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 
+from services.common import timestamps
 from services.masterdata.domain import model
 from services.masterdata.domain.codes import CodeCatalog
 from services.masterdata.service_layer.importing import RowProblem
@@ -19,19 +20,8 @@ _validator = protovalidate.Validator()
 
 
 # --- times --------------------------------------------------------------------------------
-def to_ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def from_ts(message: Any, field: str) -> dt.datetime | None:
-    if not message.HasField(field):
-        return None
-    value: dt.datetime = getattr(message, field).ToDatetime(tzinfo=dt.UTC)
-    return value
+to_ts = timestamps.to_timestamp_or_none
+from_ts = timestamps.field_time
 
 
 # --- enums --------------------------------------------------------------------------------

@@ -41,6 +41,7 @@ from google.rpc import code_pb2, status_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from sqlalchemy.engine import Engine
 
+from services.common import timestamps
 from services.common.errors import InvalidArgument, NotFound
 from services.masterdata.adapters.orm import import_operations
 from services.masterdata.service_layer.importing import ImportOutcome
@@ -116,7 +117,7 @@ def _split_csv(data: bytes, text: str, lines: list[str], rows_per_chunk: int) ->
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return timestamps.utcnow()
 
 
 class ImportJobs:

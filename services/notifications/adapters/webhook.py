@@ -11,6 +11,7 @@ from typing import Any, Protocol
 
 import requests
 
+from services.common import timestamps
 from services.notifications.domain.model import Subscription, sign
 
 TOPIC_URL = "https://samhandling.example/fhir/SubscriptionTopic/"
@@ -29,7 +30,7 @@ def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any
     return {
         "resourceType": "Bundle",
         "type": "history",
-        "timestamp": _iso(dt.datetime.now(dt.UTC).replace(tzinfo=None)),
+        "timestamp": _iso(timestamps.naive_utc(timestamps.utcnow())),
         "entry": [
             {
                 "fullUrl": f"urn:uuid:{last.event_id}",

@@ -28,6 +28,7 @@ import secrets
 import urllib.parse
 from dataclasses import dataclass, field
 
+from services.common import timestamps
 from services.common.auth import Principal
 from services.common.errors import PermissionDenied, invalid_field
 from services.common.tokens import Scopes
@@ -79,7 +80,8 @@ DEFAULT_HEARTBEAT_SECONDS = 30
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    """Now as naive UTC, the form of the service's tables."""
+    return timestamps.naive_utc(timestamps.utcnow())
 
 
 @dataclass(frozen=True)

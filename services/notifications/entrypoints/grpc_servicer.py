@@ -3,14 +3,13 @@ are mapped by the shared call pipeline (services.common.interceptors)."""
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
-from google.protobuf import timestamp_pb2
 from samhandling.notifications.v1 import notifications_service_pb2 as pb
 from samhandling.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 
+from services.common import timestamps
 from services.common.auth import current_principal
 from services.common.internal_methods import internal_methods_of
 from services.notifications.domain.model import (
@@ -49,10 +48,7 @@ _STATUS_OUT = {
 }
 
 
-def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    out = timestamp_pb2.Timestamp()
-    out.FromDatetime(value.replace(tzinfo=dt.UTC))
-    return out
+_stamp = timestamps.to_timestamp
 
 
 def subscription_to_pb(sub: Subscription) -> pb.Subscription:

@@ -12,6 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from services.common import timestamps
+
 
 class Domain(enum.StrEnum):
     ALL = "ALL"  # settings only: every domain
@@ -81,7 +83,7 @@ WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE})
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
+    return timestamps.utcnow()
 
 
 @dataclass(frozen=True)

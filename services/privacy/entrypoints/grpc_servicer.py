@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
-from google.protobuf import timestamp_pb2
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
+from services.common import timestamps
 from services.common.auth import current_principal
 from services.common.internal_methods import internal_methods_of
 from services.common.metrics import record_access_decision
@@ -77,18 +76,8 @@ _ACTOR_OUT = {
 _DECISION_OUT = {Decision.PERMIT.value: pb.DECISION_PERMIT, Decision.DENY.value: pb.DECISION_DENY}
 
 
-def _ts(value: dt.datetime | None) -> timestamp_pb2.Timestamp | None:
-    if value is None:
-        return None
-    ts = timestamp_pb2.Timestamp()
-    ts.FromDatetime(value)
-    return ts
-
-
-def _dt(msg: Any, name: str) -> dt.datetime | None:
-    if not msg.HasField(name):
-        return None
-    return getattr(msg, name).ToDatetime(tzinfo=dt.UTC)  # type: ignore[no-any-return]
+_ts = timestamps.to_timestamp_or_none
+_dt = timestamps.field_time
 
 
 def _period_in(message: Any) -> Period:

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from samhandling.results.v1 import results_service_pb2 as pb
 from sqlalchemy.engine import Engine
 
+from services.common import timestamps
 from services.common.auth import Principal
 from services.common.errors import invalid_field
 from services.results.adapters.fhir_search import PAGE_TOKEN, Search
@@ -32,7 +33,7 @@ def caller_key(principal: Principal) -> str:
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    return timestamps.naive_utc(timestamps.utcnow())
 
 
 def _invalid() -> Exception:

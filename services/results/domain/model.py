@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 from samhandling.results.v1 import results_service_pb2 as pb
 
+from services.common import timestamps
 from services.common.errors import (
     DomainError,
     FailedPrecondition,
@@ -36,14 +37,13 @@ OUTPUT_ONLY = ("result_id", "version", "create_time")
 
 
 def utcnow() -> dt.datetime:
-    return dt.datetime.now(UTC).replace(tzinfo=None)
+    """Now as naive UTC, the form of the service's tables."""
+    return timestamps.naive_utc(timestamps.utcnow())
 
 
 def to_naive_utc(value: dt.datetime) -> dt.datetime:
     """Stored times are naive UTC (the same ordering on SQLite and PostgreSQL)."""
-    if value.tzinfo is not None:
-        value = value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    return timestamps.naive_utc(value)
 
 
 # --- submissions ----------------------------------------------------------------------------

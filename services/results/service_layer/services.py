@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
-from google.protobuf import timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
 from sqlalchemy.exc import IntegrityError
 
+from services.common import timestamps
 from services.common.auth import Principal
 from services.common.db import UnitOfWork
 from services.common.errors import (
@@ -73,10 +73,7 @@ MAX_STORE_ATTEMPTS = 5
 HIDDEN_FROM_CITIZEN = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
 
 
-def _stamp(value: dt.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.replace(tzinfo=dt.UTC))
-    return stamp
+_stamp = timestamps.to_timestamp
 
 
 def _time(
