@@ -97,6 +97,7 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
                 "csrf": session.csrf,
                 "flashes": session.take_flashes(),
                 "path": request.url.path,
+                "here": request.url.path + (f"?{request.url.query}" if request.url.query else ""),
                 **ctx,
             },
             status_code=status,

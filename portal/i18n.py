@@ -43,15 +43,17 @@ class Translator:
 
     def when(self, value: dt.datetime | str | None, with_time: bool = True) -> str:
         """A time in Norway's zone, written the language's way."""
-        if value is None or value == "":
+        if not value:  # None, "", or a field the API left out
             return ""
         if isinstance(value, str):
             try:
                 moment = parse_time(value)
             except ValueError:
                 return value
-        else:
+        elif isinstance(value, dt.datetime):
             moment = value
+        else:
+            return ""
         local = moment.astimezone(ZONE)
         if self.lang == "nb":
             return local.strftime("%d.%m.%Y kl. %H:%M" if with_time else "%d.%m.%Y")
