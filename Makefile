@@ -8,6 +8,9 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
 # protoc plugins (protoc-gen-mypy) and envoy live in the venv's bin.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
+# axe-core for the portal's accessibility check in the browser tests (npm ci, pinned lock file)
+AXE_DIR := tests/e2e/portal/axe
+AXE := $(AXE_DIR)/node_modules/.package-lock.json
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
@@ -22,7 +25,11 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(STAMP) ## create .venv and install pinned dependencies
+$(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+	touch $@
+
+install: $(STAMP) $(AXE) ## create .venv and install pinned dependencies (Python, and npm for the browser tests)
 
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py
@@ -30,7 +37,7 @@ gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 
 proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set from protos/
 
-run: proto ## start every service and the Envoy edge on SQLite with demo data
+run: proto ## start every service, the Envoy edge and the citizen portal on SQLite with demo data
 	$(PY) -m deploy.local.mesh
 
 test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
@@ -48,7 +55,7 @@ test-e2e: proto ## e2e tier only (real Envoy)
 lint: proto ## ruff, ruff format --check, mypy, buf lint, buf breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services gateway deploy tools bench tests
+	$(BIN)/mypy services gateway deploy tools bench tests portal
 	$(BIN)/buf lint build/descriptors.binpb --config protos/buf.yaml --path samhandling
 	$(PY) tools/breaking.py
 

@@ -27,8 +27,6 @@ from tests.e2e.portal.conftest import (
     post_result,
 )
 
-pytestmark = pytest.mark.e2e
-
 
 def no_identity_in_urls(visit: Visit, pid: str) -> None:
     assert visit.urls, "no requests recorded"
