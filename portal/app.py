@@ -455,12 +455,15 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
         reply = await gateway.call("GET", "/v1/privacy/powers-of-attorney", own)
         if reply.status_code == 200:
             powers = _body(reply).get("powers_of_attorney", [])
+        given = [p for p in powers if p.get("role") != "POWER_OF_ATTORNEY_ROLE_GRANTEE"]
+        received = [p for p in powers if p.get("role") == "POWER_OF_ATTORNEY_ROLE_GRANTEE"]
         return render(
             request,
             session,
             "representation.html",
             representations=available,
-            powers=powers,
+            given=given,
+            received=received,
             supported=supported,
         )
 
@@ -493,21 +496,18 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
 
     async def grant_power(request: Request, session: Session, form: FormData) -> Response:
         grantee = str(form.get("grantee_pid", "")).strip().replace(" ", "")
-        valid_until = str(form.get("valid_until", ""))
+        scope = str(form.get("scope", "FULL"))
+        end = _day(str(form.get("valid_until", "")), end=True)
         if not PID.match(grantee):
             session.flash("error", "flash.bad_pid")
             return redirect("/representation#powers", session)
-        body: dict[str, Any] = {"grantee_pid": grantee}
-        if valid_until:
-            end = _day(valid_until, end=True)
-            if end is None:
-                session.flash("error", "flash.bad_period")
-                return redirect("/representation#powers", session)
-            body["valid_until"] = end
+        if end is None or scope not in ("FULL", "LIMITED"):
+            session.flash("error", "flash.bad_period")
+            return redirect("/representation#powers", session)
         own = await session.own_token(gateway, "privacy")
-        await gateway.json(
-            "POST", "/v1/privacy/powers-of-attorney", own, {"power_of_attorney": body}
-        )
+        # The identity number travels in the JSON body, never in a URL.
+        body = {"grantee_id": grantee, "end_time": end, "scope": scope}
+        await gateway.json("POST", "/v1/privacy/powers-of-attorney", own, body)
         session.flash("ok", "flash.power_granted")
         return redirect("/representation#powers", session)
 

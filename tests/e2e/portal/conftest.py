@@ -45,17 +45,54 @@ def _missing(what: str) -> None:
     pytest.skip(what)
 
 
+@dataclass(frozen=True)
+class Family:
+    """This module's own family in the population register: a parent, a 6-year-old, and an
+    unrelated adult to give power of attorney to."""
+
+    parent: str
+    child: str
+    other_adult: str
+    family_name: str = "Portalsen"
+
+
+def born(years: int) -> dt.date:
+    today = dt.date.today()
+    return today.replace(year=today.year - years, day=min(today.day, 28)) - dt.timedelta(days=3)
+
+
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+def family() -> Family:
+    rng = random.Random(uuid.uuid4().int)
+    return Family(*(synthetic_pid(rng, born(years)) for years in (38, 6, 45)))
+
+
+@pytest.fixture(scope="module")
+def mesh(tmp_path_factory: pytest.TempPathFactory, family: Family) -> Iterator[Mesh]:
     if not set(available_services()) >= REQUIRED:
         pytest.skip("needs every service")
-    small = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("portal-mesh"),
-        edge_port=free_port(),
-        extra_env=small,
-        portal_port=0,
-    ) as running:
+    var = tmp_path_factory.mktemp("portal-mesh")
+    register = {
+        "families": [
+            {
+                "family_name": family.family_name,
+                "parents": [{"pid": family.parent, "given_name": "Kari"}],
+                "children": [{"pid": family.child, "given_name": "Mina"}],
+            },
+            {
+                "family_name": "Fullmektig",
+                "parents": [{"pid": family.other_adult, "given_name": "Eirik"}],
+            },
+        ]
+    }
+    (var / "families.json").write_text(json.dumps(register))
+    env = {
+        "SAMHANDLING_DEMO_PRACTITIONERS": "20",
+        "SAMHANDLING_DEMO_CITIZENS": "5",
+        # read by the master data seed once representation (issue 21.3) is merged
+        "SAMHANDLING_MASTERDATA_POPULATION_FILES": str(var / "families.json"),
+    }
+    with Mesh(var_dir=var, edge_port=free_port(), extra_env=env, portal_port=0) as running:
         yield running
 
 

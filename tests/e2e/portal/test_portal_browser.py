@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-from typing import Any
 
 import pytest
 from playwright.sync_api import expect
 
 from deploy.local.mesh import Mesh
 from tests.e2e.portal.conftest import (
+    Family,
     Visit,
     demo_client,
     demo_people,
@@ -189,27 +189,56 @@ def test_forms_need_the_csrf_token_and_login_is_required(mesh: Mesh, visit: Visi
     assert headers["x-frame-options"] == "DENY"
 
 
-def _representation_ready(mesh: Mesh) -> bool:
+def _representation_ready(mesh: Mesh, pid: str) -> bool:
     import requests
 
-    citizen = next(p for p in demo_people(mesh) if p["role"] == "citizen")
     portal = demo_client(mesh, "citizen-portal")
-    token = portal.login(pid=citizen["pid"], resource="samhandling:privacy", dpop=True)
+    token = portal.login(pid=pid, resource="samhandling:privacy", dpop=True)
     url = f"{mesh.edge_url}/v1/privacy/representations"
     return bool(requests.get(url, headers=token.headers("GET", url), timeout=10).status_code == 200)
 
 
-def test_a_parent_acts_for_a_child(mesh: Mesh, visit: Visit) -> None:
-    if not _representation_ready(mesh):
+def test_a_parent_acts_for_a_child_and_manages_powers_of_attorney(
+    mesh: Mesh, visit: Visit, family: Family
+) -> None:
+    if not _representation_ready(mesh, family.parent):
         pytest.xfail("representation (issue 21.3) is not merged: no /v1/privacy/representations")
-    parent: dict[str, Any] | None = next((p for p in demo_people(mesh) if p.get("children")), None)
-    assert parent is not None, "the master data seed names no parent with children"
-    log_in(visit, parent["pid"])
+    post_result(mesh, family.child, 12.4, dt.datetime.now(dt.UTC) - dt.timedelta(days=5))
+
+    log_in(visit, family.parent)
     page = visit.go("/representation")
-    assert visit.check("representation") == []
+    assert visit.check("representation-parent") == []
+    chooser = page.get_by_role("group", name="Hvem vil du handle på vegne av?")
+    expect(chooser).to_contain_text("Mina")
+    chooser.get_by_label(re.compile("Mina")).check()
     page.get_by_role("button", name="Handle for denne personen").click()
     banner = page.locator(".acting")
-    expect(banner).to_contain_text("på vegne av")
-    assert visit.check("acting") == []
+    expect(banner).to_contain_text("Du handler på vegne av Mina")
+    # The child's results, under the banner.
+    expect(page.locator("article.result")).to_have_count(1)
+    assert "12.4 g/dL" in page.locator("article.result").inner_text()
+    assert visit.check("acting-results") == []
+    # The child's own access log shows who acted.
+    page = visit.go("/access-log")
+    expect(page.locator(".acting")).to_be_visible()
+    assert visit.check("acting-access-log") == []
+    assert page.locator("table.log tbody tr").count() >= 1
     page.get_by_role("button", name="Slutt å handle på vegne av andre").click()
     expect(page.locator(".acting")).to_have_count(0)
+
+    # A power of attorney to another adult: given, listed, revoked.
+    page = visit.go("/representation")
+    until = (dt.date.today() + dt.timedelta(days=30)).isoformat()
+    form = page.locator("form[action='/representation/powers']")
+    form.get_by_label("Personens fødselsnummer").fill(family.other_adult)
+    form.get_by_label("Gyldig til og med").fill(until)
+    form.get_by_role("button", name="Gi fullmakt").click()
+    expect(page.get_by_text("Fullmakten er registrert.")).to_be_visible()
+    revoke = page.get_by_role("button", name=re.compile("Trekk tilbake fullmakten til .*Eirik"))
+    expect(revoke).to_have_count(1)
+    assert visit.check("powers-of-attorney") == []
+    revoke.click()
+    expect(page.get_by_text("Fullmakten er trukket tilbake.")).to_be_visible()
+    expect(page.get_by_role("button", name=re.compile("Trekk tilbake fullmakten"))).to_have_count(0)
+    no_identity_in_urls(visit, family.child)
+    no_identity_in_urls(visit, family.other_adult)
