@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import pytest
 from starlette.exceptions import StarletteDeprecationWarning
 
@@ -49,6 +50,12 @@ def test_both_languages_have_every_text_the_templates_use() -> None:
         used |= set(re.findall(r"""\bt\(\s*["']([a-z_.]+)["']""", template.read_text()))
     used = {key for key in used if not key.endswith(".")}  # prefixes of computed keys
     assert used and used <= set(nb), used - set(nb)
+
+
+def test_every_template_compiles() -> None:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True)
+    for template in TEMPLATES.glob("*.html"):
+        env.get_template(template.name)
 
 
 def test_translator_falls_back_to_the_key_and_formats_times_in_norway() -> None:
