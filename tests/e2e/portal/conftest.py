@@ -181,7 +181,7 @@ def post_result(
     return str(reply.json()["result_id"])
 
 
-def gp_token(mesh: Mesh, pid: str) -> tuple[dict[str, Any], Token]:
+def gp_token(mesh: Mesh, pid: str, api: str = "results") -> tuple[dict[str, Any], Token]:
     """The demo GP logged in through gp-ehr (TestID, DPoP), attesting a care relationship
     with `pid` (purpose TREAT; no GP-list service, so a fresh patient is allowed)."""
     gp = next(p for p in demo_people(mesh) if p["role"] == "gp")
@@ -194,8 +194,12 @@ def gp_token(mesh: Mesh, pid: str) -> tuple[dict[str, Any], Token]:
     token = client.login(
         hpr_number=gp["hpr_number"],
         attestation=attestation,
-        scope="openid samhandling:results/read",
-        resource="samhandling:results",
+        scope="openid "
+        + {
+            "results": "samhandling:results/read",
+            "privacy": "samhandling:privacy/practitioner",
+        }[api],
+        resource=f"samhandling:{api}",
         dpop=True,
     )
     return gp, token
@@ -211,6 +215,21 @@ def gp_search(mesh: Mesh, token: Token, pid: str, **extra: Any) -> Any:
         headers=token.headers("POST", url),
         timeout=15,
     )
+
+
+def gp_sets_a_shield(mesh: Mesh, pid: str, org_number: str, reason: str) -> None:
+    """The GP shields the patient from an organisation (through the edge, as the GP)."""
+    import requests
+
+    _, token = gp_token(mesh, pid, "privacy")
+    url = f"{mesh.edge_url}/v1/privacy/restrictions"
+    body = {
+        "patient_id": pid,
+        "restriction": {"target": {"org_number": org_number}, "level": "SOFT", "reason": reason},
+    }
+    reply = requests.post(url, json=body, headers=token.headers("POST", url), timeout=15)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["kind"] == "RESTRICTION_KIND_SHIELD"
 
 
 @dataclass

@@ -22,6 +22,7 @@ from tests.e2e.portal.conftest import (
     demo_people,
     fresh_pid,
     gp_search,
+    gp_sets_a_shield,
     gp_token,
     log_in,
     post_result,
@@ -112,9 +113,17 @@ def test_block_the_gp_then_lift_and_see_the_gp_in_the_log(mesh: Mesh, visit: Vis
     lift = re.compile(f"Opphev sperringen av .*{gp['hpr_number']}")
     assert gp_search(mesh, token, pid).status_code == 200
 
+    hospital = demo_client(mesh, "hospital-ehr").orgnr
+    gp_sets_a_shield(mesh, pid, hospital, "e2e: shielded from the hospital")
+
     log_in(visit, pid)
     page = visit.go("/privacy")
     assert visit.check("privacy") == []
+    # The Shield, with who set it and why.
+    shield = page.locator("section[aria-labelledby='shields'] tbody tr")
+    expect(shield).to_have_count(1)
+    assert hospital in shield.inner_text() and gp["name"] in shield.inner_text()
+    assert "e2e: shielded from the hospital" in shield.inner_text()
     form = page.locator("#new-block")
     form.get_by_label("Sperr").select_option("hpr_number")
     form.get_by_label("Nummer").fill(gp["hpr_number"])
@@ -163,6 +172,24 @@ def test_block_the_gp_then_lift_and_see_the_gp_in_the_log(mesh: Mesh, visit: Vis
     assert page.locator(".flash.warn").is_visible()
     # Every entry carries an inclusion proof; the portal checks each against the signed head.
     assert page.locator("span.verified").count() == rows.count() > 0
+
+    # Reservations and consents: made and lifted in the same page.
+    page = visit.go("/privacy")
+    form = page.locator("form[action='/privacy/reservations']")
+    form.get_by_label("Opplysninger").select_option("DOMAIN_DOCUMENTS")
+    form.get_by_role("button", name="Opprett reservasjon").click()
+    expect(page.get_by_text("Reservasjonen er registrert.")).to_be_visible()
+    form = page.locator("form[action='/privacy/consents']")
+    form.get_by_label("Organisasjonsnummer (valgfritt)").fill(hospital)
+    form.get_by_role("button", name="Gi samtykke").click()
+    expect(page.get_by_text("Samtykket er registrert.")).to_be_visible()
+    assert visit.check("privacy-settings") == []
+    page.get_by_role("button", name="Opphev reservasjonen for Dokumenter").click()
+    expect(page.get_by_text("Reservasjonen er opphevet.")).to_be_visible()
+    page.get_by_role("button", name=re.compile(f"Trekk tilbake samtykket til .*{hospital}")).click()
+    expect(page.get_by_text("Samtykket er trukket tilbake.")).to_be_visible()
+    expect(page.get_by_text("Du har ingen reservasjoner.")).to_be_visible()
+    expect(page.get_by_text("Du har ikke gitt noen samtykker.")).to_be_visible()
     no_identity_in_urls(visit, pid)
 
 
