@@ -183,7 +183,11 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
         start, session.login = session.login, None
         if query.get("state") != start.state:
             raise HTTPException(400, "state does not match this login")
-        if query.get("iss") and query.get("iss") != settings.edge_url:  # RFC 9207
+        try:
+            issuer = await gateway.issuer()
+        except EdgeError as exc:
+            return render(request, session, "error.html", status=502, error=_problem(exc))
+        if query.get("iss") != issuer:  # RFC 9207: the trust service always sends it
             raise HTTPException(400, "unexpected issuer")
         if query.get("error") or not query.get("code"):
             session.flash("error", "flash.login_failed")
@@ -569,7 +573,7 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: http_error},
+        exception_handlers={HTTPException: http_error, Exception: http_error},
     )
     return SecurityHeaders(app, form_targets=f"'self' {edge_origin}")  # type: ignore[return-value]
 

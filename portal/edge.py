@@ -111,9 +111,26 @@ class Edge:
             edge_url=settings.edge_url,
             redirect_uris=[settings.redirect_uri],
         )
+        self._issuer: str | None = None
 
     async def aclose(self) -> None:
         await self.http.aclose()
+
+    async def _send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One HTTP exchange with the edge; a network failure is a 503 EdgeError."""
+        try:
+            return await self.http.request(method, url, **kwargs)
+        except httpx.HTTPError as exc:
+            raise EdgeError(503, {"error": "temporarily_unavailable"}) from exc
+
+    async def issuer(self) -> str:
+        """The trust service's issuer (RFC 8414 discovery, fetched once)."""
+        if self._issuer is None:
+            reply = await self._send("GET", f"{self.url}/.well-known/openid-configuration")
+            if reply.status_code != 200 or not _json(reply).get("issuer"):
+                raise EdgeError(reply.status_code, _json(reply))
+            self._issuer = str(_json(reply)["issuer"])
+        return self._issuer
 
     # --- OAuth --------------------------------------------------------------------------
     def _client_auth(self, audience: str) -> dict[str, str]:
@@ -137,7 +154,7 @@ class Edge:
             "state": state,
             "nonce": nonce,
         }
-        reply = await self.http.post(f"{self.url}/connect/par", data=form)
+        reply = await self._send("POST", f"{self.url}/connect/par", data=form)
         if reply.status_code not in (200, 201):
             raise EdgeError(reply.status_code, _json(reply))
         query = urlencode(
@@ -151,7 +168,7 @@ class Edge:
         for _ in range(2):
             body = {**form, **self._client_auth(url)}
             headers = {"DPoP": dpop.proof("POST", url, nonce=nonce)}
-            reply = await self.http.post(url, data=body, headers=headers)
+            reply = await self._send("POST", url, data=body, headers=headers)
             answer = _json(reply)
             if reply.status_code == 200:
                 if answer.get("token_type") != "DPoP":
@@ -205,8 +222,8 @@ class Edge:
             **self._client_auth(url),
         }
         # The refresh chain expires anyway; logout must not fail.
-        with contextlib.suppress(httpx.HTTPError):
-            await self.http.post(url, data=form)
+        with contextlib.suppress(EdgeError):
+            await self._send("POST", url, data=form)
 
     # --- the APIs -------------------------------------------------------------------------
     async def call(
@@ -224,7 +241,7 @@ class Edge:
             headers = {"Authorization": f"DPoP {token.value}", "Accept": "application/json"}
             if token.dpop is not None:
                 headers["DPoP"] = token.dpop.proof(method, url, token.value, nonce=nonce)
-            reply = await self.http.request(method, url, headers=headers, json=body, params=params)
+            reply = await self._send(method, url, headers=headers, json=body, params=params)
             nonce = reply.headers.get("DPoP-Nonce")
             if reply.status_code not in (400, 401) or not nonce:
                 return reply

@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from starlette.exceptions import StarletteDeprecationWarning
 
 from portal.app import create_app
@@ -29,6 +31,10 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", StarletteDeprecationWarning)
     from starlette.testclient import TestClient
 
+PRIVATE_JWK = {
+    **json.loads(jwt.algorithms.ECAlgorithm.to_jwk(ec.generate_private_key(ec.SECP256R1()))),
+    "kid": "citizen-portal-1",
+}
 TEMPLATES = Path(__file__).resolve().parents[3] / "portal" / "templates"
 
 
@@ -36,7 +42,7 @@ def settings(public_url: str = "http://127.0.0.1:8765") -> Settings:
     return Settings(
         edge_url="http://127.0.0.1:9",
         client_id="citizen-portal",
-        private_jwk={"kty": "EC"},
+        private_jwk=PRIVATE_JWK,
         public_url=public_url,
     )
 
@@ -115,6 +121,16 @@ def test_session_cookie_flags_headers_and_csrf() -> None:
         assert 'lang="en"' in client.get("/login").text
         # Pages need a login.
         assert client.get("/privacy").headers["location"] == "/login"
+
+
+def test_an_unreachable_edge_gives_a_page_not_a_crash() -> None:
+    with TestClient(create_app(settings()), follow_redirects=False) as client:
+        page = client.get("/login", headers={"accept-language": "en"})
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf is not None
+        reply = client.post("/login", data={"csrf": csrf.group(1)})
+        assert reply.status_code == 502
+        assert "not available right now" in reply.text and 'lang="en"' in reply.text
 
 
 def test_callback_without_a_started_login_goes_back_to_login() -> None:
