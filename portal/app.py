@@ -46,6 +46,7 @@ PATTERNS = {
 PID = re.compile(r"^[0-9]{11}$")
 DOMAINS = ("", "DOMAIN_RESULTS", "DOMAIN_DOCUMENTS")
 PURPOSES = ("TREAT", "ETREAT", "HRESCH", "HOPERAT")
+LOG_PAGE = 50
 SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
@@ -424,10 +425,20 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
 
     # --- who used my data -----------------------------------------------------------------
     async def access_log(request: Request, session: Session) -> Response:
+        # Older pages: ?page=N; the opaque page tokens stay in the session, not in URLs.
+        number = request.query_params.get("page", "1")
+        if not number.isdigit() or not 1 <= int(number) <= len(session.log_pages) + 1:
+            return redirect("/access-log", session)
+        index = int(number)
+        query: dict[str, Any] = {"page_size": LOG_PAGE}
+        if index > 1:
+            query["page_token"] = session.log_pages[index - 2]
         token = await session.token(gateway, "privacy")
-        page = await gateway.json(
-            "POST", "/v1/privacy/access-events:search", token, {"page_size": 100}
-        )
+        page = await gateway.json("POST", "/v1/privacy/access-events:search", token, query)
+        following = str(page.get("next_page_token") or "")
+        del session.log_pages[index - 1 :]
+        if following:
+            session.log_pages.append(following)
         try:
             keys = await gateway.json("GET", "/v1/privacy/access-log/keys", token)
             verified = verified_entries(page, keys)
@@ -443,6 +454,8 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
             verified=verified,
             emergencies=sum(1 for e in events if e.get("emergency")),
             tree_size=head.get("tree_size"),
+            page_number=index,
+            older=bool(following),
         )
 
     # --- acting for someone else ----------------------------------------------------------

@@ -48,6 +48,8 @@ class Session:
     name: str = ""
     acting: Acting | None = None
     flashes: list[tuple[str, str]] = field(default_factory=list)
+    # the access log's next-page tokens, page 2 onwards (kept here, never in a URL)
+    log_pages: list[str] = field(default_factory=list)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -109,6 +111,7 @@ class Session:
         self.tokens.clear()
         self.acting = None
         self.name = ""
+        self.log_pages.clear()
 
 
 class SessionStore:
