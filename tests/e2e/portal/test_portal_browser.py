@@ -103,6 +103,18 @@ def test_documents_page_lists_and_downloads(mesh: Mesh, visit: Visit) -> None:
     # The "act for others" page is there (and accessible) whether or not anyone can be acted for.
     visit.go("/representation")
     assert visit.check("representation") == []
+    # Every page in English too.
+    page.get_by_role("button", name="English").click()
+    expect(page.locator("html")).to_have_attribute("lang", "en")
+    for path in ("/results", "/documents", "/privacy", "/access-log", "/representation"):
+        visit.go(path)
+        assert page.locator("html").get_attribute("lang") == "en"
+        assert visit.check("en" + path.replace("/", "-")) == []
+    # Logging out ends the session: the pages lead to the login again.
+    page.get_by_role("button", name="Log out").click()
+    expect(page.get_by_text("You are logged out.")).to_be_visible()
+    visit.go("/documents")
+    assert page.url == f"{visit.base}/login"
     no_identity_in_urls(visit, citizen["pid"])
 
 
