@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 import jinja2
 import jwt
@@ -305,12 +305,15 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
         reply = await gateway.call("GET", f"/v1/documents/{document_id}/content", token)
         if reply.status_code != 200:
             raise EdgeError(reply.status_code, _body(reply))
-        title = re.sub(r"[^A-Za-z0-9._ -]", "_", str(meta.get("title") or document_id))[:80]
+        title = str(meta.get("title") or document_id)[:80] + _extension(meta)
+        plain = re.sub(r"[^A-Za-z0-9._ -]", "_", title)
         return Response(
             reply.content,
             media_type=reply.headers.get("content-type", "application/octet-stream"),
             headers={
-                "Content-Disposition": f'attachment; filename="{title}{_extension(meta)}"',
+                # Always a download (never rendered in the portal's origin); RFC 6266 names.
+                "Content-Disposition": f'attachment; filename="{plain}"; '
+                f"filename*=UTF-8''{quote(title, safe='')}",
                 "Cache-Control": "no-store",
             },
         )

@@ -41,6 +41,13 @@ class Translator:
         """The text for `key`, or `fallback` (a value from the API we have no text for)."""
         return self.texts.get(key, fallback)
 
+    def until(self, value: dt.datetime | str | None) -> str:
+        """The last day of a period that ends (exclusively) at `value`: an end at midnight
+        is shown as the day before, the way people write "to and including"."""
+        if not value:
+            return ""
+        return self.when(_minus_a_moment(value), with_time=False)
+
     def when(self, value: dt.datetime | str | None, with_time: bool = True) -> str:
         """A time in Norway's zone, written the language's way."""
         if not value:  # None, "", or a field the API left out
@@ -58,6 +65,15 @@ class Translator:
         if self.lang == "nb":
             return local.strftime("%d.%m.%Y kl. %H:%M" if with_time else "%d.%m.%Y")
         return local.strftime("%d %b %Y, %H:%M" if with_time else "%d %b %Y")
+
+
+def _minus_a_moment(value: dt.datetime | str) -> dt.datetime | str:
+    if isinstance(value, str):
+        try:
+            value = parse_time(value)
+        except ValueError:
+            return value
+    return value - dt.timedelta(seconds=1)
 
 
 def parse_time(value: str) -> dt.datetime:

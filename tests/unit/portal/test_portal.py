@@ -71,6 +71,8 @@ def test_translator_falls_back_to_the_key_and_formats_times_in_norway() -> None:
     assert t.when("2026-06-30T22:30:00.123456789Z") == "01.07.2026 kl. 00:30"
     assert Translator("en").when(dt.datetime(2026, 1, 5, 11, 0, tzinfo=dt.UTC)).startswith("05 Jan")
     assert t.when(None) == "" and Translator("xx").lang == "nb"
+    # A period ending at midnight (Norway) ends "to and including" the day before.
+    assert t.until("2026-12-31T23:00:00Z") == "31.12.2026"
 
 
 def test_trend_plot_shades_the_reference_range_and_escapes_text() -> None:
