@@ -30,11 +30,11 @@ from starlette.templating import Jinja2Templates
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from portal.charts import Point, trend_svg
-from portal.edge import RESOURCES, Edge, EdgeError
+from portal.edge import RESOURCES, AccessToken, Edge, EdgeError
 from portal.i18n import LANGUAGES, ZONE, Translator, parse_time, pick
 from portal.sessions import COOKIE, Acting, NotLoggedIn, Session, SessionStore
 from portal.settings import Settings
-from portal.verify import verified_entries
+from portal.verify import grown_consistently, verified_entries
 from services.trust.demo_client import DpopSigner
 
 HERE = Path(__file__).resolve().parent
@@ -442,13 +442,16 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
         del session.log_pages[index - 1 :]
         if following:
             session.log_pages.append(following)
+        verified: dict[str, bool] = {}
+        consistent: bool | None = None
+        head = page.get("tree_head") or {}
         try:
             keys = await gateway.json("GET", "/v1/privacy/access-log/keys", token)
             verified = verified_entries(page, keys)
+            consistent = await _consistency(session, head, page, keys, token)
         except EdgeError:
-            verified = {}
+            pass
         events = page.get("access_events", [])
-        head = page.get("tree_head") or {}
         return render(
             request,
             session,
@@ -459,7 +462,33 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
             tree_size=head.get("tree_size"),
             page_number=index,
             older=bool(following),
+            consistent=consistent,
         )
+
+    async def _consistency(
+        session: Session,
+        head: dict[str, Any],
+        page: dict[str, Any],
+        keys: dict[str, Any],
+        token: AccessToken,
+    ) -> bool | None:
+        """Has the log only grown since the head this session saw last? None: no earlier
+        head (first visit) or nothing to compare."""
+        previous, session.log_head = session.log_head, head or session.log_head
+        if not previous or not head:
+            return None
+        old, new = int(previous.get("tree_size", 0)), int(head.get("tree_size", 0))
+        if old == 0 or old == new:
+            return grown_consistently(previous, page, keys, {}) if old == new else None
+        if old > new:
+            return False
+        proof = await gateway.json(
+            "GET",
+            "/v1/privacy/access-log/consistency-proof",
+            token,
+            params={"first_tree_size": old, "second_tree_size": new},
+        )
+        return grown_consistently(previous, page, keys, proof)
 
     # --- acting for someone else ----------------------------------------------------------
     async def representation(request: Request, session: Session) -> Response:

@@ -13,6 +13,7 @@ import hmac
 import secrets
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 from portal.edge import RESOURCES, AccessToken, Edge, EdgeError, LoginStart
 from services.trust.demo_client import DpopSigner
@@ -50,6 +51,8 @@ class Session:
     flashes: list[tuple[str, str]] = field(default_factory=list)
     # the access log's next-page tokens, page 2 onwards (kept here, never in a URL)
     log_pages: list[str] = field(default_factory=list)
+    # the last signed tree head the access log page verified (for the consistency check)
+    log_head: dict[str, Any] | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -112,6 +115,7 @@ class Session:
         self.acting = None
         self.name = ""
         self.log_pages.clear()
+        self.log_head = None
 
 
 class SessionStore:

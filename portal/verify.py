@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from services.privacy.adapters.signing import TreeHeadVerifier
-from services.privacy.verify_entries import check_entry, head_from_json
+from services.privacy.verify_entries import check_entry, check_page, head_from_json
 
 
 def verified_entries(page: Mapping[str, Any], jwks: Mapping[str, Any]) -> dict[str, bool]:
@@ -28,3 +28,28 @@ def verified_entries(page: Mapping[str, Any], jwks: Mapping[str, Any]) -> dict[s
     if not signed:
         return dict.fromkeys(ids, False)
     return {name: not check_entry(e, head) for name, e in zip(ids, events, strict=True)}
+
+
+def grown_consistently(
+    previous_head: Mapping[str, Any],
+    page: Mapping[str, Any],
+    jwks: Mapping[str, Any],
+    proof: Mapping[str, Any] | None,
+) -> bool:
+    """True when the page's signed head extends `previous_head` (kept from an earlier visit
+    in this session): nothing seen before was rewritten or removed (RFC 9162 §2.1.4.2,
+    the verifier's step 3)."""
+    head = page.get("tree_head") or page.get("treeHead")
+    if not head:
+        return False
+    try:
+        previous = head_from_json(previous_head)
+        _, problems = check_page(
+            {"tree_head": head, "access_events": []},
+            TreeHeadVerifier.from_jwks(dict(jwks)),
+            previous,
+            proof,
+        )
+    except (ValueError, KeyError, TypeError):
+        return False
+    return not problems

@@ -184,6 +184,11 @@ def test_block_the_gp_then_lift_and_see_the_gp_in_the_log(mesh: Mesh, visit: Vis
     assert page.locator(".flash.warn").is_visible()
     # Every entry carries an inclusion proof; the portal checks each against the signed head.
     assert page.locator("span.verified").count() == rows.count() > 0
+    # The GP reads again; the next look at the log proves it only grew (consistency proof
+    # against the head this session saw).
+    assert gp_search(mesh, token, pid).status_code == 200
+    page = visit.go("/access-log")
+    expect(page.locator(".flash.ok")).to_contain_text("loggen har bare vokst")
 
     # Reservations and consents: made and lifted in the same page.
     page = visit.go("/privacy")
