@@ -20,6 +20,7 @@ from urllib.parse import quote, urlsplit
 import jinja2
 import jwt
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -61,6 +62,22 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
     gateway = edge or Edge(settings)
     origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.public_url))
     edge_origin = "{0.scheme}://{0.netloc}".format(urlsplit(settings.edge_url))
+
+    keys = jwt.PyJWKClient(f"{settings.edge_url}/.well-known/jwks.json", cache_keys=True)
+
+    def id_token_claims(id_token: str, issuer: str) -> dict[str, Any]:
+        """OIDC Core 3.1.3.7: signature (the trust service's JWKS), issuer, audience, expiry."""
+        key = keys.get_signing_key_from_jwt(id_token).key
+        return dict(
+            jwt.decode(
+                id_token,
+                key,
+                algorithms=["ES256"],
+                audience=settings.client_id,
+                issuer=issuer,
+                leeway=30,
+            )
+        )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -202,7 +219,10 @@ def create_app(settings: Settings, edge: Edge | None = None) -> Starlette:
             session.flash("error", "flash.login_failed")
             return redirect("/login", session)
         if grant.id_token:
-            claims = jwt.decode(grant.id_token, options={"verify_signature": False})
+            try:
+                claims = await run_in_threadpool(id_token_claims, grant.id_token, issuer)
+            except jwt.PyJWTError as exc:
+                raise HTTPException(400, "the ID token does not verify") from exc
             if claims.get("nonce") != start.nonce:
                 raise HTTPException(400, "ID token nonce does not match this login")
         session = store.rotate(session)
