@@ -13,7 +13,7 @@ AXE_DIR := tests/e2e/portal/axe
 AXE := $(AXE_DIR)/node_modules/.package-lock.json
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install proto run test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
+.PHONY: help install proto run run-hosts test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -25,11 +25,18 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-$(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
-	cd $(AXE_DIR) && npm ci --no-audit --no-fund --ignore-scripts
+# The real OpenID provider the federated-login tests run against (panva's oidc-provider,
+# pinned by its package-lock.json).
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
 	touch $@
 
-install: $(STAMP) $(AXE) ## create .venv and install pinned dependencies (Python, and npm for the browser tests)
+$(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --silent --ignore-scripts
+	touch $@
+
+install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed $(AXE) ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider and axe-core)
 
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py
@@ -39,6 +46,9 @@ proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set f
 
 run: proto ## start every service, the Envoy edge and the citizen portal on SQLite with demo data
 	$(PY) -m deploy.local.mesh
+
+run-hosts: proto ## the mesh on five "hosts" (network namespaces, needs root) on PostgreSQL; prints how to reach it
+	@trap '$(PY) -m deploy.local.hosts --sweep' EXIT; $(PY) -m deploy.local.hosts
 
 test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
 	$(PY) -m pytest -q

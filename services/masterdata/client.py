@@ -87,6 +87,18 @@ class MasterDataClient:
                     self._approvals.popitem(last=False)
         return answer
 
+    def hpr_number_for(
+        self, national_identity_number: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> str | None:
+        """The HPR number of the health worker with this identity number (None if none);
+        internal, for the trust service after a federated login. Not cached."""
+        reply = self.stub.FindPractitionerByIdentity(
+            pb.FindPractitionerByIdentityRequest(national_identity_number=national_identity_number),
+            metadata=metadata,
+            timeout=timeout,
+        )
+        return reply.hpr_number or None
+
     def invalidate(self, hpr_number: str | None = None) -> None:
         with self._lock:
             if hpr_number is None:
@@ -94,6 +106,23 @@ class MasterDataClient:
             else:
                 for key in [k for k in self._approvals if k[0] == hpr_number]:
                     del self._approvals[key]
+
+    # --- GP lists -------------------------------------------------------------------------
+    def check_gp_list(
+        self,
+        hpr_number: str,
+        patient_id: str,
+        metadata: Metadata = (),
+        timeout: float | None = 3.0,
+    ) -> bool:
+        """Is the patient on the practitioner's GP list now? (Never says who the GP is.)
+        Not cached: a list change counts from the next call."""
+        reply = self.stub.CheckGpList(
+            pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
+            metadata=metadata,
+            timeout=timeout,
+        )
+        return bool(reply.listed)
 
     # --- codes ----------------------------------------------------------------------------
     def validate_codes(
