@@ -21,6 +21,8 @@ from services.common.workload_identity import EDGE
 PRIVACY = "samhandling.privacy.v1.PrivacyService"
 MASTERDATA = "samhandling.masterdata.v1.MasterDataService"
 TRUST = "samhandling.trust.v1.TrustService"
+REPRESENTATION = "samhandling.privacy.v1.RepresentationService"
+POPULATION = "samhandling.masterdata.v1.PopulationService"
 
 _DATA_SERVICES = frozenset({"results", "documents"})
 # Services that check a practitioner's approval (privacy for decisions, trust at login).
@@ -45,6 +47,11 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # Revocations in force, polled by every service that verifies access tokens; no token:
     # the caller's certificate is its credential.
     f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
+    # Acting for someone else: the trust service checks a representation at token exchange
+    # (the acting citizen's token forwarded); privacy asks the population register who a
+    # citizen's children are (who is a parent of whom, birth dates).
+    f"/{REPRESENTATION}/CheckRepresentation": frozenset({"trust"}),
+    f"/{POPULATION}/GetFamily": frozenset({"privacy"}),
 }
 
 # Calls between workloads on *public* methods (the token decides; listed for the network
