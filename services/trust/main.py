@@ -50,6 +50,7 @@ from services.trust.entrypoints.grpc_api import (
 from services.trust.service_layer.clients import ClientRegistry
 from services.trust.service_layer.keys import KeyManager, load_kek
 from services.trust.service_layer.oauth import DbReplayCache, TrustService, TrustSettings
+from services.trust.service_layer.representation import RepresentationPort
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
 ALLOW_TESTID_ENV = "SAMHANDLING_TRUST_ALLOW_TESTID"
@@ -176,6 +177,7 @@ def build(
     masterdata: MasterDataPort | None = None,
     kek: bytes | None = None,
     clock: Callable[[], float] = time.time,
+    representations: RepresentationPort | None = None,
 ) -> TrustApp:
     engine = engine or service_engine("trust")
     migrate("trust", engine, VERSIONS)
@@ -197,7 +199,20 @@ def build(
         masterdata = GrpcMasterData(
             lambda: service_channel("masterdata"), self_token_source(keys, settings.issuer)
         )
-    service = TrustService(settings, repo, keys, masterdata, secret=kek, clock=clock)
+    if representations is None:
+        from services.privacy.client import PrivacyClient
+        from services.trust.adapters.privacy import GrpcRepresentations
+
+        representations = GrpcRepresentations(PrivacyClient)
+    service = TrustService(
+        settings,
+        repo,
+        keys,
+        masterdata,
+        secret=kek,
+        clock=clock,
+        representations=representations,
+    )
     registry = ClientRegistry(repo, clock)
     return TrustApp(service, registry, TrustServicer(service, registry), keys, repo)
 

@@ -260,9 +260,18 @@ def _representative(principal: Principal) -> dict[str, Any]:
     claim = principal.claims.get(representation.CLAIM_REPRESENTATION)
     if claim is None:
         return {}
-    act = principal.claims.get("act")
     claim = claim if isinstance(claim, Mapping) else {}
-    act = act if isinstance(act, Mapping) else {}
+    # The representative is the first actor in the `act` chain who is a person (a later
+    # token exchange by an API puts the API in front of him).
+    act: Mapping[str, Any] = {}
+    chain = principal.claims.get("act")
+    for _ in range(8):
+        if not isinstance(chain, Mapping):
+            break
+        if CLAIM_PID in chain:
+            act = chain
+            break
+        chain = chain.get("act")
     acting_pid = act.get(CLAIM_PID)
     return {
         "represented": True,
