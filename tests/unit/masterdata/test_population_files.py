@@ -29,8 +29,12 @@ def test_a_broken_file_names_the_problem() -> None:
     rng = random.Random(3)
     parent = synthetic_pid(rng, dt.date(1990, 1, 1))
     child = synthetic_pid(rng, dt.date(1980, 1, 1))
-    bad: dict[str, Any] = {"families": [{"family_name": "X", "parents": [{"pid": parent, "given_name": "A"}],
-                         "children": [{"pid": child, "given_name": "B"}]}]}  # fmt: skip
+    family = {
+        "family_name": "X",
+        "parents": [{"pid": parent, "given_name": "A"}],
+        "children": [{"pid": child, "given_name": "B"}],
+    }
+    bad: dict[str, Any] = {"families": [family]}
     with pytest.raises(ValueError, match="born before its parent"):
         parse_families(json.dumps(bad))
     bad["families"][0]["children"][0]["pid"] = "12345678901"
