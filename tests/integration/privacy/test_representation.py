@@ -142,7 +142,7 @@ class Privacy:
             client_id="citizen-portal",
             pid=represented,
             act={"sub": f"sub-{actor[:4]}", CLAIM_PID: actor},
-            **{
+            **{  # type: ignore[arg-type]
                 CLAIM_REPRESENTATION: {
                     "representation_id": rep_id,
                     "relation": relation,
@@ -158,14 +158,14 @@ class Privacy:
         )
         return list(reply.representations)
 
-    def decide(self, metadata: Any, patient: str, domain: int, action: int) -> Any:
+    def decide(self, metadata: Any, patient: str, domain: Any, action: Any) -> Any:
         return self.privacy.DecideAccess(
             pb.DecideAccessRequest(patient_id=patient, domain=domain, action=action),
             metadata=metadata,
             timeout=5,
         )
 
-    def give(self, grantor: str, grantee: str, days: int = 30, scope: int = 0) -> Any:
+    def give(self, grantor: str, grantee: str, days: int = 30, scope: Any = 0) -> Any:
         end = timestamp_pb2.Timestamp()
         end.FromDatetime(dt.datetime.now(dt.UTC) + dt.timedelta(days=days))
         return self.stub.CreatePowerOfAttorney(
