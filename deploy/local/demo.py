@@ -246,6 +246,33 @@ class DemoClient:
             dpop,
         )
 
+    def refresh(self, token: Token, resource: str) -> Token:
+        """A token for another API of the same login (the refresh token, same DPoP key)."""
+        return self._token(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": token.refresh_token,
+                "resource": resource,
+                "client_id": self.client_id,
+            },
+            token.dpop,
+        )
+
+    def act_for(self, token: Token, representation_id: str, resource: str) -> Token:
+        """RFC 8693 token exchange for acting for someone else (services/trust/README.md,
+        "Acting for someone else"): the citizen's own token as subject_token, the
+        representation from GET /v1/privacy/representations, a proof of the same DPoP key."""
+        return self._token(
+            {
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": token.access_token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "resource": resource,
+                "representation_id": representation_id,
+            },
+            token.dpop,
+        )
+
 
 def attestation(
     person: dict[str, Any],

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -186,6 +187,22 @@ class Representations:
             display_name=name or caller.display_name,
         )
 
+    def denies(self, caller: Caller, decision: Mapping[str, Any]) -> bool:
+        """Does the representation (already in `caller`, see `enrich`) no longer carry the
+        decision's domain and action? For reusing a decision (RecordAccess)."""
+        from services.privacy.domain import representation as rules
+
+        token_scope = (
+            Scope(caller.representation_scope)
+            if caller.representation_scope in tuple(Scope)
+            else Scope.LIMITED
+        )
+        try:
+            domain, action = Domain(decision["domain"]), Action(decision["action"])
+        except (KeyError, ValueError):
+            return True
+        return bool(rules.denial(caller.representation_now, token_scope, domain, action))
+
     def require(
         self, caller: Caller, principal: Principal, domain: Domain, action: Action
     ) -> Caller:
@@ -212,11 +229,14 @@ class Representations:
         return caller
 
     # --- the citizen's own use cases -----------------------------------------------------
-    def _citizen(self, principal: Principal) -> str:
-        """The calling citizen himself (not someone acting for another)."""
+    def _citizen(self, principal: Principal, own_views: bool = True) -> str:
+        """The calling citizen himself (not someone acting for another). `own_views`: his
+        privacy views need the citizen scope; trust's check at token exchange forwards
+        whichever of his tokens is being exchanged (results, documents, privacy)."""
         if principal.pid is None or principal.is_practitioner:
             raise PermissionDenied("only citizens act for others", reason="CITIZEN_ONLY")
-        principal.require_scope(Scopes.PRIVACY_CITIZEN)
+        if own_views:
+            principal.require_scope(Scopes.PRIVACY_CITIZEN)
         from services.privacy.domain.policy import caller_from_principal
 
         if caller_from_principal(principal).represented:
@@ -257,7 +277,7 @@ class Representations:
     def check(self, principal: Principal, representation_id: str) -> Held:
         """Trust's token exchange: may the forwarded token's citizen act through this
         representation now? PERMISSION_DENIED REPRESENTATION_NOT_VALID otherwise."""
-        pid = self._citizen(principal)
+        pid = self._citizen(principal, own_views=False)
         held = self.held(pid, representation_id, principal)
         if held is None:
             raise _not_valid()

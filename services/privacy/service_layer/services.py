@@ -452,7 +452,8 @@ class PrivacyService:
             or decision["pruned"]
             or decision["entry_type"] != EntryType.DECISION.value
             or decision["patient_id"] != patient_id
-            or decision["actor_subject"] != caller.subject
+            or decision["actor_subject"]
+            != (caller.acting_subject if caller.represented else caller.subject)
             or decision["client_id"] != caller.client_id
         ):
             raise FailedPrecondition(
@@ -513,6 +514,10 @@ class PrivacyService:
         stale = now_us - made > self.config.decision_reuse // dt.timedelta(microseconds=1)
         if not stale and caller.kind == ActorKind.PRACTITIONER:
             stale = approval is None or not approval.valid
+        if not stale and caller.represented:
+            # A representative's decision holds only while the representation does (a
+            # revoked power of attorney, a birthday): re-checked as for a new decision.
+            stale = self.representations.denies(caller, decision)
         if not stale:
             stale = repo.settings_changed_since(session, str(decision["patient_id"]), made, now_us)
         if stale:
