@@ -202,7 +202,8 @@ def _policy_callers(service: str) -> set[str]:
 
 def test_network_policies_allow_only_the_declared_paths() -> None:
     assert _find("NetworkPolicy", "default-deny-ingress")["spec"]["ingress"] == []
-    assert _policy_callers("privacy") == {"edge", "results", "documents"}
+    # trust: CheckRepresentation at token exchange (acting for someone else)
+    assert _policy_callers("privacy") == {"edge", "results", "documents", "trust"}
     assert _policy_callers("masterdata") == {"edge", "privacy", "trust", "results", "documents"}
     assert _policy_callers("results") == {"edge"}
     assert _policy_callers("documents") == {"edge"}
