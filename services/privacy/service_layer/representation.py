@@ -350,9 +350,16 @@ class Representations:
             grantor_name=grantor.person.name if grantor else "",
             grantee_name=grantee.person.name,
         )
-        caller = self._own_caller(principal, grantor)
+        return self.store_power(self._own_caller(principal, grantor), poa)
+
+    def store_power(self, caller: Caller, poa: PowerOfAttorney) -> PowerOfAttorney:
+        """Stores a checked power of attorney and logs it in the grantor's log (one
+        transaction); an id already stored is kept as it is (the demo seed reruns)."""
+        now = poa.created_at
 
         def work(session: Session) -> tuple[list[LogEntry], PowerOfAttorney]:
+            if self._row(session, poa.poa_id) is not None:
+                return [], poa
             session.execute(
                 sa.insert(T).values(
                     representation_id=poa.poa_id,
