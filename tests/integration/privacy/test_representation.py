@@ -14,7 +14,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import timestamp_pb2
+from google.protobuf import json_format, timestamp_pb2
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import representation_service_pb2 as rpb
 from samhandling.privacy.v1 import representation_service_pb2_grpc as rpb_grpc
@@ -42,6 +42,7 @@ from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.privacy.entrypoints.representation_servicer import (
     INTERNAL_METHODS as REPRESENTATION_INTERNAL_METHODS,
 )
+from services.privacy.verify_entries import check_entry, head_from_json
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
@@ -242,6 +243,13 @@ def test_a_parent_acts_for_young_children_and_the_childs_log_names_him(
         pb.SearchAccessEventsRequest(), metadata=privacy.citizen(f.young), timeout=5
     )
     entry = next(e for e in log.access_events if e.access_event_id == decided.access_event_id)
+    # What the child's app shows checks out against the log (verify_entries, step 2c).
+    page = json_format.MessageToDict(log, preserving_proto_field_name=True)
+    head = head_from_json(page["tree_head"])
+    assert [p for e in page["access_events"] for p in check_entry(e, head)] == []
+    forged = dict(page["access_events"][0], actor={})
+    if page["access_events"][0]["actor"].get("representation"):
+        assert "shown representation differs" in " ".join(check_entry(forged, head))
     assert entry.actor.display_name == "Kari Fjell"
     assert entry.actor.representation == rpb.PARENT
     assert entry.actor.representation_scope == rpb.FULL
