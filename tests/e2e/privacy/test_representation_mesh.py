@@ -26,11 +26,14 @@ from deploy.local.mesh import Mesh, available_services, free_port
 from services.common.auth import CLAIM_PID
 from services.common.identifiers import synthetic_pid
 
-REQUIRED = {"masterdata", "trust", "privacy", "results"}
+REQUIRED = {"masterdata", "trust", "privacy", "results", "documents"}
 RNG = random.Random()
 TODAY = dt.date.today()
-CITIZEN_SCOPES = "openid samhandling:privacy/citizen samhandling:results/read"
+CITIZEN_SCOPES = (
+    "openid samhandling:privacy/citizen samhandling:results/read samhandling:documents/read"
+)
 PRIVACY, RESULTS = "samhandling:privacy", "samhandling:results"
+DOCUMENTS = "samhandling:documents"
 
 
 def born(years: int) -> dt.date:
@@ -251,3 +254,31 @@ def test_a_revoked_power_of_attorney_stops_working_at_once(
              if e["actor"].get("representation") == "POWER_OF_ATTORNEY"}  # fmt: skip
     assert names == {"Eirik Yngre"}
     assert {e.get("resource_type") for e in log["access_events"]} >= {"PowerOfAttorney"}
+
+
+def test_the_trust_demo_client_acts_for_a_child_too(mesh: Mesh, edge: Edge, family: Family) -> None:
+    import requests
+
+    from services.trust.demo_client import DemoClient as TrustDemoClient
+
+    client = TrustDemoClient.load(Path(mesh.var_dir) / "demo", "citizen-portal", mesh.edge_url)
+    token = client.login(pid=family.parent, scope=CITIZEN_SCOPES, resource=PRIVACY, dpop=True)
+    url = f"{mesh.edge_url}/v1/privacy/representations"
+    listed = requests.get(url, headers=token.headers("GET", url), timeout=10).json()
+    rep = next(r for r in listed["representations"] if r["scope"] == "FULL")
+    acting = client.act_for(token, rep["representation_id"], PRIVACY)
+    search = f"{mesh.edge_url}/v1/privacy/access-events:search"
+    reply = requests.post(search, json={}, headers=acting.headers("POST", search), timeout=10)
+    assert reply.status_code == 200, reply.text
+
+
+def test_documents_follow_the_scope(mesh: Mesh, edge: Edge, family: Family) -> None:
+    client = portal(mesh, edge)
+    parent = login(mesh, edge, family.parent)
+    reps = representations(edge, parent)
+    documents = client.refresh(parent, DOCUMENTS)
+    mina = client.act_for(documents, reps["Mina Testesen"]["representation_id"], DOCUMENTS)
+    ok(edge.call("POST", "/v1/documents:search", mina, json={}))
+    jonas = client.act_for(documents, reps["Jonas Testesen"]["representation_id"], DOCUMENTS)
+    reply = edge.call("POST", "/v1/documents:search", jonas, json={})
+    assert reply.status_code == 403 and "REPRESENTATION_LIMITED" in reply.text, reply.text
