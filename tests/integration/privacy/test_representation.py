@@ -387,3 +387,38 @@ def test_powers_of_attorney_go_to_known_adults_only(
         )
     )
     assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_a_full_representative_manages_the_childs_settings_a_limited_one_does_not(
+    privacy: Privacy, register: tuple[MeshServer, Family]
+) -> None:
+    f = register[1]
+    reps = {r.display_name: r for r in privacy.representations(f.parent)}
+    for_young = privacy.acting(f.parent, f.young, reps["Mina Fjell"], audience="privacy")
+    made = privacy.privacy.CreateReservation(
+        pb.CreateReservationRequest(reservation=pb.Reservation(domain=pb.DOMAIN_DOCUMENTS)),
+        metadata=for_young,
+        timeout=5,
+    )
+    assert made.patient_id == f.young
+    log = privacy.privacy.SearchAccessEvents(
+        pb.SearchAccessEventsRequest(), metadata=privacy.citizen(f.young), timeout=5
+    )
+    change = next(e for e in log.access_events if e.resource_id == made.reservation_id)
+    assert (change.actor.display_name, change.actor.representation) == ("Kari Fjell", rpb.PARENT)
+    privacy.privacy.DeleteReservation(
+        pb.DeleteReservationRequest(reservation_id=made.reservation_id),
+        metadata=for_young,
+        timeout=5,
+    )
+    for_teen = privacy.acting(
+        f.parent, f.teen, reps["Jonas Fjell"], scope="LIMITED", audience="privacy"
+    )
+    err = _denied(
+        lambda: privacy.privacy.CreateReservation(
+            pb.CreateReservationRequest(reservation=pb.Reservation()),
+            metadata=for_teen,
+            timeout=5,
+        )
+    )
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
