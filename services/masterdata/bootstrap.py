@@ -18,6 +18,7 @@ from services.masterdata.domain.codes import CodeCatalog
 from services.masterdata.domain.model import utcnow
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,
+    TOKEN_OPTIONAL,
     MasterDataServicer,
 )
 from services.masterdata.entrypoints.population_servicer import (
@@ -55,6 +56,7 @@ class Setup:
                     PopulationServicer(self.population),
                 ),
             ],
+            public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
             on_shutdown=[self.feed.stop, self.engine.dispose],
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.outbox import outbox_table
 from services.common.replay import dpop_proofs_table
 
 metadata = sa.MetaData()
@@ -110,6 +111,9 @@ tree_heads = sa.Table(
 
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
+
+# Domain events written in the same transaction as their change (services/common/outbox.py).
+event_outbox = outbox_table(metadata)
 
 # Acting for someone else (domain/representation.py): powers of attorney the citizens give
 # (relation POWER_OF_ATTORNEY, with scope, period and revocation) and the opaque ids handed

@@ -23,6 +23,8 @@ from services.masterdata.entrypoints.population_servicer import FULL_NAME as POP
 from services.masterdata.entrypoints.population_servicer import (
     INTERNAL_METHODS as POPULATION_INTERNAL,
 )
+from services.notifications.entrypoints.grpc_servicer import FULL_NAME as NOTIFICATIONS
+from services.notifications.entrypoints.grpc_servicer import INTERNAL_METHODS as NT_INTERNAL
 from services.privacy.entrypoints.grpc_servicer import FULL_NAME as PRIVACY
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PV_INTERNAL
 from services.privacy.entrypoints.representation_servicer import FULL_NAME as REPRESENTATION
@@ -59,8 +61,14 @@ def test_the_servicers_declare_their_internal_methods_from_the_registry() -> Non
     assert internal_methods_of(TRUST) == TRUST_INTERNAL
     assert internal_methods_of(REPRESENTATION) == REPRESENTATION_INTERNAL
     assert internal_methods_of(POPULATION) == POPULATION_INTERNAL
+    assert internal_methods_of(NOTIFICATIONS) == NT_INTERNAL
     assert set(INTERNAL_METHODS) == (
-        PV_INTERNAL | MD_INTERNAL | TRUST_INTERNAL | REPRESENTATION_INTERNAL | POPULATION_INTERNAL
+        PV_INTERNAL
+        | MD_INTERNAL
+        | TRUST_INTERNAL
+        | REPRESENTATION_INTERNAL
+        | POPULATION_INTERNAL
+        | NT_INTERNAL
     )
 
 

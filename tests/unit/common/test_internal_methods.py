@@ -29,10 +29,16 @@ def test_the_data_services_reach_privacy_and_nobody_else_but_the_edge() -> None:
         "results",
         "documents",
         "trust",  # CheckRepresentation at token exchange, nothing else
+        "notifications",  # CheckNotificationAccess only
     }
     assert internal_methods.allowed_callers(
         "/samhandling.privacy.v1.RepresentationService/CheckRepresentation"
     ) == {"trust"}
+    assert {
+        m
+        for m, callers in INTERNAL_METHODS.items()
+        if "notifications" in callers and "Privacy" in m
+    } == {"/samhandling.privacy.v1.PrivacyService/CheckNotificationAccess"}
     assert internal_methods.allowed_callers("/samhandling.privacy.v1.PrivacyService/DecideAccess")
 
 

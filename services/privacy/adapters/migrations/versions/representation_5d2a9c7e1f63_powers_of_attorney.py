@@ -1,7 +1,7 @@
 """representation: powers of attorney and parent representation ids
 
 Revision ID: 5d2a9c7e1f63
-Revises: 4f1c2d8e9a7b
+Revises: events_outbox_privacy
 Create Date: 2026-12-01 16:20:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "5d2a9c7e1f63"
-down_revision = "4f1c2d8e9a7b"
+down_revision = "events_outbox_privacy"
 branch_labels = None
 depends_on = None
 
