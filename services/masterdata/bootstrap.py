@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
@@ -20,7 +21,12 @@ from services.masterdata.entrypoints.grpc_servicer import (
     TOKEN_OPTIONAL,
     MasterDataServicer,
 )
+from services.masterdata.entrypoints.population_servicer import (
+    FULL_NAME as POPULATION_NAME,
+)
+from services.masterdata.entrypoints.population_servicer import PopulationServicer
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
+from services.masterdata.service_layer.population import Population
 from services.masterdata.service_layer.services import MasterData
 
 SERVICE = "masterdata"
@@ -37,11 +43,19 @@ class Setup:
     service: MasterData
     servicer: MasterDataServicer
     feed: ChangeFeed
+    population: Population
 
     def spec(self, authenticator: Authenticator | None) -> ServiceSpec:
         return ServiceSpec(
             SERVICE,
-            [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
+            [
+                Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer),
+                Servicer(
+                    POPULATION_NAME,
+                    population_grpc.add_PopulationServiceServicer_to_server,
+                    PopulationServicer(self.population),
+                ),
+            ],
             public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
             on_shutdown=[self.feed.stop, self.engine.dispose],
@@ -62,4 +76,5 @@ def build(
         lambda: UnitOfWork(factory), PractitionerCache(cache_entries), poll_seconds
     ).start()
     service = MasterData(lambda: UnitOfWork(factory), CodeCatalog.load(), feed, clock)
-    return Setup(engine, service, MasterDataServicer(service, heartbeat_seconds), feed)
+    population = Population(lambda: UnitOfWork(factory))
+    return Setup(engine, service, MasterDataServicer(service, heartbeat_seconds), feed, population)

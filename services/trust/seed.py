@@ -80,7 +80,8 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
     ),
     "citizen-portal": (
         "Demo citizen portal",
-        LOGIN,
+        # token exchange: acting for a child or with a power of attorney (representation)
+        [*LOGIN, GRANT_TOKEN_EXCHANGE],
         [
             "openid",
             Scopes.PRIVACY_CITIZEN,
@@ -190,6 +191,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             or existing.orgnr_parent != parent
             or existing.tenants != tenants
             or existing.redirect_uris != client.redirect_uris
+            or existing.grant_types != grants
         ):
             registry.update(
                 client,
@@ -201,6 +203,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
                     "scopes",
                     "audiences",
                     "redirect_uris",
+                    "grant_types",
                 ],
             )
         if (
