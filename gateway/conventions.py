@@ -3,7 +3,9 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
 
 - `samhandling.conventions` (first filter): REST responses lose `grpc-*` headers, a route's
   `success_status` (PAR: 201) and `redirect_status` (the TestID login: 303 when the service
-  sends a `Location`) replace the transcoder's 200, every 401 gets an RFC 6750 / RFC 9449
+  sends a `Location`) replace the transcoder's 200, so does a status the service names in
+  `x-samhandling-http-status` when the route's `service_status` lists it (FHIR Bulk Data's
+  202 / 500), every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
   path the access log and the edge's span show has no query string and no identity number.
 - `samhandling.conventions.body` (just before the transcoder): unknown JSON body fields are a 400
@@ -154,6 +156,10 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    if options.get("service_status"):
+        # Statuses the service may pick itself with the `x-samhandling-http-status` response
+        # header (FHIR Bulk Data: 202 while an export runs); others are ignored.
+        conventions["service_status"] = ",".join(str(int(v)) for v in options["service_status"])
     request = descriptors.messages.get(m.input_type)
     if options.get("ignore_unknown_query_parameters") and request is not None:
         conventions["query_fields"] = ",".join(f.name for f in request.field)

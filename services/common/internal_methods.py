@@ -34,6 +34,9 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     f"/{PRIVACY}/RecordAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchDecideAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchRecordAccess": _DATA_SERVICES,
+    # A registry's bulk export (issue #20): the cohort screened against reservations
+    # against research use, each exported patient logged; results runs the exports.
+    f"/{PRIVACY}/ScreenResearchExport": frozenset({"results"}),
     # Master-data lookups that exist for other services, not for partners.
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
     # Is the patient on the GP's list (a care relationship): privacy's decisions only.
@@ -67,6 +70,10 @@ USER_CONTEXT: dict[str, str] = {
     ),
     f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
+    f"/{PRIVACY}/ScreenResearchExport": (
+        "none: the certificate is the credential (the registry, authenticated by results at "
+        "kick-off, is named in the request)"
+    ),
 }
 
 

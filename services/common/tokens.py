@@ -47,6 +47,9 @@ class Scopes:
     DOCUMENTS_READ = "samhandling:documents/read"
     DOCUMENTS_WRITE = "samhandling:documents/write"
     TRUST_ADMIN = "samhandling:trust/admin"
+    # A quality or research registry's system: starts and downloads FHIR bulk exports of
+    # results (pseudonymised; issue #20).
+    REGISTRY_EXPORT = "samhandling:registry/export"
 
 
 def fetch_jwks_from_trust() -> Mapping[str, Any]:

@@ -26,6 +26,7 @@ from services.privacy.adapters.witness import Witness, witnesses_from_env
 from services.privacy.domain.model import EntryType
 from services.privacy.domain.policy import Rules
 from services.privacy.entrypoints.grpc_servicer import (
+    CERTIFICATE_ONLY,
     FULL_NAME,
     PUBLIC_METHODS,
     PrivacyServicer,
@@ -140,7 +141,7 @@ def build(
     spec = ServiceSpec(
         "privacy",
         [Servicer(FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, servicer)],
-        public_methods=PUBLIC_METHODS,
+        public_methods=PUBLIC_METHODS | CERTIFICATE_ONLY,
         authenticator=authenticator,
         on_shutdown=[service.close, engine.dispose],
     )

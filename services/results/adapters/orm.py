@@ -118,3 +118,6 @@ ingest_requests = sa.Table(
 
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
+
+# The bulk-export tables (issue #20) live in their own module on this metadata.
+from services.results.adapters import export_orm as _export_orm  # noqa: E402,F401
