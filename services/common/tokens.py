@@ -49,7 +49,7 @@ class Scopes:
     TRUST_ADMIN = "samhandling:trust/admin"
     # A quality or research registry's system: starts and downloads FHIR bulk exports of
     # results (pseudonymised; issue #20).
-    REGISTRY_EXPORT = "samhandling:registry/export"
+    REGISTRY_EXPORT = "samhandling:results/registry-export"
 
 
 def fetch_jwks_from_trust() -> Mapping[str, Any]:

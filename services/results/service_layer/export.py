@@ -1,7 +1,7 @@
 """FHIR Bulk Data `$export` of results for registries (issue #20): the use cases and the
 background worker.
 
-Kick-off (a registry system: client credentials, scope `samhandling:registry/export`, no
+Kick-off (a registry system: client credentials, scope `samhandling:results/registry-export`, no
 person in the token) stores a QUEUED job and wakes the worker. The worker (one thread per
 results process; any replica may claim a job, see ExportRepository.claim_next) runs a job
 patient batch by patient batch, in patient order:
