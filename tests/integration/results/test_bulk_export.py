@@ -263,3 +263,25 @@ def test_a_cancelled_export_is_gone(stack: Stack) -> None:
     stack.exports.run_next()  # nothing left to run for it
     job = stack.exports.repo.job(export_id)
     assert job is not None and job["status"] != COMPLETE
+
+
+def test_the_operator_cli_shows_an_export_with_its_progress(stack: Stack) -> None:
+    from rich.console import Console
+
+    from services.results.export_progress import main, show
+
+    org = synthetic_org_number(RNG)
+    patient = stack.new_patient()
+    _store(stack, org, patient, b.HB, 8)
+    registry = _registry(stack, "cli-registry")
+    export_id = _start(stack, _parameters(org, b.HB), registry)
+    _finished(stack, export_id, registry)
+    assert stack.exports is not None
+    console = Console(record=True, width=200, force_terminal=False)
+    jobs = show(stack.exports.repo, console, export_id=export_id, once=True)
+    assert [j["status"] for j in jobs] == [COMPLETE]
+    text = console.export_text()
+    assert export_id[:8] in text and "Registry cli-registry" in text
+    assert "100%" in text and "1/1" in text
+    assert patient not in text
+    assert main(["--once", "--limit", "3"], engine=stack.engine) == 0
