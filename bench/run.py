@@ -34,6 +34,7 @@ SUITE = [
     "documents_throughput",
     "edge_security",
     "observability",
+    "export",
 ]
 BEGIN, END = "<!-- FIGURES:BEGIN -->", "<!-- FIGURES:END -->"
 
