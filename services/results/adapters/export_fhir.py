@@ -40,7 +40,12 @@ def _dumps(resource: dict[str, Any]) -> bytes:
 def export_lines(
     result: pb.Result, pseudonym: str, system: str, types: tuple[str, ...]
 ) -> tuple[bytes, list[bytes]]:
-    """(the DiagnosticReport line or b"", the Observation lines) of one result."""
+    """(the DiagnosticReport line or b"", the Observation lines) of one result (which is
+    changed: its patient id and specimen id are cleared)."""
+    # The identity number never enters the mapping (every subject is replaced below).
+    result.patient_id = ""
+    if result.HasField("specimen"):
+        result.specimen.specimen_identifier = ""  # a lab's sample id can lead back to the person
     report = fhir.result_to_fhir(result, validate=False)
     subject = _subject(system, pseudonym)
     ids = {

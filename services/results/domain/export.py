@@ -163,15 +163,20 @@ def pseudonym_system(client_id: str) -> str:
     return f"urn:samhandling:registry:{client_id}:patient-pseudonym"
 
 
-_ELEVEN_DIGITS = re.compile(r"(?<!\d)\d{11}(?!\d)")
+_DIGIT_RUN = re.compile(r"[0-9]{11,}")  # maximal runs of 11 or more digits
+
+
+def _scrub(match: re.Match[str]) -> str:
+    run = match.group()
+    return "[removed]" if len(run) == 11 and is_valid_pid(run) else run
 
 
 def scrub_identity_numbers(line: str) -> str:
     """Free text (a conclusion, a note) could hold an identity number: never in an
-    export."""
-    if not _ELEVEN_DIGITS.search(line):
+    export. A run of exactly eleven digits that is a valid identity number goes."""
+    if not _DIGIT_RUN.search(line):
         return line
-    return _ELEVEN_DIGITS.sub(lambda m: "[removed]" if is_valid_pid(m.group()) else m.group(), line)
+    return _DIGIT_RUN.sub(_scrub, line)
 
 
 # --- progress ---------------------------------------------------------------------------
