@@ -153,6 +153,14 @@ def secrets_example() -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
+            "metadata": _meta("samhandling-results", "config"),
+            "type": "Opaque",
+            # Seals the registries' pseudonym keys (bulk export); shared by every replica.
+            "stringData": {"key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
             "metadata": _meta("samhandling-privacy", "config"),
             "type": "Opaque",
             "stringData": {
@@ -257,6 +265,19 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
                 "name": "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY",
                 "valueFrom": {
                     "secretKeyRef": {"name": "samhandling-trust", "key": "key-encryption-key"}
+                },
+            }
+        )
+
+    if name == "results":
+        # The registries' pseudonym keys are sealed under it (bulk export, issue #20): every
+        # replica must have the same one, so it comes from a Secret, never generated.
+        env.append({"name": "SAMHANDLING_RESULTS_MODE", "value": "production"})
+        env.append(
+            {
+                "name": "SAMHANDLING_RESULTS_KEY_ENCRYPTION_KEY",
+                "valueFrom": {
+                    "secretKeyRef": {"name": "samhandling-results", "key": "key-encryption-key"}
                 },
             }
         )
