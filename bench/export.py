@@ -17,8 +17,9 @@ Measured: the export itself runs in a **child process** (the results worker's co
 `ExportService.run_next`: the cohort's patients in batches of 1000 screened by the real
 privacy service over mTLS, which writes one access-log entry per exported patient, the
 FHIR mapping, pseudonyms, NDJSON chunks of 1 MiB into the database), so its peak RSS
-(`ru_maxrss`) is the exporting process's alone; `base RSS` is the child after imports and
-connecting, before the export. Then every file is downloaded with `GetBulkExportFile`
+(`VmHWM`) is the exporting process's alone; `base RSS` is the child after imports and
+connecting, before the export, and the RSS is also sampled every 0.5 s during the export
+(the value at 25/50/75/100 % of its time). Then every file is downloaded with `GetBulkExportFile`
 (server streaming) from the results server: MB/s of the download.
 """
 
@@ -28,9 +29,9 @@ import argparse
 import json
 import os
 import random
-import resource
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -53,6 +54,16 @@ def _rss_mb() -> float:
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
 
 
+def _peak_rss_mb() -> float:
+    """VmHWM: this process's peak RSS since its exec (ru_maxrss is not: Linux carries it
+    over from the parent across fork and execve, so it would report the parent's peak)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024 / 1e6
+    return 0.0
+
+
 def child(url: str, schema: str, privacy: str) -> None:
     """The exporting process: runs the queued export, prints its figures as JSON."""
     import secrets
@@ -69,9 +80,20 @@ def child(url: str, schema: str, privacy: str) -> None:
         ExportRepository(engine), screener, secrets.token_bytes(32), lambda: "http://bench"
     )
     base = _rss_mb()
+    samples: list[float] = []
+    done = threading.Event()
+
+    def sample() -> None:  # RSS every 0.5 s: does it grow with the export, or level off?
+        while not done.wait(0.5):
+            samples.append(_rss_mb())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     started = time.perf_counter()
     export_id = service.run_next()
     took = time.perf_counter() - started
+    done.set()
+    sampler.join()
     job = service.repo.job(export_id or "") or {}
     print(
         json.dumps(
@@ -83,7 +105,12 @@ def child(url: str, schema: str, privacy: str) -> None:
                 "patients": job.get("total_patients", 0),
                 "bytes": job.get("bytes_written", 0),
                 "base_rss_mb": base,
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                "peak_rss_mb": _peak_rss_mb(),
+                # RSS when a quarter, half, three quarters and all of the time had passed.
+                "rss_quarters_mb": [
+                    samples[min(len(samples) - 1, len(samples) * q // 4)] if samples else base
+                    for q in (1, 2, 3, 4)
+                ],
             }
         )
     )
@@ -171,6 +198,9 @@ def bench(rows: int, backend: str) -> dict[str, Any]:
             "MB/s": f"{figures['bytes'] / 1e6 / seconds:.2f}",
             "exporter RSS base → peak": (
                 f"{figures['base_rss_mb']:.0f} → {figures['peak_rss_mb']:.0f} MB"
+            ),
+            "exporter RSS at 25/50/75/100 %": " / ".join(
+                f"{v:.0f}" for v in figures["rss_quarters_mb"]
             ),
             "download MB/s": f"{downloaded / 1e6 / download:.1f}",
         }
