@@ -14,9 +14,11 @@ from services.common import sealing
 from services.common.auth import Authenticator
 from services.common.auth_cache import CachingAuthenticator
 from services.common.db import UnitOfWork, migrate, service_engine, session_factory, var_dir
+from services.common.outbox import Dispatcher, Sink, sink_from_env
 from services.common.registry import SERVICES
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import authenticator_for, issuer
+from services.results.adapters import orm
 from services.results.adapters.clients import (
     AccessControl,
     CodeChecker,
@@ -46,6 +48,7 @@ class Setup:
     engine: Engine
     service: ResultsService
     spec: ServiceSpec
+    dispatcher: Dispatcher | None = None
     exports: ExportService | None = None
     export_worker: ExportWorker | None = None
 
@@ -56,18 +59,23 @@ def build(
     codes: CodeChecker | None = None,
     access: AccessControl | None = None,
     policy: CitizenPolicy | None = None,
+    events: Sink | None = None,
     screener: Screener | None = None,
     run_exports: bool = True,
 ) -> Setup:
-    """Wires the service from configuration; tests pass their own engine and authenticator."""
+    """Wires the service from configuration; tests pass their own engine and authenticator.
+    `events`: where the outbox dispatcher sends the domain events (main: from the
+    environment); None: they wait in the outbox."""
     engine = engine or service_engine("results")
     migrate("results", engine, VERSIONS)
     sessions = session_factory(engine)
+    dispatcher = Dispatcher("results", engine, orm.event_outbox, events).start() if events else None
     service = ResultsService(
         lambda: UnitOfWork(sessions),
         codes or MasterDataCodeChecker(),
         access or PrivacyAccessControl(),
         policy or CitizenPolicy.from_env(),
+        events_committed=dispatcher.notify if dispatcher else lambda: None,
     )
     exports, worker = build_exports(engine, screener, run_exports)
     spec = ServiceSpec(
@@ -86,9 +94,13 @@ def build(
         # proof of every call is still checked).
         authenticator=authenticator
         or CachingAuthenticator(authenticator_for("results", engine=engine), dpop=True),
-        on_shutdown=[*([worker.stop] if worker else []), engine.dispose],
+        on_shutdown=[
+            *([worker.stop] if worker else []),
+            *([dispatcher.close] if dispatcher else []),
+            engine.dispose,
+        ],
     )
-    return Setup(engine, service, spec, exports, worker)
+    return Setup(engine, service, spec, dispatcher, exports, worker)
 
 
 def export_kek() -> bytes:
@@ -117,7 +129,7 @@ def build_exports(
 
 
 def main() -> None:
-    setup = build()
+    setup = build(events=sink_from_env("results"))
     serve(setup.spec, SERVICES["results"].address())
 
 

@@ -29,6 +29,7 @@ from services.privacy.domain.model import (
     SettingState,
     listed_resources,
 )
+from services.privacy.service_layer.notification_checks import Recipient, check_recipients
 from services.privacy.service_layer.services import (
     Decided,
     EntryProof,
@@ -45,11 +46,11 @@ INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 PUBLIC_METHODS = frozenset(
     f"/{FULL_NAME}/{m}"
     for m in ("GetSignedTreeHead", "GetInclusionProof", "GetConsistencyProof", "GetLogPublicKeys")
+) | frozenset(  # internal, the caller's certificate is the credential (internal_methods.py)
+    # ScreenResearchExport: a registry export is screened long after the registry's token
+    # was checked by results (issue #20).
+    {f"/{FULL_NAME}/CheckNotificationAccess", f"/{FULL_NAME}/ScreenResearchExport"}
 )
-
-# Internal methods whose caller's mesh certificate is the whole credential (no user token):
-# a registry export is screened long after the registry's token was checked by results.
-CERTIFICATE_ONLY = frozenset({f"/{FULL_NAME}/ScreenResearchExport"})
 
 _DOMAIN_IN = {
     pb.DOMAIN_UNSPECIFIED: Domain.ALL,
@@ -218,7 +219,7 @@ def verification_out(proof: EntryProof | None, head: TreeHead | None) -> pb.Entr
         leaf=proof.leaf,
         content=proof.content,
         inclusion_path=proof.inclusion_path,
-        tree_size=head.tree_size if head is not None and proof.inclusion_path else 0,
+        tree_size=proof.tree_size,
     )
 
 
@@ -501,6 +502,28 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     ) -> pb.LogPublicKeys:
         return pb.LogPublicKeys(
             keys=[pb.LogPublicKey(**k) for k in self.public_keys.jwks()["keys"]]
+        )
+
+    def CheckNotificationAccess(
+        self, request: pb.CheckNotificationAccessRequest, context: Any
+    ) -> pb.CheckNotificationAccessResponse:
+        answers = check_recipients(
+            self.service.engine,
+            [
+                Recipient(
+                    patient_id=c.patient_id,
+                    domain=_DOMAIN_IN[c.domain],
+                    pid=c.recipient_pid,
+                    hpr_number=c.recipient_hpr_number,
+                    org_numbers=tuple(c.recipient_org_numbers),
+                    department=c.recipient_department,
+                )
+                for c in request.checks
+            ],
+            self.service.clock(),
+        )
+        return pb.CheckNotificationAccessResponse(
+            allowed=[a for a, _ in answers], reasons=[r for _, r in answers]
         )
 
     def SearchOrganizationAccessEvents(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.outbox import outbox_table
 from services.common.replay import dpop_proofs_table
 
 metadata = sa.MetaData()
@@ -118,6 +119,9 @@ ingest_requests = sa.Table(
 
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
+
+# Domain events written in the same transaction as their change (services/common/outbox.py).
+event_outbox = outbox_table(metadata)
 
 # The bulk-export tables (issue #20) live in their own module on this metadata.
 from services.results.adapters import export_orm as _export_orm  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """export bulk export jobs
 
 Revision ID: 75f44145859b
-Revises: 4ecb54850ac0
+Revises: events_outbox_results
 Create Date: 2026-12-01 15:55:10.986008
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "75f44145859b"
-down_revision = "4ecb54850ac0"
+down_revision = "events_outbox_results"
 branch_labels = None
 depends_on = None
 
