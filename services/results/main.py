@@ -26,6 +26,7 @@ from services.results.adapters.clients import (
     PrivacyAccessControl,
 )
 from services.results.adapters.export_repository import ExportRepository
+from services.results.adapters.fhir_pages import SavedSearches
 from services.results.domain.model import CitizenPolicy
 from services.results.entrypoints.export_servicer import FULL_NAME as EXPORT_FULL_NAME
 from services.results.entrypoints.export_servicer import BulkExportServicer
@@ -36,6 +37,7 @@ from services.results.service_layer.export import (
     ExportWorker,
     Screener,
 )
+from services.results.service_layer.fhir_rest import FhirRest
 from services.results.service_layer.services import ResultsService
 
 KEK_ENV = "SAMHANDLING_RESULTS_KEY_ENCRYPTION_KEY"
@@ -82,7 +84,9 @@ def build(
         "results",
         [
             Servicer(
-                FULL_NAME, pb_grpc.add_ResultsServiceServicer_to_server, ResultsServicer(service)
+                FULL_NAME,
+                pb_grpc.add_ResultsServiceServicer_to_server,
+                ResultsServicer(service, FhirRest(service, SavedSearches(engine))),
             ),
             Servicer(
                 EXPORT_FULL_NAME,
@@ -99,6 +103,8 @@ def build(
             *([dispatcher.close] if dispatcher else []),
             engine.dispose,
         ],
+        # FHIR capabilities: what the server supports, no patient data (routes.yaml anonymous).
+        public_methods=frozenset({f"/{FULL_NAME}/GetFhirCapabilityStatement"}),
     )
     return Setup(engine, service, spec, dispatcher, exports, worker)
 

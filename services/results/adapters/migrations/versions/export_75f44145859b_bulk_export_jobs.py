@@ -1,7 +1,7 @@
 """export bulk export jobs
 
 Revision ID: 75f44145859b
-Revises: events_outbox_results
+Revises: 7d2e9a41c3b5
 Create Date: 2026-12-01 15:55:10.986008
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "75f44145859b"
-down_revision = "events_outbox_results"
+down_revision = "7d2e9a41c3b5"
 branch_labels = None
 depends_on = None
 
