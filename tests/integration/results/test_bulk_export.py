@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -19,10 +20,17 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pv
 from samhandling.results.v1 import bulk_export_service_pb2 as ex_pb
 from samhandling.results.v1 import bulk_export_service_pb2_grpc as ex_grpc
 from samhandling.results.v1 import results_service_pb2 as pb
+from samhandling.results.v1 import results_service_pb2_grpc as pb_grpc
 
+from services.common.db import make_engine
 from services.common.identifiers import synthetic_org_number
+from services.common.server import ServerSettings, create_server
 from services.common.tokens import Scopes
+from services.privacy.client import PrivacyClient
+from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
 from services.results.domain.export import COMPLETE
+from services.results.main import build as build_results
+from tests.conftest import new_database
 from tests.integration.results.conftest import Stack
 from tests.support.mesh_tls import dial
 from tests.unit.results import builders as b
@@ -285,3 +293,62 @@ def test_the_operator_cli_shows_an_export_with_its_progress(stack: Stack) -> Non
     assert "100%" in text and "1/1" in text
     assert patient not in text
     assert main(["--once", "--limit", "3"], engine=stack.engine) == 0
+
+
+def test_status_is_202_with_progress_until_the_worker_has_run(stack: Stack, tmp_path: Path) -> None:
+    """A results server without a worker (run_exports=False): the status stays 202 with
+    X-Progress and Retry-After until the export is run, then 200 with the manifest."""
+    backend = "postgresql" if stack.engine.dialect.name == "postgresql" else "sqlite"
+    url, schema = new_database(backend, tmp_path, "results_noworker")
+    engine = make_engine(url, schema)
+    setup = build_results(
+        engine,
+        stack.mint.authenticator("results"),
+        MasterDataCodeChecker(dial(stack.servers[2])),
+        PrivacyAccessControl(dial(stack.servers[1])),
+        screener=PrivacyClient(dial(stack.servers[1])),
+        run_exports=False,
+    )
+    server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
+    try:
+        org = synthetic_org_number(RNG)
+        lab = stack.mint.metadata(
+            stack.mint.token("results", [Scopes.RESULTS_WRITE], client_id="lab", orgnr=org)
+        )
+        results_stub = pb_grpc.ResultsServiceStub(dial(server))
+        results_stub.CreateResult(
+            pb.CreateResultRequest(
+                request_id="noworker-1",
+                result=b.result(
+                    patient=stack.new_patient(),
+                    performer=org,
+                    effective=dt.datetime(2001, 3, 9, 8, tzinfo=dt.UTC),
+                ),
+            ),
+            metadata=lab,
+            timeout=10,
+        )
+        stub = ex_grpc.BulkExportServiceStub(dial(server))
+        registry = _registry(stack, "patient-registry")
+        _reply, call = stub.StartBulkExport.with_call(
+            ex_pb.StartBulkExportRequest(body=httpbody_pb2.HttpBody(data=_parameters(org, b.HB))),
+            metadata=[*registry, ("prefer", "respond-async")],
+            timeout=10,
+        )
+        export_id = dict(call.initial_metadata())["content-location"].rsplit("/", 1)[-1]
+        request = ex_pb.GetBulkExportStatusRequest(export_id=export_id)
+        for _ in range(2):  # stays so: nobody runs it
+            _reply, call = stub.GetBulkExportStatus.with_call(
+                request, metadata=registry, timeout=10
+            )
+            headers = dict(call.initial_metadata())
+            assert headers["x-samhandling-http-status"] == "202"
+            assert headers["x-progress"] == "queued" and headers["retry-after"] == "2"
+        assert setup.exports is not None and setup.exports.run_next() == export_id
+        reply, call = stub.GetBulkExportStatus.with_call(request, metadata=registry, timeout=10)
+        assert "x-samhandling-http-status" not in dict(call.initial_metadata())
+        manifest = json.loads(reply.data)
+        assert [o["count"] for o in manifest["output"]] == [1, 1]
+    finally:
+        server.stop(0)
+        engine.dispose()
