@@ -1,31 +1,23 @@
-"""A result as bulk-export NDJSON lines: the service's one FHIR mapping
-(`adapters/fhir.result_to_fhir`), then pseudonymised for the registry and split into a
-DiagnosticReport and standalone Observations (Bulk Data output files hold one resource
-type each).
+"""A result as bulk-export NDJSON lines: the service's FHIR mapping (the DiagnosticReport
+of `adapters/fhir.result_to_fhir`, the standalone Observations of
+`adapters/fhir_search.observation`, with the same ids as the FHIR REST API:
+`{result_id}-{observation_id}`), then pseudonymised for the registry (Bulk Data output
+files hold one resource type each).
 
 Pseudonymised: every `subject` (report, observations, contained specimen) becomes the
 registry's pseudonym (an identifier under `domain.export.pseudonym_system`), and any
-identity number left in free text is removed. Observation ids are made unique across
-reports (a report's observation ids are only unique within it): a UUID v5 of the result
-id and the observation id, stable across exports.
+identity number left in free text is removed.
 """
 
 from __future__ import annotations
 
 import json
-import uuid
 from typing import Any
 
 from samhandling.results.v1 import results_service_pb2 as pb
 
-from services.results.adapters import fhir
+from services.results.adapters import fhir, fhir_search
 from services.results.domain.export import scrub_identity_numbers
-
-_NAMESPACE = uuid.UUID("8d3f4a52-5f0c-4d8e-9a53-4f3c3a0e7b21")
-
-
-def observation_id(result_id: str, observation_id: str) -> str:
-    return str(uuid.uuid5(_NAMESPACE, f"{result_id}/{observation_id}"))
 
 
 def _subject(system: str, value: str) -> dict[str, Any]:
@@ -46,37 +38,35 @@ def export_lines(
     result.patient_id = ""
     if result.HasField("specimen"):
         result.specimen.specimen_identifier = ""  # a lab's sample id can lead back to the person
-    report = fhir.result_to_fhir(result, validate=False)
     subject = _subject(system, pseudonym)
-    ids = {
-        o.observation_id: observation_id(result.result_id, o.observation_id)
-        for o in result.observations
-    }
     observations: list[bytes] = []
-    kept: list[dict[str, Any]] = []
-    for item in report.pop("contained", []):
-        if item.get("resourceType") != "Observation":
-            item["subject"] = subject  # the specimen stays contained
-            kept.append(item)
-            continue
-        if "Observation" not in types:
-            continue
-        item["id"] = ids[item["id"]]
-        item["subject"] = subject
-        if "hasMember" in item:
-            item["hasMember"] = [
-                {"reference": f"Observation/{ids[m['reference'].lstrip('#')]}"}
-                for m in item["hasMember"]
-            ]
-        observations.append(_dumps(item))
+    if "Observation" in types:
+        for obs in result.observations:
+            resource = fhir_search.observation(result, obs)
+            resource["subject"] = subject
+            observations.append(_dumps(resource))
     if "DiagnosticReport" not in types:
         return b"", observations
+    # The report without its observations (they are resources of their own here), pointing
+    # at them; panel members hang off their panel, as in the contained form.
+    bare = pb.Result()
+    bare.CopyFrom(result)
+    del bare.observations[:]
+    report = fhir.result_to_fhir(bare, validate=False)
     report["subject"] = subject
+    for item in report.get("contained", []):
+        item["subject"] = subject  # the specimen stays contained
+    members = {m for o in result.observations for m in o.member_ids}
     report["result"] = [
-        {"reference": f"Observation/{ids[r['reference'].lstrip('#')]}"} for r in report["result"]
+        {
+            "reference": "Observation/"
+            + fhir_search.observation_id(result.result_id, o.observation_id)
+        }
+        for o in result.observations
+        if o.observation_id not in members
     ]
     if not report["result"]:
         del report["result"]
-    if kept:
-        report["contained"] = kept
+    if not report.get("contained"):
+        report.pop("contained", None)
     return _dumps(report), observations
