@@ -38,6 +38,14 @@ $(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
 
 install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed $(AXE) ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider and axe-core)
 
+# The Node example of docs/partners.md (openid-client, pinned by its package-lock.json),
+# executed by tests/e2e/test_partner_docs.py.
+PARTNER_NODE := docs/partners/node
+$(PARTNER_NODE)/node_modules/.installed: $(PARTNER_NODE)/package.json $(PARTNER_NODE)/package-lock.json
+	cd $(PARTNER_NODE) && npm ci --no-audit --no-fund --silent
+	touch $@
+install: $(PARTNER_NODE)/node_modules/.installed
+
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py
 	touch $@

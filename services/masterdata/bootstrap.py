@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 from sqlalchemy.engine import Engine
@@ -16,6 +17,7 @@ from services.common.db import UnitOfWork, migrate, service_engine, session_fact
 from services.common.server import Servicer, ServiceSpec
 from services.masterdata.domain.codes import CodeCatalog
 from services.masterdata.domain.model import utcnow
+from services.masterdata.entrypoints import convert
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,
     TOKEN_OPTIONAL,
@@ -26,6 +28,7 @@ from services.masterdata.entrypoints.population_servicer import (
 )
 from services.masterdata.entrypoints.population_servicer import PopulationServicer
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
+from services.masterdata.service_layer.import_jobs import ImportJobs
 from services.masterdata.service_layer.population import Population
 from services.masterdata.service_layer.services import MasterData
 
@@ -43,6 +46,7 @@ class Setup:
     service: MasterData
     servicer: MasterDataServicer
     feed: ChangeFeed
+    jobs: ImportJobs
     population: Population
 
     def spec(self, authenticator: Authenticator | None) -> ServiceSpec:
@@ -58,7 +62,7 @@ class Setup:
             ],
             public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
-            on_shutdown=[self.feed.stop, self.engine.dispose],
+            on_shutdown=[self.feed.stop, self.jobs.stop, self.engine.dispose],
         )
 
 
@@ -76,5 +80,23 @@ def build(
         lambda: UnitOfWork(factory), PractitionerCache(cache_entries), poll_seconds
     ).start()
     service = MasterData(lambda: UnitOfWork(factory), CodeCatalog.load(), feed, clock)
+    jobs = ImportJobs(
+        engine,
+        {
+            pb.IMPORT_KIND_PRACTITIONERS: (
+                lambda data, fmt, partial, validate_only: service.import_practitioners(
+                    data, fmt, partial, validate_only, convert.practitioner_from_json
+                ),
+                pb.ImportPractitionersResponse,
+            ),
+            pb.IMPORT_KIND_ORGANIZATIONS: (
+                lambda data, fmt, partial, validate_only: service.import_organizations(
+                    data, fmt, partial, validate_only, convert.organization_from_json
+                ),
+                pb.ImportOrganizationsResponse,
+            ),
+        },
+    )
+    servicer = MasterDataServicer(service, heartbeat_seconds, jobs=jobs)
     population = Population(lambda: UnitOfWork(factory))
-    return Setup(engine, service, MasterDataServicer(service, heartbeat_seconds), feed, population)
+    return Setup(engine, service, servicer, feed, jobs, population)

@@ -1,7 +1,7 @@
 """representation: family relations (parental responsibility) in the population register
 
 Revision ID: 7c1e5a2b9d40
-Revises: 93c14f27c436
+Revises: 5b8e0c2d9a17
 Create Date: 2026-12-01 16:10:00.000000
 """
 
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 
 revision = "7c1e5a2b9d40"
-down_revision = "93c14f27c436"
+down_revision = "5b8e0c2d9a17"
 branch_labels = None
 depends_on = None
 
