@@ -524,7 +524,15 @@ def test_a_settings_change_drops_a_reused_document_decision_at_once(h_docs: Any)
 
 
 @pytest.fixture
-def h_docs(harness: Harness) -> tuple[Harness, str, str]:
+def slow_machine_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reuse windows far above the test's run time (set before the servers are built), so
+    a slow run never turns a reused decision into a fresh one."""
+    monkeypatch.setenv("SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS", "300")
+    monkeypatch.setenv("SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS", "600")
+
+
+@pytest.fixture
+def h_docs(slow_machine_safe: None, harness: Harness) -> tuple[Harness, str, str]:
     """The harness with two documents of the patient, written by the hospital doctor."""
     first = harness.stub.CreateDocument(create_request(), metadata=harness.token()).document_id
     second = harness.stub.CreateDocument(create_request(), metadata=harness.token()).document_id
