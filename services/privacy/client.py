@@ -28,7 +28,6 @@ from samhandling.privacy.v1 import representation_service_pb2_grpc as rep_grpc
 from services.common.auth import USER_CONTEXT_HEADER, Principal
 from services.common.errors import (
     Aborted,
-    DomainError,
     FailedPrecondition,
     PermissionDenied,
     Unavailable,
@@ -190,7 +189,7 @@ class StaleDecision(Aborted):
     default_reason = "DECISION_STALE"
 
 
-def is_stale(error: DomainError) -> bool:
+def is_stale(error: Exception) -> bool:
     """The peer error of a RecordAccess that refused a reused decision."""
     return isinstance(error, FailedPrecondition) and error.reason == "DECISION_STALE"
 

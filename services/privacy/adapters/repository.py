@@ -127,7 +127,8 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
 
 def _settings_changed_statement() -> sa.Select[Any]:
     t = orm.settings
-    since, now = sa.bindparam("since_us"), sa.bindparam("now_us")
+    since: sa.BindParameter[int] = sa.bindparam("since_us", type_=sa.BigInteger)
+    now: sa.BindParameter[int] = sa.bindparam("now_us", type_=sa.BigInteger)
     return (
         sa.select(sa.literal(1))
         .where(
