@@ -21,6 +21,8 @@ from services.common.workload_identity import EDGE
 PRIVACY = "samhandling.privacy.v1.PrivacyService"
 MASTERDATA = "samhandling.masterdata.v1.MasterDataService"
 TRUST = "samhandling.trust.v1.TrustService"
+REPRESENTATION = "samhandling.privacy.v1.RepresentationService"
+POPULATION = "samhandling.masterdata.v1.PopulationService"
 NOTIFICATIONS = "samhandling.notifications.v1.NotificationsService"
 
 _DATA_SERVICES = frozenset({"results", "documents"})
@@ -35,6 +37,9 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     f"/{PRIVACY}/RecordAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchDecideAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchRecordAccess": _DATA_SERVICES,
+    # A registry's bulk export (issue #20): the cohort screened against reservations
+    # against research use, each exported patient logged; results runs the exports.
+    f"/{PRIVACY}/ScreenResearchExport": frozenset({"results"}),
     # Master-data lookups that exist for other services, not for partners.
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
     # Is the patient on the GP's list (a care relationship): privacy's decisions only.
@@ -48,6 +53,11 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # Revocations in force, polled by every service that verifies access tokens; no token:
     # the caller's certificate is its credential.
     f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
+    # Acting for someone else: the trust service checks a representation at token exchange
+    # (the acting citizen's token forwarded); privacy asks the population register who a
+    # citizen's children are (who is a parent of whom, birth dates).
+    f"/{REPRESENTATION}/CheckRepresentation": frozenset({"trust"}),
+    f"/{POPULATION}/GetFamily": frozenset({"privacy"}),
     # Events from the data services' outbox dispatchers (services/common/outbox.py).
     f"/{NOTIFICATIONS}/PublishEvents": frozenset({"results", "documents", "privacy"}),
     # Before a notification leaves: Blocks, Shields and reservations of the recipient.
@@ -91,6 +101,10 @@ USER_CONTEXT: dict[str, str] = {
     f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
     f"/{MASTERDATA}/FindPractitionerByIdentity": "the trust service's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
+    f"/{PRIVACY}/ScreenResearchExport": (
+        "none: the certificate is the credential (the registry, authenticated by results at "
+        "kick-off, is named in the request)"
+    ),
     f"/{MASTERDATA}/CheckGpList": (
         "privacy: the end user's token, forwarded; notifications: none (the certificate)"
     ),

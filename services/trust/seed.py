@@ -80,7 +80,8 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
     ),
     "citizen-portal": (
         "Demo citizen portal",
-        LOGIN,
+        # token exchange: acting for a child or with a power of attorney (representation)
+        [*LOGIN, GRANT_TOKEN_EXCHANGE],
         [
             "openid",
             Scopes.PRIVACY_CITIZEN,
@@ -90,6 +91,15 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
         ],
         ["privacy", "results", "documents", "notifications"],
         None,
+    ),
+    # A national quality registry (hosted by a regional health authority): bulk exports of
+    # results, pseudonymised, with client credentials only (issue #20).
+    "registry": (
+        "Demo quality registry",
+        [GRANT_CLIENT_CREDENTIALS],
+        [Scopes.REGISTRY_EXPORT],
+        ["results"],
+        "health_region",
     ),
     "admin-console": (
         "Demo admin console",
@@ -114,6 +124,16 @@ TENANTS: dict[str, tuple[str, ...]] = {"vendor-ehr": ("hospital", "gp_practice")
 
 def redirect_uri(name: str) -> str:
     return f"http://127.0.0.1:8765/{name}/callback"
+
+
+def redirect_uris(name: str) -> list[str]:
+    """The demo redirect URI; the citizen portal (portal/) also gets its own callback, at
+    SAMHANDLING_PORTAL_URL (default http://127.0.0.1:8765, where `make run` starts it)."""
+    uris = [redirect_uri(name)]
+    if name == "citizen-portal":
+        portal = os.environ.get("SAMHANDLING_PORTAL_URL") or "http://127.0.0.1:8765"
+        uris.append(portal.rstrip("/") + "/auth/callback")
+    return uris
 
 
 def organisations(demo: Path) -> dict[str, tuple[str, str]]:
@@ -167,7 +187,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             grant_types=grants,
             scopes=scopes,
             audiences=[audience_for(s) for s in services],
-            redirect_uris=[redirect_uri(name)] if GRANT_AUTHORIZATION_CODE in grants else [],
+            redirect_uris=redirect_uris(name) if GRANT_AUTHORIZATION_CODE in grants else [],
             orgnr_parent=parent,
             orgnr_child=child,
             tenants=tenants,
@@ -179,14 +199,27 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             or existing.jwks != client.jwks
             or existing.orgnr_parent != parent
             or existing.tenants != tenants
+            or existing.redirect_uris != client.redirect_uris
+            or existing.grant_types != grants
         ):
             registry.update(
-                client, ["jwks", "orgnr_parent", "orgnr_child", "tenants", "scopes", "audiences"]
+                client,
+                [
+                    "jwks",
+                    "orgnr_parent",
+                    "orgnr_child",
+                    "tenants",
+                    "scopes",
+                    "audiences",
+                    "redirect_uris",
+                    "grant_types",
+                ],
             )
         if (
             saved is None
             or saved.get("orgnr_parent") != parent
             or saved.get("tenants", []) != tenants
+            or saved.get("redirect_uris", []) != client.redirect_uris
         ):
             body = {
                 "client_id": name,

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from services.common.db import migrate
@@ -16,7 +17,15 @@ from services.trust.main import VERSIONS
 from services.trust.seed import DEMO_CLIENTS, seed
 from services.trust.service_layer.clients import ClientRegistry
 
-NAMES = {"lab-system", "gp-ehr", "hospital-ehr", "vendor-ehr", "citizen-portal", "admin-console"}
+NAMES = {
+    "lab-system",
+    "gp-ehr",
+    "hospital-ehr",
+    "vendor-ehr",
+    "citizen-portal",
+    "admin-console",
+    "registry",
+}
 
 
 def test_seed_is_idempotent_and_reads_organisations(
@@ -37,6 +46,10 @@ def test_seed_is_idempotent_and_reads_organisations(
     lab = files["lab-system"]
     assert lab["private_jwk"]["d"] and lab["scope"] and "redirect_uris" not in lab
     assert files["gp-ehr"]["redirect_uris"]
+    # The registry (issue #20): client credentials only, bulk exports of results only.
+    assert files["registry"]["grant_types"] == ["client_credentials"]
+    assert files["registry"]["scope"] == "samhandling:results/registry-export"
+    assert files["registry"]["audiences"] == ["samhandling:results"]
     assert stat.S_IMODE((demo / "clients" / "lab-system.json").stat().st_mode) == 0o600
     client = repo.get_client("lab-system")
     assert client is not None and client.orgnr_parent == "960152271"
@@ -50,3 +63,28 @@ def test_seed_is_idempotent_and_reads_organisations(
     seed(ClientRegistry(repo2), repo2, demo)
     again = repo2.get_client("lab-system")
     assert again is not None and again.jwks == client.jwks
+
+
+def test_the_portal_callback_follows_its_url(
+    database: Callable[[str], Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = database("trust")
+    migrate("trust", engine, VERSIONS)
+    repo = TrustRepository(engine, time.time)
+    registry = ClientRegistry(repo)
+    demo = tmp_path / "demo"
+    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40001")
+    seed(registry, repo, demo)
+    portal = repo.get_client("citizen-portal")
+    assert portal is not None
+    assert "http://127.0.0.1:40001/auth/callback" in portal.redirect_uris
+    # The portal moved (another port): a re-seed registers the new callback, keeps the key.
+    key = portal.jwks
+    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40002/")
+    assert seed(registry, repo, demo) == ["citizen-portal"]
+    moved = repo.get_client("citizen-portal")
+    assert moved is not None and moved.jwks == key
+    assert "http://127.0.0.1:40002/auth/callback" in moved.redirect_uris
+    assert "http://127.0.0.1:40001/auth/callback" not in moved.redirect_uris
+    saved = json.loads((demo / "clients" / "citizen-portal.json").read_text())
+    assert saved["redirect_uris"] == moved.redirect_uris
