@@ -23,13 +23,15 @@ from services.common.tokens import Scopes
 from services.documents.config import Settings
 from services.documents.domain.model import Limits
 from services.documents.main import build
-from tests.integration.documents.conftest import PID, care_relationship, document
+from tests.integration.documents.conftest import care_relationship, document
 from tests.integration.documents.peers import start_peers
+from tests.support.random_refs import random_pid
 from tests.support.tokens import TokenMint
 
 
 @pytest.fixture(scope="module")
-def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def shared_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """The edge, the documents server and its peers, shared by the module's tests."""
     from services.common.db import make_engine
 
     tmp = tmp_path_factory.mktemp("documents-edge")
@@ -52,20 +54,14 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         yaml.safe_dump(render(ports, {"documents": server.address}, access_log=access_log))
     )
     envoy = start_envoy(config, ports.admin, tmp / "envoy.log")
-    token = mint.token(
-        "documents",
-        [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
-        client_id="hospital-ehr",
-        hpr_number=doctor.hpr_number,
-        orgnr=doctor.org_number,
-        authorization_details=care_relationship(PID),
-    )
+    issued: list[str] = []
     try:
         yield {
             "url": f"http://127.0.0.1:{ports.public}",
-            "headers": {"Authorization": f"Bearer {token}"},
             "grpc": f"127.0.0.1:{ports.public}",
-            "token": token,
+            "mint": mint,
+            "doctor": doctor,
+            "issued": issued,
         }
     finally:
         envoy.terminate()
@@ -74,14 +70,37 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         peers.stop()
         engine.dispose()
     log = access_log.read_text() if access_log.exists() else ""
-    assert PID not in log
+    assert not [pid for pid in issued if pid in log]
+
+
+@pytest.fixture
+def edge(shared_edge: dict[str, Any]) -> dict[str, Any]:
+    """The shared edge with a fresh synthetic patient of this test's own and a doctor's
+    token attesting a care relationship with that patient."""
+    pid = random_pid()
+    shared_edge["issued"].append(pid)
+    doctor = shared_edge["doctor"]
+    token = shared_edge["mint"].token(
+        "documents",
+        [Scopes.DOCUMENTS_READ, Scopes.DOCUMENTS_WRITE],
+        client_id="hospital-ehr",
+        hpr_number=doctor.hpr_number,
+        orgnr=doctor.org_number,
+        authorization_details=care_relationship(pid),
+    )
+    return {
+        **shared_edge,
+        "pid": pid,
+        "headers": {"Authorization": f"Bearer {token}"},
+        "token": token,
+    }
 
 
 def _create(edge: dict[str, Any], content: bytes, **document: Any) -> requests.Response:
     body = {
         "request_id": str(uuid.uuid4()),
         "document": {
-            "patient_id": PID,
+            "patient_id": edge["pid"],
             "type_code": "A01-1",
             "class_code": "A01",
             "title": "Epikrise",
@@ -105,7 +124,7 @@ def test_create_search_and_retrieve_raw_bytes(edge: dict[str, Any]) -> None:
 
     found = requests.post(
         f"{edge['url']}/v1/documents:search",
-        json={"patient_id": PID},
+        json={"patient_id": edge["pid"]},
         headers=edge["headers"],
         timeout=10,
     )
@@ -164,7 +183,7 @@ def test_errors_are_json(edge: dict[str, Any]) -> None:
     )
     assert reply.status_code == 404
     reply = requests.post(
-        f"{edge['url']}/v1/documents:search", json={"patient_id": PID}, timeout=10
+        f"{edge['url']}/v1/documents:search", json={"patient_id": edge["pid"]}, timeout=10
     )
     assert reply.status_code == 401
 
@@ -173,7 +192,11 @@ def test_grpc_streaming_upload_through_the_edge(edge: dict[str, Any]) -> None:
     content = b"z" * (3 * 1024 * 1024)
     metadata = pb.UploadMetadata(
         request_id=str(uuid.uuid4()),
-        document=document(sha256=hashlib.sha256(content).hexdigest(), size_bytes=len(content)),
+        document=document(
+            patient_id=edge["pid"],
+            sha256=hashlib.sha256(content).hexdigest(),
+            size_bytes=len(content),
+        ),
     )
 
     def parts() -> Iterator[pb.UploadDocumentRequest]:
@@ -204,7 +227,7 @@ def test_chunked_upload_as_a_json_array(edge: dict[str, Any]) -> None:
             "metadata": {
                 "request_id": str(uuid.uuid4()),
                 "document": {
-                    "patient_id": PID,
+                    "patient_id": edge["pid"],
                     "type_code": "A01-1",
                     "title": "Opplastet i deler",
                     "content_type": "text/plain",
