@@ -26,6 +26,8 @@ FDP = descriptor_pb2.FieldDescriptorProto
 
 HTTP_BODY = "google.api.HttpBody"
 ERROR_SCHEMA = "Error"
+OAUTH_ERROR_SCHEMA = "OAuthError"
+_ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FDP.TYPE_DOUBLE: {"type": "number", "format": "double"},
@@ -255,6 +257,20 @@ def _error_schema() -> dict[str, Any]:
     }
 
 
+def _oauth_error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "An OAuth 2.0 error response (RFC 6749 §5.2, RFC 9126 §2.3, RFC 9449).",
+        "properties": {
+            "error": {"type": "string", "description": "e.g. invalid_request, invalid_client"},
+            "error_description": {"type": "string"},
+            "error_uri": {"type": "string", "format": "uri"},
+            "state": {"type": "string"},
+        },
+        "required": ["error"],
+    }
+
+
 def _operation(
     m: Method,
     rule: HttpRule,
@@ -348,6 +364,14 @@ def _operation(
             "description": "Redirect to the client's redirect URI",
             "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
         }
+    if options.get("oauth_errors"):
+        # RFC 6749 §5.2 bodies from the service; the edge's own refusals keep the gRPC shape.
+        for status, text in (("400", "Bad request"), ("401", "Client authentication failed")):
+            schema = {"anyOf": [{"$ref": f"#/components/schemas/{OAUTH_ERROR_SCHEMA}"}, _ERROR_REF]}
+            responses[status] = {
+                "description": f"{text} (an OAuth error, RFC 6749 §5.2)",
+                "content": {"application/json": {"schema": schema}},
+            }
     op["responses"] = {**responses, "default": error}
     if anonymous:
         op["security"] = []
@@ -404,6 +428,7 @@ def build(
             )
             paths.setdefault(path, {})[verb] = op
     builder.schemas[ERROR_SCHEMA] = _error_schema()
+    builder.schemas[OAUTH_ERROR_SCHEMA] = _oauth_error_schema()
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
