@@ -193,8 +193,10 @@ def doctor_token(
     pid: str,
     resource: str = "samhandling:results",
     scope: str = "openid samhandling:results/read",
+    dpop: bool = True,
 ) -> Token:
-    """The hospital doctor (hospital-ehr, PAR + TestID), attesting care for `pid`, DPoP."""
+    """The hospital doctor (hospital-ehr, PAR + TestID), attesting care for `pid`; the token
+    is DPoP-bound unless `dpop` is False (a Bearer token, for gRPC callers)."""
     persona = next(p for p in json_file(mesh, "people.json") if p["role"] == "hospital_doctor")
     registered = json_file(mesh, "clients/hospital-ehr.json")
     details = [
@@ -213,7 +215,11 @@ def doctor_token(
     ]
     client = DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", "hospital-ehr")
     return client.login(
-        resource, scope, DpopKey(), hpr_number=persona["hpr_number"], authorization_details=details
+        resource,
+        scope,
+        DpopKey() if dpop else None,
+        hpr_number=persona["hpr_number"],
+        authorization_details=details,
     )
 
 
