@@ -8,7 +8,8 @@ What a backup holds (DIR/manifest.json lists every file with its SHA-256):
   (one consistent snapshot per service), SQLite with the online backup API;
 - the documents content store when it is on the filesystem (`documents-content.tar`; on
   PostgreSQL the content is in the documents database and so in its dump);
-- the privacy access log's witness file (`witness/heads.jsonl`) and the public keys that
+- the privacy access log's witness file (`witness/heads.jsonl`, copied before the dumps so
+  every witnessed head is in them) and the public keys that
   verify its signed tree heads (`privacy-keys/*.pub`; the private signing key is a secret and
   is not copied: a restored privacy service signs new heads with a key of its own).
 
@@ -85,6 +86,14 @@ def sha256(path: Path) -> str:
 
 def backup(out: Path, services: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=False)
+    # The witness first: the log writer commits a head to the database before it hands it
+    # to the witnesses, so every head in this copy is in the dump taken after it. Copied
+    # after the dump, a head signed in between is witnessed but missing from the restored
+    # database, and the restored log does not verify (found by the restore test).
+    heads = witness_dir() / "heads.jsonl"
+    if heads.exists():
+        (out / "witness").mkdir()
+        shutil.copy2(heads, out / "witness" / "heads.jsonl")
     databases: dict[str, Any] = {}
     for service in services or list(SERVICES):
         url = database_url(service)
@@ -115,10 +124,6 @@ def backup(out: Path, services: list[str] | None = None) -> dict[str, Any]:
     if store.is_dir() and any(store.iterdir()):
         with tarfile.open(out / "documents-content.tar", "w") as tar:
             tar.add(store, arcname=".")
-    heads = witness_dir() / "heads.jsonl"
-    if heads.exists():
-        (out / "witness").mkdir()
-        shutil.copy2(heads, out / "witness" / "heads.jsonl")
     keys = sorted(key_dir().glob("*.pub")) if key_dir().is_dir() else []
     if keys:
         (out / "privacy-keys").mkdir()

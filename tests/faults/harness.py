@@ -54,6 +54,56 @@ def stamp(t: dt.datetime) -> str:
     return t.isoformat().replace("+00:00", "Z")
 
 
+class LatencyProxy:
+    """A TCP proxy in a thread that holds every chunk for `delay` seconds each way: the
+    slow dependency. `target()` names the upstream address when a connection opens."""
+
+    def __init__(self, target: Callable[[], str]) -> None:
+        import asyncio
+
+        self.target = target
+        self.delay = 0.0
+        self.port = free_port()
+        self.address = f"127.0.0.1:{self.port}"
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="latency-proxy", daemon=True)
+        self._thread.start()
+        self._ready.wait(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while data := await reader.read(65536):
+                    if self.delay:
+                        await asyncio.sleep(self.delay)
+                    writer.write(data)
+                    await writer.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                writer.close()
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            host, port = self.target().rsplit(":", 1)
+            try:
+                up_reader, up_writer = await asyncio.open_connection(host, int(port))
+            except OSError:
+                writer.close()
+                return
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+        async def main() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port)
+            self._ready.set()
+            async with server:
+                await server.serve_forever()
+
+        self._loop.run_until_complete(main())
+
+
 class FaultMesh:
     """The whole mesh on PostgreSQL (one fresh schema per service), results and privacy as two
     replicas each behind Envoy, documents on a filesystem store at `content_dir`."""
@@ -67,6 +117,9 @@ class FaultMesh:
             "SAMHANDLING_DOCUMENTS_CONTENT_STORE": "filesystem",
             "SAMHANDLING_DOCUMENTS_CONTENT_DIR": str(content_dir),
         }
+        # Every service reaches master data through a proxy that can be made slow.
+        self.slow_masterdata = LatencyProxy(lambda: self.mesh.replica_addresses["masterdata"][0])
+        env["SAMHANDLING_MASTERDATA_ADDR"] = self.slow_masterdata.address
         for service, schema in self.schemas.items():
             env[f"SAMHANDLING_{service.upper()}_DB_URL"] = PG_URL
             env[f"SAMHANDLING_{service.upper()}_DB_SCHEMA"] = schema

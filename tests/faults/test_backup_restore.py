@@ -39,7 +39,7 @@ def test_backup_restores_into_a_fresh_database(fm: FaultMesh, tmp_path: Path) ->
         "samhandling:documents",
         "openid samhandling:documents/read samhandling:documents/write",
     )
-    content = os.urandom(2048)
+    content = b"%PDF-1.7\n" + os.urandom(2048)
     created = Edge(fm.mesh.edge_url).call(
         "POST",
         "/v1/documents",
@@ -51,7 +51,7 @@ def test_backup_restores_into_a_fresh_database(fm: FaultMesh, tmp_path: Path) ->
                 "type_code": "A01-1",
                 "class_code": "A01",
                 "title": "Notat (backup)",
-                "content_type": "application/octet-stream",
+                "content_type": "application/pdf",
             },
             "content": base64.b64encode(content).decode(),
         },

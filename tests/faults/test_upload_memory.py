@@ -43,12 +43,16 @@ def rss_mb(pid: int, field: str = "VmRSS") -> float:
 
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    small = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}
+    env = {
+        "SAMHANDLING_DEMO_PRACTITIONERS": "20",
+        "SAMHANDLING_DEMO_CITIZENS": "5",
+        "SAMHANDLING_DOCUMENTS_MAX_BYTES": str(80 * 2**20),  # 65 MB documents are allowed
+    }
     with Mesh(
         var_dir=tmp_path_factory.mktemp("upload-memory"),
         services=["masterdata", "trust", "privacy", "documents"],
         edge_port=free_port(),
-        extra_env=small,
+        extra_env=env,
     ) as running:
         yield running
 
@@ -64,7 +68,7 @@ def test_eight_65_mb_uploads_at_once_keep_the_edge_small(mesh: Mesh) -> None:
     )
     envoy = mesh.processes["envoy"].pid
     before = rss_mb(envoy)
-    block = bytes(range(256)) * (CHUNK // 256)
+    block = b"%PDF" + bytes(range(256)) * (CHUNK // 256 - 1) + bytes(252)
     digest = hashlib.sha256(block * (SIZE // CHUNK)).hexdigest()
     outcomes: Counter[str] = Counter()
     stored: list[str] = []
@@ -87,7 +91,7 @@ def test_eight_65_mb_uploads_at_once_keep_the_edge_small(mesh: Mesh) -> None:
                         type_code="A01-1",
                         class_code="A01",
                         title="Stor fil (fault suite)",
-                        content_type="application/octet-stream",
+                        content_type="application/pdf",
                         size_bytes=SIZE,
                     ),
                 )
