@@ -201,7 +201,7 @@ def verification_out(proof: EntryProof | None, head: TreeHead | None) -> pb.Entr
         leaf=proof.leaf,
         content=proof.content,
         inclusion_path=proof.inclusion_path,
-        tree_size=head.tree_size if head is not None and proof.inclusion_path else 0,
+        tree_size=proof.tree_size,
     )
 
 

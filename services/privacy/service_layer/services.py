@@ -146,7 +146,8 @@ class EntryProof:
     leaf_index: int
     leaf: bytes  # the canonical leaf; SHA-256(0x00 || leaf) is the leaf hash
     content: bytes  # the canonical content; its SHA-256 is the leaf's content_hash
-    inclusion_path: list[bytes]  # RFC 9162 PATH against `head` (empty if not covered)
+    inclusion_path: list[bytes]  # RFC 9162 PATH against `head`
+    tree_size: int  # the head's size, 0 if the head does not cover the entry yet
 
 
 @dataclass(frozen=True)
@@ -1003,6 +1004,8 @@ class PrivacyService:
                         if covered and head is not None
                         else []
                     ),
+                    # Not the path's length: a one-leaf tree's path is empty yet covers it.
+                    tree_size=head.tree_size if covered and head is not None else 0,
                 )
         return LogPage(Page(rows, next_token), auditor, head, proofs)
 

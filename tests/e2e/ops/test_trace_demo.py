@@ -17,6 +17,7 @@ import json
 import random
 import re
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -50,9 +51,8 @@ class Traced:
     var: Path
 
 
-@pytest.fixture(scope="module")
-def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
-    var = tmp_path_factory.mktemp("traced-mesh")
+@contextmanager
+def _traced_mesh(var: Path) -> Iterator[Traced]:
     with OtlpReceiver() as receiver:
         mesh = Mesh(
             var_dir=var,
@@ -65,6 +65,20 @@ def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
         )
         with mesh:
             yield Traced(mesh, receiver, Edge(mesh.edge_url), var)
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
+    with _traced_mesh(tmp_path_factory.mktemp("traced-mesh")) as traced:
+        yield traced
+
+
+@pytest.fixture
+def traced_to_stop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traced]:
+    """A mesh of its own: the test stops it to flush every exporter, so sharing it would
+    make the other tests depend on running first."""
+    with _traced_mesh(tmp_path_factory.mktemp("traced-mesh-stopped")) as traced:
+        yield traced
 
 
 def _story(traced: Traced, lines: list[str] | None = None) -> Story:
@@ -240,7 +254,8 @@ def _careless_calls(traced: Traced, story: Story) -> str:
     return pid
 
 
-def test_no_identity_number_in_logs_or_spans_after_the_demo(traced: Traced) -> None:
+def test_no_identity_number_in_logs_or_spans_after_the_demo(traced_to_stop: Traced) -> None:
+    traced = traced_to_stop
     lines: list[str] = []
     story = _story(traced, lines)
     access_log = traced.var / "logs" / "edge-access.log"
