@@ -1041,10 +1041,7 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
                     "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
                 },
                 "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {
-                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
-                        "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
-                    },
+                    "envoy.filters.http.buffer": _rest_buffer(options),
                     JWT_FILTER: _jwt_route_config(None if anonymous else cluster),
                 },
             }
@@ -1053,6 +1050,17 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
         for route in routes:
             route["metadata"] = {"filter_metadata": {ROUTE_METADATA: metadata}}
     return _with_dpop_twins(routes), not all(spec.is_anonymous(m, rule) for rule in m.rules)
+
+
+def _rest_buffer(options: dict[str, Any]) -> dict[str, Any]:
+    """A REST route's body buffer: whole bodies up to `max_request_bytes` (the body-fields
+    check reads them), or none for `stream_request_body` routes (large uploads: the
+    transcoder streams the JSON array's messages to the service as they arrive, so the edge
+    holds a flow-control window per upload, not the document; issue 18)."""
+    per_route = f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
+    if options.get("stream_request_body"):
+        return {"@type": per_route, "disabled": True}
+    return {"@type": per_route, "buffer": {"max_request_bytes": int(options["max_request_bytes"])}}
 
 
 def _with_dpop_twins(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
