@@ -135,6 +135,7 @@ def test_privacy_stopped_and_restarted(fm: FaultMesh) -> None:
 
 @long_only
 def test_masterdata_stopped_and_restarted(fm: FaultMesh) -> None:
+    # Privacy is up and says master data is not: the client hears MASTER_DATA_UNAVAILABLE.
     figures = run_fault(fm, "master data stopped 3 s", lambda: _outage(fm, "masterdata", 3))
     check(figures)
     reasons = {k.split(" ", 2)[2] for k in figures["failures"] if " 503 " in k}
@@ -162,6 +163,13 @@ def test_a_slow_dependency(fm: FaultMesh) -> None:
 
 
 @long_only
+@pytest.mark.xfail(
+    strict=True,
+    reason="a replica stopping on SIGTERM answers calls that arrive in its shutdown window "
+    "with CANCELLED (the edge: 499), and the edge does not resend them; the local launcher "
+    "sets no drain time (SAMHANDLING_DRAIN_SECONDS=0) and Envoy's health check needs up to "
+    "10 s to notice NOT_SERVING (issue 18 report)",
+)
 def test_rolling_sigterm(fm: FaultMesh) -> None:
     def fault() -> None:
         for service in ("results", "privacy"):
