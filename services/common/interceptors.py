@@ -136,7 +136,9 @@ class CallPipeline(grpc.ServerInterceptor):
         metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         if self._authenticator is None:
             return None
-        if not needs_auth and "authorization" not in metadata:
+        if not needs_auth and not (
+            "authorization" in metadata or auth.USER_CONTEXT_HEADER in metadata
+        ):
             return None
         try:
             return self._authenticator.authenticate(auth.CallInfo(method, metadata))

@@ -21,6 +21,7 @@ from services.common.workload_identity import EDGE
 PRIVACY = "samhandling.privacy.v1.PrivacyService"
 MASTERDATA = "samhandling.masterdata.v1.MasterDataService"
 TRUST = "samhandling.trust.v1.TrustService"
+NOTIFICATIONS = "samhandling.notifications.v1.NotificationsService"
 
 _DATA_SERVICES = frozenset({"results", "documents"})
 # Services that check a practitioner's approval (privacy for decisions, trust at login).
@@ -37,7 +38,7 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # Master-data lookups that exist for other services, not for partners.
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
     # Is the patient on the GP's list (a care relationship): privacy's decisions only.
-    f"/{MASTERDATA}/CheckGpList": frozenset({"privacy"}),
+    f"/{MASTERDATA}/CheckGpList": frozenset({"privacy", "notifications"}),
     f"/{MASTERDATA}/ValidateCodes": _DATA_SERVICES,
     # The change feed: named subscribers (approval caches in privacy and trust,
     # services/masterdata/client.py `start_watch`).
@@ -45,7 +46,26 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # Revocations in force, polled by every service that verifies access tokens; no token:
     # the caller's certificate is its credential.
     f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
+    # Events from the data services' outbox dispatchers (services/common/outbox.py).
+    f"/{NOTIFICATIONS}/PublishEvents": frozenset({"results", "documents", "privacy"}),
+    # Before a notification leaves: Blocks, Shields and reservations of the recipient.
+    f"/{PRIVACY}/CheckNotificationAccess": frozenset({"notifications"}),
 }
+
+# Internal methods a workload may call with its certificate alone, without an end user's
+# token (a background job: the notifications service matching events has no user at hand).
+# Other allowed callers still forward the end user's token.
+CERTIFICATE_CREDENTIAL: dict[str, frozenset[str]] = {
+    f"/{MASTERDATA}/CheckGpList": frozenset({"notifications"}),
+    f"/{PRIVACY}/CheckNotificationAccess": frozenset({"notifications"}),
+    f"/{NOTIFICATIONS}/PublishEvents": frozenset({"results", "documents", "privacy"}),
+}
+
+
+def certificate_is_credential(method: str, peer: str | None) -> bool:
+    """May `peer` call `method` without a user token (its certificate is its credential)?"""
+    return peer is not None and peer in CERTIFICATE_CREDENTIAL.get(method, frozenset())
+
 
 # Calls between workloads on *public* methods (the token decides; listed for the network
 # policies and the trust-model table): every service fetches the trust service's JWKS, the
@@ -56,6 +76,7 @@ PUBLIC_PEER_CALLS: dict[tuple[str, str], tuple[str, ...]] = {
     ("privacy", "trust"): (f"/{TRUST}/GetJwks",),
     ("results", "trust"): (f"/{TRUST}/GetJwks",),
     ("documents", "trust"): (f"/{TRUST}/GetJwks",),
+    ("notifications", "trust"): (f"/{TRUST}/GetJwks",),
 }
 
 
@@ -67,6 +88,11 @@ USER_CONTEXT: dict[str, str] = {
     ),
     f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
+    f"/{MASTERDATA}/CheckGpList": (
+        "privacy: the end user's token, forwarded; notifications: none (the certificate)"
+    ),
+    f"/{PRIVACY}/CheckNotificationAccess": "none: the certificate is the credential",
+    f"/{NOTIFICATIONS}/PublishEvents": "none: the certificate is the credential",
 }
 
 

@@ -40,6 +40,7 @@ SERVICES: dict[str, ServiceInfo] = {
         ServiceInfo("privacy", "samhandling.privacy.v1", 50053),
         ServiceInfo("results", "samhandling.results.v1", 50054),
         ServiceInfo("documents", "samhandling.documents.v1", 50055),
+        ServiceInfo("notifications", "samhandling.notifications.v1", 50058),
     )
 }
 

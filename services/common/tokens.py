@@ -47,6 +47,9 @@ class Scopes:
     DOCUMENTS_READ = "samhandling:documents/read"
     DOCUMENTS_WRITE = "samhandling:documents/write"
     TRUST_ADMIN = "samhandling:trust/admin"
+    # Topic-based subscriptions (services/notifications): what may be subscribed to is then
+    # decided by who the caller is (organisation, GP list, own data).
+    NOTIFICATIONS_SUBSCRIBE = "samhandling:notifications/subscribe"
 
 
 def fetch_jwks_from_trust() -> Mapping[str, Any]:

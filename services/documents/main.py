@@ -12,9 +12,11 @@ from sqlalchemy.engine import Engine
 from services.common.auth import Authenticator
 from services.common.clients import service_channel
 from services.common.db import migrate, service_engine, session_factory
+from services.common.outbox import Dispatcher, Sink, sink_from_env
 from services.common.registry import SERVICES
 from services.common.server import ServerSettings, Servicer, ServiceSpec, serve
 from services.common.tokens import authenticator_for
+from services.documents.adapters import orm
 from services.documents.adapters.content_store import (
     ContentStore,
     DatabaseContentStore,
@@ -36,6 +38,7 @@ class Setup:
     spec: ServiceSpec
     settings: Settings
     stop_sweeper: threading.Event = field(default_factory=threading.Event)
+    dispatcher: Dispatcher | None = None
 
     def server_settings(self) -> ServerSettings:
         return ServerSettings(max_message_bytes=self.settings.max_message_bytes)
@@ -59,7 +62,10 @@ def build(
     decider: AccessDecider | None = None,
     codes: CodeValidator | None = None,
     store: ContentStore | None = None,
+    events: Sink | None = None,
 ) -> Setup:
+    """`events`: where the outbox dispatcher sends the domain events (main: from the
+    environment); None: they wait in the outbox."""
     migrate("documents", engine, VERSIONS)
     service = DocumentService(
         session_factory(engine),
@@ -83,6 +89,10 @@ def build(
     )
     setup = Setup(service, spec, settings)
     spec.on_shutdown.append(setup.stop_sweeper.set)
+    if events is not None:
+        setup.dispatcher = Dispatcher("documents", engine, orm.event_outbox, events).start()
+        service.events_committed = setup.dispatcher.notify
+        spec.on_shutdown.append(setup.dispatcher.close)
     return setup
 
 
@@ -99,7 +109,12 @@ def start_sweeper(setup: Setup) -> threading.Thread:
 def main() -> None:
     settings = Settings.from_env()
     engine = service_engine("documents")
-    setup = build(engine, settings, authenticator_for("documents", engine=engine))
+    setup = build(
+        engine,
+        settings,
+        authenticator_for("documents", engine=engine),
+        events=sink_from_env("documents"),
+    )
     start_sweeper(setup)
     serve(setup.spec, SERVICES["documents"].address(), setup.server_settings())
 

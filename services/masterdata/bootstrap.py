@@ -17,6 +17,7 @@ from services.masterdata.domain.codes import CodeCatalog
 from services.masterdata.domain.model import utcnow
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,
+    TOKEN_OPTIONAL,
     MasterDataServicer,
 )
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
@@ -41,6 +42,7 @@ class Setup:
         return ServiceSpec(
             SERVICE,
             [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
+            public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
             on_shutdown=[self.feed.stop, self.engine.dispose],
         )

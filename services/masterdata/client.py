@@ -95,6 +95,23 @@ class MasterDataClient:
                 for key in [k for k in self._approvals if k[0] == hpr_number]:
                     del self._approvals[key]
 
+    # --- GP lists -------------------------------------------------------------------------
+    def check_gp_list(
+        self,
+        hpr_number: str,
+        patient_id: str,
+        metadata: Metadata = (),
+        timeout: float | None = 3.0,
+    ) -> bool:
+        """Is the patient on the practitioner's GP list now? (Never says who the GP is.)
+        Not cached: a list change counts from the next call."""
+        reply = self.stub.CheckGpList(
+            pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
+            metadata=metadata,
+            timeout=timeout,
+        )
+        return bool(reply.listed)
+
     # --- codes ----------------------------------------------------------------------------
     def validate_codes(
         self,

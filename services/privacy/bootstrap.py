@@ -12,8 +12,10 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
 from services.common.db import migrate, var_dir
+from services.common.outbox import Dispatcher, Sink
 from services.common.server import Servicer, ServiceSpec
 from services.common.telemetry import current_trace_id
+from services.privacy.adapters import orm
 from services.privacy.adapters.masterdata import (
     ApprovalChecker,
     CachedApprovalChecker,
@@ -99,7 +101,10 @@ def build(
     gp_list: GpListChecker | None = None,
     rules: Rules | None = None,
     witnesses: list[Witness] | None = None,
+    events: Sink | None = None,
 ) -> Setup:
+    """`events`: where the outbox dispatcher sends the domain events (main: from the
+    environment); None: they wait in the outbox."""
     migrate("privacy", engine, VERSIONS)
     if cache_seconds is None:
         # 4 s: with master data's own cache (dropped by its change feed within ~1 s) a
@@ -144,4 +149,8 @@ def build(
         authenticator=authenticator,
         on_shutdown=[service.close, engine.dispose],
     )
+    if events is not None:
+        dispatcher = Dispatcher("privacy", engine, orm.event_outbox, events).start()
+        service.events_committed = dispatcher.notify
+        spec.on_shutdown.insert(1, dispatcher.close)
     return Setup(service, spec, cached)

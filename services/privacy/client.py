@@ -122,3 +122,22 @@ class PrivacyClient:
                 exc, Unavailable("the access could not be recorded", reason="PRIVACY_UNAVAILABLE")
             ) from exc
         return reply
+
+
+def check_notifications(
+    client: PrivacyClient, checks: Sequence[pb.NotificationCheck], timeout: float | None = None
+) -> list[tuple[bool, str]]:
+    """For the notifications service: (allowed, reason) per check, in order. Fails closed:
+    an unreachable privacy service raises UNAVAILABLE (nothing is delivered)."""
+    if not checks:
+        return []
+    try:
+        reply = client._get_stub().CheckNotificationAccess(
+            pb.CheckNotificationAccessRequest(checks=list(checks)),
+            timeout=timeout or client._timeout,
+        )
+    except grpc.RpcError as exc:
+        raise peer_error(
+            exc, Unavailable("the privacy service is unavailable", reason="PRIVACY_UNAVAILABLE")
+        ) from exc
+    return list(zip(reply.allowed, reply.reasons, strict=True))

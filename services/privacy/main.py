@@ -10,6 +10,7 @@ import time
 from services.common.auth_cache import CachingAuthenticator
 from services.common.clients import service_channel
 from services.common.db import service_engine
+from services.common.outbox import sink_from_env
 from services.common.registry import SERVICES
 from services.common.server import serve
 from services.common.tokens import authenticator_for
@@ -52,6 +53,7 @@ def main() -> None:
             authenticator_for("privacy", internal_methods=INTERNAL_METHODS, engine=engine),
             dpop=True,
         ),
+        events=sink_from_env("privacy"),
     )
     setup.service.prune()
     stop = threading.Event()

@@ -11,9 +11,11 @@ from sqlalchemy.engine import Engine
 from services.common.auth import Authenticator
 from services.common.auth_cache import CachingAuthenticator
 from services.common.db import UnitOfWork, migrate, service_engine, session_factory
+from services.common.outbox import Dispatcher, Sink, sink_from_env
 from services.common.registry import SERVICES
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import authenticator_for
+from services.results.adapters import orm
 from services.results.adapters.clients import (
     AccessControl,
     CodeChecker,
@@ -32,6 +34,7 @@ class Setup:
     engine: Engine
     service: ResultsService
     spec: ServiceSpec
+    dispatcher: Dispatcher | None = None
 
 
 def build(
@@ -40,16 +43,21 @@ def build(
     codes: CodeChecker | None = None,
     access: AccessControl | None = None,
     policy: CitizenPolicy | None = None,
+    events: Sink | None = None,
 ) -> Setup:
-    """Wires the service from configuration; tests pass their own engine and authenticator."""
+    """Wires the service from configuration; tests pass their own engine and authenticator.
+    `events`: where the outbox dispatcher sends the domain events (main: from the
+    environment); None: they wait in the outbox."""
     engine = engine or service_engine("results")
     migrate("results", engine, VERSIONS)
     sessions = session_factory(engine)
+    dispatcher = Dispatcher("results", engine, orm.event_outbox, events).start() if events else None
     service = ResultsService(
         lambda: UnitOfWork(sessions),
         codes or MasterDataCodeChecker(),
         access or PrivacyAccessControl(),
         policy or CitizenPolicy.from_env(),
+        events_committed=dispatcher.notify if dispatcher else lambda: None,
     )
     spec = ServiceSpec(
         "results",
@@ -62,13 +70,13 @@ def build(
         # proof of every call is still checked).
         authenticator=authenticator
         or CachingAuthenticator(authenticator_for("results", engine=engine), dpop=True),
-        on_shutdown=[engine.dispose],
+        on_shutdown=[*([dispatcher.close] if dispatcher else []), engine.dispose],
     )
-    return Setup(engine, service, spec)
+    return Setup(engine, service, spec, dispatcher)
 
 
 def main() -> None:
-    setup = build()
+    setup = build(events=sink_from_env("results"))
     serve(setup.spec, SERVICES["results"].address())
 
 

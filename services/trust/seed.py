@@ -43,8 +43,9 @@ PRACTITIONER_SCOPES = [
     Scopes.DOCUMENTS_WRITE,
     Scopes.PRIVACY_PRACTITIONER,
     Scopes.MASTERDATA_READ,
+    Scopes.NOTIFICATIONS_SUBSCRIBE,
 ]
-PRACTITIONER_AUDIENCES = ["results", "documents", "privacy", "masterdata"]
+PRACTITIONER_AUDIENCES = ["results", "documents", "privacy", "masterdata", "notifications"]
 
 # name -> (display name, grants, scopes, audiences (service names), organisation role)
 DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]] = {
@@ -80,8 +81,14 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
     "citizen-portal": (
         "Demo citizen portal",
         LOGIN,
-        ["openid", Scopes.PRIVACY_CITIZEN, Scopes.RESULTS_READ, Scopes.DOCUMENTS_READ],
-        ["privacy", "results", "documents"],
+        [
+            "openid",
+            Scopes.PRIVACY_CITIZEN,
+            Scopes.RESULTS_READ,
+            Scopes.DOCUMENTS_READ,
+            Scopes.NOTIFICATIONS_SUBSCRIBE,
+        ],
+        ["privacy", "results", "documents", "notifications"],
         None,
     ),
     "admin-console": (

@@ -60,6 +60,7 @@ from services.documents.domain.model import (
     Status,
     Submission,
 )
+from services.documents.service_layer.events import record_document_event
 from services.documents.service_layer.ports import (
     AccessDecider,
     AccessDecision,
@@ -130,6 +131,8 @@ class DocumentService:
         self._codes = codes
         self.limits = limits or Limits()
         self._clock = clock
+        # Wakes the outbox dispatcher after a commit that wrote events (main.build).
+        self.events_committed: Callable[[], None] = lambda: None
 
     # --- privacy --------------------------------------------------------------------------
     def _decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
@@ -238,10 +241,12 @@ class DocumentService:
                     raise DocumentNotCurrent(replaces)
                 repo.add(entry)
                 repo.add_submission(request_id, principal.client_id, fingerprint, document_id, now)
+                record_document_event(uow.session, entry, replaces)  # same transaction
                 uow.session.flush()
                 # Logged before the commit: if the access cannot be logged, nothing is stored.
                 self._decider.record(principal, query, decision, [document_id])
                 uow.commit()
+            self.events_committed()
         except sqlalchemy.exc.IntegrityError:
             self.store.delete(document_id)
             # A concurrent submission with the same request_id won the race.

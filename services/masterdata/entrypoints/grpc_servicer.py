@@ -9,9 +9,10 @@ import grpc
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
+from services.common import workload_identity
 from services.common.auth import Principal, current_principal
 from services.common.identifiers import require_pid
-from services.common.internal_methods import internal_methods_of
+from services.common.internal_methods import certificate_is_credential, internal_methods_of
 from services.common.tokens import Scopes
 from services.masterdata.domain.model import CheckReason, Practitioner
 from services.masterdata.entrypoints import convert
@@ -21,6 +22,9 @@ from services.masterdata.service_layer.services import MasterData
 FULL_NAME = "samhandling.masterdata.v1.MasterDataService"
 # Declared with their allowed callers in services/common/internal_methods.py.
 INTERNAL_METHODS = internal_methods_of(FULL_NAME)
+# Internal methods some workload may call with its certificate alone (no token required by
+# the call pipeline; the handler asks the others for one).
+TOKEN_OPTIONAL = frozenset(m for m in INTERNAL_METHODS if m.endswith("/CheckGpList"))
 _FORMATS = {pb.IMPORT_FORMAT_CSV: "csv", pb.IMPORT_FORMAT_JSON_LINES: "jsonl"}
 
 
@@ -173,7 +177,9 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
         )
 
     def CheckGpList(self, request: pb.CheckGpListRequest, context: Any) -> pb.CheckGpListResponse:
-        current_principal()  # internal: any authenticated mesh caller
+        method = f"/{FULL_NAME}/CheckGpList"
+        if not certificate_is_credential(method, workload_identity.current_peer()):
+            current_principal()  # internal: privacy forwards the end user's token
         require_pid(request.patient_id, "patient_id")
         return pb.CheckGpListResponse(
             listed=self.md.on_gp_list(request.hpr_number, request.patient_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.outbox import outbox_table
 from services.common.replay import dpop_proofs_table
 
 metadata = sa.MetaData()
@@ -110,3 +111,6 @@ tree_heads = sa.Table(
 
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
+
+# Domain events written in the same transaction as their change (services/common/outbox.py).
+event_outbox = outbox_table(metadata)

@@ -28,6 +28,7 @@ from services.privacy.domain.model import (
     SettingState,
     listed_resources,
 )
+from services.privacy.service_layer.notification_checks import Recipient, check_recipients
 from services.privacy.service_layer.services import (
     Decided,
     EntryProof,
@@ -44,6 +45,8 @@ INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 PUBLIC_METHODS = frozenset(
     f"/{FULL_NAME}/{m}"
     for m in ("GetSignedTreeHead", "GetInclusionProof", "GetConsistencyProof", "GetLogPublicKeys")
+) | frozenset(  # internal, the caller's certificate is the credential (internal_methods.py)
+    {f"/{FULL_NAME}/CheckNotificationAccess"}
 )
 
 _DOMAIN_IN = {
@@ -484,6 +487,28 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
     ) -> pb.LogPublicKeys:
         return pb.LogPublicKeys(
             keys=[pb.LogPublicKey(**k) for k in self.public_keys.jwks()["keys"]]
+        )
+
+    def CheckNotificationAccess(
+        self, request: pb.CheckNotificationAccessRequest, context: Any
+    ) -> pb.CheckNotificationAccessResponse:
+        answers = check_recipients(
+            self.service.engine,
+            [
+                Recipient(
+                    patient_id=c.patient_id,
+                    domain=_DOMAIN_IN[c.domain],
+                    pid=c.recipient_pid,
+                    hpr_number=c.recipient_hpr_number,
+                    org_numbers=tuple(c.recipient_org_numbers),
+                    department=c.recipient_department,
+                )
+                for c in request.checks
+            ],
+            self.service.clock(),
+        )
+        return pb.CheckNotificationAccessResponse(
+            allowed=[a for a, _ in answers], reasons=[r for _, r in answers]
         )
 
     def SearchOrganizationAccessEvents(

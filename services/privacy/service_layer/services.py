@@ -67,6 +67,10 @@ from services.privacy.domain.model import (
 )
 from services.privacy.domain.page_tokens import decode_token, encode_token
 from services.privacy.domain.policy import Rules, caller_from_principal, decide, needs_gp_list
+from services.privacy.service_layer.events import (
+    record_emergency_events,
+    record_setting_event,
+)
 from services.privacy.service_layer.log_writer import LogWriter
 
 DEFAULT_PAGE_SIZE = 50
@@ -203,6 +207,8 @@ class PrivacyService:
         # decision within milliseconds): saves reading the entry back. Fields as get_entry.
         self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
+        # Wakes the outbox dispatcher after a commit that wrote events (bootstrap.build).
+        self.events_committed: Callable[[], None] = lambda: None
 
     def _uow(self) -> UnitOfWork:
         return UnitOfWork(self._sessions)
@@ -374,10 +380,14 @@ class PrivacyService:
                 request, caller, settings, approval, approval_error, self.clock(), trace_id, gp
             )
             made.append(entries[0])
+            events.append(record_emergency_events(session, entries))  # the same transaction
             return entries, decided
 
         made: list[LogEntry] = []
+        events: list[bool] = []
         result: Decided = self._submit(work)
+        if any(events):
+            self.events_committed()
         # Committed (the group commit raised otherwise): remember it for RecordAccess.
         self._remember(made[-1])
         return result
@@ -409,10 +419,15 @@ class PrivacyService:
                 for r, gp in zip(requests, gps, strict=True)
             ]
             made.extend(entries[0] for entries, _ in pairs)
-            return [e for entries, _ in pairs for e in entries], [d for _, d in pairs]
+            flat = [e for entries, _ in pairs for e in entries]
+            events.append(record_emergency_events(session, flat))  # the same transaction
+            return flat, [d for _, d in pairs]
 
         made: list[LogEntry] = []
+        events: list[bool] = []
         result: list[Decided] = self._submit(work)
+        if any(events):
+            self.events_committed()
         for entry in made:  # committed: remembered for RecordAccess, as in decide()
             self._remember(entry)
         return result
@@ -657,9 +672,13 @@ class PrivacyService:
                 details={"version": setting.version, "state": setting.state.value},
             )
             repo.save_setting(session, setting, caller.subject, entry.event_id, is_new)
+            events.append(record_setting_event(session, setting))  # the same transaction
             return [entry], setting
 
+        events: list[bool] = []
         saved: Setting = self._submit(work, writes=True)
+        if any(events):
+            self.events_committed()
         return saved
 
     def _new_setting(

@@ -65,6 +65,7 @@ from services.results.domain.model import (
     to_naive_utc,
     utcnow,
 )
+from services.results.service_layer.events import record_result_events
 
 T = TypeVar("T")
 MAX_STORE_ATTEMPTS = 5
@@ -115,8 +116,11 @@ class ResultsService:
         access: AccessControl,
         policy: CitizenPolicy | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
+        events_committed: Callable[[], None] = lambda: None,
     ) -> None:
         self._uow = uow
+        # Wakes the outbox dispatcher after a commit that wrote events.
+        self._events_committed = events_committed
         self._codes = codes
         self._access = access
         self._policy = policy or CitizenPolicy()
@@ -339,6 +343,8 @@ class ResultsService:
             outcomes.append((stored, True))
         if not dry_run:
             repo.store_many(entries)
+            # The events, in the same transaction (services/common/outbox.py).
+            record_result_events(repo.session, [(e[0], e[3]) for e in entries])
         return outcomes
 
     def _store_many(
@@ -356,6 +362,7 @@ class ResultsService:
                 with self._uow() as uow:
                     outcomes = self._store_in(ResultRepository(uow.session), items, ids)
                     uow.commit()
+                    self._events_committed()
                     return outcomes
             except (IntegrityError, StaleVersion):
                 pass
@@ -372,6 +379,7 @@ class ResultsService:
                     outcome = self._store_in(ResultRepository(uow.session), [item], ids)[0]
                     if outcome[1]:
                         uow.commit()
+                        self._events_committed()
                     return outcome
             except (IntegrityError, StaleVersion):
                 continue  # a concurrent writer won; look again (replay or next version)

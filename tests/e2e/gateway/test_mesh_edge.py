@@ -78,7 +78,7 @@ def tokens(mesh: Mesh) -> dict[str, str]:
     lab = DemoClient(edge, demo, "lab-system")
     out = {
         name: gp.client_credentials(f"samhandling:{name}", "", None).access_token
-        for name in ("documents", "privacy", "masterdata")
+        for name in ("documents", "privacy", "masterdata", "notifications")
     }
     out["results"] = lab.client_credentials("samhandling:results", "", None).access_token
     out["trust"] = admin.client_credentials("samhandling:trust", "", None).access_token

@@ -28,7 +28,13 @@ def test_the_data_services_reach_privacy_and_nobody_else_but_the_edge() -> None:
         "edge",
         "results",
         "documents",
+        "notifications",  # CheckNotificationAccess only
     }
+    assert {
+        m
+        for m, callers in INTERNAL_METHODS.items()
+        if "notifications" in callers and "Privacy" in m
+    } == {"/samhandling.privacy.v1.PrivacyService/CheckNotificationAccess"}
     assert internal_methods.allowed_callers("/samhandling.privacy.v1.PrivacyService/DecideAccess")
 
 

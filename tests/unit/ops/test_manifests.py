@@ -202,9 +202,18 @@ def _policy_callers(service: str) -> set[str]:
 
 def test_network_policies_allow_only_the_declared_paths() -> None:
     assert _find("NetworkPolicy", "default-deny-ingress")["spec"]["ingress"] == []
-    assert _policy_callers("privacy") == {"edge", "results", "documents"}
-    assert _policy_callers("masterdata") == {"edge", "privacy", "trust", "results", "documents"}
+    assert _policy_callers("privacy") == {"edge", "results", "documents", "notifications"}
+    assert _policy_callers("masterdata") == {
+        "edge",
+        "privacy",
+        "trust",
+        "results",
+        "documents",
+        "notifications",
+    }
     assert _policy_callers("results") == {"edge"}
     assert _policy_callers("documents") == {"edge"}
+    # The outbox dispatchers hand their events over.
+    assert _policy_callers("notifications") == {"edge", "results", "documents", "privacy"}
     edge = _find("NetworkPolicy", "edge-ingress")["spec"]["ingress"]
     assert {"port": 8081} not in [p for rule in edge for p in rule["ports"]]
