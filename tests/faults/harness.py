@@ -39,7 +39,7 @@ import requests
 import sqlalchemy as sa
 
 from deploy.local.demo import DemoClient, DpopKey, Edge, Token
-from deploy.local.mesh import ROOT, Mesh, free_port, wait_serving
+from deploy.local.mesh import ROOT, Mesh, available_services, free_port, wait_serving
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_pid
 
@@ -47,7 +47,6 @@ PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.
 REPORT = ROOT / "var" / "reliability" / "faults.json"
 LONG = os.environ.get("SAMHANDLING_FAULTS_LONG") == "1"
 TRUST_FRAMEWORK = "nhn:tillitsrammeverk:parameters"
-DB_SERVICES = ("trust", "masterdata", "privacy", "results", "documents")
 
 
 def stamp(t: dt.datetime) -> str:
@@ -110,7 +109,8 @@ class FaultMesh:
 
     def __init__(self, var: Path, content_dir: Path, replicas: dict[str, int]) -> None:
         self.run_id = uuid.uuid4().hex[:8]
-        self.schemas = {s: f"faults_{self.run_id}_{s}" for s in DB_SERVICES}
+        # Every service on PostgreSQL, each in a fresh schema.
+        self.schemas = {s: f"faults_{self.run_id}_{s}" for s in available_services()}
         env = {
             "SAMHANDLING_DEMO_PRACTITIONERS": "20",
             "SAMHANDLING_DEMO_CITIZENS": "5",

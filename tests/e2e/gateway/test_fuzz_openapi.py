@@ -49,6 +49,7 @@ CLIENTS = {
     "documents": "gp-ehr",
     "privacy": "gp-ehr",
     "masterdata": "gp-ehr",
+    "notifications": "gp-ehr",
     "results": "lab-system",
     "trust": "admin-console",
 }
@@ -67,6 +68,8 @@ def credentials(mesh: Mesh, path: Path) -> Path:
     demo = Path(mesh.var_dir) / "demo"
     out = {}
     for service, client in CLIENTS.items():
+        if service not in available_services():
+            continue
         key = DpopKey()
         token = DemoClient(edge, demo, client).client_credentials(f"samhandling:{service}", "", key)
         private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.key))
