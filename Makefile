@@ -22,7 +22,14 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
-install: $(STAMP) ## create .venv and install pinned dependencies
+# The real OpenID provider the federated-login tests run against (panva's oidc-provider,
+# pinned by its package-lock.json).
+OIDC_PROVIDER := tests/support/oidc_provider
+$(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_PROVIDER)/package-lock.json
+	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
+	touch $@
+
+install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider)
 
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py

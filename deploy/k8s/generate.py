@@ -1,4 +1,6 @@
-"""Generate the Kubernetes manifests in deploy/k8s/ from the service registry.
+"""Generate the Kubernetes manifests in deploy/k8s/ from the service registry and
+deploy/topology.py (the production settings, identity providers, Secrets, probes and
+replicas that deploy/compose/generate.py renders for Compose too).
 
     python -m deploy.k8s.generate          # rewrite the YAML files
     python -m deploy.k8s.generate --check  # fail if the committed files are stale (CI)
@@ -8,7 +10,9 @@ replicas, native gRPC readiness/liveness/startup probes against the standard hea
 resource requests and limits, a restricted security context, configuration from the
 `samhandling-config` ConfigMap and the `samhandling-db` Secret, a headless Service (Envoy
 resolves it to every pod) and a PodDisruptionBudget. The trust service also gets the
-signing-key encryption key from the `samhandling-trust` Secret; privacy gets its tree-head
+signing-key encryption key from the `samhandling-trust` Secret and its upstream identity
+providers' client keys from `samhandling-trust-idp-keys` (the providers themselves are in
+the ConfigMap, `SAMHANDLING_TRUST_IDPS`); privacy gets its tree-head
 keys (sealed) from the `samhandling-privacy-log-keys` Secret, their encryption key and the
 witness database from the `samhandling-privacy` Secret. A Job migrates every schema
 before a release; Envoy (2 replicas) is the edge.
@@ -30,18 +34,15 @@ from typing import Any
 
 import yaml
 
+from deploy import topology
 from deploy.k8s.mesh_ca import secret_name
+from deploy.topology import EDGE_PORTS, IMAGE, MESH_TLS_DIR, METRICS_PORT, REPLICAS
 from services.common.internal_methods import allowed_paths
 from services.common.registry import SERVICES
 from services.common.workload_identity import EDGE
 
 HERE = Path(__file__).resolve().parent
 NAMESPACE = "samhandling"
-IMAGE = "samhandling:0.1.0"
-REPLICAS = 2
-METRICS_PORT = 9464
-EDGE_PORTS = {"http": 8080, "stats": 9901}
-MESH_TLS_DIR = "/etc/samhandling/mesh-tls"
 LABEL = "app.kubernetes.io/name"
 PART_OF = {"app.kubernetes.io/part-of": "samhandling"}
 
@@ -79,10 +80,13 @@ POD_ENV = [
         "deployment.environment=kubernetes",
     },
 ]
-DB_URL_ENV: dict[str, Any] = {
-    "name": "SAMHANDLING_DB_URL",
-    "valueFrom": {"secretKeyRef": {"name": "samhandling-db", "key": "url"}},
-}
+
+
+def _secret_env(ref: topology.SecretEnv) -> dict[str, Any]:
+    return {"name": ref.env, "valueFrom": {"secretKeyRef": {"name": ref.secret, "key": ref.key}}}
+
+
+DB_URL_ENV = _secret_env(topology.DB_URL)
 
 
 def namespace() -> list[dict[str, Any]]:
@@ -118,6 +122,7 @@ def config() -> list[dict[str, Any]]:
     # robin), over mutual TLS: the callee sees the caller's own certificate, and the
     # NetworkPolicies below allow only the declared paths.
     data["SAMHANDLING_MESH_TLS_DIR"] = MESH_TLS_DIR
+    data.update(topology.CONFIG)  # the upstream identity providers
     for name, info in SERVICES.items():
         data[f"{info.env_prefix}_ADDR"] = f"dns:///{name}:{info.default_port}"
     return [
@@ -169,6 +174,16 @@ def secrets_example() -> list[dict[str, Any]]:
             # python -m services.privacy.adapters.signing rotate --key-dir DIR, then every
             # file of DIR (current, log-<kid>.sealed, log-<kid>.pub; old .pub files stay).
             "stringData": {"current": "CHANGE-ME"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": _meta("samhandling-trust-idp-keys", "config"),
+            "type": "Opaque",
+            # python -m services.trust.idp_key <name> per upstream provider (private JWKs).
+            "stringData": {
+                f"{idp['name']}.jwk": "CHANGE-ME (private JWK)" for idp in topology.IDPS
+            },
         },
     ]
 
@@ -242,54 +257,22 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
     info = SERVICES[name]
     port = info.default_port
     env: list[dict[str, Any]] = [
-        {"name": f"{info.env_prefix}_ADDR", "value": f"0.0.0.0:{port}"},
-        {"name": f"{info.env_prefix}_METRICS_PORT", "value": str(METRICS_PORT)},
-        DB_URL_ENV,
-        # Drain: NOT_SERVING first, so Envoy's health checks stop routing, then stop.
-        {"name": "SAMHANDLING_DRAIN_SECONDS", "value": "5"},
-        {"name": "SAMHANDLING_WORKLOAD", "value": name},
+        {"name": key, "value": value} for key, value in topology.service_env(name).items()
     ]
-    if name == "trust":
-        # No TestID: a deployment logs users in with a real identity provider only.
-        env.append({"name": "SAMHANDLING_TRUST_MODE", "value": "production"})
-        env.append(
-            {
-                "name": "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "samhandling-trust", "key": "key-encryption-key"}
-                },
-            }
-        )
-
-    extra_mounts: list[dict[str, Any]] = []
-    extra_volumes: list[dict[str, Any]] = []
-    if name == "privacy":
-        env += [
-            {"name": "SAMHANDLING_PRIVACY_MODE", "value": "production"},
-            {"name": "SAMHANDLING_PRIVACY_KEY_DIR", "value": "/etc/samhandling/privacy-keys"},
-            {
-                "name": "SAMHANDLING_PRIVACY_KEY_ENCRYPTION_KEY",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "samhandling-privacy", "key": "key-encryption-key"}
-                },
-            },
-            {
-                "name": "SAMHANDLING_PRIVACY_WITNESS_DB_URL",
-                "valueFrom": {
-                    "secretKeyRef": {"name": "samhandling-privacy", "key": "witness-url"}
-                },
-            },
-        ]
-        extra_mounts.append(
-            {"name": "log-keys", "mountPath": "/etc/samhandling/privacy-keys", "readOnly": True}
-        )
-        extra_volumes.append(
-            {"name": "log-keys", "secret": {"secretName": "samhandling-privacy-log-keys"}}
-        )
+    env.insert(2, DB_URL_ENV)
+    env += [_secret_env(ref) for ref in topology.SECRET_ENV.get(name, [])]
+    extra_mounts: list[dict[str, Any]] = [
+        {"name": f.volume, "mountPath": f.mount, "readOnly": True}
+        for f in topology.SECRET_FILES.get(name, [])
+    ]
+    extra_volumes: list[dict[str, Any]] = [
+        {"name": f.volume, "secret": {"secretName": f.secret, "defaultMode": 0o440}}
+        for f in topology.SECRET_FILES.get(name, [])
+    ]
 
     def probe(period: int, failures: int) -> dict[str, Any]:
         return {
-            "exec": {"command": ["python", "-m", "deploy.healthcheck", f"127.0.0.1:{port}"]},
+            "exec": {"command": topology.healthcheck(name)},
             "periodSeconds": period,
             "timeoutSeconds": 5,
             "failureThreshold": failures,
@@ -700,15 +683,32 @@ def kustomization(files: list[str]) -> dict[str, Any]:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings (the identity providers' JSON) as readable block scalars, and no
+    YAML anchors: every object reads on its own."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_Dumper.add_representer(str, _str)
+
+
+def dump_all(objects: list[dict[str, Any]]) -> str:
+    return yaml.dump_all(objects, Dumper=_Dumper, sort_keys=False)
+
+
 HEADER = "# Generated by `python -m deploy.k8s.generate` from the service registry; do not edit.\n"
 
 
 def render_files() -> dict[str, str]:
     files = manifests()
-    out = {
-        name: HEADER + yaml.safe_dump_all(objects, sort_keys=False)
-        for name, objects in files.items()
-    }
+    out = {name: HEADER + dump_all(objects) for name, objects in files.items()}
     out["kustomization.yaml"] = HEADER + yaml.safe_dump(kustomization(list(files)), sort_keys=False)
     return out
 

@@ -39,6 +39,8 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
     # Is the patient on the GP's list (a care relationship): privacy's decisions only.
     f"/{MASTERDATA}/CheckGpList": frozenset({"privacy", "notifications"}),
+    # Who is this person in the HPR: trust, after an upstream (federated) login.
+    f"/{MASTERDATA}/FindPractitionerByIdentity": frozenset({"trust"}),
     f"/{MASTERDATA}/ValidateCodes": _DATA_SERVICES,
     # The change feed: named subscribers (approval caches in privacy and trust,
     # services/masterdata/client.py `start_watch`).
@@ -87,6 +89,7 @@ USER_CONTEXT: dict[str, str] = {
         "the end user's token, forwarded (trust at login: its own service token)"
     ),
     f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
+    f"/{MASTERDATA}/FindPractitionerByIdentity": "the trust service's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
     f"/{MASTERDATA}/CheckGpList": (
         "privacy: the end user's token, forwarded; notifications: none (the certificate)"

@@ -87,6 +87,18 @@ class MasterDataClient:
                     self._approvals.popitem(last=False)
         return answer
 
+    def hpr_number_for(
+        self, national_identity_number: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> str | None:
+        """The HPR number of the health worker with this identity number (None if none);
+        internal, for the trust service after a federated login. Not cached."""
+        reply = self.stub.FindPractitionerByIdentity(
+            pb.FindPractitionerByIdentityRequest(national_identity_number=national_identity_number),
+            metadata=metadata,
+            timeout=timeout,
+        )
+        return reply.hpr_number or None
+
     def invalidate(self, hpr_number: str | None = None) -> None:
         with self._lock:
             if hpr_number is None:

@@ -15,10 +15,11 @@ import json
 import re
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import jwt
 import requests
@@ -223,6 +224,35 @@ class DemoClient:
         dpop: bool = False,
     ) -> Token:
         """PAR, the TestID form, the code exchange (PKCE S256)."""
+
+        def testid(authorize_url: str) -> str:
+            page = self.http.get(authorize_url, timeout=10)
+            if page.status_code != 200:
+                raise OAuthFailure(page.status_code, page.json())
+            hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+            done = self.http.post(
+                f"{self.edge_url}/connect/authorize",
+                data={**hidden, "pid": pid, "hpr_number": hpr_number},
+                timeout=10,
+                allow_redirects=False,
+            )
+            if "location" not in done.headers:
+                raise OAuthFailure(done.status_code, done.json())
+            return str(done.headers["location"])
+
+        return self.login_with(testid, attestation, scope, resource, dpop)
+
+    def login_with(
+        self,
+        user: Callable[[str], str],
+        attestation: dict[str, Any] | None = None,
+        scope: str | None = None,
+        resource: str | None = None,
+        dpop: bool = False,
+    ) -> Token:
+        """PAR, then `user(authorize_url)` plays the browser (TestID's form, or an upstream
+        identity provider) and returns where trust finally redirected it (the client's
+        redirect URI with `code` or `error`), then the code exchange (PKCE S256)."""
         verifier = secrets.token_urlsafe(48)
         challenge = b64url(hashlib.sha256(verifier.encode()).digest())
         redirect_uri = self.redirect_uris[0]
@@ -242,23 +272,11 @@ class DemoClient:
         if attestation is not None:
             form["authorization_details"] = json.dumps([attestation])
         pushed = self._post("/connect/par", form).json()
-        page = self.http.get(
-            f"{self.edge_url}/connect/authorize",
-            params={"client_id": self.client_id, "request_uri": pushed["request_uri"]},
-            timeout=10,
+        authorize_url = f"{self.edge_url}/connect/authorize?" + urlencode(
+            {"client_id": self.client_id, "request_uri": pushed["request_uri"]}
         )
-        if page.status_code != 200:
-            raise OAuthFailure(page.status_code, page.json())
-        hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
-        done = self.http.post(
-            f"{self.edge_url}/connect/authorize",
-            data={**hidden, "pid": pid, "hpr_number": hpr_number},
-            timeout=10,
-            allow_redirects=False,
-        )
-        if "location" not in done.headers:
-            raise OAuthFailure(done.status_code, done.json())
-        query = {k: v[0] for k, v in parse_qs(urlsplit(done.headers["location"]).query).items()}
+        location = user(authorize_url)
+        query = {k: v[0] for k, v in parse_qs(urlsplit(location).query).items()}
         if "code" not in query:
             raise OAuthFailure(400, query)
         grant = {

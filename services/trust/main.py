@@ -7,6 +7,9 @@ Configuration (environment):
   SAMHANDLING_TRUST_ALLOW_TESTID              `1`: start with TestID although the issuer is
                                               not a loopback address (logged as a WARNING
                                               at every start); otherwise such a start fails
+  SAMHANDLING_TRUST_IDPS                      the upstream OpenID providers (JSON list, see
+                                              adapters/upstream.py `load_idps`); production
+                                              refuses to start without one
   SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY        base64url of 32 bytes; dev default var/trust/
   SAMHANDLING_TRUST_ACCESS_TOKEN_TTL          seconds, default 300
   SAMHANDLING_TRUST_REFRESH_TOKEN_TTL         seconds, default 28800
@@ -41,6 +44,7 @@ from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import Scopes, audience_for, issuer
 from services.trust.adapters.masterdata import GrpcMasterData, MasterDataPort
 from services.trust.adapters.repository import TrustRepository
+from services.trust.adapters.upstream import IDPS_ENV, OidcUpstream, UpstreamIdp, load_idps
 from services.trust.entrypoints.grpc_api import (
     FULL_NAME,
     INTERNAL_METHODS,
@@ -72,6 +76,19 @@ def settings_from_env() -> TrustSettings:
             env("SAMHANDLING_TRUST_KEY_ROTATION_SECONDS", str(30 * 24 * 3600))
         ),
     )
+
+
+def idps_from_env() -> list[UpstreamIdp]:
+    return load_idps(os.environ.get(IDPS_ENV))
+
+
+def refuse_production_without_idp(idps: list[UpstreamIdp]) -> None:
+    """Production has no TestID: without an upstream provider nobody could log in."""
+    if production() and not idps:
+        raise SystemExit(
+            f"trust: production mode (SAMHANDLING_TRUST_MODE=production) needs at least one "
+            f"upstream identity provider in {IDPS_ENV}; TestID is off, so nobody could log in"
+        )
 
 
 def _loopback(host: str) -> bool:
@@ -176,6 +193,7 @@ def build(
     masterdata: MasterDataPort | None = None,
     kek: bytes | None = None,
     clock: Callable[[], float] = time.time,
+    idps: list[UpstreamIdp] | None = None,
 ) -> TrustApp:
     engine = engine or service_engine("trust")
     migrate("trust", engine, VERSIONS)
@@ -197,7 +215,10 @@ def build(
         masterdata = GrpcMasterData(
             lambda: service_channel("masterdata"), self_token_source(keys, settings.issuer)
         )
-    service = TrustService(settings, repo, keys, masterdata, secret=kek, clock=clock)
+    upstreams = [OidcUpstream(idp) for idp in (idps_from_env() if idps is None else idps)]
+    service = TrustService(
+        settings, repo, keys, masterdata, secret=kek, clock=clock, upstreams=upstreams
+    )
     registry = ClientRegistry(repo, clock)
     return TrustApp(service, registry, TrustServicer(service, registry), keys, repo)
 
@@ -225,7 +246,10 @@ def main() -> None:
     args = parser.parse_args()
     settings = settings_from_env()
     refuse_testid_outside_loopback(settings)
-    app = build(settings=settings)
+    idps = idps_from_env()
+    if args.command == "serve":
+        refuse_production_without_idp(idps)
+    app = build(settings=settings, idps=idps)
     if args.command == "rotate-keys":
         print(app.keys.rotate())
         return

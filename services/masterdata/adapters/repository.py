@@ -202,6 +202,17 @@ class SqlRepository:
         )
         return _organization(row) if row else None
 
+    def hpr_number_for(self, national_identity_number: str) -> str | None:
+        """The HPR number of the practitioner with this identity number, if any."""
+        t = orm.practitioners
+        row = self.session.execute(
+            sa.select(t.c.hpr_number)
+            .where(t.c.national_identity_number == national_identity_number)
+            .order_by(t.c.hpr_number)
+            .limit(1)
+        ).first()
+        return None if row is None else str(row[0])
+
     def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
         """Is the citizen listed with this GP in the population register (citizens table)."""
         t = orm.citizens

@@ -176,6 +176,13 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
             else [],
         )
 
+    def FindPractitionerByIdentity(
+        self, request: pb.FindPractitionerByIdentityRequest, context: Any
+    ) -> pb.FindPractitionerByIdentityResponse:
+        current_principal()  # internal: the trust service (services/common/internal_methods.py)
+        found = self.md.hpr_number_for(request.national_identity_number)
+        return pb.FindPractitionerByIdentityResponse(hpr_number=found or "")
+
     def CheckGpList(self, request: pb.CheckGpListRequest, context: Any) -> pb.CheckGpListResponse:
         method = f"/{FULL_NAME}/CheckGpList"
         if not certificate_is_credential(method, workload_identity.current_peer()):

@@ -178,6 +178,13 @@ class MasterData:
             return unknown_practitioner(), position
         return practitioner.check(category, at or self.clock(), pid), position
 
+    def hpr_number_for(self, national_identity_number: str) -> str | None:
+        """Which health worker is this person (HelseID's HPR lookup after an upstream
+        login); None when master data has none. One indexed lookup, not cached."""
+        identifiers.require_pid(national_identity_number, "national_identity_number")
+        with self.uow() as uow:
+            return SqlRepository(uow.session).hpr_number_for(national_identity_number)
+
     def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
         """Is the patient on the practitioner's GP list (fastlegeliste)? Not cached here:
         one indexed lookup; privacy caches the answer briefly."""

@@ -38,6 +38,10 @@ class MasterDataPort(Protocol):
         """With `pid`: valid only if the practitioner is that person (IDENTITY_MISMATCH)."""
         ...
 
+    def hpr_number_for(self, pid: str) -> str | None:
+        """The HPR number of the health worker with this identity number, None if none."""
+        ...
+
     def organization_parent(self, org_number: str) -> str | None:
         """The parent organisation number, '' for a top-level one, None if unknown."""
         ...
@@ -88,6 +92,23 @@ class GrpcMasterData:
             ) from exc
         reason = pb.ApprovalCheckReason.Name(reply.reason).removeprefix("APPROVAL_CHECK_REASON_")
         return ApprovalCheck(bool(reply.valid), reason, tuple(reply.org_numbers))
+
+    def hpr_number_for(self, pid: str) -> str | None:
+        from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
+
+        try:
+            reply = self._stub().FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(national_identity_number=pid),
+                timeout=self._timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
+                return None
+            raise peer_error(
+                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
+            ) from exc
+        return reply.hpr_number or None
 
     def organization_parent(self, org_number: str) -> str | None:
         org = self.organization(org_number)

@@ -30,6 +30,7 @@ from services.common.logging import log_fields
 from services.common.tokens import Scopes
 from services.trust.domain.model import Client, OAuthError, invalid_request
 from services.trust.service_layer.clients import UPDATABLE, ClientRegistry
+from services.trust.service_layer.federation import LoginProblem
 from services.trust.service_layer.oauth import Redirect, TrustService, to_json
 
 log = logging.getLogger("samhandling.trust")
@@ -44,6 +45,7 @@ PUBLIC_METHODS = frozenset(
         "PushAuthorizationRequest",
         "Authorize",
         "CompleteLogin",
+        "CompleteUpstreamLogin",
         "RevokeToken",
         "IntrospectToken",
     )
@@ -84,6 +86,15 @@ def parse_form(body: httpbody_pb2.HttpBody) -> dict[str, str]:
 
 def _json_body(body: Any) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type="application/json", data=to_json(body))
+
+
+def _page(title: str, text: str) -> httpbody_pb2.HttpBody:
+    page = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
+        f"<p>{html.escape(text)}</p></body></html>"
+    )
+    return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
 
 
 def _ts(seconds: float) -> timestamp_pb2.Timestamp:
@@ -200,7 +211,9 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
 
     def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            page = self.service.login_page(request.client_id, request.request_uri)
+            page = self.service.authorize(request.client_id, request.request_uri)
+            if isinstance(page, Redirect):
+                return self._redirect(context, page.location, page.notice)
             context.send_initial_metadata([("cache-control", "no-store")])
             return httpbody_pb2.HttpBody(
                 content_type="text/html; charset=utf-8", data=page.encode()
@@ -211,20 +224,49 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
     def CompleteLogin(self, request: pb.CompleteLoginRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
             redirect: Redirect = self.service.complete_login(parse_form(request.body))
-            return self._redirect(context, redirect.location)
+            return self._redirect(context, redirect.location, redirect.notice)
 
         return self._answer(context, produce, "login")
 
+    def CompleteUpstreamLogin(
+        self, request: pb.CompleteUpstreamLoginRequest, context: grpc.ServicerContext
+    ) -> Any:
+        params = {
+            name: getattr(request, name)
+            for name in ("code", "state", "iss", "error", "error_description")
+            if getattr(request, name)
+        }
+        try:
+            redirect = self.service.upstream_callback(params)
+        except LoginProblem as problem:
+            # Not tied to any login: nobody to redirect to. A page for the user, HTTP 400.
+            body = {"error": problem.error, "error_description": problem.description}
+            context.send_initial_metadata([("cache-control", "no-store")])
+            context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
+            context.set_details(json.dumps(body))
+            log.info("upstream login refused", extra=log_fields(error=problem.error))
+            return _page("Login failed", problem.description)
+        if redirect.notice:
+            log.info("upstream login failed", extra=log_fields(reason=redirect.notice[:200]))
+        return self._redirect(context, redirect.location, redirect.notice)
+
     @staticmethod
-    def _redirect(context: grpc.ServicerContext, location: str) -> httpbody_pb2.HttpBody:
+    def _redirect(
+        context: grpc.ServicerContext, location: str, notice: str = ""
+    ) -> httpbody_pb2.HttpBody:
         # The transcoder cannot answer 302; the Location header plus an immediate refresh
-        # get browsers (and clients reading Location) to the client's redirect URI.
+        # get browsers (and clients reading Location) to the client's redirect URI. A failed
+        # login says why on the page before it returns to the client.
         context.send_initial_metadata([("location", location), ("cache-control", "no-store")])
         target = html.escape(location)
+        said = ""
+        if notice:
+            said = f"<h1>Login failed</h1><p>{html.escape(notice)}</p>"
         page = (
             '<!doctype html><html><head><meta charset="utf-8">'
-            f'<meta http-equiv="refresh" content="0;url={target}"><title>Redirecting</title>'
-            f'</head><body><a href="{target}">Continue</a></body></html>'
+            f'<meta http-equiv="refresh" content="{3 if notice else 0};url={target}">'
+            f"<title>{'Login failed' if notice else 'Redirecting'}</title>"
+            f'</head><body>{said}<a href="{target}">Continue</a></body></html>'
         )
         return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
 

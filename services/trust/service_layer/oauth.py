@@ -12,7 +12,7 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -48,6 +48,7 @@ from services.trust.domain.model import (
     trust_framework_attestation,
 )
 from services.trust.service_layer.attestation import OrganisationCheck, organisation_claims
+from services.trust.service_layer.federation import Federation, UpstreamPort
 from services.trust.service_layer.keys import ALG, KeyManager
 
 # Client assertions: asymmetric algorithms only; `none` and HMAC (HS*) never.
@@ -92,6 +93,7 @@ class TrustSettings:
 @dataclass(frozen=True)
 class Redirect:
     location: str
+    notice: str = ""  # shown on the redirect page (why a login failed)
 
 
 class SingleUseIds:
@@ -169,6 +171,7 @@ class TrustService:
         masterdata: MasterDataPort,
         secret: bytes,
         clock: Callable[[], float] = time.time,
+        upstreams: Sequence[UpstreamPort] = (),
     ) -> None:
         self.settings = settings
         self.repo = repo
@@ -178,6 +181,7 @@ class TrustService:
         self.clock = clock
         self.nonces = NonceSource(hmac.new(secret, b"dpop-nonce", hashlib.sha256).digest())
         self._pseudonym_key = hmac.new(secret, b"pid-pseudonym", hashlib.sha256).digest()
+        self.federation = Federation(self, upstreams)
 
     # --- metadata ---------------------------------------------------------------------------
     def discovery(self) -> dict[str, Any]:
@@ -742,6 +746,15 @@ class TrustService:
         self.organisations.verify(client, attestation)
         return dict(attestation.raw)
 
+    verify_attestation = _verify_attestation
+
+    def require_approval(self, hpr_number: str, pid: str = "") -> None:
+        """A health worker without an attestation must hold some valid approval (and, with
+        `pid`, be that person)."""
+        check = self.masterdata.check_approval(hpr_number, "", pid=pid)
+        if not check.valid:
+            raise _approval_refused(check.reason)
+
     # --- PAR, authorize, login --------------------------------------------------------------
     def push_authorization_request(self, params: Mapping[str, str]) -> dict[str, Any]:
         client, assertion = self.authenticate_client(params, self.settings.endpoint("/connect/par"))
@@ -782,7 +795,7 @@ class TrustService:
         return {"request_uri": request_uri, "expires_in": self.settings.par_ttl}
 
     def _pushed(self, client_id: str, request_uri: str) -> tuple[Client, dict[str, Any]]:
-        if not self.settings.testid_enabled:
+        if not (self.settings.testid_enabled or self.federation.upstreams):
             raise OAuthError(
                 "temporarily_unavailable",
                 "no identity provider configured (TestID is off in production)",
@@ -798,30 +811,64 @@ class TrustService:
             raise OAuthError("invalid_request_uri", "unknown client")
         return client, data
 
+    def authorize(self, client_id: str, request_uri: str) -> str | Redirect:
+        """The login page, or straight to the only upstream provider when there is no
+        choice to make (TestID off, one provider)."""
+        client, data = self._pushed(client_id, request_uri)
+        choices = self.federation.choices()
+        if not self.settings.testid_enabled and len(choices) == 1:
+            return self.federation.start(client, request_uri, data, choices[0].name)
+        return self.login_page(client_id, request_uri)
+
     def login_page(self, client_id: str, request_uri: str, problem: str = "") -> str:
         client, _ = self._pushed(client_id, request_uri)
         e = html.escape
         note = f'<p class="error">{e(problem)}</p>' if problem else ""
-        return f"""<!doctype html>
-<html lang="no"><head><meta charset="utf-8"><title>TestID login</title></head>
-<body>
-<h1>TestID &mdash; test login (dev/test only)</h1>
-<p>{e(client.display_name)} asks you to log in. Use a synthetic identity only.</p>
-{note}
-<form method="post" action="{e(self.settings.endpoint("/connect/authorize"))}">
-<input type="hidden" name="client_id" value="{e(client_id)}">
-<input type="hidden" name="request_uri" value="{e(request_uri)}">
-<label>National identity number (citizen) <input name="pid" autocomplete="off"></label><br>
+        action = e(self.settings.endpoint("/connect/authorize"))
+        hidden = (
+            f'<input type="hidden" name="client_id" value="{e(client_id)}">\n'
+            f'<input type="hidden" name="request_uri" value="{e(request_uri)}">\n'
+        )
+        providers = "".join(
+            # The choice is the button's own value (not a hidden field), so a script that
+            # fills the TestID form from the page's hidden fields never picks a provider.
+            f'<form method="post" action="{action}">\n{hidden}'
+            f'<button type="submit" name="idp" value="{e(idp.name)}">{e(idp.title)}'
+            f"{' (health personnel)' if idp.kind == 'personnel' else ''}</button>\n</form>\n"
+            for idp in self.federation.choices()
+        )
+        if providers:
+            providers = f"<h2>Log in with</h2>\n{providers}"
+        testid = ""
+        if self.settings.testid_enabled:
+            testid = f"""<h2>TestID &mdash; test login (dev/test only)</h2>
+<p>Use a synthetic identity only.</p>
+<form method="post" action="{action}">
+{hidden}<label>National identity number (citizen) <input name="pid" autocomplete="off"></label><br>
 <label>HPR number (health personnel) <input name="hpr_number" autocomplete="off"></label><br>
 <button type="submit">Log in (security level 4)</button>
 </form>
-</body></html>
+"""
+        title = "TestID login" if not providers else "Log in"
+        return f"""<!doctype html>
+<html lang="no"><head><meta charset="utf-8"><title>{title}</title></head>
+<body>
+<h1>{title}</h1>
+<p>{e(client.display_name)} asks you to log in.</p>
+{note}
+{providers}{testid}</body></html>
 """
 
     def complete_login(self, params: Mapping[str, str]) -> Redirect:
         client_id = params.get("client_id", "")
         request_uri = params.get("request_uri", "")
         client, data = self._pushed(client_id, request_uri)
+        if "idp" in params:
+            return self.federation.start(client, request_uri, data, params["idp"])
+        if not self.settings.testid_enabled:
+            raise OAuthError(
+                "temporarily_unavailable", "TestID is off; choose an identity provider"
+            )
         pid = params.get("pid", "").strip()
         hpr = params.get("hpr_number", "").strip()
         if not pid and not hpr:
@@ -845,9 +892,7 @@ class TrustService:
             if attestation is not None:
                 verified = [self._verify_attestation(client, attestation, hpr or None, pid)]
             elif hpr:
-                check = self.masterdata.check_approval(hpr, "", pid=pid)
-                if not check.valid:
-                    raise _approval_refused(check.reason)
+                self.require_approval(hpr, pid)
         except OAuthError as exc:
             return Redirect(
                 self._redirect(
@@ -863,6 +908,34 @@ class TrustService:
             "assurance_level": "high",
             "auth_time": int(self.clock()),
         }
+        return self.issue_code(client, data, subject, verified)
+
+    def upstream_callback(self, params: Mapping[str, str]) -> Redirect:
+        """The upstream provider's redirect back (federation.py); LoginProblem if it belongs
+        to no login."""
+        return self.federation.callback(params)
+
+    def redirect_to(self, url: str) -> Redirect:
+        return Redirect(url)
+
+    def error_redirect(self, data: Mapping[str, Any], error: str, description: str) -> Redirect:
+        """RFC 6749 §4.1.2.1: the error to the client's redirect URI, with `state` and `iss`."""
+        location = self._redirect(
+            data["redirect_uri"],
+            {"error": error, "error_description": description, "state": data.get("state", "")},
+        )
+        return Redirect(location, notice=description)
+
+    def issue_code(
+        self,
+        client: Client,
+        data: Mapping[str, Any],
+        subject: dict[str, Any],
+        verified: list[dict[str, Any]],
+    ) -> Redirect:
+        """The end of every login: a single-use code for the pushed request."""
+        redirect_uri = data["redirect_uri"]
+        state = data.get("state", "")
         code = secrets.token_urlsafe(32)
         self.repo.add_code(
             _hash(code),

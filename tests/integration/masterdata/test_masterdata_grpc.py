@@ -571,3 +571,51 @@ def test_create_and_update_organisation(masterdata: MasterDataUnderTest) -> None
         ),
         grpc.StatusCode.INVALID_ARGUMENT,
     )
+
+
+def test_find_practitioner_by_identity_for_the_trust_service_only(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    """HelseID's HPR lookup after an upstream login: identity number in, HPR number out."""
+    import random
+
+    from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+
+    from services.common.identifiers import synthetic_pid
+    from tests.integration.privacy.test_decisions import reason_of
+    from tests.support.mesh_tls import fixed_channel
+
+    gp = masterdata.persona("gp")
+    citizen = masterdata.people["citizens"][0]["pid"]
+    stranger = synthetic_pid(random.Random(424242))
+    address = masterdata.server.address
+    with fixed_channel(address, "masterdata", "trust") as channel:
+        stub = pb_grpc.MasterDataServiceStub(channel)
+        md = masterdata.md(audience="trust")
+        for pid, expected in ((gp["pid"], gp["hpr_number"]), (citizen, ""), (stranger, "")):
+            reply = stub.FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(national_identity_number=pid),
+                metadata=md,
+                timeout=5,
+            )
+            assert reply.hpr_number == expected
+        fails(
+            lambda: stub.FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(national_identity_number="12345678901"),
+                metadata=md,
+                timeout=5,
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        )
+    for workload in ("privacy", "edge"):
+        with (
+            fixed_channel(address, "masterdata", workload) as channel,
+            pytest.raises(grpc.RpcError) as refused,
+        ):
+            pb_grpc.MasterDataServiceStub(channel).FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(national_identity_number=gp["pid"]),
+                metadata=masterdata.md(audience="trust"),
+                timeout=5,
+            )
+        assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
+        assert reason_of(refused.value) == "CALLER_NOT_ALLOWED"

@@ -247,7 +247,7 @@ def start_trust(
     servers: list[MeshServer] = []
     state: dict[str, Any] = {}
 
-    def start(restart: bool = False, **settings: Any) -> Trust:
+    def start(restart: bool = False, idps: list[Any] | None = None, **settings: Any) -> Trust:
         if not restart or "engine" not in state:
             state["engine"] = database("trust")
             state["kek"] = secrets.token_bytes(32)
@@ -259,6 +259,7 @@ def start_trust(
             settings=TrustSettings(issuer=ISSUER, **settings),
             kek=state["kek"],
             clock=clock,
+            idps=idps or [],
         )
         masterdata.trust_jwks["jwks"] = app.keys.jwks
         server = create_server(app.spec(), settings=ServerSettings(grace_seconds=1)).start()

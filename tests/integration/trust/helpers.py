@@ -170,6 +170,9 @@ class GrpcEdgeAdapter(requests.adapters.BaseAdapter):
             grpc_request: Any = message(body=body)
         elif (method, url.path) == ("GET", "/connect/authorize"):
             rpc, grpc_request = "Authorize", pb.AuthorizeRequest(**dict(parse_qsl(url.query)))
+        elif (method, url.path) == ("GET", "/connect/callback"):
+            rpc = "CompleteUpstreamLogin"
+            grpc_request = pb.CompleteUpstreamLoginRequest(**dict(parse_qsl(url.query)))
         elif (method, url.path) == ("GET", "/.well-known/openid-configuration"):
             rpc, grpc_request = "GetOpenidConfiguration", pb.GetOpenidConfigurationRequest()
         elif (method, url.path) == ("GET", "/.well-known/jwks.json"):

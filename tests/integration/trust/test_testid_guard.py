@@ -65,3 +65,29 @@ def test_the_process_refuses_to_start_with_testid_on_a_public_issuer(tmp_path: P
     assert done.returncode != 0
     assert "refusing to start with TestID" in done.stderr
     assert not (tmp_path / "data").exists()  # refused before touching any state
+
+
+def test_the_process_refuses_production_without_an_identity_provider(tmp_path: Path) -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("SAMHANDLING_") or k == "SAMHANDLING_TEST_PG_URL"
+    }
+    env.update(
+        PYTHONPATH=f"{ROOT}{os.pathsep}{ROOT / 'gen' / 'python'}",
+        SAMHANDLING_ISSUER="https://samhandling.example.org",
+        SAMHANDLING_TRUST_MODE="production",
+        SAMHANDLING_VAR_DIR=str(tmp_path),
+        SAMHANDLING_TRUST_ADDR="127.0.0.1:0",
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "services.trust.main"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "SAMHANDLING_TRUST_IDPS" in done.stderr and "production" in done.stderr
+    assert not (tmp_path / "data").exists()  # refused before touching any state

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import json
 import re
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from deploy import topology
+from deploy.compose import generate as compose_generate
 from deploy.k8s import generate
 from services.common.registry import SERVICES
 
@@ -129,10 +132,97 @@ def test_migration_job_edge_config_and_observability() -> None:
     assert _find("Service", "jaeger-collector")
 
 
+def _env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container["env"]}
+
+
+def test_production_mode_and_the_identity_providers() -> None:
+    trust = _env(_container(_find("Deployment", "trust")))
+    assert trust["SAMHANDLING_TRUST_MODE"]["value"] == "production"
+    assert _env(_container(_find("Deployment", "privacy")))["SAMHANDLING_PRIVACY_MODE"][
+        "value"
+    ] == ("production")
+    idps = json.loads(_find("ConfigMap", "samhandling-config")["data"]["SAMHANDLING_TRUST_IDPS"])
+    assert {idp["kind"] for idp in idps} == {"citizen", "personnel"}
+    mounts = {m["mountPath"]: m for m in _container(_find("Deployment", "trust"))["volumeMounts"]}
+    volumes = {
+        v["name"]: v for v in _find("Deployment", "trust")["spec"]["template"]["spec"]["volumes"]
+    }
+    for idp in idps:
+        assert idp["discovery_url"].startswith("https://")
+        folder = str(Path(idp["key_file"]).parent)
+        assert mounts[folder]["readOnly"] is True
+        secret = volumes[mounts[folder]["name"]]["secret"]["secretName"]
+        assert secret == "samhandling-trust-idp-keys"
+    example = {
+        o["metadata"]["name"]: o
+        for o in yaml.safe_load_all((K8S / "secrets.example.yaml").read_text())
+    }
+    keys = set(example["samhandling-trust-idp-keys"]["stringData"])
+    assert keys == {Path(idp["key_file"]).name for idp in idps}
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_nothing_that_must_survive_a_restart_is_on_an_empty_dir(service: str) -> None:
+    """State is in PostgreSQL; keys and certificates come from Secrets; the emptyDirs hold
+    scratch only: no setting points into them."""
+    deployment = _find("Deployment", service)
+    spec = deployment["spec"]["template"]["spec"]
+    empty = {v["name"] for v in spec["volumes"] if "emptyDir" in v}
+    secret = {v["name"] for v in spec["volumes"] if "secret" in v}
+    container = _container(deployment)
+    scratch = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in empty]
+    from_secrets = [m["mountPath"] for m in container["volumeMounts"] if m["name"] in secret]
+    data = _find("ConfigMap", "samhandling-config")["data"]
+    values = [e.get("value", "") for e in container["env"]] + list(data.values())
+    for value in values:
+        for path in scratch:
+            assert path not in str(value), f"{service}: a setting points into {path}"
+    assert topology.MESH_TLS_DIR in from_secrets
+    env = _env(container)
+    if service == "documents":
+        assert env["SAMHANDLING_DOCUMENTS_CONTENT_STORE"]["value"] == "database"
+    if service == "privacy":
+        assert env["SAMHANDLING_PRIVACY_KEY_DIR"]["value"] in from_secrets
+        ref = env["SAMHANDLING_PRIVACY_KEY_ENCRYPTION_KEY"]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "samhandling-privacy", "key": "key-encryption-key"}
+    if service == "trust":
+        assert topology.IDP_KEY_DIR in from_secrets
+        assert "secretKeyRef" in env["SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"]["valueFrom"]
+
+
 # --- Compose ---------------------------------------------------------------------------------
 @functools.cache
 def _compose() -> dict[str, Any]:
     return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_is_generated_from_the_same_source() -> None:
+    assert COMPOSE.read_text() == compose_generate.render(), (
+        "compose.yaml is stale: python -m deploy.compose.generate"
+    )
+
+
+@pytest.mark.parametrize("service", list(SERVICES))
+def test_compose_and_kubernetes_carry_the_same_settings(service: str) -> None:
+    """Production mode, stores, secrets and probes: the same in both."""
+    spec = _compose()["services"][service]
+    k8s = _container(_find("Deployment", service))
+    plain = {e["name"]: e["value"] for e in k8s["env"] if "value" in e}
+    for name, value in topology.service_env(service).items():
+        assert spec["environment"][name] == value == plain[name]
+    for ref in topology.SECRET_ENV.get(service, []):
+        assert spec["environment"][ref.env].startswith(f"${{{ref.env}:")
+        assert _env(k8s)[ref.env]["valueFrom"]["secretKeyRef"]["name"] == ref.secret
+    for files in topology.SECRET_FILES.get(service, []):
+        assert f"./secrets/{files.compose_dir}:{files.mount}:ro" in spec["volumes"]
+    assert spec["healthcheck"]["test"][1:] == k8s["readinessProbe"]["exec"]["command"]
+    assert spec["deploy"]["replicas"] == _find("Deployment", service)["spec"]["replicas"] >= 2
+    if service == "trust":
+        assert (
+            spec["environment"]["SAMHANDLING_TRUST_IDPS"]
+            == (_find("ConfigMap", "samhandling-config")["data"]["SAMHANDLING_TRUST_IDPS"])
+        )
 
 
 def test_compose_parses_and_has_the_infrastructure() -> None:
