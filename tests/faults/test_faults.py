@@ -164,7 +164,7 @@ def test_a_slow_dependency(fm: FaultMesh) -> None:
 
 @long_only
 @pytest.mark.xfail(
-    strict=True,
+    strict=False,  # the window is small: some runs see no call in it
     reason="a replica stopping on SIGTERM answers calls that arrive in its shutdown window "
     "with CANCELLED (the edge: 499), and the edge does not resend them; the local launcher "
     "sets no drain time (SAMHANDLING_DRAIN_SECONDS=0) and Envoy's health check needs up to "
