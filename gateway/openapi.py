@@ -372,6 +372,15 @@ def _operation(
                 "description": f"{text} (an OAuth error, RFC 6749 §5.2)",
                 "content": {"application/json": {"schema": schema}},
             }
+    if options.get("error_media_type"):
+        # A page for a person (the login callback): its 400 is that page, not JSON.
+        responses["400"] = {
+            "description": "A page saying what went wrong (or the edge's JSON error)",
+            "content": {
+                options["error_media_type"]: {"schema": {"type": "string"}},
+                "application/json": {"schema": _ERROR_REF},
+            },
+        }
     op["responses"] = {**responses, "default": error}
     if anonymous:
         op["security"] = []

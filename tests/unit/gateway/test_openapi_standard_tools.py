@@ -72,6 +72,9 @@ def test_oauth_endpoints_declare_rfc6749_error_bodies(document: dict[str, Any]) 
     for verb in ("get", "post"):
         assert "400" in document["paths"]["/connect/authorize"][verb]["responses"]
     assert document["components"]["schemas"]["OAuthError"]["required"] == ["error"]
+    # The upstream login callback's 400 is a page for the user (schema fuzzer, issue 18).
+    callback = document["paths"]["/connect/callback"]["get"]["responses"]
+    assert "text/html" in callback["400"]["content"]
     results = document["paths"]["/v1/results:search"]["post"]["responses"]
     assert "400" not in results  # gRPC-status errors only ("default")
 
