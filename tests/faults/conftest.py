@@ -43,8 +43,8 @@ def fm(
     mesh = FaultMesh(
         tmp_path_factory.mktemp("faults"), content_dir[0], {"results": 2, "privacy": 2}
     )
-    mesh.start()
     try:
+        mesh.start()
         yield mesh
     finally:
-        mesh.stop()
+        mesh.stop()  # also drops the schemas when the start failed half-way
