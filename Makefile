@@ -31,6 +31,14 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 
 install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider)
 
+# The Node example of docs/partners.md (openid-client, pinned by its package-lock.json),
+# executed by tests/e2e/test_partner_docs.py.
+PARTNER_NODE := docs/partners/node
+$(PARTNER_NODE)/node_modules/.installed: $(PARTNER_NODE)/package.json $(PARTNER_NODE)/package-lock.json
+	cd $(PARTNER_NODE) && npm ci --no-audit --no-fund --silent
+	touch $@
+install: $(PARTNER_NODE)/node_modules/.installed
+
 gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 	$(PY) tools/protogen.py
 	touch $@

@@ -39,6 +39,7 @@ import sqlalchemy as sa
 from samhandling.notifications.v1 import notifications_service_pb2 as nt
 from samhandling.results.v1 import results_service_pb2 as rs
 
+from services.notifications.adapters import orm as nt_orm
 from tests.integration.notifications.conftest import GP_HPR, start_stack
 from tests.support.mesh_tls import use_test_ca
 from tests.support.webhooks import WebhookReceiver
@@ -141,13 +142,11 @@ def bench(backend: str, seconds: float, rate: float) -> list[dict[str, Any]]:
         load = f"{load_before:.2f} → {os.getloadavg()[0]:.2f}"
         # Where the time goes: outbox → notifications (received), → numbered (matched).
         with stack.notifications_engine.connect() as conn:
+            e, n = nt_orm.events, nt_orm.notifications
             stages = conn.execute(
-                sa.text(
-                    "SELECT e.event_time, e.received_time, n.create_time FROM events e "
-                    "JOIN notifications n ON n.event_id = e.event_id "
-                    "WHERE n.subscription_id = :s"
-                ),
-                {"s": stream_sub.subscription_id},
+                sa.select(e.c.event_time, e.c.received_time, n.c.create_time)
+                .join(n, n.c.event_id == e.c.event_id)
+                .where(n.c.subscription_id == stream_sub.subscription_id)
             ).all()
         received_ms = [(r[1] - r[0]).total_seconds() * 1000 for r in stages]
         matched_ms = [(r[2] - r[0]).total_seconds() * 1000 for r in stages]

@@ -3,9 +3,15 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
 
 - `samhandling.conventions` (first filter): REST responses lose `grpc-*` headers, a route's
   `success_status` (PAR: 201) and `redirect_status` (the TestID login: 303 when the service
-  sends a `Location`) replace the transcoder's 200, every 401 gets an RFC 6750 / RFC 9449
+  sends a `Location`) replace the transcoder's 200, a 413 names the route's body limit
+  (`max_request_bytes`), an unknown query parameter's 400 gets a `google.rpc.BadRequest`
+  field violation like an unknown body field's, every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
   path the access log and the edge's span show has no query string and no identity number.
+  FHIR (`/v1/fhir/...`): a route's `query_header` moves the query string into that header
+  (FHIR search parameters need no proto fields; the service decides which it accepts), and
+  every error answer becomes an `OperationOutcome` (`application/fhir+json`), Envoy's own
+  400/401/404/413/429/503 included.
 - `samhandling.conventions.body` (just before the transcoder): unknown JSON body fields are a 400
   naming the field, checked against the request messages in the descriptor set.
 """
@@ -114,7 +120,9 @@ def _lua_filter(name: str, source: str) -> dict[str, Any]:
     }
 
 
-def conventions_filter(realm: str) -> dict[str, Any]:
+def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str, Any]:
+    """`max_request_bytes`: the default body limit a 413 names (routes with their own limit
+    carry it in their metadata)."""
     from services.common.dpop import DPOP_ALGORITHMS
     from services.common.logging import MASK
 
@@ -123,6 +131,7 @@ def conventions_filter(realm: str) -> dict[str, Any]:
         ("__MASK__", MASK),
         ("__DPOP_ALGS__", " ".join(DPOP_ALGORITHMS)),
         ("__REALM__", realm),
+        ("__MAX_REQUEST_BYTES__", str(max_request_bytes)),
     ):
         source = source.replace(placeholder, value.replace('"', ""))
     return _lua_filter(CONVENTIONS_FILTER, source)
@@ -154,6 +163,11 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    limit = int(options.get("max_request_bytes") or 0)
+    if limit and limit != int(spec.defaults.get("max_request_bytes") or 0):
+        conventions["max_request_bytes"] = limit  # else the filter's default
+    if options.get("query_header"):
+        conventions["query_header"] = str(options["query_header"])
     request = descriptors.messages.get(m.input_type)
     if options.get("ignore_unknown_query_parameters") and request is not None:
         conventions["query_fields"] = ",".join(f.name for f in request.field)

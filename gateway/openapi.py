@@ -327,6 +327,11 @@ def _operation(
             if comment:
                 param["description"] = comment
             params.append(param)
+    if rule.verb.lower() == "get" and options.get("query_parameters"):  # a route's raw query (FHIR)
+        params += [
+            {"name": name, "in": "query", "schema": {"type": "array", "items": {"type": "string"}}}
+            for name in options["query_parameters"]
+        ]
     if params:
         op["parameters"] = params
     output = m.output_type
@@ -400,8 +405,10 @@ def _is_scalar_wrapper(f: descriptor_pb2.FieldDescriptorProto) -> bool:
 FORM = "application/x-www-form-urlencoded"
 
 
-def _raw_content(media_type: str | None = None) -> dict[str, Any]:
-    """A google.api.HttpBody's content, by the media type routes.yaml declares for it."""
+def _raw_content(media_type: str | list[str] | None = None) -> dict[str, Any]:
+    """A google.api.HttpBody's content, by the media type(s) routes.yaml declares for it."""
+    if isinstance(media_type, list):
+        return {k: v for one in media_type for k, v in _raw_content(one).items()}
     if media_type == FORM:
         schema: dict[str, Any] = {"type": "object", "additionalProperties": {"type": "string"}}
     elif media_type and media_type.endswith(("/json", "+json")):
@@ -414,7 +421,7 @@ def _raw_content(media_type: str | None = None) -> dict[str, Any]:
 
 
 def _body_content(
-    type_name: str, builder: SchemaBuilder, media_type: str | None = None
+    type_name: str, builder: SchemaBuilder, media_type: str | list[str] | None = None
 ) -> dict[str, Any]:
     if type_name == HTTP_BODY:
         return {"required": True, "content": _raw_content(media_type)}

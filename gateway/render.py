@@ -1219,7 +1219,9 @@ def render(
     # The conventions filter first: its response side sees every reply, local ones included.
     limits = spec.raw.get("limits", {})
     filters = [
-        conventions.conventions_filter("samhandling"),
+        conventions.conventions_filter(
+            "samhandling", int(spec.defaults.get("max_request_bytes", 1048576))
+        ),
         _edge_headers(),
         _retry_after(int(limits.get("retry_after_seconds", 1))),
         cors,

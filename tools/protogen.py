@@ -51,6 +51,13 @@ def validate_descriptor_set(dest: Path) -> None:
         module.DESCRIPTOR.CopyToProto(fdp)
         fds.file.append(fdp)
     fds.file.append(descriptor_pb2.FileDescriptorProto.FromString(blob))
+    # google/longrunning/operations.proto (AIP-151 Operation) ships in googleapis-common-protos
+    # under another file name (operations_proto.proto); its descriptor carries the real one.
+    from google.longrunning import operations_proto_pb2
+
+    longrunning = descriptor_pb2.FileDescriptorProto()
+    operations_proto_pb2.DESCRIPTOR.CopyToProto(longrunning)
+    fds.file.append(longrunning)
     dest.write_bytes(fds.SerializeToString())
 
 

@@ -6,6 +6,7 @@ local NS = "samhandling.conventions"
 local MASK = "__MASK__"
 local DPOP_ALGS = "__DPOP_ALGS__"
 local REALM = "__REALM__"
+local MAX_REQUEST_BYTES = tonumber("__MAX_REQUEST_BYTES__")
 
 -- ErrorInfo reasons of a 401 (edge or service) -> the RFC 6750 / RFC 9449 error code;
 -- false = no error attribute (RFC 6750 §3.1: a request without a token gets none).
@@ -47,6 +48,7 @@ function envoy_on_request(handle)
   -- The access log and the edge's span show this path: no query string, no identity number.
   local path = (headers:get(":path") or ""):gsub("%?.*$", "")
   meta:set(NS, "path", mask_identity_numbers(path))
+  meta:set(NS, "fhir", (path == "/v1/fhir" or path:find("^/v1/fhir/")) and "yes" or "no")
   local scheme = (headers:get("authorization") or ""):match("^(%S+)%s") or ""
   local grpc = (headers:get("content-type") or ""):find("^application/grpc") ~= nil
   meta:set(NS, "scheme", scheme:lower())
@@ -64,6 +66,17 @@ function envoy_on_request(handle)
       end
     end
     headers:replace(":path", base .. (#kept > 0 and ("?" .. table.concat(kept, "&")) or ""))
+  end
+  local query_header = route:get("query_header")
+  if query_header then
+    -- FHIR searches: the query string goes to the service in a header (its parameters are
+    -- not proto fields, and the service refuses one that names a patient), never a client's.
+    local base, query = (headers:get(":path") or ""):match("^([^?]*)%??(.*)$")
+    headers:remove(query_header)
+    if query ~= "" then
+      headers:add(query_header, query)
+    end
+    headers:replace(":path", base)
   end
   if route:get("anonymous") then
     -- Anonymous routes ignore tokens (discovery, keys, OAuth endpoints): nobody downstream
@@ -95,6 +108,77 @@ local function challenge(headers, scheme, reason)
   end
 end
 
+-- FHIR (HTTP status -> OperationOutcome issue type, http://hl7.org/fhir/issue-type).
+local ISSUE_TYPES = {
+  ["400"] = "invalid", ["401"] = "login", ["403"] = "forbidden", ["404"] = "not-found",
+  ["405"] = "not-supported", ["408"] = "timeout", ["409"] = "conflict", ["410"] = "deleted",
+  ["412"] = "conflict", ["413"] = "too-long", ["422"] = "processing", ["429"] = "throttled",
+  ["501"] = "not-supported", ["503"] = "transient", ["504"] = "timeout",
+}
+local REASON_SYSTEM = "https://samhandling.no/fhir/CodeSystem/error-reason"
+
+-- The raw (still JSON-escaped) text of a string field, or nil.
+local function json_string(text, key)
+  local _, stop = text:find('"' .. key .. '"%s*:%s*"')
+  if not stop then
+    return nil
+  end
+  local out, i = {}, stop + 1
+  while i <= #text do
+    local c = text:sub(i, i)
+    if c == "\\" then
+      out[#out + 1] = text:sub(i, i + 1)
+      i = i + 2
+    elseif c == '"' then
+      break
+    else
+      out[#out + 1] = c
+      i = i + 1
+    end
+  end
+  return table.concat(out)
+end
+
+-- The edge's and the services' error body {"code","message","details"} as a FHIR R4
+-- OperationOutcome: diagnostics = the message, details.coding = the ErrorInfo reason,
+-- expression = the BadRequest field violations.
+local function operation_outcome(status, text)
+  local message = json_string(text, "message") or ("HTTP " .. status)
+  local reason = text:match('"reason"%s*:%s*"([%u_]+)"')
+  local code = ISSUE_TYPES[status] or (status:sub(1, 1) == "5" and "exception" or "invalid")
+  local details = '"text":"' .. message .. '"'
+  if reason then
+    details = string.format('"coding":[{"system":"%s","code":"%s"}],', REASON_SYSTEM, reason) .. details
+  end
+  local fields = {}
+  for field in text:gmatch('"field"%s*:%s*"([%w_.%[%]-]+)"') do
+    fields[#fields + 1] = '"' .. field .. '"'
+  end
+  local expression = #fields > 0 and (',"expression":[' .. table.concat(fields, ",") .. "]") or ""
+  return string.format(
+    '{"resourceType":"OperationOutcome","issue":[{"severity":"%s","code":"%s","details":{%s},"diagnostics":"%s"%s}]}',
+    status:sub(1, 1) == "5" and "fatal" or "error", code, details, message, expression)
+end
+
+-- The transcoder's 400 for an unknown query parameter names it only in its message; add the
+-- google.rpc.BadRequest field violation the unknown-body-field 400 carries.
+local function with_query_violation(text)
+  local field = text:match('Could not find field \\"([^\\"]+)\\" in the type')
+  if not field or text:find("google.rpc.BadRequest", 1, true) then
+    return nil
+  end
+  local violation = string.format(
+    '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":"%s",'
+      .. '"description":"unknown query parameter"}]}', field)
+  local out, n = text:gsub('"details":%[%]', '"details":[' .. violation .. "]", 1)
+  if n == 0 then
+    out, n = text:gsub('("details":%[.-)%]', function(head)
+      return head .. "," .. violation .. "]"
+    end, 1)
+  end
+  return n > 0 and out or nil
+end
+
 function envoy_on_response(handle)
   local headers = handle:headers()
   local info = handle:streamInfo():dynamicMetadata():get(NS) or {}
@@ -117,13 +201,43 @@ function envoy_on_response(handle)
     elseif success then
       headers:replace(":status", tostring(success))
     end
-  elseif status == "401" then
-    local reason = nil
-    local body = handle:body()
-    if body and body:length() > 0 then
-      reason = body:getBytes(0, math.min(body:length(), 4096)):match('"reason"%s*:%s*"([%u_]+)"')
+    return
+  end
+  local fhir = info.fhir == "yes" and tonumber(status or "0") >= 400
+  local limit = status == "413" and (handle:metadata():get("max_request_bytes") or MAX_REQUEST_BYTES)
+  if status ~= "401" and status ~= "400" and not limit and not fhir then
+    return
+  end
+  local text = ""
+  local body = handle:body()
+  if body and body:length() > 0 then
+    text = body:getBytes(0, math.min(body:length(), 65536))
+  end
+  -- Header handles do not survive body(); take them again.
+  headers = handle:headers()
+  if status == "401" then
+    challenge(headers, info.scheme, text:match('"reason"%s*:%s*"([%u_]+)"'))
+  end
+  local rewritten = status == "400" and body and with_query_violation(text)
+  if rewritten and not fhir then
+    body:setBytes(rewritten)
+    headers:replace("content-length", tostring(#rewritten))
+  end
+  text = rewritten or text
+  if limit and body then
+    -- Say the limit (the edge's 413 is the buffer filter's, which does not).
+    local message = string.format(
+      "request body too large: this route takes at most %d bytes (%.1f MiB)", limit, limit / 1048576)
+    text = text:gsub('"message":"[^"]*"', '"message":"' .. message .. '"', 1)
+    if not fhir then
+      body:setBytes(text)
+      headers:replace("content-length", tostring(#text))
     end
-    -- Header handles do not survive body(); take them again.
-    challenge(handle:headers(), info.scheme, reason)
+  end
+  if fhir and body and not text:find('"resourceType"') then
+    local outcome = operation_outcome(status, text)
+    body:setBytes(outcome)
+    headers:replace("content-type", "application/fhir+json")
+    headers:replace("content-length", tostring(#outcome))
   end
 end

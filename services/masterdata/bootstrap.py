@@ -7,6 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
@@ -15,12 +16,14 @@ from services.common.db import UnitOfWork, migrate, service_engine, session_fact
 from services.common.server import Servicer, ServiceSpec
 from services.masterdata.domain.codes import CodeCatalog
 from services.masterdata.domain.model import utcnow
+from services.masterdata.entrypoints import convert
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,
     TOKEN_OPTIONAL,
     MasterDataServicer,
 )
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
+from services.masterdata.service_layer.import_jobs import ImportJobs
 from services.masterdata.service_layer.services import MasterData
 
 SERVICE = "masterdata"
@@ -37,6 +40,7 @@ class Setup:
     service: MasterData
     servicer: MasterDataServicer
     feed: ChangeFeed
+    jobs: ImportJobs
 
     def spec(self, authenticator: Authenticator | None) -> ServiceSpec:
         return ServiceSpec(
@@ -44,7 +48,7 @@ class Setup:
             [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
             public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
-            on_shutdown=[self.feed.stop, self.engine.dispose],
+            on_shutdown=[self.feed.stop, self.jobs.stop, self.engine.dispose],
         )
 
 
@@ -62,4 +66,22 @@ def build(
         lambda: UnitOfWork(factory), PractitionerCache(cache_entries), poll_seconds
     ).start()
     service = MasterData(lambda: UnitOfWork(factory), CodeCatalog.load(), feed, clock)
-    return Setup(engine, service, MasterDataServicer(service, heartbeat_seconds), feed)
+    jobs = ImportJobs(
+        engine,
+        {
+            pb.IMPORT_KIND_PRACTITIONERS: (
+                lambda data, fmt, partial, validate_only: service.import_practitioners(
+                    data, fmt, partial, validate_only, convert.practitioner_from_json
+                ),
+                pb.ImportPractitionersResponse,
+            ),
+            pb.IMPORT_KIND_ORGANIZATIONS: (
+                lambda data, fmt, partial, validate_only: service.import_organizations(
+                    data, fmt, partial, validate_only, convert.organization_from_json
+                ),
+                pb.ImportOrganizationsResponse,
+            ),
+        },
+    )
+    servicer = MasterDataServicer(service, heartbeat_seconds, jobs=jobs)
+    return Setup(engine, service, servicer, feed, jobs)

@@ -22,8 +22,10 @@ from services.results.adapters.clients import (
     MasterDataCodeChecker,
     PrivacyAccessControl,
 )
+from services.results.adapters.fhir_pages import SavedSearches
 from services.results.domain.model import CitizenPolicy
 from services.results.entrypoints.grpc_servicer import FULL_NAME, ResultsServicer
+from services.results.service_layer.fhir_rest import FhirRest
 from services.results.service_layer.services import ResultsService
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
@@ -63,7 +65,9 @@ def build(
         "results",
         [
             Servicer(
-                FULL_NAME, pb_grpc.add_ResultsServiceServicer_to_server, ResultsServicer(service)
+                FULL_NAME,
+                pb_grpc.add_ResultsServiceServicer_to_server,
+                ResultsServicer(service, FhirRest(service, SavedSearches(engine))),
             )
         ],
         # Clients reuse one token for many reads: its signature is verified once (the DPoP
@@ -71,6 +75,8 @@ def build(
         authenticator=authenticator
         or CachingAuthenticator(authenticator_for("results", engine=engine), dpop=True),
         on_shutdown=[*([dispatcher.close] if dispatcher else []), engine.dispose],
+        # FHIR capabilities: what the server supports, no patient data (routes.yaml anonymous).
+        public_methods=frozenset({f"/{FULL_NAME}/GetFhirCapabilityStatement"}),
     )
     return Setup(engine, service, spec, dispatcher)
 

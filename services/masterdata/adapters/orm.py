@@ -150,3 +150,15 @@ citizens = sa.Table(
 
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
+
+# Long-running imports (service_layer/import_jobs.py): the google.longrunning.Operation as
+# the client sees it, the client that started it, and when it was last updated.
+import_operations = sa.Table(
+    "import_operations",
+    metadata,
+    sa.Column("operation_id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(200), nullable=False),
+    sa.Column("done", sa.Boolean, nullable=False),
+    sa.Column("operation", sa.LargeBinary, nullable=False),
+    sa.Column("update_time", UtcDateTime, nullable=False, index=True),
+)

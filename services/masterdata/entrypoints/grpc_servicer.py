@@ -6,16 +6,20 @@ from collections.abc import Iterator
 from typing import Any
 
 import grpc
+from google.longrunning import operations_proto_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.common import workload_identity
 from services.common.auth import Principal, current_principal
+from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.identifiers import require_pid
+from services.common.interceptors import validate_message
 from services.common.internal_methods import certificate_is_credential, internal_methods_of
 from services.common.tokens import Scopes
 from services.masterdata.domain.model import CheckReason, Practitioner
 from services.masterdata.entrypoints import convert
+from services.masterdata.service_layer.import_jobs import MAX_FILE_BYTES, ImportJobs
 from services.masterdata.service_layer.importing import ImportOutcome
 from services.masterdata.service_layer.services import MasterData
 
@@ -57,9 +61,14 @@ def _import_reply(outcome: ImportOutcome, reply_type: Any) -> Any:
 
 class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
     def __init__(
-        self, service: MasterData, heartbeat_seconds: float = 10.0, max_views: int = 50_000
+        self,
+        service: MasterData,
+        heartbeat_seconds: float = 10.0,
+        max_views: int = 50_000,
+        jobs: ImportJobs | None = None,
     ) -> None:
         self.md = service
+        self.jobs = jobs
         self.heartbeat_seconds = heartbeat_seconds
         # Rendered messages of cached practitioners, keyed by (HPR number, admin view) and
         # valid while the cache hands out the same (never mutated) domain object.
@@ -245,6 +254,71 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
             convert.organization_from_json,
         )
         return _import_reply(outcome, pb.ImportOrganizationsResponse)  # type: ignore[no-any-return]
+
+    # --- long-running imports (AIP-151) -----------------------------------------------------
+    def _jobs(self) -> ImportJobs:
+        if self.jobs is None:
+            raise FailedPrecondition("long-running imports are off", reason="IMPORTS_OFF")
+        return self.jobs
+
+    def StartPractitionerImport(
+        self, request: pb.StartPractitionerImportRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
+        principal = _admin()
+        return self._jobs().start(
+            principal.client_id,
+            pb.IMPORT_KIND_PRACTITIONERS,
+            request.data,
+            _FORMATS[request.format],
+            request.validate_only,
+        )
+
+    def StartOrganizationImport(
+        self, request: pb.StartOrganizationImportRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
+        principal = _admin()
+        return self._jobs().start(
+            principal.client_id,
+            pb.IMPORT_KIND_ORGANIZATIONS,
+            request.data,
+            _FORMATS[request.format],
+            request.validate_only,
+        )
+
+    def UploadImport(
+        self, request_iterator: Iterator[pb.UploadImportRequest], context: Any
+    ) -> operations_proto_pb2.Operation:
+        principal = _admin()
+        first: pb.UploadImportRequest | None = None
+        parts: list[bytes] = []
+        size = 0
+        for message in request_iterator:
+            validate_message(message)
+            first = first or message
+            size += len(message.chunk)
+            if size > MAX_FILE_BYTES:
+                raise InvalidArgument(
+                    f"the import file is larger than {MAX_FILE_BYTES} bytes",
+                    reason="FILE_TOO_LARGE",
+                )
+            parts.append(message.chunk)
+        if first is None or first.format not in _FORMATS:
+            raise InvalidArgument(
+                "the first message names the kind and format", reason="INVALID_UPLOAD"
+            )
+        return self._jobs().start(
+            principal.client_id,
+            first.kind,
+            b"".join(parts),
+            _FORMATS[first.format],
+            first.validate_only,
+        )
+
+    def GetImportOperation(
+        self, request: pb.GetImportOperationRequest, context: Any
+    ) -> operations_proto_pb2.Operation:
+        principal = _admin()
+        return self._jobs().get(principal.client_id, request.name)
 
     # --- code systems ---------------------------------------------------------------------
     def ListCodeSystems(

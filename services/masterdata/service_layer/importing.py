@@ -122,6 +122,8 @@ def _csv_rows(
         header = [h.strip() for h in next(reader)]
     except StopIteration:
         raise RowProblem("header", "the file is empty") from None
+    except csv.Error as exc:  # e.g. a field above csv's size limit: the file's fault
+        raise RowProblem("header", f"not valid CSV: {exc}") from None
     unknown = [h for h in header if h not in columns]
     missing = [c for c in required if c not in header]
     if unknown or missing:
@@ -131,7 +133,14 @@ def _csv_rows(
         if unknown:
             parts.append(f"unknown columns: {', '.join(unknown)[:200]}")
         raise RowProblem("header", "; ".join(parts))
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as exc:  # the rest of the file cannot be read as CSV
+            yield reader.line_num, {"__error__": f"not valid CSV: {exc}"}
+            return
         line = reader.line_num
         if not row or all(not cell.strip() for cell in row):
             continue

@@ -23,6 +23,7 @@ import datetime as dt
 import enum
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import urllib.parse
 from dataclasses import dataclass, field
@@ -159,9 +160,24 @@ def check_endpoint(channel: Channel, endpoint: str) -> str:
         raise invalid_field("subscription.endpoint", "must be an https URL")
     if url.username or url.password:
         raise invalid_field("subscription.endpoint", "must not carry credentials")
-    if url.scheme == "http" and not is_loopback(f"{url.hostname}:{url.port or 80}"):
+    loopback = is_loopback(f"{url.hostname}:{url.port or 80}")
+    if url.scheme == "http" and not loopback:
         raise invalid_field("subscription.endpoint", "must be https (http only to loopback)")
+    if not loopback and _internal_host(url.hostname):
+        # Not a way into the mesh's own network (server-side request forgery).
+        raise invalid_field("subscription.endpoint", "must be a public address")
     return endpoint
+
+
+def _internal_host(host: str) -> bool:
+    """A private, link-local or reserved IP literal, or a bare name (a mesh service, a
+    cluster-internal name): webhooks go to partners' public endpoints only. (A public name
+    that resolves to an internal address is the egress policy's business.)"""
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return "." not in host or host.endswith((".local", ".internal", ".svc", ".cluster.local"))
+    return not address.is_global
 
 
 def authorize(subscriber: Subscriber, topic: Topic, wanted: Filter) -> Filter:

@@ -122,3 +122,15 @@ dpop_proofs = dpop_proofs_table(metadata)
 
 # Domain events written in the same transaction as their change (services/common/outbox.py).
 event_outbox = outbox_table(metadata)
+
+# FHIR searches behind the `self`/`next` links (adapters/fhir_pages.py): the search (with
+# the patient) stays here, the link carries only `search_id`, bound to the caller.
+fhir_searches = sa.Table(
+    "fhir_searches",
+    metadata,
+    sa.Column("search_id", sa.String(32), primary_key=True),
+    sa.Column("caller", sa.String(64), nullable=False),
+    sa.Column("resource_type", sa.String(32), nullable=False),
+    sa.Column("query", sa.LargeBinary, nullable=False),
+    sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
+)

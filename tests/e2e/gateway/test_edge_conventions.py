@@ -59,6 +59,8 @@ def test_an_unknown_query_parameter_is_400_naming_it(edge: Edge) -> None:
     reply = echo(edge, edge.auth(), params={"_format": "json"})
     body = error(reply, 400, "MALFORMED_REQUEST")
     assert '"_format"' in body["message"]
+    bad = [d for d in body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+    assert bad[0]["field_violations"][0]["field"] == "_format"
 
 
 def test_an_unknown_body_field_is_400_naming_it_and_the_right_one(edge: Edge) -> None:

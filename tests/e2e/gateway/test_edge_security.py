@@ -166,7 +166,8 @@ def test_the_internal_listener_serves_grpc_to_mesh_workloads(edge: Edge) -> None
 def test_an_oversized_body_is_413(edge: Edge) -> None:
     big = json.dumps({"text": "x" * (1024 * 1024 + 10)})
     reply = echo(edge, {**edge.auth(), "content-type": "application/json"}, json=None, data=big)
-    assert_json_error(reply, 413, 8, "BODY_TOO_LARGE")
+    body = assert_json_error(reply, 413, 8, "BODY_TOO_LARGE")
+    assert "at most 1048576 bytes (1.0 MiB)" in body["message"]  # the route's limit
 
 
 def test_malformed_json_is_a_readable_400(edge: Edge) -> None:

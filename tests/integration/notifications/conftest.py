@@ -148,6 +148,23 @@ class Stack:
             timeout=5,
         )
 
+    def doctor(self, patient: str, hpr: str = GP_HPR) -> Any:
+        """A results token of the GP with an attested care relationship for `patient`."""
+        tf = {
+            "type": TRUST_FRAMEWORK_TYPE,
+            "care_relationship": {"purpose_of_use": {"code": "TREAT"}},
+            "patients": [{"identifier": {"id": patient}}],
+        }
+        token = self.mint.token(
+            "results",
+            [Scopes.RESULTS_READ],
+            client_id="gp-ehr",
+            hpr_number=hpr,
+            orgnr=GP_ORG,
+            authorization_details=[tf],
+        )
+        return self.mint.metadata(token)
+
     def post_result(self, patient: str, requester_org: str = "") -> rs.Result:
         self.sequence += 1
         result = b.result(patient=patient, report_identifier=f"rep-{RNG.random()}")

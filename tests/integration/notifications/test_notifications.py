@@ -16,6 +16,7 @@ import grpc
 import pytest
 from samhandling.notifications.v1 import notifications_service_pb2 as nt
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
+from samhandling.results.v1 import results_service_pb2 as rs
 
 from services.common import outbox
 from services.notifications.domain.model import verify
@@ -99,6 +100,19 @@ def test_gp_stream_gets_a_listed_patients_result_and_nothing_for_a_patient_who_b
     stack.settle()
     polled = stack.events(gp, sub.subscription_id)
     assert [n.focus for n in polled] == [got.focus]
+    # The GP fetches the result with his own token: decided and logged as any read.
+    resource_type, result_id = got.focus.split("/")
+    fetched = stack.results.GetResult(
+        rs.GetResultRequest(result_id=result_id), metadata=stack.doctor(listed), timeout=5
+    )
+    assert resource_type == "DiagnosticReport" and fetched.patient_id == listed
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(), metadata=stack.citizen(listed, "privacy"), timeout=5
+    )
+    assert any(
+        e.actor.hpr_number == GP_HPR and result_id in {r.resource_id for r in e.resources}
+        for e in log.access_events
+    )
 
 
 def test_a_correction_is_a_new_notification_in_order(stack: Stack) -> None:
@@ -296,3 +310,56 @@ def test_a_citizen_is_told_when_a_restriction_of_his_changes(stack: Stack) -> No
     polled = eventually(lambda: stack.events(citizen, sub.subscription_id), "a notification")
     assert [n.focus for n in polled] == [f"Consent/{made.restriction_id}"]
     assert polled[0].event_type == outbox.RESTRICTION_CHANGED and polled[0].version == 1
+
+
+def test_a_reserved_patient_produces_no_notification(stack: Stack) -> None:
+    reserved, listed = stack.new_patient(GP_HPR), stack.new_patient(GP_HPR)
+    stack.privacy.CreateReservation(
+        pv.CreateReservationRequest(reservation=pv.Reservation(domain=pv.DOMAIN_RESULTS)),
+        metadata=stack.citizen(reserved, "privacy"),
+        timeout=5,
+    )
+    gp = stack.gp()
+    sub = stack.subscribe(
+        gp,
+        topic=nt.TOPIC_RESULT,
+        filter=nt.SubscriptionFilter(gp_list=True),
+        channel_type=nt.CHANNEL_TYPE_POLLING,
+    )
+    # The results service refuses to store a reserved patient's results at all; an event
+    # from before the reservation (still in flight) must not be delivered either.
+    stack.publisher.publish(
+        [
+            outbox.OutboxEvent(
+                event_type=outbox.RESULT_CORRECTED,
+                patient_id=reserved,
+                resource_type="DiagnosticReport",
+                resource_id="0c7f3c38-8f8e-4d1b-9d7a-2f4f8c1b5e11",
+                version=2,
+                source="results",
+            )
+        ]
+    )
+    result = stack.post_result(listed)
+    polled = eventually(lambda: stack.events(gp, sub.subscription_id), "a notification")
+    stack.settle()
+    polled = stack.events(gp, sub.subscription_id)
+    assert [n.focus for n in polled] == [f"DiagnosticReport/{result.result_id}"]
+
+
+def test_a_quiet_stream_sends_heartbeats(stack: Stack) -> None:
+    gp = stack.gp()
+    sub = stack.subscribe(
+        gp,
+        topic=nt.TOPIC_RESULT,
+        filter=nt.SubscriptionFilter(gp_list=True),
+        channel_type=nt.CHANNEL_TYPE_GRPC_STREAM,
+        heartbeat_period_seconds=1,
+    )
+    listener = Listener(stack, gp, sub.subscription_id)
+    try:
+        beat = listener.items.get(timeout=WAIT)
+    finally:
+        listener.close()
+    assert beat.type == nt.NOTIFICATION_TYPE_HEARTBEAT
+    assert beat.subscription_id == sub.subscription_id and beat.events_since_subscription_start == 0

@@ -40,6 +40,19 @@ def test_oauth_statuses_and_anonymous_routes(routes: dict[str, dict[str, Any]]) 
     assert _meta(routes["edge GET /openapi.json"], conventions.CONVENTIONS_FILTER)["anonymous"]
 
 
+def test_fhir_searches_take_their_query_in_a_header(routes: dict[str, dict[str, Any]]) -> None:
+    key = "samhandling.results.v1.ResultsService/FhirSearchDiagnosticReports"
+    for verb, path in (
+        ("GET", "/v1/fhir/DiagnosticReport"),
+        ("POST", "/v1/fhir/DiagnosticReport/_search"),
+    ):
+        meta = _meta(routes[f"{key} {verb} {path}"], conventions.CONVENTIONS_FILTER)
+        assert meta["query_header"] == "x-samhandling-fhir-query"
+    create_key = "samhandling.results.v1.ResultsService/CreateFhirDiagnosticReport"
+    create = routes[f"{create_key} POST /v1/fhir/DiagnosticReport"]
+    assert _meta(create, conventions.CONVENTIONS_FILTER)["success_status"] == 201
+
+
 def test_json_bodies_name_their_message(routes: dict[str, dict[str, Any]]) -> None:
     search = routes["samhandling.results.v1.ResultsService/SearchResults POST /v1/results:search"]
     assert _meta(search, conventions.BODY_FILTER) == {

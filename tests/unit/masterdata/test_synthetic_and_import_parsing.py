@@ -120,3 +120,13 @@ def test_csv_header_problems_are_line_one() -> None:
     assert "missing columns: name, kind" in error.reason and "unknown columns: nme" in error.reason
     ((line, error),) = _parse("")
     assert line == 1 and isinstance(error, RowError)
+
+
+def test_a_row_csv_cannot_read_is_a_row_error_not_a_crash() -> None:
+    # csv refuses fields above its size limit (128 KiB): the file's fault, so a 400-style
+    # row error with its line, never an exception (which the servicer turned into a 500).
+    rows = _parse("org_number,name,kind\n974760673,A,HOSPITAL\n1," + "x" * 200_000 + ",HOSPITAL\n")
+    assert [line for line, _ in rows] == [2, 3]
+    assert isinstance(rows[1][1], RowError) and "not valid CSV" in rows[1][1].reason
+    ((line, error),) = _parse("x" * 200_000 + "\n")
+    assert line == 1 and isinstance(error, RowError) and "not valid CSV" in error.reason

@@ -96,7 +96,14 @@ def test_filters() -> None:
 def test_webhook_endpoints() -> None:
     assert check_endpoint(Channel.REST_HOOK, "https://ehr.example/hook")
     assert check_endpoint(Channel.REST_HOOK, "http://127.0.0.1:8000/hook")
-    for bad in ("http://ehr.example/hook", "ftp://x/y", "https://user:pw@ehr.example/", "x"):
+    internal = ("https://10.0.0.7/hook", "https://169.254.169.254/", "https://privacy:50053/")
+    for bad in (
+        "http://ehr.example/hook",
+        "ftp://x/y",
+        "https://user:pw@ehr.example/",
+        "x",
+        *internal,
+    ):
         with pytest.raises(InvalidArgument):
             check_endpoint(Channel.REST_HOOK, bad)
     with pytest.raises(InvalidArgument):
