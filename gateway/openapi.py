@@ -377,13 +377,16 @@ def _operation(
                 "description": f"{text} (an OAuth error, RFC 6749 §5.2)",
                 "content": {"application/json": {"schema": schema}},
             }
-    if options.get("error_media_type"):
-        # A page for a person (the login callback): its 400 is that page, not JSON.
-        responses["400"] = {
-            "description": "A page saying what went wrong (or the edge's JSON error)",
+    media = options.get("error_media_type")
+    if media:
+        # The service's errors in another media type (routes.yaml `error_media_type`): a
+        # page for a person (the login callback), a FHIR OperationOutcome; the edge's own
+        # refusals stay gRPC-status JSON.
+        error = {
+            "description": f"Error: {media} from the service, or the edge's JSON error",
             "content": {
-                options["error_media_type"]: {"schema": {"type": "string"}},
-                "application/json": {"schema": _ERROR_REF},
+                media: {"schema": {"type": "string"} if media.startswith("text/") else {}},
+                **error["content"],
             },
         }
     op["responses"] = {**responses, "default": error}

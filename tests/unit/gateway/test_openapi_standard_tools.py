@@ -72,9 +72,13 @@ def test_oauth_endpoints_declare_rfc6749_error_bodies(document: dict[str, Any]) 
     for verb in ("get", "post"):
         assert "400" in document["paths"]["/connect/authorize"][verb]["responses"]
     assert document["components"]["schemas"]["OAuthError"]["required"] == ["error"]
-    # The upstream login callback's 400 is a page for the user (schema fuzzer, issue 18).
+    # The upstream login callback's errors are pages for the user, the FHIR routes' are
+    # OperationOutcomes (schema fuzzer, issue 18).
     callback = document["paths"]["/connect/callback"]["get"]["responses"]
-    assert "text/html" in callback["400"]["content"]
+    assert set(callback["default"]["content"]) == {"text/html", "application/json"}
+    for path, verb in (("/v1/fhir/DiagnosticReport", "post"), ("/v1/fhir/Observation", "get")):
+        content = document["paths"][path][verb]["responses"]["default"]["content"]
+        assert "application/fhir+json" in content, path
     results = document["paths"]["/v1/results:search"]["post"]["responses"]
     assert "400" not in results  # gRPC-status errors only ("default")
 
