@@ -12,7 +12,10 @@
 5. a SOFT block is overridden by the GP's emergency read, which needs a justification;
 6. the citizen reads the access log: the GP's reads and the flagged emergency with its
    justification;
-7. the GP practice's security officer lists the emergency accesses by its staff.
+7. the GP practice's security officer lists the emergency accesses by its staff;
+8. a parent (the population register's demo family) exchanges his token for his young
+   child's (RFC 8693 with `representation_id`), reads the child's results, and the child's
+   access log shows that the parent acted.
 
 Every call goes through the public edge as a partner's would. A step whose service (or
 demo data) is not there is skipped with a message; a step whose outcome is wrong fails the
@@ -244,6 +247,33 @@ class DemoClient:
                 "client_id": self.client_id,
             },
             dpop,
+        )
+
+    def refresh(self, token: Token, resource: str) -> Token:
+        """A token for another API of the same login (the refresh token, same DPoP key)."""
+        return self._token(
+            {
+                "grant_type": "refresh_token",
+                "refresh_token": token.refresh_token,
+                "resource": resource,
+                "client_id": self.client_id,
+            },
+            token.dpop,
+        )
+
+    def act_for(self, token: Token, representation_id: str, resource: str) -> Token:
+        """RFC 8693 token exchange for acting for someone else (services/trust/README.md,
+        "Acting for someone else"): the citizen's own token as subject_token, the
+        representation from GET /v1/privacy/representations, a proof of the same DPoP key."""
+        return self._token(
+            {
+                "grant_type": "urn:ietf:params:oauth:grant-type:token-exchange",
+                "subject_token": token.access_token,
+                "subject_token_type": "urn:ietf:params:oauth:token-type:access_token",
+                "resource": resource,
+                "representation_id": representation_id,
+            },
+            token.dpop,
         )
 
 
@@ -618,6 +648,70 @@ class Story:
         if not emergencies:
             raise Failed("the emergency read is not flagged in the citizen's access log")
 
+    def parent_acts_for_child(self) -> None:
+        """Acting for someone else: a parent from the population register's demo families
+        exchanges his token for his young child's and reads the child's results; the child's
+        access log names him (services/privacy/README.md, "Acting for someone else")."""
+        self.need("trust", "privacy", "results")
+        people = self.people()
+        by_pid = {p["pid"]: p for p in people if p.get("pid")}
+        today = dt.date.today()
+
+        def young(pid: str) -> bool:
+            born = dt.date.fromisoformat(by_pid.get(pid, {}).get("birth_date", "1900-01-01"))
+            return (
+                today.year - born.year - ((today.month, today.day) < (born.month, born.day))
+            ) < 12
+
+        parent = next(
+            (
+                p
+                for p in people
+                if p.get("role") == "parent" and any(young(c) for c in p.get("children", []))
+            ),
+            None,
+        )
+        if parent is None:
+            raise Skip("no demo family with a child under 12 in people.json")
+        portal = DemoClient(self.edge, self.demo_dir, "citizen-portal")
+        token = portal.login(
+            "samhandling:privacy",
+            "openid samhandling:privacy/citizen samhandling:results/read",
+            DpopKey(),
+            pid=parent["pid"],
+        )
+        reps = self.expect(self.edge.call("GET", "/v1/privacy/representations", token), 200)
+        listed = list(reps.get("representations", []))
+        self.say(
+            f"{parent['name']} logged in; GET /v1/privacy/representations -> "
+            + ", ".join(f"{r['display_name']} ({r['relation']}, {r['scope']})" for r in listed)
+        )
+        full = next((r for r in listed if r.get("scope") == "FULL"), None)
+        if full is None:
+            raise Failed("the parent may not act for his young child")
+        for_child = portal.act_for(
+            portal.refresh(token, "samhandling:results"),
+            full["representation_id"],
+            "samhandling:results",
+        )
+        self.say(
+            "token exchange (RFC 8693, representation_id, same DPoP key) -> a token with the "
+            f"child's pid, act = the parent, representation "
+            f"{for_child.claims.get('helsenorge://claims/representation', {}).get('relation')}"
+        )
+        found = self.search_results_as_citizen(for_child)
+        self.say(f"POST /v1/results:search as {full['display_name']} -> {len(found)} result(s)")
+        log_token = portal.act_for(token, full["representation_id"], "samhandling:privacy")
+        reply = self.edge.call("POST", "/v1/privacy/access-events:search", log_token, json={})
+        events = list(self.expect(reply, 200).get("access_events", []))
+        acted = [e for e in events if e.get("actor", {}).get("representation") == "PARENT"]
+        if not acted:
+            raise Failed("the child's access log does not show that the parent acted")
+        self.say(
+            f"the child's access log: {len(acted)} entr(y/ies) by "
+            f"{acted[0]['actor'].get('display_name')} acting as PARENT"
+        )
+
     def security_officer_reviews(self) -> None:
         self.need("trust", "privacy")
         client = DemoClient(self.edge, self.demo_dir, "gp-ehr")
@@ -675,13 +769,18 @@ class Story:
             "8. The GP practice's security officer reviews emergency accesses",
             self.security_officer_reviews,
         )
+        self.run(
+            "9. A parent acts for his young child (token exchange, the child's log)",
+            self.parent_acts_for_child,
+        )
         if log is not None:
             time.sleep(1.5)  # Envoy flushes the access log every second
             self.run(
-                "9. No identity number in the edge's access log", lambda: self.scan_access_log(log)
+                "10. No identity number in the edge's access log",
+                lambda: self.scan_access_log(log),
             )
         self.out(
-            f"\n{8 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
+            f"\n{9 + (log is not None) - len(self.failures) - len(self.skipped)} step(s) passed, "
             f"{len(self.skipped)} skipped, {len(self.failures)} failed"
         )
         return 1 if self.failures else 0

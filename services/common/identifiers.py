@@ -95,6 +95,25 @@ def pid_system(value: str) -> str:
     return _PID_OIDS[pid_kind(value)]
 
 
+def birth_date(value: str) -> dt.date:
+    """The birth date a valid identity number starts with (D-, H- and synthetic +80 offsets
+    removed). Century from the individual number, as `synthetic_pid` assigns it: 500-999
+    with a two-digit year below 40 is 20xx, everything else 19xx."""
+    day, month, yy = int(value[0:2]), int(value[2:4]), int(value[4:6])
+    day = day - 40 if day > 40 else day
+    month = month - 80 if month > 80 else month
+    month = month - 40 if month > 40 else month
+    individual = int(value[6:9])
+    century = 2000 if individual >= 500 and yy < 40 else 1900
+    return dt.date(century + yy, month, day)
+
+
+def age_on(value: str, day: dt.date) -> int:
+    """Completed years on `day` of the person with identity number `value`."""
+    born = birth_date(value)
+    return day.year - born.year - ((day.month, day.day) < (born.month, born.day))
+
+
 def is_synthetic(value: str) -> bool:
     return int(value[2:4]) > 80
 
@@ -203,6 +222,8 @@ __all__ = [
     "OID_RESH_ID",
     "DomainError",
     "PidKind",
+    "age_on",
+    "birth_date",
     "her_id_problem",
     "hpr_number_problem",
     "is_synthetic",

@@ -21,6 +21,8 @@ from services.common.workload_identity import EDGE
 PRIVACY = "samhandling.privacy.v1.PrivacyService"
 MASTERDATA = "samhandling.masterdata.v1.MasterDataService"
 TRUST = "samhandling.trust.v1.TrustService"
+REPRESENTATION = "samhandling.privacy.v1.RepresentationService"
+POPULATION = "samhandling.masterdata.v1.PopulationService"
 NOTIFICATIONS = "samhandling.notifications.v1.NotificationsService"
 
 _DATA_SERVICES = frozenset({"results", "documents"})
@@ -48,6 +50,11 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     # Revocations in force, polled by every service that verifies access tokens; no token:
     # the caller's certificate is its credential.
     f"/{TRUST}/ListRevocations": frozenset({"masterdata", "privacy", "results", "documents"}),
+    # Acting for someone else: the trust service checks a representation at token exchange
+    # (the acting citizen's token forwarded); privacy asks the population register who a
+    # citizen's children are (who is a parent of whom, birth dates).
+    f"/{REPRESENTATION}/CheckRepresentation": frozenset({"trust"}),
+    f"/{POPULATION}/GetFamily": frozenset({"privacy"}),
     # Events from the data services' outbox dispatchers (services/common/outbox.py).
     f"/{NOTIFICATIONS}/PublishEvents": frozenset({"results", "documents", "privacy"}),
     # Before a notification leaves: Blocks, Shields and reservations of the recipient.

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
@@ -22,8 +23,13 @@ from services.masterdata.entrypoints.grpc_servicer import (
     TOKEN_OPTIONAL,
     MasterDataServicer,
 )
+from services.masterdata.entrypoints.population_servicer import (
+    FULL_NAME as POPULATION_NAME,
+)
+from services.masterdata.entrypoints.population_servicer import PopulationServicer
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
 from services.masterdata.service_layer.import_jobs import ImportJobs
+from services.masterdata.service_layer.population import Population
 from services.masterdata.service_layer.services import MasterData
 
 SERVICE = "masterdata"
@@ -41,11 +47,19 @@ class Setup:
     servicer: MasterDataServicer
     feed: ChangeFeed
     jobs: ImportJobs
+    population: Population
 
     def spec(self, authenticator: Authenticator | None) -> ServiceSpec:
         return ServiceSpec(
             SERVICE,
-            [Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer)],
+            [
+                Servicer(FULL_NAME, pb_grpc.add_MasterDataServiceServicer_to_server, self.servicer),
+                Servicer(
+                    POPULATION_NAME,
+                    population_grpc.add_PopulationServiceServicer_to_server,
+                    PopulationServicer(self.population),
+                ),
+            ],
             public_methods=TOKEN_OPTIONAL,
             authenticator=authenticator,
             on_shutdown=[self.feed.stop, self.jobs.stop, self.engine.dispose],
@@ -84,4 +98,5 @@ def build(
         },
     )
     servicer = MasterDataServicer(service, heartbeat_seconds, jobs=jobs)
-    return Setup(engine, service, servicer, feed, jobs)
+    population = Population(lambda: UnitOfWork(factory))
+    return Setup(engine, service, servicer, feed, jobs, population)

@@ -24,6 +24,8 @@ import grpc
 from google.protobuf import timestamp_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
+from samhandling.masterdata.v1 import population_service_pb2 as population_pb
+from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 
 log = logging.getLogger("samhandling.masterdata.client")
 Metadata = Sequence[tuple[str, str]]
@@ -42,6 +44,7 @@ class MasterDataClient:
 
             channel = service_channel("masterdata")
         self.stub = pb_grpc.MasterDataServiceStub(channel)
+        self.population = population_grpc.PopulationServiceStub(channel)
         self.ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
@@ -190,6 +193,24 @@ class MasterDataClient:
 
         self._watch = threading.Thread(target=run, name="masterdata-watch", daemon=True)
         self._watch.start()
+
+    # --- population register (internal, privacy only) -----------------------------------
+    def get_family(
+        self, person_id: str, metadata: Metadata, timeout: float | None = None
+    ) -> population_pb.Family | None:
+        """The person with parents and children (birth dates from the identity numbers), or
+        None when the register does not know him. Not cached here (privacy caches briefly);
+        any other failure is raised as the grpc.RpcError."""
+        try:
+            return self.population.GetFamily(
+                population_pb.GetFamilyRequest(person_id=person_id),
+                metadata=metadata,
+                timeout=timeout or 2.0,
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return None
+            raise
 
     def close(self) -> None:
         self._stop.set()

@@ -10,6 +10,9 @@ from services.common.server import serve
 from services.common.tokens import authenticator_for
 from services.masterdata.bootstrap import SERVICE, build
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.masterdata.entrypoints.population_servicer import (
+    INTERNAL_METHODS as POPULATION_INTERNAL,
+)
 
 
 def main() -> None:
@@ -19,7 +22,9 @@ def main() -> None:
     )
     # Trust and privacy check approvals on every call: verify each token once, not per call.
     authenticator = CachingAuthenticator(
-        authenticator_for(SERVICE, internal_methods=INTERNAL_METHODS, engine=setup.engine)
+        authenticator_for(
+            SERVICE, internal_methods=INTERNAL_METHODS | POPULATION_INTERNAL, engine=setup.engine
+        )
     )
     serve(setup.spec(authenticator), SERVICES[SERVICE].address())
 

@@ -10,13 +10,18 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.orm import Session
 
 from services.common.db import service_engine, var_dir
 from services.masterdata import synthetic
 from services.masterdata.adapters import orm
+from services.masterdata.adapters.population import PopulationRepository
 from services.masterdata.bootstrap import SERVICE, migrate_database
+from services.masterdata.domain import population
 
 ORGANIZATION_ROLES = (
     "health_region",
@@ -30,6 +35,47 @@ ORGANIZATION_ROLES = (
 )
 
 
+def population_files() -> list[Path]:
+    """The register's family files: the shipped one, plus SAMHANDLING_MASTERDATA_POPULATION_FILES
+    (os.pathsep-separated), e.g. a test's own families."""
+    extra = os.environ.get("SAMHANDLING_MASTERDATA_POPULATION_FILES", "")
+    return [population.DATA_FILE] + [Path(p) for p in extra.split(os.pathsep) if p]
+
+
+def load_families(engine: sa.engine.Engine) -> list[population.FamilyRecord]:
+    """Loads the family files into the register (idempotent, every start)."""
+    families = population.load_files(population_files())
+    with engine.begin() as conn:
+        PopulationRepository(Session(bind=conn)).load(families)
+    return families
+
+
+def family_personas(families: list[population.FamilyRecord]) -> list[dict[str, Any]]:
+    """people.json entries (role `parent` / `child`) for the families: the demo's way in."""
+    out: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    for family in families:
+        parents = [p.pid for p in family.parents]
+        for role, members in (("parent", family.parents), ("child", family.children)):
+            for p in members:
+                if p.pid in seen:
+                    continue
+                seen.add(p.pid)
+                out.append(
+                    {
+                        "role": role,
+                        "name": f"{p.given_name} {p.family_name}",
+                        "given_name": p.given_name,
+                        "family_name": p.family_name,
+                        "pid": p.pid,
+                        "birth_date": p.birth_date.isoformat(),
+                        "parents": parents if role == "child" else [],
+                        "children": [c.pid for c in family.children] if role == "parent" else [],
+                    }
+                )
+    return out
+
+
 def main() -> None:
     engine = service_engine(SERVICE)
     migrate_database(engine)
@@ -41,11 +87,16 @@ def main() -> None:
     with engine.connect() as conn:
         loaded = conn.scalar(sa.select(sa.func.count()).select_from(orm.practitioners))
     people = synthetic.personas(data) if loaded else synthetic.load(engine, data)
+    families = load_families(engine)
     engine.dispose()
     demo = var_dir() / "demo"
     demo.mkdir(parents=True, exist_ok=True)
     (demo / "people.json").write_text(
-        json.dumps(people["practitioners"] + people["citizens"], indent=2, ensure_ascii=False)
+        json.dumps(
+            people["practitioners"] + people["citizens"] + family_personas(families),
+            indent=2,
+            ensure_ascii=False,
+        )
         + "\n",
         encoding="utf-8",
     )

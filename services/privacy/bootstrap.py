@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+from samhandling.privacy.v1 import representation_service_pb2_grpc as representation_grpc
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
@@ -23,6 +24,7 @@ from services.privacy.adapters.masterdata import (
     GpListChecker,
     MasterDataUnavailable,
 )
+from services.privacy.adapters.population import CachedFamilyRegister, FamilyRegister
 from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier
 from services.privacy.adapters.witness import Witness, witnesses_from_env
 from services.privacy.domain.model import EntryType
@@ -32,6 +34,10 @@ from services.privacy.entrypoints.grpc_servicer import (
     PUBLIC_METHODS,
     PrivacyServicer,
 )
+from services.privacy.entrypoints.representation_servicer import (
+    FULL_NAME as REPRESENTATION_NAME,
+)
+from services.privacy.entrypoints.representation_servicer import RepresentationServicer
 from services.privacy.service_layer.services import DEFAULT_RETENTION, Config, PrivacyService
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
@@ -84,6 +90,12 @@ def decision_reuse_from_env() -> dt.timedelta:
     )
 
 
+def family_cache_seconds() -> float:
+    """How long a family from the population register is reused: 30 s
+    (`SAMHANDLING_PRIVACY_FAMILY_CACHE_SECONDS`). Ages are computed at every decision."""
+    return float(os.environ.get("SAMHANDLING_PRIVACY_FAMILY_CACHE_SECONDS", "30"))
+
+
 @dataclass
 class Setup:
     service: PrivacyService
@@ -101,6 +113,7 @@ def build(
     gp_list: GpListChecker | None = None,
     rules: Rules | None = None,
     witnesses: list[Witness] | None = None,
+    families: FamilyRegister | None = None,
     events: Sink | None = None,
 ) -> Setup:
     """`events`: where the outbox dispatcher sends the domain events (main: from the
@@ -140,11 +153,19 @@ def build(
         witnesses=witnesses,
         rules=rules or load_rules(),
         gp_list=gp_cached,
+        families=CachedFamilyRegister(families, family_cache_seconds()) if families else None,
     )
     servicer = PrivacyServicer(service, TreeHeadVerifier.from_dir(directory))
     spec = ServiceSpec(
         "privacy",
-        [Servicer(FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, servicer)],
+        [
+            Servicer(FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, servicer),
+            Servicer(
+                REPRESENTATION_NAME,
+                representation_grpc.add_RepresentationServiceServicer_to_server,
+                RepresentationServicer(service.representations),
+            ),
+        ],
         public_methods=PUBLIC_METHODS,
         authenticator=authenticator,
         on_shutdown=[service.close, engine.dispose],

@@ -20,8 +20,10 @@ import grpc
 from google.protobuf import timestamp_pb2
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
+from samhandling.privacy.v1 import representation_service_pb2 as rep_pb
+from samhandling.privacy.v1 import representation_service_pb2_grpc as rep_grpc
 
-from services.common.auth import Principal
+from services.common.auth import USER_CONTEXT_HEADER, Principal
 from services.common.errors import PermissionDenied, Unavailable, peer_error
 
 
@@ -30,6 +32,7 @@ class PrivacyClient:
         self._channel = channel
         self._timeout = timeout
         self._stub: pb_grpc.PrivacyServiceStub | None = None
+        self._rep_stub: rep_grpc.RepresentationServiceStub | None = None
 
     def _get_stub(self) -> pb_grpc.PrivacyServiceStub:
         if self._stub is None:
@@ -81,6 +84,27 @@ class PrivacyClient:
                 Unavailable("the access decision could not be made", reason="PRIVACY_UNAVAILABLE"),
             ) from exc
         return reply
+
+    def check_representation(
+        self, representation_id: str, user_token: str
+    ) -> rep_pb.CheckRepresentationResponse:
+        """For the trust service's token exchange: may the user of `user_token` (forwarded as
+        user context) act through this representation now? PERMISSION_DENIED
+        (REPRESENTATION_NOT_VALID) stays a refusal; an unreachable privacy service is
+        UNAVAILABLE PRIVACY_UNAVAILABLE."""
+        if self._rep_stub is None:
+            self._get_stub()
+            self._rep_stub = rep_grpc.RepresentationServiceStub(self._channel)
+        try:
+            return self._rep_stub.CheckRepresentation(
+                rep_pb.CheckRepresentationRequest(representation_id=representation_id),
+                metadata=[(USER_CONTEXT_HEADER, user_token)],
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            raise peer_error(
+                exc, Unavailable("the privacy service is unavailable", reason="PRIVACY_UNAVAILABLE")
+            ) from exc
 
     def require(self, principal: Principal, *args: Any, **kwargs: Any) -> pb.DecideAccessResponse:
         """decide(), raising PERMISSION_DENIED unless the decision is PERMIT."""

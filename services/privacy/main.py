@@ -15,8 +15,12 @@ from services.common.registry import SERVICES
 from services.common.server import serve
 from services.common.tokens import authenticator_for
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
+from services.privacy.adapters.population import GrpcFamilyRegister
 from services.privacy.bootstrap import build
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.entrypoints.representation_servicer import (
+    INTERNAL_METHODS as REPRESENTATION_INTERNAL,
+)
 from services.privacy.service_layer.services import PrivacyService
 
 RETENTION_INTERVAL_SECONDS = 3600.0
@@ -42,6 +46,12 @@ def _maintenance_loop(service: PrivacyService, stop: threading.Event) -> None:
             log.exception("log maintenance failed")
 
 
+def _masterdata_client() -> object:
+    from services.masterdata.client import MasterDataClient
+
+    return MasterDataClient(service_channel("masterdata"))
+
+
 def main() -> None:
     engine = service_engine("privacy")
     setup = build(
@@ -50,9 +60,14 @@ def main() -> None:
         # Results and documents forward the caller's token on every decision and record:
         # verify it once (DPoP proofs of direct calls are still checked on each call).
         CachingAuthenticator(
-            authenticator_for("privacy", internal_methods=INTERNAL_METHODS, engine=engine),
+            authenticator_for(
+                "privacy",
+                internal_methods=INTERNAL_METHODS | REPRESENTATION_INTERNAL,
+                engine=engine,
+            ),
             dpop=True,
         ),
+        families=GrpcFamilyRegister(_masterdata_client),
         events=sink_from_env("privacy"),
     )
     setup.service.prune()

@@ -5,13 +5,21 @@ gets a SOFT Block against the demo nurse, so the emergency override (purpose ETR
 with a justification; nurses may break the glass, psychologists may not) can be tried;
 the other demo citizens have no settings. Writes var/demo/privacy.json describing what was
 set.
+
+The population register's demo families (see services/masterdata/data/population/) get
+one power of attorney: the elderly mother gives her adult son a FULL power of attorney for
+a year (`_demo_powers`). Parents need nothing seeded: they act for their children under 16
+through the register.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+from typing import Any
 
 from services.common.db import service_engine, var_dir
+from services.common.identifiers import age_on
 from services.privacy.adapters import repository as repo
 from services.privacy.adapters.masterdata import MasterDataUnavailable
 from services.privacy.bootstrap import build
@@ -25,6 +33,7 @@ from services.privacy.domain.model import (
     RestrictionKind,
     SettingKind,
 )
+from services.privacy.domain.representation import PowerOfAttorney, Scope
 
 DEMO_BLOCK_ID = "demo-soft-block"
 
@@ -32,6 +41,48 @@ DEMO_BLOCK_ID = "demo-soft-block"
 class _NoMasterData:
     def check(self, hpr_number: str, metadata: object) -> Approval:
         raise MasterDataUnavailable("not used by the seed")
+
+
+def _demo_powers(service: Any, people: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The population register's demo families (people.json roles `parent`/`child`): a
+    parent whose child is an adult gives that child power of attorney for a year (the
+    elderly mother and her son in services/masterdata/data/population/families.json)."""
+    by_pid = {p["pid"]: p for p in people if p.get("pid")}
+    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    out = []
+    for parent in (p for p in people if p.get("role") == "parent"):
+        for child_pid in parent.get("children", []):
+            if child_pid not in by_pid or age_on(child_pid, now.date()) < 18:
+                continue
+            child = by_pid[child_pid]
+            poa = PowerOfAttorney(
+                poa_id=f"poa_demo_{parent['pid'][-4:]}",
+                grantor_pid=parent["pid"],
+                grantee_pid=child_pid,
+                scope=Scope.FULL,
+                start=now,
+                end=now + dt.timedelta(days=365),
+                created_at=now,
+                grantor_name=parent["name"],
+                grantee_name=child["name"],
+            )
+            caller = Caller(
+                kind=ActorKind.CITIZEN,
+                subject=parent["pid"],
+                client_id="demo-seed",
+                pid=parent["pid"],
+                display_name=parent["name"],
+            )
+            service.representations.store_power(caller, poa)
+            out.append(
+                {
+                    "power_of_attorney_id": poa.poa_id,
+                    "grantor": parent["name"],
+                    "grantee": child["name"],
+                    "grantee_pid": child_pid,
+                }
+            )
+    return out
 
 
 def main() -> None:
@@ -66,8 +117,9 @@ def main() -> None:
         setting.level = Level.SOFT
         setting.target_hpr = nurse["hpr_number"]
         service._save(caller, setting, "RESTRICTION_CREATED", is_new=True)
+    powers = _demo_powers(service, people)
     engine.dispose()
-    summary = {
+    summary: dict[str, Any] = {
         "soft_block": {
             "citizen": citizen["name"],
             "citizen_pid": citizen["pid"],
@@ -76,6 +128,7 @@ def main() -> None:
             "restriction_id": DEMO_BLOCK_ID,
         }
     }
+    summary["powers_of_attorney"] = powers
     (var_dir() / "demo" / "privacy.json").write_text(
         json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )

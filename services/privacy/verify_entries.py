@@ -118,6 +118,19 @@ def check_entry(event: Mapping[str, Any], head: TreeHead) -> list[str]:
     for key, value in shown.items():
         if (content_fields.get(key) or type(value)()) != value:
             problems.append(f"{name}: shown {key} differs from the logged content")
+    # Step 2c (continued): who acted, and whether for someone else (a parent, a power of
+    # attorney): an app cannot hide that another person acted for the citizen.
+    actor = _get(event, "actor") or {}
+    details = content_fields.get("details") or {}
+    logged = details.get("representation") if isinstance(details, Mapping) else None
+    logged_relation = str(logged.get("relation", "")) if isinstance(logged, Mapping) else ""
+    shown_relation = str(_get(actor, "representation", "") or "")
+    if shown_relation.endswith("UNSPECIFIED"):
+        shown_relation = ""
+    if shown_relation != logged_relation:
+        problems.append(f"{name}: shown representation differs from the logged content")
+    if str(_get(actor, "display_name", "") or "") != str(content_fields.get("actor_name") or ""):
+        problems.append(f"{name}: shown actor differs from the logged content")
     # Step 2c (continued): the resources shown are the ones logged, none added or left out
     # (an access entry of a read lists every resource it returned).
     shown_resources = [

@@ -156,7 +156,8 @@ def main() -> None:
         return
     people = json.loads(people_file.read_text(encoding="utf-8"))
     organizations = json.loads(orgs_file.read_text(encoding="utf-8"))
-    citizens = [p for p in people if p.get("role") == "citizen" and p.get("pid")]
+    # Citizens, and the population register's demo children (a parent acts for them).
+    citizens = [p for p in people if p.get("role") in ("citizen", "child") and p.get("pid")]
     lab = (organizations.get("lab") or {}).get("org_number")
     gp = (organizations.get("gp_practice") or {}).get("org_number") or ""
     if not citizens or not lab:

@@ -305,3 +305,19 @@ class DemoClient:
         if scope:
             form["scope"] = scope
         return self._token(form, DpopSigner())
+
+    def act_for(self, subject: Token, representation_id: str, resource: str) -> Token:
+        """RFC 8693 for acting for someone else (README, "Acting for someone else"): the
+        citizen's own DPoP-bound token as subject, a `representation_id` from
+        `GET /v1/privacy/representations`, and a proof of the SAME key (the new token stays
+        bound to the key the citizen's session holds)."""
+        if subject.dpop is None:
+            raise ValueError("acting for someone else needs the citizen's DPoP-bound token")
+        form = {
+            "grant_type": TOKEN_EXCHANGE,
+            "subject_token": subject.access_token,
+            "subject_token_type": ACCESS_TOKEN_TYPE,
+            "resource": resource,
+            "representation_id": representation_id,
+        }
+        return self._token(form, subject.dpop)

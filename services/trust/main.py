@@ -54,6 +54,7 @@ from services.trust.entrypoints.grpc_api import (
 from services.trust.service_layer.clients import ClientRegistry
 from services.trust.service_layer.keys import KeyManager, load_kek
 from services.trust.service_layer.oauth import DbReplayCache, TrustService, TrustSettings
+from services.trust.service_layer.representation import RepresentationPort
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
 ALLOW_TESTID_ENV = "SAMHANDLING_TRUST_ALLOW_TESTID"
@@ -194,6 +195,7 @@ def build(
     kek: bytes | None = None,
     clock: Callable[[], float] = time.time,
     idps: list[UpstreamIdp] | None = None,
+    representations: RepresentationPort | None = None,
 ) -> TrustApp:
     engine = engine or service_engine("trust")
     migrate("trust", engine, VERSIONS)
@@ -216,8 +218,20 @@ def build(
             lambda: service_channel("masterdata"), self_token_source(keys, settings.issuer)
         )
     upstreams = [OidcUpstream(idp) for idp in (idps_from_env() if idps is None else idps)]
+    if representations is None:
+        from services.privacy.client import PrivacyClient
+        from services.trust.adapters.privacy import GrpcRepresentations
+
+        representations = GrpcRepresentations(PrivacyClient)
     service = TrustService(
-        settings, repo, keys, masterdata, secret=kek, clock=clock, upstreams=upstreams
+        settings,
+        repo,
+        keys,
+        masterdata,
+        secret=kek,
+        clock=clock,
+        upstreams=upstreams,
+        representations=representations,
     )
     registry = ClientRegistry(repo, clock)
     return TrustApp(service, registry, TrustServicer(service, registry), keys, repo)

@@ -80,7 +80,8 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
     ),
     "citizen-portal": (
         "Demo citizen portal",
-        LOGIN,
+        # token exchange: acting for a child or with a power of attorney (representation)
+        [*LOGIN, GRANT_TOKEN_EXCHANGE],
         [
             "openid",
             Scopes.PRIVACY_CITIZEN,
@@ -179,9 +180,19 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             or existing.jwks != client.jwks
             or existing.orgnr_parent != parent
             or existing.tenants != tenants
+            or existing.grant_types != grants
         ):
             registry.update(
-                client, ["jwks", "orgnr_parent", "orgnr_child", "tenants", "scopes", "audiences"]
+                client,
+                [
+                    "jwks",
+                    "orgnr_parent",
+                    "orgnr_child",
+                    "tenants",
+                    "scopes",
+                    "audiences",
+                    "grant_types",
+                ],
             )
         if (
             saved is None

@@ -148,6 +148,15 @@ citizens = sa.Table(
     sa.Column("gp_hpr_number", sa.String(9), nullable=True, index=True),
 )
 
+# Parental responsibility in the population register (folkeregisteret stand-in), loaded
+# from services/masterdata/data/population/*.json by the seed: who is whose parent.
+family_relations = sa.Table(
+    "family_relations",
+    metadata,
+    sa.Column("parent_pid", sa.String(11), primary_key=True),
+    sa.Column("child_pid", sa.String(11), primary_key=True, index=True),
+)
+
 # DPoP proofs accepted by any replica of the service (services/common/replay.py).
 dpop_proofs = dpop_proofs_table(metadata)
 

@@ -114,3 +114,23 @@ dpop_proofs = dpop_proofs_table(metadata)
 
 # Domain events written in the same transaction as their change (services/common/outbox.py).
 event_outbox = outbox_table(metadata)
+
+# Acting for someone else (domain/representation.py): powers of attorney the citizens give
+# (relation POWER_OF_ATTORNEY, with scope, period and revocation) and the opaque ids handed
+# out for parent-child relations (relation PARENT; the relation itself and the child's age
+# are checked against the population register at every use, never stored as valid here).
+representations = sa.Table(
+    "privacy_representations",
+    metadata,
+    sa.Column("representation_id", sa.String(64), primary_key=True),
+    sa.Column("relation", sa.String(24), nullable=False),
+    sa.Column("representative_pid", sa.String(11), nullable=False, index=True),
+    sa.Column("represented_pid", sa.String(11), nullable=False, index=True),
+    sa.Column("scope", sa.String(8), nullable=False, server_default="FULL"),
+    sa.Column("start_us", sa.BigInteger, nullable=True),
+    sa.Column("end_us", sa.BigInteger, nullable=True),
+    sa.Column("created_us", sa.BigInteger, nullable=False),
+    sa.Column("revoked_us", sa.BigInteger, nullable=True),
+    sa.Column("representative_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("represented_name", sa.String(200), nullable=False, server_default=""),
+)

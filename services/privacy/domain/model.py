@@ -6,6 +6,11 @@ microseconds so hashing and both databases agree exactly.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from services.privacy.domain.representation import Standing
+
 import datetime as dt
 import enum
 from collections.abc import Mapping, Sequence
@@ -181,6 +186,16 @@ class Caller:
     healthcare_service: str = ""  # care_relationship.healthcare_service (code system 8655)
     purpose_details_code: str = ""  # care_relationship.purpose_of_use_details.code
     purpose_details_text: str = ""  # care_relationship.purpose_of_use_details.text
+    # Acting for someone else (domain/representation.py): the token's pid is the represented
+    # person's; these name the representative (`act`) and how (the representation claim).
+    represented: bool = False  # the token carries a representation claim
+    acting_pid: str = ""
+    acting_subject: str = ""
+    representation_id: str = ""
+    representation_relation: str = ""
+    representation_scope: str = ""  # as the token says; only ever narrows what holds now
+    # What holds now (filled in by the service layer before every decision; None: nothing).
+    representation_now: Standing | None = None
 
     @property
     def organisation(self) -> str:

@@ -16,9 +16,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common.auth import Principal
+from services.common.auth import CLAIM_PID, Principal
 from services.common.identifiers import pid_problem
 from services.common.tokens import Scopes
+from services.privacy.domain import representation
 from services.privacy.domain.model import (
     EMERGENCY_PURPOSES,
     READ_ACTIONS,
@@ -66,6 +67,9 @@ DENY_REASONS = frozenset(
         "SHIELD",
         "CONFIDENTIAL_NOT_FOR_PATIENT",
         "RESTRICTED_UNTIL_RELEASE",
+        # Acting for someone else (domain/representation.py).
+        "REPRESENTATION_NOT_VALID",
+        "REPRESENTATION_LIMITED",
     }
 )
 
@@ -241,10 +245,42 @@ def caller_from_principal(principal: Principal) -> Caller:
             **base,
         )
     if principal.pid is not None:
-        return Caller(kind=ActorKind.CITIZEN, pid=principal.pid, **base)
+        return Caller(
+            kind=ActorKind.CITIZEN, pid=principal.pid, **_representative(principal), **base
+        )
     if principal.has_scope(Scopes.PRIVACY_AUDIT):
         return Caller(kind=ActorKind.AUDITOR, **base)
     return Caller(kind=ActorKind.SYSTEM, **base)
+
+
+def _representative(principal: Principal) -> dict[str, Any]:
+    """The representative's fields of a citizen caller acting for someone else: `act`
+    (RFC 8693 §4.1) names him, the representation claim says how. A claim that does not
+    parse still marks the caller as a representative (and is denied: nothing holds)."""
+    claim = principal.claims.get(representation.CLAIM_REPRESENTATION)
+    if claim is None:
+        return {}
+    claim = claim if isinstance(claim, Mapping) else {}
+    # The representative is the first actor in the `act` chain who is a person (a later
+    # token exchange by an API puts the API in front of him).
+    act: Mapping[str, Any] = {}
+    chain = principal.claims.get("act")
+    for _ in range(8):
+        if not isinstance(chain, Mapping):
+            break
+        if CLAIM_PID in chain:
+            act = chain
+            break
+        chain = chain.get("act")
+    acting_pid = act.get(CLAIM_PID)
+    return {
+        "represented": True,
+        "acting_pid": acting_pid if isinstance(acting_pid, str) else "",
+        "acting_subject": str(act.get("sub", "")),
+        "representation_id": str(claim.get("representation_id", "")),
+        "representation_relation": str(claim.get("relation", "")),
+        "representation_scope": str(claim.get("scope", "")),
+    }
 
 
 # --- the rules ----------------------------------------------------------------------------
@@ -345,6 +381,21 @@ def decide(
             reasons.append("CONFIDENTIAL_NOT_FOR_PATIENT")
         if "NORU" in codes and (request.release_time is None or request.release_time > now):
             reasons.append("RESTRICTED_UNTIL_RELEASE")
+        if caller.represented:
+            # Someone acting for the patient: what holds now, narrowed by the token's scope
+            # (domain/representation.py). Otherwise the citizen's own rules apply.
+            token_scope = (
+                representation.Scope(caller.representation_scope)
+                if caller.representation_scope in tuple(representation.Scope)
+                else representation.Scope.LIMITED
+            )
+            held = caller.representation_now
+            if not caller.acting_pid or caller.acting_pid == caller.pid:
+                held = None
+            reasons.append(
+                representation.denial(held, token_scope, request.domain, request.action)
+                or f"REPRESENTATIVE_{held.relation.value if held else ''}"
+            )
         obligations += [
             Obligation.HIDE_NORN_FROM_CITIZEN,
             Obligation.HIDE_RESTRICTED_UNTIL_RELEASE,

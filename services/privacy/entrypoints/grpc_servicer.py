@@ -28,6 +28,7 @@ from services.privacy.domain.model import (
     SettingState,
     listed_resources,
 )
+from services.privacy.entrypoints.representation_servicer import representation_actor
 from services.privacy.service_layer.notification_checks import Recipient, check_recipients
 from services.privacy.service_layer.services import (
     Decided,
@@ -227,6 +228,7 @@ def access_event_out(
             org_number=row.get("actor_org") or "",
             client_name=row.get("client_name") or row.get("client_id") or "",
             kind=_ACTOR_OUT.get(row.get("actor_kind") or "", pb.ACTOR_KIND_UNSPECIFIED),
+            **representation_actor(details),
         ),
         domain=_DOMAIN_OUT.get(Domain(domain), pb.DOMAIN_UNSPECIFIED)
         if domain

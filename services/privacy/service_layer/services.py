@@ -37,6 +37,7 @@ from services.privacy.adapters.masterdata import (
     GpListChecker,
     MasterDataUnavailable,
 )
+from services.privacy.adapters.population import FamilyRegister, StaticFamilyRegister
 from services.privacy.adapters.signing import TreeHeadSigner
 from services.privacy.adapters.witness import Witness
 from services.privacy.domain.merkle import (
@@ -72,6 +73,7 @@ from services.privacy.service_layer.events import (
     record_setting_event,
 )
 from services.privacy.service_layer.log_writer import LogWriter
+from services.privacy.service_layer.representation import Representations
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -185,6 +187,7 @@ class PrivacyService:
         *,
         rules: Rules,
         gp_list: GpListChecker,
+        families: FamilyRegister | None = None,
     ) -> None:
         self.rules = rules
         self.gp_list = gp_list
@@ -207,6 +210,9 @@ class PrivacyService:
         # decision within milliseconds): saves reading the entry back. Fields as get_entry.
         self._recent: collections.OrderedDict[str, dict[str, Any]] = collections.OrderedDict()
         self._recent_lock = threading.Lock()
+        # Acting for someone else (service_layer/representation.py): the population register
+        # (master data) for parents and children; without one nobody is anybody's parent.
+        self.representations = Representations(self, families or StaticFamilyRegister())
         # Wakes the outbox dispatcher after a commit that wrote events (bootstrap.build).
         self.events_committed: Callable[[], None] = lambda: None
 
@@ -232,13 +238,25 @@ class PrivacyService:
         trace_id: str | None = None,
         **fields: Any,
     ) -> LogEntry:
+        subject = caller.subject
+        if caller.represented:
+            # Acting for someone else: the entry names the representative (his name and
+            # subject) and how he acts, in the represented person's log.
+            subject = caller.acting_subject
+            fields["details"] = {
+                **(fields.get("details") or {}),
+                "representation": {
+                    "relation": caller.representation_relation,
+                    "scope": caller.representation_scope,
+                },
+            }
         return LogEntry(
             entry_type=entry_type,
             event_id=uuid.uuid4().hex,
             event_time=now,
             patient_id=patient_id,
             actor_kind=caller.kind,
-            actor_subject=caller.subject,
+            actor_subject=subject,
             actor_hpr=caller.hpr_number or "",
             actor_name=caller.display_name,
             actor_org=caller.organisation,
@@ -274,7 +292,7 @@ class PrivacyService:
             raise _master_data_down() from exc
 
     def _prepare(self, principal: Principal) -> tuple[Caller, Approval | None, str, str]:
-        caller = caller_from_principal(principal)
+        caller = self.representations.enrich(caller_from_principal(principal), principal)
         approval, approval_error = self._approval(caller, principal)
         if approval is not None and approval.display_name:
             caller = replace(caller, display_name=approval.display_name)
@@ -450,7 +468,8 @@ class PrivacyService:
             or decision["pruned"]
             or decision["entry_type"] != EntryType.DECISION.value
             or decision["patient_id"] != patient_id
-            or decision["actor_subject"] != caller.subject
+            or decision["actor_subject"]
+            != (caller.acting_subject if caller.represented else caller.subject)
             or decision["client_id"] != caller.client_id
         ):
             raise FailedPrecondition(
@@ -511,6 +530,10 @@ class PrivacyService:
         stale = now_us - made > self.config.decision_reuse // dt.timedelta(microseconds=1)
         if not stale and caller.kind == ActorKind.PRACTITIONER:
             stale = approval is None or not approval.valid
+        if not stale and caller.represented:
+            # A representative's decision holds only while the representation does (a
+            # revoked power of attorney, a birthday): re-checked as for a new decision.
+            stale = self.representations.denies(caller, decision)
         if not stale:
             stale = repo.settings_changed_since(session, str(decision["patient_id"]), made, now_us)
         if stale:
@@ -555,7 +578,7 @@ class PrivacyService:
         action: Action,
         resources: Sequence[tuple[str, str]],
     ) -> list[str]:
-        caller = caller_from_principal(principal)
+        caller = self.representations.enrich(caller_from_principal(principal), principal)
         approval = self._current_approval(caller, principal)
         trace_id = self.trace_id()
 
@@ -583,7 +606,7 @@ class PrivacyService:
     ) -> list[list[str]]:
         """Many RecordAccess calls of one caller in one transaction, all or nothing: the
         decisions are read with one query, and if any does not match nothing is written."""
-        caller = caller_from_principal(principal)
+        caller = self.representations.enrich(caller_from_principal(principal), principal)
         approval = self._current_approval(caller, principal)
         trace_id = self.trace_id()
 
@@ -627,6 +650,7 @@ class PrivacyService:
                 raise PermissionDenied(
                     "citizens can only see and change their own settings", reason="NOT_OWN_DATA"
                 )
+            caller = self.representations.require(caller, principal, Domain.PRIVACY, action)
             assert caller.pid is not None
             return caller, caller.pid
         if caller.kind == ActorKind.PRACTITIONER and not (
@@ -792,6 +816,7 @@ class PrivacyService:
         # Permission before existence: the caller must be one who may change settings.
         if caller.kind == ActorKind.CITIZEN:
             principal.require_scope(Scopes.PRIVACY_CITIZEN)
+            caller = self.representations.require(caller, principal, Domain.PRIVACY, Action.DELETE)
         elif caller.kind == ActorKind.PRACTITIONER and kind == SettingKind.RESTRICTION:
             principal.require_scope(Scopes.PRIVACY_PRACTITIONER)
         else:
@@ -973,6 +998,7 @@ class PrivacyService:
                 raise PermissionDenied(
                     "citizens can only read their own access log", reason="NOT_OWN_DATA"
                 )
+            self.representations.require(caller, principal, Domain.PRIVACY, Action.SEARCH)
             patient = caller.pid
         else:
             raise PermissionDenied(

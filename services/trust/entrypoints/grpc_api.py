@@ -164,6 +164,8 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
             context.set_code(
                 grpc.StatusCode.UNAUTHENTICATED
                 if exc.status == 401
+                else grpc.StatusCode.UNAVAILABLE
+                if exc.status == 503
                 else grpc.StatusCode.INVALID_ARGUMENT
             )
             context.set_details(json.dumps(exc.body()))

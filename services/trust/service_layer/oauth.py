@@ -47,6 +47,7 @@ from services.trust.domain.model import (
     parse_authorization_details,
     trust_framework_attestation,
 )
+from services.trust.service_layer import representation
 from services.trust.service_layer.attestation import OrganisationCheck, organisation_claims
 from services.trust.service_layer.federation import Federation, UpstreamPort
 from services.trust.service_layer.keys import ALG, KeyManager
@@ -172,8 +173,11 @@ class TrustService:
         secret: bytes,
         clock: Callable[[], float] = time.time,
         upstreams: Sequence[UpstreamPort] = (),
+        representations: representation.RepresentationPort | None = None,
     ) -> None:
         self.settings = settings
+        # The privacy service's representation check (token exchange for someone else).
+        self.representations = representations
         self.repo = repo
         self.keys = keys
         self.masterdata = masterdata
@@ -646,6 +650,25 @@ class TrustService:
         prior = original.get("act") or {"sub": str(original.get("client_id", ""))}
         claims["act"] = {"sub": client.client_id, "act": prior}
         claims["exp"] = min(int(original["exp"]), now + self.settings.access_token_ttl)
+        if representation.CLAIM_REPRESENTATION in original:
+            # A representative's token travels on as one: the claim stays, the representative
+            # stays in the `act` chain (privacy finds him there and checks him again).
+            claims[representation.CLAIM_REPRESENTATION] = original[
+                representation.CLAIM_REPRESENTATION
+            ]
+        if "representation_id" in params:
+            # Acting for someone else (service_layer/representation.py).
+            representation.check_subject(original, jkt)
+            answer = representation.confirm(
+                self.representations, subject_token, params["representation_id"]
+            )
+            representation.represented_claims(
+                claims,
+                original,
+                answer,
+                params["representation_id"],
+                self.pseudonym(answer.patient_id),
+            )
         response = self._token_response(claims, jkt)
         response["issued_token_type"] = TOKEN_TYPE_ACCESS
         return response

@@ -19,10 +19,18 @@ from services.common.server import ServerSettings, create_server
 from services.common.workload_identity import MeshTlsError
 from services.masterdata.entrypoints.grpc_servicer import FULL_NAME as MASTERDATA
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD_INTERNAL
+from services.masterdata.entrypoints.population_servicer import FULL_NAME as POPULATION
+from services.masterdata.entrypoints.population_servicer import (
+    INTERNAL_METHODS as POPULATION_INTERNAL,
+)
 from services.notifications.entrypoints.grpc_servicer import FULL_NAME as NOTIFICATIONS
 from services.notifications.entrypoints.grpc_servicer import INTERNAL_METHODS as NT_INTERNAL
 from services.privacy.entrypoints.grpc_servicer import FULL_NAME as PRIVACY
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PV_INTERNAL
+from services.privacy.entrypoints.representation_servicer import FULL_NAME as REPRESENTATION
+from services.privacy.entrypoints.representation_servicer import (
+    INTERNAL_METHODS as REPRESENTATION_INTERNAL,
+)
 from services.trust.entrypoints.grpc_api import FULL_NAME as TRUST
 from services.trust.entrypoints.grpc_api import INTERNAL_METHODS as TRUST_INTERNAL
 from tests.integration.privacy.conftest import MasterData, Privacy
@@ -51,8 +59,17 @@ def test_the_servicers_declare_their_internal_methods_from_the_registry() -> Non
     assert internal_methods_of(PRIVACY) == PV_INTERNAL
     assert internal_methods_of(MASTERDATA) == MD_INTERNAL
     assert internal_methods_of(TRUST) == TRUST_INTERNAL
+    assert internal_methods_of(REPRESENTATION) == REPRESENTATION_INTERNAL
+    assert internal_methods_of(POPULATION) == POPULATION_INTERNAL
     assert internal_methods_of(NOTIFICATIONS) == NT_INTERNAL
-    assert set(INTERNAL_METHODS) == PV_INTERNAL | MD_INTERNAL | TRUST_INTERNAL | NT_INTERNAL
+    assert set(INTERNAL_METHODS) == (
+        PV_INTERNAL
+        | MD_INTERNAL
+        | TRUST_INTERNAL
+        | REPRESENTATION_INTERNAL
+        | POPULATION_INTERNAL
+        | NT_INTERNAL
+    )
 
 
 def test_a_data_service_may_decide(privacy: Privacy) -> None:

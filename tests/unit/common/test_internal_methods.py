@@ -28,8 +28,12 @@ def test_the_data_services_reach_privacy_and_nobody_else_but_the_edge() -> None:
         "edge",
         "results",
         "documents",
+        "trust",  # CheckRepresentation at token exchange, nothing else
         "notifications",  # CheckNotificationAccess only
     }
+    assert internal_methods.allowed_callers(
+        "/samhandling.privacy.v1.RepresentationService/CheckRepresentation"
+    ) == {"trust"}
     assert {
         m
         for m, callers in INTERNAL_METHODS.items()

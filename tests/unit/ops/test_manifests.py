@@ -292,7 +292,14 @@ def _policy_callers(service: str) -> set[str]:
 
 def test_network_policies_allow_only_the_declared_paths() -> None:
     assert _find("NetworkPolicy", "default-deny-ingress")["spec"]["ingress"] == []
-    assert _policy_callers("privacy") == {"edge", "results", "documents", "notifications"}
+    # trust: CheckRepresentation at token exchange (acting for someone else)
+    assert _policy_callers("privacy") == {
+        "edge",
+        "results",
+        "documents",
+        "notifications",
+        "trust",
+    }
     assert _policy_callers("masterdata") == {
         "edge",
         "privacy",
