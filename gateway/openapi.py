@@ -347,7 +347,7 @@ def _operation(
         ok = {"description": "OK", "content": _raw_content(options.get("response_media_type"))}
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": builder.ref(output)}}}
-    error = {
+    error: dict[str, Any] = {
         "description": "Error (gRPC status as JSON)",
         "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}
