@@ -129,6 +129,8 @@ def start(backend: str, results_schema: str | None = None) -> BenchStack:
         mint.authenticator("results"),
         MasterDataCodeChecker(md_channel),
         PrivacyAccessControl(pv_channel),
+        # No bulk-export worker here: bench/export.py runs exports in a process of its own.
+        run_exports=False,
     )
     rs_server = create_server(setup.spec, settings=settings).start()
     rs_channel = dial(rs_server)

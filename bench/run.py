@@ -35,6 +35,7 @@ SUITE = [
     "notifications",
     "edge_security",
     "observability",
+    "export",
 ]
 BEGIN, END = "<!-- FIGURES:BEGIN -->", "<!-- FIGURES:END -->"
 

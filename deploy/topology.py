@@ -10,7 +10,8 @@ replicas.
   scratch volumes (`/tmp`, `/var/lib/samhandling`) hold nothing that must survive.
 - **Secrets** (never in a generated file): values as environment variables (`SECRET_ENV`) and
   files as read-only mounts (`SECRET_FILES`): the database URL, trust's key-encryption key,
-  the upstream providers' client keys, privacy's key-encryption key, witness database and
+  the upstream providers' client keys, results' key-encryption key (the registries'
+  pseudonym keys), privacy's key-encryption key, witness database and
   sealed tree-head keys, and each workload's own mesh certificate (deploy/k8s/mesh_ca.py).
 """
 
@@ -96,9 +97,18 @@ SERVICE_ENV: dict[str, dict[str, str]] = {
     },
     # Document content in PostgreSQL, seen by every replica (not the pod's disk).
     "documents": {"SAMHANDLING_DOCUMENTS_CONTENT_STORE": "database"},
+    # The registries' pseudonym keys (bulk export, issue #20) need the KEK from a Secret.
+    "results": {"SAMHANDLING_RESULTS_MODE": "production"},
 }
 
 SECRET_ENV: dict[str, list[SecretEnv]] = {
+    # Seals the registries' pseudonym keys (bulk export): one for every replica; losing it
+    # changes every registry's pseudonyms.
+    "results": [
+        SecretEnv(
+            "SAMHANDLING_RESULTS_KEY_ENCRYPTION_KEY", "samhandling-results", "key-encryption-key"
+        )
+    ],
     "trust": [
         SecretEnv("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY", "samhandling-trust", "key-encryption-key")
     ],

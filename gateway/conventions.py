@@ -3,7 +3,9 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
 
 - `samhandling.conventions` (first filter): REST responses lose `grpc-*` headers, a route's
   `success_status` (PAR: 201) and `redirect_status` (the TestID login: 303 when the service
-  sends a `Location`) replace the transcoder's 200, a 413 names the route's body limit
+  sends a `Location`) replace the transcoder's 200, so does a status the service names in
+  `x-samhandling-http-status` when the route's `service_status` lists it (FHIR Bulk Data's
+  202 / 500), a 413 names the route's body limit
   (`max_request_bytes`), an unknown query parameter's 400 gets a `google.rpc.BadRequest`
   field violation like an unknown body field's, every 401 gets an RFC 6750 / RFC 9449
   `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
@@ -163,6 +165,10 @@ def route_metadata(
     for key in ("success_status", "redirect_status"):
         if options.get(key):
             conventions[key] = int(options[key])
+    if options.get("service_status"):
+        # Statuses the service may pick itself with the `x-samhandling-http-status` response
+        # header (FHIR Bulk Data: 202 while an export runs); others are ignored.
+        conventions["service_status"] = ",".join(str(int(v)) for v in options["service_status"])
     limit = int(options.get("max_request_bytes") or 0)
     if limit and limit != int(spec.defaults.get("max_request_bytes") or 0):
         conventions["max_request_bytes"] = limit  # else the filter's default

@@ -389,6 +389,15 @@ def _operation(
                 **error["content"],
             },
         }
+    for chosen in options.get("service_status") or ():
+        # Statuses the service picks with x-samhandling-http-status (gateway/conventions.py).
+        responses.setdefault(
+            str(chosen),
+            {
+                "description": "Status chosen by the service (e.g. 202: still running)",
+                "content": ok.get("content", {}),
+            },
+        )
     op["responses"] = {**responses, "default": error}
     if anonymous:
         op["security"] = []

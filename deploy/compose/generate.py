@@ -35,6 +35,7 @@ and the Envoy edge.
 #
 #   export POSTGRES_PASSWORD=$(openssl rand -hex 16)
 #   export SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY=... SAMHANDLING_PRIVACY_KEY_ENCRYPTION_KEY=...
+#   export SAMHANDLING_RESULTS_KEY_ENCRYPTION_KEY=...
 #   # and the key files under deploy/compose/secrets/ (idp-keys/, privacy-log-keys/)
 #   docker compose -f deploy/compose/compose.yaml up --build
 #

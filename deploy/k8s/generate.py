@@ -158,6 +158,14 @@ def secrets_example() -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
+            "metadata": _meta("samhandling-results", "config"),
+            "type": "Opaque",
+            # Seals the registries' pseudonym keys (bulk export); shared by every replica.
+            "stringData": {"key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
             "metadata": _meta("samhandling-privacy", "config"),
             "type": "Opaque",
             "stringData": {

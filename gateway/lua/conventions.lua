@@ -192,11 +192,18 @@ function envoy_on_response(handle)
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-encoding")
   local status = headers:get(":status")
+  -- A status the service picks itself (FHIR Bulk Data: 202 while an export runs), honoured
+  -- only where routes.yaml's service_status allows it; the header never reaches a client.
+  local chosen = headers:get("x-samhandling-http-status")
+  headers:remove("x-samhandling-http-status")
   if status == "200" then
     local route = handle:metadata()
     local redirect = route:get("redirect_status")
     local success = route:get("success_status")
-    if redirect and headers:get("location") then
+    local allowed = route:get("service_status")
+    if chosen and allowed and (("," .. allowed .. ","):find("," .. chosen .. ",", 1, true)) then
+      headers:replace(":status", chosen)
+    elseif redirect and headers:get("location") then
       headers:replace(":status", tostring(redirect))
     elseif success then
       headers:replace(":status", tostring(success))

@@ -37,6 +37,9 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
     f"/{PRIVACY}/RecordAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchDecideAccess": _DATA_SERVICES,
     f"/{PRIVACY}/BatchRecordAccess": _DATA_SERVICES,
+    # A registry's bulk export (issue #20): the cohort screened against reservations
+    # against research use, each exported patient logged; results runs the exports.
+    f"/{PRIVACY}/ScreenResearchExport": frozenset({"results"}),
     # Master-data lookups that exist for other services, not for partners.
     f"/{MASTERDATA}/CheckPractitionerApproval": _APPROVAL_CHECKERS,
     # Is the patient on the GP's list (a care relationship): privacy's decisions only.
@@ -98,6 +101,10 @@ USER_CONTEXT: dict[str, str] = {
     f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
     f"/{MASTERDATA}/FindPractitionerByIdentity": "the trust service's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
+    f"/{PRIVACY}/ScreenResearchExport": (
+        "none: the certificate is the credential (the registry, authenticated by results at "
+        "kick-off, is named in the request)"
+    ),
     f"/{MASTERDATA}/CheckGpList": (
         "privacy: the end user's token, forwarded; notifications: none (the certificate)"
     ),

@@ -47,6 +47,9 @@ class Scopes:
     DOCUMENTS_READ = "samhandling:documents/read"
     DOCUMENTS_WRITE = "samhandling:documents/write"
     TRUST_ADMIN = "samhandling:trust/admin"
+    # A quality or research registry's system: starts and downloads FHIR bulk exports of
+    # results (pseudonymised; issue #20).
+    REGISTRY_EXPORT = "samhandling:results/registry-export"
     # Topic-based subscriptions (services/notifications): what may be subscribed to is then
     # decided by who the caller is (organisation, GP list, own data).
     NOTIFICATIONS_SUBSCRIBE = "samhandling:notifications/subscribe"

@@ -147,6 +147,47 @@ class PrivacyClient:
             ) from exc
         return reply
 
+    # Batches of at most this many patients (the request's limit).
+    SCREEN_BATCH = 1000
+
+    def screen_research_export(
+        self,
+        export_id: str,
+        registry_client_id: str,
+        registry_name: str,
+        registry_org_number: str,
+        patient_ids: Sequence[str],
+    ) -> tuple[set[str], int]:
+        """ScreenResearchExport for a cohort, in batches: (the patients to leave out, how
+        many access-log entries privacy wrote). No token: this service's certificate is the
+        credential. Fails closed: privacy unreachable raises UNAVAILABLE, nothing is
+        exported."""
+        excluded: set[str] = set()
+        logged = 0
+        for start in range(0, len(patient_ids), self.SCREEN_BATCH):
+            try:
+                reply: pb.ScreenResearchExportResponse = self._get_stub().ScreenResearchExport(
+                    pb.ScreenResearchExportRequest(
+                        export_id=export_id,
+                        registry_client_id=registry_client_id,
+                        registry_name=registry_name,
+                        registry_org_number=registry_org_number,
+                        patient_ids=list(patient_ids[start : start + self.SCREEN_BATCH]),
+                    ),
+                    timeout=max(self._timeout, 30.0),
+                )
+            except grpc.RpcError as exc:
+                raise peer_error(
+                    exc,
+                    Unavailable(
+                        "the privacy service is unavailable; the export cannot be screened",
+                        reason="PRIVACY_UNAVAILABLE",
+                    ),
+                ) from exc
+            excluded.update(reply.excluded_patient_ids)
+            logged += len(reply.access_event_ids)
+        return excluded, logged
+
 
 def check_notifications(
     client: PrivacyClient, checks: Sequence[pb.NotificationCheck], timeout: float | None = None

@@ -92,6 +92,15 @@ DEMO_CLIENTS: dict[str, tuple[str, list[str], list[str], list[str], str | None]]
         ["privacy", "results", "documents", "notifications"],
         None,
     ),
+    # A national quality registry (hosted by a regional health authority): bulk exports of
+    # results, pseudonymised, with client credentials only (issue #20).
+    "registry": (
+        "Demo quality registry",
+        [GRANT_CLIENT_CREDENTIALS],
+        [Scopes.REGISTRY_EXPORT],
+        ["results"],
+        "health_region",
+    ),
     "admin-console": (
         "Demo admin console",
         [GRANT_CLIENT_CREDENTIALS],

@@ -23,6 +23,7 @@ class Domain(enum.StrEnum):
     RESULTS = "RESULTS"
     DOCUMENTS = "DOCUMENTS"
     PRIVACY = "PRIVACY"
+    RESEARCH = "RESEARCH"  # secondary use: quality and research registries
 
 
 class Action(enum.StrEnum):
@@ -31,6 +32,7 @@ class Action(enum.StrEnum):
     CREATE = "CREATE"
     UPDATE = "UPDATE"
     DELETE = "DELETE"
+    EXPORT = "EXPORT"  # bulk hand-over to a registry (logged only, never decided)
 
 
 class Decision(enum.StrEnum):

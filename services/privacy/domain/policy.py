@@ -509,3 +509,17 @@ def decide(
         justification=justification[1],
         category=category,
     )
+
+
+# --- secondary use (registries) ------------------------------------------------------------
+
+
+def research_excluded(settings: Iterable[Setting], now: dt.datetime) -> bool:
+    """Is the patient left out of registry exports? Yes with an active reservation against
+    research use (domain RESEARCH) or against all sharing (no domain): secondary use gets
+    the most careful reading of a reservation. Restrictions and consents name health
+    personnel and organisations, not registries, so they do not count here."""
+    return any(
+        s.kind == SettingKind.RESERVATION and s.in_force(now) and s.covers(Domain.RESEARCH)
+        for s in settings
+    )

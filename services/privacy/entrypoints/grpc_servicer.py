@@ -10,6 +10,7 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pb
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import current_principal
+from services.common.errors import invalid_field
 from services.common.internal_methods import internal_methods_of
 from services.common.metrics import record_access_decision
 from services.privacy.adapters.signing import TreeHeadVerifier
@@ -47,7 +48,9 @@ PUBLIC_METHODS = frozenset(
     f"/{FULL_NAME}/{m}"
     for m in ("GetSignedTreeHead", "GetInclusionProof", "GetConsistencyProof", "GetLogPublicKeys")
 ) | frozenset(  # internal, the caller's certificate is the credential (internal_methods.py)
-    {f"/{FULL_NAME}/CheckNotificationAccess"}
+    # ScreenResearchExport: a registry export is screened long after the registry's token
+    # was checked by results (issue #20).
+    {f"/{FULL_NAME}/CheckNotificationAccess", f"/{FULL_NAME}/ScreenResearchExport"}
 )
 
 _DOMAIN_IN = {
@@ -55,6 +58,7 @@ _DOMAIN_IN = {
     pb.DOMAIN_RESULTS: Domain.RESULTS,
     pb.DOMAIN_DOCUMENTS: Domain.DOCUMENTS,
     pb.DOMAIN_PRIVACY: Domain.PRIVACY,
+    pb.DOMAIN_RESEARCH: Domain.RESEARCH,
 }
 _DOMAIN_OUT = {v: k for k, v in _DOMAIN_IN.items()}
 _ACTION_IN = {
@@ -65,6 +69,17 @@ _ACTION_IN = {
     pb.ACTION_DELETE: Action.DELETE,
 }
 _ACTION_OUT = {v.value: k for k, v in _ACTION_IN.items()}
+# Logged by ScreenResearchExport only; DecideAccess never decides an export.
+_ACTION_OUT[Action.EXPORT.value] = pb.ACTION_EXPORT
+
+
+def _action_in(value: int) -> Action:
+    """EXPORT is logged by ScreenResearchExport only: never decided or recorded here."""
+    if value not in _ACTION_IN:
+        raise invalid_field("action", "not an action of DecideAccess or RecordAccess")
+    return _ACTION_IN[value]  # type: ignore[index]
+
+
 _STATE_OUT = {
     SettingState.ACTIVE: pb.SETTING_STATE_ACTIVE,
     SettingState.REVOKED: pb.SETTING_STATE_REVOKED,
@@ -260,7 +275,7 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
     return AccessRequest(
         patient_id=request.patient_id,
         domain=_DOMAIN_IN[request.domain],
-        action=_ACTION_IN[request.action],
+        action=_action_in(request.action),
         resource_type=request.resource_type,
         resource_id=request.resource_id,
         confidentiality_codes=tuple(request.confidentiality_codes),
@@ -314,7 +329,7 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             current_principal(),
             request.decision_event_id,
             request.patient_id,
-            _ACTION_IN[request.action],
+            _action_in(request.action),
             [(r.resource_type, r.resource_id) for r in request.resources],
         )
         return pb.RecordAccessResponse(access_event_ids=ids)
@@ -328,7 +343,7 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
                 RecordedAccess(
                     r.decision_event_id,
                     r.patient_id,
-                    _ACTION_IN[r.action],
+                    _action_in(r.action),
                     [(x.resource_type, x.resource_id) for x in r.resources],
                 )
                 for r in request.requests
@@ -531,4 +546,25 @@ class PrivacyServicer(pb_grpc.PrivacyServiceServicer):
             access_events=[access_event_out(r, auditor=True) for r in page.items],
             next_page_token=page.next_page_token,
             total_size=page.total_size,
+        )
+
+    def ScreenResearchExport(
+        self, request: pb.ScreenResearchExportRequest, context: Any
+    ) -> pb.ScreenResearchExportResponse:
+        # Internal (results only, checked on its certificate before this runs); no token.
+        from services.privacy.service_layer.research_export import (
+            Registry,
+            screen_research_export,
+        )
+
+        screened = screen_research_export(
+            self.service,
+            Registry(
+                request.registry_client_id, request.registry_name, request.registry_org_number
+            ),
+            request.export_id,
+            list(request.patient_ids),
+        )
+        return pb.ScreenResearchExportResponse(
+            excluded_patient_ids=screened.excluded, access_event_ids=screened.access_event_ids
         )

@@ -1129,6 +1129,9 @@ def describe(row: Mapping[str, Any]) -> str:
         }.get(reasons[0], "privacy setting changed")
     if entry_type == EntryType.LOG_READ.value:
         return "access log read by an auditor"
+    if action == Action.EXPORT.value:
+        registry = row.get("client_name") or row.get("client_id") or "a registry"
+        return f"data exported to registry {registry}"
     what = {
         ("DOCUMENTS", "READ"): "document opened",
         ("DOCUMENTS", "SEARCH"): "document list viewed",

@@ -134,3 +134,6 @@ fhir_searches = sa.Table(
     sa.Column("query", sa.LargeBinary, nullable=False),
     sa.Column("expires_at", sa.DateTime, nullable=False, index=True),
 )
+
+# The bulk-export tables (issue #20) live in their own module on this metadata.
+from services.results.adapters import export_orm as _export_orm  # noqa: E402,F401

@@ -31,10 +31,12 @@ from services.masterdata.entrypoints.grpc_servicer import (
 )
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
+from services.privacy.client import PrivacyClient
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
 from services.results.domain.model import CitizenPolicy
 from services.results.main import build as build_results
+from services.results.service_layer.export import ExportService
 from tests.conftest import new_database
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -60,6 +62,7 @@ class Stack:
     engine: Engine
     servers: list[MeshServer]
     recent: list[str] = field(default_factory=list)
+    exports: ExportService | None = None
 
     def new_patient(self) -> str:
         patient = synthetic_pid(RNG)
@@ -147,6 +150,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         MasterDataCodeChecker(md_channel),
         PrivacyAccessControl(pv_channel),
         CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
+        screener=PrivacyClient(pv_channel),
     )
     rs_server = create_server(setup.spec, settings=settings).start()
     rs_channel = dial(rs_server)
@@ -170,6 +174,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         masterdata,
         results_engine,
         [rs_server, pv_server, md_server],
+        exports=setup.exports,
     )
 
     def stop() -> None:

@@ -16,7 +16,15 @@ from services.trust.main import VERSIONS
 from services.trust.seed import DEMO_CLIENTS, seed
 from services.trust.service_layer.clients import ClientRegistry
 
-NAMES = {"lab-system", "gp-ehr", "hospital-ehr", "vendor-ehr", "citizen-portal", "admin-console"}
+NAMES = {
+    "lab-system",
+    "gp-ehr",
+    "hospital-ehr",
+    "vendor-ehr",
+    "citizen-portal",
+    "admin-console",
+    "registry",
+}
 
 
 def test_seed_is_idempotent_and_reads_organisations(
@@ -37,6 +45,10 @@ def test_seed_is_idempotent_and_reads_organisations(
     lab = files["lab-system"]
     assert lab["private_jwk"]["d"] and lab["scope"] and "redirect_uris" not in lab
     assert files["gp-ehr"]["redirect_uris"]
+    # The registry (issue #20): client credentials only, bulk exports of results only.
+    assert files["registry"]["grant_types"] == ["client_credentials"]
+    assert files["registry"]["scope"] == "samhandling:results/registry-export"
+    assert files["registry"]["audiences"] == ["samhandling:results"]
     assert stat.S_IMODE((demo / "clients" / "lab-system.json").stat().st_mode) == 0o600
     client = repo.get_client("lab-system")
     assert client is not None and client.orgnr_parent == "960152271"

@@ -87,3 +87,14 @@ def test_the_chain_starts_with_the_conventions_filter() -> None:
         == names.index("envoy.filters.http.grpc_json_transcoder") - 1
     )
     assert EdgeSpec.load(ROUTES).raw["field_hints"]
+
+
+def test_bulk_export_statuses_the_service_may_choose(routes: dict[str, dict[str, Any]]) -> None:
+    """FHIR Bulk Data: 202 while running, 500 for a failed export; only where listed."""
+    service = "samhandling.results.v1.BulkExportService"
+    status = routes[f"{service}/GetBulkExportStatus GET /v1/fhir/bulk-exports/{{export_id}}"]
+    assert _meta(status, conventions.CONVENTIONS_FILTER)["service_status"] == "202,500"
+    kickoff = routes[f"{service}/StartBulkExport POST /v1/fhir/$export"]
+    assert _meta(kickoff, conventions.CONVENTIONS_FILTER)["service_status"] == "202"
+    search = routes["samhandling.results.v1.ResultsService/SearchResults POST /v1/results:search"]
+    assert "service_status" not in _meta(search, conventions.CONVENTIONS_FILTER)
