@@ -8,6 +8,9 @@ export PYTHONPATH := $(CURDIR):$(CURDIR)/gen/python
 # protoc plugins (protoc-gen-mypy) and envoy live in the venv's bin.
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 STAMP := $(VENV)/.installed
+# axe-core for the portal's accessibility check in the browser tests (npm ci, pinned lock file)
+AXE_DIR := tests/e2e/portal/axe
+AXE := $(AXE_DIR)/node_modules/.package-lock.json
 PROTOS := $(shell find protos -name '*.proto')
 
 .PHONY: help install proto run run-hosts test test-unit test-integration test-e2e test-faults lint format breaking bench demo demo-scan backup restore clean
@@ -29,7 +32,11 @@ $(OIDC_PROVIDER)/node_modules/.installed: $(OIDC_PROVIDER)/package.json $(OIDC_P
 	cd $(OIDC_PROVIDER) && npm ci --no-audit --no-fund --silent
 	touch $@
 
-install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider)
+$(AXE): $(AXE_DIR)/package.json $(AXE_DIR)/package-lock.json
+	cd $(AXE_DIR) && npm ci --no-audit --no-fund --silent --ignore-scripts
+	touch $@
+
+install: $(STAMP) $(OIDC_PROVIDER)/node_modules/.installed $(AXE) ## create .venv and install pinned dependencies (Python, and npm ci for the test OpenID provider and axe-core)
 
 # The Node example of docs/partners.md (openid-client, pinned by its package-lock.json),
 # executed by tests/e2e/test_partner_docs.py.
@@ -45,7 +52,7 @@ gen/python/.stamp: $(STAMP) $(PROTOS) tools/protogen.py
 
 proto: gen/python/.stamp ## generate Python code, stubs and the descriptor set from protos/
 
-run: proto ## start every service and the Envoy edge on SQLite with demo data
+run: proto ## start every service, the Envoy edge and the citizen portal on SQLite with demo data
 	$(PY) -m deploy.local.mesh
 
 run-hosts: proto ## the mesh on five "hosts" (network namespaces, needs root) on PostgreSQL; prints how to reach it
@@ -76,7 +83,7 @@ restore: proto ## restore a backup: make restore BACKUP_DIR=var/backups/<time> [
 lint: proto ## ruff, ruff format --check, mypy, buf lint, buf breaking
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy services gateway deploy tools bench tests
+	$(BIN)/mypy services gateway deploy tools bench tests portal
 	$(BIN)/buf lint build/descriptors.binpb --config protos/buf.yaml --path samhandling
 	$(PY) tools/breaking.py
 

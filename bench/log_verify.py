@@ -1,6 +1,6 @@
 """Verifying the access log, and inclusion proofs (SQLite and PostgreSQL).
 
-    python -m bench.log_verify [--quick]
+    python -m bench.log_verify [--quick] [--entries 1000000] [--backend postgresql]
 
 - **verify**: `verify_log` (services/privacy/verify_log.py: witness, heads, every entry,
   every stored node) over a log of 100,000 entries (10,000 with --quick) with a signed,
@@ -34,8 +34,8 @@ from services.privacy.verify_log import verify_database
 RNG = random.Random(15)
 
 
-def measure(backend: str, quick: bool) -> list[dict[str, Any]]:
-    entries = 10_000 if quick else 100_000
+def measure(backend: str, quick: bool, entries: int = 0) -> list[dict[str, Any]]:
+    entries = entries or (10_000 if quick else 100_000)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="log-bench-") as name:
         tmp = Path(name)
@@ -65,7 +65,9 @@ def measure(backend: str, quick: bool) -> list[dict[str, Any]]:
                     "entries": entries,
                     "seconds": round(seconds, 1),
                     "verified_per_s": round(entries / seconds),
-                    "extrapolated_1M_s": round(seconds * 1_000_000 / entries),
+                    "extrapolated_1M_s": round(seconds * 1_000_000 / entries)
+                    if entries < 1_000_000
+                    else "",
                     "fill_entries_per_s": round(entries / fill),
                     "load_avg_1m": round(os.getloadavg()[0], 1),
                 }
@@ -109,14 +111,19 @@ def measure(backend: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    return [*measure("postgresql", quick), *measure("sqlite", quick)]
+def run(
+    quick: bool = False, entries: int = 0, backends: tuple[str, ...] = ("postgresql", "sqlite")
+) -> list[dict[str, Any]]:
+    return [row for backend in backends for row in measure(backend, quick, entries)]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    run(parser.parse_args().quick)
+    parser.add_argument("--entries", type=int, default=0, help="log size (e.g. 1000000)")
+    parser.add_argument("--backend", choices=("postgresql", "sqlite"), action="append")
+    args = parser.parse_args()
+    run(args.quick, args.entries, tuple(args.backend or ("postgresql", "sqlite")))
 
 
 if __name__ == "__main__":

@@ -172,6 +172,9 @@ class Mesh:
     # Mutual TLS between every hop (workload_identity.py): the CA and one certificate per
     # workload, created on first start under <var>/mesh-tls (or SAMHANDLING_MESH_TLS_DIR).
     mesh_tls: bool = field(default_factory=workload_identity.tls_enabled)
+    # The citizen portal (portal/), a partner application in front of the edge: None = not
+    # started, 0 = a free port. The trust seed registers its callback (SAMHANDLING_PORTAL_URL).
+    portal_port: int | None = None
 
     @property
     def edge_url(self) -> str:
@@ -210,6 +213,12 @@ class Mesh:
         return (Path(explicit) if explicit else self.var_dir / "mesh-tls").resolve()
 
     @property
+    def portal_url(self) -> str | None:
+        if self.portal_port is None:
+            return None
+        return f"http://127.0.0.1:{self.portal_port}"
+
+    @property
     def internal_address(self) -> str:
         return f"{self.edge_host}:{self.internal_port}"
 
@@ -218,6 +227,8 @@ class Mesh:
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "gen" / "python")])
         env["SAMHANDLING_VAR_DIR"] = str(self.var_dir)
         env["SAMHANDLING_EDGE_URL"] = self.edge_url
+        if self.portal_url:
+            env["SAMHANDLING_PORTAL_URL"] = self.portal_url
         for name, address in self.addresses.items():
             env[f"{_env_prefix(name)}_ADDR"] = address
             if address == self.internal_address:
@@ -290,6 +301,8 @@ class Mesh:
             self.internal_port = free_port()
         if not self.admin_port:
             self.admin_port = free_port()
+        if self.portal_port == 0:
+            self.portal_port = free_port()
         for name in self.services:
             count = max(1, self.replicas.get(name, 1))
             self.replica_addresses[name] = [
@@ -310,6 +323,8 @@ class Mesh:
                     )
                 self._start_service(name)
             self._start_edge()
+            if self.portal_port is not None:
+                self._start_portal()
         except BaseException:
             self.stop()
             raise
@@ -342,6 +357,22 @@ class Mesh:
         )
         if "trust" in self.services:
             wait_edge_keys(self.admin_port, admin_host=self.edge_host)
+
+    def _start_portal(self) -> None:
+        """The citizen portal, a separate partner application talking only to the edge."""
+        argv = [sys.executable, "-m", "portal"]
+        env = {"SAMHANDLING_PORTAL_EDGE_URL": self.edge_url}
+        self.processes["portal"] = proc = self._spawn("portal", argv, "portal", env)
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(OSError):
+                url = f"http://127.0.0.1:{self.portal_port}/login"
+                with urllib.request.urlopen(url, timeout=1) as reply:
+                    if reply.status == 200:
+                        return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the portal did not start; see {self.var_dir}/logs/portal.log")
+            time.sleep(0.1)
 
     def stop(self) -> None:
         for proc in reversed(list(self.processes.values())):
@@ -390,6 +421,12 @@ def main() -> None:
     parser.add_argument(
         "--metrics", action="store_true", help="give every process a Prometheus /metrics port"
     )
+    parser.add_argument(
+        "--portal-port",
+        type=int,
+        default=int(os.environ.get("PORTAL_PORT", "8765")),
+        help="the citizen portal's port (-1: do not start it)",
+    )
     args = parser.parse_args()
     mesh = Mesh(
         var_dir=args.var_dir,
@@ -397,12 +434,15 @@ def main() -> None:
         fixed_service_ports=True,
         replicas=parse_replicas(args.replicas),
         metrics=args.metrics,
+        portal_port=None if args.portal_port < 0 else args.portal_port,
     )
     stopping = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopping.set())
     signal.signal(signal.SIGINT, lambda *_: stopping.set())
     mesh.start()
     print(f"Samhandling is up: edge {mesh.edge_url}  (internal gRPC {mesh.internal_address})")
+    if mesh.portal_url:
+        print(f"citizen portal: {mesh.portal_url}/  (log in with a citizen's pid from people.json)")
     print(f"mesh TLS (CA and one certificate per workload): {mesh.tls_dir or 'off'}")
     print("services: " + ", ".join(f"{n}@{'+'.join(a)}" for n, a in mesh.replica_addresses.items()))
     print(f"Envoy admin (stats at /stats/prometheus): http://127.0.0.1:{mesh.admin_port}")

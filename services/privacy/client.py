@@ -13,8 +13,10 @@ access-event id in the ErrorInfo metadata (never a patient id).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
-from typing import Any
+import os
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, TypeVar
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -24,7 +26,16 @@ from samhandling.privacy.v1 import representation_service_pb2 as rep_pb
 from samhandling.privacy.v1 import representation_service_pb2_grpc as rep_grpc
 
 from services.common.auth import USER_CONTEXT_HEADER, Principal
-from services.common.errors import PermissionDenied, Unavailable, peer_error
+from services.common.errors import (
+    Aborted,
+    FailedPrecondition,
+    PermissionDenied,
+    Unavailable,
+    peer_error,
+)
+from services.common.ttl_cache import TtlCache
+
+D = TypeVar("D")
 
 
 class PrivacyClient:
@@ -206,3 +217,73 @@ def check_notifications(
             exc, Unavailable("the privacy service is unavailable", reason="PRIVACY_UNAVAILABLE")
         ) from exc
     return list(zip(reply.allowed, reply.reasons, strict=True))
+
+
+# --- reusing read decisions (#15) -------------------------------------------------------------
+
+
+class StaleDecision(Aborted):
+    """Privacy refused to record under a reused decision that no longer holds (a setting
+    of the patient changed, the approval lapsed, it got too old). Nothing was returned or
+    logged; the read runs again with a fresh decision. ABORTED if it ever escapes."""
+
+    default_reason = "DECISION_STALE"
+
+
+def is_stale(error: Exception) -> bool:
+    """The peer error of a RecordAccess that refused a reused decision."""
+    return isinstance(error, FailedPrecondition) and error.reason == "DECISION_STALE"
+
+
+def decision_cache_seconds(variable: str, default: float = 4.0) -> float:
+    """The reuse window of a data service (below privacy's 5 s; 0 = off)."""
+    return float(os.environ.get(variable, str(default)))
+
+
+class ReadDecisionCache(Generic[D]):
+    """PERMITs of reads, reused for the same caller's identical read for a few seconds: the
+    one mechanism of the data services (results, documents) to ask privacy once per read.
+
+    Key (`key()`): the caller's token (the decision's inputs about the caller all come from
+    it) and the exact DecideAccessRequest (patient, action, resource, purpose, ...). Only a
+    PERMIT of a READ or SEARCH that is not an emergency is kept (`cacheable()`): a denial,
+    an emergency access and a write are decided (and logged) every time. Reuse is safe
+    because privacy checks, when it records the access (in the same transaction as the
+    access entry), that the decision still holds: at most 5 s old, no setting of the
+    patient created, changed, revoked, started or ended since, the approval still valid;
+    otherwise it refuses (DECISION_STALE, `is_stale()`), the data service calls `forget()`
+    at once (every key holding that decision) and runs the read again with a fresh one. A
+    repeated read thus costs one privacy round trip (RecordAccess) instead of two.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._on = ttl_seconds > 0
+        self._entries: TtlCache[tuple[str, bytes], tuple[str, D]] = TtlCache(
+            max(ttl_seconds, 0.001), self.MAX_ENTRIES, clock
+        )
+
+    @staticmethod
+    def cacheable(action: pb.Action.ValueType | str, emergency: bool) -> bool:
+        return action in (pb.ACTION_READ, pb.ACTION_SEARCH, "READ", "SEARCH") and not emergency
+
+    @staticmethod
+    def key(principal: Principal, request: pb.DecideAccessRequest) -> tuple[str, bytes]:
+        return (principal.token, request.SerializeToString(deterministic=True))
+
+    def get(self, key: tuple[str, bytes]) -> D | None:
+        found = self._entries.get(key) if self._on else None
+        return found[1] if found is not None else None
+
+    def put(
+        self, key: tuple[str, bytes], decision: D, *, event_id: str, permit: bool, emergency: bool
+    ) -> None:
+        """Keep `decision` (as it is to be returned on reuse) if it may be reused."""
+        if not self._on or not permit or emergency or not event_id:
+            return
+        self._entries.put(key, (event_id, decision))
+
+    def forget(self, event_id: str) -> None:
+        """Drop every entry holding this decision (privacy found it stale)."""
+        self._entries.drop_where(lambda held: held[0] == event_id)

@@ -126,6 +126,16 @@ def redirect_uri(name: str) -> str:
     return f"http://127.0.0.1:8765/{name}/callback"
 
 
+def redirect_uris(name: str) -> list[str]:
+    """The demo redirect URI; the citizen portal (portal/) also gets its own callback, at
+    SAMHANDLING_PORTAL_URL (default http://127.0.0.1:8765, where `make run` starts it)."""
+    uris = [redirect_uri(name)]
+    if name == "citizen-portal":
+        portal = os.environ.get("SAMHANDLING_PORTAL_URL") or "http://127.0.0.1:8765"
+        uris.append(portal.rstrip("/") + "/auth/callback")
+    return uris
+
+
 def organisations(demo: Path) -> dict[str, tuple[str, str]]:
     """role -> (orgnr_parent, orgnr_child) from the master data seed's organizations.json."""
     path = demo / "organizations.json"
@@ -177,7 +187,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             grant_types=grants,
             scopes=scopes,
             audiences=[audience_for(s) for s in services],
-            redirect_uris=[redirect_uri(name)] if GRANT_AUTHORIZATION_CODE in grants else [],
+            redirect_uris=redirect_uris(name) if GRANT_AUTHORIZATION_CODE in grants else [],
             orgnr_parent=parent,
             orgnr_child=child,
             tenants=tenants,
@@ -189,6 +199,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             or existing.jwks != client.jwks
             or existing.orgnr_parent != parent
             or existing.tenants != tenants
+            or existing.redirect_uris != client.redirect_uris
             or existing.grant_types != grants
         ):
             registry.update(
@@ -200,6 +211,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
                     "tenants",
                     "scopes",
                     "audiences",
+                    "redirect_uris",
                     "grant_types",
                 ],
             )
@@ -207,6 +219,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             saved is None
             or saved.get("orgnr_parent") != parent
             or saved.get("tenants", []) != tenants
+            or saved.get("redirect_uris", []) != client.redirect_uris
         ):
             body = {
                 "client_id": name,

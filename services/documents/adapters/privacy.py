@@ -2,6 +2,14 @@
 
 Calls go out with the original caller's token (`principal.forwarding_metadata()`), so the
 privacy service decides for the real caller. Any failure to reach it denies (fail closed).
+
+A PERMIT of a read (get, download, search; not an emergency) is reused for the same
+caller's identical read for a few seconds (the shared `ReadDecisionCache` of
+services/privacy/client.py): such a read costs one privacy round trip (RecordAccess) instead
+of two. Privacy re-checks the decision when it records; if a setting of the patient changed
+or the approval lapsed it refuses (DECISION_STALE), the decision is dropped here at once and
+`record` raises `StaleDecision` so that the read runs again with a fresh decision.
+`SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS` (default 4, below privacy's 5; 0 = off).
 """
 
 from __future__ import annotations
@@ -18,6 +26,12 @@ from services.common.clients import stub
 from services.common.errors import Unavailable, peer_error
 from services.documents.domain.model import Action, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
+from services.privacy.client import (
+    ReadDecisionCache,
+    StaleDecision,
+    decision_cache_seconds,
+    is_stale,
+)
 
 RESOURCE_TYPE = "DocumentReference"
 
@@ -47,9 +61,17 @@ def visibility_from(obligations: Sequence[int], principal: Principal) -> Visibil
 
 
 class PrivacyAccessDecider:
-    def __init__(self, channel: Callable[[], grpc.Channel], timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        channel: Callable[[], grpc.Channel],
+        timeout: float = 5.0,
+        cache_seconds: float | None = None,
+    ) -> None:
         self._channel = channel
         self._timeout = timeout
+        if cache_seconds is None:
+            cache_seconds = decision_cache_seconds("SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS")
+        self._cache: ReadDecisionCache[AccessDecision] = ReadDecisionCache(cache_seconds)
 
     def _stub(self) -> pb_grpc.PrivacyServiceStub:
         return stub(pb_grpc.PrivacyServiceStub, self._channel())
@@ -70,6 +92,10 @@ class PrivacyAccessDecider:
         )
         if query.release_time is not None:
             request.release_time.FromDatetime(query.release_time.replace(tzinfo=UTC))
+        key = ReadDecisionCache.key(principal, request)
+        cacheable = ReadDecisionCache.cacheable(request.action, query.emergency)
+        if cacheable and (cached := self._cache.get(key)) is not None:
+            return cached
         try:
             reply = self._stub().DecideAccess(
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
@@ -83,13 +109,22 @@ class PrivacyAccessDecider:
                 ),
             ) from exc
         permitted = reply.decision == pb.DECISION_PERMIT
-        return AccessDecision(
+        decision = AccessDecision(
             permitted=permitted,
             visibility=visibility_from(reply.obligations, principal) if permitted else Visibility(),
             reasons=tuple(reply.reasons),
             decision_id=reply.access_event_id,
             emergency=reply.emergency,
         )
+        if cacheable:
+            self._cache.put(
+                key,
+                decision,
+                event_id=decision.decision_id,
+                permit=permitted,
+                emergency=decision.emergency,
+            )
+        return decision
 
     def record(
         self,
@@ -112,10 +147,14 @@ class PrivacyAccessDecider:
                 request, timeout=self._timeout, metadata=principal.forwarding_metadata()
             )
         except grpc.RpcError as exc:
-            raise peer_error(
+            error = peer_error(
                 exc,
                 Unavailable(
                     "the access could not be logged; nothing was returned or stored",
                     reason="ACCESS_LOG_UNAVAILABLE",
                 ),
-            ) from exc
+            )
+            if is_stale(error):
+                self._cache.forget(decision.decision_id)
+                raise StaleDecision("the access decision no longer holds; try again") from exc
+            raise error from exc

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from services.common.auth import Principal
 from services.documents.domain.model import Action, Visibility
+from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,9 @@ class AccessDecider(Protocol):
         decision: AccessDecision,
         document_ids: Sequence[str] = (),
     ) -> None:
-        """Logs what was actually returned or stored under a PERMIT."""
+        """Logs what was actually returned or stored under a PERMIT: ONE access entry
+        naming every document returned. Raises `StaleDecision` (nothing logged) when the
+        decision was reused and no longer holds; the read then runs again."""
         ...
 
 

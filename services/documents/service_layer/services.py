@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy.orm import Session
@@ -66,9 +66,11 @@ from services.documents.service_layer.ports import (
     AccessDecision,
     AccessQuery,
     CodeValidator,
+    StaleDecision,
 )
 
 log = logging.getLogger("samhandling.documents")
+T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
@@ -331,7 +333,22 @@ class DocumentService:
             )
 
     # --- find, get, retrieve ------------------------------------------------------------------
+    @staticmethod
+    def _once_more_if_stale(read: Callable[[], T]) -> T:
+        """Run a read; if privacy refused to record it under a reused decision that no longer
+        holds (nothing was returned or logged), run it again: the cached decision is gone, so
+        it decides afresh under the patient's current settings. A second refusal is ABORTED."""
+        try:
+            return read()
+        except StaleDecision:
+            return read()
+
     def search(self, principal: Principal, params: SearchParams) -> Page:
+        """One page; one privacy decision (reused for a few seconds) and ONE access entry
+        listing the documents returned, durable before the page is."""
+        return self._once_more_if_stale(lambda: self._search(principal, params))
+
+    def _search(self, principal: Principal, params: SearchParams) -> Page:
         principal.require_scope(Scopes.DOCUMENTS_READ)
         patient_id = resolve_patient(principal, params.patient_id)
         page_size = params.page_size or DEFAULT_PAGE_SIZE
@@ -406,6 +423,9 @@ class DocumentService:
     def get(
         self, principal: Principal, document_id: str, emergency: Emergency = NO_EMERGENCY
     ) -> DocumentEntry:
+        return self._once_more_if_stale(lambda: self._get(principal, document_id, emergency))
+
+    def _get(self, principal: Principal, document_id: str, emergency: Emergency) -> DocumentEntry:
         entry, record = self._readable(principal, document_id, Action.READ, emergency)
         record()
         return entry
@@ -422,6 +442,13 @@ class DocumentService:
         The stored bytes are hashed and compared with the registry before anything is
         sent; the access is logged once they passed (a corrupted document is not "opened").
         """
+        return self._once_more_if_stale(
+            lambda: self._retrieve(principal, document_id, emergency, chunk_bytes)
+        )
+
+    def _retrieve(
+        self, principal: Principal, document_id: str, emergency: Emergency, chunk_bytes: int
+    ) -> tuple[DocumentEntry, Iterator[bytes]]:
         entry, record = self._readable(principal, document_id, Action.RETRIEVE, emergency)
         try:
             handle = self.store.open(entry.document_id)

@@ -125,22 +125,35 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
     return [_setting(r) for r in rows]
 
 
+def _settings_changed_statement() -> sa.Select[Any]:
+    t = orm.settings
+    since: sa.BindParameter[int] = sa.bindparam("since_us", type_=sa.BigInteger)
+    now: sa.BindParameter[int] = sa.bindparam("now_us", type_=sa.BigInteger)
+    return (
+        sa.select(sa.literal(1))
+        .where(
+            t.c.patient_id == sa.bindparam("patient_id"),
+            sa.or_(
+                t.c.updated_us >= since,
+                t.c.start_us.between(since, now),
+                t.c.end_us.between(since, now),
+            ),
+        )
+        .limit(1)
+    )
+
+
+# Built once: it runs on every access recorded under a reused decision (#15 read path), where
+# building the statement and its cache key cost more Python time than the query itself.
+_SETTINGS_CHANGED = _settings_changed_statement()
+
+
 def settings_changed_since(session: Session, patient_id: str, since_us: int, now_us: int) -> bool:
     """Whether any setting of the patient was created, changed or revoked at or after
     `since_us`, or started or ended in [since_us, now_us]: what makes a decision made at
     `since_us` stale (one indexed query on the patient's few settings)."""
-    t = orm.settings
     row = session.execute(
-        sa.select(sa.literal(1))
-        .where(
-            t.c.patient_id == patient_id,
-            sa.or_(
-                t.c.updated_us >= since_us,
-                t.c.start_us.between(since_us, now_us),
-                t.c.end_us.between(since_us, now_us),
-            ),
-        )
-        .limit(1)
+        _SETTINGS_CHANGED, {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
     ).first()
     return row is not None
 

@@ -9,7 +9,6 @@ to the internal methods, over the shared cached channels with propagated deadlin
 from __future__ import annotations
 
 import datetime as dt
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -25,8 +24,10 @@ from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
-from services.common.errors import Aborted, FailedPrecondition, Unavailable, peer_error
-from services.common.ttl_cache import TtlCache
+from services.common.errors import Unavailable, peer_error
+from services.privacy.client import ReadDecisionCache, is_stale
+from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
+from services.privacy.client import decision_cache_seconds as shared_cache_seconds
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -120,14 +121,6 @@ class AccessDecision:
     reused: bool = False
 
 
-class StaleDecision(Aborted):
-    """Privacy refused to record under a reused decision that no longer holds (a setting
-    of the patient changed, the approval lapsed, it got too old). Nothing was returned or
-    logged; the read runs again with a fresh decision. ABORTED if it ever escapes."""
-
-    default_reason = "DECISION_STALE"
-
-
 @dataclass(frozen=True)
 class AccessRequest:
     patient_id: str
@@ -173,47 +166,36 @@ class AccessControl(Protocol):
 
 
 class DecisionCache:
-    """PERMITs of reads, reused for the same caller's identical read for a few seconds.
-
-    Key: the caller's token (the decision's inputs about the caller all come from it) and
-    the exact DecideAccessRequest (patient, action, resource, purpose, ...). Only a PERMIT
-    of a READ or SEARCH that is not an emergency is kept: a denial, an emergency access and
-    a write are decided (and logged) every time. Reuse is safe because privacy checks,
-    when it records the access (in the same transaction as the access entry), that the
-    decision still holds: at most 5 s old, no setting of the patient created, changed,
-    revoked, started or ended since, the approval still valid; otherwise it refuses
-    (DECISION_STALE), the entry is dropped here at once and the read decides again. A
-    repeated read thus costs one privacy round trip (RecordAccess) instead of two.
+    """Results' read PERMITs in the shared ReadDecisionCache (services/privacy/client.py),
+    marked `reused` when they come back.
     `SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS` (default 4, below privacy's 5; 0 = off).
     """
 
-    MAX_ENTRIES = 10_000
-
     def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self._on = ttl_seconds > 0
-        self._entries: TtlCache[tuple[str, bytes], AccessDecision] = TtlCache(
-            max(ttl_seconds, 0.001), self.MAX_ENTRIES, clock
-        )
+        self._shared: ReadDecisionCache[AccessDecision] = ReadDecisionCache(ttl_seconds, clock)
 
     @staticmethod
     def cacheable(request: AccessRequest) -> bool:
-        return request.action in ("READ", "SEARCH") and not request.emergency
+        return ReadDecisionCache.cacheable(request.action, request.emergency)
 
     def get(self, key: tuple[str, bytes]) -> AccessDecision | None:
-        return self._entries.get(key) if self._on else None
+        return self._shared.get(key)
 
     def put(self, key: tuple[str, bytes], decision: AccessDecision) -> None:
-        if not self._on or not decision.permit or decision.emergency or not decision.event_id:
-            return
-        self._entries.put(key, replace(decision, reused=True))
+        self._shared.put(
+            key,
+            replace(decision, reused=True),
+            event_id=decision.event_id,
+            permit=decision.permit,
+            emergency=decision.emergency,
+        )
 
     def forget(self, event_id: str) -> None:
-        """Drop every entry holding this decision (privacy found it stale)."""
-        self._entries.drop_where(lambda decision: decision.event_id == event_id)
+        self._shared.forget(event_id)
 
 
 def decision_cache_seconds() -> float:
-    return float(os.environ.get("SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS", "4"))
+    return shared_cache_seconds("SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS")
 
 
 class PrivacyAccessControl:
@@ -380,7 +362,7 @@ class PrivacyAccessControl:
                     reason="PRIVACY_UNAVAILABLE",
                 ),
             )
-            if isinstance(error, FailedPrecondition) and error.reason == "DECISION_STALE":
+            if is_stale(error):
                 self._cache.forget(decision.event_id)
                 raise StaleDecision("the access decision no longer holds; try again") from exc
             raise error from exc

@@ -27,9 +27,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
 
     if not set(available_services()) >= REQUIRED:
         pytest.skip("needs the master data, trust and privacy services on this branch")
-    small = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}
+    small = {
+        "SAMHANDLING_DEMO_PRACTITIONERS": "20",
+        "SAMHANDLING_DEMO_CITIZENS": "5",
+        # Read decisions reused far longer than the module runs (#15: counted below), so a
+        # slow run never turns a reused decision into a fresh one.
+        "SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS": "300",
+        "SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS": "600",
+    }
     with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port(), extra_env=small
+        var_dir=tmp_path_factory.mktemp("mesh"),
+        edge_port=free_port(),
+        extra_env=small,
+        metrics=True,
     ) as running:
         yield running
 
@@ -276,3 +286,50 @@ def test_citizen_gets_404_for_another_patients_document_whether_or_not_it_exists
         for path in (f"/v1/documents/{document_id}", f"/v1/documents/{document_id}/content"):
             reply = requests.get(f"{edge}{path}", headers=citizen, timeout=10)
             assert reply.status_code == 404, (path, reply.text)
+
+
+# --- one privacy round trip per read (#15) ---------------------------------------------------
+def _privacy_calls(mesh: Mesh) -> dict[str, float]:
+    """RPCs the privacy service has started, by method (its Prometheus /metrics)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = requests.get(mesh.metrics_urls["privacy"], timeout=10).text
+    calls: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "grpc_server_started_total":
+                method = sample.labels["grpc_method"]
+                calls[method] = calls.get(method, 0.0) + sample.value
+    return calls
+
+
+def test_repeated_reads_through_the_edge_cost_one_privacy_call_each(
+    mesh: Mesh, patient: dict[str, Any]
+) -> None:
+    """Search, get and download, each three times by one caller through the edge: privacy
+    decides once per distinct read (get and download are the same question) and records
+    each read once; nothing else reaches it."""
+    edge, pid = mesh.edge_url, patient["pid"]
+    doctor = _doctor(mesh, pid)  # a token of its own: no decision of another test is reused
+    created = _create(edge, doctor, pid)
+    assert created.status_code == 200, created.text
+    document_id = created.json()["document_id"]
+    before = _privacy_calls(mesh)
+    reads = [
+        lambda: requests.post(
+            f"{edge}/v1/documents:search", json={"patient_id": pid}, headers=doctor, timeout=10
+        ),
+        lambda: requests.get(f"{edge}/v1/documents/{document_id}", headers=doctor, timeout=10),
+        lambda: requests.get(
+            f"{edge}/v1/documents/{document_id}/content", headers=doctor, timeout=10
+        ),
+    ]
+    for _ in range(3):
+        for read in reads:
+            reply = read()
+            assert reply.status_code == 200, reply.text
+    after = _privacy_calls(mesh)
+    spent = {m: after.get(m, 0.0) - before.get(m, 0.0) for m in after}
+    assert spent.get("DecideAccess", 0.0) == 2  # the search, and the document
+    assert spent.get("RecordAccess", 0.0) == 9  # one access entry per read
+    assert {m for m, n in spent.items() if n} == {"DecideAccess", "RecordAccess"}

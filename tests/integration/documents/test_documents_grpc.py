@@ -47,10 +47,14 @@ def upload(
         yield pb.UploadDocumentRequest(chunk=content[start : start + chunk])
 
 
-def content_of(h: Harness, document_id: str, kind: str = "writer") -> tuple[str, bytes]:
+def content_of(
+    h: Harness, document_id: str, kind: str | list[tuple[str, str]] = "writer"
+) -> tuple[str, bytes]:
+    """The document's content type and bytes, for a kind of caller or with a caller's token."""
+    metadata = h.token(kind) if isinstance(kind, str) else kind
     parts = list(
         h.stub.GetDocumentContent(
-            pb.GetDocumentContentRequest(document_id=document_id), metadata=h.token(kind)
+            pb.GetDocumentContentRequest(document_id=document_id), metadata=metadata
         )
     )
     return parts[0].content_type, b"".join(p.data for p in parts)
@@ -443,3 +447,93 @@ def test_corrupted_content_is_never_served(harness: Harness) -> None:
     with pytest.raises(grpc.RpcError) as err:
         content_of(h, created.document_id)
     assert error_of(err.value)[:2] == (grpc.StatusCode.DATA_LOSS, "CONTENT_CORRUPTED")
+
+
+# --- one privacy round trip and one access entry per read (#15) --------------------------------
+def _entries(h: Harness, event_type: int, action: int) -> list[Any]:
+    return [e for e in h.access_log() if e.event_type == event_type and e.action == action]
+
+
+def test_a_repeated_read_asks_privacy_once_and_logs_one_entry_per_read(h_docs: Any) -> None:
+    """The same caller's identical reads within seconds reuse one PERMIT (one DECISION entry),
+    and every read still writes exactly one ACCESS entry naming what it returned."""
+    h, first, second = h_docs
+    gp = h.token("gp")  # one caller: the decision is reused per token and request
+    for _ in range(3):
+        found = h.stub.SearchDocuments(pb.SearchDocumentsRequest(patient_id=PID), metadata=gp)
+        assert {d.document_id for d in found.documents} == {first, second}
+    for _ in range(2):
+        h.stub.GetDocument(pb.GetDocumentRequest(document_id=first), metadata=gp)
+        content_of(h, first, gp)
+
+    searches = _entries(h, ppb.ACCESS_EVENT_TYPE_DECISION, ppb.ACTION_SEARCH)
+    assert len(searches) == 1 and searches[0].decision == ppb.DECISION_PERMIT
+    # Get and download of one document are the same question to privacy: one decision.
+    reads = _entries(h, ppb.ACCESS_EVENT_TYPE_DECISION, ppb.ACTION_READ)
+    assert len(reads) == 1 and reads[0].decision == ppb.DECISION_PERMIT
+
+    listed = _entries(h, ppb.ACCESS_EVENT_TYPE_ACCESS, ppb.ACTION_SEARCH)
+    assert len(listed) == 3  # one entry per search, naming every document it returned
+    for entry in listed:
+        assert entry.decision_event_id == searches[0].access_event_id
+        assert sorted(r.resource_id for r in entry.resources) == sorted([first, second])
+    opened = _entries(h, ppb.ACCESS_EVENT_TYPE_ACCESS, ppb.ACTION_READ)
+    assert len(opened) == 4
+    assert all([r.resource_id for r in e.resources] == [first] for e in opened)
+
+
+def test_a_settings_change_drops_a_reused_document_decision_at_once(h_docs: Any) -> None:
+    """A reservation right after a permitted read: the same caller's identical reads are
+    decided afresh (DENY) at once, never served under the earlier PERMIT."""
+    from samhandling.privacy.v1 import privacy_service_pb2_grpc as ppb_grpc
+
+    h, first, _ = h_docs
+    gp = h.token("gp")
+    h.stub.SearchDocuments(pb.SearchDocumentsRequest(patient_id=PID), metadata=gp)
+    h.stub.GetDocument(pb.GetDocumentRequest(document_id=first), metadata=gp)
+    with dial(h.peers.privacy) as channel:
+        ppb_grpc.PrivacyServiceStub(channel).CreateReservation(
+            ppb.CreateReservationRequest(reservation=ppb.Reservation(domain=ppb.DOMAIN_DOCUMENTS)),
+            metadata=h.token("citizen-privacy"),
+        )
+    for call in (
+        lambda: h.stub.SearchDocuments(pb.SearchDocumentsRequest(patient_id=PID), metadata=gp),
+        lambda: h.stub.GetDocument(pb.GetDocumentRequest(document_id=first), metadata=gp),
+        lambda: content_of(h, first, gp),
+    ):
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert error_of(err.value)[:2] == (grpc.StatusCode.PERMISSION_DENIED, "ACCESS_DENIED")
+    decided = [
+        (e.action, e.decision)
+        for e in h.access_log()
+        if e.event_type == ppb.ACCESS_EVENT_TYPE_DECISION and e.action != ppb.ACTION_CREATE
+    ]
+    assert sorted(decided) == sorted(
+        [
+            (ppb.ACTION_SEARCH, ppb.DECISION_PERMIT),
+            (ppb.ACTION_READ, ppb.DECISION_PERMIT),
+            (ppb.ACTION_SEARCH, ppb.DECISION_DENY),
+            (ppb.ACTION_READ, ppb.DECISION_DENY),
+            (ppb.ACTION_READ, ppb.DECISION_DENY),  # the download after the get: not reused
+        ]
+    )
+    # Only the two permitted reads returned (and logged) anything.
+    accessed = [e for e in h.access_log() if e.event_type == ppb.ACCESS_EVENT_TYPE_ACCESS]
+    assert len([e for e in accessed if e.action != ppb.ACTION_CREATE]) == 2
+
+
+@pytest.fixture
+def slow_machine_safe(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reuse windows far above the test's run time (set before the servers are built), so
+    a slow run never turns a reused decision into a fresh one."""
+    monkeypatch.setenv("SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS", "300")
+    monkeypatch.setenv("SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS", "600")
+
+
+@pytest.fixture
+def h_docs(slow_machine_safe: None, harness: Harness) -> tuple[Harness, str, str]:
+    """The harness with two documents of the patient, written by the hospital doctor."""
+    first = harness.stub.CreateDocument(create_request(), metadata=harness.token()).document_id
+    second = harness.stub.CreateDocument(create_request(), metadata=harness.token()).document_id
+    return harness, first, second

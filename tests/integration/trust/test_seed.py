@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from sqlalchemy.engine import Engine
 
 from services.common.db import migrate
@@ -62,3 +63,28 @@ def test_seed_is_idempotent_and_reads_organisations(
     seed(ClientRegistry(repo2), repo2, demo)
     again = repo2.get_client("lab-system")
     assert again is not None and again.jwks == client.jwks
+
+
+def test_the_portal_callback_follows_its_url(
+    database: Callable[[str], Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = database("trust")
+    migrate("trust", engine, VERSIONS)
+    repo = TrustRepository(engine, time.time)
+    registry = ClientRegistry(repo)
+    demo = tmp_path / "demo"
+    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40001")
+    seed(registry, repo, demo)
+    portal = repo.get_client("citizen-portal")
+    assert portal is not None
+    assert "http://127.0.0.1:40001/auth/callback" in portal.redirect_uris
+    # The portal moved (another port): a re-seed registers the new callback, keeps the key.
+    key = portal.jwks
+    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40002/")
+    assert seed(registry, repo, demo) == ["citizen-portal"]
+    moved = repo.get_client("citizen-portal")
+    assert moved is not None and moved.jwks == key
+    assert "http://127.0.0.1:40002/auth/callback" in moved.redirect_uris
+    assert "http://127.0.0.1:40001/auth/callback" not in moved.redirect_uris
+    saved = json.loads((demo / "clients" / "citizen-portal.json").read_text())
+    assert saved["redirect_uris"] == moved.redirect_uris
