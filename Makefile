@@ -13,7 +13,7 @@ AXE_DIR := tests/e2e/portal/axe
 AXE := $(AXE_DIR)/node_modules/.package-lock.json
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: help install proto run run-hosts test test-unit test-integration test-e2e lint format breaking bench demo demo-scan clean
+.PHONY: help install proto run run-hosts test test-unit test-integration test-e2e test-faults lint format breaking bench demo demo-scan backup restore clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -75,6 +75,16 @@ test-integration: proto ## integration tier only
 
 test-e2e: proto ## e2e tier only (real Envoy)
 	$(PY) -m pytest -q $(RANDOM_ORDER) -m e2e
+
+test-faults: proto ## the fault suite (SAMHANDLING_FAULTS_LONG=1 for the long faults); figures in var/reliability
+	$(PY) -m pytest -q -m faults -s
+
+backup: proto ## back up every database, the documents store and the access-log witness (BACKUP_DIR=...)
+	$(PY) -m deploy.local.backup backup $(if $(BACKUP_DIR),--out $(BACKUP_DIR))
+
+restore: proto ## restore a backup: make restore BACKUP_DIR=var/backups/<time> [DB_URL=postgresql://...]
+	@test -n "$(BACKUP_DIR)" || { echo "usage: make restore BACKUP_DIR=<dir> [DB_URL=<url>]"; exit 2; }
+	$(PY) -m deploy.local.backup restore $(BACKUP_DIR) $(if $(DB_URL),--db-url $(DB_URL))
 
 lint: proto ## ruff, ruff format --check, mypy, buf lint, buf breaking
 	$(BIN)/ruff check .

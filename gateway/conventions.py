@@ -179,6 +179,7 @@ def route_metadata(
         conventions["query_fields"] = ",".join(f.name for f in request.field)
     out: dict[str, Any] = {CONVENTIONS_FILTER: conventions} if conventions else {}
     body = body_message(m, rule, descriptors)
-    if body:
+    if body and not options.get("stream_request_body"):
+        # A streamed body (routes.yaml `stream_request_body`) is never whole at the edge.
         out[BODY_FILTER] = {"body": body}
     return out

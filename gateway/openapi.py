@@ -28,6 +28,8 @@ FDP = descriptor_pb2.FieldDescriptorProto
 
 HTTP_BODY = "google.api.HttpBody"
 ERROR_SCHEMA = "Error"
+OAUTH_ERROR_SCHEMA = "OAuthError"
+_ERROR_REF = {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}
 
 _SCALARS: dict[int, dict[str, Any]] = {
     FDP.TYPE_DOUBLE: {"type": "number", "format": "double"},
@@ -257,6 +259,20 @@ def _error_schema() -> dict[str, Any]:
     }
 
 
+def _oauth_error_schema() -> dict[str, Any]:
+    return {
+        "type": "object",
+        "description": "An OAuth 2.0 error response (RFC 6749 §5.2, RFC 9126 §2.3, RFC 9449).",
+        "properties": {
+            "error": {"type": "string", "description": "e.g. invalid_request, invalid_client"},
+            "error_description": {"type": "string"},
+            "error_uri": {"type": "string", "format": "uri"},
+            "state": {"type": "string"},
+        },
+        "required": ["error"],
+    }
+
+
 def _operation(
     m: Method,
     rule: HttpRule,
@@ -333,7 +349,7 @@ def _operation(
         ok = {"description": "OK", "content": _raw_content(options.get("response_media_type"))}
     else:
         ok = {"description": "OK", "content": {"application/json": {"schema": builder.ref(output)}}}
-    error = {
+    error: dict[str, Any] = {
         "description": "Error (gRPC status as JSON)",
         "content": {
             "application/json": {"schema": {"$ref": f"#/components/schemas/{ERROR_SCHEMA}"}}
@@ -354,6 +370,26 @@ def _operation(
         responses[str(options["redirect_status"])] = {
             "description": "Redirect to the client's redirect URI",
             "headers": {"Location": {"schema": {"type": "string", "format": "uri"}}},
+        }
+    if options.get("oauth_errors"):
+        # RFC 6749 §5.2 bodies from the service; the edge's own refusals keep the gRPC shape.
+        for status, text in (("400", "Bad request"), ("401", "Client authentication failed")):
+            schema = {"anyOf": [{"$ref": f"#/components/schemas/{OAUTH_ERROR_SCHEMA}"}, _ERROR_REF]}
+            responses[status] = {
+                "description": f"{text} (an OAuth error, RFC 6749 §5.2)",
+                "content": {"application/json": {"schema": schema}},
+            }
+    media = options.get("error_media_type")
+    if media:
+        # The service's errors in another media type (routes.yaml `error_media_type`): a
+        # page for a person (the login callback), a FHIR OperationOutcome; the edge's own
+        # refusals stay gRPC-status JSON.
+        error = {
+            "description": f"Error: {media} from the service, or the edge's JSON error",
+            "content": {
+                media: {"schema": {"type": "string"} if media.startswith("text/") else {}},
+                **error["content"],
+            },
         }
     for chosen in options.get("service_status") or ():
         # Statuses the service picks with x-samhandling-http-status (gateway/conventions.py).
@@ -422,6 +458,7 @@ def build(
             )
             paths.setdefault(path, {})[verb] = op
     builder.schemas[ERROR_SCHEMA] = _error_schema()
+    builder.schemas[OAUTH_ERROR_SCHEMA] = _oauth_error_schema()
     document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {

@@ -95,7 +95,8 @@ def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) 
         "typed_extension_protocol_options": {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
                 "@type": f"{_TYPES}.extensions.upstreams.http.v3.HttpProtocolOptions",
-                "explicit_http_config": {"http2_protocol_options": {}},
+                # Small windows both ways (downloads too): see _flow_control_windows.
+                "explicit_http_config": {"http2_protocol_options": _flow_control_windows({})},
             }
         },
         "load_assignment": {
@@ -827,10 +828,7 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
                     "retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries),
                 },
                 "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": {
-                        "@type": f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute",
-                        "buffer": {"max_request_bytes": int(options["max_request_bytes"])},
-                    },
+                    "envoy.filters.http.buffer": _rest_buffer(options),
                     JWT_FILTER: _jwt_route_config(None if anonymous else cluster),
                 },
             }
@@ -839,6 +837,17 @@ def _method_routes(m: Method, spec: EdgeSpec, retries: int) -> tuple[list[dict[s
         for route in routes:
             route["metadata"] = {"filter_metadata": {ROUTE_METADATA: metadata}}
     return _with_dpop_twins(routes), not all(spec.is_anonymous(m, rule) for rule in m.rules)
+
+
+def _rest_buffer(options: dict[str, Any]) -> dict[str, Any]:
+    """A REST route's body buffer: whole bodies up to `max_request_bytes` (the body-fields
+    check reads them), or none for `stream_request_body` routes (large uploads: the
+    transcoder streams the JSON array's messages to the service as they arrive, so the edge
+    holds a flow-control window per upload, not the document; issue 18)."""
+    per_route = f"{_TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
+    if options.get("stream_request_body"):
+        return {"@type": per_route, "disabled": True}
+    return {"@type": per_route, "buffer": {"max_request_bytes": int(options["max_request_bytes"])}}
 
 
 def _with_dpop_twins(routes: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -1033,9 +1042,13 @@ def render(
             "idle_timeout": "300s",
             "headers_with_underscores_action": "DROP_HEADER",
         },
-        # One HTTP/2 connection carries at most this many requests at a time.
+        # One HTTP/2 connection carries at most this many requests at a time, and a client
+        # may send only this much ahead of what the service has taken (flow-control
+        # windows; Envoy's default of 256 MiB per stream let eight uploads park 2.4 GB in
+        # the edge, issue 18).
         "http2_protocol_options": {
-            "max_concurrent_streams": int(limits.get("max_concurrent_streams", 100))
+            "max_concurrent_streams": int(limits.get("max_concurrent_streams", 100)),
+            **_flow_control_windows(limits),
         },
         "local_reply_config": _local_reply_config(),
         "route_config": {
@@ -1097,18 +1110,8 @@ def render(
         "admin": {
             "address": {"socket_address": {"address": "127.0.0.1", "port_value": ports.admin}}
         },
-        # A ceiling on open downstream connections across both listeners.
-        "overload_manager": {
-            "resource_monitors": [
-                {
-                    "name": "envoy.resource_monitors.global_downstream_max_connections",
-                    "typed_config": {
-                        "@type": f"{_TYPES}.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-                        "max_active_downstream_connections": 10000,
-                    },
-                }
-            ]
-        },
+        # A ceiling on open downstream connections across both listeners, and on the heap.
+        "overload_manager": _overload_manager(limits),
         "static_resources": {
             "listeners": [
                 _listener("edge", ports.public, edge_hcm),
@@ -1118,6 +1121,65 @@ def render(
         },
     }
     return with_tracing(config, os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
+
+
+def _flow_control_windows(limits: dict[str, Any]) -> dict[str, int]:
+    """HTTP/2 flow-control windows (routes.yaml `limits`): how much a peer may send before
+    the other side has taken it. Small windows keep a streaming upload's bytes moving
+    instead of parking in the edge."""
+    return {
+        "initial_stream_window_size": int(limits.get("http2_stream_window_bytes", 262144)),
+        "initial_connection_window_size": int(limits.get("http2_connection_window_bytes", 1048576)),
+    }
+
+
+def _overload_manager(limits: dict[str, Any]) -> dict[str, Any]:
+    """Envoy's overload manager: at most 10,000 downstream connections, and a fixed heap
+    budget (routes.yaml `limits.max_heap_bytes`): near it the streams holding the most
+    buffered memory are reset, then new requests get 503, and free memory is returned to
+    the system; the edge sheds load before it runs out of memory."""
+    heap = "envoy.resource_monitors.fixed_heap"
+
+    def threshold(value: float) -> list[dict[str, Any]]:
+        return [{"name": heap, "threshold": {"value": value}}]
+
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": {
+                    "@type": f"{_TYPES}.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+                    "max_active_downstream_connections": 10000,
+                },
+            },
+            {
+                "name": heap,
+                "typed_config": {
+                    "@type": f"{_TYPES}.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    "max_heap_size_bytes": int(limits.get("max_heap_bytes", 268435456)),
+                },
+            },
+        ],
+        # Streams are tracked for reset_high_memory_stream from 1 MiB of buffered data on.
+        "buffer_factory_config": {"minimum_account_to_track_power_of_two": 20},
+        "actions": [
+            {"name": "envoy.overload_actions.shrink_heap", "triggers": threshold(0.8)},
+            {
+                "name": "envoy.overload_actions.reset_high_memory_stream",
+                "triggers": [
+                    {
+                        "name": heap,
+                        "scaled": {"scaling_threshold": 0.85, "saturation_threshold": 0.95},
+                    }
+                ],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": threshold(0.95),
+            },
+        ],
+    }
 
 
 OTLP_CLUSTER = "opentelemetry_collector"

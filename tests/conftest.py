@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The tier follows the folder, so `pytest -m unit` etc. select one tier.
     for item in items:
         path = str(item.fspath)
-        for tier in ("unit", "integration", "e2e"):
+        for tier in ("unit", "integration", "e2e", "faults"):
             if f"{os.sep}tests{os.sep}{tier}{os.sep}" in path:
                 item.add_marker(getattr(pytest.mark, tier))
 

@@ -25,8 +25,25 @@ local function mask_identity_numbers(text)
   end))
 end
 
+-- gRPC metadata keys are [0-9a-z_.-] and values printable ASCII; HTTP allows more. The
+-- transcoder passes every header on as metadata and a service's gRPC library refuses a call
+-- whose metadata it cannot parse (a 500 for a harmless header). Unknown headers are to be
+-- ignored, so such headers go no further (issue 18: found by the schema fuzzer).
+local function drop_headers_grpc_cannot_carry(headers)
+  local illegal = {}
+  for key, value in pairs(headers) do
+    if key:sub(1, 1) ~= ":" and (key:find("[^0-9a-z_.%-]") or value:find("[^\032-\126]")) then
+      illegal[#illegal + 1] = key
+    end
+  end
+  for _, key in ipairs(illegal) do
+    headers:remove(key)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
+  drop_headers_grpc_cannot_carry(headers)
   local meta = handle:streamInfo():dynamicMetadata()
   -- The access log and the edge's span show this path: no query string, no identity number.
   local path = (headers:get(":path") or ""):gsub("%?.*$", "")

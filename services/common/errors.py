@@ -161,15 +161,40 @@ _PEER_REFUSALS: dict[grpc.StatusCode, type[DomainError]] = {
 }
 
 
+def _dependency_of_peer(error: grpc.RpcError, unavailable: Unavailable) -> Unavailable:
+    """A peer that answered UNAVAILABLE naming a dependency of its own (ErrorInfo reason
+    `<X>_UNAVAILABLE`, e.g. privacy's MASTER_DATA_UNAVAILABLE) is up: pass its reason on,
+    so the client learns what is down (issue 18). A peer that is down (no details, or the
+    edge answering for it) is named by `unavailable`."""
+    from grpc_status import rpc_status
+
+    try:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+    except ValueError:
+        return unavailable
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.ErrorInfo()
+        if not detail.Unpack(info):
+            continue
+        own = info.reason.endswith("_UNAVAILABLE") and info.reason != "UPSTREAM_UNAVAILABLE"
+        if own and info.metadata.get("source") != "edge":
+            metadata = {**dict(info.metadata), "reported_by": unavailable.reason}
+            return Unavailable(status.message or unavailable.message, info.reason, metadata)
+    return unavailable
+
+
 def peer_error(error: grpc.RpcError, unavailable: Unavailable) -> Exception:
     """What a failed call to a peer service means to our caller, mapped by status code.
 
-    UNAVAILABLE and DEADLINE_EXCEEDED become `unavailable` (naming the peer); a refusal
+    UNAVAILABLE and DEADLINE_EXCEEDED become `unavailable` (naming the peer; a peer that is
+    up and names its own missing dependency keeps that reason); a refusal
     keeps its code, public message and ErrorInfo/BadRequest details; anything else (a
     peer's INTERNAL) is returned unchanged and surfaces as our sanitized INTERNAL. Usage:
     `raise peer_error(exc, Unavailable(...)) from exc`.
     """
     code = error.code() if hasattr(error, "code") else None
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return _dependency_of_peer(error, unavailable)
     if code in _PEER_UNAVAILABLE:
         return unavailable
     refusal = _PEER_REFUSALS.get(code)  # type: ignore[arg-type]

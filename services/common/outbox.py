@@ -187,7 +187,7 @@ def sink_from_env(service: str) -> Sink:
 class Dispatcher:
     """One thread per service process: outbox rows to the sink, in order, at least once."""
 
-    LOCK_KEY = 0x5A4D0B0C  # pg advisory lock namespace; plus a hash of the service name
+    LOCK_KEY = 0x5A4D0B0C  # pg advisory lock namespace; plus a hash of service and schema
 
     def __init__(
         self,
@@ -279,7 +279,10 @@ class Dispatcher:
         if self._lock_conn is not None and not self._lock_conn.invalidated:
             return True
         conn = self.engine.connect()
-        key = self.LOCK_KEY ^ (zlib.crc32(self.service.encode()) & 0xFFFF)
+        # Advisory locks are per server database, not per schema: key on the schema too, so
+        # meshes sharing one server in separate schemas each have their own sender.
+        schema = conn.execute(sa.text("SELECT current_schema()")).scalar() or ""
+        key = (self.LOCK_KEY << 32) | zlib.crc32(f"{self.service}/{schema}".encode())
         got = bool(conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
         conn.commit()
         if got:

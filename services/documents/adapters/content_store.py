@@ -10,6 +10,7 @@ so replicas sharing a PostgreSQL database share the content too.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import os
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO, Protocol
 
 import sqlalchemy as sa
 
+from services.common.errors import Unavailable
 from services.documents.adapters import orm
 
 _KEY_CHARS = frozenset("0123456789abcdefghijklmnopqrstuvwxyz-")
@@ -81,6 +83,23 @@ def _check_key(key: str) -> str:
     return key
 
 
+# The store's disk (or quota) is full: a condition of the server, not of the request, and
+# one that passes (503, retry later), never a 500 (issue 18, fault suite: disk full).
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
+@contextlib.contextmanager
+def _full_is_unavailable() -> Iterator[None]:
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno in _FULL:
+            raise Unavailable(
+                "the document store is full; try again later", reason="DOCUMENT_STORE_FULL"
+            ) from exc
+        raise
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -93,7 +112,8 @@ class _FileWriter:
     def __init__(self, store: FilesystemContentStore) -> None:
         self._store = store
         self._path = store.tmp_dir / f"{uuid.uuid4().hex}.part"
-        self._file: BinaryIO | None = open(self._path, "xb")  # noqa: SIM115 - closed in commit/abort
+        with _full_is_unavailable():
+            self._file: BinaryIO | None = open(self._path, "xb")  # noqa: SIM115 - closed in commit/abort
         self._hash = hashlib.sha256()
         self._size = 0
 
@@ -104,7 +124,8 @@ class _FileWriter:
     def write(self, chunk: bytes) -> None:
         if self._file is None:
             raise RuntimeError("writer is closed")
-        self._file.write(chunk)
+        with _full_is_unavailable():
+            self._file.write(chunk)
         self._hash.update(chunk)
         self._size += len(chunk)
 
@@ -116,14 +137,15 @@ class _FileWriter:
             raise RuntimeError("writer is closed")
         target = self._store.path_for(key)
         try:
-            self._file.flush()
-            os.fsync(self._file.fileno())
-            self._file.close()
-            self._file = None
-            target.parent.mkdir(parents=True, exist_ok=True)
-            self._store.before_rename(self._path, target)  # test hook: crash/failure injection
-            os.replace(self._path, target)
-            _fsync_dir(target.parent)
+            with _full_is_unavailable():
+                self._file.flush()
+                os.fsync(self._file.fileno())
+                self._file.close()
+                self._file = None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self._store.before_rename(self._path, target)  # test hook: failure injection
+                os.replace(self._path, target)
+                _fsync_dir(target.parent)
         except BaseException:
             self.abort()
             raise

@@ -53,7 +53,11 @@ def test_seed_wrote_the_demo_files(mesh: Mesh) -> None:
         assert role in roles
     assert roles.count("citizen") >= 3
     for person in people:
-        assert {"role", "name", "pid", "hpr_number", "organisation"} <= set(person)
+        assert {"role", "name", "pid"} <= set(person)
+        if person["role"] in ("gp", "hospital_doctor", "nurse", "suspended_practitioner"):
+            assert {"hpr_number", "organisation"} <= set(person)
+    # The population register's families (parents acting for their children).
+    assert "parent" in roles and "child" in roles
     organisations = json.loads((demo / "organizations.json").read_text())
     for key in ("lab", "gp_practice", "hospital", "hospital_department", "municipality"):
         assert len(organisations[key]["org_number"]) == 9 and organisations[key]["name"]

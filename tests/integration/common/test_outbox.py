@@ -89,6 +89,21 @@ def test_the_dispatcher_thread_sends_on_commit_and_one_leader_per_database(
         first.close()
 
 
+def test_each_database_of_a_service_has_its_own_sender(
+    database: Callable[[str], Engine],
+) -> None:
+    """Two meshes (or test runs) sharing one PostgreSQL server in different schemas: the
+    leader of one must not keep the other's events waiting."""
+    one, other = database("outbox"), database("outbox")
+    first = outbox.Dispatcher("test", one, _table(one), Recorder())
+    second = outbox.Dispatcher("test", other, _table(other), Recorder())
+    try:
+        assert first._leader() and second._leader()
+    finally:
+        first.close()
+        second.close()
+
+
 def test_sent_rows_are_pruned_after_the_retention(database: Callable[[str], Engine]) -> None:
     import datetime as dt
 

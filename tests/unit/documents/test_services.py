@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import uuid
 from collections.abc import Iterator
@@ -16,7 +17,7 @@ from sqlalchemy.pool import StaticPool
 
 from services.common.auth import Principal
 from services.common.db import session_factory
-from services.common.errors import DomainError
+from services.common.errors import DomainError, Unavailable
 from services.common.identifiers import synthetic_pid
 from services.common.tokens import Scopes
 from services.documents.adapters.content_store import FilesystemContentStore
@@ -189,6 +190,21 @@ def test_failed_content_write_leaves_nothing(env: dict[str, Any]) -> None:
     env["store"].fail = True
     with pytest.raises(OSError):
         register(env["service"])
+    assert count_entries(env["engine"]) == 0
+    assert objects(env["store"]) == [] and list(env["store"].tmp_dir.iterdir()) == []
+
+
+def test_a_full_store_is_an_honest_unavailable_and_leaves_nothing(
+    env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 18 (fault suite, the documents store's disk full): ENOSPC was a 500 INTERNAL.
+    def full(self: Any, temp: Path, target: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(FailingStore, "before_rename", full)
+    with pytest.raises(Unavailable) as raised:
+        register(env["service"])
+    assert raised.value.reason == "DOCUMENT_STORE_FULL"
     assert count_entries(env["engine"]) == 0
     assert objects(env["store"]) == [] and list(env["store"].tmp_dir.iterdir()) == []
 

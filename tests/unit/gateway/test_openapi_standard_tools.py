@@ -60,6 +60,29 @@ def test_bodies_have_real_media_types(document: dict[str, Any]) -> None:
     assert "303" in document["paths"]["/connect/authorize"]["post"]["responses"]
 
 
+def test_oauth_endpoints_declare_rfc6749_error_bodies(document: dict[str, Any]) -> None:
+    # Issue 18 (schema fuzzer): the OAuth endpoints answer {"error", "error_description"}
+    # with 400/401, which the document typed as the gRPC-status Error only.
+    oauth = "#/components/schemas/OAuthError"
+    for path in ("/connect/token", "/connect/par", "/connect/revoke", "/connect/introspect"):
+        responses = document["paths"][path]["post"]["responses"]
+        for status in ("400", "401"):
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert {"$ref": oauth} in schema["anyOf"], (path, status)
+    for verb in ("get", "post"):
+        assert "400" in document["paths"]["/connect/authorize"][verb]["responses"]
+    assert document["components"]["schemas"]["OAuthError"]["required"] == ["error"]
+    # The upstream login callback's errors are pages for the user, the FHIR routes' are
+    # OperationOutcomes (schema fuzzer, issue 18).
+    callback = document["paths"]["/connect/callback"]["get"]["responses"]
+    assert set(callback["default"]["content"]) == {"text/html", "application/json"}
+    for path, verb in (("/v1/fhir/DiagnosticReport", "post"), ("/v1/fhir/Observation", "get")):
+        content = document["paths"][path][verb]["responses"]["default"]["content"]
+        assert "application/fhir+json" in content, path
+    results = document["paths"]["/v1/results:search"]["post"]["responses"]
+    assert "400" not in results  # gRPC-status errors only ("default")
+
+
 def test_a_generated_python_client_has_every_operation(
     document: dict[str, Any], tmp_path: Path
 ) -> None:
