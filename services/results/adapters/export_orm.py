@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from services.results.adapters.orm import metadata
+from services.results.adapters.schema import metadata
 
 export_jobs = sa.Table(
     "export_jobs",

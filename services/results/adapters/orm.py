@@ -17,8 +17,8 @@ import sqlalchemy as sa
 
 from services.common.outbox import outbox_table
 from services.common.replay import dpop_proofs_table
+from services.results.adapters.schema import metadata
 
-metadata = sa.MetaData()
 VISIBILITY_COLUMNS = [
     "category",
     "status",
