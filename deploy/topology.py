@@ -132,6 +132,17 @@ SECRET_FILES: dict[str, list[SecretFiles]] = {
 }
 
 
+# Shutting down on SIGTERM (services/common/server.py): NOT_SERVING at once, keep serving
+# in-flight and new calls for DRAIN_SECONDS (Envoy's health checks, 1 s x 2 failures, and
+# Kubernetes' readiness probe move traffic away meanwhile), then refuse new calls and give
+# in-flight ones SHUTDOWN_GRACE_SECONDS. The pod's terminationGracePeriodSeconds and the
+# local launcher's wait for a stopping process cover both (TERMINATION_GRACE_SECONDS).
+DRAIN_SECONDS = 5
+SHUTDOWN_GRACE_SECONDS = 10
+TERMINATION_GRACE_SECONDS = 30
+assert DRAIN_SECONDS + SHUTDOWN_GRACE_SECONDS < TERMINATION_GRACE_SECONDS
+
+
 def service_env(name: str) -> dict[str, str]:
     """The plain (non-secret) settings of one service's process."""
     info = SERVICES[name]
@@ -139,7 +150,8 @@ def service_env(name: str) -> dict[str, str]:
         f"{info.env_prefix}_ADDR": f"0.0.0.0:{info.default_port}",
         f"{info.env_prefix}_METRICS_PORT": str(METRICS_PORT),
         # Drain: NOT_SERVING first, so Envoy's health checks stop routing, then stop.
-        "SAMHANDLING_DRAIN_SECONDS": "5",
+        "SAMHANDLING_DRAIN_SECONDS": str(DRAIN_SECONDS),
+        "SAMHANDLING_SHUTDOWN_GRACE": str(SHUTDOWN_GRACE_SECONDS),
         "SAMHANDLING_WORKLOAD": name,
         **SERVICE_ENV.get(name, {}),
     }

@@ -118,7 +118,10 @@ def _cluster(name: str, address: str, resilience: dict[str, Any] | None = None) 
         "health_checks": [
             {
                 "timeout": "1s",
-                "interval": "5s",
+                # 1 s x 2 failures: a replica draining on SIGTERM (NOT_SERVING, still
+                # serving for deploy/topology.py DRAIN_SECONDS) loses its traffic within
+                # ~2-3 s, before it closes its port (issue 18, rolling restarts).
+                "interval": "1s",
                 "unhealthy_threshold": 2,
                 "healthy_threshold": 1,
                 "no_traffic_interval": "5s",

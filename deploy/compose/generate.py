@@ -117,7 +117,8 @@ def _service(name: str) -> dict[str, Any]:
             "retries": 5,
             "start_period": "20s",
         },
-        "stop_grace_period": "15s",
+        # Drain, then in-flight calls: deploy/topology.py.
+        "stop_grace_period": f"{topology.TERMINATION_GRACE_SECONDS}s",
     }
 
 

@@ -337,7 +337,7 @@ def mesh_service(name: str) -> list[dict[str, Any]]:
                 },
                 "spec": _pod_spec(
                     [container],
-                    grace=30,
+                    grace=topology.TERMINATION_GRACE_SECONDS,
                     volumes=[_mesh_tls_volume(name), *extra_volumes],
                     initContainers=[init],
                     **_spread(name),
@@ -383,7 +383,9 @@ def migrate_job() -> list[dict[str, Any]]:
                 "ttlSecondsAfterFinished": 86400,
                 "template": {
                     "metadata": {"labels": _labels("migrate", "migration")},
-                    "spec": _pod_spec([container], grace=30, restartPolicy="Never"),
+                    "spec": _pod_spec(
+                        [container], grace=topology.TERMINATION_GRACE_SECONDS, restartPolicy="Never"
+                    ),
                 },
             },
         }
@@ -445,7 +447,10 @@ def edge() -> list[dict[str, Any]]:
                     },
                 },
                 "spec": _pod_spec(
-                    [container], grace=30, volumes=[_mesh_tls_volume(EDGE)], **_spread("edge")
+                    [container],
+                    grace=topology.TERMINATION_GRACE_SECONDS,
+                    volumes=[_mesh_tls_volume(EDGE)],
+                    **_spread("edge"),
                 ),
             },
         },

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
 from deploy.local.replicas import with_replicas  # noqa: E402
+from deploy.topology import DRAIN_SECONDS, TERMINATION_GRACE_SECONDS  # noqa: E402
 from gateway.render import EdgePorts, render, with_tracing  # noqa: E402
 from services.common import workload_identity  # noqa: E402
 from services.common.registry import SERVICES  # noqa: E402
@@ -269,6 +270,15 @@ class Mesh:
             return SERVICES[name].default_port + 100 * replica
         return free_port()
 
+    def drain_env(self, name: str) -> dict[str, str]:
+        """A replica behind Envoy drains on SIGTERM as in Kubernetes (NOT_SERVING, still
+        serving, until the edge's health checks move its traffic away); a lone replica has
+        nowhere to send it, so it stops at once."""
+        replicated = len(self.replica_addresses.get(name, [])) > 1
+        if replicated and "SAMHANDLING_DRAIN_SECONDS" not in self.extra_env:
+            return {"SAMHANDLING_DRAIN_SECONDS": str(DRAIN_SECONDS)}
+        return {}
+
     def _start_service(self, name: str) -> None:
         """Start every replica of `name`; replica 0 is `name`, replica i is `name#<i+1>`."""
         for i, address in enumerate(self.replica_addresses[name]):
@@ -280,6 +290,7 @@ class Mesh:
                 f"services.{name}.main",
             ]
             overrides = {f"{_env_prefix(name)}_ADDR": address, "SAMHANDLING_WORKLOAD": name}
+            overrides.update(self.drain_env(name))
             if self.metrics:
                 metrics_port = free_port()
                 overrides[f"{_env_prefix(name)}_METRICS_PORT"] = str(metrics_port)
@@ -380,7 +391,7 @@ class Mesh:
                 proc.send_signal(signal.SIGTERM)
         for proc in self.processes.values():
             try:
-                proc.wait(timeout=15)
+                proc.wait(timeout=TERMINATION_GRACE_SECONDS)
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()

@@ -158,6 +158,7 @@ class FaultMesh:
         argv = [sys.executable, "-m", f"services.{service}.main"]
         prefix = f"SAMHANDLING_{service.upper()}"
         overrides = {f"{prefix}_ADDR": address, "SAMHANDLING_WORKLOAD": service}
+        overrides.update(self.mesh.drain_env(service))
         self.mesh.processes[key] = self.mesh._spawn(key, argv, key.replace("#", "-"), overrides)
         wait_serving(address, server_name=service, tls_dir=self.mesh.tls_dir, timeout=60)
 

@@ -163,13 +163,6 @@ def test_a_slow_dependency(fm: FaultMesh) -> None:
 
 
 @long_only
-@pytest.mark.xfail(
-    strict=False,  # the window is small: some runs see no call in it
-    reason="a replica stopping on SIGTERM still gets calls and fails them (CANCELLED, which "
-    "the edge answers as 499, or 503 UPSTREAM_UNAVAILABLE), and the edge does not resend "
-    "them: the local launcher sets no drain time (SAMHANDLING_DRAIN_SECONDS=0) and Envoy's "
-    "health check needs up to 10 s to notice NOT_SERVING (issue 18 report)",
-)
 def test_rolling_sigterm(fm: FaultMesh) -> None:
     def fault() -> None:
         for service in ("results", "privacy"):
