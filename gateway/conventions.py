@@ -179,7 +179,9 @@ def route_metadata(
         conventions["query_fields"] = ",".join(f.name for f in request.field)
     out: dict[str, Any] = {CONVENTIONS_FILTER: conventions} if conventions else {}
     body = body_message(m, rule, descriptors)
-    if body and not options.get("stream_request_body"):
-        # A streamed body (routes.yaml `stream_request_body`) is never whole at the edge.
+    if body:
         out[BODY_FILTER] = {"body": body}
+        if options.get("stream_request_body"):
+            # Never whole at the edge: the filter checks the body's start as it passes.
+            out[BODY_FILTER]["stream"] = True
     return out

@@ -318,6 +318,7 @@ class LocalReply:
     message: str | None = None  # None = Envoy's own text (%LOCAL_REPLY_BODY%)
     new_status: int | None = None
     violation: str | None = None  # a google.rpc.BadRequest field (a format string) too
+    expression: str = ""  # narrows the match by a CEL expression
 
 
 # First match wins: the narrow ones (by response details) before the catch-all per status.
@@ -338,6 +339,15 @@ LOCAL_REPLIES: tuple[LocalReply, ...] = (
         3,
         "UNKNOWN_FIELD",
         "lua_response",
+        violation="%DYNAMIC_METADATA(samhandling.conventions:unknown_field)%",
+    ),
+    # The same found in a streamed body (the transcoder's 400 after the filter spoilt it).
+    LocalReply(
+        400,
+        3,
+        "UNKNOWN_FIELD",
+        expression="'unknown_field_message' in metadata.filter_metadata['samhandling.conventions']",
+        message="%DYNAMIC_METADATA(samhandling.conventions:unknown_field_message)%",
         violation="%DYNAMIC_METADATA(samhandling.conventions:unknown_field)%",
     ),
     LocalReply(400, 3, "MALFORMED_REQUEST"),  # malformed JSON, wrong JSON type, bad query
@@ -372,12 +382,16 @@ def _status_filter(status: int) -> dict[str, Any]:
 
 
 def _details_filter(prefix: str) -> dict[str, Any]:
+    return _cel_filter(f"response.code_details.startsWith('{prefix}')")
+
+
+def _cel_filter(expression: str) -> dict[str, Any]:
     return {
         "extension_filter": {
             "name": "envoy.access_loggers.extension_filters.cel",
             "typed_config": {
                 "@type": f"{_TYPES}.extensions.access_loggers.filters.cel.v3.ExpressionFilter",
-                "expression": f"response.code_details.startsWith('{prefix}')",
+                "expression": expression,
             },
         }
     }
@@ -389,6 +403,8 @@ def _local_reply_config() -> dict[str, Any]:
         filters = [_status_filter(reply.status)]
         if reply.details_prefix:
             filters.append(_details_filter(reply.details_prefix))
+        if reply.expression:
+            filters.append(_cel_filter(reply.expression))
         details: list[dict[str, Any]] = [_error_info(reply.reason)]
         if reply.violation:
             details.append(

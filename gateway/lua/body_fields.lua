@@ -173,9 +173,39 @@ local function explain(path, message)
   return text .. "; " .. message .. " has: " .. (FIELDS[message] or "no fields")
 end
 
+-- A streamed body (routes.yaml `stream_request_body`: the REST upload, a JSON array whose
+-- first element is the metadata) is checked as it passes: its first STREAM_PREFIX bytes are
+-- kept and parsed after each chunk. Headers have gone on by then, so the filter cannot answer
+-- itself; on an unknown key it makes the current chunk invalid JSON, the transcoder ends the
+-- request with its 400 (nothing is stored: the upload never completes) and the edge's local
+-- reply mapper turns that into the UNKNOWN_FIELD answer from the dynamic metadata set here.
+local STREAM_PREFIX = 262144
+
+local function check_stream(handle, spec)
+  local s = ""
+  for chunk in handle:bodyChunks() do
+    s = s .. chunk:getBytes(0, chunk:length())
+    local ok, path, message = value(s, skip_ws(s, 1), spec, "", 0)
+    if path then
+      local info = handle:streamInfo():dynamicMetadata()
+      info:set(NS, "unknown_field", path)
+      info:set(NS, "unknown_field_message", explain(path, message))
+      chunk:setBytes("!")
+      return
+    end
+    if ok or #s > STREAM_PREFIX then
+      return -- the metadata is past (a chunk element's base64 is never a key)
+    end
+  end
+end
+
 function envoy_on_request(handle)
   local spec = handle:metadata():get("body")
   if not spec then
+    return
+  end
+  if handle:metadata():get("stream") then
+    check_stream(handle, spec)
     return
   end
   local body = handle:body()

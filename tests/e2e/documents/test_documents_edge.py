@@ -242,3 +242,63 @@ def test_chunked_upload_as_a_json_array(edge: dict[str, Any]) -> None:
     )
     assert reply.status_code == 200, reply.text
     assert int(reply.json()["size_bytes"]) == len(b"".join(parts))
+
+
+@pytest.mark.parametrize("spread", [False, True], ids=["small", "metadata-split-over-chunks"])
+def test_streamed_upload_with_a_misspelled_metadata_field_is_a_400_naming_it(
+    edge: dict[str, Any], spread: bool
+) -> None:
+    """The REST upload streams through the edge (routes.yaml `stream_request_body`), yet a
+    misspelled metadata field is refused, named, and nothing is stored (issue 18)."""
+    request_id = str(uuid.uuid4())
+    content = b"%PDF" + bytes(3 * 1024 * 1024)
+    chunk = base64.b64encode(content).decode()
+    body = json_bytes(
+        [
+            {
+                "metadata": {
+                    "request_id": request_id,
+                    "document": {
+                        "patient_id": edge["pid"],
+                        "type_code": "A01-1",
+                        "title": "Epikrise" + " " * (400 if spread else 0),
+                        "content_type": "application/pdf",
+                        "size_bytes": len(content),
+                        "sha265": hashlib.sha256(content).hexdigest(),
+                    },
+                }
+            },
+            {"chunk": chunk},
+        ]
+    )
+
+    def stream() -> Iterator[bytes]:  # chunked transfer: the edge never has it whole
+        step = 128 if spread else 16384  # 128: the metadata arrives in several pieces
+        for i in range(0, len(body), step):
+            yield body[i : i + step]
+
+    reply = requests.post(
+        f"{edge['url']}/v1/documents:upload",
+        data=stream(),
+        headers={**edge["headers"], "content-type": "application/json"},
+        timeout=30,
+    )
+    assert reply.status_code == 400, reply.text
+    error = reply.json()
+    assert "document.sha265" in error["message"], error
+    assert '"sha256"' in error["message"], error  # the hint
+    assert any(d.get("reason") == "UNKNOWN_FIELD" for d in error["details"]), error
+    search = requests.post(
+        f"{edge['url']}/v1/documents:search",
+        json={"patient_id": edge["pid"]},
+        headers=edge["headers"],
+        timeout=30,
+    )
+    assert search.status_code == 200, search.text
+    assert search.json().get("documents", []) == []
+
+
+def json_bytes(value: Any) -> bytes:
+    import json
+
+    return json.dumps(value).encode()
