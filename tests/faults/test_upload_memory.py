@@ -11,6 +11,7 @@ gigabyte goes through the mesh.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -208,9 +209,14 @@ def test_eight_large_rest_uploads_at_once_are_shed_not_a_crash(mesh: Mesh) -> No
     peak = [before]
     done = threading.Event()
 
+    allocated = [0.0]  # what Envoy's heap holds (admin /memory), beside what it keeps mapped
+
     def sample() -> None:
         while not done.is_set():
             peak[0] = max(peak[0], rss_mb(envoy))
+            with contextlib.suppress(requests.RequestException, ValueError):
+                memory = requests.get(f"http://127.0.0.1:{mesh.admin_port}/memory", timeout=1)
+                allocated[0] = max(allocated[0], int(memory.json()["allocated"]) / 2**20)
             time.sleep(0.05)
 
     def upload() -> None:
@@ -249,6 +255,7 @@ def test_eight_large_rest_uploads_at_once_are_shed_not_a_crash(mesh: Mesh) -> No
         "stored": sum(v for k, v in outcomes.items() if k.startswith("200")),
         "edge_rss_before_mb": round(before, 1),
         "edge_peak_rss_mb": round(peak[0], 1),
+        "edge_peak_allocated_mb": round(allocated[0], 1),
         "edge_rss_5s_after_mb": round(rss_mb(envoy), 1),
         "edge_alive": alive,
     }
