@@ -27,24 +27,28 @@ from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from samhandling.masterdata.v1 import population_service_pb2 as population_pb
 from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 
+from services.common.errors import Unavailable, peer_error
+
 log = logging.getLogger("samhandling.masterdata.client")
 Metadata = Sequence[tuple[str, str]]
+CODE_BATCH = 1000  # pairs per ValidateCodes call
+
+
+def masterdata_error(error: grpc.RpcError, message: str = "master data unavailable") -> Exception:
+    """The one mapping of a failed master data call (services/common `peer_error`): only
+    UNAVAILABLE / DEADLINE_EXCEEDED become MASTERDATA_UNAVAILABLE; a refusal stays a refusal."""
+    return peer_error(error, Unavailable(message, reason="MASTERDATA_UNAVAILABLE"))
 
 
 class MasterDataClient:
     def __init__(
         self,
-        channel: grpc.Channel | None = None,
+        channel: grpc.Channel | Callable[[], grpc.Channel] | None = None,
         ttl_seconds: float = 30.0,
         max_entries: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if channel is None:
-            from services.common.clients import service_channel
-
-            channel = service_channel("masterdata")
-        self.stub = pb_grpc.MasterDataServiceStub(channel)
-        self.population = population_grpc.PopulationServiceStub(channel)
+        self._channel = channel
         self.ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
@@ -57,6 +61,25 @@ class MasterDataClient:
         self._watch: threading.Thread | None = None
         self.position = 0  # last change event seen by the watch
         self.streams_opened = 0
+
+    def _target(self) -> grpc.Channel:
+        from services.common.clients import service_channel
+
+        if self._channel is None:
+            return service_channel("masterdata")
+        return self._channel() if callable(self._channel) else self._channel
+
+    @property
+    def stub(self) -> pb_grpc.MasterDataServiceStub:
+        from services.common.clients import stub
+
+        return stub(pb_grpc.MasterDataServiceStub, self._target())
+
+    @property
+    def population(self) -> population_grpc.PopulationServiceStub:
+        from services.common.clients import stub
+
+        return stub(population_grpc.PopulationServiceStub, self._target())
 
     # --- approvals ------------------------------------------------------------------------
     def check_approval(
@@ -145,6 +168,33 @@ class MasterDataClient:
             for pair, result in zip(missing, reply.results, strict=True):
                 self._codes[pair] = result
         return [self._codes[p] for p in pairs]
+
+    def invalid_codes(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        metadata: Metadata = (),
+        timeout: float | None = None,
+        unavailable: str = "master data could not check the codes; try again",
+    ) -> dict[tuple[str, str], str]:
+        """(system, code) -> reason for every pair that is not valid. Not cached (callers
+        choose their own policy); asked in batches of CODE_BATCH; a failure raises
+        `masterdata_error` (MASTERDATA_UNAVAILABLE with `unavailable` as its message)."""
+        unique = list(dict.fromkeys(pairs))
+        invalid: dict[tuple[str, str], str] = {}
+        for start in range(0, len(unique), CODE_BATCH):
+            chunk = unique[start : start + CODE_BATCH]
+            try:
+                reply = self.stub.ValidateCodes(
+                    pb.ValidateCodesRequest(codes=[pb.CodeRef(system=s, code=c) for s, c in chunk]),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc, unavailable) from exc
+            for pair, result in zip(chunk, reply.results, strict=True):
+                if not result.valid:
+                    invalid[pair] = result.reason or "UNKNOWN_CODE"
+        return invalid
 
     # --- push invalidation ------------------------------------------------------------------
     def start_watch(

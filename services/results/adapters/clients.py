@@ -17,14 +17,13 @@ from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
-from samhandling.masterdata.v1 import masterdata_service_pb2 as md
-from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
 from services.common.clients import service_channel, stub
 from services.common.errors import Unavailable, peer_error
+from services.masterdata.client import MasterDataClient
 from services.privacy.client import ReadDecisionCache, is_stale
 from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
 from services.privacy.client import decision_cache_seconds as shared_cache_seconds
@@ -40,19 +39,15 @@ class CodeChecker(Protocol):
 
 
 class MasterDataCodeChecker:
-    """ValidateCodes over gRPC, with a small cache of codes found valid (codes rarely die;
-    a code deactivated in master data is accepted here for at most `ttl` seconds)."""
-
-    BATCH = 1000
+    """ValidateCodes through services/masterdata/client.py, with a small cache of codes found
+    valid (codes rarely die; a code deactivated in master data is accepted here for at most
+    `ttl` seconds)."""
 
     def __init__(self, channel: grpc.Channel | None = None, ttl: float = 300.0) -> None:
-        self._channel = channel
+        self._client = MasterDataClient(channel)
         self._ttl = ttl
         self._valid: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-
-    def _stub(self) -> md_grpc.MasterDataServiceStub:
-        return stub(md_grpc.MasterDataServiceStub, self._channel or service_channel("masterdata"))
 
     def invalid_codes(self, principal: Principal, refs: Sequence[CodeRef]) -> dict[int, str]:
         now = time.monotonic()
@@ -64,27 +59,14 @@ class MasterDataCodeChecker:
                     if self._valid.get((ref.system, ref.code), 0.0) < now
                 }
             )
-        verdicts: dict[tuple[str, str], str] = {}
-        for start in range(0, len(unknown), self.BATCH):
-            chunk = unknown[start : start + self.BATCH]
-            try:
-                reply = self._stub().ValidateCodes(
-                    md.ValidateCodesRequest(codes=[md.CodeRef(system=s, code=c) for s, c in chunk]),
-                    metadata=principal.forwarding_metadata(),
-                )
-            except grpc.RpcError as exc:
-                raise peer_error(
-                    exc,
-                    Unavailable(
-                        "master data is unavailable; codes cannot be checked",
-                        reason="MASTERDATA_UNAVAILABLE",
-                    ),
-                ) from exc
-            for key, answer in zip(chunk, reply.results, strict=True):
-                verdicts[key] = "" if answer.valid else (answer.reason or "UNKNOWN_CODE")
+        verdicts = self._client.invalid_codes(
+            unknown,
+            principal.forwarding_metadata(),
+            unavailable="master data is unavailable; codes cannot be checked",
+        )
         with self._lock:
-            for key, why in verdicts.items():
-                if not why:
+            for key in unknown:
+                if key not in verdicts:
                     self._valid[key] = now + self._ttl
         return {
             i: verdicts[(ref.system, ref.code)]

@@ -78,3 +78,29 @@ def test_code_validation_is_cached_per_pair(masterdata: MasterDataUnderTest) -> 
         assert [r.valid for r in again] == [False, True]  # no call made: no token needed
     finally:
         channel.close()
+
+
+def test_invalid_codes_answers_uncached_and_maps_errors_by_code(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    import pytest
+
+    from services.common.errors import Unauthenticated, Unavailable
+
+    channel = dial(masterdata.server)
+    client = MasterDataClient(lambda: channel)
+    md = masterdata.md(audience="documents")
+    try:
+        invalid = client.invalid_codes([("9603", "N"), ("9602", "nope"), ("9603", "N")], md)
+        assert list(invalid) == [("9602", "nope")] and invalid[("9602", "nope")]
+        with pytest.raises(Unauthenticated):  # a refusal stays a refusal
+            client.invalid_codes([("9603", "N")], metadata=())
+    finally:
+        channel.close()
+    down = dial("127.0.0.1:1", "masterdata", timeout=2.0)
+    try:
+        with pytest.raises(Unavailable) as err:
+            MasterDataClient(down).invalid_codes([("9603", "N")], md, timeout=2.0)
+        assert err.value.reason == "MASTERDATA_UNAVAILABLE"
+    finally:
+        down.close()
