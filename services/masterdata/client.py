@@ -89,15 +89,23 @@ class MasterDataClient:
         at: dt.datetime | None = None,
         metadata: Metadata = (),
         timeout: float | None = None,
+        national_identity_number: str = "",
     ) -> pb.CheckPractitionerApprovalResponse:
         """Does the practitioner hold a valid approval of `category` ('' = any) at `at`
-        (default now), and where does he or she work? Cached when `at` is None."""
-        request = pb.CheckPractitionerApprovalRequest(hpr_number=hpr_number, category=category)
-        if at is not None:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(at)
-            request.time.CopyFrom(stamp)
-            return self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        (default now), and where does he or she work? With `national_identity_number`, valid
+        only if the practitioner is that person (IDENTITY_MISMATCH). Cached when neither `at`
+        nor the identity number is given. Failures raise `masterdata_error`."""
+        request = pb.CheckPractitionerApprovalRequest(
+            hpr_number=hpr_number,
+            category=category,
+            national_identity_number=national_identity_number,
+        )
+        if at is not None or national_identity_number:
+            if at is not None:
+                stamp = timestamp_pb2.Timestamp()
+                stamp.FromDatetime(at)
+                request.time.CopyFrom(stamp)
+            return self._approval(request, metadata, timeout)
         key = (hpr_number, category)
         now = self._clock()
         with self._lock:
@@ -105,25 +113,75 @@ class MasterDataClient:
             if hit is not None and hit[0] > now:
                 self._approvals.move_to_end(key)
                 return hit[1]
-        answer = self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        answer = self._approval(request, metadata, timeout)
         with self._lock:
-            if answer.position >= self.position:  # not older than what the watch has seen
+            if self.ttl > 0 and answer.position >= self.position:  # not older than the watch
                 self._approvals[key] = (now + self.ttl, answer)
                 if len(self._approvals) > self._max:
                     self._approvals.popitem(last=False)
         return answer
+
+    def _approval(
+        self,
+        request: pb.CheckPractitionerApprovalRequest,
+        metadata: Metadata,
+        timeout: float | None,
+    ) -> pb.CheckPractitionerApprovalResponse:
+        try:
+            return self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc) from exc
 
     def hpr_number_for(
         self, national_identity_number: str, metadata: Metadata = (), timeout: float | None = None
     ) -> str | None:
         """The HPR number of the health worker with this identity number (None if none);
         internal, for the trust service after a federated login. Not cached."""
-        reply = self.stub.FindPractitionerByIdentity(
-            pb.FindPractitionerByIdentityRequest(national_identity_number=national_identity_number),
-            metadata=metadata,
-            timeout=timeout,
-        )
+        try:
+            reply = self.stub.FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(
+                    national_identity_number=national_identity_number
+                ),
+                metadata=metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc) from exc
         return reply.hpr_number or None
+
+    # --- organisations ----------------------------------------------------------------------
+    def get_organization(
+        self, org_number: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> pb.Organization | None:
+        """The organisation, None when master data does not know it (NOT_FOUND). Not cached."""
+        try:
+            return self.stub.GetOrganization(
+                pb.GetOrganizationRequest(org_number=org_number), metadata=metadata, timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return None
+            raise masterdata_error(exc) from exc
+
+    def list_organizations(
+        self, parent: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> list[pb.Organization]:
+        """Every direct child of `parent`, all pages (500 a page). Not cached."""
+        out: list[pb.Organization] = []
+        token = ""
+        while True:
+            try:
+                page = self.stub.ListOrganizations(
+                    pb.ListOrganizationsRequest(parent=parent, page_size=500, page_token=token),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc) from exc
+            out.extend(page.organizations)
+            token = page.next_page_token
+            if not token:
+                return out
 
     def invalidate(self, hpr_number: str | None = None) -> None:
         with self._lock:
@@ -143,11 +201,14 @@ class MasterDataClient:
     ) -> bool:
         """Is the patient on the practitioner's GP list now? (Never says who the GP is.)
         Not cached: a list change counts from the next call."""
-        reply = self.stub.CheckGpList(
-            pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
-            metadata=metadata,
-            timeout=timeout,
-        )
+        try:
+            reply = self.stub.CheckGpList(
+                pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
+                metadata=metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc, "master data is unavailable") from exc
         return bool(reply.listed)
 
     # --- codes ----------------------------------------------------------------------------
@@ -160,11 +221,16 @@ class MasterDataClient:
         """One CodeValidation per (system, code), in order; asks only about unseen pairs."""
         missing = [p for p in dict.fromkeys(pairs) if p not in self._codes]
         if missing:
-            reply = self.stub.ValidateCodes(
-                pb.ValidateCodesRequest(codes=[pb.CodeRef(system=s, code=c) for s, c in missing]),
-                metadata=metadata,
-                timeout=timeout,
-            )
+            try:
+                reply = self.stub.ValidateCodes(
+                    pb.ValidateCodesRequest(
+                        codes=[pb.CodeRef(system=s, code=c) for s, c in missing]
+                    ),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc) from exc
             for pair, result in zip(missing, reply.results, strict=True):
                 self._codes[pair] = result
         return [self._codes[p] for p in pairs]
@@ -250,7 +316,7 @@ class MasterDataClient:
     ) -> population_pb.Family | None:
         """The person with parents and children (birth dates from the identity numbers), or
         None when the register does not know him. Not cached here (privacy caches briefly);
-        any other failure is raised as the grpc.RpcError."""
+        any other failure raises `masterdata_error`."""
         try:
             return self.population.GetFamily(
                 population_pb.GetFamilyRequest(person_id=person_id),
@@ -260,7 +326,7 @@ class MasterDataClient:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 return None
-            raise
+            raise masterdata_error(exc) from exc
 
     def close(self) -> None:
         self._stop.set()
