@@ -18,13 +18,11 @@ from typing import Protocol
 import grpc
 from google.protobuf import timestamp_pb2
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
-from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
-from services.common.clients import service_channel, stub
-from services.common.errors import Unavailable, peer_error
+from services.common.errors import FailedPrecondition
 from services.masterdata.client import MasterDataClient
-from services.privacy.client import ReadDecisionCache, is_stale
+from services.privacy.client import PrivacyClient, ReadDecisionCache, is_stale
 from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
 from services.privacy.client import decision_cache_seconds as shared_cache_seconds
 from services.results.domain.model import CodeRef
@@ -81,7 +79,6 @@ HIDE_NORN = "HIDE_NORN_FROM_CITIZEN"
 HIDE_UNRELEASED = "HIDE_RESTRICTED_UNTIL_RELEASE"
 HIDE_NORS = "HIDE_NORS_FROM_OTHER_ORGANISATIONS"
 RECORD = "RECORD_ACCESS"
-BATCH = 500  # the privacy service's limit per BatchDecideAccess / BatchRecordAccess
 
 ACTIONS = {
     "READ": pv.ACTION_READ,
@@ -187,13 +184,10 @@ class PrivacyAccessControl:
     def __init__(
         self, channel: grpc.Channel | None = None, cache_seconds: float | None = None
     ) -> None:
-        self._channel = channel
+        self._client = PrivacyClient(channel, timeout=None)  # the propagated deadline
         self._cache = DecisionCache(
             decision_cache_seconds() if cache_seconds is None else cache_seconds
         )
-
-    def _stub(self) -> pv_grpc.PrivacyServiceStub:
-        return stub(pv_grpc.PrivacyServiceStub, self._channel or service_channel("privacy"))
 
     @staticmethod
     def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:
@@ -211,25 +205,12 @@ class PrivacyAccessControl:
         self, principal: Principal, requests: Sequence[AccessRequest]
     ) -> list[AccessDecision]:
         """BatchDecideAccess: one call and one privacy transaction per 500 requests."""
-        out: list[AccessDecision] = []
-        for start in range(0, len(requests), BATCH):
-            try:
-                reply = self._stub().BatchDecideAccess(
-                    pv.BatchDecideAccessRequest(
-                        requests=[self._message(r) for r in requests[start : start + BATCH]]
-                    ),
-                    metadata=principal.forwarding_metadata(),
-                )
-            except grpc.RpcError as exc:
-                raise peer_error(
-                    exc,
-                    Unavailable(
-                        "the privacy service is unavailable; access cannot be decided",
-                        reason="PRIVACY_UNAVAILABLE",
-                    ),
-                ) from exc
-            out += [self._decision(r) for r in reply.responses]
-        return out
+        replies = self._client.batch_decide_access(
+            [self._message(r) for r in requests],
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; access cannot be decided",
+        )
+        return [self._decision(r) for r in replies]
 
     def record_many(
         self,
@@ -252,20 +233,11 @@ class PrivacyAccessControl:
             if decision.event_id
             for start in range(0, max(len(ids), 1), 1000)
         ]
-        try:
-            for start in range(0, len(messages), BATCH):
-                self._stub().BatchRecordAccess(
-                    pv.BatchRecordAccessRequest(requests=messages[start : start + BATCH]),
-                    metadata=principal.forwarding_metadata(),
-                )
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable(
-                    "the privacy service is unavailable; the access cannot be logged",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            ) from exc
+        self._client.batch_record_access(
+            messages,
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; the access cannot be logged",
+        )
 
     @staticmethod
     def _message(request: AccessRequest) -> pv.DecideAccessRequest:
@@ -297,16 +269,11 @@ class PrivacyAccessControl:
         cacheable = self._cache.cacheable(request)
         if cacheable and (cached := self._cache.get(key)) is not None:
             return cached
-        try:
-            reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable(
-                    "the privacy service is unavailable; access cannot be decided",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            ) from exc
+        reply = self._client.decide_access(
+            message,
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; access cannot be decided",
+        )
         decision = self._decision(reply)
         if cacheable:
             self._cache.put(key, decision)
@@ -324,7 +291,7 @@ class PrivacyAccessControl:
             return
         try:
             for start in range(0, max(len(resource_ids), 1), 1000):
-                self._stub().RecordAccess(
+                self._client.record_access(
                     pv.RecordAccessRequest(
                         decision_event_id=decision.event_id,
                         patient_id=patient_id,
@@ -334,17 +301,11 @@ class PrivacyAccessControl:
                             for i in resource_ids[start : start + 1000]
                         ],
                     ),
-                    metadata=principal.forwarding_metadata(),
-                )
-        except grpc.RpcError as exc:
-            error = peer_error(
-                exc,
-                Unavailable(
+                    principal.forwarding_metadata(),
                     "the privacy service is unavailable; the access cannot be logged",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            )
+                )
+        except FailedPrecondition as error:
             if is_stale(error):
                 self._cache.forget(decision.event_id)
-                raise StaleDecision("the access decision no longer holds; try again") from exc
-            raise error from exc
+                raise StaleDecision("the access decision no longer holds; try again") from error
+            raise
