@@ -77,6 +77,23 @@ class PrivacyClient:
     def _deadline(self, timeout: float | None) -> float | None:
         return self._timeout if timeout is _DEFAULT else timeout
 
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        metadata: Sequence[tuple[str, str]],
+        timeout: float | None,
+        unavailable: str,
+        reason: str = "PRIVACY_UNAVAILABLE",
+    ) -> Any:
+        """One call: the stub, the deadline and the error mapping in one place."""
+        try:
+            return getattr(self._get_stub(), method)(
+                request, metadata=metadata, timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise privacy_error(exc, unavailable, reason) from exc
+
     # --- the data services' ports (documents, results) build their own requests ----------
     def decide_access(
         self,
@@ -85,12 +102,9 @@ class PrivacyClient:
         unavailable: str = "the access decision could not be made",
         timeout: float | None = _DEFAULT,
     ) -> pb.DecideAccessResponse:
-        try:
-            reply: pb.DecideAccessResponse = self._get_stub().DecideAccess(
-                request, metadata=metadata, timeout=self._deadline(timeout)
-            )
-        except grpc.RpcError as exc:
-            raise privacy_error(exc, unavailable) from exc
+        reply: pb.DecideAccessResponse = self._call(
+            "DecideAccess", request, metadata, timeout, unavailable
+        )
         return reply
 
     def record_access(
@@ -101,12 +115,9 @@ class PrivacyClient:
         reason: str = "PRIVACY_UNAVAILABLE",
         timeout: float | None = _DEFAULT,
     ) -> pb.RecordAccessResponse:
-        try:
-            reply: pb.RecordAccessResponse = self._get_stub().RecordAccess(
-                request, metadata=metadata, timeout=self._deadline(timeout)
-            )
-        except grpc.RpcError as exc:
-            raise privacy_error(exc, unavailable, reason) from exc
+        reply: pb.RecordAccessResponse = self._call(
+            "RecordAccess", request, metadata, timeout, unavailable, reason
+        )
         return reply
 
     def batch_decide_access(
@@ -119,14 +130,8 @@ class PrivacyClient:
         """BatchDecideAccess: one call and one privacy transaction per BATCH requests."""
         out: list[pb.DecideAccessResponse] = []
         for start in range(0, len(requests), BATCH):
-            try:
-                reply = self._get_stub().BatchDecideAccess(
-                    pb.BatchDecideAccessRequest(requests=list(requests[start : start + BATCH])),
-                    metadata=metadata,
-                    timeout=self._deadline(timeout),
-                )
-            except grpc.RpcError as exc:
-                raise privacy_error(exc, unavailable) from exc
+            batch = pb.BatchDecideAccessRequest(requests=list(requests[start : start + BATCH]))
+            reply = self._call("BatchDecideAccess", batch, metadata, timeout, unavailable)
             out += list(reply.responses)
         return out
 
@@ -138,15 +143,9 @@ class PrivacyClient:
         timeout: float | None = _DEFAULT,
     ) -> None:
         """BatchRecordAccess: one call and one privacy transaction per BATCH requests."""
-        try:
-            for start in range(0, len(requests), BATCH):
-                self._get_stub().BatchRecordAccess(
-                    pb.BatchRecordAccessRequest(requests=list(requests[start : start + BATCH])),
-                    metadata=metadata,
-                    timeout=self._deadline(timeout),
-                )
-        except grpc.RpcError as exc:
-            raise privacy_error(exc, unavailable) from exc
+        for start in range(0, len(requests), BATCH):
+            batch = pb.BatchRecordAccessRequest(requests=list(requests[start : start + BATCH]))
+            self._call("BatchRecordAccess", batch, metadata, timeout, unavailable)
 
     # --- decide / require / record for a principal ------------------------------------------
     def decide(
