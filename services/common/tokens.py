@@ -6,7 +6,6 @@ named here once, so services and the trust service agree on them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -49,32 +48,26 @@ class Scopes:
 
 
 def fetch_jwks_from_trust() -> Mapping[str, Any]:
-    from samhandling.trust.v1 import trust_service_pb2, trust_service_pb2_grpc
+    from services.trust.client import TrustClient
 
-    from services.common.clients import service_channel
-
-    stub = trust_service_pb2_grpc.TrustServiceStub(service_channel("trust"))
-    body = stub.GetJwks(trust_service_pb2.GetJwksRequest(), timeout=3)
-    return dict(json.loads(body.data))
+    return TrustClient().jwks()
 
 
 def fetch_revocations_from_trust(channel: Any = None) -> list[Any]:
     """The trust service's revocations in force (its internal `ListRevocations`)."""
-    from samhandling.trust.v1 import trust_service_pb2, trust_service_pb2_grpc
+    from samhandling.trust.v1 import trust_service_pb2
 
-    from services.common.clients import service_channel
     from services.common.revocation import Revoked
+    from services.trust.client import TrustClient
 
     claims = {
         trust_service_pb2.REVOCATION_KIND_TOKEN: "jti",
         trust_service_pb2.REVOCATION_KIND_LOGIN: "sid",
         trust_service_pb2.REVOCATION_KIND_CLIENT: "client_id",
     }
-    stub = trust_service_pb2_grpc.TrustServiceStub(channel or service_channel("trust"))
-    reply = stub.ListRevocations(trust_service_pb2.ListRevocationsRequest(), timeout=2)
     return [
         Revoked(claims[r.kind], r.value, r.revoke_time.ToNanoseconds() / 1e9)
-        for r in reply.revocations
+        for r in TrustClient(channel).revocations()
         if r.kind in claims
     ]
 

@@ -27,24 +27,28 @@ from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 from samhandling.masterdata.v1 import population_service_pb2 as population_pb
 from samhandling.masterdata.v1 import population_service_pb2_grpc as population_grpc
 
+from services.common.errors import Unavailable, peer_error
+
 log = logging.getLogger("samhandling.masterdata.client")
 Metadata = Sequence[tuple[str, str]]
+CODE_BATCH = 1000  # pairs per ValidateCodes call
+
+
+def masterdata_error(error: grpc.RpcError, message: str = "master data unavailable") -> Exception:
+    """The one mapping of a failed master data call (services/common `peer_error`): only
+    UNAVAILABLE / DEADLINE_EXCEEDED become MASTERDATA_UNAVAILABLE; a refusal stays a refusal."""
+    return peer_error(error, Unavailable(message, reason="MASTERDATA_UNAVAILABLE"))
 
 
 class MasterDataClient:
     def __init__(
         self,
-        channel: grpc.Channel | None = None,
+        channel: grpc.Channel | Callable[[], grpc.Channel] | None = None,
         ttl_seconds: float = 30.0,
         max_entries: int = 20_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        if channel is None:
-            from services.common.clients import service_channel
-
-            channel = service_channel("masterdata")
-        self.stub = pb_grpc.MasterDataServiceStub(channel)
-        self.population = population_grpc.PopulationServiceStub(channel)
+        self._channel = channel
         self.ttl = ttl_seconds
         self._max = max_entries
         self._clock = clock
@@ -58,6 +62,25 @@ class MasterDataClient:
         self.position = 0  # last change event seen by the watch
         self.streams_opened = 0
 
+    def _target(self) -> grpc.Channel:
+        from services.common.clients import service_channel
+
+        if self._channel is None:
+            return service_channel("masterdata")
+        return self._channel() if callable(self._channel) else self._channel
+
+    @property
+    def stub(self) -> pb_grpc.MasterDataServiceStub:
+        from services.common.clients import stub
+
+        return stub(pb_grpc.MasterDataServiceStub, self._target())
+
+    @property
+    def population(self) -> population_grpc.PopulationServiceStub:
+        from services.common.clients import stub
+
+        return stub(population_grpc.PopulationServiceStub, self._target())
+
     # --- approvals ------------------------------------------------------------------------
     def check_approval(
         self,
@@ -66,15 +89,23 @@ class MasterDataClient:
         at: dt.datetime | None = None,
         metadata: Metadata = (),
         timeout: float | None = None,
+        national_identity_number: str = "",
     ) -> pb.CheckPractitionerApprovalResponse:
         """Does the practitioner hold a valid approval of `category` ('' = any) at `at`
-        (default now), and where does he or she work? Cached when `at` is None."""
-        request = pb.CheckPractitionerApprovalRequest(hpr_number=hpr_number, category=category)
-        if at is not None:
-            stamp = timestamp_pb2.Timestamp()
-            stamp.FromDatetime(at)
-            request.time.CopyFrom(stamp)
-            return self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        (default now), and where does he or she work? With `national_identity_number`, valid
+        only if the practitioner is that person (IDENTITY_MISMATCH). Cached when neither `at`
+        nor the identity number is given. Failures raise `masterdata_error`."""
+        request = pb.CheckPractitionerApprovalRequest(
+            hpr_number=hpr_number,
+            category=category,
+            national_identity_number=national_identity_number,
+        )
+        if at is not None or national_identity_number:
+            if at is not None:
+                stamp = timestamp_pb2.Timestamp()
+                stamp.FromDatetime(at)
+                request.time.CopyFrom(stamp)
+            return self._approval(request, metadata, timeout)
         key = (hpr_number, category)
         now = self._clock()
         with self._lock:
@@ -82,25 +113,75 @@ class MasterDataClient:
             if hit is not None and hit[0] > now:
                 self._approvals.move_to_end(key)
                 return hit[1]
-        answer = self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        answer = self._approval(request, metadata, timeout)
         with self._lock:
-            if answer.position >= self.position:  # not older than what the watch has seen
+            if self.ttl > 0 and answer.position >= self.position:  # not older than the watch
                 self._approvals[key] = (now + self.ttl, answer)
                 if len(self._approvals) > self._max:
                     self._approvals.popitem(last=False)
         return answer
+
+    def _approval(
+        self,
+        request: pb.CheckPractitionerApprovalRequest,
+        metadata: Metadata,
+        timeout: float | None,
+    ) -> pb.CheckPractitionerApprovalResponse:
+        try:
+            return self.stub.CheckPractitionerApproval(request, metadata=metadata, timeout=timeout)
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc) from exc
 
     def hpr_number_for(
         self, national_identity_number: str, metadata: Metadata = (), timeout: float | None = None
     ) -> str | None:
         """The HPR number of the health worker with this identity number (None if none);
         internal, for the trust service after a federated login. Not cached."""
-        reply = self.stub.FindPractitionerByIdentity(
-            pb.FindPractitionerByIdentityRequest(national_identity_number=national_identity_number),
-            metadata=metadata,
-            timeout=timeout,
-        )
+        try:
+            reply = self.stub.FindPractitionerByIdentity(
+                pb.FindPractitionerByIdentityRequest(
+                    national_identity_number=national_identity_number
+                ),
+                metadata=metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc) from exc
         return reply.hpr_number or None
+
+    # --- organisations ----------------------------------------------------------------------
+    def get_organization(
+        self, org_number: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> pb.Organization | None:
+        """The organisation, None when master data does not know it (NOT_FOUND). Not cached."""
+        try:
+            return self.stub.GetOrganization(
+                pb.GetOrganizationRequest(org_number=org_number), metadata=metadata, timeout=timeout
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
+                return None
+            raise masterdata_error(exc) from exc
+
+    def list_organizations(
+        self, parent: str, metadata: Metadata = (), timeout: float | None = None
+    ) -> list[pb.Organization]:
+        """Every direct child of `parent`, all pages (500 a page). Not cached."""
+        out: list[pb.Organization] = []
+        token = ""
+        while True:
+            try:
+                page = self.stub.ListOrganizations(
+                    pb.ListOrganizationsRequest(parent=parent, page_size=500, page_token=token),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc) from exc
+            out.extend(page.organizations)
+            token = page.next_page_token
+            if not token:
+                return out
 
     def invalidate(self, hpr_number: str | None = None) -> None:
         with self._lock:
@@ -120,11 +201,14 @@ class MasterDataClient:
     ) -> bool:
         """Is the patient on the practitioner's GP list now? (Never says who the GP is.)
         Not cached: a list change counts from the next call."""
-        reply = self.stub.CheckGpList(
-            pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
-            metadata=metadata,
-            timeout=timeout,
-        )
+        try:
+            reply = self.stub.CheckGpList(
+                pb.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
+                metadata=metadata,
+                timeout=timeout,
+            )
+        except grpc.RpcError as exc:
+            raise masterdata_error(exc, "master data is unavailable") from exc
         return bool(reply.listed)
 
     # --- codes ----------------------------------------------------------------------------
@@ -137,14 +221,46 @@ class MasterDataClient:
         """One CodeValidation per (system, code), in order; asks only about unseen pairs."""
         missing = [p for p in dict.fromkeys(pairs) if p not in self._codes]
         if missing:
-            reply = self.stub.ValidateCodes(
-                pb.ValidateCodesRequest(codes=[pb.CodeRef(system=s, code=c) for s, c in missing]),
-                metadata=metadata,
-                timeout=timeout,
-            )
+            try:
+                reply = self.stub.ValidateCodes(
+                    pb.ValidateCodesRequest(
+                        codes=[pb.CodeRef(system=s, code=c) for s, c in missing]
+                    ),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc) from exc
             for pair, result in zip(missing, reply.results, strict=True):
                 self._codes[pair] = result
         return [self._codes[p] for p in pairs]
+
+    def invalid_codes(
+        self,
+        pairs: Sequence[tuple[str, str]],
+        metadata: Metadata = (),
+        timeout: float | None = None,
+        unavailable: str = "master data could not check the codes; try again",
+    ) -> dict[tuple[str, str], str]:
+        """(system, code) -> reason for every pair that is not valid. Not cached (callers
+        choose their own policy); asked in batches of CODE_BATCH; a failure raises
+        `masterdata_error` (MASTERDATA_UNAVAILABLE with `unavailable` as its message)."""
+        unique = list(dict.fromkeys(pairs))
+        invalid: dict[tuple[str, str], str] = {}
+        for start in range(0, len(unique), CODE_BATCH):
+            chunk = unique[start : start + CODE_BATCH]
+            try:
+                reply = self.stub.ValidateCodes(
+                    pb.ValidateCodesRequest(codes=[pb.CodeRef(system=s, code=c) for s, c in chunk]),
+                    metadata=metadata,
+                    timeout=timeout,
+                )
+            except grpc.RpcError as exc:
+                raise masterdata_error(exc, unavailable) from exc
+            for pair, result in zip(chunk, reply.results, strict=True):
+                if not result.valid:
+                    invalid[pair] = result.reason or "UNKNOWN_CODE"
+        return invalid
 
     # --- push invalidation ------------------------------------------------------------------
     def start_watch(
@@ -200,7 +316,7 @@ class MasterDataClient:
     ) -> population_pb.Family | None:
         """The person with parents and children (birth dates from the identity numbers), or
         None when the register does not know him. Not cached here (privacy caches briefly);
-        any other failure is raised as the grpc.RpcError."""
+        any other failure raises `masterdata_error`."""
         try:
             return self.population.GetFamily(
                 population_pb.GetFamilyRequest(person_id=person_id),
@@ -210,7 +326,7 @@ class MasterDataClient:
         except grpc.RpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:  # type: ignore[attr-defined]
                 return None
-            raise
+            raise masterdata_error(exc) from exc
 
     def close(self) -> None:
         self._stop.set()

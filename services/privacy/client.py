@@ -38,22 +38,116 @@ from services.common.ttl_cache import TtlCache
 D = TypeVar("D")
 
 
+BATCH = 500  # the privacy service's limit per BatchDecideAccess / BatchRecordAccess
+_DEFAULT: Any = object()
+
+
+def privacy_error(
+    error: grpc.RpcError,
+    message: str = "the privacy service is unavailable",
+    reason: str = "PRIVACY_UNAVAILABLE",
+) -> Exception:
+    """The one mapping of a failed privacy call (services/common `peer_error`): only
+    UNAVAILABLE / DEADLINE_EXCEEDED become `reason`; a refusal stays a refusal (a stale
+    reused decision is FAILED_PRECONDITION DECISION_STALE, see `is_stale`)."""
+    return peer_error(error, Unavailable(message, reason=reason))
+
+
 class PrivacyClient:
-    def __init__(self, channel: grpc.Channel | None = None, timeout: float = 3.0) -> None:
+    def __init__(
+        self,
+        channel: grpc.Channel | Callable[[], grpc.Channel] | None = None,
+        timeout: float | None = 3.0,
+    ) -> None:
         self._channel = channel
         self._timeout = timeout
-        self._stub: pb_grpc.PrivacyServiceStub | None = None
-        self._rep_stub: rep_grpc.RepresentationServiceStub | None = None
+
+    def _target(self) -> grpc.Channel:
+        from services.common.clients import service_channel
+
+        if self._channel is None:
+            return service_channel("privacy")
+        return self._channel() if callable(self._channel) else self._channel
 
     def _get_stub(self) -> pb_grpc.PrivacyServiceStub:
-        if self._stub is None:
-            if self._channel is None:
-                from services.common.clients import service_channel
+        from services.common.clients import stub
 
-                self._channel = service_channel("privacy")
-            self._stub = pb_grpc.PrivacyServiceStub(self._channel)
-        return self._stub
+        return stub(pb_grpc.PrivacyServiceStub, self._target())
 
+    def _deadline(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is _DEFAULT else timeout
+
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        metadata: Sequence[tuple[str, str]],
+        timeout: float | None,
+        unavailable: str,
+        reason: str = "PRIVACY_UNAVAILABLE",
+    ) -> Any:
+        """One call: the stub, the deadline and the error mapping in one place."""
+        try:
+            return getattr(self._get_stub(), method)(
+                request, metadata=metadata, timeout=self._deadline(timeout)
+            )
+        except grpc.RpcError as exc:
+            raise privacy_error(exc, unavailable, reason) from exc
+
+    # --- the data services' ports (documents, results) build their own requests ----------
+    def decide_access(
+        self,
+        request: pb.DecideAccessRequest,
+        metadata: Sequence[tuple[str, str]],
+        unavailable: str = "the access decision could not be made",
+        timeout: float | None = _DEFAULT,
+    ) -> pb.DecideAccessResponse:
+        reply: pb.DecideAccessResponse = self._call(
+            "DecideAccess", request, metadata, timeout, unavailable
+        )
+        return reply
+
+    def record_access(
+        self,
+        request: pb.RecordAccessRequest,
+        metadata: Sequence[tuple[str, str]],
+        unavailable: str = "the access could not be recorded",
+        reason: str = "PRIVACY_UNAVAILABLE",
+        timeout: float | None = _DEFAULT,
+    ) -> pb.RecordAccessResponse:
+        reply: pb.RecordAccessResponse = self._call(
+            "RecordAccess", request, metadata, timeout, unavailable, reason
+        )
+        return reply
+
+    def batch_decide_access(
+        self,
+        requests: Sequence[pb.DecideAccessRequest],
+        metadata: Sequence[tuple[str, str]],
+        unavailable: str = "the access decision could not be made",
+        timeout: float | None = _DEFAULT,
+    ) -> list[pb.DecideAccessResponse]:
+        """BatchDecideAccess: one call and one privacy transaction per BATCH requests."""
+        out: list[pb.DecideAccessResponse] = []
+        for start in range(0, len(requests), BATCH):
+            batch = pb.BatchDecideAccessRequest(requests=list(requests[start : start + BATCH]))
+            reply = self._call("BatchDecideAccess", batch, metadata, timeout, unavailable)
+            out += list(reply.responses)
+        return out
+
+    def batch_record_access(
+        self,
+        requests: Sequence[pb.RecordAccessRequest],
+        metadata: Sequence[tuple[str, str]],
+        unavailable: str = "the access could not be recorded",
+        timeout: float | None = _DEFAULT,
+    ) -> None:
+        """BatchRecordAccess: one call and one privacy transaction per BATCH requests."""
+        for start in range(0, len(requests), BATCH):
+            batch = pb.BatchRecordAccessRequest(requests=list(requests[start : start + BATCH]))
+            self._call("BatchRecordAccess", batch, metadata, timeout, unavailable)
+
+    # --- decide / require / record for a principal ------------------------------------------
     def decide(
         self,
         principal: Principal,
@@ -85,16 +179,7 @@ class PrivacyClient:
             ts = timestamp_pb2.Timestamp()
             ts.FromDatetime(release_time)
             request.release_time.CopyFrom(ts)
-        try:
-            reply: pb.DecideAccessResponse = self._get_stub().DecideAccess(
-                request, metadata=principal.forwarding_metadata(), timeout=self._timeout
-            )
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable("the access decision could not be made", reason="PRIVACY_UNAVAILABLE"),
-            ) from exc
-        return reply
+        return self.decide_access(request, principal.forwarding_metadata())
 
     def check_representation(
         self, representation_id: str, user_token: str
@@ -103,19 +188,17 @@ class PrivacyClient:
         user context) act through this representation now? PERMISSION_DENIED
         (REPRESENTATION_NOT_VALID) stays a refusal; an unreachable privacy service is
         UNAVAILABLE PRIVACY_UNAVAILABLE."""
-        if self._rep_stub is None:
-            self._get_stub()
-            self._rep_stub = rep_grpc.RepresentationServiceStub(self._channel)
+        from services.common.clients import stub
+
+        representations = stub(rep_grpc.RepresentationServiceStub, self._target())
         try:
-            return self._rep_stub.CheckRepresentation(
+            return representations.CheckRepresentation(
                 rep_pb.CheckRepresentationRequest(representation_id=representation_id),
                 metadata=[(USER_CONTEXT_HEADER, user_token)],
                 timeout=self._timeout,
             )
         except grpc.RpcError as exc:
-            raise peer_error(
-                exc, Unavailable("the privacy service is unavailable", reason="PRIVACY_UNAVAILABLE")
-            ) from exc
+            raise privacy_error(exc) from exc
 
     def require(self, principal: Principal, *args: Any, **kwargs: Any) -> pb.DecideAccessResponse:
         """decide(), raising PERMISSION_DENIED unless the decision is PERMIT."""
@@ -139,24 +222,17 @@ class PrivacyClient:
         action: pb.Action.ValueType,
         resources: Sequence[tuple[str, str]],
     ) -> pb.RecordAccessResponse:
-        try:
-            reply: pb.RecordAccessResponse = self._get_stub().RecordAccess(
-                pb.RecordAccessRequest(
-                    decision_event_id=decision.access_event_id,
-                    patient_id=patient_id,
-                    action=action,
-                    resources=[
-                        pb.AccessedResource(resource_type=t, resource_id=i) for t, i in resources
-                    ],
-                ),
-                metadata=principal.forwarding_metadata(),
-                timeout=self._timeout,
-            )
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc, Unavailable("the access could not be recorded", reason="PRIVACY_UNAVAILABLE")
-            ) from exc
-        return reply
+        return self.record_access(
+            pb.RecordAccessRequest(
+                decision_event_id=decision.access_event_id,
+                patient_id=patient_id,
+                action=action,
+                resources=[
+                    pb.AccessedResource(resource_type=t, resource_id=i) for t, i in resources
+                ],
+            ),
+            principal.forwarding_metadata(),
+        )
 
     # Batches of at most this many patients (the request's limit).
     SCREEN_BATCH = 1000
@@ -185,15 +261,11 @@ class PrivacyClient:
                         registry_org_number=registry_org_number,
                         patient_ids=list(patient_ids[start : start + self.SCREEN_BATCH]),
                     ),
-                    timeout=max(self._timeout, 30.0),
+                    timeout=max(self._timeout or 0.0, 30.0),
                 )
             except grpc.RpcError as exc:
-                raise peer_error(
-                    exc,
-                    Unavailable(
-                        "the privacy service is unavailable; the export cannot be screened",
-                        reason="PRIVACY_UNAVAILABLE",
-                    ),
+                raise privacy_error(
+                    exc, "the privacy service is unavailable; the export cannot be screened"
                 ) from exc
             excluded.update(reply.excluded_patient_ids)
             logged += len(reply.access_event_ids)
@@ -213,9 +285,7 @@ def check_notifications(
             timeout=timeout or client._timeout,
         )
     except grpc.RpcError as exc:
-        raise peer_error(
-            exc, Unavailable("the privacy service is unavailable", reason="PRIVACY_UNAVAILABLE")
-        ) from exc
+        raise privacy_error(exc) from exc
     return list(zip(reply.allowed, reply.reasons, strict=True))
 
 

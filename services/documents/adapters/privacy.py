@@ -5,7 +5,8 @@ privacy service decides for the real caller. Any failure to reach it denies (fai
 
 A PERMIT of a read (get, download, search; not an emergency) is reused for the same
 caller's identical read for a few seconds (the shared `ReadDecisionCache` of
-services/privacy/client.py): such a read costs one privacy round trip (RecordAccess) instead
+services/privacy/client.py, whose `PrivacyClient` owns the stub, deadline and error
+mapping): such a read costs one privacy round trip (RecordAccess) instead
 of two. Privacy re-checks the decision when it records; if a setting of the patient changed
 or the approval lapsed it refuses (DECISION_STALE), the decision is dropped here at once and
 `record` raises `StaleDecision` so that the read runs again with a fresh decision.
@@ -19,14 +20,13 @@ from datetime import UTC
 
 import grpc
 from samhandling.privacy.v1 import privacy_service_pb2 as pb
-from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 
 from services.common.auth import Principal
-from services.common.clients import stub
-from services.common.errors import Unavailable, peer_error
+from services.common.errors import FailedPrecondition
 from services.documents.domain.model import Action, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
 from services.privacy.client import (
+    PrivacyClient,
     ReadDecisionCache,
     StaleDecision,
     decision_cache_seconds,
@@ -67,14 +67,10 @@ class PrivacyAccessDecider:
         timeout: float = 5.0,
         cache_seconds: float | None = None,
     ) -> None:
-        self._channel = channel
-        self._timeout = timeout
+        self._client = PrivacyClient(channel, timeout=timeout)
         if cache_seconds is None:
             cache_seconds = decision_cache_seconds("SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS")
         self._cache: ReadDecisionCache[AccessDecision] = ReadDecisionCache(cache_seconds)
-
-    def _stub(self) -> pb_grpc.PrivacyServiceStub:
-        return stub(pb_grpc.PrivacyServiceStub, self._channel())
 
     def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
         request = pb.DecideAccessRequest(
@@ -96,18 +92,11 @@ class PrivacyAccessDecider:
         cacheable = ReadDecisionCache.cacheable(request.action, query.emergency)
         if cacheable and (cached := self._cache.get(key)) is not None:
             return cached
-        try:
-            reply = self._stub().DecideAccess(
-                request, timeout=self._timeout, metadata=principal.forwarding_metadata()
-            )
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable(
-                    "the privacy service could not decide the access; try again",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            ) from exc
+        reply = self._client.decide_access(
+            request,
+            principal.forwarding_metadata(),
+            "the privacy service could not decide the access; try again",
+        )
         permitted = reply.decision == pb.DECISION_PERMIT
         decision = AccessDecision(
             permitted=permitted,
@@ -143,18 +132,14 @@ class PrivacyAccessDecider:
             ],
         )
         try:
-            self._stub().RecordAccess(
-                request, timeout=self._timeout, metadata=principal.forwarding_metadata()
+            self._client.record_access(
+                request,
+                principal.forwarding_metadata(),
+                "the access could not be logged; nothing was returned or stored",
+                reason="ACCESS_LOG_UNAVAILABLE",
             )
-        except grpc.RpcError as exc:
-            error = peer_error(
-                exc,
-                Unavailable(
-                    "the access could not be logged; nothing was returned or stored",
-                    reason="ACCESS_LOG_UNAVAILABLE",
-                ),
-            )
+        except FailedPrecondition as error:
             if is_stale(error):
                 self._cache.forget(decision.decision_id)
-                raise StaleDecision("the access decision no longer holds; try again") from exc
-            raise error from exc
+                raise StaleDecision("the access decision no longer holds; try again") from error
+            raise

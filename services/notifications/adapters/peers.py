@@ -12,7 +12,6 @@ from typing import Protocol
 
 import grpc
 
-from services.common.errors import Unavailable, peer_error
 from services.notifications.domain.model import DOMAIN_OF_TOPIC, Event, Subscription
 
 
@@ -35,12 +34,7 @@ class MeshPeers:
         self.privacy = PrivacyClient(privacy_channel)
 
     def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
-        try:
-            return self.masterdata.check_gp_list(hpr_number, patient_id)
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc, Unavailable("master data is unavailable", reason="MASTERDATA_UNAVAILABLE")
-            ) from exc
+        return self.masterdata.check_gp_list(hpr_number, patient_id)  # errors mapped there
 
     def may_notify(self, pairs: Sequence[tuple[Subscription, Event]]) -> list[bool]:
         from samhandling.privacy.v1 import privacy_service_pb2 as pv

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import Protocol
 
 import grpc
 
+from services.common.errors import DomainError
 from services.common.ttl_cache import TtlCache
 from services.privacy.domain.model import Approval
 
@@ -41,29 +42,23 @@ class GpListChecker(Protocol):
 
 
 class GrpcApprovalChecker:
+    """The ports over services/masterdata/client.py (uncached there: privacy caches below).
+    Any failure, refusal or not, is `MasterDataUnavailable`: privacy fails closed."""
+
     def __init__(self, channel: grpc.Channel | Callable[[], grpc.Channel], timeout: float = 2.0):
-        self._channel = channel
+        from services.masterdata.client import MasterDataClient
+
+        self._client = MasterDataClient(channel, ttl_seconds=0)
         self._timeout = timeout
-        self._stub: Any = None
-
-    def _get_stub(self) -> Any:
-        if self._stub is None:
-            from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
-
-            channel = self._channel() if callable(self._channel) else self._channel
-            self._stub = md_grpc.MasterDataServiceStub(channel)
-        return self._stub
 
     def check(self, hpr_number: str, metadata: Sequence[tuple[str, str]]) -> Approval:
-        try:
-            from samhandling.masterdata.v1 import masterdata_service_pb2 as md
+        from samhandling.masterdata.v1 import masterdata_service_pb2 as md
 
-            reply = self._get_stub().CheckPractitionerApproval(
-                md.CheckPractitionerApprovalRequest(hpr_number=hpr_number),
-                metadata=list(metadata),
-                timeout=self._timeout,
+        try:
+            reply = self._client.check_approval(
+                hpr_number, metadata=list(metadata), timeout=self._timeout
             )
-        except (grpc.RpcError, ImportError) as exc:
+        except (grpc.RpcError, DomainError) as exc:
             raise MasterDataUnavailable(type(exc).__name__) from exc
         reason = md.ApprovalCheckReason.Name(reply.reason).removeprefix("APPROVAL_CHECK_REASON_")
         return Approval(
@@ -78,16 +73,11 @@ class GrpcApprovalChecker:
         self, hpr_number: str, patient_id: str, metadata: Sequence[tuple[str, str]]
     ) -> bool:
         try:
-            from samhandling.masterdata.v1 import masterdata_service_pb2 as md
-
-            reply = self._get_stub().CheckGpList(
-                md.CheckGpListRequest(hpr_number=hpr_number, patient_id=patient_id),
-                metadata=list(metadata),
-                timeout=self._timeout,
+            return self._client.check_gp_list(
+                hpr_number, patient_id, metadata=list(metadata), timeout=self._timeout
             )
-        except (grpc.RpcError, ImportError) as exc:
+        except (grpc.RpcError, DomainError) as exc:
             raise MasterDataUnavailable(type(exc).__name__) from exc
-        return bool(reply.listed)
 
 
 class CachedApprovalChecker:

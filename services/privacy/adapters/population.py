@@ -18,6 +18,7 @@ from typing import Protocol
 
 import grpc
 
+from services.common.errors import DomainError
 from services.common.ttl_cache import TtlCache
 from services.privacy.adapters.masterdata import MasterDataUnavailable
 
@@ -55,7 +56,7 @@ class GrpcFamilyRegister:
         assert isinstance(client, MasterDataClient)
         try:
             reply = client.get_family(pid, list(metadata), self._timeout)
-        except grpc.RpcError as exc:
+        except (grpc.RpcError, DomainError) as exc:  # mapped by the client; any failure denies
             raise MasterDataUnavailable(type(exc).__name__) from exc
         if reply is None:
             return None

@@ -17,15 +17,12 @@ from typing import Protocol
 
 import grpc
 from google.protobuf import timestamp_pb2
-from samhandling.masterdata.v1 import masterdata_service_pb2 as md
-from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as md_grpc
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
-from samhandling.privacy.v1 import privacy_service_pb2_grpc as pv_grpc
 
 from services.common.auth import Principal
-from services.common.clients import service_channel, stub
-from services.common.errors import Unavailable, peer_error
-from services.privacy.client import ReadDecisionCache, is_stale
+from services.common.errors import FailedPrecondition
+from services.masterdata.client import MasterDataClient
+from services.privacy.client import PrivacyClient, ReadDecisionCache, is_stale
 from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
 from services.privacy.client import decision_cache_seconds as shared_cache_seconds
 from services.results.domain.model import CodeRef
@@ -40,19 +37,15 @@ class CodeChecker(Protocol):
 
 
 class MasterDataCodeChecker:
-    """ValidateCodes over gRPC, with a small cache of codes found valid (codes rarely die;
-    a code deactivated in master data is accepted here for at most `ttl` seconds)."""
-
-    BATCH = 1000
+    """ValidateCodes through services/masterdata/client.py, with a small cache of codes found
+    valid (codes rarely die; a code deactivated in master data is accepted here for at most
+    `ttl` seconds)."""
 
     def __init__(self, channel: grpc.Channel | None = None, ttl: float = 300.0) -> None:
-        self._channel = channel
+        self._client = MasterDataClient(channel)
         self._ttl = ttl
         self._valid: dict[tuple[str, str], float] = {}
         self._lock = threading.Lock()
-
-    def _stub(self) -> md_grpc.MasterDataServiceStub:
-        return stub(md_grpc.MasterDataServiceStub, self._channel or service_channel("masterdata"))
 
     def invalid_codes(self, principal: Principal, refs: Sequence[CodeRef]) -> dict[int, str]:
         now = time.monotonic()
@@ -64,27 +57,14 @@ class MasterDataCodeChecker:
                     if self._valid.get((ref.system, ref.code), 0.0) < now
                 }
             )
-        verdicts: dict[tuple[str, str], str] = {}
-        for start in range(0, len(unknown), self.BATCH):
-            chunk = unknown[start : start + self.BATCH]
-            try:
-                reply = self._stub().ValidateCodes(
-                    md.ValidateCodesRequest(codes=[md.CodeRef(system=s, code=c) for s, c in chunk]),
-                    metadata=principal.forwarding_metadata(),
-                )
-            except grpc.RpcError as exc:
-                raise peer_error(
-                    exc,
-                    Unavailable(
-                        "master data is unavailable; codes cannot be checked",
-                        reason="MASTERDATA_UNAVAILABLE",
-                    ),
-                ) from exc
-            for key, answer in zip(chunk, reply.results, strict=True):
-                verdicts[key] = "" if answer.valid else (answer.reason or "UNKNOWN_CODE")
+        verdicts = self._client.invalid_codes(
+            unknown,
+            principal.forwarding_metadata(),
+            unavailable="master data is unavailable; codes cannot be checked",
+        )
         with self._lock:
-            for key, why in verdicts.items():
-                if not why:
+            for key in unknown:
+                if key not in verdicts:
                     self._valid[key] = now + self._ttl
         return {
             i: verdicts[(ref.system, ref.code)]
@@ -99,7 +79,6 @@ HIDE_NORN = "HIDE_NORN_FROM_CITIZEN"
 HIDE_UNRELEASED = "HIDE_RESTRICTED_UNTIL_RELEASE"
 HIDE_NORS = "HIDE_NORS_FROM_OTHER_ORGANISATIONS"
 RECORD = "RECORD_ACCESS"
-BATCH = 500  # the privacy service's limit per BatchDecideAccess / BatchRecordAccess
 
 ACTIONS = {
     "READ": pv.ACTION_READ,
@@ -205,13 +184,10 @@ class PrivacyAccessControl:
     def __init__(
         self, channel: grpc.Channel | None = None, cache_seconds: float | None = None
     ) -> None:
-        self._channel = channel
+        self._client = PrivacyClient(channel, timeout=None)  # the propagated deadline
         self._cache = DecisionCache(
             decision_cache_seconds() if cache_seconds is None else cache_seconds
         )
-
-    def _stub(self) -> pv_grpc.PrivacyServiceStub:
-        return stub(pv_grpc.PrivacyServiceStub, self._channel or service_channel("privacy"))
 
     @staticmethod
     def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:
@@ -229,25 +205,12 @@ class PrivacyAccessControl:
         self, principal: Principal, requests: Sequence[AccessRequest]
     ) -> list[AccessDecision]:
         """BatchDecideAccess: one call and one privacy transaction per 500 requests."""
-        out: list[AccessDecision] = []
-        for start in range(0, len(requests), BATCH):
-            try:
-                reply = self._stub().BatchDecideAccess(
-                    pv.BatchDecideAccessRequest(
-                        requests=[self._message(r) for r in requests[start : start + BATCH]]
-                    ),
-                    metadata=principal.forwarding_metadata(),
-                )
-            except grpc.RpcError as exc:
-                raise peer_error(
-                    exc,
-                    Unavailable(
-                        "the privacy service is unavailable; access cannot be decided",
-                        reason="PRIVACY_UNAVAILABLE",
-                    ),
-                ) from exc
-            out += [self._decision(r) for r in reply.responses]
-        return out
+        replies = self._client.batch_decide_access(
+            [self._message(r) for r in requests],
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; access cannot be decided",
+        )
+        return [self._decision(r) for r in replies]
 
     def record_many(
         self,
@@ -270,20 +233,11 @@ class PrivacyAccessControl:
             if decision.event_id
             for start in range(0, max(len(ids), 1), 1000)
         ]
-        try:
-            for start in range(0, len(messages), BATCH):
-                self._stub().BatchRecordAccess(
-                    pv.BatchRecordAccessRequest(requests=messages[start : start + BATCH]),
-                    metadata=principal.forwarding_metadata(),
-                )
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable(
-                    "the privacy service is unavailable; the access cannot be logged",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            ) from exc
+        self._client.batch_record_access(
+            messages,
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; the access cannot be logged",
+        )
 
     @staticmethod
     def _message(request: AccessRequest) -> pv.DecideAccessRequest:
@@ -315,16 +269,11 @@ class PrivacyAccessControl:
         cacheable = self._cache.cacheable(request)
         if cacheable and (cached := self._cache.get(key)) is not None:
             return cached
-        try:
-            reply = self._stub().DecideAccess(message, metadata=principal.forwarding_metadata())
-        except grpc.RpcError as exc:
-            raise peer_error(
-                exc,
-                Unavailable(
-                    "the privacy service is unavailable; access cannot be decided",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            ) from exc
+        reply = self._client.decide_access(
+            message,
+            principal.forwarding_metadata(),
+            "the privacy service is unavailable; access cannot be decided",
+        )
         decision = self._decision(reply)
         if cacheable:
             self._cache.put(key, decision)
@@ -342,7 +291,7 @@ class PrivacyAccessControl:
             return
         try:
             for start in range(0, max(len(resource_ids), 1), 1000):
-                self._stub().RecordAccess(
+                self._client.record_access(
                     pv.RecordAccessRequest(
                         decision_event_id=decision.event_id,
                         patient_id=patient_id,
@@ -352,17 +301,11 @@ class PrivacyAccessControl:
                             for i in resource_ids[start : start + 1000]
                         ],
                     ),
-                    metadata=principal.forwarding_metadata(),
-                )
-        except grpc.RpcError as exc:
-            error = peer_error(
-                exc,
-                Unavailable(
+                    principal.forwarding_metadata(),
                     "the privacy service is unavailable; the access cannot be logged",
-                    reason="PRIVACY_UNAVAILABLE",
-                ),
-            )
+                )
+        except FailedPrecondition as error:
             if is_stale(error):
                 self._cache.forget(decision.event_id)
-                raise StaleDecision("the access decision no longer holds; try again") from exc
-            raise error from exc
+                raise StaleDecision("the access decision no longer holds; try again") from error
+            raise

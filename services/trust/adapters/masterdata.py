@@ -13,7 +13,7 @@ from typing import Protocol
 
 import grpc
 
-from services.common.errors import Unavailable, peer_error
+from services.common.errors import InvalidArgument, NotFound
 
 
 @dataclass(frozen=True)
@@ -56,19 +56,17 @@ class MasterDataPort(Protocol):
 
 
 class GrpcMasterData:
+    """The port over services/masterdata/client.py (stub, deadline and error mapping live
+    there); this adapter only says what an unknown practitioner or organisation means here."""
+
     def __init__(
         self, channel: Callable[[], grpc.Channel], token: Callable[[], str], timeout: float = 3.0
     ) -> None:
-        self._channel = channel
+        from services.masterdata.client import MasterDataClient
+
+        self._client = MasterDataClient(channel, ttl_seconds=0)  # trust asks afresh each time
         self._token = token
         self._timeout = timeout
-
-    def _stub(self):  # type: ignore[no-untyped-def]
-        from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
-
-        from services.common.clients import stub
-
-        return stub(pb_grpc.MasterDataServiceStub, self._channel())
 
     def _metadata(self) -> list[tuple[str, str]]:
         return [("authorization", f"Bearer {self._token()}")]
@@ -77,82 +75,41 @@ class GrpcMasterData:
         from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 
         try:
-            reply = self._stub().CheckPractitionerApproval(
-                pb.CheckPractitionerApprovalRequest(
-                    hpr_number=hpr_number, category=category, national_identity_number=pid
-                ),
-                timeout=self._timeout,
+            reply = self._client.check_approval(
+                hpr_number,
+                category,
                 metadata=self._metadata(),
+                timeout=self._timeout,
+                national_identity_number=pid,
             )
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
-                return ApprovalCheck(False, "UNKNOWN_PRACTITIONER")
-            raise peer_error(
-                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
-            ) from exc
+        except (NotFound, InvalidArgument):
+            return ApprovalCheck(False, "UNKNOWN_PRACTITIONER")
         reason = pb.ApprovalCheckReason.Name(reply.reason).removeprefix("APPROVAL_CHECK_REASON_")
         return ApprovalCheck(bool(reply.valid), reason, tuple(reply.org_numbers))
 
     def hpr_number_for(self, pid: str) -> str | None:
-        from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
-
         try:
-            reply = self._stub().FindPractitionerByIdentity(
-                pb.FindPractitionerByIdentityRequest(national_identity_number=pid),
-                timeout=self._timeout,
-                metadata=self._metadata(),
-            )
-        except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
-                return None
-            raise peer_error(
-                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
-            ) from exc
-        return reply.hpr_number or None
+            return self._client.hpr_number_for(pid, self._metadata(), self._timeout)
+        except InvalidArgument:
+            return None
 
     def organization_parent(self, org_number: str) -> str | None:
         org = self.organization(org_number)
         return None if org is None else org.parent
 
     def organization(self, org_number: str) -> OrganisationRecord | None:
-        from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
-
         try:
-            org = self._stub().GetOrganization(
-                pb.GetOrganizationRequest(org_number=org_number),
-                timeout=self._timeout,
-                metadata=self._metadata(),
-            )
-        except grpc.RpcError as exc:
-            if exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT):  # type: ignore[attr-defined]
-                return None
-            raise peer_error(
-                exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
-            ) from exc
-        return _record(org)
+            org = self._client.get_organization(org_number, self._metadata(), self._timeout)
+        except InvalidArgument:
+            return None
+        return None if org is None else _record(org)
 
     def children(self, org_number: str) -> list[OrganisationRecord]:
-        from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
-
-        out: list[OrganisationRecord] = []
-        token = ""
-        while True:
-            try:
-                page = self._stub().ListOrganizations(
-                    pb.ListOrganizationsRequest(parent=org_number, page_size=500, page_token=token),
-                    timeout=self._timeout,
-                    metadata=self._metadata(),
-                )
-            except grpc.RpcError as exc:
-                if exc.code() == grpc.StatusCode.INVALID_ARGUMENT:  # type: ignore[attr-defined]
-                    return out
-                raise peer_error(
-                    exc, Unavailable("master data unavailable", reason="MASTERDATA_UNAVAILABLE")
-                ) from exc
-            out.extend(_record(o) for o in page.organizations)
-            token = page.next_page_token
-            if not token:
-                return out
+        try:
+            found = self._client.list_organizations(org_number, self._metadata(), self._timeout)
+        except InvalidArgument:
+            return []
+        return [_record(o) for o in found]
 
 
 def _record(org) -> OrganisationRecord:  # type: ignore[no-untyped-def]

@@ -78,3 +78,72 @@ def test_code_validation_is_cached_per_pair(masterdata: MasterDataUnderTest) -> 
         assert [r.valid for r in again] == [False, True]  # no call made: no token needed
     finally:
         channel.close()
+
+
+def test_invalid_codes_answers_uncached_and_maps_errors_by_code(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    import pytest
+
+    from services.common.errors import Unauthenticated, Unavailable
+
+    channel = dial(masterdata.server)
+    client = MasterDataClient(lambda: channel)
+    md = masterdata.md(audience="documents")
+    try:
+        invalid = client.invalid_codes([("9603", "N"), ("9602", "nope"), ("9603", "N")], md)
+        assert list(invalid) == [("9602", "nope")] and invalid[("9602", "nope")]
+        with pytest.raises(Unauthenticated):  # a refusal stays a refusal
+            client.invalid_codes([("9603", "N")], metadata=())
+    finally:
+        channel.close()
+    down = dial("127.0.0.1:1", "masterdata", timeout=2.0)
+    try:
+        with pytest.raises(Unavailable) as err:
+            MasterDataClient(down).invalid_codes([("9603", "N")], md, timeout=2.0)
+        assert err.value.reason == "MASTERDATA_UNAVAILABLE"
+    finally:
+        down.close()
+
+
+def test_every_call_maps_a_down_peer_to_masterdata_unavailable() -> None:
+    import pytest
+
+    from services.common.errors import Unavailable
+
+    down = dial("127.0.0.1:1", "masterdata", timeout=2.0)
+    client = MasterDataClient(down, ttl_seconds=0)
+    calls: list[Callable[[], object]] = [
+        lambda: client.check_approval("1000001", "LE", timeout=2.0),
+        lambda: client.check_approval("1000001", "", timeout=2.0, national_identity_number="x"),
+        lambda: client.hpr_number_for("x", timeout=2.0),
+        lambda: client.check_gp_list("1000001", "x", timeout=2.0),
+        lambda: client.get_organization("1", timeout=2.0),
+        lambda: client.list_organizations("1", timeout=2.0),
+        lambda: client.validate_codes([("9603", "N")], timeout=2.0),
+        lambda: client.get_family("x", (), timeout=2.0),
+    ]
+    try:
+        for call in calls:
+            with pytest.raises(Unavailable) as err:
+                call()
+            assert err.value.reason == "MASTERDATA_UNAVAILABLE"
+    finally:
+        down.close()
+
+
+def test_unknown_organisation_is_none_and_a_refusal_stays_a_refusal(
+    masterdata: MasterDataUnderTest,
+) -> None:
+    import pytest
+
+    from services.common.errors import InvalidArgument
+
+    channel = dial(masterdata.server)
+    client = MasterDataClient(channel)
+    try:
+        assert client.get_organization("999999999", masterdata.reader, timeout=5.0) is None
+        with pytest.raises(InvalidArgument):  # not MASTERDATA_UNAVAILABLE
+            client.check_gp_list("1000001", "not-an-identity-number", metadata=(), timeout=5.0)
+    finally:
+        channel.close()
