@@ -158,10 +158,13 @@ def database_error(exc: BaseException) -> DomainError | None:
     """A lost or unusable database connection as an honest, retryable UNAVAILABLE.
 
     OperationalError is the DB-API's class for failures outside the statement itself
-    (connection lost, server shutting down, lock timeouts); a statement that is wrong stays
-    a sanitized INTERNAL. No driver text is passed on.
+    (connection lost, server shutting down, lock timeouts); InterfaceError is how a driver
+    reports a connection that is already closed (a backend terminated between statements),
+    and PendingRollbackError a transaction such a loss invalidated. A statement that is
+    wrong stays a sanitized INTERNAL. No driver text is passed on.
     """
     lost = isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
-    if lost or isinstance(exc, sa.exc.OperationalError):
+    transient = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.PendingRollbackError)
+    if lost or isinstance(exc, transient):
         return Unavailable("the database is unavailable; retry", reason="DATABASE_UNAVAILABLE")
     return None
