@@ -107,7 +107,16 @@ class FaultMesh:
     """The whole mesh on PostgreSQL (one fresh schema per service), results and privacy as two
     replicas each behind Envoy, documents on a filesystem store at `content_dir`."""
 
-    def __init__(self, var: Path, content_dir: Path, replicas: dict[str, int]) -> None:
+    def __init__(
+        self,
+        var: Path,
+        content_dir: Path,
+        replicas: dict[str, int],
+        pg_url: str = PG_URL,
+    ) -> None:
+        # `pg_url`: the PostgreSQL server every service uses (the shared one by default; a
+        # PrivatePostgres's URL for the fault that stops the database).
+        self.pg_url = pg_url
         self.run_id = uuid.uuid4().hex[:8]
         # Every service on PostgreSQL, each in a fresh schema.
         self.schemas = {s: f"faults_{self.run_id}_{s}" for s in available_services()}
@@ -121,10 +130,10 @@ class FaultMesh:
         self.slow_masterdata = LatencyProxy(lambda: self.mesh.replica_addresses["masterdata"][0])
         env["SAMHANDLING_MASTERDATA_ADDR"] = self.slow_masterdata.address
         for service, schema in self.schemas.items():
-            env[f"SAMHANDLING_{service.upper()}_DB_URL"] = PG_URL
+            env[f"SAMHANDLING_{service.upper()}_DB_URL"] = pg_url
             env[f"SAMHANDLING_{service.upper()}_DB_SCHEMA"] = schema
         self.mesh = Mesh(var_dir=var, edge_port=free_port(), extra_env=env, replicas=replicas)
-        self.engine = sa.create_engine(normalise_url(PG_URL), pool_pre_ping=True)
+        self.engine = sa.create_engine(normalise_url(pg_url), pool_pre_ping=True)
 
     def start(self) -> FaultMesh:
         self.mesh.start()
@@ -176,7 +185,7 @@ class FaultMesh:
         env = self.mesh.env()
         env.update(
             {
-                "SAMHANDLING_PRIVACY_DB_URL": PG_URL,
+                "SAMHANDLING_PRIVACY_DB_URL": self.pg_url,
                 "SAMHANDLING_PRIVACY_DB_SCHEMA": self.schemas["privacy"],
             }
         )
@@ -194,7 +203,8 @@ class FaultMesh:
         """pg_terminate_backend on every PostgreSQL connection the service's processes hold
         (found by their client ports, so nothing else on the server is touched)."""
         pids = [self.mesh.processes[k].pid for k in self.keys(service)]
-        ports = pg_client_ports(pids)
+        port = sa.engine.make_url(normalise_url(self.pg_url)).port or 5432
+        ports = pg_client_ports(pids, port)
         if not ports:
             return 0
         with self.engine.begin() as conn:
@@ -206,6 +216,66 @@ class FaultMesh:
                 {"ports": sorted(ports)},
             ).scalar()
         return int(killed or 0)
+
+
+class PrivatePostgres:
+    """A PostgreSQL 15 server of the test's own (initdb in a tmp folder, a free port on
+    127.0.0.1, trust auth), so a fault can stop and start the database without touching the
+    machine's shared server. As root the server runs as the `postgres` user."""
+
+    BIN = Path(os.environ.get("SAMHANDLING_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+    def __init__(self) -> None:
+        import tempfile
+
+        # Its own folder under /tmp: pytest's tmp folders are root's alone (mode 0700).
+        self.base = Path(tempfile.mkdtemp(prefix="samhandling-pg-"))
+        self.dir = self.base / "pgdata"
+        self.log = self.base / "postgres.log"
+        self.port = free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    @classmethod
+    def available(cls) -> bool:
+        return (cls.BIN / "initdb").exists() and (cls.BIN / "pg_ctl").exists()
+
+    def _run(self, *argv: str, timeout: float = 120) -> None:
+        prefix = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        run = subprocess.run(
+            [*prefix, *argv], capture_output=True, text=True, timeout=timeout, cwd=self.base
+        )
+        if run.returncode != 0:
+            raise RuntimeError(f"{argv[0]} failed: {run.stdout}{run.stderr}"[-2000:])
+
+    def init(self) -> PrivatePostgres:
+        if os.geteuid() == 0:
+            import shutil
+
+            shutil.chown(self.base, "postgres", "postgres")
+        self._run(str(self.BIN / "initdb"), "-D", str(self.dir), "-U", "postgres",
+                  "--auth=trust", "-E", "UTF8", "--no-sync")  # fmt: skip
+        return self
+
+    def start(self) -> None:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
+            "-c max_connections=200 -c fsync=off"
+        )
+        self._run(str(self.BIN / "pg_ctl"), "-D", str(self.dir), "-l", str(self.log),
+                  "-o", options, "-w", "start")  # fmt: skip
+
+    def stop(self, mode: str = "fast") -> None:
+        self._run(str(self.BIN / "pg_ctl"), "-D", str(self.dir), "-m", mode, "-w", "stop")
+
+    def running(self) -> bool:
+        return (self.dir / "postmaster.pid").exists()
+
+    def remove(self) -> None:
+        import shutil
+
+        if self.running():
+            self.stop("immediate")
+        shutil.rmtree(self.base, ignore_errors=True)
 
 
 def pg_client_ports(pids: list[int], server_port: int = 5432) -> set[int]:
