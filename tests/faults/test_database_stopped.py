@@ -2,7 +2,7 @@
 
 The machine's PostgreSQL is shared, so this fault gets a mesh of its own on a private
 PostgreSQL 15 server (tests/faults/harness.py PrivatePostgres: initdb in a tmp folder, a
-free port), stops that server (`pg_ctl stop -m fast`) for 3 s and starts it again. Expected:
+free port), stops that server (`pg_ctl stop -m fast`, and `-m immediate` as in a crash) for 3 s and starts it again. Expected:
 during the outage only 503 DATABASE_UNAVAILABLE (never a credential error, a denial or a
 500), no acknowledged write missing or stored twice, an access log that verifies, and the
 mesh serving again after the database is back (the recovery time is a figure).
@@ -53,13 +53,18 @@ def db_fm(
         mesh.stop()
 
 
-def test_database_stopped_and_restarted(db_fm: FaultMesh, private_pg: PrivatePostgres) -> None:
+# "fast": the server ends its sessions and shuts down cleanly; "immediate": it quits at once,
+# as in a crash, and replays its WAL on the next start.
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_database_stopped_and_restarted(
+    db_fm: FaultMesh, private_pg: PrivatePostgres, mode: str
+) -> None:
     def fault() -> None:
-        private_pg.stop("fast")
+        private_pg.stop(mode)
         time.sleep(3)
         private_pg.start()  # returns once the server accepts connections
 
-    figures = run_fault(db_fm, "PostgreSQL stopped 3 s, restarted", fault)
+    figures = run_fault(db_fm, f"PostgreSQL stopped 3 s ({mode}), restarted", fault)
     check(figures)
     reasons = {k.split(" ", 2)[2] for k in figures["failures"] if " 503 " in k}
     assert reasons <= {"DATABASE_UNAVAILABLE"}, figures

@@ -10,7 +10,8 @@ verifies, no credential error (401) or denial (403) for an outage, no 500, and t
 serving again afterwards. Recovery times are figures, not assertions.
 
 The fast faults run in `make test`; SAMHANDLING_FAULTS_LONG=1 adds the long ones (rolling
-SIGTERM, master data and trust outages, a slow dependency).
+SIGTERM, master data and trust outages, a slow dependency). The database stopped and
+restarted is in test_database_stopped.py (its own mesh, on a private PostgreSQL).
 """
 
 from __future__ import annotations
