@@ -2,10 +2,11 @@
 
 The machine's PostgreSQL is shared, so this fault gets a mesh of its own on a private
 PostgreSQL 15 server (tests/faults/harness.py PrivatePostgres: initdb in a tmp folder, a
-free port), stops that server (`pg_ctl stop -m fast`, and `-m immediate` as in a crash) for 3 s and starts it again. Expected:
-during the outage only 503 DATABASE_UNAVAILABLE (never a credential error, a denial or a
-500), no acknowledged write missing or stored twice, an access log that verifies, and the
-mesh serving again after the database is back (the recovery time is a figure).
+free port), stops that server (`pg_ctl stop -m fast`, and `-m immediate` as in a crash)
+for 3 s and starts it again. Expected: during the outage only 503 DATABASE_UNAVAILABLE
+(never a credential error, a denial or a 500), no acknowledged write missing or stored
+twice, an access log that verifies, and the mesh serving again after the database is back
+(the recovery time is a figure).
 """
 
 from __future__ import annotations
