@@ -46,7 +46,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
@@ -55,7 +54,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from deploy.local.mesh import ROOT, Mesh
+from deploy.local.mesh import ROOT, Mesh, stop_signal, watch_until_stopped
 from services.common.db import normalise_url
 
 # host -> the services whose replica 0 / replica 1 / any replica run there
@@ -455,9 +454,7 @@ def main() -> None:
         schema_prefix="hosts",
         keep_schemas=True,
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping = stop_signal()
     try:
         mesh.start()
         net = mesh.network
@@ -477,12 +474,7 @@ def main() -> None:
         print(f"a shell on host a: ip netns exec {a} bash")
         print(f"cut host a off privacy: ip -n {a} route add blackhole {p}/32  (heal: route del)")
         print("Ctrl-C stops everything and removes the namespaces.")
-        while not stopping.is_set():
-            for name, proc in mesh.processes.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping")
-                    stopping.set()
-            stopping.wait(1)
+        watch_until_stopped(mesh, stopping)
     finally:
         mesh.stop()
 

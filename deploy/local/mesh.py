@@ -419,6 +419,24 @@ def parse_replicas(values: list[str]) -> dict[str, int]:
     return replicas
 
 
+def stop_signal() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (Ctrl-C): the launchers' way out."""
+    stopping = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    return stopping
+
+
+def watch_until_stopped(mesh: Mesh, stopping: threading.Event) -> None:
+    """Returns when `stopping` is set or any process of the mesh exits (then it sets it)."""
+    while not stopping.is_set():
+        for name, proc in mesh.processes.items():
+            if proc.poll() is not None:
+                print(f"{name} exited with {proc.returncode}; stopping the mesh")
+                stopping.set()
+        stopping.wait(1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Start the Samhandling mesh locally.")
     parser.add_argument("--var-dir", type=Path, default=ROOT / "var")
@@ -447,9 +465,7 @@ def main() -> None:
         metrics=args.metrics,
         portal_port=None if args.portal_port < 0 else args.portal_port,
     )
-    stopping = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stopping.set())
-    signal.signal(signal.SIGINT, lambda *_: stopping.set())
+    stopping = stop_signal()
     mesh.start()
     print(f"Samhandling is up: edge {mesh.edge_url}  (internal gRPC {mesh.internal_address})")
     if mesh.portal_url:
@@ -462,12 +478,7 @@ def main() -> None:
     print(f"demo clients and people: {args.var_dir / 'demo'}; logs: {args.var_dir / 'logs'}")
     print("Ctrl-C stops everything.")
     try:
-        while not stopping.is_set():
-            for name, proc in mesh.processes.items():
-                if proc.poll() is not None:
-                    print(f"{name} exited with {proc.returncode}; stopping the mesh")
-                    stopping.set()
-            stopping.wait(1)
+        watch_until_stopped(mesh, stopping)
     finally:
         mesh.stop()
 

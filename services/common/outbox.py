@@ -71,6 +71,14 @@ def _columns() -> list[sa.Column[Any]]:
             primary_key=True,
             autoincrement=True,
         ),
+        *event_columns(),
+        sa.Column("dispatched_at", sa.DateTime, nullable=True),
+    ]
+
+
+def event_columns() -> list[sa.Column[Any]]:
+    """What an event is, as columns: the outbox's and the notifications service's `events`."""
+    return [
         sa.Column("event_id", sa.String(36), nullable=False, unique=True),
         sa.Column("event_type", sa.String(64), nullable=False),
         sa.Column("patient_id", sa.String(11), nullable=False),
@@ -80,7 +88,6 @@ def _columns() -> list[sa.Column[Any]]:
         sa.Column("org_numbers", sa.String(100), nullable=False, server_default=""),
         sa.Column("requester_org", sa.String(9), nullable=False, server_default=""),
         sa.Column("event_time", sa.DateTime, nullable=False),
-        sa.Column("dispatched_at", sa.DateTime, nullable=True),
     ]
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from services.common.outbox import event_columns
 from services.common.replay import dpop_proofs_table
 
 metadata = sa.MetaData()
@@ -48,16 +49,8 @@ events = sa.Table(
     "events",
     metadata,
     sa.Column("seq", BIGINT, primary_key=True, autoincrement=True),
-    sa.Column("event_id", sa.String(36), nullable=False, unique=True),
-    sa.Column("event_type", sa.String(64), nullable=False),
+    *event_columns(),  # as the producers' outbox holds them
     sa.Column("source", sa.String(32), nullable=False),
-    sa.Column("patient_id", sa.String(11), nullable=False),
-    sa.Column("resource_type", sa.String(64), nullable=False),
-    sa.Column("resource_id", sa.String(128), nullable=False),
-    sa.Column("version", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("org_numbers", sa.String(100), nullable=False, server_default=""),
-    sa.Column("requester_org", sa.String(9), nullable=False, server_default=""),
-    sa.Column("event_time", sa.DateTime, nullable=False),
     sa.Column("received_time", sa.DateTime, nullable=False),
     sa.Column("matched", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Index("ix_events_unmatched", "matched", "seq"),
