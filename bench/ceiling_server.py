@@ -16,7 +16,7 @@ import grpc
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from services.common import workload_identity
-from services.common.server import Servicer, ServiceSpec, serve
+from services.common.server import Servicer, ServiceSpec, run
 
 
 class EchoServicer(bench_service_pb2_grpc.BenchServiceServicer):
@@ -100,7 +100,7 @@ def main() -> None:
     elif args.aio:
         asyncio.run(serve_aio(address))
     else:
-        serve(spec(), address)
+        run(spec(), address)
 
 
 if __name__ == "__main__":

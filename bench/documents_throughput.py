@@ -57,9 +57,9 @@ def serve(var: Path, port: int) -> None:
     from services.common.db import make_engine
     from services.common.server import create_server
     from services.common.tokens import MESH_AUDIENCES, audience_for
-    from services.documents.config import Settings
+    from services.documents.bootstrap import build
     from services.documents.domain.model import Limits
-    from services.documents.main import build
+    from services.documents.settings import Settings
     from tests.integration.documents.peers import start_peers
     from tests.support.tokens import ISSUER, TokenMint
 
@@ -79,7 +79,13 @@ def serve(var: Path, port: int) -> None:
     )
     engine = make_engine(f"sqlite:///{var / 'documents.db'}")
     settings = Settings(content_dir=var / "content", limits=Limits())
-    setup = build(engine, settings, authenticator, peers.decider(), peers.codes())
+    setup = build(
+        settings,
+        engine=engine,
+        authenticator=authenticator,
+        decider=peers.decider(),
+        codes=peers.codes(),
+    )
     server = create_server(setup.spec, f"127.0.0.1:{port}", setup.server_settings()).start()
     print("real privacy and master data services (same process)", flush=True)
     server.wait()

@@ -120,9 +120,9 @@ def documents_edge(streams_per_caller: int) -> Iterator[dict[str, Any]]:
     from services.common.db import make_engine
     from services.common.server import ServerSettings, create_server
     from services.common.tokens import Scopes
-    from services.documents.config import Settings
+    from services.documents.bootstrap import build
     from services.documents.domain.model import Limits
-    from services.documents.main import build
+    from services.documents.settings import Settings
     from tests.integration.documents.peers import start_peers
 
     with tempfile.TemporaryDirectory() as name:
@@ -138,7 +138,11 @@ def documents_edge(streams_per_caller: int) -> Iterator[dict[str, Any]]:
         )
         doctor = peers.practitioner("hospital_doctor")
         setup = build(
-            engine, settings, mint.authenticator("documents"), peers.decider(), peers.codes()
+            settings,
+            engine=engine,
+            authenticator=mint.authenticator("documents"),
+            decider=peers.decider(),
+            codes=peers.codes(),
         )
         server_settings = ServerSettings(
             max_message_bytes=settings.max_message_bytes,

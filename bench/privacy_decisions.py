@@ -33,6 +33,7 @@ from services.privacy.adapters.masterdata import CachedApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.settings import Settings as PrivacySettings
 from tests.support.mesh_tls import dial, use_test_ca
 from tests.support.tokens import TokenMint
 
@@ -95,9 +96,10 @@ def measure(
     mint = TokenMint()
     masterdata = MasterDataOnce()
     setup = build(
-        engine,
-        masterdata,
-        mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
+        PrivacySettings.from_env(),
+        engine=engine,
+        approvals=masterdata,
+        authenticator=mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
         keys=tmp / "keys",
         cache_seconds=3600,
     )

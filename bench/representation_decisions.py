@@ -36,6 +36,7 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD
 from services.masterdata.entrypoints.population_servicer import (
     INTERNAL_METHODS as POPULATION_INTERNAL,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.adapters.population import GrpcFamilyRegister
 from services.privacy.bootstrap import build
@@ -44,6 +45,7 @@ from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.privacy.entrypoints.representation_servicer import (
     INTERNAL_METHODS as REPRESENTATION_INTERNAL,
 )
+from services.privacy.settings import Settings as PrivacySettings
 from tests.support.mesh_tls import dial, use_test_ca
 from tests.support.tokens import TokenMint
 
@@ -70,7 +72,11 @@ def main() -> None:
     mint = TokenMint()
     with tempfile.TemporaryDirectory() as tmp:
         md_engine = make_engine(f"sqlite:///{Path(tmp) / 'masterdata.db'}")
-        md = build_masterdata(md_engine, poll_seconds=1.0)
+        md = build_masterdata(
+            MasterdataSettings(poll_seconds=1.0),
+            engine=md_engine,
+            authenticator=mint.authenticator("masterdata", MD_INTERNAL | POPULATION_INTERNAL),
+        )
         md.population.load(
             [
                 FamilyRecord((person(parent, "Kari"),), (person(child, "Mina"),)),
@@ -79,14 +85,15 @@ def main() -> None:
             ]
         )
         md_server = create_server(
-            md.spec(mint.authenticator("masterdata", MD_INTERNAL | POPULATION_INTERNAL)),
+            md.spec,
             settings=ServerSettings(grace_seconds=1),
         ).start()
         address = md_server.address
         setup = build(
-            make_engine(f"sqlite:///{Path(tmp) / 'privacy.db'}"),
-            GrpcApprovalChecker(dial(address, "masterdata")),
-            mint.authenticator("privacy", INTERNAL_METHODS | REPRESENTATION_INTERNAL),
+            PrivacySettings.from_env(),
+            engine=make_engine(f"sqlite:///{Path(tmp) / 'privacy.db'}"),
+            approvals=GrpcApprovalChecker(dial(address, "masterdata")),
+            authenticator=mint.authenticator("privacy", INTERNAL_METHODS | REPRESENTATION_INTERNAL),
             keys=Path(tmp) / "keys",
             families=GrpcFamilyRegister(lambda: MasterDataClient(dial(address, "masterdata"))),
         )

@@ -42,8 +42,8 @@ from services.common.db import UnitOfWork, make_engine, migrate, normalise_url, 
 from services.common.identifiers import synthetic_org_number, synthetic_pid
 from services.results.adapters.orm import observations, results
 from services.results.adapters.repository import ResultRepository, SearchFilter
+from services.results.bootstrap import VERSIONS as RESULTS_VERSIONS
 from services.results.domain.model import CitizenPolicy, Visibility, utcnow
-from services.results.main import VERSIONS as RESULTS_VERSIONS
 from tests.support.mesh_tls import use_test_ca
 
 COLUMNS = [c.name for c in results.columns]

@@ -24,11 +24,14 @@ from services.common.server import MeshServer, ServerSettings, create_server
 from services.common.tokens import Scopes
 from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD_INTERNAL
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PV_INTERNAL
+from services.privacy.settings import Settings as PrivacySettings
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
-from services.results.main import build as build_results
+from services.results.bootstrap import build as build_results
+from services.results.settings import Settings as ResultsSettings
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
@@ -109,28 +112,33 @@ def start(backend: str, results_schema: str | None = None) -> BenchStack:
 
     mint = TokenMint()
     settings = ServerSettings(grace_seconds=1)
-    md_setup = build_masterdata(engine_for("masterdata"))
+    md_setup = build_masterdata(
+        MasterdataSettings(),
+        engine=engine_for("masterdata"),
+        authenticator=mint.authenticator("masterdata", internal_methods=MD_INTERNAL),
+    )
     md_server = create_server(
-        md_setup.spec(mint.authenticator("masterdata", internal_methods=MD_INTERNAL)),
+        md_setup.spec,
         settings=settings,
     ).start()
     md_channel = dial(md_server)
     pv_setup = build_privacy(
-        engine_for("privacy"),
-        GrpcApprovalChecker(md_channel, timeout=5.0),
-        mint.authenticator("privacy", internal_methods=PV_INTERNAL),
+        PrivacySettings.from_env(),
+        engine=engine_for("privacy"),
+        approvals=GrpcApprovalChecker(md_channel, timeout=5.0),
+        authenticator=mint.authenticator("privacy", internal_methods=PV_INTERNAL),
         keys=tmp / "keys",
     )
     pv_server = create_server(pv_setup.spec, settings=settings).start()
     pv_channel = dial(pv_server)
     results_engine = engine_for("results", results_schema)
+    # No bulk-export worker here: bench/export.py runs exports in a process of its own.
     setup = build_results(
-        results_engine,
-        mint.authenticator("results"),
-        MasterDataCodeChecker(md_channel),
-        PrivacyAccessControl(pv_channel),
-        # No bulk-export worker here: bench/export.py runs exports in a process of its own.
-        run_exports=False,
+        ResultsSettings(run_exports=False),
+        engine=results_engine,
+        authenticator=mint.authenticator("results"),
+        codes=MasterDataCodeChecker(md_channel),
+        access=PrivacyAccessControl(pv_channel),
     )
     rs_server = create_server(setup.spec, settings=settings).start()
     rs_channel = dial(rs_server)

@@ -8,7 +8,6 @@ in `services/<service>/adapters/migrations/versions` and share one Alembic envir
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -23,29 +22,27 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from services.common.errors import DomainError, Unavailable
+from services.common.settings import ROOT as ROOT
+from services.common.settings import DatabaseSettings, mesh
 from services.common.telemetry import instrument_engine
 
-ROOT = Path(__file__).resolve().parent.parent.parent
 ALEMBIC_ENV = Path(__file__).resolve().parent / "alembic"
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
 def var_dir() -> Path:
-    return Path(os.environ.get("SAMHANDLING_VAR_DIR", ROOT / "var"))
+    """Where local state lives (SAMHANDLING_VAR_DIR; the mesh settings)."""
+    return mesh().var_dir
 
 
 def database_url(service: str) -> str:
-    env = f"SAMHANDLING_{service.upper()}_DB_URL"
-    url = os.environ.get(env) or os.environ.get("SAMHANDLING_DB_URL")
-    if url:
-        return url
-    data = var_dir() / "data"
-    data.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{data / f'{service}.db'}"
+    """The service's database as its settings name it (tools and seeds; services get
+    their `DatabaseSettings` from their `Settings`)."""
+    return DatabaseSettings.from_env(service).url
 
 
 def database_schema(service: str) -> str:
-    return os.environ.get(f"SAMHANDLING_{service.upper()}_DB_SCHEMA") or service
+    return DatabaseSettings.from_env(service).schema
 
 
 def normalise_url(url: str) -> str:
@@ -59,6 +56,7 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     """An engine; on PostgreSQL every connection works inside `schema` (created if missing)."""
     url = normalise_url(url)
     if url.startswith("sqlite"):
+        _sqlite_directory(url)
         engine = sa.create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, **kwargs
         )
@@ -98,8 +96,17 @@ def make_engine(url: str, schema: str | None = None, **kwargs: Any) -> Engine:
     return engine
 
 
-def service_engine(service: str) -> Engine:
-    return make_engine(database_url(service), database_schema(service))
+def _sqlite_directory(url: str) -> None:
+    """A SQLite file's directory is created on first use."""
+    path = sa.engine.make_url(url).database
+    if path and path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def service_engine(service: str, database: DatabaseSettings | None = None) -> Engine:
+    """The service's engine: from its settings, else as the environment names it."""
+    database = database or DatabaseSettings.from_env(service)
+    return make_engine(database.url, database.schema)
 
 
 def alembic_config(service: str, versions: Path, metadata: sa.MetaData | None = None) -> Config:

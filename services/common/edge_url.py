@@ -1,4 +1,4 @@
-"""The public edge's URLs, read from the environment when asked (never at import time).
+"""The public edge's URLs, from the mesh settings (services/common/settings.py).
 
 One small module that the token authenticator (`tokens`, the issuer) and the DPoP checker
 (`dpop`, the `htu` origin) both read, so neither imports the other for a setting.
@@ -6,21 +6,16 @@ One small module that the token authenticator (`tokens`, the issuer) and the DPo
 
 from __future__ import annotations
 
-import os
-from urllib.parse import urlsplit, urlunsplit
+from services.common.settings import DEFAULT_EDGE_URL, mesh
 
-DEFAULT_EDGE_URL = "http://127.0.0.1:8080"
+__all__ = ["DEFAULT_EDGE_URL", "issuer", "public_url"]
 
 
 def issuer() -> str:
     """The token issuer: the public edge URL, as in the discovery document."""
-    return os.environ.get("SAMHANDLING_ISSUER") or os.environ.get(
-        "SAMHANDLING_EDGE_URL", DEFAULT_EDGE_URL
-    )
+    return mesh().issuer
 
 
 def public_url() -> str:
     """Scheme and host of the public edge (`SAMHANDLING_PUBLIC_URL`, else the issuer)."""
-    url = os.environ.get("SAMHANDLING_PUBLIC_URL") or issuer()
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, "", "", ""))
+    return mesh().public_url

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from services.common.settings import DEFAULT_EVENTS_STREAM
 
 if TYPE_CHECKING:
     from services.common.outbox import OutboxEvent
@@ -30,7 +31,7 @@ T = TypeVar("T")
 
 
 def stream_name() -> str:
-    return os.environ.get("SAMHANDLING_EVENTS_STREAM", "SAMHANDLING_EVENTS")
+    return DEFAULT_EVENTS_STREAM
 
 
 def subject_prefix(stream: str) -> str:

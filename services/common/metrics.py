@@ -20,7 +20,6 @@ small enumerations.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -269,20 +268,15 @@ class MetricsEndpoint:
 _endpoints: dict[int, MetricsEndpoint] = {}
 
 
-def metrics_port(service: str) -> int:
-    return int(os.environ.get(f"SAMHANDLING_{service.upper()}_METRICS_PORT") or 0)
-
-
-def start_metrics_endpoint(service: str) -> MetricsEndpoint | None:
-    """Serve /metrics on the service's metrics port, if configured (once per port)."""
-    port = metrics_port(service)
+def start_metrics_endpoint(port: int, host: str = "127.0.0.1") -> MetricsEndpoint | None:
+    """Serve /metrics on the service's metrics port (SAMHANDLING_<SERVICE>_METRICS_PORT),
+    if it has one (once per port)."""
     if not port:
         return None
     with _lock:
         existing = _endpoints.get(port)
         if existing is not None:
             return existing
-        host = os.environ.get("SAMHANDLING_METRICS_HOST", "127.0.0.1")
         server, thread = start_http_server(port, addr=host, registry=REGISTRY)
         endpoint = MetricsEndpoint(port, server, thread)
         _endpoints[port] = endpoint

@@ -13,7 +13,7 @@ patient leave in commit order. With several replicas on PostgreSQL the dispatche
 a session-level advisory lock (`pg_try_advisory_lock`) is the only one sending; the others
 wait and take over if it dies (the lock goes with its connection).
 
-Sinks (`sink_from_env`): by default the notifications service's internal `PublishEvents`
+Sinks (`sink(settings.events)`): by default the notifications service's internal `PublishEvents`
 (services/notifications/client.py) over mTLS; with `SAMHANDLING_EVENTS_URL=nats://...` NATS
 JetStream (services/common/jetstream.py), from which the notifications service consumes.
 
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
 import threading
 import time
 import uuid
@@ -41,6 +40,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from services.common import timestamps, workload_identity
+from services.common.settings import EventSettings
 
 log = logging.getLogger("samhandling.outbox")
 
@@ -176,16 +176,13 @@ class Sink(Protocol):
         """Deliver or raise; raising makes the dispatcher try again later."""
 
 
-def sink_from_env(service: str) -> Sink:
+def sink(events: EventSettings) -> Sink:
     """JetStream when SAMHANDLING_EVENTS_URL names a NATS server, else the notifications
     service's PublishEvents."""
-    url = os.environ.get("SAMHANDLING_EVENTS_URL", "")
-    if url.startswith(("nats://", "tls://")):
+    if events.url:
         from services.common.jetstream import JetStreamPublisher
 
-        return JetStreamPublisher(url)
-    if url:
-        raise ValueError(f"SAMHANDLING_EVENTS_URL must be a nats:// URL, not {url[:20]!r}")
+        return JetStreamPublisher(events.url, events.stream)
     from services.notifications.client import NotificationsClient
 
     return NotificationsClient()
@@ -207,15 +204,14 @@ class Dispatcher:
         max_backoff: float = 10.0,
         retention: dt.timedelta | None = None,
     ) -> None:
-        """`poll_seconds` default SAMHANDLING_OUTBOX_POLL_SECONDS (0.5; commits wake the
-        thread at once); `retention` of sent rows SAMHANDLING_OUTBOX_RETENTION_HOURS (168)."""
+        """`poll_seconds` and the `retention` of sent rows: from the service's
+        `EventSettings` (SAMHANDLING_OUTBOX_POLL_SECONDS, ..._RETENTION_HOURS)."""
         self.service = service
         self.engine = engine
         self.table = table
         self.sink = sink
-        if poll_seconds is None:
-            poll_seconds = float(os.environ.get("SAMHANDLING_OUTBOX_POLL_SECONDS", "0.5"))
-        self.poll_seconds = poll_seconds
+        defaults = EventSettings()
+        self.poll_seconds = defaults.outbox_poll_seconds if poll_seconds is None else poll_seconds
         self.batch_size = batch_size
         self.max_backoff = max_backoff
         self._wake = threading.Event()
@@ -225,9 +221,22 @@ class Dispatcher:
         self.dispatched = 0
         self.failures = 0
         # Sent rows are kept this long (for inspection and replays), then deleted.
-        hours = float(os.environ.get("SAMHANDLING_OUTBOX_RETENTION_HOURS", "168"))
-        self.retention = retention or dt.timedelta(hours=hours)
+        self.retention = retention or dt.timedelta(hours=defaults.outbox_retention_hours)
         self._next_prune = 0.0
+
+    @classmethod
+    def configured(
+        cls, service: str, engine: Engine, table: sa.Table, sink: Sink, settings: EventSettings
+    ) -> Dispatcher:
+        """A dispatcher with the service's outbox settings."""
+        return cls(
+            service,
+            engine,
+            table,
+            sink,
+            settings.outbox_poll_seconds,
+            retention=dt.timedelta(hours=settings.outbox_retention_hours),
+        )
 
     def start(self) -> Dispatcher:
         self._thread = threading.Thread(

@@ -6,8 +6,9 @@ adding a service is one line here plus its folder.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+
+from services.common.settings import MeshSettings, mesh
 
 
 @dataclass(frozen=True)
@@ -20,15 +21,16 @@ class ServiceInfo:
     def env_prefix(self) -> str:
         return f"SAMHANDLING_{self.name.upper()}"
 
-    def address(self) -> str:
-        """host:port where the service listens (and where clients dial it)."""
-        return os.environ.get(f"{self.env_prefix}_ADDR", f"127.0.0.1:{self.default_port}")
+    def address(self, settings: MeshSettings | None = None) -> str:
+        """host:port where the service listens (and where clients dial it):
+        SAMHANDLING_<NAME>_ADDR, else 127.0.0.1 and its default port."""
+        return (settings or mesh()).address(self.name, self.default_port)
 
-    def server_name(self) -> str:
+    def server_name(self, settings: MeshSettings | None = None) -> str:
         """The workload whose mesh certificate answers at address(): the service itself, or
         `edge` when callers reach its replicas through the edge's internal listener
         (SAMHANDLING_<NAME>_SERVER_NAME)."""
-        return os.environ.get(f"{self.env_prefix}_SERVER_NAME") or self.name
+        return (settings or mesh()).server_name(self.name)
 
 
 SERVICES: dict[str, ServiceInfo] = {

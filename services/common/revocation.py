@@ -24,12 +24,13 @@ it too, so a service cut off from it cannot learn of new revocations nor new key
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from services.common.settings import mesh
 
 log = logging.getLogger("samhandling.revocation")
 
@@ -44,7 +45,8 @@ class Revoked:
 
 
 def poll_seconds() -> float:
-    return float(os.environ.get("SAMHANDLING_REVOCATION_POLL_SECONDS", "1.0"))
+    """SAMHANDLING_REVOCATION_POLL_SECONDS (1)."""
+    return mesh().revocation_poll_seconds
 
 
 class RevocationList:

@@ -10,14 +10,12 @@ service, reflection, and graceful shutdown on SIGTERM.
 from __future__ import annotations
 
 import logging
-import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
 from concurrent import futures
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -28,18 +26,23 @@ from services.common.interceptors import CallPipeline
 from services.common.logging import log_fields, setup_logging
 from services.common.metrics import MetricsInterceptor, start_metrics_endpoint
 from services.common.overload import CallerStreams
+from services.common.registry import SERVICES
+from services.common.settings import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
+from services.common.settings import (
+    CommonSettings,
+    MeshSettings,
+    ServerSettings,
+    configure,
+    mesh,
+)
 from services.common.telemetry import flush, server_interceptor, setup_tracing
 from services.common.workload_identity import (
     MeshTlsError,
     credentials,
     is_loopback,
-    tls_dir,
-    tls_enabled,
 )
 
 log = logging.getLogger("samhandling.server")
-
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -68,47 +71,6 @@ class ServiceSpec:
         return self.workload or self.name
 
 
-def _optional_int(name: str) -> int | None:
-    value = os.environ.get(name)
-    return int(value) if value else None
-
-
-@dataclass(frozen=True)
-class ServerSettings:
-    max_workers: int = int(os.environ.get("SAMHANDLING_GRPC_WORKERS", "32"))
-    # Calls in progress or queued for a worker; beyond it gRPC itself answers
-    # RESOURCE_EXHAUSTED (429 at the edge) instead of queueing. None: 4 x max_workers, at
-    # least 64 (a short queue: overload answers, not queues).
-    max_concurrent_rpcs: int | None = _optional_int("SAMHANDLING_GRPC_MAX_CONCURRENT_RPCS")
-    # Open streams (uploads, WatchChanges, ...) per caller and in all; see
-    # services/common/overload.py. Capped below the workers (see `stream_caps`).
-    max_streams_per_caller: int | None = _optional_int("SAMHANDLING_MAX_STREAMS_PER_CALLER")
-    max_open_streams: int | None = _optional_int("SAMHANDLING_MAX_OPEN_STREAMS")
-    max_message_bytes: int = MAX_MESSAGE_BYTES
-    grace_seconds: float = float(os.environ.get("SAMHANDLING_SHUTDOWN_GRACE", "10"))
-    # Time between NOT_SERVING and closing the port, so Envoy's health checks notice.
-    drain_seconds: float = float(os.environ.get("SAMHANDLING_DRAIN_SECONDS", "0"))
-    # Mutual TLS with the mesh CA (workload_identity.py). Off only when asked for, for tests
-    # (SAMHANDLING_MESH_TLS=off), and then only on a loopback address.
-    mesh_tls: bool = field(default_factory=tls_enabled)
-    mesh_tls_dir: Path | None = None  # default: SAMHANDLING_MESH_TLS_DIR
-
-    @property
-    def stream_caps(self) -> tuple[int, int]:
-        """(per caller, in all). Defaults: one caller at most 8 streams and at most half the
-        workers, all streams together at most three quarters of the workers, so unary calls
-        (and the refusals themselves) always find a worker. Explicit values are used as set."""
-        total = self.max_open_streams or max(1, self.max_workers * 3 // 4)
-        per_caller = self.max_streams_per_caller or min(8, max(1, self.max_workers // 2), total)
-        return per_caller, total
-
-    @property
-    def concurrent_rpc_limit(self) -> int:
-        if self.max_concurrent_rpcs is not None:
-            return self.max_concurrent_rpcs
-        return max(4 * self.max_workers, 64)
-
-
 class MeshServer:
     def __init__(
         self,
@@ -132,7 +94,9 @@ class MeshServer:
 
     def start(self) -> MeshServer:
         self.server.start()
-        self.metrics = start_metrics_endpoint(self.spec.name)
+        self.metrics = start_metrics_endpoint(
+            self.settings.metrics_port, self.settings.metrics_host
+        )
         for servicer in self.spec.servicers:
             self.health.set(servicer.full_name, health_pb2.HealthCheckResponse.SERVING)
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -218,18 +182,55 @@ def _bind(server: grpc.Server, name: str, address: str, settings: ServerSettings
             )
         log.warning("plaintext gRPC port (tests only)", extra=log_fields(address=address))
         return int(server.add_insecure_port(address))
-    own = credentials(name, settings.mesh_tls_dir or tls_dir())
+    own = credentials(name, settings.mesh_tls_dir or mesh().mesh_tls_dir)
     server_credentials = grpc.ssl_server_credentials(
         [(own.key_pem, own.cert_pem)], root_certificates=own.ca_pem, require_client_auth=True
     )
     return int(server.add_secure_port(address, server_credentials))
 
 
-def serve(spec: ServiceSpec, address: str, settings: ServerSettings | None = None) -> None:
-    """Run until SIGTERM or SIGINT; used by every service's main."""
-    setup_logging(spec.name, os.environ.get("SAMHANDLING_LOG_LEVEL", "INFO"))
+class Served(Protocol):
+    """What a service's `bootstrap.build(settings)` returns and `serve` runs."""
+
+    @property
+    def spec(self) -> ServiceSpec: ...
+
+    @property
+    def common(self) -> CommonSettings: ...
+
+    def start(self) -> None:
+        """Start background work (loops, schedules); register its stop in spec.on_shutdown."""
+
+
+def serve(app: Served) -> None:
+    """Run a service until SIGTERM or SIGINT: every service's main is
+    `serve(bootstrap.build(Settings.from_env()))`."""
+    common = app.common
+    run(
+        app.spec,
+        SERVICES[common.service].address(common.mesh),
+        common.server,
+        common.mesh,
+        before_start=app.start,
+    )
+
+
+def run(
+    spec: ServiceSpec,
+    address: str,
+    settings: ServerSettings | None = None,
+    mesh_settings: MeshSettings | None = None,
+    before_start: Callable[[], None] | None = None,
+) -> None:
+    """Serve `spec` on `address` until SIGTERM or SIGINT (also for helpers outside the
+    registry: test relays, benchmarks). Settings default to the environment's."""
+    settings = settings or ServerSettings.from_env(spec.name)
+    mesh_settings = mesh_settings or MeshSettings.from_env()
+    setup_logging(spec.name, settings.log_level)
     # Outgoing calls made outside a call (start-up, background loops) present this identity.
-    os.environ.setdefault("SAMHANDLING_WORKLOAD", spec.identity)
+    configure(replace(mesh_settings, workload=mesh_settings.workload or spec.identity))
+    if before_start is not None:
+        before_start()
     server = create_server(spec, address, settings).start()
     done = threading.Event()
 

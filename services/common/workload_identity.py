@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import ipaddress
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -37,6 +36,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from services.common import timestamps
+from services.common.settings import MeshSettings, mesh
 
 TRUST_DOMAIN = "samhandling"
 SPIFFE_PREFIX = f"spiffe://{TRUST_DOMAIN}/"
@@ -197,16 +197,13 @@ class MeshTlsError(RuntimeError):
 
 
 def tls_enabled(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get("SAMHANDLING_MESH_TLS", "on").lower() not in ("off", "0", "false", "no")
+    """SAMHANDLING_MESH_TLS (on unless off/0/false/no), from the mesh settings or `env`."""
+    return (mesh() if env is None else MeshSettings.from_env(env)).mesh_tls
 
 
 def tls_dir(env: Mapping[str, str] | None = None) -> Path:
-    env = os.environ if env is None else env
-    explicit = env.get("SAMHANDLING_MESH_TLS_DIR")
-    if explicit:
-        return Path(explicit)
-    return Path(env.get("SAMHANDLING_VAR_DIR", "var")) / "mesh-tls"
+    """SAMHANDLING_MESH_TLS_DIR, else <SAMHANDLING_VAR_DIR>/mesh-tls."""
+    return (mesh() if env is None else MeshSettings.from_env(env)).mesh_tls_dir
 
 
 @dataclass(frozen=True)
@@ -274,7 +271,7 @@ def local_workload() -> str:
     """The identity this process presents on an outgoing call: the service whose call is
     being handled, else `SAMHANDLING_WORKLOAD` (set per process by the launchers and the
     Kubernetes manifests; `serve()` sets it to the service it runs)."""
-    name = _serving.get() or os.environ.get("SAMHANDLING_WORKLOAD")
+    name = _serving.get() or mesh().workload
     if not name:
         raise MeshTlsError(
             "no workload identity for an outgoing call: set SAMHANDLING_WORKLOAD (or "

@@ -1,122 +1,14 @@
-"""Composition root of the documents service: settings, database, content store, adapters."""
+"""Runs the documents service: `python -m services.documents.main`."""
 
 from __future__ import annotations
 
-import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-
-from samhandling.documents.v1 import documents_service_pb2_grpc as pb_grpc
-from sqlalchemy.engine import Engine
-
-from services.common.auth import Authenticator
-from services.common.clients import service_channel
-from services.common.db import migrate, service_engine, session_factory
-from services.common.outbox import Dispatcher, Sink, sink_from_env
-from services.common.registry import SERVICES
-from services.common.server import ServerSettings, Servicer, ServiceSpec, serve
-from services.common.tokens import authenticator_for
-from services.documents.adapters import orm
-from services.documents.adapters.content_store import (
-    ContentStore,
-    DatabaseContentStore,
-    FilesystemContentStore,
-)
-from services.documents.adapters.masterdata import MasterDataCodeValidator
-from services.documents.adapters.privacy import PrivacyAccessDecider
-from services.documents.config import Settings
-from services.documents.entrypoints.grpc_servicer import FULL_NAME, DocumentsServicer
-from services.documents.service_layer.ports import AccessDecider, CodeValidator
-from services.documents.service_layer.services import DocumentService
-
-VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
-
-
-@dataclass
-class Setup:
-    service: DocumentService
-    spec: ServiceSpec
-    settings: Settings
-    stop_sweeper: threading.Event = field(default_factory=threading.Event)
-    dispatcher: Dispatcher | None = None
-
-    def server_settings(self) -> ServerSettings:
-        return ServerSettings(max_message_bytes=self.settings.max_message_bytes)
-
-
-def content_store(settings: Settings, engine: Engine) -> ContentStore:
-    """The configured store; "auto" shares content through PostgreSQL when the registry is
-    there (replicas), and keeps files next to a single SQLite registry."""
-    kind = settings.content_store
-    if kind == "auto":
-        kind = "database" if engine.dialect.name == "postgresql" else "filesystem"
-    if kind == "database":
-        return DatabaseContentStore(engine, settings.chunk_bytes)
-    return FilesystemContentStore(settings.content_dir)
-
-
-def build(
-    engine: Engine,
-    settings: Settings,
-    authenticator: Authenticator,
-    decider: AccessDecider | None = None,
-    codes: CodeValidator | None = None,
-    store: ContentStore | None = None,
-    events: Sink | None = None,
-) -> Setup:
-    """`events`: where the outbox dispatcher sends the domain events (main: from the
-    environment); None: they wait in the outbox."""
-    migrate("documents", engine, VERSIONS)
-    service = DocumentService(
-        session_factory(engine),
-        store or content_store(settings, engine),
-        decider or PrivacyAccessDecider(lambda: service_channel("privacy")),
-        codes or MasterDataCodeValidator(lambda: service_channel("masterdata")),
-        settings.limits,
-    )
-    # A crash between storing content and committing its entry leaves an orphan: sweep.
-    service.sweep_orphans(settings.orphan_grace_seconds)
-    spec = ServiceSpec(
-        "documents",
-        [
-            Servicer(
-                FULL_NAME,
-                pb_grpc.add_DocumentsServiceServicer_to_server,
-                DocumentsServicer(service, settings.chunk_bytes),
-            )
-        ],
-        authenticator=authenticator,
-    )
-    setup = Setup(service, spec, settings)
-    spec.on_shutdown.append(setup.stop_sweeper.set)
-    if events is not None:
-        setup.dispatcher = Dispatcher("documents", engine, orm.event_outbox, events).start()
-        service.events_committed = setup.dispatcher.notify
-        spec.on_shutdown.append(setup.dispatcher.close)
-    return setup
-
-
-def start_sweeper(setup: Setup) -> threading.Thread:
-    def loop() -> None:
-        while not setup.stop_sweeper.wait(setup.settings.sweep_interval_seconds):
-            setup.service.sweep_orphans(setup.settings.orphan_grace_seconds)
-
-    thread = threading.Thread(target=loop, name="documents-sweeper", daemon=True)
-    thread.start()
-    return thread
+from services.common.server import serve
+from services.documents import bootstrap
+from services.documents.settings import Settings
 
 
 def main() -> None:
-    settings = Settings.from_env()
-    engine = service_engine("documents")
-    setup = build(
-        engine,
-        settings,
-        authenticator_for("documents", engine=engine),
-        events=sink_from_env("documents"),
-    )
-    start_sweeper(setup)
-    serve(setup.spec, SERVICES["documents"].address(), setup.server_settings())
+    serve(bootstrap.build(Settings.from_env()))
 
 
 if __name__ == "__main__":

@@ -18,13 +18,13 @@ from datetime import timedelta
 from typing import Any
 
 from services.common.auth import Principal
-from services.common.db import migrate, service_engine, session_factory, var_dir
+from services.common.db import migrate, service_engine, session_factory
 from services.common.tokens import Scopes
-from services.documents.config import Settings
+from services.documents.bootstrap import VERSIONS, content_store
 from services.documents.domain.model import Author, Submission, Visibility
-from services.documents.main import VERSIONS, content_store
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
 from services.documents.service_layer.services import DocumentService, utcnow
+from services.documents.settings import Settings
 
 NAMESPACE = uuid.UUID("5d0c7c1e-8f43-4b7e-9d7a-2f1f0c5b9a11")
 
@@ -100,7 +100,8 @@ def _documents(citizen: dict[str, Any], doctor: dict[str, Any], gp: dict[str, An
 
 
 def main() -> None:
-    people_file = var_dir() / "demo" / "people.json"
+    settings = Settings.from_env()
+    people_file = settings.common.var_dir / "demo" / "people.json"
     if not people_file.exists():
         print(f"documents seed: {people_file} not found (master data seed not run); skipped")
         return
@@ -113,8 +114,7 @@ def main() -> None:
     if not citizens or doctor is None or gp is None:
         print("documents seed: no demo citizens or practitioners in people.json; skipped")
         return
-    settings = Settings.from_env()
-    engine = service_engine("documents")
+    engine = service_engine("documents", settings.common.database)
     migrate("documents", engine, VERSIONS)
     service = DocumentService(
         session_factory(engine),

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
-import os
+import logging
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,42 +14,65 @@ from samhandling.privacy.v1 import representation_service_pb2_grpc as representa
 from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
-from services.common.db import migrate
-from services.common.outbox import Dispatcher, Sink
+from services.common.auth_cache import CachingAuthenticator
+from services.common.clients import service_channel
+from services.common.db import migrate, service_engine
+from services.common.outbox import Dispatcher, Sink, sink
 from services.common.server import Servicer, ServiceSpec
+from services.common.settings import CommonSettings
 from services.common.telemetry import current_trace_id
+from services.common.tokens import authenticator_for
 from services.privacy.adapters import orm
 from services.privacy.adapters.masterdata import (
     ApprovalChecker,
     CachedApprovalChecker,
     CachedGpListChecker,
     GpListChecker,
+    GrpcApprovalChecker,
     MasterDataUnavailable,
 )
-from services.privacy.adapters.population import CachedFamilyRegister, FamilyRegister
-from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier, key_dir
-from services.privacy.adapters.witness import Witness, witnesses_from_env
+from services.privacy.adapters.population import (
+    CachedFamilyRegister,
+    FamilyRegister,
+    GrpcFamilyRegister,
+)
+from services.privacy.adapters.signing import (
+    TreeHeadSigner,
+    TreeHeadVerifier,
+    key_dir,
+    load_kek,
+)
+from services.privacy.adapters.witness import Witness
+from services.privacy.adapters.witness import witnesses as make_witnesses
 from services.privacy.domain.model import EntryType
 from services.privacy.domain.policy import Rules
 from services.privacy.entrypoints.grpc_servicer import (
     FULL_NAME,
+    INTERNAL_METHODS,
     PUBLIC_METHODS,
     PrivacyServicer,
 )
 from services.privacy.entrypoints.representation_servicer import (
     FULL_NAME as REPRESENTATION_NAME,
 )
+from services.privacy.entrypoints.representation_servicer import (
+    INTERNAL_METHODS as REPRESENTATION_INTERNAL,
+)
 from services.privacy.entrypoints.representation_servicer import RepresentationServicer
-from services.privacy.service_layer.services import DEFAULT_RETENTION, Config, PrivacyService
+from services.privacy.service_layer.services import Config, PrivacyService
+from services.privacy.settings import CATEGORIES as DEFAULT_CATEGORIES
+from services.privacy.settings import SERVICE, Settings, parse_retention
+
+__all__ = ["VERSIONS", "Settings", "Setup", "build", "key_dir", "load_rules"]
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
-CATEGORIES = Path(__file__).resolve().parent / "domain" / "categories.json"
+CATEGORIES = DEFAULT_CATEGORIES
+RETENTION_INTERVAL_SECONDS = 3600.0
 
 
-def load_rules(path: Path | None = None) -> Rules:
+def load_rules(path: Path = CATEGORIES) -> Rules:
     """The policy's data tables (personnel categories, GP services, emergency codes), read
     once at start: `SAMHANDLING_PRIVACY_CATEGORIES` may point at another file."""
-    path = path or Path(os.environ.get("SAMHANDLING_PRIVACY_CATEGORIES") or CATEGORIES)
     try:
         return Rules.from_json(path.read_text(encoding="utf-8"))
     except (OSError, KeyError, ValueError) as exc:
@@ -62,47 +87,61 @@ class _NoGpList:
 
 
 def retention_from_env(value: str | None = None) -> dict[EntryType, dt.timedelta | None]:
-    """`DECISION=3650,ACCESS=3650,LOG_READ=365,SETTING_CHANGE=forever` (days)."""
-    value = value if value is not None else os.environ.get("SAMHANDLING_PRIVACY_RETENTION", "")
-    retention = dict(DEFAULT_RETENTION)
-    for part in filter(None, (p.strip() for p in value.split(","))):
-        name, _, days = part.partition("=")
-        entry_type = EntryType(name.strip().upper())
-        days = days.strip().lower()
-        retention[entry_type] = None if days in ("", "forever") else dt.timedelta(days=float(days))
-    return retention
-
-
-def head_every_from_env() -> int:
-    """Sign a tree head at least every this many entries (besides the periodic one)."""
-    return int(os.environ.get("SAMHANDLING_PRIVACY_HEAD_EVERY", "1000"))
-
-
-def decision_reuse_from_env() -> dt.timedelta:
-    """How long accesses may be recorded under one PERMIT (data services reuse it briefly
-    for repeated reads): `SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS`, default 5."""
-    return dt.timedelta(
-        seconds=float(os.environ.get("SAMHANDLING_PRIVACY_DECISION_REUSE_SECONDS", "5"))
-    )
-
-
-def family_cache_seconds() -> float:
-    """How long a family from the population register is reused: 30 s
-    (`SAMHANDLING_PRIVACY_FAMILY_CACHE_SECONDS`). Ages are computed at every decision."""
-    return float(os.environ.get("SAMHANDLING_PRIVACY_FAMILY_CACHE_SECONDS", "30"))
+    """`DECISION=3650,ACCESS=3650,LOG_READ=365,SETTING_CHANGE=forever` (days); default:
+    SAMHANDLING_PRIVACY_RETENTION (tools that check the log against it)."""
+    return Settings.from_env().retention if value is None else parse_retention(value)
 
 
 @dataclass
 class Setup:
+    settings: Settings
+    engine: Engine
     service: PrivacyService
     spec: ServiceSpec
     approvals: ApprovalChecker
 
+    @property
+    def common(self) -> CommonSettings:
+        return self.settings.common
+
+    def start(self) -> None:
+        """Prune once, then sign tree heads (and prune) in the background until shutdown."""
+        self.service.prune()
+        stop = threading.Event()
+        threading.Thread(
+            target=_maintenance_loop,
+            args=(self.service, self.settings.head_seconds, stop),
+            daemon=True,
+            name="maintenance",
+        ).start()
+        self.spec.on_shutdown.insert(0, stop.set)
+
+
+def _maintenance_loop(service: PrivacyService, every: float, stop: threading.Event) -> None:
+    log = logging.getLogger("samhandling.privacy.maintenance")
+    last_prune = time.monotonic()
+    while not stop.wait(every):
+        try:
+            service.checkpoint()
+            if time.monotonic() - last_prune >= RETENTION_INTERVAL_SECONDS:
+                last_prune = time.monotonic()
+                service.prune()
+        except Exception:
+            log.exception("log maintenance failed")
+
+
+def _masterdata_client() -> object:
+    from services.masterdata.client import MasterDataClient
+
+    return MasterDataClient(service_channel("masterdata"))
+
 
 def build(
-    engine: Engine,
-    approvals: ApprovalChecker,
-    authenticator: Authenticator | None,
+    settings: Settings,
+    *,
+    engine: Engine | None = None,
+    approvals: ApprovalChecker | None = None,
+    authenticator: Authenticator | None = None,
     keys: Path | None = None,
     config: Config | None = None,
     cache_seconds: float | None = None,
@@ -112,13 +151,30 @@ def build(
     families: FamilyRegister | None = None,
     events: Sink | None = None,
 ) -> Setup:
-    """`events`: where the outbox dispatcher sends the domain events (main: from the
-    environment); None: they wait in the outbox."""
-    migrate("privacy", engine, VERSIONS)
+    """Wires the service from `settings`; tests override the engine, peers and keys.
+    `events`: where the outbox dispatcher sends the domain events (default: the
+    configured bus, or none for a test engine: they wait in the outbox)."""
+    own_engine = engine is None
+    engine = engine or service_engine(SERVICE, settings.common.database)
+    migrate(SERVICE, engine, VERSIONS)
+    if approvals is None:
+        approvals = GrpcApprovalChecker(lambda: service_channel("masterdata"))
+        families = families or GrpcFamilyRegister(_masterdata_client)
+    if authenticator is None:
+        # Results and documents forward the caller's token on every decision and record:
+        # verify it once (DPoP proofs of direct calls are still checked on each call).
+        authenticator = CachingAuthenticator(
+            authenticator_for(
+                SERVICE,
+                internal_methods=INTERNAL_METHODS | REPRESENTATION_INTERNAL,
+                engine=engine,
+            ),
+            dpop=True,
+        )
+    if events is None and own_engine:
+        events = sink(settings.common.events)
     if cache_seconds is None:
-        # 4 s: with master data's own cache (dropped by its change feed within ~1 s) a
-        # suspension stops decisions within 5 s (issue 13.4).
-        cache_seconds = float(os.environ.get("SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS", "4"))
+        cache_seconds = settings.approval_cache_seconds
     cached: ApprovalChecker = (
         CachedApprovalChecker(approvals, cache_seconds) if cache_seconds > 0 else approvals
     )
@@ -129,31 +185,37 @@ def build(
     gp_cached: GpListChecker = (
         CachedGpListChecker(gp_list, cache_seconds) if cache_seconds > 0 else gp_list
     )
-    directory = keys or key_dir()
-    signer = TreeHeadSigner.load_or_create(directory)
+    directory = keys or settings.signing_key_dir
+    signer = TreeHeadSigner.load_or_create(directory, load_kek(settings))
     if witnesses is None:
         # A key directory given explicitly (tests, tools) gets its witness next to it, so
         # separate databases never share a witness file.
-        witnesses = witnesses_from_env(directory.parent / "witness" if keys else None)
+        witnesses = make_witnesses(
+            directory.parent / "witness" if keys else settings.file_witness_dir,
+            settings.witness_db_url,
+            settings.witness_db_schema,
+        )
     service = PrivacyService(
         engine,
         cached,
         signer,
         config
         or Config(
-            retention=retention_from_env(),
-            head_every=head_every_from_env(),
-            decision_reuse=decision_reuse_from_env(),
+            retention=dict(settings.retention),
+            head_every=settings.head_every,
+            decision_reuse=dt.timedelta(seconds=settings.decision_reuse_seconds),
         ),
         trace_id=current_trace_id,
         witnesses=witnesses,
-        rules=rules or load_rules(),
+        rules=rules or load_rules(settings.categories),
         gp_list=gp_cached,
-        families=CachedFamilyRegister(families, family_cache_seconds()) if families else None,
+        families=(
+            CachedFamilyRegister(families, settings.family_cache_seconds) if families else None
+        ),
     )
     servicer = PrivacyServicer(service, TreeHeadVerifier.from_dir(directory))
     spec = ServiceSpec(
-        "privacy",
+        SERVICE,
         [
             Servicer(FULL_NAME, pb_grpc.add_PrivacyServiceServicer_to_server, servicer),
             Servicer(
@@ -167,7 +229,9 @@ def build(
         on_shutdown=[service.close, engine.dispose],
     )
     if events is not None:
-        dispatcher = Dispatcher("privacy", engine, orm.event_outbox, events).start()
+        dispatcher = Dispatcher.configured(
+            SERVICE, engine, orm.event_outbox, events, settings.common.events
+        ).start()
         service.events_committed = dispatcher.notify
         spec.on_shutdown.insert(1, dispatcher.close)
-    return Setup(service, spec, cached)
+    return Setup(settings, engine, service, spec, cached)

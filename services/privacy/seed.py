@@ -18,7 +18,7 @@ import datetime as dt
 import json
 from typing import Any
 
-from services.common.db import service_engine, var_dir
+from services.common.db import service_engine
 from services.common.identifiers import age_on
 from services.privacy.adapters import repository as repo
 from services.privacy.adapters.masterdata import MasterDataUnavailable
@@ -34,6 +34,7 @@ from services.privacy.domain.model import (
     SettingKind,
 )
 from services.privacy.domain.representation import PowerOfAttorney, Scope
+from services.privacy.settings import Settings
 
 DEMO_BLOCK_ID = "demo-soft-block"
 
@@ -86,7 +87,8 @@ def _demo_powers(service: Any, people: list[dict[str, Any]]) -> list[dict[str, s
 
 
 def main() -> None:
-    people_file = var_dir() / "demo" / "people.json"
+    settings = Settings.from_env()
+    people_file = settings.common.var_dir / "demo" / "people.json"
     if not people_file.exists():
         print("privacy seed: no var/demo/people.json, nothing to do")
         return
@@ -97,8 +99,8 @@ def main() -> None:
         print("privacy seed: no demo citizen or nurse, nothing to do")
         return
     citizen = citizens[-1]
-    engine = service_engine("privacy")
-    setup = build(engine, _NoMasterData(), None, cache_seconds=0)
+    engine = service_engine("privacy", settings.common.database)
+    setup = build(settings, engine=engine, approvals=_NoMasterData(), cache_seconds=0)
     service = setup.service
     with service._uow() as uow:
         exists = repo.get_setting(uow.session, DEMO_BLOCK_ID, SettingKind.RESTRICTION)
@@ -129,7 +131,7 @@ def main() -> None:
         }
     }
     summary["powers_of_attorney"] = powers
-    (var_dir() / "demo" / "privacy.json").write_text(
+    (settings.common.var_dir / "demo" / "privacy.json").write_text(
         json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
     )
     print(f"privacy demo settings ready ({'kept' if exists else 'created'})")

@@ -20,12 +20,13 @@ from google.protobuf import timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
 
 from services.common.auth import Principal
-from services.common.db import UnitOfWork, service_engine, session_factory, var_dir
+from services.common.db import UnitOfWork, service_engine, session_factory
 from services.common.tokens import Scopes
 from services.results.adapters.clients import AccessDecision, AccessRequest
 from services.results.adapters.repository import ResultRepository
+from services.results.bootstrap import build
 from services.results.domain.model import CodeRef
-from services.results.main import build
+from services.results.settings import Settings
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
 NCRP = "urn:oid:2.16.578.1.12.4.1.1.7270"
@@ -149,7 +150,8 @@ def demo_results(
 
 
 def main() -> None:
-    demo = var_dir() / "demo"
+    settings = Settings.from_env()
+    demo = settings.common.var_dir / "demo"
     people_file, orgs_file = demo / "people.json", demo / "organizations.json"
     if not people_file.exists() or not orgs_file.exists():
         print("results seed: no var/demo/people.json or organizations.json, nothing to do")
@@ -163,8 +165,8 @@ def main() -> None:
     if not citizens or not lab:
         print("results seed: no demo citizens or lab, nothing to do")
         return
-    engine = service_engine("results")
-    setup = build(engine, codes=_SeedCodes(), access=_SeedAccess())
+    engine = service_engine("results", settings.common.database)
+    setup = build(settings, engine=engine, codes=_SeedCodes(), access=_SeedAccess())
     sessions = session_factory(engine)
     with UnitOfWork(sessions) as uow:
         done = ResultRepository(uow.session).find_request(lab, f"seed-{citizens[0]['pid']}-hb0")

@@ -25,8 +25,8 @@ from services.common.db import migrate, service_engine
 from services.common.errors import AlreadyExists
 from services.common.tokens import Scopes, audience_for, issuer
 from services.trust.adapters.repository import TrustRepository
+from services.trust.bootstrap import VERSIONS
 from services.trust.domain.model import GRANT_CLIENT_CREDENTIALS, Client
-from services.trust.main import VERSIONS
 from services.trust.seed import new_key
 from services.trust.service_layer.clients import ClientRegistry
 

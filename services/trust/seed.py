@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from services.common.db import migrate, service_engine, var_dir
 from services.common.tokens import Scopes, audience_for, issuer
 from services.trust.adapters.repository import TrustRepository
+from services.trust.bootstrap import VERSIONS
 from services.trust.domain.model import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
@@ -32,7 +33,6 @@ from services.trust.domain.model import (
     GRANT_TOKEN_EXCHANGE,
     Client,
 )
-from services.trust.main import VERSIONS
 from services.trust.service_layer.clients import ClientRegistry
 
 LOGIN = [GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN]

@@ -26,7 +26,7 @@ from services.common.clients import channel
 from services.common.db import make_engine
 from services.common.logging import log_fields
 from services.common.metrics import counter
-from services.common.server import Servicer, ServiceSpec, serve
+from services.common.server import Servicer, ServiceSpec, run
 
 SERVICE = "samhandling.bench.v1.BenchService"
 log = logging.getLogger("samhandling.relay")
@@ -100,7 +100,7 @@ def main() -> None:
     parser.add_argument("--next-name", default="back", help="the next hop's mesh workload")
     args = parser.parse_args()
     next_hop = os.environ[args.next_from_env] if args.next_from_env else args.next
-    serve(
+    run(
         spec(args.name, next_hop, args.db, args.workload, args.next_name),
         f"127.0.0.1:{args.port}",
     )

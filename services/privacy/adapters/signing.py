@@ -31,10 +31,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
 from services.common import sealing
-from services.common.db import var_dir
 from services.privacy.domain.merkle import TreeHead
-
-KEK_ENV = "SAMHANDLING_PRIVACY_KEY_ENCRYPTION_KEY"
+from services.privacy.settings import KEK_ENV, Settings
 
 
 def _raw(public: Ed25519PublicKey) -> bytes:
@@ -45,13 +43,14 @@ def key_id(public: Ed25519PublicKey) -> str:
     return hashlib.sha256(_raw(public)).hexdigest()[:16]
 
 
-def load_kek(allow_generate: bool = True) -> bytes:
-    production = os.environ.get("SAMHANDLING_PRIVACY_MODE", "dev").lower() == "production"
+def load_kek(settings: Settings | None = None, allow_generate: bool = True) -> bytes:
+    """The key-encryption key of the signing keys (default: the environment's settings)."""
+    settings = settings or Settings.from_env()
     return sealing.load_kek(
-        os.environ.get(KEK_ENV),
+        settings.key_encryption_key,
         KEK_ENV,
-        var_dir() / "privacy" / "key-encryption-key",
-        allow_generate and not production,
+        settings.common.var_dir / "privacy" / "key-encryption-key",
+        allow_generate and not settings.production,
     )
 
 
@@ -173,7 +172,7 @@ class TreeHeadVerifier:
 
 def key_dir() -> Path:
     """Where the tree-head signing keys live (SAMHANDLING_PRIVACY_KEY_DIR, else under var/)."""
-    return Path(os.environ.get("SAMHANDLING_PRIVACY_KEY_DIR") or var_dir() / "keys" / "privacy")
+    return Settings.from_env().signing_key_dir
 
 
 def main(argv: list[str] | None = None) -> int:

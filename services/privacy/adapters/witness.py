@@ -97,20 +97,17 @@ class SqlWitness:
 
 
 def default_witness_dir() -> Path:
-    from services.common.db import var_dir
+    """SAMHANDLING_PRIVACY_WITNESS_DIR, else var/witness/privacy."""
+    from services.privacy.settings import Settings
 
-    value = os.environ.get("SAMHANDLING_PRIVACY_WITNESS_DIR")
-    return Path(value) if value else var_dir() / "witness" / "privacy"
+    return Settings.from_env().file_witness_dir
 
 
-def witnesses_from_env(directory: Path | None = None) -> list[Witness]:
+def witnesses(directory: Path, db_url: str = "", db_schema: str | None = None) -> list[Witness]:
     """The file witness (always) plus a database witness when one is configured."""
-    out: list[Witness] = [FileWitness(directory or default_witness_dir())]
-    url = os.environ.get("SAMHANDLING_PRIVACY_WITNESS_DB_URL")
-    if url:
+    out: list[Witness] = [FileWitness(directory)]
+    if db_url:
         from services.common.db import make_engine
 
-        out.append(
-            SqlWitness(make_engine(url, os.environ.get("SAMHANDLING_PRIVACY_WITNESS_DB_SCHEMA")))
-        )
+        out.append(SqlWitness(make_engine(db_url, db_schema)))
     return out

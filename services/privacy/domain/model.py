@@ -84,6 +84,15 @@ class EntryType(enum.StrEnum):
     LOG_READ = "LOG_READ"
 
 
+# How long each kind of log entry is kept (SAMHANDLING_PRIVACY_RETENTION overrides).
+DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
+    EntryType.DECISION: dt.timedelta(days=3650),
+    EntryType.ACCESS: dt.timedelta(days=3650),
+    EntryType.SETTING_CHANGE: None,  # kept as long as the settings' history
+    EntryType.LOG_READ: dt.timedelta(days=365),
+}
+
+
 EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG"})
 READ_ACTIONS = frozenset({Action.READ, Action.SEARCH})
 WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE})

@@ -48,6 +48,7 @@ from services.privacy.domain.merkle import (
     inclusion_path,
 )
 from services.privacy.domain.model import (
+    DEFAULT_RETENTION,
     AccessRequest,
     Action,
     ActorKind,
@@ -78,13 +79,6 @@ from services.privacy.service_layer.representation import Representations
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
-
-DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
-    EntryType.DECISION: dt.timedelta(days=3650),
-    EntryType.ACCESS: dt.timedelta(days=3650),
-    EntryType.SETTING_CHANGE: None,  # kept as long as the settings' history
-    EntryType.LOG_READ: dt.timedelta(days=365),
-}
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -249,9 +248,9 @@ class CitizenPolicy:
     delays: Mapping[int, dt.timedelta] = field(default_factory=lambda: dict(DEFAULT_CITIZEN_DELAYS))
 
     @classmethod
-    def from_env(cls, text: str | None = None) -> CitizenPolicy:
-        """`SAMHANDLING_RESULTS_CITIZEN_DELAYS="laboratory=7d,radiology=14d,..."`."""
-        text = os.environ.get("SAMHANDLING_RESULTS_CITIZEN_DELAYS", "") if text is None else text
+    def parse(cls, text: str) -> CitizenPolicy:
+        """`laboratory=7d,radiology=14d,...` (SAMHANDLING_RESULTS_CITIZEN_DELAYS); categories
+        not named keep their default delay."""
         delays = dict(DEFAULT_CITIZEN_DELAYS)
         for item in filter(None, (p.strip() for p in text.split(","))):
             name, _, value = item.partition("=")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-import os
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -70,15 +69,6 @@ class ExportSettings:
     patient_batch: int = 1000
     retry_after_seconds: int = 2
     stale_seconds: float = 120.0  # a RUNNING job without a heartbeat this long is reclaimed
-
-    @classmethod
-    def from_env(cls) -> ExportSettings:
-        env = os.environ.get
-        return cls(
-            chunk_bytes=int(env("SAMHANDLING_RESULTS_EXPORT_CHUNK_BYTES", str(1 << 20))),
-            lines_per_file=int(env("SAMHANDLING_RESULTS_EXPORT_LINES_PER_FILE", "100000")),
-            retry_after_seconds=int(env("SAMHANDLING_RESULTS_EXPORT_RETRY_AFTER", "2")),
-        )
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from deploy.local.mesh import free_port, start_envoy
 from gateway.render import EdgePorts, render
 from services.common.server import create_server
 from services.common.tokens import Scopes
-from services.documents.config import Settings
+from services.documents.bootstrap import build
 from services.documents.domain.model import Limits
-from services.documents.main import build
+from services.documents.settings import Settings
 from tests.integration.documents.conftest import care_relationship, document
 from tests.integration.documents.peers import start_peers
 from tests.support.random_refs import random_pid
@@ -45,7 +45,13 @@ def shared_edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         tmp,
     )
     doctor = peers.practitioner("hospital_doctor")
-    setup = build(engine, settings, mint.authenticator("documents"), peers.decider(), peers.codes())
+    setup = build(
+        settings,
+        engine=engine,
+        authenticator=mint.authenticator("documents"),
+        decider=peers.decider(),
+        codes=peers.codes(),
+    )
     server = create_server(setup.spec, settings=setup.server_settings()).start()
     ports = EdgePorts(free_port(), free_port(), free_port())
     config = tmp / "envoy.yaml"

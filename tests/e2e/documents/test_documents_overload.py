@@ -29,9 +29,9 @@ from deploy.local.mesh import free_port, start_envoy
 from gateway.render import EdgePorts, render
 from services.common.server import ServerSettings, create_server
 from services.common.tokens import Scopes
-from services.documents.config import Settings
+from services.documents.bootstrap import build
 from services.documents.domain.model import Limits
-from services.documents.main import build
+from services.documents.settings import Settings
 from tests.integration.documents.conftest import PID, care_relationship, document
 from tests.integration.documents.peers import start_peers
 from tests.support.tokens import TokenMint
@@ -54,7 +54,13 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         tmp,
     )
     doctor = peers.practitioner("hospital_doctor")
-    setup = build(engine, settings, mint.authenticator("documents"), peers.decider(), peers.codes())
+    setup = build(
+        settings,
+        engine=engine,
+        authenticator=mint.authenticator("documents"),
+        decider=peers.decider(),
+        codes=peers.codes(),
+    )
     server_settings = setup.server_settings()
     server = create_server(setup.spec, settings=server_settings).start()
     ports = EdgePorts(free_port(), free_port(), free_port())

@@ -22,6 +22,7 @@ from services.common.tokens import Scopes
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.settings import Settings as PrivacySettings
 from tests.support.random_refs import random_pid
 from tests.support.tokens import TokenMint
 
@@ -54,9 +55,10 @@ def edge(
     tmp = tmp_path_factory.mktemp("privacy-edge")
     engine = make_engine(f"sqlite:///{tmp / 'privacy.db'}")
     setup = build(
-        engine,
-        GrpcApprovalChecker(grpc.insecure_channel(f"127.0.0.1:{free_port()}")),
-        mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
+        PrivacySettings.from_env(),
+        engine=engine,
+        approvals=GrpcApprovalChecker(grpc.insecure_channel(f"127.0.0.1:{free_port()}")),
+        authenticator=mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
         keys=tmp / "keys",
     )
     server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()

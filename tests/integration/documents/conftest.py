@@ -20,9 +20,9 @@ from services.common.identifiers import synthetic_pid
 from services.common.server import MeshServer, create_server
 from services.common.tokens import Scopes
 from services.documents.adapters.content_store import FilesystemContentStore
-from services.documents.config import Settings
+from services.documents.bootstrap import Setup, build
 from services.documents.domain.model import Limits
-from services.documents.main import Setup, build
+from services.documents.settings import Settings
 from tests.integration.documents.peers import Peers, start_peers
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -139,9 +139,9 @@ def harness(database: Callable[[str], Engine], tmp_path: Path) -> Iterator[Harne
     )
     peers = start_peers(mint, database("masterdata"), database("privacy"), tmp_path)
     setup = build(
-        engine,
         settings,
-        mint.authenticator("documents"),
+        engine=engine,
+        authenticator=mint.authenticator("documents"),
         decider=peers.decider(),
         codes=peers.codes(),
         store=store,

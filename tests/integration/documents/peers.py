@@ -16,9 +16,11 @@ from services.documents.adapters.privacy import PrivacyAccessDecider
 from services.masterdata import synthetic
 from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS as MD_INTERNAL
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
+from services.privacy.settings import Settings as PrivacySettings
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
@@ -64,20 +66,25 @@ class Peers:
 def start_peers(
     mint: TokenMint, masterdata_engine: Engine, privacy_engine: Engine, tmp: Path
 ) -> Peers:
-    md_setup = build_masterdata(masterdata_engine, poll_seconds=0.2, heartbeat_seconds=1)
+    md_setup = build_masterdata(
+        MasterdataSettings(poll_seconds=0.2, heartbeat_seconds=1),
+        engine=masterdata_engine,
+        authenticator=mint.authenticator("masterdata", MD_INTERNAL),
+    )
     personas = synthetic.load(
         masterdata_engine, synthetic.build(seed=7, practitioners=12, citizens=3)
     )
     md_setup.feed.poll()
     masterdata = create_server(
-        md_setup.spec(mint.authenticator("masterdata", MD_INTERNAL)),
+        md_setup.spec,
         settings=ServerSettings(grace_seconds=1, max_workers=8),
     ).start()
     approvals_channel = dial(masterdata)
     setup = build_privacy(
-        privacy_engine,
-        GrpcApprovalChecker(approvals_channel),
-        mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
+        PrivacySettings.from_env(),
+        engine=privacy_engine,
+        approvals=GrpcApprovalChecker(approvals_channel),
+        authenticator=mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
         keys=tmp / "privacy-keys",
         cache_seconds=0,
     )

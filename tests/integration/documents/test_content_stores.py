@@ -19,9 +19,9 @@ from services.documents.adapters.content_store import (
     DatabaseContentStore,
     FilesystemContentStore,
 )
-from services.documents.config import Settings
+from services.documents.bootstrap import VERSIONS, content_store
 from services.documents.domain.model import Limits
-from services.documents.main import VERSIONS, content_store
+from services.documents.settings import Settings
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,9 @@ from sqlalchemy.engine import Engine
 
 from services.common.db import make_engine
 from services.common.server import create_server
-from services.documents.config import Settings
+from services.documents.bootstrap import build
 from services.documents.domain.model import Limits
-from services.documents.main import build
+from services.documents.settings import Settings
 from tests.conftest import new_database
 from tests.integration.documents.conftest import PID, care_relationship, create_request
 from tests.integration.documents.peers import start_peers
@@ -38,9 +38,9 @@ def test_a_document_uploaded_to_one_replica_downloads_from_the_other(
             # Each replica its own engine and its own (empty) disk, as two pods would have.
             settings = Settings(content_dir=tmp_path / f"disk-{n}", limits=Limits())
             setup = build(
-                make_engine(url, schema),
                 settings,
-                mint.authenticator("documents"),
+                engine=make_engine(url, schema),
+                authenticator=mint.authenticator("documents"),
                 decider=peers.decider(),
                 codes=peers.codes(),
             )

@@ -16,6 +16,7 @@ from services.common.tokens import Scopes
 from services.masterdata import synthetic
 from services.masterdata.bootstrap import Setup, build
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.masterdata.settings import Settings as MasterdataSettings
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
@@ -47,13 +48,17 @@ class MasterDataUnderTest:
 @pytest.fixture
 def masterdata(database: Callable[[str], Engine]) -> Iterator[MasterDataUnderTest]:
     engine = database("masterdata")
-    setup = build(engine, poll_seconds=0.05, heartbeat_seconds=0.5)
+    mint = TokenMint()
+    setup = build(
+        MasterdataSettings(poll_seconds=0.05, heartbeat_seconds=0.5),
+        engine=engine,
+        authenticator=mint.authenticator("masterdata", INTERNAL_METHODS),
+    )
     data = synthetic.build(seed=7, practitioners=40, citizens=5)
     people = synthetic.load(engine, data)
     setup.feed.poll()
-    mint = TokenMint()
     server = create_server(
-        setup.spec(mint.authenticator("masterdata", INTERNAL_METHODS)),
+        setup.spec,
         settings=ServerSettings(grace_seconds=1, max_workers=8),
     ).start()
     channel = dial(server)

@@ -23,6 +23,7 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.masterdata.entrypoints.population_servicer import (
     INTERNAL_METHODS as POPULATION_INTERNAL,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from tests.support.mesh_tls import fixed_channel
 from tests.support.tokens import TokenMint
 
@@ -35,8 +36,12 @@ def _person(pid: str, given: str) -> Person:
 
 def test_families_load_and_answer(database: Callable[[str], Engine]) -> None:
     engine = database("masterdata")
-    setup = build(engine, poll_seconds=0.05)
     mint = TokenMint()
+    setup = build(
+        MasterdataSettings(poll_seconds=0.05),
+        engine=engine,
+        authenticator=mint.authenticator("masterdata", INTERNAL_METHODS | POPULATION_INTERNAL),
+    )
     parent = synthetic_pid(RNG, dt.date(1980, 5, 5))
     other_parent = synthetic_pid(RNG, dt.date(1982, 6, 6))
     child = synthetic_pid(RNG, dt.date(2018, 7, 7))
@@ -46,7 +51,7 @@ def test_families_load_and_answer(database: Callable[[str], Engine]) -> None:
     assert setup.population.load([family]) == 2
     assert setup.population.load([family]) == 2  # idempotent: the seed runs at every start
     server = create_server(
-        setup.spec(mint.authenticator("masterdata", INTERNAL_METHODS | POPULATION_INTERNAL)),
+        setup.spec,
         settings=ServerSettings(grace_seconds=1, max_workers=4),
     ).start()
     token = mint.metadata(mint.token("privacy", [Scopes.PRIVACY_CITIZEN], pid=parent))

@@ -38,21 +38,24 @@ from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import (
     INTERNAL_METHODS as MASTERDATA_INTERNAL,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.notifications.adapters.peers import MeshPeers
+from services.notifications.bootstrap import build as build_notifications
 from services.notifications.client import NotificationsClient
 from services.notifications.entrypoints.grpc_servicer import (
     INTERNAL_METHODS as NOTIFICATIONS_INTERNAL,
 )
-from services.notifications.main import Settings
-from services.notifications.main import build as build_notifications
 from services.notifications.service_layer.services import NotificationsService, WebhookPolicy
+from services.notifications.settings import Settings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.client import PrivacyClient
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
+from services.privacy.settings import Settings as PrivacySettings
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
+from services.results.bootstrap import build as build_results
 from services.results.domain.model import CitizenPolicy
-from services.results.main import build as build_results
+from services.results.settings import Settings as ResultsSettings
 from tests.conftest import new_database
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -246,27 +249,32 @@ def start_stack(
     mint = TokenMint()
     settings = ServerSettings(grace_seconds=1)
     md_engine = engine_for("masterdata")
-    md_setup = build_masterdata(md_engine)
+    md_setup = build_masterdata(
+        MasterdataSettings(),
+        engine=md_engine,
+        authenticator=mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL),
+    )
     md_server = create_server(
-        md_setup.spec(mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL)),
+        md_setup.spec,
         settings=settings,
     ).start()
     md_channel = dial(md_server)
     nt_engine = engine_for("notifications")
     peers = MeshPeers(md_channel)
     nt_setup = build_notifications(
-        nt_engine,
-        mint.authenticator("notifications", internal_methods=NOTIFICATIONS_INTERNAL),
-        peers,
         settings_of_notifications or Settings(webhooks=TEST_WEBHOOKS, poll_seconds=0.2),
+        engine=nt_engine,
+        authenticator=mint.authenticator("notifications", internal_methods=NOTIFICATIONS_INTERNAL),
+        peers=peers,
     )
     nt_server = create_server(nt_setup.spec, settings=settings).start()
     nt_channel = dial(nt_server)
     sink = events(nt_channel) if events else NotificationsClient(nt_channel)
     pv_setup = build_privacy(
-        engine_for("privacy"),
-        GrpcApprovalChecker(md_channel, timeout=2.0),
-        mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
+        PrivacySettings.from_env(),
+        engine=engine_for("privacy"),
+        approvals=GrpcApprovalChecker(md_channel, timeout=2.0),
+        authenticator=mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
         keys=tmp / "keys",
         cache_seconds=0,
         events=events(nt_channel) if events else NotificationsClient(nt_channel),
@@ -275,11 +283,11 @@ def start_stack(
     pv_channel = dial(pv_server)
     peers.privacy = PrivacyClient(pv_channel)
     rs_setup = build_results(
-        engine_for("results"),
-        mint.authenticator("results"),
-        MasterDataCodeChecker(md_channel),
-        PrivacyAccessControl(pv_channel),
-        CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
+        ResultsSettings(citizen_policy=CitizenPolicy.parse("laboratory=7d,radiology=14d")),
+        engine=engine_for("results"),
+        authenticator=mint.authenticator("results"),
+        codes=MasterDataCodeChecker(md_channel),
+        access=PrivacyAccessControl(pv_channel),
         events=sink,
     )
     rs_server = create_server(rs_setup.spec, settings=settings).start()

@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -19,7 +20,8 @@ from samhandling.notifications.v1 import notifications_service_pb2 as nt
 
 from services.common import outbox
 from services.common.jetstream import JetStreamPublisher
-from services.notifications.main import Settings
+from services.common.settings import CommonSettings, EventSettings
+from services.notifications.settings import Settings
 from tests.integration.notifications.conftest import GP_HPR, TEST_WEBHOOKS, Stack, start_stack
 
 pytestmark = pytest.mark.integration
@@ -57,8 +59,10 @@ def jetstream_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[
         Path(tmp_path_factory.mktemp("jetstream")),
         events=lambda _channel: JetStreamPublisher(NATS_URL, stream=stream),
         settings_of_notifications=Settings(
-            events_url=NATS_URL,
-            events_stream=stream,
+            common=replace(
+                CommonSettings.defaults("notifications"),
+                events=EventSettings(url=NATS_URL, stream=stream),
+            ),
             webhooks=TEST_WEBHOOKS,
             poll_seconds=0.2,
         ),

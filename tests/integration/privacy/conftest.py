@@ -24,10 +24,12 @@ from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import (
     INTERNAL_METHODS as MASTERDATA_INTERNAL_METHODS,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import Setup, build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.privacy.settings import Settings as PrivacySettings
 from tests.conftest import free_port
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -78,11 +80,15 @@ def masterdata(mint: TokenMint, tmp_path_factory: pytest.TempPathFactory) -> Ite
     """The real master data service with its synthetic personas (approved GP, suspended)."""
     tmp = tmp_path_factory.mktemp("masterdata")
     engine = make_engine(f"sqlite:///{tmp / 'masterdata.db'}")
-    setup = build_masterdata(engine, poll_seconds=0.05, heartbeat_seconds=0.5)
+    setup = build_masterdata(
+        MasterdataSettings(poll_seconds=0.05, heartbeat_seconds=0.5),
+        engine=engine,
+        authenticator=mint.authenticator("masterdata", MASTERDATA_INTERNAL_METHODS),
+    )
     personas = synthetic.load(engine, synthetic.build(seed=7, practitioners=10, citizens=2))
     setup.feed.poll()
     server = create_server(
-        setup.spec(mint.authenticator("masterdata", MASTERDATA_INTERNAL_METHODS)),
+        setup.spec,
         settings=ServerSettings(grace_seconds=1, max_workers=4),
     ).start()
     by_role = {p["role"]: p for p in personas["practitioners"]}
@@ -225,9 +231,10 @@ def start_privacy(
         GrpcApprovalChecker(dial(masterdata_address, "masterdata"), timeout=2.0)
     )
     setup = build(
-        engine,
-        approvals,
-        mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
+        PrivacySettings.from_env(),
+        engine=engine,
+        approvals=approvals,
+        authenticator=mint.authenticator("privacy", internal_methods=INTERNAL_METHODS),
         keys=tmp_path / "keys",
     )
     server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()

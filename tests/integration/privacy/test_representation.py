@@ -34,6 +34,7 @@ from services.masterdata.entrypoints.grpc_servicer import (
 from services.masterdata.entrypoints.population_servicer import (
     INTERNAL_METHODS as POPULATION_INTERNAL_METHODS,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.adapters.population import GrpcFamilyRegister
 from services.privacy.bootstrap import build
@@ -42,6 +43,7 @@ from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.privacy.entrypoints.representation_servicer import (
     INTERNAL_METHODS as REPRESENTATION_INTERNAL_METHODS,
 )
+from services.privacy.settings import Settings as PrivacySettings
 from services.privacy.verify_entries import check_entry, head_from_json
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -77,7 +79,13 @@ def register(
     """The real master data service with one fresh family in its population register."""
     tmp = tmp_path_factory.mktemp("register")
     engine = make_engine(f"sqlite:///{tmp / 'masterdata.db'}")
-    setup = build_masterdata(engine, poll_seconds=0.05, heartbeat_seconds=0.5)
+    setup = build_masterdata(
+        MasterdataSettings(poll_seconds=0.05, heartbeat_seconds=0.5),
+        engine=engine,
+        authenticator=mint.authenticator(
+            "masterdata", MASTERDATA_INTERNAL_METHODS | POPULATION_INTERNAL_METHODS
+        ),
+    )
     f = Family(*(synthetic_pid(RNG, born(y)) for y in (40, 6, 13, 17, 80, 50, 45)))
 
     def person(pid: str, given: str, family: str) -> Person:
@@ -101,11 +109,7 @@ def register(
         ]
     )
     server = create_server(
-        setup.spec(
-            mint.authenticator(
-                "masterdata", MASTERDATA_INTERNAL_METHODS | POPULATION_INTERNAL_METHODS
-            )
-        ),
+        setup.spec,
         settings=ServerSettings(grace_seconds=1, max_workers=4),
     ).start()
     try:
@@ -194,9 +198,10 @@ def privacy(
 ) -> Iterator[Privacy]:
     address = register[0].address
     setup = build(
-        database("privacy"),
-        GrpcApprovalChecker(dial(address, "masterdata"), timeout=2.0),
-        mint.authenticator(
+        PrivacySettings.from_env(),
+        engine=database("privacy"),
+        approvals=GrpcApprovalChecker(dial(address, "masterdata"), timeout=2.0),
+        authenticator=mint.authenticator(
             "privacy", internal_methods=INTERNAL_METHODS | REPRESENTATION_INTERNAL_METHODS
         ),
         keys=tmp_path / "keys",

@@ -29,14 +29,17 @@ from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import (
     INTERNAL_METHODS as MASTERDATA_INTERNAL,
 )
+from services.masterdata.settings import Settings as MasterdataSettings
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.client import PrivacyClient
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
+from services.privacy.settings import Settings as PrivacySettings
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
+from services.results.bootstrap import build as build_results
 from services.results.domain.model import CitizenPolicy
-from services.results.main import build as build_results
 from services.results.service_layer.export import ExportService
+from services.results.settings import Settings as ResultsSettings
 from tests.conftest import new_database
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
@@ -128,16 +131,21 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
 
     mint = TokenMint()
     settings = ServerSettings(grace_seconds=1)
-    md_setup = build_masterdata(engine_for("masterdata"))
+    md_setup = build_masterdata(
+        MasterdataSettings(),
+        engine=engine_for("masterdata"),
+        authenticator=mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL),
+    )
     md_server = create_server(
-        md_setup.spec(mint.authenticator("masterdata", internal_methods=MASTERDATA_INTERNAL)),
+        md_setup.spec,
         settings=settings,
     ).start()
     md_channel = dial(md_server)
     pv_setup = build_privacy(
-        engine_for("privacy"),
-        GrpcApprovalChecker(md_channel, timeout=2.0),
-        mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
+        PrivacySettings.from_env(),
+        engine=engine_for("privacy"),
+        approvals=GrpcApprovalChecker(md_channel, timeout=2.0),
+        authenticator=mint.authenticator("privacy", internal_methods=PRIVACY_INTERNAL),
         keys=tmp / "keys",
         cache_seconds=0,
     )
@@ -145,11 +153,11 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     pv_channel = dial(pv_server)
     results_engine = engine_for("results")
     setup = build_results(
-        results_engine,
-        mint.authenticator("results"),
-        MasterDataCodeChecker(md_channel),
-        PrivacyAccessControl(pv_channel),
-        CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
+        ResultsSettings(citizen_policy=CitizenPolicy.parse("laboratory=7d,radiology=14d")),
+        engine=results_engine,
+        authenticator=mint.authenticator("results"),
+        codes=MasterDataCodeChecker(md_channel),
+        access=PrivacyAccessControl(pv_channel),
         screener=PrivacyClient(pv_channel),
     )
     rs_server = create_server(setup.spec, settings=settings).start()

@@ -28,8 +28,9 @@ from services.common.server import ServerSettings, create_server
 from services.common.tokens import Scopes
 from services.privacy.client import PrivacyClient
 from services.results.adapters.clients import MasterDataCodeChecker, PrivacyAccessControl
+from services.results.bootstrap import build as build_results
 from services.results.domain.export import COMPLETE
-from services.results.main import build as build_results
+from services.results.settings import Settings as ResultsSettings
 from tests.conftest import new_database
 from tests.integration.results.conftest import Stack
 from tests.support.mesh_tls import dial
@@ -302,12 +303,12 @@ def test_status_is_202_with_progress_until_the_worker_has_run(stack: Stack, tmp_
     url, schema = new_database(backend, tmp_path, "results_noworker")
     engine = make_engine(url, schema)
     setup = build_results(
-        engine,
-        stack.mint.authenticator("results"),
-        MasterDataCodeChecker(dial(stack.servers[2])),
-        PrivacyAccessControl(dial(stack.servers[1])),
+        ResultsSettings(run_exports=False),
+        engine=engine,
+        authenticator=stack.mint.authenticator("results"),
+        codes=MasterDataCodeChecker(dial(stack.servers[2])),
+        access=PrivacyAccessControl(dial(stack.servers[1])),
         screener=PrivacyClient(dial(stack.servers[1])),
-        run_exports=False,
     )
     server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
     try:

@@ -21,8 +21,8 @@ from services.privacy.client import PrivacyClient
 from services.results.adapters.export_orm import export_jobs
 from services.results.adapters.export_repository import ExportRepository
 from services.results.adapters.orm import observations, results
+from services.results.bootstrap import VERSIONS
 from services.results.domain import export as ex
-from services.results.main import VERSIONS
 from services.results.service_layer.export import ExportService, progress_of
 from tests.support.mesh_tls import dial
 from tests.unit.results import builders as b

@@ -26,9 +26,11 @@ from services.common.server import MeshServer, ServerSettings, create_server
 from services.common.tokens import MESH_AUDIENCES, Scopes, audience_for
 from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
+from services.masterdata.settings import Settings as MasterdataSettings
+from services.trust.bootstrap import TrustApp, build
 from services.trust.domain.model import GRANT_TYPES, Client
-from services.trust.main import TrustApp, build
 from services.trust.service_layer.oauth import TrustSettings
+from services.trust.settings import Settings as TrustServiceSettings
 from tests.conftest import new_database
 from tests.integration.trust.helpers import ISSUER, ClientKey, http_session
 from tests.support.mesh_tls import dial
@@ -156,10 +158,10 @@ def masterdata(
             internal_methods=INTERNAL_METHODS,
             internal_audiences=MESH_AUDIENCES,
         )
-        setup = build_masterdata(make_engine(url, schema))
-        server = create_server(
-            setup.spec(authenticator), settings=ServerSettings(grace_seconds=1)
-        ).start()
+        setup = build_masterdata(
+            MasterdataSettings(), engine=make_engine(url, schema), authenticator=authenticator
+        )
+        server = create_server(setup.spec, settings=ServerSettings(grace_seconds=1)).start()
         data = MasterData(
             server,
             md_grpc.MasterDataServiceStub(dial(server)),
@@ -255,14 +257,15 @@ def start_trust(
         clock = state["clock"]
         monkeypatch.setenv("SAMHANDLING_MASTERDATA_ADDR", masterdata.server.address)
         app = build(
+            TrustServiceSettings(),
             engine=state["engine"],
-            settings=TrustSettings(issuer=ISSUER, **settings),
+            trust=TrustSettings(issuer=ISSUER, **settings),
             kek=state["kek"],
             clock=clock,
             idps=idps or [],
         )
         masterdata.trust_jwks["jwks"] = app.keys.jwks
-        server = create_server(app.spec(), settings=ServerSettings(grace_seconds=1)).start()
+        server = create_server(app.spec, settings=ServerSettings(grace_seconds=1)).start()
         servers.append(server)
         return Trust(app, server, clock, masterdata, state["engine"], state["kek"])
 

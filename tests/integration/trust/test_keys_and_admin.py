@@ -24,7 +24,7 @@ from services.common.db import ROOT
 from services.common.errors import Unauthenticated
 from services.common.tokens import Scopes
 from services.trust.adapters import orm
-from services.trust.main import start_rotation_schedule
+from services.trust.bootstrap import start_rotation_schedule
 from services.trust.service_layer.keys import PUBLISH_LEAD_SECONDS, KeyManager
 from tests.integration.trust.conftest import Trust
 from tests.integration.trust.helpers import ISSUER, ClientKey

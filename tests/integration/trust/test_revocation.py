@@ -29,7 +29,7 @@ from services.common.replay import SqlReplayCache
 from services.common.revocation import RevocationList
 from services.common.server import MeshServer, ServerSettings, Servicer, ServiceSpec, create_server
 from services.common.tokens import fetch_revocations_from_trust
-from services.results.main import VERSIONS as RESULTS_VERSIONS
+from services.results.bootstrap import VERSIONS as RESULTS_VERSIONS
 from tests.conftest import new_database
 from tests.integration.trust.conftest import Trust
 from tests.integration.trust.helpers import ISSUER, TOKEN_ENDPOINT, ClientKey, DpopKey

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.db import migrate
 from services.trust.adapters.repository import TrustRepository
-from services.trust.main import VERSIONS
+from services.trust.bootstrap import VERSIONS
 from services.trust.seed import DEMO_CLIENTS, seed
 from services.trust.service_layer.clients import ClientRegistry
 

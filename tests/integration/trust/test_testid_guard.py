@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from services.trust.main import ALLOW_TESTID_ENV, refuse_testid_outside_loopback
+from services.trust.bootstrap import refuse_testid_outside_loopback
 from services.trust.service_layer.oauth import TrustSettings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -21,23 +21,18 @@ ROOT = Path(__file__).resolve().parents[3]
 @pytest.mark.parametrize(
     "issuer", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
 )
-def test_testid_on_loopback_starts(issuer: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ALLOW_TESTID_ENV, raising=False)
+def test_testid_on_loopback_starts(issuer: str) -> None:
     refuse_testid_outside_loopback(TrustSettings(issuer=issuer))
 
 
-def test_production_mode_on_a_public_issuer_starts(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(ALLOW_TESTID_ENV, raising=False)
+def test_production_mode_on_a_public_issuer_starts() -> None:
     settings = TrustSettings(issuer="https://helse.example.org", testid_enabled=False)
     refuse_testid_outside_loopback(settings)
 
 
-def test_override_is_logged_loudly(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setenv(ALLOW_TESTID_ENV, "1")
+def test_override_is_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING, logger="samhandling.trust"):
-        refuse_testid_outside_loopback(TrustSettings(issuer="https://test.example.org"))
+        refuse_testid_outside_loopback(TrustSettings(issuer="https://test.example.org"), True)
     warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warnings and "TestID is ON" in warnings[0].getMessage()
 

@@ -117,11 +117,11 @@ def test_a_new_version_cannot_change_patient() -> None:
 
 
 def test_citizen_delays_are_configurable_per_category() -> None:
-    policy = CitizenPolicy.from_env("radiology=2d, laboratory=0s")
+    policy = CitizenPolicy.parse("radiology=2d, laboratory=0s")
     assert policy.delays[pb.RESULT_CATEGORY_RADIOLOGY] == dt.timedelta(days=2)
     assert policy.delays[pb.RESULT_CATEGORY_LABORATORY] == dt.timedelta(0)
     with pytest.raises(ValueError):
-        CitizenPolicy.from_env("surgery=1d")
+        CitizenPolicy.parse("surgery=1d")
 
 
 def _citizen(now: dt.datetime) -> Visibility:

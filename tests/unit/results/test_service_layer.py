@@ -14,8 +14,8 @@ from services.common.db import UnitOfWork, make_engine, migrate, session_factory
 from services.common.errors import Aborted, InvalidArgument, NotFound, PermissionDenied
 from services.common.tokens import Scopes
 from services.results.adapters.clients import AccessDecision, AccessRequest
+from services.results.bootstrap import VERSIONS
 from services.results.domain.model import CitizenPolicy, CodeRef
-from services.results.main import VERSIONS
 from services.results.service_layer.services import ResultsService
 from tests.unit.results import builders as b
 

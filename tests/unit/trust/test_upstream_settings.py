@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from services.trust.adapters.upstream import IDPS_ENV, UpstreamIdp, load_idps
-from services.trust.main import refuse_production_without_idp
+from services.trust.bootstrap import refuse_production_without_idp
+from services.trust.settings import Settings
 from tests.support.oidc_op import _jwk_pair
 
 pytestmark = pytest.mark.unit
@@ -61,14 +62,13 @@ def test_mistakes_name_the_setting(value: str, says: str) -> None:
     assert IDPS_ENV in str(stopped.value) and says in str(stopped.value)
 
 
-def test_production_refuses_to_start_without_a_provider(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SAMHANDLING_TRUST_MODE", "production")
+def test_production_refuses_to_start_without_a_provider() -> None:
+    production = Settings.from_env({"SAMHANDLING_TRUST_MODE": "production"}).production
     with pytest.raises(SystemExit) as stopped:
-        refuse_production_without_idp([])
+        refuse_production_without_idp([], production)
     assert IDPS_ENV in str(stopped.value) and "production" in str(stopped.value)
-    refuse_production_without_idp(load_idps(json.dumps([_entry()])))
-    monkeypatch.setenv("SAMHANDLING_TRUST_MODE", "dev")
-    refuse_production_without_idp([])  # development has TestID
+    refuse_production_without_idp(load_idps(json.dumps([_entry()])), production)
+    refuse_production_without_idp([], production=False)  # development has TestID
 
 
 def test_security_level_from_acr_else_amr() -> None:
