@@ -88,7 +88,10 @@ def build(
     service = DocumentService(
         session_factory(engine),
         store or content_store(settings, engine),
-        decider or PrivacyAccessDecider(lambda: service_channel("privacy")),
+        decider
+        or PrivacyAccessDecider(
+            lambda: service_channel("privacy"), cache_seconds=settings.decision_cache_seconds
+        ),
         codes or MasterDataCodeValidator(lambda: service_channel("masterdata")),
         settings.limits,
     )

@@ -27,6 +27,8 @@ class Settings:
     # Where content lives: "filesystem" (content_dir), "database" (the documents database,
     # shared by replicas), or "auto": the database on PostgreSQL, the filesystem on SQLite.
     content_store: str = "auto"
+    # How long a PERMIT is reused for the same caller's identical read (0: ask every time).
+    decision_cache_seconds: float = 4.0
     common: CommonSettings = field(default_factory=lambda: CommonSettings.defaults(SERVICE))
 
     @classmethod
@@ -50,6 +52,7 @@ class Settings:
             orphan_grace_seconds=env.seconds(PREFIX + "ORPHAN_GRACE_SECONDS", 300.0),
             sweep_interval_seconds=env.seconds(PREFIX + "SWEEP_INTERVAL_SECONDS", 600.0, 0.001),
             content_store=env.choice(PREFIX + "CONTENT_STORE", CONTENT_STORES, "auto"),
+            decision_cache_seconds=env.seconds(PREFIX + "DECISION_CACHE_SECONDS", 4.0),
             common=replace(common, server=server),
         )
 

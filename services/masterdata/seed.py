@@ -9,19 +9,19 @@ SAMHANDLING_DEMO_SEED (1), SAMHANDLING_DEMO_PRACTITIONERS (200), SAMHANDLING_DEM
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from services.common.db import service_engine, var_dir
+from services.common.db import service_engine
 from services.masterdata import synthetic
 from services.masterdata.adapters import orm
 from services.masterdata.adapters.population import PopulationRepository
 from services.masterdata.bootstrap import SERVICE, migrate_database
 from services.masterdata.domain import population
+from services.masterdata.settings import SeedSettings, Settings
 
 ORGANIZATION_ROLES = (
     "health_region",
@@ -35,16 +35,17 @@ ORGANIZATION_ROLES = (
 )
 
 
-def population_files() -> list[Path]:
+def population_files(settings: SeedSettings) -> list[Path]:
     """The register's family files: the shipped one, plus SAMHANDLING_MASTERDATA_POPULATION_FILES
     (os.pathsep-separated), e.g. a test's own families."""
-    extra = os.environ.get("SAMHANDLING_MASTERDATA_POPULATION_FILES", "")
-    return [population.DATA_FILE] + [Path(p) for p in extra.split(os.pathsep) if p]
+    return [population.DATA_FILE, *settings.population_files]
 
 
-def load_families(engine: sa.engine.Engine) -> list[population.FamilyRecord]:
+def load_families(
+    engine: sa.engine.Engine, settings: SeedSettings
+) -> list[population.FamilyRecord]:
     """Loads the family files into the register (idempotent, every start)."""
-    families = population.load_files(population_files())
+    families = population.load_files(population_files(settings))
     with engine.begin() as conn:
         PopulationRepository(Session(bind=conn)).load(families)
     return families
@@ -77,19 +78,18 @@ def family_personas(families: list[population.FamilyRecord]) -> list[dict[str, A
 
 
 def main() -> None:
-    engine = service_engine(SERVICE)
+    settings, seeding = Settings.from_env(), SeedSettings.from_env()
+    engine = service_engine(SERVICE, settings.common.database)
     migrate_database(engine)
     data = synthetic.build(
-        seed=int(os.environ.get("SAMHANDLING_DEMO_SEED", "1")),
-        practitioners=int(os.environ.get("SAMHANDLING_DEMO_PRACTITIONERS", "200")),
-        citizens=int(os.environ.get("SAMHANDLING_DEMO_CITIZENS", "50")),
+        seed=seeding.seed, practitioners=seeding.practitioners, citizens=seeding.citizens
     )
     with engine.connect() as conn:
         loaded = conn.scalar(sa.select(sa.func.count()).select_from(orm.practitioners))
     people = synthetic.personas(data) if loaded else synthetic.load(engine, data)
-    families = load_families(engine)
+    families = load_families(engine, seeding)
     engine.dispose()
-    demo = var_dir() / "demo"
+    demo = settings.common.var_dir / "demo"
     demo.mkdir(parents=True, exist_ok=True)
     (demo / "people.json").write_text(
         json.dumps(

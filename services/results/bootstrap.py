@@ -87,7 +87,7 @@ def build(
     service = ResultsService(
         lambda: UnitOfWork(sessions),
         codes or MasterDataCodeChecker(),
-        access or PrivacyAccessControl(),
+        access or PrivacyAccessControl(cache_seconds=settings.decision_cache_seconds),
         settings.citizen_policy,
         events_committed=dispatcher.notify if dispatcher else lambda: None,
     )

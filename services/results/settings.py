@@ -26,6 +26,9 @@ class Settings:
     export: ExportSettings = field(default_factory=ExportSettings)
     # Run the bulk-export worker in this process.
     run_exports: bool = True
+    # How long a PERMIT is reused for the same caller's identical read (below privacy's
+    # decision reuse window; 0: ask privacy every time).
+    decision_cache_seconds: float = 4.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -40,6 +43,7 @@ class Settings:
             mode=env.mode(SERVICE),
             key_encryption_key=env.raw(KEK_ENV),
             citizen_policy=policy,
+            decision_cache_seconds=env.seconds(p + "DECISION_CACHE_SECONDS", 4.0),
             export=ExportSettings(
                 chunk_bytes=env.integer(p + "EXPORT_CHUNK_BYTES", 1 << 20, 1024),
                 lines_per_file=env.integer(p + "EXPORT_LINES_PER_FILE", 100_000, 1),

@@ -22,8 +22,9 @@ from typing import Any
 import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.common.db import migrate, service_engine, var_dir
-from services.common.tokens import Scopes, audience_for, issuer
+from services.common.db import migrate, service_engine
+from services.common.settings import DEFAULT_EDGE_URL
+from services.common.tokens import Scopes, audience_for
 from services.trust.adapters.repository import TrustRepository
 from services.trust.bootstrap import VERSIONS
 from services.trust.domain.model import (
@@ -34,6 +35,7 @@ from services.trust.domain.model import (
     Client,
 )
 from services.trust.service_layer.clients import ClientRegistry
+from services.trust.settings import DEFAULT_PORTAL_URL, Settings
 
 LOGIN = [GRANT_AUTHORIZATION_CODE, GRANT_REFRESH_TOKEN]
 PRACTITIONER_SCOPES = [
@@ -126,12 +128,11 @@ def redirect_uri(name: str) -> str:
     return f"http://127.0.0.1:8765/{name}/callback"
 
 
-def redirect_uris(name: str) -> list[str]:
+def redirect_uris(name: str, portal: str = DEFAULT_PORTAL_URL) -> list[str]:
     """The demo redirect URI; the citizen portal (portal/) also gets its own callback, at
     SAMHANDLING_PORTAL_URL (default http://127.0.0.1:8765, where `make run` starts it)."""
     uris = [redirect_uri(name)]
     if name == "citizen-portal":
-        portal = os.environ.get("SAMHANDLING_PORTAL_URL") or "http://127.0.0.1:8765"
         uris.append(portal.rstrip("/") + "/auth/callback")
     return uris
 
@@ -163,7 +164,13 @@ def new_key(kid: str) -> tuple[dict[str, Any], dict[str, Any]]:
     return private, public
 
 
-def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[str]:
+def seed(
+    registry: ClientRegistry,
+    repo: TrustRepository,
+    demo: Path,
+    issuer: str = DEFAULT_EDGE_URL,
+    portal: str = DEFAULT_PORTAL_URL,
+) -> list[str]:
     """Registers the demo clients; returns the names whose file was (re)written."""
     folder = demo / "clients"
     folder.mkdir(parents=True, exist_ok=True)
@@ -187,7 +194,7 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
             grant_types=grants,
             scopes=scopes,
             audiences=[audience_for(s) for s in services],
-            redirect_uris=redirect_uris(name) if GRANT_AUTHORIZATION_CODE in grants else [],
+            redirect_uris=redirect_uris(name, portal) if GRANT_AUTHORIZATION_CODE in grants else [],
             orgnr_parent=parent,
             orgnr_child=child,
             tenants=tenants,
@@ -227,8 +234,8 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
                 "scope": " ".join(scopes),
                 "audiences": client.audiences,
                 "grant_types": grants,
-                "issuer": issuer(),
-                "token_endpoint": issuer().rstrip("/") + "/connect/token",
+                "issuer": issuer,
+                "token_endpoint": issuer.rstrip("/") + "/connect/token",
                 "orgnr_parent": parent,
                 "tenants": tenants,
             }
@@ -242,10 +249,17 @@ def seed(registry: ClientRegistry, repo: TrustRepository, demo: Path) -> list[st
 
 
 def main() -> None:
-    engine = service_engine("trust")
+    settings = Settings.from_env()
+    engine = service_engine("trust", settings.common.database)
     migrate("trust", engine, VERSIONS)
     repo = TrustRepository(engine, time.time)
-    written = seed(ClientRegistry(repo), repo, var_dir() / "demo")
+    written = seed(
+        ClientRegistry(repo),
+        repo,
+        settings.common.var_dir / "demo",
+        settings.common.mesh.issuer,
+        settings.portal_url,
+    )
     engine.dispose()
     print(f"trust demo clients ready; wrote {', '.join(written) or 'nothing new'}")
 

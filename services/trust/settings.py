@@ -13,6 +13,7 @@ from services.trust.service_layer.oauth import TrustSettings
 SERVICE = "trust"
 KEK_ENV = "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"
 ALLOW_TESTID_ENV = "SAMHANDLING_TRUST_ALLOW_TESTID"
+DEFAULT_PORTAL_URL = "http://127.0.0.1:8765"
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class Settings:
     dpop_nonce_required: bool = False  # require server nonces (use_dpop_nonce)
     key_rotation_seconds: float = 30 * 24 * 3600.0  # scheduled signing-key rotation
     key_check_seconds: float = 60.0  # how often the rotation schedule is checked
+    # The citizen portal's public URL: the demo seed registers its callback.
+    portal_url: str = DEFAULT_PORTAL_URL
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -46,6 +49,7 @@ class Settings:
             dpop_nonce_required=env.flag(p + "DPOP_NONCE", False),
             key_rotation_seconds=env.seconds(p + "KEY_ROTATION_SECONDS", 30 * 24 * 3600.0),
             key_check_seconds=env.seconds(p + "KEY_CHECK_SECONDS", 60.0, 0.001),
+            portal_url=env.text("SAMHANDLING_PORTAL_URL", DEFAULT_PORTAL_URL),
         )
 
     @property
