@@ -163,13 +163,14 @@ def build(
     representations: RepresentationPort | None = None,
     serving: bool = True,
 ) -> TrustApp:
-    """`trust`: the use cases' settings (default: from `settings`); `serving`: False for a
-    tool (rotate-keys) that needs no upstream provider. Unsafe configurations are refused
-    before any state is touched."""
+    """`trust`: the use cases' settings, given explicitly by tests (default: from
+    `settings`, and then an unsafe configuration is refused before any state is touched);
+    `serving`: False for a tool (rotate-keys) that needs no upstream provider."""
+    if trust is None:
+        refuse_testid_outside_loopback(settings.trust, settings.allow_testid)
+        if serving:
+            refuse_production_without_idp(list(settings.idps), settings.production)
     oauth = trust or settings.trust
-    refuse_testid_outside_loopback(oauth, settings.allow_testid)
-    if serving:
-        refuse_production_without_idp(list(settings.idps), settings.production)
     engine = engine or service_engine(SERVICE, settings.common.database)
     migrate(SERVICE, engine, VERSIONS)
     repo = TrustRepository(engine, clock, token_lifetime=oauth.access_token_ttl + oauth.leeway)
