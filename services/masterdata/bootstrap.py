@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 
 from services.common.auth import Authenticator
 from services.common.auth_cache import CachingAuthenticator
-from services.common.db import UnitOfWork, migrate, service_engine, session_factory
+from services.common.db import migrate, service_engine, session_factory
 from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
 from services.common.tokens import authenticator_for
@@ -41,6 +41,7 @@ from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCa
 from services.masterdata.service_layer.import_jobs import ImportJobs
 from services.masterdata.service_layer.population import Population
 from services.masterdata.service_layer.services import MasterData
+from services.masterdata.service_layer.unit_of_work import SqlUnitOfWork
 from services.masterdata.settings import SERVICE, Settings
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
@@ -82,11 +83,11 @@ def build(
     migrate_database(engine)
     factory = session_factory(engine)
     feed = ChangeFeed(
-        lambda: UnitOfWork(factory),
+        lambda: SqlUnitOfWork(factory),
         PractitionerCache(settings.cache_entries),
         settings.poll_seconds,
     ).start()
-    service = MasterData(lambda: UnitOfWork(factory), CodeCatalog.load(), feed, clock)
+    service = MasterData(lambda: SqlUnitOfWork(factory), CodeCatalog.load(), feed, clock)
     jobs = ImportJobs(
         engine,
         {
@@ -105,7 +106,7 @@ def build(
         },
     )
     servicer = MasterDataServicer(service, settings.heartbeat_seconds, jobs=jobs)
-    population = Population(lambda: UnitOfWork(factory))
+    population = Population(lambda: SqlUnitOfWork(factory))
     if authenticator is None:
         authenticator = CachingAuthenticator(
             authenticator_for(

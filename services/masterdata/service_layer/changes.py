@@ -13,9 +13,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from services.common.db import UnitOfWork
-from services.masterdata.adapters.repository import SqlRepository
 from services.masterdata.domain.model import ChangeEvent, Practitioner, ResourceType
+from services.masterdata.service_layer.unit_of_work import MasterDataUnitOfWork
 
 log = logging.getLogger("samhandling.masterdata.feed")
 
@@ -57,7 +56,7 @@ class PractitionerCache:
 class ChangeFeed:
     def __init__(
         self,
-        uow_factory: Callable[[], UnitOfWork],
+        uow_factory: Callable[[], MasterDataUnitOfWork],
         cache: PractitionerCache,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -69,7 +68,7 @@ class ChangeFeed:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         with self._uow() as uow:
-            self._seen = SqlRepository(uow.session).head_position()
+            self._seen = uow.masterdata.head_position()
 
     @property
     def head(self) -> int:
@@ -85,7 +84,7 @@ class ChangeFeed:
 
     def poll(self) -> None:
         with self._uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             events: list[ChangeEvent] = []
             while True:
                 batch = repo.events_after(self._seen if not events else events[-1].position, 5000)

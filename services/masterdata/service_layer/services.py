@@ -9,9 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
 from services.common import identifiers, paging
-from services.common.db import UnitOfWork
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
-from services.masterdata.adapters.repository import SqlRepository
 from services.masterdata.domain.codes import CodeCatalog, CodeCheck, CodeSystem
 from services.masterdata.domain.model import (
     ApprovalCheck,
@@ -27,6 +25,10 @@ from services.masterdata.domain.model import (
 from services.masterdata.service_layer import importing
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
 from services.masterdata.service_layer.importing import ImportOutcome, RowError
+from services.masterdata.service_layer.unit_of_work import (
+    MasterDataRepository,
+    MasterDataUnitOfWork,
+)
 from services.masterdata.service_layer.validation import (
     organization_problems,
     practitioner_problems,
@@ -93,7 +95,7 @@ class Page(Generic[T]):
 class MasterData:
     def __init__(
         self,
-        uow_factory: Callable[[], UnitOfWork],
+        uow_factory: Callable[[], MasterDataUnitOfWork],
         catalog: CodeCatalog,
         feed: ChangeFeed,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -111,7 +113,7 @@ class MasterData:
             return value
         generation = self.cache.generation
         with self.uow() as uow:
-            value = SqlRepository(uow.session).get_practitioner(hpr_number)
+            value = uow.masterdata.get_practitioner(hpr_number)
         self.cache.put(hpr_number, value, generation)
         return value
 
@@ -134,7 +136,7 @@ class MasterData:
         filters = ("practitioners", organisation, category)
         after = decode_page_token(token, filters)
         with self.uow() as uow:
-            items = SqlRepository(uow.session).list_practitioners(
+            items = uow.masterdata.list_practitioners(
                 organisation, category, after, limit + 1, self.clock()
             )
         more = len(items) > limit
@@ -157,16 +159,16 @@ class MasterData:
         login); None when master data has none. One indexed lookup, not cached."""
         identifiers.require_pid(national_identity_number, "national_identity_number")
         with self.uow() as uow:
-            return SqlRepository(uow.session).hpr_number_for(national_identity_number)
+            return uow.masterdata.hpr_number_for(national_identity_number)
 
     def on_gp_list(self, hpr_number: str, patient_id: str) -> bool:
         """Is the patient on the practitioner's GP list (fastlegeliste)? Not cached here:
         one indexed lookup; privacy caches the answer briefly."""
         with self.uow() as uow:
-            return SqlRepository(uow.session).on_gp_list(hpr_number, patient_id)
+            return uow.masterdata.on_gp_list(hpr_number, patient_id)
 
     # --- practitioners: writes ------------------------------------------------------------
-    def _check_practitioner(self, repo: SqlRepository, p: Practitioner) -> None:
+    def _check_practitioner(self, repo: MasterDataRepository, p: Practitioner) -> None:
         problems = practitioner_problems(p, self.catalog)
         orgs = {a.org_number for a in p.affiliations}
         if orgs and not problems:
@@ -186,7 +188,7 @@ class MasterData:
         p = replace(p, create_time=now, update_time=now, approvals=[])
         p.replace_approvals(incoming)  # new approvals start active
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             self._check_practitioner(repo, p)
             if repo.get_practitioner(p.hpr_number) is not None:
                 raise AlreadyExists(
@@ -204,7 +206,7 @@ class MasterData:
         paths = _mask(mask, PRACTITIONER_FIELDS, "update_mask")
         now = self.clock()
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             current = repo.get_practitioner(incoming.hpr_number)
             if current is None:
                 raise NotFound(
@@ -232,7 +234,7 @@ class MasterData:
     ) -> Practitioner:
         now = self.clock()
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             current = repo.get_practitioner(hpr_number)
             if current is None:
                 raise NotFound(
@@ -281,7 +283,7 @@ class MasterData:
     def get_organization(self, org_number: str) -> Organization:
         identifiers.require_org_number(org_number, "org_number")
         with self.uow() as uow:
-            found = SqlRepository(uow.session).get_organization(org_number)
+            found = uow.masterdata.get_organization(org_number)
         if found is None:
             raise NotFound(
                 "no organisation with that number",
@@ -299,13 +301,13 @@ class MasterData:
         filters = ("organizations", parent, kind.value if kind else "")
         after = decode_page_token(token, filters)
         with self.uow() as uow:
-            items = SqlRepository(uow.session).list_organizations(parent, kind, after, limit + 1)
+            items = uow.masterdata.list_organizations(parent, kind, after, limit + 1)
         more = len(items) > limit
         items = items[:limit]
         next_token = encode_page_token(items[-1].org_number, filters) if more else ""
         return Page(items, next_token)
 
-    def _check_organization(self, repo: SqlRepository, o: Organization) -> None:
+    def _check_organization(self, repo: MasterDataRepository, o: Organization) -> None:
         problems = organization_problems(o)
         if not problems and o.parent_org_number:
             if not repo.existing_org_numbers([o.parent_org_number]):
@@ -319,7 +321,7 @@ class MasterData:
         raise_if_any(problems)
 
     @staticmethod
-    def _would_cycle(repo: SqlRepository, o: Organization) -> bool:
+    def _would_cycle(repo: MasterDataRepository, o: Organization) -> bool:
         seen = {o.org_number}
         parent = o.parent_org_number
         while parent:
@@ -334,7 +336,7 @@ class MasterData:
         now = self.clock()
         o = replace(o, create_time=now, update_time=now)
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             self._check_organization(repo, o)
             if repo.get_organization(o.org_number) is not None:
                 raise AlreadyExists(
@@ -352,7 +354,7 @@ class MasterData:
         paths = _mask(mask, ORGANIZATION_FIELDS, "update_mask")
         now = self.clock()
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             current = repo.get_organization(incoming.org_number)
             if current is None:
                 raise NotFound(
@@ -412,7 +414,7 @@ class MasterData:
             first_line[item.hpr_number] = line
             good.append((line, item))
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             orgs = {a.org_number for _, p in good for a in p.affiliations}
             missing = orgs - repo.existing_org_numbers(orgs)
             if missing:
@@ -478,7 +480,7 @@ class MasterData:
             first_line[item.org_number] = line
             good.append((line, item))
         with self.uow() as uow:
-            repo = SqlRepository(uow.session)
+            repo = uow.masterdata
             # A parent must exist already or come (accepted) in the same file.
             while True:
                 in_file = {o.org_number for _, o in good}
@@ -548,7 +550,7 @@ class MasterData:
         self, position: int, limit: int, types: Sequence[ResourceType]
     ) -> list[ChangeEvent]:
         with self.uow() as uow:
-            return SqlRepository(uow.session).events_after(position, limit, types)
+            return uow.masterdata.events_after(position, limit, types)
 
 
 def _mask(paths: Sequence[str], allowed: frozenset[str], field: str) -> list[str]:

@@ -182,7 +182,7 @@ def test_import_json_lines_upserts_and_emits_events(masterdata: MasterDataUnderT
     assert [e.line for e in reply.errors] == [3, 4]
     head = masterdata.setup.feed.head
     with masterdata.setup.service.uow() as uow:
-        events = SqlRepository(uow.session).events_after(head - 2, 10)
+        events = uow.masterdata.events_after(head - 2, 10)
     assert {(e.resource_key, e.change_type) for e in events} == {
         (gp["hpr_number"], ChangeType.UPDATED),
         ("3100001", ChangeType.CREATED),
