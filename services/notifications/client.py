@@ -15,7 +15,7 @@ import grpc
 from samhandling.notifications.v1 import notifications_service_pb2 as pb
 from samhandling.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 
-if TYPE_CHECKING:  # services.common.outbox builds this client (sink_from_env)
+if TYPE_CHECKING:  # services.common.outbox builds this client (`sink`)
     from services.common.outbox import OutboxEvent
 
 
