@@ -1,7 +1,7 @@
 """The one server factory every service uses.
 
-A service's `main` describes itself with a `ServiceSpec` and calls `serve(spec)`. The
-factory owns everything else: the sync gRPC server (chosen by measurement, see
+A service's `bootstrap.build(settings)` describes it with a `ServiceSpec`, and its `main`
+is `serve(bootstrap.build(Settings.from_env()))`. The factory owns everything else: the sync gRPC server (chosen by measurement, see
 bench/README.md), message limits, keepalive, the interceptor pipeline (tracing, auth,
 validation, error mapping, access logs), the standard health service with a status per
 service, reflection, and graceful shutdown on SIGTERM.
