@@ -1,4 +1,8 @@
-"""Composition root: engine, migrations, adapters, use cases, servicer, ServiceSpec."""
+"""Composition root: engine, migrations, adapters, use cases, servicer, ServiceSpec.
+
+`build(Settings.from_env())` wires the service as configured; tests pass overrides
+(`engine=`, `approvals=`, `authenticator=`, `keys=`, `events=`, ...).
+"""
 
 from __future__ import annotations
 
