@@ -1,10 +1,11 @@
 """The one server factory every service uses.
 
 A service's `bootstrap.build(settings)` describes it with a `ServiceSpec`, and its `main`
-is `serve(bootstrap.build(Settings.from_env()))`. The factory owns everything else: the sync gRPC server (chosen by measurement, see
-bench/README.md), message limits, keepalive, the interceptor pipeline (tracing, auth,
-validation, error mapping, access logs), the standard health service with a status per
-service, reflection, and graceful shutdown on SIGTERM.
+is `serve(bootstrap.build(Settings.from_env()))`. The factory owns everything else: the
+sync gRPC server (chosen by measurement, see bench/README.md), message limits, keepalive,
+the interceptor pipeline (tracing, auth, validation, error mapping, access logs), the
+standard health service with a status per service, reflection, and graceful shutdown on
+SIGTERM.
 """
 
 from __future__ import annotations

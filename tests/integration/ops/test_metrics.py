@@ -14,7 +14,7 @@ from samhandling.bench.v1 import bench_service_pb2_grpc as pb_grpc
 
 from services.common import metrics
 from services.common.errors import NotFound
-from services.common.server import MeshServer, Servicer, ServiceSpec, create_server
+from services.common.server import MeshServer, ServerSettings, Servicer, ServiceSpec, create_server
 from tests.conftest import free_port
 from tests.support.mesh_tls import dial
 
@@ -33,14 +33,13 @@ class Counting(pb_grpc.BenchServiceServicer):
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[MeshServer]:
-    monkeypatch.setenv("SAMHANDLING_METRICSDEMO_METRICS_PORT", str(free_port()))
+def server() -> Iterator[MeshServer]:
     spec = ServiceSpec(
         "metricsdemo",
         [Servicer(SERVICE, pb_grpc.add_BenchServiceServicer_to_server, Counting())],
         public_methods=frozenset({f"/{SERVICE}/Echo"}),
     )
-    server = create_server(spec).start()
+    server = create_server(spec, settings=ServerSettings(metrics_port=free_port())).start()
     yield server
     server.stop(0)
 

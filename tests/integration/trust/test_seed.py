@@ -8,7 +8,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from sqlalchemy.engine import Engine
 
 from services.common.db import migrate
@@ -66,22 +65,20 @@ def test_seed_is_idempotent_and_reads_organisations(
 
 
 def test_the_portal_callback_follows_its_url(
-    database: Callable[[str], Engine], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    database: Callable[[str], Engine], tmp_path: Path
 ) -> None:
     engine = database("trust")
     migrate("trust", engine, VERSIONS)
     repo = TrustRepository(engine, time.time)
     registry = ClientRegistry(repo)
     demo = tmp_path / "demo"
-    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40001")
-    seed(registry, repo, demo)
+    seed(registry, repo, demo, portal="http://127.0.0.1:40001")
     portal = repo.get_client("citizen-portal")
     assert portal is not None
     assert "http://127.0.0.1:40001/auth/callback" in portal.redirect_uris
     # The portal moved (another port): a re-seed registers the new callback, keeps the key.
     key = portal.jwks
-    monkeypatch.setenv("SAMHANDLING_PORTAL_URL", "http://127.0.0.1:40002/")
-    assert seed(registry, repo, demo) == ["citizen-portal"]
+    assert seed(registry, repo, demo, portal="http://127.0.0.1:40002/") == ["citizen-portal"]
     moved = repo.get_client("citizen-portal")
     assert moved is not None and moved.jwks == key
     assert "http://127.0.0.1:40002/auth/callback" in moved.redirect_uris
