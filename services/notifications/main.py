@@ -11,9 +11,11 @@ from samhandling.notifications.v1 import notifications_service_pb2 as pb
 from samhandling.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
+from services.common import sealing
 from services.common.auth import Authenticator
-from services.common.db import migrate, service_engine
+from services.common.db import migrate, service_engine, var_dir
 from services.common.registry import SERVICES
+from services.common.sealing import SecretBox
 from services.common.server import Servicer, ServiceSpec, serve
 from services.common.tokens import authenticator_for
 from services.notifications.adapters.peers import MeshPeers, Peers
@@ -28,6 +30,7 @@ from services.notifications.entrypoints.grpc_servicer import (
 from services.notifications.service_layer.services import NotificationsService, WebhookPolicy
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
+KEK_ENV = "SAMHANDLING_NOTIFICATIONS_KEY_ENCRYPTION_KEY"
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,9 @@ class Settings:
     webhooks: WebhookPolicy = field(default_factory=WebhookPolicy)
     poll_seconds: float = 1.0
     retention_days: float = 30.0
+    # Seals webhook secrets at rest (a Secret in Kubernetes); generated under var/ in dev.
+    key_encryption_key: str = ""
+    production: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -49,6 +55,9 @@ class Settings:
 
         return cls(
             events_url=os.environ.get("SAMHANDLING_EVENTS_URL", ""),
+            key_encryption_key=os.environ.get(KEK_ENV, ""),
+            production=os.environ.get("SAMHANDLING_NOTIFICATIONS_MODE", "dev").lower()
+            == "production",
             events_stream=os.environ.get("SAMHANDLING_EVENTS_STREAM", ""),
             webhooks=WebhookPolicy(
                 base_seconds=number("SAMHANDLING_WEBHOOK_RETRY_BASE_SECONDS", 1.0),
@@ -78,9 +87,16 @@ def build(
     settings = settings or Settings.from_env()
     engine = engine or service_engine("notifications")
     migrate("notifications", engine, VERSIONS)
+    kek = sealing.load_kek(
+        settings.key_encryption_key,
+        KEK_ENV,
+        var_dir() / "notifications" / "key-encryption-key",
+        not settings.production,
+    )
     service = NotificationsService(
         engine,
         peers or MeshPeers(),
+        SecretBox(kek),
         settings.webhooks,
         poster=poster,
         poll_seconds=settings.poll_seconds,
