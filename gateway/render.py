@@ -29,7 +29,7 @@ from gateway.envoy.overload import memory_allocator_manager, overload_manager
 from gateway.envoy.rate_limits import RATE_LIMIT_FILTER, rate_limit_config
 from gateway.envoy.tls import downstream_mtls
 from gateway.envoy.tracing import Tracing, collector_cluster, hcm_tracing, runtime_layer
-from gateway.surface import DESCRIPTORS, ROOT, ROUTES, EdgeSpec, Method, _cluster_name, load_methods
+from gateway.surface import DESCRIPTORS, ROOT, ROUTES, EdgeSpec, Method, cluster_name, load_methods
 from services.common.workload_identity import tls_dir, tls_enabled
 
 LOOPBACK = "127.0.0.1"
@@ -86,72 +86,36 @@ def render(
     `tracing`: the OpenTelemetry tracer ("env": Tracing.from_env(os.environ); None: off).
     `placement`: bind addresses, replicas, DNS upstreams (see Placement).
     """
-    spec = EdgeSpec.load(routes_file, overrides)
-    packages = [p for p in spec.packages if _cluster_name(p) in addresses]
-    methods = [m for m in load_methods(descriptor_set) if m.package in packages]
-    public = [m for m in methods if spec.is_public(m)]
+    surface = _Surface.load(descriptor_set, routes_file, overrides, addresses)
     if tracing == "env":
         tracing = Tracing.from_env(os.environ)
     tls = _mesh_tls(mesh_tls_dir)
     replicated = frozenset(addresses if placement.dns else placement.replicas)
-
-    documents: dict[str, Any] = {}
-    if static_jwks is not None:
-        documents["/.well-known/jwks.json"] = static_jwks
-    documents["/openapi.json"] = openapi.build(public, spec, descriptor_set, server_url=None)
-    descriptors = openapi.Descriptors(descriptor_set)
-    edge_routes = routes.public_routes(
-        spec, public, descriptors, routes.documents_json(documents), replicated
-    )
     if edge_auth is None:
         edge_auth = static_jwks is not None or "trust" in addresses
-    token_checks = []
-    if edge_routes.audiences and edge_auth:
-        token_checks = [_jwt_authn(spec, edge_routes.audiences, issuer, ports.public)]
-        token_checks.append(auth.dpop_rbac())
-    filters = public_filters(
-        spec,
-        token_checks,
-        edge_routes.bodies,
-        descriptors,
-        transcoder(descriptor_set, {m.service for m in public}, _max_body(spec, public)),
-    )
-    per_filter = {
-        "envoy.filters.http.cors": cors_policy(spec, _portal_origins()),
-        RATE_LIMIT_FILTER: rate_limit_config(spec, {m.key for m in public}),
-    }
-    edge_hcm = listeners.edge_hcm(
-        spec.raw.get("limits", {}),
-        edge_routes.routes,
-        filters,
-        per_filter,
+    token_issuer = (issuer or default_issuer(ports.public)) if edge_auth else None
+    edge = _edge_listener(
+        surface,
+        ports.public,
+        placement.bind,
+        replicated,
+        static_jwks,
+        token_issuer,
         access_log,
-        hcm_tracing(tracing, masked_path=True) if tracing else None,
+        tracing,
     )
-    internal_hcm = listeners.internal_hcm(
-        routes.internal_routes(packages, methods, replicated),
-        hcm_tracing(tracing, masked_path=False) if tracing else None,
-    )
-    edge_listeners = [
-        listeners.listener("edge", placement.bind, ports.public, edge_hcm),
-        listeners.listener(
-            "internal",
-            placement.bind,
-            ports.internal,
-            internal_hcm,
-            downstream_mtls(tls) if tls is not None else None,
+    internal = listeners.listener(
+        "internal",
+        placement.bind,
+        ports.internal,
+        listeners.internal_hcm(
+            routes.internal_routes(surface.packages, surface.methods, replicated),
+            hcm_tracing(tracing, masked_path=False) if tracing else None,
         ),
-    ]
-    upstreams = [
-        clusters.service_cluster(
-            name,
-            placement.replicas.get(name) or [addresses[name]],
-            spec.resilience_for(name),
-            mesh_tls_dir=tls,
-            dns=clusters.DNS_REPLICAS if placement.dns else None,
-        )
-        for name in sorted(addresses)
-    ]
+        downstream_mtls(tls) if tls is not None else None,
+    )
+    edge_listeners = [edge, internal]
+    upstreams = _service_clusters(surface.spec, addresses, placement, tls)
     upstreams.append(clusters.loopback_cluster("edge_loopback", ports.public))
     if tracing:
         upstreams.append(collector_cluster(tracing))
@@ -163,7 +127,7 @@ def render(
         upstreams.append(clusters.loopback_cluster("envoy_admin", ports.admin))
     config: dict[str, Any] = {
         "admin": {"address": socket_address(placement.admin_bind, ports.admin)},
-        "overload_manager": overload_manager(spec.raw.get("limits", {})),
+        "overload_manager": overload_manager(surface.spec.raw.get("limits", {})),
         "memory_allocator_manager": memory_allocator_manager(),
         "static_resources": {"listeners": edge_listeners, "clusters": upstreams},
     }
@@ -172,11 +136,103 @@ def render(
     return config
 
 
-def _jwt_authn(spec: EdgeSpec, audiences: dict[str, str], issuer: str | None, port: int) -> Any:
+@dataclass(frozen=True)
+class _Surface:
+    """What the edge serves: routes.yaml (with overrides) and the methods of the packages
+    whose service has an address, the public ones apart."""
+
+    spec: EdgeSpec
+    descriptor_set: Path
+    packages: list[str]
+    methods: list[Method]
+    public: list[Method]
+
+    @classmethod
+    def load(
+        cls,
+        descriptor_set: Path,
+        routes_file: Path,
+        overrides: dict[str, Any] | None,
+        addresses: Mapping[str, str],
+    ) -> _Surface:
+        spec = EdgeSpec.load(routes_file, overrides)
+        packages = [p for p in spec.packages if cluster_name(p) in addresses]
+        methods = [m for m in load_methods(descriptor_set) if m.package in packages]
+        public = [m for m in methods if spec.is_public(m)]
+        return cls(spec, descriptor_set, packages, methods, public)
+
+
+def _edge_listener(
+    surface: _Surface,
+    port: int,
+    bind: str,
+    replicated: frozenset[str],
+    static_jwks: dict[str, Any] | None,
+    token_issuer: str | None,
+    access_log: Path | None,
+    tracing: Tracing | None,
+) -> dict[str, Any]:
+    """The public listener. `static_jwks`: served at /.well-known/jwks.json; `token_issuer`:
+    the edge checks tokens from this issuer (None: the services alone check them)."""
+    spec, public = surface.spec, surface.public
+    documents: dict[str, Any] = {}
+    if static_jwks is not None:
+        documents["/.well-known/jwks.json"] = static_jwks
+    documents["/openapi.json"] = openapi.build(
+        public, spec, surface.descriptor_set, server_url=None
+    )
+    descriptors = openapi.Descriptors(surface.descriptor_set)
+    edge_routes = routes.public_routes(
+        spec, public, descriptors, routes.documents_json(documents), replicated
+    )
+    token_checks = []
+    if edge_routes.audiences and token_issuer is not None:
+        token_checks = [_jwt_authn(spec, edge_routes.audiences, token_issuer, port)]
+        token_checks.append(auth.dpop_rbac())
+    services = {m.service for m in public}
+    filters = public_filters(
+        spec,
+        token_checks,
+        edge_routes.bodies,
+        descriptors,
+        transcoder(surface.descriptor_set, services, _max_body(spec, public)),
+    )
+    per_filter = {
+        "envoy.filters.http.cors": cors_policy(spec, _portal_origins()),
+        RATE_LIMIT_FILTER: rate_limit_config(spec, {m.key for m in public}),
+    }
+    hcm = listeners.edge_hcm(
+        spec.raw.get("limits", {}),
+        edge_routes.routes,
+        filters,
+        per_filter,
+        access_log,
+        hcm_tracing(tracing, masked_path=True) if tracing else None,
+    )
+    return listeners.listener("edge", bind, port, hcm)
+
+
+def _service_clusters(
+    spec: EdgeSpec, addresses: Mapping[str, str], placement: Placement, tls: Path | None
+) -> list[dict[str, Any]]:
+    """One cluster per service, by name: its replicas (or its one address) as endpoints."""
+    return [
+        clusters.service_cluster(
+            name,
+            placement.replicas.get(name) or [addresses[name]],
+            spec.resilience_for(name),
+            mesh_tls_dir=tls,
+            dns=clusters.DNS_REPLICAS if placement.dns else None,
+        )
+        for name in sorted(addresses)
+    ]
+
+
+def _jwt_authn(spec: EdgeSpec, audiences: dict[str, str], issuer: str, port: int) -> Any:
     """The trust service's keys, served through the edge's own listener (loopback)."""
     return auth.jwt_authn(
         audiences,
-        issuer or default_issuer(port),
+        issuer,
         f"http://{LOOPBACK}:{port}/.well-known/jwks.json",
         int(spec.raw.get("jwks", {}).get("cache_seconds", 300)),
     )

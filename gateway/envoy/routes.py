@@ -16,7 +16,7 @@ from gateway.envoy.auth import JWT_FILTER, jwt_route_config
 from gateway.envoy.common import JSON_CONTENT_TYPE, ROUTE_METADATA, TYPES, seconds
 from gateway.envoy.local_replies import json_404
 from gateway.openapi import Descriptors
-from gateway.surface import EdgeSpec, Method, _cluster_name, template_regex
+from gateway.surface import EdgeSpec, Method, cluster_name, template_regex
 from services.common.tokens import audience_for
 
 # Retry conditions under which the request provably never reached the service.
@@ -52,11 +52,11 @@ def public_routes(
     out = PublicRoutes([_direct_json(path, body) for path, body in documents.items()])
     retries = int(spec.raw.get("resilience", {}).get("retries", 2))
     for m in public:
-        routes = _method_routes(m, spec, retries, _cluster_name(m.package) in replicated)
+        routes = _method_routes(m, spec, retries, cluster_name(m.package) in replicated)
         out.bodies |= _add_conventions(routes, m, spec, descriptors)
         out.routes += routes
         if not all(spec.is_anonymous(m, rule) for rule in m.rules):
-            cluster = _cluster_name(m.package)
+            cluster = cluster_name(m.package)
             out.audiences[cluster] = audience_for(cluster)
     out.routes.append(_cors_denied_preflight())
     out.routes.append(
@@ -81,7 +81,7 @@ def internal_routes(
     prefixes: list[dict[str, Any]] = []
     methods = list(methods)
     for package in sorted(packages):
-        action: dict[str, Any] = {"cluster": _cluster_name(package), "timeout": "60s"}
+        action: dict[str, Any] = {"cluster": cluster_name(package), "timeout": "60s"}
         if action["cluster"] in replicated:
             reads += [
                 {"match": {"path": m.path}, "route": {**action, **_replica_retry(m.path)}}
@@ -104,7 +104,7 @@ def _method_routes(
 ) -> list[dict[str, Any]]:
     """The routes of one public method: its gRPC path, then one per HTTP rule."""
     options = spec.options(m)
-    cluster = _cluster_name(m.package)
+    cluster = cluster_name(m.package)
     action: dict[str, Any] = {"cluster": cluster, "timeout": seconds(options["timeout_seconds"])}
     if "idle_timeout_seconds" in options:
         # Uploads: a request that sends nothing for this long is ended (408), so stalled
