@@ -16,7 +16,7 @@ from gateway.envoy.auth import JWT_FILTER, jwt_route_config
 from gateway.envoy.common import JSON_CONTENT_TYPE, ROUTE_METADATA, TYPES, seconds
 from gateway.envoy.local_replies import json_404
 from gateway.openapi import Descriptors
-from gateway.surface import EdgeSpec, Method, cluster_name, template_regex
+from gateway.surface import EdgeSpec, HttpRule, Method, cluster_name, template_regex
 from services.common.tokens import audience_for
 
 # Retry conditions under which the request provably never reached the service.
@@ -102,70 +102,83 @@ def is_read(method_path: str) -> bool:
 def _method_routes(
     m: Method, spec: EdgeSpec, retries: int, replicated: bool
 ) -> list[dict[str, Any]]:
-    """The routes of one public method: its gRPC path, then one per HTTP rule."""
+    """The routes of one public method: its gRPC path, then one per HTTP rule; the same
+    cluster, timeout and rate-limit metadata on each."""
     options = spec.options(m)
-    cluster = cluster_name(m.package)
-    action: dict[str, Any] = {"cluster": cluster, "timeout": seconds(options["timeout_seconds"])}
+    action: dict[str, Any] = {
+        "cluster": cluster_name(m.package),
+        "timeout": seconds(options["timeout_seconds"]),
+    }
     if "idle_timeout_seconds" in options:
         # Uploads: a request that sends nothing for this long is ended (408), so stalled
         # uploads do not hold the service's workers until the route timeout.
         action["idle_timeout"] = seconds(options["idle_timeout_seconds"])
+    routes = [_grpc_route(m, spec, action, retries)]
+    routes += [_rest_route(m, rule, spec, action, retries, replicated) for rule in m.rules]
     metadata = spec.route_metadata(m)
-    deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
-    anonymous_grpc = all(spec.is_anonymous(m, rule) for rule in m.rules)
-    # The method's gRPC path too: partners may call the public methods with gRPC. Same token
-    # rule and limits; no buffering (streams stay streams; the services cap each message at
-    # 16 MiB).
-    routes: list[dict[str, Any]] = [
-        {
-            "name": f"{m.key} gRPC",
-            "match": {"path": m.path},
-            "route": {
-                **action,
-                # The caller's grpc-timeout (capped at the route's) is the deadline.
-                "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
-                "retry_policy": _retry_policy(
-                    any(spec.is_idempotent(m, r) for r in m.rules), retries
-                ),
-            },
-            "typed_per_filter_config": {
-                "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
-                JWT_FILTER: jwt_route_config(None if anonymous_grpc else cluster),
-            },
-        }
-    ]
-    for rule in m.rules:
-        anonymous = spec.is_anonymous(m, rule)
-        if not options.get("stream_request_body"):
-            retry = {"retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries)}
-        else:
-            # A retry replays the body: the router would keep a streamed upload's bytes for
-            # it. Uploads carry a request_id; the client resends. (With replicas: retried
-            # when no replica saw it, as far as the router still holds the bytes.)
-            retry = _replica_retry("") if replicated else {}
-        routes.append(
-            {
-                "name": f"{m.key} {rule.verb} {rule.template}",
-                "match": _method_match(rule.verb, rule.template),
-                # REST callers have no gRPC deadline: the route timeout becomes the service's
-                # deadline (services pass the remaining time on).
-                "request_headers_to_add": [
-                    {
-                        "header": {"key": "grpc-timeout", "value": deadline},
-                        "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
-                    }
-                ],
-                "route": {**action, **retry},
-                "typed_per_filter_config": {
-                    "envoy.filters.http.buffer": _rest_buffer(options),
-                    JWT_FILTER: jwt_route_config(None if anonymous else cluster),
-                },
-            }
-        )
     if metadata:
         for route in routes:
             route["metadata"] = {"filter_metadata": {ROUTE_METADATA: metadata}}
     return _with_dpop_twins(routes)
+
+
+def _grpc_route(m: Method, spec: EdgeSpec, action: dict[str, Any], retries: int) -> dict[str, Any]:
+    """The method's gRPC path: partners may call the public methods with gRPC. Same token
+    rule and limits; no buffering (streams stay streams; the services cap each message at
+    16 MiB)."""
+    anonymous = all(spec.is_anonymous(m, rule) for rule in m.rules)
+    return {
+        "name": f"{m.key} gRPC",
+        "match": {"path": m.path},
+        "route": {
+            **action,
+            # The caller's grpc-timeout (capped at the route's) is the deadline.
+            "max_stream_duration": {"grpc_timeout_header_max": action["timeout"]},
+            "retry_policy": _retry_policy(any(spec.is_idempotent(m, r) for r in m.rules), retries),
+        },
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": {"@type": _BUFFER_PER_ROUTE, "disabled": True},
+            JWT_FILTER: jwt_route_config(None if anonymous else action["cluster"]),
+        },
+    }
+
+
+def _rest_route(
+    m: Method,
+    rule: HttpRule,
+    spec: EdgeSpec,
+    action: dict[str, Any],
+    retries: int,
+    replicated: bool,
+) -> dict[str, Any]:
+    """One HTTP rule of the method: matched by verb and path template, transcoded."""
+    options = spec.options(m)
+    if not options.get("stream_request_body"):
+        retry = {"retry_policy": _retry_policy(spec.is_idempotent(m, rule), retries)}
+    else:
+        # A retry replays the body: the router would keep a streamed upload's bytes for
+        # it. Uploads carry a request_id; the client resends. (With replicas: retried
+        # when no replica saw it, as far as the router still holds the bytes.)
+        retry = _replica_retry("") if replicated else {}
+    deadline = f"{int(float(options['timeout_seconds']) * 1000)}m"
+    anonymous = spec.is_anonymous(m, rule)
+    return {
+        "name": f"{m.key} {rule.verb} {rule.template}",
+        "match": _method_match(rule.verb, rule.template),
+        # REST callers have no gRPC deadline: the route timeout becomes the service's
+        # deadline (services pass the remaining time on).
+        "request_headers_to_add": [
+            {
+                "header": {"key": "grpc-timeout", "value": deadline},
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
+        "route": {**action, **retry},
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": _rest_buffer(options),
+            JWT_FILTER: jwt_route_config(None if anonymous else action["cluster"]),
+        },
+    }
 
 
 def _add_conventions(
