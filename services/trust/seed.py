@@ -23,7 +23,8 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.common.db import migrate, service_engine, var_dir
-from services.common.tokens import Scopes, audience_for, issuer
+from services.common.edge_url import issuer
+from services.common.tokens import Scopes, audience_for
 from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import (
     GRANT_AUTHORIZATION_CODE,

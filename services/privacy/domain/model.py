@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import timestamps
-
 
 class Domain(enum.StrEnum):
     ALL = "ALL"  # settings only: every domain
@@ -87,10 +85,6 @@ class EntryType(enum.StrEnum):
 EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG"})
 READ_ACTIONS = frozenset({Action.READ, Action.SEARCH})
 WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE})
-
-
-def utcnow() -> dt.datetime:
-    return timestamps.utcnow()
 
 
 @dataclass(frozen=True)

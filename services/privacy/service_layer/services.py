@@ -30,6 +30,7 @@ from services.common.errors import (
     invalid_field,
 )
 from services.common.identifiers import require_org_number, require_pid
+from services.common.timestamps import utcnow
 from services.common.tokens import Scopes
 from services.privacy.adapters import audit_queries
 from services.privacy.adapters import repository as repo
@@ -65,7 +66,6 @@ from services.privacy.domain.model import (
     SettingKind,
     SettingState,
     access_resources,
-    utcnow,
 )
 from services.privacy.domain.page_tokens import decode_token, encode_token
 from services.privacy.domain.policy import Rules, caller_from_principal, decide, needs_gp_list

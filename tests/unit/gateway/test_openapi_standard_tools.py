@@ -16,7 +16,7 @@ import pytest
 from openapi_spec_validator import validate
 
 from gateway import openapi
-from gateway.render import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
+from gateway.surface import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
 
 pytestmark = pytest.mark.skipif(not DESCRIPTORS.exists(), reason="run `make proto` first")
 
