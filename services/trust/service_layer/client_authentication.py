@@ -13,8 +13,8 @@ from typing import Any
 import jwt
 
 from services.common.dpop import DpopError, NonceSource, cached_public_key, verify_proof
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import ASSERTION_TYPE, Client, OAuthError
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 # Client assertions: asymmetric algorithms only; `none` and HMAC (HS*) never.
@@ -35,7 +35,7 @@ ASSERTION_ALGORITHMS = (
 class SingleUseIds:
     """The single-use ids of one token request (client assertion jti, DPoP proof jti),
     collected while the request is checked and then recorded together in one transaction
-    (`TrustRepository.use_jtis`), before any token is issued. Used as the DPoP replay cache
+    (`OAuthStore.use_jtis`), before any token is issued. Used as the DPoP replay cache
     of the token endpoint: `add` only collects."""
 
     def __init__(self) -> None:
@@ -54,7 +54,7 @@ class SingleUseIds:
 class DbReplayCache:
     """DPoP proof jti at the token endpoint: in the database, shared by every replica."""
 
-    def __init__(self, repo: TrustRepository, prefix: str) -> None:
+    def __init__(self, repo: OAuthStore, prefix: str) -> None:
         self._repo = repo
         self._prefix = prefix
 
@@ -66,7 +66,7 @@ class ClientAuthentication:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         secret: bytes,
         clock: Callable[[], float] = time.time,
     ) -> None:

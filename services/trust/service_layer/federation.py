@@ -31,7 +31,6 @@ from typing import Any, Protocol
 from services.common.errors import Unavailable
 from services.common.identifiers import pid_problem
 from services.trust.adapters.masterdata import MasterDataPort
-from services.trust.adapters.repository import TrustRepository
 from services.trust.adapters.upstream import UpstreamError, UpstreamIdp
 from services.trust.domain.model import (
     Client,
@@ -40,6 +39,7 @@ from services.trust.domain.model import (
     trust_framework_attestation,
 )
 from services.trust.service_layer.attestation import PractitionerCheck
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.redirects import ClientRedirects, Redirect
 from services.trust.service_layer.settings import TrustSettings
 
@@ -81,7 +81,7 @@ class Federation:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         redirects: ClientRedirects,
         masterdata: MasterDataPort,
         practitioners: PractitionerCheck,

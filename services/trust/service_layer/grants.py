@@ -14,7 +14,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.common.dpop import b64url
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import (
     GRANT_AUTHORIZATION_CODE,
     GRANT_CLIENT_CREDENTIALS,
@@ -31,6 +30,7 @@ from services.trust.domain.resources import narrow, token_audience
 from services.trust.service_layer.attestation import OrganisationCheck, PractitionerCheck
 from services.trust.service_layer.client_authentication import ClientAuthentication, SingleUseIds
 from services.trust.service_layer.minting import TokenMinter, token_hash
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 from services.trust.service_layer.token_exchange import TokenExchange
 
@@ -39,7 +39,7 @@ class TokenEndpoint:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         clients: ClientAuthentication,
         minter: TokenMinter,
         organisations: OrganisationCheck,

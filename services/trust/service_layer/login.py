@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from services.common.identifiers import hpr_number_problem, is_synthetic, pid_problem
-from services.trust.adapters.repository import TrustRepository
 from services.trust.adapters.upstream import UpstreamIdp
 from services.trust.domain.model import (
     GRANT_AUTHORIZATION_CODE,
@@ -28,6 +27,7 @@ from services.trust.domain.resources import login_audience
 from services.trust.service_layer.attestation import PractitionerCheck
 from services.trust.service_layer.client_authentication import ClientAuthentication
 from services.trust.service_layer.federation import Federation
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.redirects import ClientRedirects, Redirect
 from services.trust.service_layer.settings import TrustSettings
 
@@ -49,7 +49,7 @@ class Login:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         clients: ClientAuthentication,
         federation: Federation,
         redirects: ClientRedirects,

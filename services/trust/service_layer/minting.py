@@ -15,10 +15,10 @@ import jwt
 
 from services.common import auth
 from services.common.dpop import b64url
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import Client, OAuthError
 from services.trust.service_layer.attestation import organisation_claims
 from services.trust.service_layer.keys import ALG, KeyManager
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 ACCESS_TOKEN_ALGORITHMS = (ALG,)
@@ -33,7 +33,7 @@ class TokenMinter:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         keys: KeyManager,
         secret: bytes,
         clock: Callable[[], float] = time.time,

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from services.trust.adapters.masterdata import MasterDataPort
-from services.trust.adapters.repository import TrustRepository
 from services.trust.service_layer.attestation import OrganisationCheck, PractitionerCheck
 from services.trust.service_layer.client_authentication import ClientAuthentication
 from services.trust.service_layer.client_authentication import DbReplayCache as DbReplayCache
@@ -25,6 +24,7 @@ from services.trust.service_layer.grants import TokenEndpoint
 from services.trust.service_layer.keys import KeyManager
 from services.trust.service_layer.login import Login
 from services.trust.service_layer.minting import TokenMinter
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.redirects import ClientRedirects
 from services.trust.service_layer.representation import RepresentationPort
 from services.trust.service_layer.revocation import TokenRevocation
@@ -40,7 +40,7 @@ class TrustService:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         keys: KeyManager,
         masterdata: MasterDataPort,
         secret: bytes,

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import Client
 from services.trust.service_layer.minting import token_hash
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 
@@ -27,7 +27,7 @@ class ClientRedirects:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings

@@ -7,10 +7,10 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import OAuthError, invalid_request
 from services.trust.service_layer.client_authentication import ClientAuthentication
 from services.trust.service_layer.minting import TokenMinter, token_hash
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 
@@ -18,7 +18,7 @@ class TokenRevocation:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         clients: ClientAuthentication,
         minter: TokenMinter,
         clock: Callable[[], float] = time.time,

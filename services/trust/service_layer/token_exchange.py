@@ -13,12 +13,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from services.common import auth
-from services.trust.adapters.repository import TrustRepository
 from services.trust.domain.model import TOKEN_TYPE_ACCESS, Client, OAuthError, invalid_request
 from services.trust.domain.resources import narrow, scope_audience
 from services.trust.service_layer import representation
 from services.trust.service_layer.attestation import OrganisationCheck
 from services.trust.service_layer.minting import TokenMinter
+from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 # The user's claims a token exchange carries over from the subject token (RFC 8693 §2.2);
@@ -40,7 +40,7 @@ class TokenExchange:
     def __init__(
         self,
         settings: TrustSettings,
-        repo: TrustRepository,
+        repo: OAuthStore,
         minter: TokenMinter,
         organisations: OrganisationCheck,
         representations: representation.RepresentationPort | None,
