@@ -11,6 +11,7 @@ import re
 import secrets
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.common.dpop import b64url
@@ -20,8 +21,8 @@ from services.trust.domain.model import (
     GRANT_REFRESH_TOKEN,
     GRANT_TYPES,
     OIDC_SCOPES,
-    Client,
     OAuthError,
+    TokenRequest,
     invalid_request,
     parse_authorization_details,
     trust_framework_attestation,
@@ -35,26 +36,16 @@ from services.trust.service_layer.settings import TrustSettings
 from services.trust.service_layer.token_exchange import TokenExchange
 
 
+@dataclass
 class TokenEndpoint:
-    def __init__(
-        self,
-        settings: TrustSettings,
-        repo: OAuthStore,
-        clients: ClientAuthentication,
-        minter: TokenMinter,
-        organisations: OrganisationCheck,
-        practitioners: PractitionerCheck,
-        exchange: TokenExchange,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
-        self.clients = clients
-        self.minter = minter
-        self.organisations = organisations
-        self.practitioners = practitioners
-        self.exchange = exchange
-        self.clock = clock
+    settings: TrustSettings
+    repo: OAuthStore
+    clients: ClientAuthentication
+    minter: TokenMinter
+    organisations: OrganisationCheck
+    practitioners: PractitionerCheck
+    exchange: TokenExchange
+    clock: Callable[[], float] = time.time
 
     def token(self, params: Mapping[str, str], dpop_proof: str | None) -> dict[str, Any]:
         grant = params.get("grant_type")
@@ -69,24 +60,21 @@ class TokenEndpoint:
         jkt = self.clients.dpop(client, dpop_proof, once)
         self.clients.record(once)  # one transaction per grant for its single-use ids
         details = parse_authorization_details(assertion.get("authorization_details"))
+        request = TokenRequest(client, params, details, jkt)
         if grant == GRANT_CLIENT_CREDENTIALS:
-            return self._client_credentials(client, params, details, jkt)
+            return self._client_credentials(request)
         if grant == GRANT_AUTHORIZATION_CODE:
-            return self._authorization_code(client, params, details, jkt)
+            return self._authorization_code(request)
         if grant == GRANT_REFRESH_TOKEN:
-            return self._refresh(client, params, details, jkt)
-        return self.exchange.grant(client, params, details, jkt)
+            return self._refresh(request)
+        return self.exchange.grant(request)
 
     def response_headers(self) -> dict[str, str]:
         return self.clients.response_headers()
 
-    def _client_credentials(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        details: list[Mapping[str, Any]],
-        jkt: str | None,
-    ) -> dict[str, Any]:
+    def _client_credentials(self, request: TokenRequest) -> dict[str, Any]:
+        client, params = request.client, request.params
+        details, jkt = request.details, request.jkt
         chosen = self.organisations.client_credentials_organisation(client, details)
         granted = [s for s in client.granted_scopes(params.get("scope")) if s not in OIDC_SCOPES]
         audience = token_audience(client, granted, params.get("resource"))
@@ -94,13 +82,9 @@ class TokenEndpoint:
         claims = self.minter.access_claims(client, audience, scopes, None, chosen, jkt)
         return self.minter.response(claims, jkt)
 
-    def _authorization_code(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        details: list[Mapping[str, Any]],
-        jkt: str | None,
-    ) -> dict[str, Any]:
+    def _authorization_code(self, request: TokenRequest) -> dict[str, Any]:
+        client, params = request.client, request.params
+        details, jkt = request.details, request.jkt
         code = params.get("code")
         verifier = params.get("code_verifier")
         if not code or not verifier:
@@ -161,13 +145,9 @@ class TokenEndpoint:
             response["id_token"] = self.minter.id_token(client, subject, data.get("nonce", ""))
         return response
 
-    def _refresh(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        details: list[Mapping[str, Any]],
-        jkt: str | None,
-    ) -> dict[str, Any]:
+    def _refresh(self, request: TokenRequest) -> dict[str, Any]:
+        client, params = request.client, request.params
+        details, jkt = request.details, request.jkt
         token = params.get("refresh_token")
         if not token:
             raise invalid_request("refresh_token missing")

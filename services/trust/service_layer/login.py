@@ -45,26 +45,16 @@ class LoginPage:
     testid: bool
 
 
+@dataclass
 class Login:
-    def __init__(
-        self,
-        settings: TrustSettings,
-        repo: OAuthStore,
-        clients: ClientAuthentication,
-        federation: Federation,
-        redirects: ClientRedirects,
-        practitioners: PractitionerCheck,
-        pseudonym: Callable[[str], str],
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
-        self.clients = clients
-        self.federation = federation
-        self.redirects = redirects
-        self.practitioners = practitioners
-        self.pseudonym = pseudonym
-        self.clock = clock
+    settings: TrustSettings
+    repo: OAuthStore
+    clients: ClientAuthentication
+    federation: Federation
+    redirects: ClientRedirects
+    practitioners: PractitionerCheck
+    pseudonym: Callable[[str], str]
+    clock: Callable[[], float] = time.time
 
     # --- RFC 9126 pushed authorization request ----------------------------------------------
     def push_authorization_request(self, params: Mapping[str, str]) -> dict[str, Any]:

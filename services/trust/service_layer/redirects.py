@@ -23,16 +23,11 @@ class Redirect:
     notice: str = ""  # shown on the redirect page (why a login failed)
 
 
+@dataclass
 class ClientRedirects:
-    def __init__(
-        self,
-        settings: TrustSettings,
-        repo: OAuthStore,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
-        self.clock = clock
+    settings: TrustSettings
+    repo: OAuthStore
+    clock: Callable[[], float] = time.time
 
     def code(
         self,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from services.trust.domain.model import OAuthError, invalid_request
@@ -14,20 +15,13 @@ from services.trust.service_layer.ports import OAuthStore
 from services.trust.service_layer.settings import TrustSettings
 
 
+@dataclass
 class TokenRevocation:
-    def __init__(
-        self,
-        settings: TrustSettings,
-        repo: OAuthStore,
-        clients: ClientAuthentication,
-        minter: TokenMinter,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
-        self.clients = clients
-        self.minter = minter
-        self.clock = clock
+    settings: TrustSettings
+    repo: OAuthStore
+    clients: ClientAuthentication
+    minter: TokenMinter
+    clock: Callable[[], float] = time.time
 
     def revoke(self, params: Mapping[str, str]) -> None:
         client, _ = self.clients.authenticate(params, self.settings.endpoint("/connect/revoke"))

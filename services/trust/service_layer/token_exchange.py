@@ -9,11 +9,12 @@ else (representation.py)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from services.common import auth
-from services.trust.domain.model import TOKEN_TYPE_ACCESS, Client, OAuthError, invalid_request
+from services.trust.domain.model import TOKEN_TYPE_ACCESS, OAuthError, TokenRequest, invalid_request
 from services.trust.domain.resources import narrow, scope_audience
 from services.trust.service_layer import representation
 from services.trust.service_layer.attestation import OrganisationCheck
@@ -36,31 +37,19 @@ _SUBJECT_CLAIMS = (
 )
 
 
+@dataclass
 class TokenExchange:
-    def __init__(
-        self,
-        settings: TrustSettings,
-        repo: OAuthStore,
-        minter: TokenMinter,
-        organisations: OrganisationCheck,
-        representations: representation.RepresentationPort | None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.settings = settings
-        self.repo = repo
-        self.minter = minter
-        self.organisations = organisations
-        # The privacy service's representation check (token exchange for someone else).
-        self.representations = representations
-        self.clock = clock
+    settings: TrustSettings
+    repo: OAuthStore
+    minter: TokenMinter
+    organisations: OrganisationCheck
+    # The privacy service's representation check (token exchange for someone else).
+    representations: representation.RepresentationPort | None
+    clock: Callable[[], float] = time.time
 
-    def grant(
-        self,
-        client: Client,
-        params: Mapping[str, str],
-        details: list[Mapping[str, Any]],
-        jkt: str | None,
-    ) -> dict[str, Any]:
+    def grant(self, request: TokenRequest) -> dict[str, Any]:
+        client, params = request.client, request.params
+        details, jkt = request.details, request.jkt
         subject_token = params.get("subject_token")
         if not subject_token:
             raise invalid_request("subject_token missing (RFC 8693 §2.1)")
