@@ -28,7 +28,7 @@ from services.masterdata.bootstrap import build as build_masterdata
 from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.trust.domain.model import GRANT_TYPES, Client
 from services.trust.main import TrustApp, build
-from services.trust.service_layer.oauth import TrustSettings
+from services.trust.service_layer.settings import TrustSettings
 from tests.conftest import new_database
 from tests.integration.trust.helpers import ISSUER, ClientKey, http_session
 from tests.support.mesh_tls import dial

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.trust.main import ALLOW_TESTID_ENV, refuse_testid_outside_loopback
-from services.trust.service_layer.oauth import TrustSettings
+from services.trust.service_layer.settings import TrustSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 
