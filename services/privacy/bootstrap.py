@@ -21,8 +21,10 @@ from services.privacy.adapters.masterdata import (
     ApprovalChecker,
     CachedApprovalChecker,
     CachedGpListChecker,
+    ChangeFeed,
     GpListChecker,
     MasterDataUnavailable,
+    follow_changes,
 )
 from services.privacy.adapters.population import CachedFamilyRegister, FamilyRegister
 from services.privacy.adapters.signing import TreeHeadSigner, TreeHeadVerifier, key_dir
@@ -111,9 +113,11 @@ def build(
     witnesses: list[Witness] | None = None,
     families: FamilyRegister | None = None,
     events: Sink | None = None,
+    change_feed: ChangeFeed | None = None,
 ) -> Setup:
     """`events`: where the outbox dispatcher sends the domain events (main: from the
-    environment); None: they wait in the outbox."""
+    environment); None: they wait in the outbox. `change_feed`: master data's client, whose
+    change feed drops cached approvals and GP-list answers at once (None: the TTL only)."""
     migrate("privacy", engine, VERSIONS)
     if cache_seconds is None:
         # 4 s: with master data's own cache (dropped by its change feed within ~1 s) a
@@ -170,4 +174,13 @@ def build(
         dispatcher = Dispatcher("privacy", engine, orm.event_outbox, events).start()
         service.events_committed = dispatcher.notify
         spec.on_shutdown.insert(1, dispatcher.close)
+    # --- push invalidation from master data's change feed (issue 19) --------------------
+    if change_feed is not None:
+        follow_changes(
+            change_feed,
+            cached if isinstance(cached, CachedApprovalChecker) else None,
+            gp_cached if isinstance(gp_cached, CachedGpListChecker) else None,
+        )
+        spec.on_shutdown.insert(0, change_feed.close)
+    # -------------------------------------------------------------------------------------
     return Setup(service, spec, cached)

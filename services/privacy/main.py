@@ -14,6 +14,7 @@ from services.common.outbox import sink_from_env
 from services.common.registry import SERVICES
 from services.common.server import serve
 from services.common.tokens import authenticator_for
+from services.masterdata.client import MasterDataClient
 from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.adapters.population import GrpcFamilyRegister
 from services.privacy.bootstrap import build
@@ -69,6 +70,8 @@ def main() -> None:
         ),
         families=GrpcFamilyRegister(_masterdata_client),
         events=sink_from_env("privacy"),
+        # Push invalidation of cached approvals from master data's change feed (issue 19).
+        change_feed=MasterDataClient(lambda: service_channel("masterdata"), ttl_seconds=0),
     )
     setup.service.prune()
     stop = threading.Event()

@@ -16,12 +16,11 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh, available_services
 from services.common.identifiers import synthetic_pid
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,12 +38,6 @@ def code_blocks(language: str) -> str:
     blocks = re.findall(rf"^```{language}\n(.*?)^```", PAGE.read_text(), re.S | re.M)
     assert blocks, f"no {language} blocks in {PAGE}"
     return "\n".join(blocks)
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with Mesh(var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port()) as running:
-        yield running
 
 
 def _env(mesh: Mesh) -> dict[str, str]:

@@ -17,6 +17,7 @@ import requests
 
 from deploy.local.mesh import Mesh, free_port
 from services.common import auth
+from tests.support.edge_log import access_log_path, settled_access_log
 
 REQUIRED = {"masterdata", "trust", "privacy", "documents"}
 
@@ -189,8 +190,7 @@ def test_practitioner_shares_and_the_citizen_reads(
         == 404
     )
 
-    access_log = Path(mesh.var_dir) / "logs" / "edge-access.log"
-    assert patient["pid"] not in (access_log.read_text() if access_log.exists() else "")
+    assert patient["pid"] not in settled_access_log(mesh.edge_url, access_log_path(mesh.var_dir))
 
 
 # --- authorship (issue 14.6) ------------------------------------------------------------------

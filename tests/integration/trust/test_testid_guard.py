@@ -23,13 +23,16 @@ ROOT = Path(__file__).resolve().parents[3]
 )
 def test_testid_on_loopback_starts(issuer: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ALLOW_TESTID_ENV, raising=False)
-    refuse_testid_outside_loopback(TrustSettings(issuer=issuer))
+    settings = TrustSettings(issuer=issuer)
+    refuse_testid_outside_loopback(settings)  # raises to refuse the start
+    assert settings.testid_enabled
 
 
 def test_production_mode_on_a_public_issuer_starts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(ALLOW_TESTID_ENV, raising=False)
     settings = TrustSettings(issuer="https://helse.example.org", testid_enabled=False)
-    refuse_testid_outside_loopback(settings)
+    refuse_testid_outside_loopback(settings)  # raises to refuse the start
+    assert not settings.testid_enabled
 
 
 def test_override_is_logged_loudly(
