@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as md
@@ -63,6 +64,11 @@ class Stack:
     servers: list[MeshServer]
     recent: list[str] = field(default_factory=list)
     exports: ExportService | None = None
+    # (method, patient_id) of every call the results server made to privacy.
+    privacy_calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def privacy_calls_for(self, patient: str) -> list[str]:
+        return [method for method, pid in self.privacy_calls if pid == patient]
 
     def new_patient(self) -> str:
         patient = synthetic_pid(RNG)
@@ -116,6 +122,19 @@ def _practitioner(hpr: str) -> md.Practitioner:
     )
 
 
+class CountingInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
+    """Notes (method, patient_id) of every unary call on a channel (the calls still go to
+    the real server): how many privacy round trips a read made."""
+
+    def __init__(self, calls: list[tuple[str, str]]) -> None:
+        self.calls = calls
+
+    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        method = details.method.rsplit("/", 1)[-1]
+        self.calls.append((method, str(getattr(request, "patient_id", ""))))
+        return continuation(details, request)
+
+
 def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     """The three servers in-process on `backend`; returns the stack and its stopper."""
     engines: list[Engine] = []
@@ -144,11 +163,13 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     pv_server = create_server(pv_setup.spec, settings=settings).start()
     pv_channel = dial(pv_server)
     results_engine = engine_for("results")
+    privacy_calls: list[tuple[str, str]] = []
+    counted = grpc.intercept_channel(pv_channel, CountingInterceptor(privacy_calls))
     setup = build_results(
         results_engine,
         mint.authenticator("results"),
         MasterDataCodeChecker(md_channel),
-        PrivacyAccessControl(pv_channel),
+        PrivacyAccessControl(counted),
         CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
         screener=PrivacyClient(pv_channel),
     )
@@ -175,6 +196,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         results_engine,
         [rs_server, pv_server, md_server],
         exports=setup.exports,
+        privacy_calls=privacy_calls,
     )
 
     def stop() -> None:
