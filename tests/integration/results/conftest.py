@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from samhandling.masterdata.v1 import masterdata_service_pb2 as md
@@ -39,6 +38,7 @@ from services.results.domain.model import CitizenPolicy
 from services.results.main import build as build_results
 from services.results.service_layer.export import ExportService
 from tests.conftest import new_database
+from tests.support.call_counter import CallCounter
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 from tests.unit.results import builders as b
@@ -64,11 +64,11 @@ class Stack:
     servers: list[MeshServer]
     recent: list[str] = field(default_factory=list)
     exports: ExportService | None = None
-    # (method, patient_id) of every call the results server made to privacy.
-    privacy_calls: list[tuple[str, str]] = field(default_factory=list)
+    # Every call the results server made to privacy.
+    privacy_calls: CallCounter = field(default_factory=CallCounter)
 
     def privacy_calls_for(self, patient: str) -> list[str]:
-        return [method for method, pid in self.privacy_calls if pid == patient]
+        return self.privacy_calls.methods(patient)
 
     def new_patient(self) -> str:
         patient = synthetic_pid(RNG)
@@ -122,19 +122,6 @@ def _practitioner(hpr: str) -> md.Practitioner:
     )
 
 
-class CountingInterceptor(grpc.UnaryUnaryClientInterceptor):  # type: ignore[misc]
-    """Notes (method, patient_id) of every unary call on a channel (the calls still go to
-    the real server): how many privacy round trips a read made."""
-
-    def __init__(self, calls: list[tuple[str, str]]) -> None:
-        self.calls = calls
-
-    def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
-        method = details.method.rsplit("/", 1)[-1]
-        self.calls.append((method, str(getattr(request, "patient_id", ""))))
-        return continuation(details, request)
-
-
 def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     """The three servers in-process on `backend`; returns the stack and its stopper."""
     engines: list[Engine] = []
@@ -163,8 +150,8 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     pv_server = create_server(pv_setup.spec, settings=settings).start()
     pv_channel = dial(pv_server)
     results_engine = engine_for("results")
-    privacy_calls: list[tuple[str, str]] = []
-    counted = grpc.intercept_channel(pv_channel, CountingInterceptor(privacy_calls))
+    privacy_calls = CallCounter()
+    counted = privacy_calls.wrap(pv_channel)
     setup = build_results(
         results_engine,
         mint.authenticator("results"),
