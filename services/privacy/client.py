@@ -5,6 +5,10 @@
     ... filter with decision.obligations, answer ...
     privacy.record(principal, decision, pid, pb.ACTION_SEARCH, [("DiagnosticReport", id)])
 
+A data service may also run a read first and send it with the decision
+(`DecideAccessRequest.read`, filtered with `expected_obligations`): privacy then logs the
+read with the decision when the obligations match (`read_recorded`), one round trip per read.
+
 Fail closed: an unreachable privacy service raises UNAVAILABLE (no data is returned), a
 DENY raises PERMISSION_DENIED with reason ACCESS_DENIED and the decision's reasons and
 access-event id in the ErrorInfo metadata (never a patient id).

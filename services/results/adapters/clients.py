@@ -290,11 +290,11 @@ class PrivacyAccessControl:
     def reusable(self, principal: Principal, request: AccessRequest) -> AccessDecision | None:
         if not self._cache.cacheable(request):
             return None
-        message = self._message(replace(request, read_ids=None))
+        message = self._message(request)  # the read (read_ids) is not part of the key
         return self._cache.get((principal.token, message.SerializeToString(deterministic=True)))
 
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
-        message = self._message(replace(request, read_ids=None))
+        message = self._message(request)  # the read (read_ids) is not part of the key
         key = (principal.token, message.SerializeToString(deterministic=True))
         cacheable = self._cache.cacheable(request)
         if cacheable and (cached := self._cache.get(key)) is not None:
