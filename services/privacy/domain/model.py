@@ -223,6 +223,11 @@ class AccessRequest:
     # For writes: (type, id) of the resources the data service stores if permitted,
     # logged as ACCESS entries together with the decision (no RecordAccess needed).
     stored_resources: tuple[tuple[str, str], ...] = ()
+    # For a read the data service ran before asking (#15, one round trip per read): what
+    # it returns, and the obligations it applied. Under a PERMIT with exactly these
+    # obligations the read's one ACCESS entry is logged with the decision; None: no read.
+    read_resources: tuple[tuple[str, str], ...] | None = None
+    read_obligations: frozenset[Obligation] = frozenset()
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from services.results.domain.model import CitizenPolicy
 from services.results.main import build as build_results
 from services.results.service_layer.export import ExportService
 from tests.conftest import new_database
+from tests.support.call_counter import CallCounter
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 from tests.unit.results import builders as b
@@ -63,6 +64,11 @@ class Stack:
     servers: list[MeshServer]
     recent: list[str] = field(default_factory=list)
     exports: ExportService | None = None
+    # Every call the results server made to privacy.
+    privacy_calls: CallCounter = field(default_factory=CallCounter)
+
+    def privacy_calls_for(self, patient: str) -> list[str]:
+        return self.privacy_calls.methods(patient)
 
     def new_patient(self) -> str:
         patient = synthetic_pid(RNG)
@@ -144,11 +150,13 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     pv_server = create_server(pv_setup.spec, settings=settings).start()
     pv_channel = dial(pv_server)
     results_engine = engine_for("results")
+    privacy_calls = CallCounter()
+    counted = privacy_calls.wrap(pv_channel)
     setup = build_results(
         results_engine,
         mint.authenticator("results"),
         MasterDataCodeChecker(md_channel),
-        PrivacyAccessControl(pv_channel),
+        PrivacyAccessControl(counted),
         CitizenPolicy.from_env("laboratory=7d,radiology=14d"),
         screener=PrivacyClient(pv_channel),
     )
@@ -175,6 +183,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         results_engine,
         [rs_server, pv_server, md_server],
         exports=setup.exports,
+        privacy_calls=privacy_calls,
     )
 
     def stop() -> None:
