@@ -35,7 +35,8 @@ import yaml
 
 from bench.loadgen import Request, find_capacity, run_open
 from deploy.local.mesh import ROOT, free_port, start_envoy, wait_serving
-from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
+from gateway.render import EdgePorts, render
+from gateway.surface import ROUTES, EdgeSpec
 from tests.support.mesh_tls import use_test_ca
 from tests.support.tokens import ISSUER, TokenMint
 

@@ -129,11 +129,14 @@ def bench(rows: int, backend: str) -> dict[str, Any]:
         load(stack.results_engine, generate(rows, target, 100, lab), rows)
         channel = dial(stack.servers[0])
         stub = ex_grpc.BulkExportServiceStub(channel)
-        registry = list(
-            stack.mint.metadata(
-                stack.mint.token("results", [Scopes.REGISTRY_EXPORT], client_id="bench-registry")
+
+        def registry() -> list[tuple[str, str]]:
+            # A fresh token per call: a 1,000,000-result export outlives one (5 minutes).
+            token = stack.mint.token(
+                "results", [Scopes.REGISTRY_EXPORT], client_id="bench-registry"
             )
-        )
+            return list(stack.mint.metadata(token))
+
         parameters = {
             "resourceType": "Parameters",
             "parameter": [
@@ -144,7 +147,7 @@ def bench(rows: int, backend: str) -> dict[str, Any]:
             ex_pb.StartBulkExportRequest(
                 body=httpbody_pb2.HttpBody(data=json.dumps(parameters).encode())
             ),
-            metadata=[*registry, ("prefer", "respond-async")],
+            metadata=[*registry(), ("prefer", "respond-async")],
             timeout=30,
         )
         export_id = dict(call.initial_metadata())["content-location"].rsplit("/", 1)[-1]
@@ -171,7 +174,7 @@ def bench(rows: int, backend: str) -> dict[str, Any]:
         figures = json.loads(out.stdout.strip().splitlines()[-1])
         assert figures["export_id"] == export_id and figures["status"] == "COMPLETE", figures
         status = stub.GetBulkExportStatus(
-            ex_pb.GetBulkExportStatusRequest(export_id=export_id), metadata=registry, timeout=30
+            ex_pb.GetBulkExportStatusRequest(export_id=export_id), metadata=registry(), timeout=30
         )
         manifest = json.loads(status.data)
         started = time.perf_counter()
@@ -181,7 +184,7 @@ def bench(rows: int, backend: str) -> dict[str, Any]:
                 ex_pb.GetBulkExportFileRequest(
                     export_id=export_id, file_name=output["url"].rsplit("/", 1)[-1]
                 ),
-                metadata=registry,
+                metadata=registry(),
                 timeout=600,
             ):
                 downloaded += len(part.data)

@@ -2,11 +2,11 @@
 
     python -m deploy.edge [--out /tmp/envoy.yaml] [--no-exec]
 
-The configuration is gateway/render.py's, adapted to a container network:
+The configuration is gateway/render.py's, rendered for a container network (its `Placement`):
 - listeners bind 0.0.0.0 (edge 8080, internal gRPC 8081) instead of loopback;
 - each service's cluster is STRICT_DNS on `SAMHANDLING_<NAME>_UPSTREAM` (a headless Service in
-  Kubernetes, the service name in Compose), so every replica is an endpoint; replica-aware
-  retries and outlier detection come from deploy/local/replicas.py;
+  Kubernetes, the service name in Compose), so every replica is an endpoint, with the
+  replica-aware retries gateway/envoy/routes.py gives a replicated service;
 - the admin interface stays on 127.0.0.1; a third listener (9901) exposes only
   `/stats/prometheus` and `/ready` from it, for Prometheus and the kubelet;
 - Envoy's OpenTelemetry tracer is on when OTEL_EXPORTER_OTLP_ENDPOINT is set;
@@ -28,8 +28,8 @@ from typing import Any
 
 import yaml
 
-from deploy.local.replicas import with_replicas
-from gateway.render import EdgePorts, render, with_tracing
+from gateway.envoy.tracing import Tracing
+from gateway.render import EdgePorts, Placement, render
 from services.common.registry import SERVICES
 
 # In a container the listeners must accept traffic from the pod network.
@@ -79,96 +79,19 @@ def upstreams(env: dict[str, str]) -> dict[str, str]:
     )
 
 
-def _stats_listener(ports: ContainerPorts) -> dict[str, Any]:
-    def to_admin(path: str) -> dict[str, Any]:
-        return {"match": {"path": path}, "route": {"cluster": "envoy_admin"}}
-
-    hcm = {
-        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager."
-        "v3.HttpConnectionManager",
-        "stat_prefix": "stats",
-        "route_config": {
-            "name": "stats",
-            "virtual_hosts": [
-                {
-                    "name": "stats",
-                    "domains": ["*"],
-                    "routes": [
-                        to_admin("/stats/prometheus"),
-                        to_admin("/ready"),
-                        {"match": {"prefix": "/"}, "direct_response": {"status": 404}},
-                    ],
-                }
-            ],
-        },
-        "http_filters": [
-            {
-                "name": "envoy.filters.http.router",
-                "typed_config": {
-                    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
-                },
-            }
-        ],
-    }
-    return {
-        "name": "stats",
-        "address": {"socket_address": {"address": ports.bind, "port_value": ports.stats}},
-        "filter_chains": [
-            {
-                "filters": [
-                    {"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}
-                ]
-            }
-        ],
-    }
-
-
 def container_config(env: dict[str, str]) -> dict[str, Any]:
     services = upstreams(env)
     if not services:
         raise SystemExit("no SAMHANDLING_<NAME>_UPSTREAM set: nothing to route to")
     ports = ContainerPorts.from_env(env)
-    config = render(EdgePorts(ports.edge, ports.internal, ports.admin), services)
-    config = with_tracing(config, env.get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-    # Every DNS name may stand for several replicas: the replica settings (retries, outlier
-    # detection) apply to every service cluster.
-    config = with_replicas(config, {name: [address] for name, address in services.items()})
-    for listener in config["static_resources"]["listeners"]:
-        listener["address"]["socket_address"]["address"] = ports.bind
-    for cluster in config["static_resources"]["clusters"]:
-        if cluster["name"] in services:
-            cluster["type"] = "STRICT_DNS"
-            cluster["dns_lookup_family"] = "V4_ONLY"
-            cluster["dns_refresh_rate"] = "5s"
-            cluster["respect_dns_ttl"] = True
-    config["static_resources"]["listeners"].append(_stats_listener(ports))
-    config["static_resources"]["clusters"].append(
-        {
-            "name": "envoy_admin",
-            "type": "STATIC",
-            "connect_timeout": "1s",
-            "load_assignment": {
-                "cluster_name": "envoy_admin",
-                "endpoints": [
-                    {
-                        "lb_endpoints": [
-                            {
-                                "endpoint": {
-                                    "address": {
-                                        "socket_address": {
-                                            "address": "127.0.0.1",
-                                            "port_value": ports.admin,
-                                        }
-                                    }
-                                }
-                            }
-                        ]
-                    }
-                ],
-            },
-        }
+    return render(
+        EdgePorts(ports.edge, ports.internal, ports.admin, stats=ports.stats),
+        services,
+        tracing=Tracing.from_env(env),
+        # Every DNS name may stand for several replicas: Envoy resolves it (STRICT_DNS) and
+        # the replica settings (retries, read routes) apply to every service.
+        placement=Placement(bind=ports.bind, dns=True),
     )
-    return config
 
 
 def main() -> None:

@@ -99,6 +99,8 @@ SERVICE_ENV: dict[str, dict[str, str]] = {
     "documents": {"SAMHANDLING_DOCUMENTS_CONTENT_STORE": "database"},
     # The registries' pseudonym keys (bulk export, issue #20) need the KEK from a Secret.
     "results": {"SAMHANDLING_RESULTS_MODE": "production"},
+    # Webhook secrets are sealed under a KEK that must come from a Secret (no dev file).
+    "notifications": {"SAMHANDLING_NOTIFICATIONS_MODE": "production"},
 }
 
 SECRET_ENV: dict[str, list[SecretEnv]] = {
@@ -111,6 +113,14 @@ SECRET_ENV: dict[str, list[SecretEnv]] = {
     ],
     "trust": [
         SecretEnv("SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY", "samhandling-trust", "key-encryption-key")
+    ],
+    # Seals the webhook subscriptions' signing secrets: one for every replica.
+    "notifications": [
+        SecretEnv(
+            "SAMHANDLING_NOTIFICATIONS_KEY_ENCRYPTION_KEY",
+            "samhandling-notifications",
+            "key-encryption-key",
+        )
     ],
     "privacy": [
         SecretEnv(

@@ -200,7 +200,7 @@ class EdgeSpec:
         """`resilience` with the package's own `circuit_breaker` values over the defaults."""
         resilience = copy.deepcopy(self.raw.get("resilience", {}))
         for package, options in self.packages.items():
-            if _cluster_name(package) == cluster and "circuit_breaker" in options:
+            if cluster_name(package) == cluster and "circuit_breaker" in options:
                 resilience["circuit_breaker"] = {
                     **resilience.get("circuit_breaker", {}),
                     **options["circuit_breaker"],
@@ -243,5 +243,6 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _cluster_name(package: str) -> str:
+def cluster_name(package: str) -> str:
+    """The service (and Envoy cluster) a proto package belongs to: samhandling.<name>.v1."""
     return package.split(".")[1]

@@ -27,6 +27,17 @@ os.environ.pop("SAMHANDLING_MESH_TLS_DIR", None)  # never a developer's var/mesh
 os.environ["SAMHANDLING_MESH_TLS"] = "on"
 use_test_ca()
 
+# Processes the tests start (a bench server, a tool, a mesh) import the repository and its
+# generated stubs as pytest itself does (pyproject.toml `pythonpath`), so every test runs
+# alone with plain `pytest` from the repository root, without make's PYTHONPATH.
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    dict.fromkeys(
+        [str(ROOT), str(ROOT / "gen" / "python")]
+        + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )
+)
+
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 RUN_ID = uuid.uuid4().hex[:8]
 

@@ -166,6 +166,14 @@ def secrets_example() -> list[dict[str, Any]]:
         {
             "apiVersion": "v1",
             "kind": "Secret",
+            "metadata": _meta("samhandling-notifications", "config"),
+            "type": "Opaque",
+            # Seals the webhook subscriptions' signing secrets; shared by every replica.
+            "stringData": {"key-encryption-key": "CHANGE-ME (32 random bytes, urlsafe base64)"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
             "metadata": _meta("samhandling-privacy", "config"),
             "type": "Opaque",
             "stringData": {

@@ -50,7 +50,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import count
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 
@@ -342,13 +341,11 @@ class HostMesh(Mesh):
             self.privacy_relay_address = address
         return {"SAMHANDLING_PRIVACY_ADDR": self.privacy_relay_address}
 
-    def adapt_edge(self, config: dict[str, Any]) -> dict[str, Any]:
+    @property
+    def edge_bind(self) -> str:
         # Listeners on every address of the edge host (its link and its loopback, which the
         # JWKS cluster dials); the admin interface on the host's link, for the launcher.
-        for listener in config["static_resources"]["listeners"]:
-            listener["address"]["socket_address"]["address"] = "0.0.0.0"  # noqa: S104
-        config["admin"]["address"]["socket_address"]["address"] = self.edge_host
-        return config
+        return "0.0.0.0"  # noqa: S104
 
     # --- the database ---------------------------------------------------------------------
     def schemas(self) -> dict[str, str]:

@@ -29,9 +29,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
-from deploy.local.replicas import with_replicas  # noqa: E402
 from deploy.topology import DRAIN_SECONDS, TERMINATION_GRACE_SECONDS  # noqa: E402
-from gateway.render import EdgePorts, render, with_tracing  # noqa: E402
+from gateway.envoy.tracing import Tracing  # noqa: E402
+from gateway.render import EdgePorts, Placement, render  # noqa: E402
 from services.common import workload_identity  # noqa: E402
 from services.common.registry import SERVICES  # noqa: E402
 
@@ -200,9 +200,10 @@ class Mesh:
         """Extra environment variables for process `key` alone."""
         return {}
 
-    def adapt_edge(self, config: dict[str, Any]) -> dict[str, Any]:
-        """The rendered Envoy bootstrap, adjusted to where the edge runs."""
-        return config
+    @property
+    def edge_bind(self) -> str:
+        """The address the edge's listeners bind (its admin interface binds `edge_host`)."""
+        return self.edge_host
 
     @property
     def tls_dir(self) -> Path | None:
@@ -351,12 +352,13 @@ class Mesh:
             issuer=self.env().get("SAMHANDLING_ISSUER") or self.edge_url,
             mesh_tls_dir=self.tls_dir,
             overrides=self.edge_overrides or None,
+            tracing=Tracing.from_env(self.env()),
+            placement=Placement(
+                bind=self.edge_bind,
+                admin_bind=self.edge_host,
+                replicas={n: a for n, a in self.replica_addresses.items() if len(a) > 1},
+            ),
         )
-        rendered = with_tracing(rendered, self.env().get("OTEL_EXPORTER_OTLP_ENDPOINT"))
-        rendered = with_replicas(
-            rendered, {n: a for n, a in self.replica_addresses.items() if len(a) > 1}
-        )
-        rendered = self.adapt_edge(rendered)
         config.write_text(yaml.safe_dump(rendered, sort_keys=False))
         self.processes["envoy"] = start_envoy(
             config,

@@ -215,17 +215,25 @@ class MeshChannel(grpc.Channel):
                     )
         return found
 
-    def unary_unary(self, method: str, *_: Any, **kwargs: Any) -> Any:
-        return _Dispatch(self, "unary_unary", method, kwargs)
+    # grpc.Channel's positional parameters after `method` (grpc.intercept_channel passes
+    # them positionally; generated stubs by keyword).
+    _CALL_PARAMETERS = ("request_serializer", "response_deserializer", "_registered_method")
 
-    def unary_stream(self, method: str, *_: Any, **kwargs: Any) -> Any:
-        return _Dispatch(self, "unary_stream", method, kwargs)
+    def _dispatch(self, kind: str, method: str, args: tuple[Any, ...], kwargs: Any) -> Any:
+        named = dict(zip(self._CALL_PARAMETERS, args, strict=False))
+        return _Dispatch(self, kind, method, {**named, **kwargs})
 
-    def stream_unary(self, method: str, *_: Any, **kwargs: Any) -> Any:
-        return _Dispatch(self, "stream_unary", method, kwargs)
+    def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._dispatch("unary_unary", method, args, kwargs)
 
-    def stream_stream(self, method: str, *_: Any, **kwargs: Any) -> Any:
-        return _Dispatch(self, "stream_stream", method, kwargs)
+    def unary_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._dispatch("unary_stream", method, args, kwargs)
+
+    def stream_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._dispatch("stream_unary", method, args, kwargs)
+
+    def stream_stream(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        return self._dispatch("stream_stream", method, args, kwargs)
 
     def subscribe(self, callback: Any, try_to_connect: bool = False) -> None:
         self.underlying(self.workload()).subscribe(callback, try_to_connect)

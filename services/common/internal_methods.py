@@ -69,6 +69,9 @@ INTERNAL_METHODS: dict[str, frozenset[str]] = {
 # Other allowed callers still forward the end user's token.
 CERTIFICATE_CREDENTIAL: dict[str, frozenset[str]] = {
     f"/{MASTERDATA}/CheckGpList": frozenset({"notifications"}),
+    # Privacy follows the change feed to drop cached approvals (it holds no token of its
+    # own; the events name HPR and organisation numbers, never a patient).
+    f"/{MASTERDATA}/WatchChanges": frozenset({"privacy"}),
     f"/{PRIVACY}/CheckNotificationAccess": frozenset({"notifications"}),
     f"/{NOTIFICATIONS}/PublishEvents": frozenset({"results", "documents", "privacy"}),
 }
@@ -98,7 +101,9 @@ USER_CONTEXT: dict[str, str] = {
     f"/{MASTERDATA}/CheckPractitionerApproval": (
         "the end user's token, forwarded (trust at login: its own service token)"
     ),
-    f"/{MASTERDATA}/WatchChanges": "the subscriber's own service token",
+    f"/{MASTERDATA}/WatchChanges": (
+        "privacy: none (the certificate); trust: its own service token"
+    ),
     f"/{MASTERDATA}/FindPractitionerByIdentity": "the trust service's own service token",
     f"/{TRUST}/ListRevocations": "none: the certificate is the credential",
     f"/{PRIVACY}/ScreenResearchExport": (

@@ -55,3 +55,18 @@ def unseal(kek: bytes, sealed: str, key_id: str) -> bytes:
     """Raises cryptography's InvalidTag for a wrong KEK, key id or a modified ciphertext."""
     blob = base64.b64decode(sealed)
     return AESGCM(kek).decrypt(blob[:12], blob[12:], key_id.encode())
+
+
+class SecretBox:
+    """Short secrets kept at rest (webhook signing secrets) sealed under a KEK and bound to
+    their owner's id, so a database reader learns nothing and cannot move one to another
+    owner."""
+
+    def __init__(self, kek: bytes) -> None:
+        self._kek = kek
+
+    def seal(self, secret: str, owner: str) -> str:
+        return seal(self._kek, secret.encode(), owner)
+
+    def open(self, sealed: str, owner: str) -> str:
+        return unseal(self._kek, sealed, owner).decode()

@@ -35,6 +35,12 @@ class _OperatorLoad:
     def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
         return AccessDecision(True, Visibility(), ("DEMO_SEED",))
 
+    def reusable(self, principal: Principal, query: AccessQuery) -> AccessDecision | None:
+        return None
+
+    def expected(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        return self.decide(principal, query)
+
     def record(
         self,
         principal: Principal,

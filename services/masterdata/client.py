@@ -3,7 +3,7 @@
     from services.masterdata.client import MasterDataClient
     masterdata = MasterDataClient()  # channel from SAMHANDLING_MASTERDATA_ADDR
     answer = masterdata.check_approval("1000001", "LE", metadata=principal.forwarding_metadata())
-    masterdata.start_watch(lambda: my_service_token_metadata())  # optional: push invalidation
+    masterdata.start_watch(on_change=my_cache.invalidate)  # optional: push invalidation
 
 Answers for "now" are cached per (HPR number, category) for `ttl_seconds`; with a watch
 running, a change event for the practitioner drops the entry at once (the master data
@@ -265,16 +265,30 @@ class MasterDataClient:
     # --- push invalidation ------------------------------------------------------------------
     def start_watch(
         self,
-        metadata: Callable[[], Metadata],
-        retry_seconds: float = 2.0,
+        metadata: Callable[[], Metadata] = lambda: (),
+        retry_seconds: float = 1.0,
         stream_seconds: float = 3600.0,
+        on_change: Callable[[str | None], None] | None = None,
+        max_retry_seconds: float = 30.0,
     ) -> None:
-        """Follow the change stream in a daemon thread (from now on), dropping cache entries
-        of changed practitioners. Each stream lives `stream_seconds` (a deadline is always
-        set); it then reconnects and resumes after the last position, missing nothing."""
+        """Follow the change stream of practitioners in a daemon thread (from now on),
+        dropping cache entries of changed practitioners; `on_change(hpr_number)` tells a
+        caller's own cache too (None: drop everything, the feed cannot vouch for it: at
+        start, after an outbox reset, while the stream is broken). Each stream lives
+        `stream_seconds` (a deadline is always set); it then reconnects and resumes after
+        the last position, missing nothing. A broken stream is retried after
+        `retry_seconds`, doubling up to `max_retry_seconds` until a stream opens again.
+        `metadata`: the subscriber's token, if any (privacy's certificate is its credential,
+        services/common/internal_methods.py CERTIFICATE_CREDENTIAL)."""
+
+        def changed(hpr_number: str | None) -> None:
+            self.invalidate(hpr_number)
+            if on_change is not None:
+                on_change(hpr_number)
 
         def run() -> None:
             first = True
+            delay = retry_seconds
             while not self._stop.is_set():
                 try:
                     request = pb.WatchChangesRequest(
@@ -288,24 +302,28 @@ class MasterDataClient:
                     self._stream = stream
                     self.streams_opened += 1
                     for batch in stream:
+                        delay = retry_seconds  # the stream is open: the backoff starts over
                         if first or batch.head_position < self.position:
                             # Start, or the outbox was reset: trust nothing cached before.
                             self.position = batch.head_position
-                            self.invalidate()
+                            changed(None)
                             first = False
                         for event in batch.events:
-                            self.invalidate(event.resource_key)
+                            changed(event.resource_key)
                             self.position = event.position
                         if self._stop.is_set():
                             return
                 except grpc.RpcError as error:
                     if self._stop.is_set():
                         return
-                    if error.code() is not grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
-                        log.warning("master data watch interrupted: %s", error.code())  # type: ignore[attr-defined]
-                        self._stop.wait(retry_seconds)
-                    continue
-                self._stop.wait(retry_seconds)
+                    if error.code() is grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+                        continue  # the stream's planned end: resume at once
+                    log.warning("master data watch interrupted: %s", error.code())  # type: ignore[attr-defined]
+                # Broken or ended: events may be missed until it is back, so nothing cached
+                # is vouched for (the next stream resumes after `position` and misses none).
+                changed(None)
+                self._stop.wait(delay)
+                delay = min(delay * 2, max_retry_seconds)
 
         self._watch = threading.Thread(target=run, name="masterdata-watch", daemon=True)
         self._watch.start()

@@ -14,8 +14,10 @@ from samhandling.notifications.v1 import notifications_service_pb2 as pb
 from samhandling.notifications.v1 import notifications_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
+from services.common import sealing
 from services.common.auth import Authenticator
 from services.common.db import migrate, service_engine
+from services.common.sealing import SecretBox
 from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
 from services.common.tokens import authenticator_for
@@ -29,7 +31,7 @@ from services.notifications.entrypoints.grpc_servicer import (
     event_from_pb,
 )
 from services.notifications.service_layer.services import NotificationsService
-from services.notifications.settings import SERVICE, Settings
+from services.notifications.settings import KEK_ENV, SERVICE, Settings
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
 
@@ -59,9 +61,16 @@ def build(
 ) -> Setup:
     engine = engine or service_engine(SERVICE, settings.common.database)
     migrate(SERVICE, engine, VERSIONS)
+    kek = sealing.load_kek(
+        settings.key_encryption_key,
+        KEK_ENV,
+        settings.common.var_dir / SERVICE / "key-encryption-key",
+        not settings.production,
+    )
     service = NotificationsService(
         engine,
         peers or MeshPeers(),
+        SecretBox(kek),
         settings.webhooks,
         poster=poster,
         poll_seconds=settings.poll_seconds,

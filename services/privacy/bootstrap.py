@@ -26,14 +26,17 @@ from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
 from services.common.telemetry import current_trace_id
 from services.common.tokens import authenticator_for
+from services.masterdata.client import MasterDataClient
 from services.privacy.adapters import orm
 from services.privacy.adapters.masterdata import (
     ApprovalChecker,
     CachedApprovalChecker,
     CachedGpListChecker,
+    ChangeFeed,
     GpListChecker,
     GrpcApprovalChecker,
     MasterDataUnavailable,
+    follow_changes,
 )
 from services.privacy.adapters.population import (
     CachedFamilyRegister,
@@ -135,8 +138,6 @@ def _maintenance_loop(service: PrivacyService, every: float, stop: threading.Eve
 
 
 def _masterdata_client() -> object:
-    from services.masterdata.client import MasterDataClient
-
     return MasterDataClient(service_channel("masterdata"))
 
 
@@ -154,15 +155,20 @@ def build(
     witnesses: list[Witness] | None = None,
     families: FamilyRegister | None = None,
     events: Sink | None = None,
+    change_feed: ChangeFeed | None = None,
 ) -> Setup:
     """Wires the service from `settings`; tests override the engine, peers and keys.
     `events`: where the outbox dispatcher sends the domain events (default: the
-    configured bus, or none for a test engine: they wait in the outbox)."""
+    configured bus, or none for a test engine: they wait in the outbox). `change_feed`:
+    master data's client, whose change feed drops cached approvals and GP-list answers at
+    once (default with the mesh's own peers; None for test peers: the TTL only)."""
     own_engine = engine is None
     engine = engine or service_engine(SERVICE, settings.common.database)
     migrate(SERVICE, engine, VERSIONS)
     if approvals is None:
         approvals = GrpcApprovalChecker(lambda: service_channel("masterdata"))
+        if change_feed is None:
+            change_feed = MasterDataClient(lambda: service_channel("masterdata"), ttl_seconds=0)
         families = families or GrpcFamilyRegister(_masterdata_client)
     if authenticator is None:
         # Results and documents forward the caller's token on every decision and record:
@@ -238,4 +244,13 @@ def build(
         ).start()
         service.events_committed = dispatcher.notify
         spec.on_shutdown.insert(1, dispatcher.close)
+    # --- push invalidation from master data's change feed (issue 19) --------------------
+    if change_feed is not None:
+        follow_changes(
+            change_feed,
+            cached if isinstance(cached, CachedApprovalChecker) else None,
+            gp_cached if isinstance(gp_cached, CachedGpListChecker) else None,
+        )
+        spec.on_shutdown.insert(0, change_feed.close)
+    # -------------------------------------------------------------------------------------
     return Setup(settings, engine, service, spec, cached)

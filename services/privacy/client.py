@@ -5,6 +5,10 @@
     ... filter with decision.obligations, answer ...
     privacy.record(principal, decision, pid, pb.ACTION_SEARCH, [("DiagnosticReport", id)])
 
+A data service may also run a read first and send it with the decision
+(`DecideAccessRequest.read`, filtered with `expected_obligations`): privacy then logs the
+read with the decision when the obligations match (`read_recorded`), one round trip per read.
+
 Fail closed: an unreachable privacy service raises UNAVAILABLE (no data is returned), a
 DENY raises PERMISSION_DENIED with reason ACCESS_DENIED and the decision's reasons and
 access-event id in the ErrorInfo metadata (never a patient id).
@@ -13,7 +17,6 @@ access-event id in the ErrorInfo metadata (never a patient id).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
@@ -305,14 +308,33 @@ def is_stale(error: Exception) -> bool:
     return isinstance(error, FailedPrecondition) and error.reason == "DECISION_STALE"
 
 
-def decision_cache_seconds(variable: str, default: float = 4.0) -> float:
-    """The reuse window of a data service (below privacy's 5 s; 0 = off)."""
-    return float(os.environ.get(variable, str(default)))
+def expected_obligations(
+    principal: Principal, emergency: bool = False
+) -> tuple[pb.Obligation.ValueType, ...]:
+    """The obligations privacy's policy (domain/policy.py) attaches to a PERMIT for this
+    kind of caller in the usual case: what a data service filters a read with when it runs
+    the read before asking (`DecideAccessRequest.read`, one round trip per read, #15).
+    Only a guess: privacy logs that read with its decision only if the decision's
+    obligations are exactly these, so a wrong guess (a consent lifting NORS, an attested
+    emergency purpose) costs a second round trip, never a wrong answer."""
+    if principal.is_citizen:
+        return (pb.OBLIGATION_HIDE_NORN_FROM_CITIZEN, pb.OBLIGATION_HIDE_RESTRICTED_UNTIL_RELEASE)
+    if principal.is_practitioner:
+        if emergency:
+            return (pb.OBLIGATION_RECORD_ACCESS,)
+        return (pb.OBLIGATION_HIDE_NORS_FROM_OTHER_ORGANISATIONS, pb.OBLIGATION_RECORD_ACCESS)
+    return ()
+
+
+# A data service's reuse window for a PERMIT (below privacy's 5 s; 0 = off); each service's
+# Settings may set its own (SAMHANDLING_<SERVICE>_DECISION_CACHE_SECONDS).
+DECISION_CACHE_SECONDS = 4.0
 
 
 class ReadDecisionCache(Generic[D]):
-    """PERMITs of reads, reused for the same caller's identical read for a few seconds: the
-    one mechanism of the data services (results, documents) to ask privacy once per read.
+    """PERMITs of reads, reused for the same caller's identical read for a few seconds: with
+    `DecideAccessRequest.read` (a first read logged with its decision), the mechanism of the
+    data services (results, documents) to ask privacy once per read.
 
     Key (`key()`): the caller's token (the decision's inputs about the caller all come from
     it) and the exact DecideAccessRequest (patient, action, resource, purpose, ...). Only a
@@ -340,6 +362,11 @@ class ReadDecisionCache(Generic[D]):
 
     @staticmethod
     def key(principal: Principal, request: pb.DecideAccessRequest) -> tuple[str, bytes]:
+        """The caller's token and the request as decided (a read to record with the
+        decision, `read`, is not part of what is decided)."""
+        if request.HasField("read"):
+            request = pb.DecideAccessRequest.FromString(request.SerializeToString())
+            request.ClearField("read")
         return (principal.token, request.SerializeToString(deterministic=True))
 
     def get(self, key: tuple[str, bytes]) -> D | None:

@@ -44,6 +44,9 @@ class _SeedAccess:
     def record(self, *args: object) -> None:
         return None
 
+    def reusable(self, principal: Principal, request: AccessRequest) -> AccessDecision | None:
+        return None
+
     def decide_many(
         self, principal: Principal, requests: Sequence[AccessRequest]
     ) -> list[AccessDecision]:

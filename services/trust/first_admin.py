@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from services.common.db import migrate, service_engine
+from services.common.edge_url import issuer
 from services.common.errors import AlreadyExists
-from services.common.tokens import Scopes, audience_for, issuer
+from services.common.tokens import Scopes, audience_for
 from services.trust.adapters.repository import TrustRepository
 from services.trust.bootstrap import VERSIONS
 from services.trust.domain.model import GRANT_CLIENT_CREDENTIALS, Client

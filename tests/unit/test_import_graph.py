@@ -82,6 +82,21 @@ def test_function_level_imports_count(graph: grimp.ImportGraph) -> None:
     )
 
 
+def test_render_and_openapi_share_only_the_surface_model(graph: grimp.ImportGraph) -> None:
+    # gateway/surface.py is the model both read; openapi never reaches into the Envoy side,
+    # and the builders in gateway/envoy/ never import the assembly (render.py) that uses them.
+    gateway_imports = {
+        m for m in graph.find_modules_directly_imported_by("gateway.openapi") if m != "gateway"
+    }
+    assert {m for m in gateway_imports if m.startswith("gateway.")} == {"gateway.surface"}
+    builders = graph.find_children("gateway.envoy")
+    assert builders, "gateway/envoy/ has no modules"
+    for module in builders:
+        assert not graph.chain_exists(importer=module, imported="gateway.render")
+    assert not graph.chain_exists(importer="gateway.surface", imported="gateway.render")
+    assert not graph.chain_exists(importer="gateway.surface", imported="gateway.openapi")
+
+
 def test_a_cycle_is_found() -> None:
     graph = grimp.ImportGraph()
     for module in ("a", "a.x", "a.y", "a.z"):

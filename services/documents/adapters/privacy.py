@@ -6,16 +6,22 @@ privacy service decides for the real caller. Any failure to reach it denies (fai
 A PERMIT of a read (get, download, search; not an emergency) is reused for the same
 caller's identical read for a few seconds (the shared `ReadDecisionCache` of
 services/privacy/client.py, whose `PrivacyClient` owns the stub, deadline and error
-mapping): such a read costs one privacy round trip (RecordAccess) instead
-of two. Privacy re-checks the decision when it records; if a setting of the patient changed
-or the approval lapsed it refuses (DECISION_STALE), the decision is dropped here at once and
+mapping): such a read costs one privacy round trip (RecordAccess) instead of two. Privacy
+re-checks the decision when it records; if a setting of the patient changed or the
+approval lapsed it refuses (DECISION_STALE), the decision is dropped here at once and
 `record` raises `StaleDecision` so that the read runs again with a fresh decision.
 `SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS` (default 4, below privacy's 5; 0 = off).
+
+A first get or search runs before asking, under the visibility privacy usually grants
+(`expected`, from the privacy client's `expected_obligations`), and DecideAccess logs it
+with the decision when the decision's obligations are the ones it ran under
+(`DecideAccessRequest.read`): one round trip too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC
 
 import grpc
@@ -26,10 +32,11 @@ from services.common.errors import FailedPrecondition
 from services.documents.domain.model import Action, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
 from services.privacy.client import (
+    DECISION_CACHE_SECONDS,
     PrivacyClient,
     ReadDecisionCache,
     StaleDecision,
-    decision_cache_seconds,
+    expected_obligations,
     is_stale,
 )
 
@@ -65,14 +72,13 @@ class PrivacyAccessDecider:
         self,
         channel: Callable[[], grpc.Channel],
         timeout: float = 5.0,
-        cache_seconds: float | None = None,
+        cache_seconds: float = DECISION_CACHE_SECONDS,
     ) -> None:
         self._client = PrivacyClient(channel, timeout=timeout)
-        if cache_seconds is None:
-            cache_seconds = decision_cache_seconds("SAMHANDLING_DOCUMENTS_DECISION_CACHE_SECONDS")
         self._cache: ReadDecisionCache[AccessDecision] = ReadDecisionCache(cache_seconds)
 
-    def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+    @staticmethod
+    def _request(query: AccessQuery) -> pb.DecideAccessRequest:
         request = pb.DecideAccessRequest(
             patient_id=query.patient_id,
             domain=pb.DOMAIN_DOCUMENTS,
@@ -88,10 +94,30 @@ class PrivacyAccessDecider:
         )
         if query.release_time is not None:
             request.release_time.FromDatetime(query.release_time.replace(tzinfo=UTC))
+        return request
+
+    def reusable(self, principal: Principal, query: AccessQuery) -> AccessDecision | None:
+        if not ReadDecisionCache.cacheable(_ACTIONS[query.action], query.emergency):
+            return None
+        return self._cache.get(ReadDecisionCache.key(principal, self._request(query)))
+
+    def expected(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        obligations = expected_obligations(principal, query.emergency)
+        return AccessDecision(permitted=True, visibility=visibility_from(obligations, principal))
+
+    def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        request = self._request(query)
         key = ReadDecisionCache.key(principal, request)
         cacheable = ReadDecisionCache.cacheable(request.action, query.emergency)
         if cacheable and (cached := self._cache.get(key)) is not None:
             return cached
+        if query.read_ids is not None and query.action in (Action.READ, Action.SEARCH):
+            request.read.SetInParent()  # present even when the read found nothing
+            request.read.resources.extend(
+                pb.AccessedResource(resource_type=RESOURCE_TYPE, resource_id=d)
+                for d in query.read_ids
+            )
+            request.read.obligations.extend(expected_obligations(principal, query.emergency))
         reply = self._client.decide_access(
             request,
             principal.forwarding_metadata(),
@@ -104,11 +130,12 @@ class PrivacyAccessDecider:
             reasons=tuple(reply.reasons),
             decision_id=reply.access_event_id,
             emergency=reply.emergency,
+            recorded=reply.read_recorded,
         )
         if cacheable:
             self._cache.put(
                 key,
-                decision,
+                replace(decision, recorded=False),
                 event_id=decision.decision_id,
                 permit=permitted,
                 emergency=decision.emergency,

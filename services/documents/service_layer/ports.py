@@ -29,6 +29,10 @@ class AccessQuery:
     emergency: bool = False
     emergency_justification: str = ""
     emergency_justification_code: str = ""
+    # A read run before asking, under `AccessDecider.expected` (#15: one round trip per
+    # read): the documents it returns, logged with the decision if it permits that read
+    # as run (`AccessDecision.recorded`). None: no read to record with the decision.
+    read_ids: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -41,11 +45,24 @@ class AccessDecision:
     # The privacy service's access-log entry of the decision, passed back to `record`.
     decision_id: str = ""
     emergency: bool = False
+    # The query's read (`read_ids`) was logged with this decision: return it as it is.
+    recorded: bool = False
 
 
 class AccessDecider(Protocol):
     def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
-        """The decision; the privacy service logs it (PERMIT or DENY) before answering."""
+        """The decision; the privacy service logs it (PERMIT or DENY) before answering,
+        with the query's read (`read_ids`) when it permits that read as it was run."""
+        ...
+
+    def reusable(self, principal: Principal, query: AccessQuery) -> AccessDecision | None:
+        """A PERMIT of this caller's identical read from a few seconds ago, if one may be
+        reused (privacy re-checks it when the read is recorded); else None."""
+        ...
+
+    def expected(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        """The PERMIT privacy usually gives this caller (its visibility), to run a read
+        under before asking; `decide` with `read_ids` tells whether it held."""
         ...
 
     def record(

@@ -361,40 +361,74 @@ class DocumentService:
             emergency_justification=params.emergency.justification,
             emergency_justification_code=params.emergency.justification_code,
         )
-        decision = self._decide(principal, query)
-        where = SearchFilter(
-            patient_id=patient_id,
-            class_codes=params.class_codes,
-            type_codes=params.type_codes,
-            period_start=params.period_start,
-            period_end=params.period_end,
-            status=params.status,
-            author_org_number=params.author_org_number,
-            visibility=decision.visibility,
-        )
-        after = _decode_page_token(params.page_token, where.fingerprint())
-        with UnitOfWork(self._sessions) as uow:
-            found = DocumentRepository(uow.session).search(
-                where, self._clock(), page_size + 1, after
-            )
-        page = list(found[:page_size])
-        token = ""
-        if len(found) > page_size:
-            last = page[-1]
-            token = _encode_page_token(last.creation_time, last.document_id, where.fingerprint())
-        self._decider.record(principal, query, decision, [d.document_id for d in page])
-        return Page(page, token)
 
-    def _readable(
+        def run(decision: AccessDecision) -> tuple[Page, list[str]]:
+            where = SearchFilter(
+                patient_id=patient_id,
+                class_codes=params.class_codes,
+                type_codes=params.type_codes,
+                period_start=params.period_start,
+                period_end=params.period_end,
+                status=params.status,
+                author_org_number=params.author_org_number,
+                visibility=decision.visibility,
+            )
+            after = _decode_page_token(params.page_token, where.fingerprint())
+            with UnitOfWork(self._sessions) as uow:
+                found = DocumentRepository(uow.session).search(
+                    where, self._clock(), page_size + 1, after
+                )
+            page = list(found[:page_size])
+            token = ""
+            if len(found) > page_size:
+                last = page[-1]
+                token = _encode_page_token(
+                    last.creation_time, last.document_id, where.fingerprint()
+                )
+            return Page(page, token), [d.document_id for d in page]
+
+        return self._read(principal, query, run)
+
+    def _read(
+        self,
+        principal: Principal,
+        query: AccessQuery,
+        run: Callable[[AccessDecision], tuple[T, list[str]]],
+    ) -> T:
+        """Decide, run the read under the decision's visibility, log what it returns (ONE
+        access entry listing it, also when that is nothing) with one privacy round trip
+        (#15):
+
+        - a reusable PERMIT of the same read: run, then RecordAccess, which re-checks that
+          the decision still holds (else StaleDecision: nothing returned);
+        - else run under the visibility privacy usually grants this caller
+          (`AccessDecider.expected`) and ask with that read: under a PERMIT with exactly
+          those obligations privacy logs the read with the decision in one transaction and
+          it is returned as it is; otherwise it runs again under the decision and
+          RecordAccess logs that (two round trips); a DENY returns nothing.
+
+        `run(decision)` gives (what to return, the document ids it returns). Nothing is
+        returned before its decision and its access entry are durable."""
+        decision = self._decider.reusable(principal, query)
+        if decision is None:
+            found, ids = run(self._decider.expected(principal, query))
+            decision = self._decide(principal, replace(query, read_ids=tuple(ids)))
+            if decision.recorded:
+                return found
+        found, ids = run(decision)
+        self._decider.record(principal, query, decision, ids)
+        return found
+
+    def _entry_query(
         self, principal: Principal, document_id: str, action: Action, emergency: Emergency
-    ) -> tuple[DocumentEntry, Callable[[], None]]:
-        """The entry if the caller may see it, and the call that logs the access."""
+    ) -> tuple[DocumentEntry, AccessQuery]:
+        """The entry to read and the access question about it."""
         principal.require_scope(Scopes.DOCUMENTS_READ)
         with UnitOfWork(self._sessions) as uow:
             entry = DocumentRepository(uow.session).get(document_id)
         if entry is None:
             raise DocumentNotFound(document_id)
-        query = AccessQuery(
+        return entry, AccessQuery(
             action,
             entry.patient_id,
             document_id=entry.document_id,
@@ -404,19 +438,31 @@ class DocumentService:
             emergency_justification=emergency.justification,
             emergency_justification_code=emergency.justification_code,
         )
+
+    @staticmethod
+    def _blocked(principal: Principal, entry: DocumentEntry) -> Exception:
+        if principal.is_citizen:
+            # NORN / NORU before its date: as if it did not exist.
+            return DocumentNotFound(entry.document_id)
+        # Health personnel learn that it is blocked, so they can break the glass.
+        return PermissionDenied(
+            "the document is blocked for your organisation; an emergency access "
+            "(emergency=true) may override it",
+            reason="DOCUMENT_BLOCKED",
+            metadata={"confidentiality_code": entry.confidentiality_code},
+        )
+
+    def _readable(
+        self, principal: Principal, document_id: str, action: Action, emergency: Emergency
+    ) -> tuple[DocumentEntry, Callable[[], None]]:
+        """The entry if the caller may see it, and the call that logs the access (for a
+        download, once the content passed its check: a corrupted document is not opened,
+        so its first download asks privacy twice, decide and record)."""
+        entry, query = self._entry_query(principal, document_id, action, emergency)
         decision = self._decide(principal, query)
         if not decision.visibility.allows(entry, self._clock()):
             self._decider.record(principal, query, decision, [])
-            if principal.is_citizen:
-                # NORN / NORU before its date: as if it did not exist.
-                raise DocumentNotFound(document_id)
-            # Health personnel learn that it is blocked, so they can break the glass.
-            raise PermissionDenied(
-                "the document is blocked for your organisation; an emergency access "
-                "(emergency=true) may override it",
-                reason="DOCUMENT_BLOCKED",
-                metadata={"confidentiality_code": entry.confidentiality_code},
-            )
+            raise self._blocked(principal, entry)
         return entry, lambda: self._decider.record(principal, query, decision, [entry.document_id])
 
     def get(
@@ -425,8 +471,14 @@ class DocumentService:
         return self._once_more_if_stale(lambda: self._get(principal, document_id, emergency))
 
     def _get(self, principal: Principal, document_id: str, emergency: Emergency) -> DocumentEntry:
-        entry, record = self._readable(principal, document_id, Action.READ, emergency)
-        record()
+        entry, query = self._entry_query(principal, document_id, Action.READ, emergency)
+
+        def run(decision: AccessDecision) -> tuple[bool, list[str]]:
+            visible = decision.visibility.allows(entry, self._clock())
+            return visible, [entry.document_id] if visible else []
+
+        if not self._read(principal, query, run):
+            raise self._blocked(principal, entry)
         return entry
 
     def retrieve(

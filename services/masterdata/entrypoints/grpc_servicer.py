@@ -15,7 +15,11 @@ from services.common.auth import Principal, current_principal
 from services.common.errors import FailedPrecondition, InvalidArgument
 from services.common.identifiers import require_pid
 from services.common.interceptors import validate_message
-from services.common.internal_methods import certificate_is_credential, internal_methods_of
+from services.common.internal_methods import (
+    CERTIFICATE_CREDENTIAL,
+    certificate_is_credential,
+    internal_methods_of,
+)
 from services.common.tokens import Scopes
 from services.masterdata.domain.model import CheckReason, Practitioner
 from services.masterdata.entrypoints import convert
@@ -28,7 +32,7 @@ FULL_NAME = "samhandling.masterdata.v1.MasterDataService"
 INTERNAL_METHODS = internal_methods_of(FULL_NAME)
 # Internal methods some workload may call with its certificate alone (no token required by
 # the call pipeline; the handler asks the others for one).
-TOKEN_OPTIONAL = frozenset(m for m in INTERNAL_METHODS if m.endswith("/CheckGpList"))
+TOKEN_OPTIONAL = frozenset(m for m in INTERNAL_METHODS if m in CERTIFICATE_CREDENTIAL)
 _FORMATS = {pb.IMPORT_FORMAT_CSV: "csv", pb.IMPORT_FORMAT_JSON_LINES: "jsonl"}
 
 
@@ -374,7 +378,9 @@ class MasterDataServicer(pb_grpc.MasterDataServiceServicer):
     def WatchChanges(
         self, request: pb.WatchChangesRequest, context: grpc.ServicerContext
     ) -> Iterator[pb.WatchChangesResponse]:
-        current_principal()  # internal: any authenticated mesh caller
+        method = f"/{FULL_NAME}/WatchChanges"
+        if not certificate_is_credential(method, workload_identity.current_peer()):
+            current_principal()  # internal: the subscriber's own token
         feed = self.md.feed
         types = [convert.resource_type_from_pb(t) for t in request.resource_types if t]
         position = feed.head if request.from_now else request.after_position

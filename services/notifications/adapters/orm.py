@@ -35,7 +35,8 @@ subscriptions = sa.Table(
     sa.Column("endpoint", sa.String(2048), nullable=False, server_default=""),
     sa.Column("heartbeat_seconds", sa.Integer, nullable=False),
     sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("secret", sa.String(64), nullable=False, server_default=""),
+    # A webhook's signing secret, sealed (services/common/sealing.py SecretBox): never in clear.
+    sa.Column("secret", sa.String(160), nullable=False, server_default=""),
     sa.Column("event_count", BIGINT, nullable=False, server_default="0"),
     sa.Column("delivered_count", BIGINT, nullable=False, server_default="0"),
     sa.Column("parked_count", BIGINT, nullable=False, server_default="0"),

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from services.common import paging
 from services.common.auth import Principal
 from services.common.errors import NotFound, invalid_field
+from services.common.sealing import SecretBox
 from services.common.ttl_cache import TtlCache
 from services.notifications.adapters import repository as repo
 from services.notifications.adapters.peers import Peers
@@ -110,6 +111,7 @@ class NotificationsService:
         self,
         engine: Engine,
         peers: Peers,
+        secrets: SecretBox,
         webhooks: WebhookPolicy | None = None,
         poster: Poster | None = None,
         clock: Callable[[], dt.datetime] = utcnow,
@@ -120,6 +122,7 @@ class NotificationsService:
         self.engine = engine
         self.retention = retention
         self.peers = peers
+        self.secrets = secrets
         self.webhooks = webhooks or WebhookPolicy()
         self.poster: Poster = poster or HttpPoster()
         self.clock = clock
@@ -176,8 +179,9 @@ class NotificationsService:
             secret=new_secret() if channel == Channel.REST_HOOK else "",
             create_time=self.clock(),
         )
+        sealed = self.secrets.seal(sub.secret, sub.subscription_id) if sub.secret else ""
         with self.engine.begin() as conn:
-            repo.add_subscription(conn, sub)
+            repo.add_subscription(conn, replace(sub, secret=sealed))
         log.info(
             "subscription created",
             extra={"subscription_id": sub.subscription_id, "topic": topic.value},
@@ -396,7 +400,8 @@ class NotificationsService:
             with self.engine.begin() as conn:
                 repo.failed(conn, sub.subscription_id, numbers, int(rows[0].attempts), None)
             return
-        error = self.poster(sub, rows)
+        secret = self.secrets.open(sub.secret, sub.subscription_id)
+        error = self.poster(replace(sub, secret=secret), rows)
         with self.engine.begin() as conn:
             if not error:
                 repo.delivered(conn, sub.subscription_id, numbers)

@@ -1,17 +1,21 @@
-"""Practitioner approvals from the master data service, with a short cache.
+"""Practitioner approvals from the master data service, cached and invalidated by push.
 
 `ApprovalChecker` is the port the service layer uses. `GrpcApprovalChecker` calls master
 data's internal `CheckPractitionerApproval` with the caller's forwarded token. Any failure
 raises `MasterDataUnavailable`, which the policy turns into DENY (fail closed).
-`CachedApprovalChecker` keeps answers for a few seconds: a suspension takes effect within
-the TTL (default 4 s, `SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`), so within 5 s with
-master data's own cache. `invalidate` drops entries at once, for a change-feed follower
-(master data's `WatchChanges`) once privacy has a workload identity to open it with.
+`CachedApprovalChecker` keeps answers for a TTL (default 4 s,
+`SAMHANDLING_PRIVACY_APPROVAL_CACHE_SECONDS`); `invalidate` drops entries at once.
 
 `GpListChecker` asks master data's internal `CheckGpList` whether a patient is on a GP's
 list (only for reads attested as general practice). `CachedGpListChecker` keeps answers
-for the same TTL, in memory only (the key holds an identity number: never logged); a
-patient who changes GP reaches the new GP within the TTL.
+for the same TTL, in memory only (the key holds an identity number: never logged).
+
+`follow_changes` subscribes both caches to master data's change feed (`WatchChanges`,
+through services/masterdata/client.py `start_watch`, a background thread that reconnects
+with backoff): a change to a practitioner (approval suspended, revoked, reinstated,
+affiliations) drops that practitioner's approval and GP-list entries at once; a broken
+feed drops everything. The TTL stays as the safety net for what the feed cannot report
+(master data has no event for a citizen changing GP: that still takes up to the TTL).
 """
 
 from __future__ import annotations
@@ -80,8 +84,17 @@ class GrpcApprovalChecker:
             raise MasterDataUnavailable(type(exc).__name__) from exc
 
 
+class ChangeFeed(Protocol):
+    """services/masterdata/client.py's MasterDataClient, as far as privacy follows it."""
+
+    def start_watch(self, *, on_change: Callable[[str | None], None]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class CachedApprovalChecker:
-    """Approvals for a few seconds per HPR number; failures are never cached."""
+    """Approvals for a TTL per HPR number; failures are never cached. An answer fetched
+    while an invalidation happened is not stored (it may predate the change)."""
 
     def __init__(
         self,
@@ -97,15 +110,13 @@ class CachedApprovalChecker:
         hit = self._entries.get(hpr_number)
         if hit is not None:
             return hit
+        generation = self._entries.generation
         approval = self._inner.check(hpr_number, metadata)  # failures are never cached
-        self._entries.put(hpr_number, approval)
+        self._entries.put_if_current(hpr_number, approval, generation)
         return approval
 
     def invalidate(self, hpr_number: str | None = None) -> None:
-        if hpr_number is None:
-            self._entries.clear()
-        else:
-            self._entries.pop(hpr_number)
+        self._entries.invalidate(None if hpr_number is None else hpr_number.__eq__)
 
 
 class CachedGpListChecker:
@@ -128,6 +139,28 @@ class CachedGpListChecker:
         hit = self._entries.get(key)
         if hit is not None:
             return hit
+        generation = self._entries.generation
         listed = self._inner.on_gp_list(hpr_number, patient_id, metadata)
-        self._entries.put(key, listed)
+        self._entries.put_if_current(key, listed, generation)
         return listed
+
+    def invalidate(self, hpr_number: str | None = None) -> None:
+        """Drop the answers about one GP's list (None: every list)."""
+        self._entries.invalidate(None if hpr_number is None else lambda key: key[0] == hpr_number)
+
+
+def follow_changes(
+    feed: ChangeFeed,
+    approvals: CachedApprovalChecker | None,
+    gp_lists: CachedGpListChecker | None,
+) -> None:
+    """Start following master data's change feed: each practitioner change drops that
+    practitioner's cached approval and GP-list answers (None from the feed: all of them)."""
+
+    def changed(hpr_number: str | None) -> None:
+        if approvals is not None:
+            approvals.invalidate(hpr_number)
+        if gp_lists is not None:
+            gp_lists.invalidate(hpr_number)
+
+    feed.start_watch(on_change=changed)

@@ -152,9 +152,13 @@ def settings_changed_since(session: Session, patient_id: str, since_us: int, now
     """Whether any setting of the patient was created, changed or revoked at or after
     `since_us`, or started or ended in [since_us, now_us]: what makes a decision made at
     `since_us` stale (one indexed query on the patient's few settings)."""
-    row = session.execute(
-        _SETTINGS_CHANGED, {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
-    ).first()
+    row = (
+        session.connection()  # Core: the ORM's execution layer adds nothing to a select
+        .execute(
+            _SETTINGS_CHANGED, {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
+        )
+        .first()
+    )
     return row is not None
 
 
@@ -336,10 +340,13 @@ def lock_log_and_size(session: Session) -> int:
     return int(row[0])
 
 
+# Built once: every batch of the log writer reads the size (SQLite).
+_LOG_SIZE = sa.select(sa.func.max(orm.access_log.c.seq))
+
+
 def log_size(session: Session) -> int:
     """The number of leaves (entries are numbered 1..size without gaps)."""
-    t = orm.access_log
-    return int(session.execute(sa.select(sa.func.max(t.c.seq))).scalar() or 0)
+    return int(session.connection().execute(_LOG_SIZE).scalar() or 0)
 
 
 _INSERT_LOG = sa.insert(orm.access_log)  # built once: every decision and access appends
@@ -352,12 +359,13 @@ _LOG_COLUMNS = [c.name for c in orm.access_log.columns]
 def insert_leaves(
     session: Session, rows: Sequence[Mapping[str, Any]], nodes: Mapping[tuple[int, int], bytes]
 ) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
         _copy_rows(session, rows)
     else:
-        session.execute(_INSERT_LOG, list(rows))
+        connection.execute(_INSERT_LOG, list(rows))
     if nodes:
-        session.execute(
+        connection.execute(
             _INSERT_NODES, [{"level": lv, "idx": i, "hash": h} for (lv, i), h in nodes.items()]
         )
 

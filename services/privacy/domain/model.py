@@ -17,8 +17,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.common import timestamps
-
 
 class Domain(enum.StrEnum):
     ALL = "ALL"  # settings only: every domain
@@ -96,10 +94,6 @@ DEFAULT_RETENTION: dict[EntryType, dt.timedelta | None] = {
 EMERGENCY_PURPOSES = frozenset({"ETREAT", "BTG"})
 READ_ACTIONS = frozenset({Action.READ, Action.SEARCH})
 WRITE_ACTIONS = frozenset({Action.CREATE, Action.UPDATE})
-
-
-def utcnow() -> dt.datetime:
-    return timestamps.utcnow()
 
 
 @dataclass(frozen=True)
@@ -238,6 +232,11 @@ class AccessRequest:
     # For writes: (type, id) of the resources the data service stores if permitted,
     # logged as ACCESS entries together with the decision (no RecordAccess needed).
     stored_resources: tuple[tuple[str, str], ...] = ()
+    # For a read the data service ran before asking (#15, one round trip per read): what
+    # it returns, and the obligations it applied. Under a PERMIT with exactly these
+    # obligations the read's one ACCESS entry is logged with the decision; None: no read.
+    read_resources: tuple[tuple[str, str], ...] | None = None
+    read_obligations: frozenset[Obligation] = frozenset()
 
 
 @dataclass(frozen=True)

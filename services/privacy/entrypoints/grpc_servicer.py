@@ -21,6 +21,7 @@ from services.privacy.domain.model import (
     Decision,
     Domain,
     Level,
+    Obligation,
     Period,
     RestrictionKind,
     Setting,
@@ -274,6 +275,13 @@ def _access_in(request: pb.DecideAccessRequest) -> AccessRequest:
         emergency_justification=request.emergency_justification,
         emergency_justification_code=request.emergency_justification_code,
         stored_resources=tuple((r.resource_type, r.resource_id) for r in request.stored_resources),
+        read_resources=tuple((r.resource_type, r.resource_id) for r in request.read.resources)
+        if request.HasField("read")
+        else None,
+        read_obligations=frozenset(
+            Obligation(pb.Obligation.Name(o).removeprefix("OBLIGATION_"))
+            for o in request.read.obligations
+        ),
     )
 
 
@@ -286,6 +294,8 @@ def _decided_out(decided: Decided, action: Action) -> pb.DecideAccessResponse:
         obligations=[pb.Obligation.Value(f"OBLIGATION_{o.value}") for o in outcome.obligations],
         emergency=outcome.emergency,
         access_event_id=decided.event_id,
+        read_recorded=decided.read_recorded,
+        read_access_event_id=decided.read_event_id,
     )
 
 

@@ -30,6 +30,7 @@ from services.common.errors import (
     invalid_field,
 )
 from services.common.identifiers import require_org_number, require_pid
+from services.common.timestamps import utcnow
 from services.common.tokens import Scopes
 from services.privacy.adapters import audit_queries
 from services.privacy.adapters import repository as repo
@@ -66,7 +67,6 @@ from services.privacy.domain.model import (
     SettingKind,
     SettingState,
     access_resources,
-    utcnow,
 )
 from services.privacy.domain.page_tokens import decode_token, encode_token
 from services.privacy.domain.policy import Rules, caller_from_principal, decide, needs_gp_list
@@ -101,6 +101,12 @@ RECENT_SECONDS = 300.0
 class Decided:
     outcome: Outcome
     event_id: str
+    # The access entry of the request's read, logged with the decision ("" if not).
+    read_event_id: str = ""
+
+    @property
+    def read_recorded(self) -> bool:
+        return bool(self.read_event_id)
 
 
 @dataclass(frozen=True)
@@ -305,8 +311,10 @@ class PrivacyService:
         gp: tuple[bool | None, str] = (None, ""),
     ) -> tuple[list[LogEntry], Decided]:
         """The decision's log entry, followed (under a PERMIT) by one ACCESS entry per
-        resource the data service said it stores under it. The attested context and an
-        emergency's justification go into the entry's details (no log schema change)."""
+        resource the data service said it stores under it, or by the one ACCESS entry of
+        the read it ran before asking when the decision's obligations are the ones that
+        read applied (`_read_entry`). The attested context and an emergency's
+        justification go into the entry's details (no log schema change)."""
         outcome = decide(
             request,
             caller,
@@ -377,7 +385,45 @@ class PrivacyService:
                 )
                 for rtype, rid in request.stored_resources
             ]
-        return entries, Decided(outcome, entry.event_id)
+        read = self._read_entry(request, outcome, caller, entry.event_id, now, trace_id)
+        if read is not None:
+            entries.append(read)
+        return entries, Decided(outcome, entry.event_id, read.event_id if read else "")
+
+    def _read_entry(
+        self,
+        request: AccessRequest,
+        outcome: Outcome,
+        caller: Caller,
+        decision_event_id: str,
+        now: dt.datetime,
+        trace_id: str,
+    ) -> LogEntry | None:
+        """The one ACCESS entry of a read the data service ran before asking (#15: one
+        privacy round trip per read), if this decision permits that read as it was run: a
+        PERMIT of a READ or SEARCH whose obligations are exactly the ones the read applied.
+        Otherwise None: the data service reads again under the decision and records."""
+        if (
+            request.read_resources is None
+            or not outcome.permitted
+            or request.action not in (Action.READ, Action.SEARCH)
+            or frozenset(outcome.obligations) != request.read_obligations
+        ):
+            return None
+        return self._entry(
+            EntryType.ACCESS,
+            caller,
+            request.patient_id,
+            now,
+            trace_id=trace_id,
+            domain=request.domain.value,
+            action=request.action.value,
+            purpose=outcome.purpose_of_use,
+            decision=Decision.PERMIT.value,
+            emergency=outcome.emergency,
+            decision_event_id=decision_event_id,
+            **access_resources(request.read_resources),
+        )
 
     def decide(self, principal: Principal, request: AccessRequest) -> Decided:
         caller, approval, approval_error, trace_id = self._prepare(principal)

@@ -22,9 +22,14 @@ from samhandling.privacy.v1 import privacy_service_pb2 as pv
 from services.common.auth import Principal
 from services.common.errors import FailedPrecondition
 from services.masterdata.client import MasterDataClient
-from services.privacy.client import PrivacyClient, ReadDecisionCache, is_stale
+from services.privacy.client import (
+    DECISION_CACHE_SECONDS,
+    PrivacyClient,
+    ReadDecisionCache,
+    is_stale,
+)
 from services.privacy.client import StaleDecision as StaleDecision  # raised by record()
-from services.privacy.client import decision_cache_seconds as shared_cache_seconds
+from services.privacy.client import expected_obligations as expected_obligations_pb
 from services.results.domain.model import CodeRef
 
 # --- master data -----------------------------------------------------------------------------
@@ -98,6 +103,9 @@ class AccessDecision:
     # A PERMIT reused from the decision cache (see DecisionCache): the read must record
     # what it returned even when that is nothing, so that it is in the log.
     reused: bool = False
+    # The request's read (AccessRequest.read_ids) was logged with this decision: return
+    # it as it is, no RecordAccess.
+    recorded: bool = False
 
 
 @dataclass(frozen=True)
@@ -114,10 +122,20 @@ class AccessRequest:
     justification_code: str = ""
     # For CREATE/UPDATE: the result ids stored if permitted (logged with the decision).
     stored_ids: Sequence[str] = ()
+    # For READ/SEARCH run before asking (one round trip per read): the result ids it
+    # returns and the obligations it applied; logged with the decision if these are the
+    # decision's obligations (AccessDecision.recorded). None: no read to record.
+    read_ids: Sequence[str] | None = None
+    read_obligations: frozenset[str] = frozenset()
 
 
 class AccessControl(Protocol):
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision: ...
+
+    def reusable(self, principal: Principal, request: AccessRequest) -> AccessDecision | None:
+        """A PERMIT of this caller's identical read from a few seconds ago, if one may be
+        reused (privacy re-checks it when the read is recorded); else None."""
+        ...
 
     def decide_many(
         self, principal: Principal, requests: Sequence[AccessRequest]
@@ -163,7 +181,7 @@ class DecisionCache:
     def put(self, key: tuple[str, bytes], decision: AccessDecision) -> None:
         self._shared.put(
             key,
-            replace(decision, reused=True),
+            replace(decision, reused=True, recorded=False),
             event_id=decision.event_id,
             permit=decision.permit,
             emergency=decision.emergency,
@@ -173,8 +191,13 @@ class DecisionCache:
         self._shared.forget(event_id)
 
 
-def decision_cache_seconds() -> float:
-    return shared_cache_seconds("SAMHANDLING_RESULTS_DECISION_CACHE_SECONDS")
+def expected_obligations(principal: Principal, emergency: bool = False) -> frozenset[str]:
+    """The obligations a read runs under before its decision (privacy's guess, see
+    services/privacy/client.py `expected_obligations`), named as in AccessDecision."""
+    return frozenset(
+        pv.Obligation.Name(o).removeprefix("OBLIGATION_")
+        for o in expected_obligations_pb(principal, emergency)
+    )
 
 
 class PrivacyAccessControl:
@@ -182,12 +205,10 @@ class PrivacyAccessControl:
     PERMITs of repeated reads come from a short DecisionCache (privacy re-checks them)."""
 
     def __init__(
-        self, channel: grpc.Channel | None = None, cache_seconds: float | None = None
+        self, channel: grpc.Channel | None = None, cache_seconds: float = DECISION_CACHE_SECONDS
     ) -> None:
         self._client = PrivacyClient(channel, timeout=None)  # the propagated deadline
-        self._cache = DecisionCache(
-            decision_cache_seconds() if cache_seconds is None else cache_seconds
-        )
+        self._cache = DecisionCache(cache_seconds)
 
     @staticmethod
     def _decision(reply: pv.DecideAccessResponse) -> AccessDecision:
@@ -199,6 +220,7 @@ class PrivacyAccessControl:
             ),
             event_id=reply.access_event_id,
             emergency=reply.emergency,
+            recorded=reply.read_recorded,
         )
 
     def decide_many(
@@ -263,12 +285,28 @@ class PrivacyAccessControl:
             message.release_time.CopyFrom(stamp)
         return message
 
+    def reusable(self, principal: Principal, request: AccessRequest) -> AccessDecision | None:
+        if not self._cache.cacheable(request):
+            return None
+        message = self._message(request)  # the read (read_ids) is not part of the key
+        return self._cache.get((principal.token, message.SerializeToString(deterministic=True)))
+
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
-        message = self._message(request)
+        message = self._message(request)  # the read (read_ids) is not part of the key
         key = (principal.token, message.SerializeToString(deterministic=True))
         cacheable = self._cache.cacheable(request)
         if cacheable and (cached := self._cache.get(key)) is not None:
             return cached
+        if request.read_ids is not None:
+            message.read.SetInParent()  # present even when the read found nothing
+            message.read.resources.extend(
+                pv.AccessedResource(resource_type=request.resource_type, resource_id=i)
+                for i in request.read_ids
+            )
+            message.read.obligations.extend(
+                pv.Obligation.Value(f"OBLIGATION_{name}")
+                for name in sorted(request.read_obligations)
+            )
         reply = self._client.decide_access(
             message,
             principal.forwarding_metadata(),

@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 from samhandling.results.v1 import results_service_pb2 as pb
@@ -45,6 +45,7 @@ from services.results.adapters.clients import (
     AccessRequest,
     CodeChecker,
     StaleDecision,
+    expected_obligations,
 )
 from services.results.adapters.repository import (
     IngestRecord,
@@ -438,34 +439,46 @@ class ResultsService:
             include_entered_in_error=include_eie and not citizen,
         )
 
-    def _read_access(
+    def _read(
         self,
         principal: Principal,
-        requested: str,
-        action: str,
-        purpose: str = "",
-        emergency: bool = False,
-        justification: str = "",
+        request: AccessRequest,
+        run: Callable[[Visibility], tuple[T, list[str]]],
         include_eie: bool = False,
-        justification_code: str = "",
-    ) -> ReadAccess:
-        patient = self._patient_for(principal, requested)
-        decision = self._access.decide(
-            principal,
-            AccessRequest(
-                patient_id=patient,
-                action=action,
-                purpose_of_use=purpose,
-                emergency=emergency,
-                justification=justification,
-                justification_code=justification_code,
-            ),
-        )
-        if not decision.permit:
-            raise self._denied(decision)
-        return ReadAccess(patient, decision, self._visibility(principal, decision, include_eie))
+        denied: Callable[[AccessDecision], Exception] | None = None,
+    ) -> tuple[T, AccessDecision]:
+        """Decide, run the read under the decision's obligations, log what it returns (ONE
+        access entry listing it) with one privacy round trip (#15):
 
-    def _load_visible(self, principal: Principal, result_id: str) -> tuple[pb.Result, ReadAccess]:
+        - a reusable PERMIT of the same read (DecisionCache): run, then RecordAccess, which
+          re-checks that the decision still holds (else StaleDecision: nothing returned);
+        - else run under the obligations privacy is expected to set (`expected_obligations`)
+          and ask DecideAccess with that read: under a PERMIT with exactly those obligations
+          privacy logs the read with the decision in one transaction and it is returned as
+          it is; under other obligations it runs again under them and RecordAccess logs
+          that one (two round trips, as before); a DENY returns nothing.
+
+        `run(visibility)` gives (what to return, the result ids it returns). Nothing is
+        returned before its decision and its access entry are durable."""
+        decision = self._access.reusable(principal, request)
+        if decision is None:
+            assumed = expected_obligations(principal, request.emergency)
+            guess = AccessDecision(permit=True, obligations=assumed)
+            found, ids = run(self._visibility(principal, guess, include_eie))
+            decision = self._access.decide(
+                principal, replace(request, read_ids=ids, read_obligations=assumed)
+            )
+            if not decision.permit:
+                raise (denied or self._denied)(decision)
+            if decision.recorded:
+                return found, decision
+        found, ids = run(self._visibility(principal, decision, include_eie))
+        if ids or decision.reused:  # a reused decision logged nothing yet
+            self._access.record(principal, decision, request.patient_id, request.action, ids)
+        return found, decision
+
+    def _load(self, principal: Principal, result_id: str) -> tuple[pb.Result, AccessRequest]:
+        """One result for a single read, and the access request that reads it."""
         principal.require_scope(Scopes.RESULTS_READ)
         with self._uow() as uow:
             result = ResultRepository(uow.session).get(result_id)
@@ -481,27 +494,22 @@ class ResultsService:
             else None,
             result.confidentiality_code,
         )
-        decision = self._access.decide(
-            principal,
-            AccessRequest(
-                patient_id=patient,
-                action="READ",
-                resource_id=result.result_id,
-                confidentiality=[result.confidentiality_code or "N"],
-                release_time=release,
-            ),
+        return result, AccessRequest(
+            patient_id=patient,
+            action="READ",
+            resource_id=result.result_id,
+            confidentiality=[result.confidentiality_code or "N"],
+            release_time=release,
         )
-        if not decision.permit:
+
+    def _single_denied(self, principal: Principal) -> Callable[[AccessDecision], Exception]:
+        def denied(decision: AccessDecision) -> Exception:
             if principal.is_citizen and set(decision.reasons) <= HIDDEN_FROM_CITIZEN:
                 # Hidden by a rule: the same answer as a search that leaves it out.
-                raise NotFound("no such result", reason="RESULT_NOT_FOUND")
-            raise self._denied(decision)
-        access = ReadAccess(patient, decision, self._visibility(principal, decision, True))
-        if not access.visibility.allows(result):
-            if decision.reused:  # the attempt is in the log, as under a fresh decision
-                self._access.record(principal, decision, patient, "READ", [])
-            raise NotFound("no such result", reason="RESULT_NOT_FOUND")
-        return result, access
+                return NotFound("no such result", reason="RESULT_NOT_FOUND")
+            return self._denied(decision)
+
+        return denied
 
     # --- reads ---------------------------------------------------------------------------
     @staticmethod
@@ -518,8 +526,17 @@ class ResultsService:
         return self._once_more_if_stale(lambda: self._get(principal, result_id))
 
     def _get(self, principal: Principal, result_id: str) -> pb.Result:
-        result, access = self._load_visible(principal, result_id)
-        self._access.record(principal, access.decision, access.patient_id, "READ", [result_id])
+        result, access = self._load(principal, result_id)
+
+        def run(visibility: Visibility) -> tuple[bool, list[str]]:
+            visible = visibility.allows(result)
+            return visible, [result.result_id] if visible else []
+
+        visible, _ = self._read(
+            principal, access, run, include_eie=True, denied=self._single_denied(principal)
+        )
+        if not visible:
+            raise NotFound("no such result", reason="RESULT_NOT_FOUND")
         return result
 
     def versions(
@@ -530,24 +547,33 @@ class ResultsService:
     def _versions(
         self, principal: Principal, request: pb.ListResultVersionsRequest
     ) -> pb.ListResultVersionsResponse:
-        result, access = self._load_visible(principal, request.result_id)
+        result, access = self._load(principal, request.result_id)
         size = paging.page_size(request.page_size, 50, 200)
         query = paging.fingerprint("versions", request.result_id)
         after = paging.decode(request.page_token, query, 1)
-        with self._uow() as uow:
-            rows = ResultRepository(uow.session).versions(
-                request.result_id, int(after[0]) if after else None, size + 1
-            )
-        more = len(rows) > size
-        rows = rows[:size]
-        visible = [v for v in rows if access.visibility.allows(v)]
-        self._access.record(
-            principal, access.decision, access.patient_id, "READ", [result.result_id]
+
+        def run(
+            visibility: Visibility,
+        ) -> tuple[pb.ListResultVersionsResponse | None, list[str]]:
+            if not visibility.allows(result):
+                return None, []
+            with self._uow() as uow:
+                rows = ResultRepository(uow.session).versions(
+                    request.result_id, int(after[0]) if after else None, size + 1
+                )
+            more = len(rows) > size
+            rows = rows[:size]
+            return pb.ListResultVersionsResponse(
+                versions=[v for v in rows if visibility.allows(v)],
+                next_page_token=paging.encode([rows[-1].version], query) if more else "",
+            ), [result.result_id]
+
+        reply, _ = self._read(
+            principal, access, run, include_eie=True, denied=self._single_denied(principal)
         )
-        return pb.ListResultVersionsResponse(
-            versions=visible,
-            next_page_token=paging.encode([rows[-1].version], query) if more else "",
-        )
+        if reply is None:
+            raise NotFound("no such result", reason="RESULT_NOT_FOUND")
+        return reply
 
     def search(
         self, principal: Principal, request: pb.SearchResultsRequest
@@ -558,21 +584,12 @@ class ResultsService:
         self, principal: Principal, request: pb.SearchResultsRequest
     ) -> pb.SearchResultsResponse:
         statuses = sorted(set(request.statuses))
-        access = self._read_access(
-            principal,
-            request.patient_id,
-            "SEARCH",
-            request.purpose_of_use,
-            request.emergency,
-            request.emergency_justification,
-            include_eie=pb.RESULT_STATUS_ENTERED_IN_ERROR in statuses,
-            justification_code=request.emergency_justification_code,
-        )
+        patient = self._patient_for(principal, request.patient_id)
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start and end and start >= end:
             raise invalid_field("end_time", "must be after start_time")
         filters = SearchFilter(
-            patient_id=access.patient_id,
+            patient_id=patient,
             categories=sorted(set(request.categories)),
             codes=sorted(set(request.codes)),
             statuses=statuses,
@@ -583,24 +600,46 @@ class ResultsService:
         query = paging.fingerprint("search", filters, principal.subject, principal.client_id)
         after = paging.decode(request.page_token, query, 2)
         key = (dt.datetime.fromisoformat(after[0]), str(after[1])) if after else None
-        with self._uow() as uow:
-            rows, total = ResultRepository(uow.session).search(
-                filters, access.visibility, key, size + 1
-            )
-        more = len(rows) > size
-        rows = rows[:size]
-        if rows or access.decision.reused:  # a reused decision logged nothing yet
-            self._access.record(
-                principal, access.decision, access.patient_id, "SEARCH", [r.result_id for r in rows]
-            )
-        token = ""
-        if more:
-            last = rows[-1]
-            token = paging.encode(
-                [to_naive_utc(last.effective_time.ToDatetime()).isoformat(), last.result_id],
-                query,
-            )
-        return pb.SearchResultsResponse(results=rows, next_page_token=token, total_size=total)
+
+        def run(visibility: Visibility) -> tuple[pb.SearchResultsResponse, list[str]]:
+            with self._uow() as uow:
+                rows, total = ResultRepository(uow.session).search(
+                    filters, visibility, key, size + 1
+                )
+            more = len(rows) > size
+            rows = rows[:size]
+            token = ""
+            if more:
+                last = rows[-1]
+                token = paging.encode(
+                    [to_naive_utc(last.effective_time.ToDatetime()).isoformat(), last.result_id],
+                    query,
+                )
+            reply = pb.SearchResultsResponse(results=rows, next_page_token=token, total_size=total)
+            return reply, [r.result_id for r in rows]
+
+        reply, _ = self._read(
+            principal,
+            self._search_access(principal, patient, request),
+            run,
+            include_eie=pb.RESULT_STATUS_ENTERED_IN_ERROR in statuses,
+        )
+        return reply
+
+    @staticmethod
+    def _search_access(
+        principal: Principal,
+        patient: str,
+        request: pb.SearchResultsRequest | pb.SearchObservationSeriesRequest,
+    ) -> AccessRequest:
+        return AccessRequest(
+            patient_id=patient,
+            action="SEARCH",
+            purpose_of_use=request.purpose_of_use,
+            emergency=request.emergency,
+            justification=request.emergency_justification,
+            justification_code=request.emergency_justification_code,
+        )
 
     def series(
         self, principal: Principal, request: pb.SearchObservationSeriesRequest
@@ -610,52 +649,45 @@ class ResultsService:
     def _series(
         self, principal: Principal, request: pb.SearchObservationSeriesRequest
     ) -> pb.SearchObservationSeriesResponse:
-        access = self._read_access(
-            principal,
-            request.patient_id,
-            "SEARCH",
-            request.purpose_of_use,
-            request.emergency,
-            request.emergency_justification,
-            justification_code=request.emergency_justification_code,
-        )
+        patient = self._patient_for(principal, request.patient_id)
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start and end and start >= end:
             raise invalid_field("end_time", "must be after start_time")
         size = paging.page_size(request.page_size, 100, 1000)
-        query = paging.fingerprint(
-            "series", access.patient_id, request.code, start, end, principal.subject
-        )
+        query = paging.fingerprint("series", patient, request.code, start, end, principal.subject)
         after = paging.decode(request.page_token, query, 3)
         key = (dt.datetime.fromisoformat(after[0]), str(after[1]), str(after[2])) if after else None
-        with self._uow() as uow:
-            rows, total = ResultRepository(uow.session).series(
-                access.patient_id, request.code, start, end, access.visibility, key, size + 1
-            )
-        more = len(rows) > size
-        rows = rows[:size]
-        points = []
-        for rid, version, status, obs, when in rows:
-            if not obs.HasField("effective_time"):
-                obs.effective_time.CopyFrom(_stamp(when))
-            points.append(
-                pb.SeriesPoint(
-                    result_id=rid,
-                    version=version,
-                    result_status=status,  # type: ignore[arg-type]
-                    observation=obs,
+
+        def run(visibility: Visibility) -> tuple[pb.SearchObservationSeriesResponse, list[str]]:
+            with self._uow() as uow:
+                rows, total = ResultRepository(uow.session).series(
+                    patient, request.code, start, end, visibility, key, size + 1
                 )
+            more = len(rows) > size
+            rows = rows[:size]
+            points = []
+            for rid, version, status, obs, when in rows:
+                if not obs.HasField("effective_time"):
+                    obs.effective_time.CopyFrom(_stamp(when))
+                points.append(
+                    pb.SeriesPoint(
+                        result_id=rid,
+                        version=version,
+                        result_status=status,  # type: ignore[arg-type]
+                        observation=obs,
+                    )
+                )
+            token = ""
+            if more:
+                rid, _v, _s, obs, when = rows[-1]
+                token = paging.encode([when.isoformat(), rid, obs.observation_id], query)
+            reply = pb.SearchObservationSeriesResponse(
+                points=points, next_page_token=token, total_size=total
             )
-        if rows or access.decision.reused:  # a reused decision logged nothing yet
-            ids = sorted({row[0] for row in rows})
-            self._access.record(principal, access.decision, access.patient_id, "SEARCH", ids)
-        token = ""
-        if more:
-            rid, _v, _s, obs, when = rows[-1]
-            token = paging.encode([when.isoformat(), rid, obs.observation_id], query)
-        return pb.SearchObservationSeriesResponse(
-            points=points, next_page_token=token, total_size=total
-        )
+            return reply, sorted({row[0] for row in rows})
+
+        reply, _ = self._read(principal, self._search_access(principal, patient, request), run)
+        return reply
 
 
 __all__ = ["InvalidArgument", "ResultsService"]

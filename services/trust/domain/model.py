@@ -114,6 +114,17 @@ class Client:
         )
 
 
+@dataclass(frozen=True)
+class TokenRequest:
+    """A token request once its client is authenticated and its DPoP proof checked: what
+    each grant decides on."""
+
+    client: Client
+    params: Mapping[str, str]
+    details: list[Mapping[str, Any]]  # the client assertion's authorization_details
+    jkt: str | None  # thumbprint of the DPoP key the new token is bound to; None: bearer
+
+
 _JWK_PRIVATE = ("d", "p", "q", "dp", "dq", "qi", "k")
 
 

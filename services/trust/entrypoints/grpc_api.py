@@ -10,7 +10,6 @@ on as HTTP headers. A gRPC caller sees the status with the same JSON as its mess
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 from collections.abc import Callable, Mapping
@@ -29,9 +28,12 @@ from services.common.internal_methods import internal_methods_of
 from services.common.logging import log_fields
 from services.common.tokens import Scopes
 from services.trust.domain.model import Client, OAuthError, invalid_request
+from services.trust.entrypoints.pages import login_page, message_page, redirect_page
 from services.trust.service_layer.clients import UPDATABLE, ClientRegistry
+from services.trust.service_layer.discovery import discovery
 from services.trust.service_layer.federation import LoginProblem
-from services.trust.service_layer.oauth import Redirect, TrustService, to_json
+from services.trust.service_layer.oauth import TrustService
+from services.trust.service_layer.redirects import Redirect
 
 log = logging.getLogger("samhandling.trust")
 
@@ -85,15 +87,11 @@ def parse_form(body: httpbody_pb2.HttpBody) -> dict[str, str]:
 
 
 def _json_body(body: Any) -> httpbody_pb2.HttpBody:
-    return httpbody_pb2.HttpBody(content_type="application/json", data=to_json(body))
+    data = json.dumps(body, separators=(",", ":")).encode()
+    return httpbody_pb2.HttpBody(content_type="application/json", data=data)
 
 
-def _page(title: str, text: str) -> httpbody_pb2.HttpBody:
-    page = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        f"<title>{html.escape(title)}</title></head><body><h1>{html.escape(title)}</h1>"
-        f"<p>{html.escape(text)}</p></body></html>"
-    )
+def _html_body(page: str) -> httpbody_pb2.HttpBody:
     return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
 
 
@@ -146,7 +144,14 @@ def _client_id(name: str) -> str:
 
 class TrustServicer(pb_grpc.TrustServiceServicer):
     def __init__(self, service: TrustService, registry: ClientRegistry) -> None:
-        self.service = service
+        # The use cases themselves; `service` only wires them.
+        self.settings = service.settings
+        self.keys = service.keys
+        self.repo = service.repo
+        self.tokens = service.tokens
+        self.login = service.login
+        self.federation = service.federation
+        self.revocation = service.revocation
         self.registry = registry
 
     # --- OAuth plumbing ---------------------------------------------------------------------
@@ -186,19 +191,19 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
 
     # --- public endpoints -------------------------------------------------------------------
     def GetJwks(self, request: pb.GetJwksRequest, context: grpc.ServicerContext) -> Any:
-        return _json_body(self.service.keys.jwks())
+        return _json_body(self.keys.jwks())
 
     def GetOpenidConfiguration(
         self, request: pb.GetOpenidConfigurationRequest, context: grpc.ServicerContext
     ) -> Any:
-        return _json_body(self.service.discovery())
+        return _json_body(discovery(self.settings))
 
     def Token(self, request: pb.TokenRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
             params = parse_form(request.body)
             proof = self._metadata(context).get("dpop")
-            body = self.service.token(params, proof)
-            return self._json(context, body, self.service.response_headers())
+            body = self.tokens.token(params, proof)
+            return self._json(context, body, self.tokens.response_headers())
 
         return self._answer(context, produce, "token")
 
@@ -206,27 +211,24 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
         self, request: pb.PushAuthorizationRequestRequest, context: grpc.ServicerContext
     ) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            body = self.service.push_authorization_request(parse_form(request.body))
+            body = self.login.push_authorization_request(parse_form(request.body))
             return self._json(context, body, {"cache-control": "no-store"})
 
         return self._answer(context, produce, "par")
 
     def Authorize(self, request: pb.AuthorizeRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            page = self.service.authorize(request.client_id, request.request_uri)
+            page = self.login.authorize(request.client_id, request.request_uri)
             if isinstance(page, Redirect):
-                return self._redirect(context, page.location, page.notice)
+                return self._redirect(context, page)
             context.send_initial_metadata([("cache-control", "no-store")])
-            return httpbody_pb2.HttpBody(
-                content_type="text/html; charset=utf-8", data=page.encode()
-            )
+            return _html_body(login_page(page))
 
         return self._answer(context, produce, "authorize")
 
     def CompleteLogin(self, request: pb.CompleteLoginRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            redirect: Redirect = self.service.complete_login(parse_form(request.body))
-            return self._redirect(context, redirect.location, redirect.notice)
+            return self._redirect(context, self.login.complete_login(parse_form(request.body)))
 
         return self._answer(context, produce, "login")
 
@@ -239,7 +241,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
             if getattr(request, name)
         }
         try:
-            redirect = self.service.upstream_callback(params)
+            redirect = self.federation.callback(params)
         except LoginProblem as problem:
             # Not tied to any login: nobody to redirect to. A page for the user, HTTP 400.
             body = {"error": problem.error, "error_description": problem.description}
@@ -247,34 +249,21 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
             context.set_code(grpc.StatusCode.INVALID_ARGUMENT)
             context.set_details(json.dumps(body))
             log.info("upstream login refused", extra=log_fields(error=problem.error))
-            return _page("Login failed", problem.description)
+            return _html_body(message_page("Login failed", problem.description))
         if redirect.notice:
             log.info("upstream login failed", extra=log_fields(reason=redirect.notice[:200]))
-        return self._redirect(context, redirect.location, redirect.notice)
+        return self._redirect(context, redirect)
 
     @staticmethod
-    def _redirect(
-        context: grpc.ServicerContext, location: str, notice: str = ""
-    ) -> httpbody_pb2.HttpBody:
-        # The transcoder cannot answer 302; the Location header plus an immediate refresh
-        # get browsers (and clients reading Location) to the client's redirect URI. A failed
-        # login says why on the page before it returns to the client.
-        context.send_initial_metadata([("location", location), ("cache-control", "no-store")])
-        target = html.escape(location)
-        said = ""
-        if notice:
-            said = f"<h1>Login failed</h1><p>{html.escape(notice)}</p>"
-        page = (
-            '<!doctype html><html><head><meta charset="utf-8">'
-            f'<meta http-equiv="refresh" content="{3 if notice else 0};url={target}">'
-            f"<title>{'Login failed' if notice else 'Redirecting'}</title>"
-            f'</head><body>{said}<a href="{target}">Continue</a></body></html>'
+    def _redirect(context: grpc.ServicerContext, redirect: Redirect) -> httpbody_pb2.HttpBody:
+        context.send_initial_metadata(
+            [("location", redirect.location), ("cache-control", "no-store")]
         )
-        return httpbody_pb2.HttpBody(content_type="text/html; charset=utf-8", data=page.encode())
+        return _html_body(redirect_page(redirect.location, redirect.notice))
 
     def RevokeToken(self, request: pb.RevokeTokenRequest, context: grpc.ServicerContext) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            self.service.revoke(parse_form(request.body))
+            self.revocation.revoke(parse_form(request.body))
             return self._json(context, {}, {"cache-control": "no-store"})
 
         return self._answer(context, produce, "revoke")
@@ -283,7 +272,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
         self, request: pb.IntrospectTokenRequest, context: grpc.ServicerContext
     ) -> Any:
         def produce() -> httpbody_pb2.HttpBody:
-            body = self.service.introspect(parse_form(request.body))
+            body = self.revocation.introspect(parse_form(request.body))
             return self._json(context, body, {"cache-control": "no-store"})
 
         return self._answer(context, produce, "introspect")
@@ -327,7 +316,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
         self, request: pb.RotateSigningKeysRequest, context: grpc.ServicerContext
     ) -> Any:
         self._admin()
-        kids = self.service.keys.rotate()
+        kids = self.keys.rotate()
         return pb.RotateSigningKeysResponse(
             current_kid=kids.get("current", ""),
             next_kid=kids.get("next", ""),
@@ -346,7 +335,7 @@ class TrustServicer(pb_grpc.TrustServiceServicer):
                     revoke_time=_ts(row["revoked_at"]),
                     expire_time=_ts(row["expires_at"]),
                 )
-                for row in self.service.repo.revocations()
+                for row in self.repo.revocations()
                 if row["kind"] in _REVOCATION_KINDS
             ]
         )

@@ -165,6 +165,41 @@ class OrganisationCheck:
         return False
 
 
+def _approval_refused(reason: str, of_category: str = "") -> OAuthError:
+    if reason == "IDENTITY_MISMATCH":
+        return _denied("the identity number and the HPR number are not the same person")
+    return _denied(f"practitioner has no valid approval {of_category}({reason})")
+
+
+class PractitionerCheck:
+    """The logged-in health worker at login (TestID or upstream) and at the token endpoint:
+    an approval valid now in master data and, with an attestation, its organisation."""
+
+    def __init__(self, masterdata: MasterDataPort, organisations: OrganisationCheck) -> None:
+        self._md = masterdata
+        self._organisations = organisations
+
+    def verify_attestation(
+        self, client: Client, attestation: Attestation, hpr_number: str | None, pid: str = ""
+    ) -> dict[str, Any]:
+        """The attestation as the token carries it, once the approval of its category and
+        its organisation are checked."""
+        if not hpr_number:
+            raise invalid_request("the trust framework needs a logged-in health worker")
+        check = self._md.check_approval(hpr_number, attestation.category, pid=pid)
+        if not check.valid:
+            raise _approval_refused(check.reason, f"of category {attestation.category} ")
+        self._organisations.verify(client, attestation)
+        return dict(attestation.raw)
+
+    def require_approval(self, hpr_number: str, pid: str = "") -> None:
+        """A health worker without an attestation must hold some valid approval (and, with
+        `pid`, be that person)."""
+        check = self._md.check_approval(hpr_number, "", pid=pid)
+        if not check.valid:
+            raise _approval_refused(check.reason)
+
+
 def organisation_selection(details: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
     """(legal entity, point of care or '') of the one `helseid_authorization` entry; None if
     there is none; `invalid_request` when malformed or not alone."""

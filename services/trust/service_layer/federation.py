@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from services.common.errors import Unavailable
 from services.common.identifiers import pid_problem
+from services.trust.adapters.masterdata import MasterDataPort
 from services.trust.adapters.upstream import UpstreamError, UpstreamIdp
 from services.trust.domain.model import (
     Client,
@@ -36,9 +38,10 @@ from services.trust.domain.model import (
     invalid_request,
     trust_framework_attestation,
 )
-
-if TYPE_CHECKING:
-    from services.trust.service_layer.oauth import Redirect, TrustService
+from services.trust.service_layer.attestation import PractitionerCheck
+from services.trust.service_layer.ports import OAuthStore
+from services.trust.service_layer.redirects import ClientRedirects, Redirect
+from services.trust.service_layer.settings import TrustSettings
 
 PENDING_PREFIX = "urn:samhandling:upstream:"
 PENDING_TTL = 600.0  # seconds the user has at the provider
@@ -75,13 +78,29 @@ def _pending_key(state: str) -> str:
 
 
 class Federation:
-    def __init__(self, service: TrustService, upstreams: Sequence[UpstreamPort]) -> None:
-        self.service = service
+    def __init__(
+        self,
+        settings: TrustSettings,
+        repo: OAuthStore,
+        redirects: ClientRedirects,
+        masterdata: MasterDataPort,
+        practitioners: PractitionerCheck,
+        pseudonym: Callable[[str], str],
+        upstreams: Sequence[UpstreamPort],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.repo = repo
+        self.redirects = redirects
+        self.masterdata = masterdata
+        self.practitioners = practitioners
+        self.pseudonym = pseudonym
+        self.clock = clock
         self.upstreams: dict[str, UpstreamPort] = {u.idp.name: u for u in upstreams}
 
     @property
     def callback_uri(self) -> str:
-        return self.service.settings.endpoint(CALLBACK_PATH)
+        return self.settings.endpoint(CALLBACK_PATH)
 
     def choices(self) -> list[UpstreamIdp]:
         return [u.idp for u in self.upstreams.values()]
@@ -93,7 +112,7 @@ class Federation:
         upstream = self.upstreams.get(name)
         if upstream is None:
             raise invalid_request("unknown identity provider")
-        repo = self.service.repo
+        repo = self.repo
         if not repo.use_par(request_uri):
             raise OAuthError("invalid_request_uri", "request_uri already used")
         state = secrets.token_urlsafe(32)
@@ -103,18 +122,18 @@ class Federation:
             _pending_key(state),
             client.client_id,
             {"request": dict(data), "idp": name, "nonce": nonce, "code_verifier": verifier},
-            self.service.clock() + PENDING_TTL,
+            self.clock() + PENDING_TTL,
         )
         try:
             url = upstream.authorization_url(self.callback_uri, state, nonce, verifier)
         except UpstreamError as exc:
             return self._to_client(data, exc.error, exc.description)
-        return self.service.redirect_to(url)
+        return Redirect(url)
 
     # --- 3. back from the provider ----------------------------------------------------------
     def callback(self, params: Mapping[str, str]) -> Redirect:
         state = params.get("state", "")
-        found = self.service.repo.get_par(_pending_key(state)) if state else None
+        found = self.repo.get_par(_pending_key(state)) if state else None
         if found is None:
             raise LoginProblem(
                 "invalid_request",
@@ -122,16 +141,16 @@ class Federation:
                 "Go back to the application and log in again.",
             )
         client_id, pending, expires_at, used = found
-        if used or expires_at < self.service.clock():
+        if used or expires_at < self.clock():
             raise LoginProblem(
                 "invalid_request",
                 "This login has expired or was already completed. "
                 "Go back to the application and log in again.",
             )
-        if not self.service.repo.use_par(_pending_key(state)):
+        if not self.repo.use_par(_pending_key(state)):
             raise LoginProblem("invalid_request", "This login was already completed.")
         data = pending["request"]
-        client = self.service.repo.get_client(client_id)
+        client = self.repo.get_client(client_id)
         upstream = self.upstreams.get(pending["idp"])
         if client is None:
             raise LoginProblem("invalid_request", "The application that asked is not registered.")
@@ -165,10 +184,10 @@ class Federation:
             return self._to_client(
                 data, "temporarily_unavailable", "master data cannot be reached; try again"
             )
-        return self.service.issue_code(client, data, subject, verified)
+        return self.redirects.code(client, data, subject, verified)
 
     def _to_client(self, data: Mapping[str, Any], error: str, description: str) -> Redirect:
-        return self.service.error_redirect(data, error, description)
+        return self.redirects.error(data, error, description)
 
     # --- 4. who logged in -------------------------------------------------------------------
     def _subject(
@@ -188,10 +207,9 @@ class Federation:
                 f"the login at {idp.title} has security level {level or 'unknown'}; "
                 f"{idp.min_security_level} is required",
             )
-        masterdata = self.service.masterdata
         hpr: str | None = None
         if idp.kind == "personnel":
-            hpr = masterdata.hpr_number_for(pid)
+            hpr = self.masterdata.hpr_number_for(pid)
             if not hpr:
                 raise OAuthError(
                     "access_denied",
@@ -200,13 +218,13 @@ class Federation:
         verified: list[dict[str, Any]] = []
         attestation = trust_framework_attestation(data.get("authorization_details") or [])
         if attestation is not None:
-            verified = [self.service.verify_attestation(client, attestation, hpr, pid)]
+            verified = [self.practitioners.verify_attestation(client, attestation, hpr, pid)]
         elif hpr:
-            self.service.require_approval(hpr, pid)
-        now = int(self.service.clock())
+            self.practitioners.require_approval(hpr, pid)
+        now = int(self.clock())
         auth_time = claims.get("auth_time")
         subject = {
-            "sub": f"hpr:{hpr}" if hpr else self.service.pseudonym(pid),
+            "sub": f"hpr:{hpr}" if hpr else self.pseudonym(pid),
             "pid": pid,
             "hpr": hpr,
             "security_level": str(level),

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from services.common import sealing
-from services.trust.adapters.repository import TrustRepository
+from services.trust.service_layer.ports import SigningKeyStore
 
 ALG = "ES256"
 PUBLISHED = ("next", "current", "previous")
@@ -60,7 +60,7 @@ class SigningKey:
 class KeyManager:
     def __init__(
         self,
-        repo: TrustRepository,
+        repo: SigningKeyStore,
         kek: bytes,
         clock: Callable[[], float] = time.time,
         cache_seconds: float = 10.0,

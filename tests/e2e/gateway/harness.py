@@ -22,7 +22,8 @@ import yaml
 from samhandling.bench.v1 import bench_service_pb2, bench_service_pb2_grpc
 
 from deploy.local.mesh import free_port, start_envoy, wait_edge_keys
-from gateway.render import ROUTES, EdgePorts, EdgeSpec, render
+from gateway.render import EdgePorts, render
+from gateway.surface import ROUTES, EdgeSpec
 from services.common.auth import JwksCache, JwtAuthenticator
 from services.common.dpop import DpopProofChecker
 from services.common.errors import ResourceExhausted, Unavailable

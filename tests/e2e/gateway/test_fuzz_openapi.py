@@ -55,6 +55,8 @@ CLIENTS = {
 }
 
 
+# Its own mesh, not the session's (tests/e2e/conftest.py): the fuzzer writes arbitrary data
+# through every public operation.
 @pytest.fixture(scope="module")
 def fuzz_mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     var = tmp_path_factory.mktemp("fuzz-mesh")

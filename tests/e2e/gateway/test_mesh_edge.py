@@ -4,7 +4,6 @@ number reaches Envoy's access log."""
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import requests
 
 from deploy.local.demo import DemoClient, DpopKey, Edge, Story
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh, available_services
 from gateway.openapi import dangling_refs
 from tests.e2e.gateway.openapi_check import edge_rejection, unrouted_operations
 
@@ -56,17 +55,6 @@ API = [
     ("GET", "/v1/documents/{document_id}/content"),
     ("POST", "/v1/documents/{document_id}:replace"),
 ]
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    var = tmp_path_factory.mktemp("mesh")
-    with Mesh(var_dir=var, edge_port=free_port()) as running:
-        yield running
-    log = var / "logs" / "edge-access.log"
-    people = json.loads((var / "demo" / "people.json").read_text())
-    text = log.read_text()
-    assert not [p["pid"] for p in people if p.get("pid") and p["pid"] in text]
 
 
 @pytest.fixture(scope="module")

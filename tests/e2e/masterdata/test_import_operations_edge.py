@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import base64
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from deploy.local.demo import DemoClient, DpopKey, Edge
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh, available_services
 from tools import masterdata_import
 
 pytestmark = [
@@ -22,16 +21,6 @@ pytestmark = [
         not {"trust", "masterdata"} <= set(available_services()), reason="needs trust"
     ),
 ]
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"),
-        services=["trust", "masterdata"],
-        edge_port=free_port(),
-    ) as running:
-        yield running
 
 
 def _file(tmp_path: Path, first: int) -> Path:

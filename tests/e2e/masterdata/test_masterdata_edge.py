@@ -11,14 +11,13 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import jwt
 import pytest
 import requests
 
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh
 
 PUBLIC_GETS = [
     "/v1/practitioners/1000001",
@@ -27,22 +26,6 @@ PUBLIC_GETS = [
     "/v1/organizations?parent=974760673",
     "/v1/code-systems/9060/codes",
 ]
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    services = [s for s in available_services() if s in ("trust", "masterdata")]
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"),
-        services=services,
-        edge_port=free_port(),
-        extra_env={"SAMHANDLING_LOG_LEVEL": "WARNING"},
-    ) as running:
-        yield running
-    log = running.var_dir / "logs" / "edge-access.log"
-    people = json.loads((running.var_dir / "demo" / "people.json").read_text())
-    text = log.read_text() if log.exists() else ""
-    assert not any(p["pid"] in text for p in people), "an identity number reached the edge log"
 
 
 def test_seed_wrote_the_demo_files(mesh: Mesh) -> None:

@@ -1,7 +1,7 @@
 """Two replicas behind the real Envoy; one is SIGKILLed under steady load.
 
 Readers (REST through the edge, gRPC through the internal listener) and a writer keep calling
-while one replica dies. Envoy retries what is safe to retry (deploy/local/replicas.py), ejects
+while one replica dies. Envoy retries what is safe to retry (gateway/envoy/routes.py), ejects
 the dead replica, and the survivor serves: no read fails and every acknowledged write is in
 the database. The service is the factory-built relay (tests/support/relay.py) sharing one
 database between its replicas, as the real services share PostgreSQL.

@@ -14,7 +14,6 @@ import json
 import random
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
 from deploy.local.demo import DemoClient, DpopKey, Edge, Token
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh, available_services
 from services.common.identifiers import synthetic_pid
 
 pytestmark = pytest.mark.e2e
@@ -34,15 +33,10 @@ HB = "NPU02319"
 RNG = random.Random()
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+@pytest.fixture(autouse=True)
+def _services() -> None:
     if not set(available_services()) >= REQUIRED:
         pytest.skip("needs the master data, trust, privacy and results services")
-    small = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port(), extra_env=small
-    ) as running:
-        yield running
 
 
 def _client(mesh: Mesh, name: str) -> DemoClient:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +24,9 @@ from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome
 
 from deploy.local.demo import DemoClient, DpopKey, Edge, Token, attestation
-from deploy.local.mesh import Mesh, available_services, free_port
+from deploy.local.mesh import Mesh, available_services
 from services.common.identifiers import synthetic_pid
+from tests.support.edge_log import access_log_path, settled_access_log
 
 SERVICES = {"masterdata", "trust", "privacy", "results"}
 pytestmark = [
@@ -59,14 +59,6 @@ def fhir_client(edge_url: str, token: Token) -> SyncFHIRClient:
     return SyncFHIRClient(
         f"{edge_url}/v1/fhir", requests_config={"auth": DpopAuth(token), "timeout": 30}
     )
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port(), services=sorted(SERVICES)
-    ) as running:
-        yield running
 
 
 def _report(patient: str, lab_org: str, identifier: str, days_ago: int) -> dict[str, Any]:
@@ -168,5 +160,4 @@ def test_fhirpy_through_the_edge_with_dpop(mesh: Mesh) -> None:
     assert mine == created[::-1]
     observations = citizen.resources("Observation").search(code="NPU02319").fetch_all()
     assert {o["id"] for o in observations} == {f"{rid}-hb" for rid in created}
-    text = (Path(mesh.var_dir) / "logs" / "edge-access.log").read_text()
-    assert patient not in text
+    assert patient not in settled_access_log(mesh.edge_url, access_log_path(mesh.var_dir))

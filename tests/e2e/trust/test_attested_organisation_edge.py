@@ -6,31 +6,25 @@ the privacy service's block matching finds it."""
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from deploy.local.mesh import Mesh, free_port
+from deploy.local.mesh import Mesh
 from services.common import auth
 from services.trust.demo_client import DemoClient, OAuthFailure
 
 REQUIRED = {"masterdata", "trust", "privacy", "documents"}
 
 
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
+@pytest.fixture(autouse=True)
+def _services() -> None:
     from deploy.local.mesh import available_services
 
     if not set(available_services()) >= REQUIRED:
         pytest.skip("needs the master data, trust, privacy and documents services")
-    small = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}
-    with Mesh(
-        var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port(), extra_env=small
-    ) as running:
-        yield running
 
 
 def _client(mesh: Mesh, name: str) -> DemoClient:

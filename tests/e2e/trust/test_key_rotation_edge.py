@@ -21,6 +21,8 @@ from tests.integration.trust.helpers import authlib_session
 pytestmark = pytest.mark.e2e
 
 
+# Its own mesh, not the session's (tests/e2e/conftest.py): rotating the signing keys twice
+# retires keys that tokens held by other modules were signed with.
 @pytest.fixture(scope="module")
 def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
     with Mesh(var_dir=tmp_path_factory.mktemp("mesh"), edge_port=free_port()) as running:

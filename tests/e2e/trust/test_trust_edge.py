@@ -7,7 +7,6 @@ import json
 import re
 import secrets
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -17,7 +16,7 @@ import pytest
 import requests
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
-from deploy.local.mesh import Mesh, free_port
+from deploy.local.mesh import Mesh
 from services.common import auth
 from services.common.dpop import jwk_thumbprint
 from services.trust.demo_client import DemoClient, OAuthFailure
@@ -28,15 +27,8 @@ from tests.integration.trust.helpers import (
     assertion_from_jwk,
     authlib_session,
 )
-
-PID = "09825429198"
-
-
-@pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Mesh]:
-    var = tmp_path_factory.mktemp("mesh")
-    with Mesh(var_dir=var, edge_port=free_port()) as running:
-        yield running
+from tests.support.edge_log import access_log_path, settled_access_log
+from tests.support.random_refs import random_pid
 
 
 def demo(mesh: Mesh, name: str) -> dict[str, Any]:
@@ -117,6 +109,7 @@ def test_dpop_token_through_the_edge(mesh: Mesh) -> None:
 
 
 def test_citizen_login_through_the_edge(mesh: Mesh) -> None:
+    pid = random_pid()
     portal = demo(mesh, "citizen-portal")
     key = portal["private_jwk"]
     edge = mesh.edge_url
@@ -146,7 +139,7 @@ def test_citizen_login_through_the_edge(mesh: Mesh) -> None:
     assert action is not None
     done = requests.post(
         action.group(1),
-        data={**hidden, "pid": PID, "hpr_number": ""},
+        data={**hidden, "pid": pid, "hpr_number": ""},
         timeout=5,
         allow_redirects=False,
     )
@@ -162,10 +155,9 @@ def test_citizen_login_through_the_edge(mesh: Mesh) -> None:
         redirect_uri=portal["redirect_uris"][0],
     )
     claims = verify(mesh, token["access_token"], "samhandling:privacy")
-    assert claims[auth.CLAIM_PID] == PID
+    assert claims[auth.CLAIM_PID] == pid
     assert token["refresh_token"]
-    access_log = Path(mesh.var_dir) / "logs" / "edge-access.log"
-    assert PID not in (access_log.read_text() if access_log.exists() else "")
+    assert pid not in settled_access_log(mesh.edge_url, access_log_path(mesh.var_dir))
 
 
 def test_admin_registry_over_rest(mesh: Mesh) -> None:
@@ -292,8 +284,9 @@ def test_demo_client_helper(mesh: Mesh) -> None:
     token = lab.client_credentials(resource="samhandling:results", dpop=True)
     assert token.token_type == "DPoP" and "DPoP" in token.headers("GET", mesh.edge_url + "/x")
     portal = DemoClient.load(folder, "citizen-portal", mesh.edge_url)
-    citizen = portal.login(pid=PID, resource="samhandling:privacy")
-    assert citizen.claims()[auth.CLAIM_PID] == PID and citizen.id_token
+    pid = random_pid()
+    citizen = portal.login(pid=pid, resource="samhandling:privacy")
+    assert citizen.claims()[auth.CLAIM_PID] == pid and citizen.id_token
     assert portal.refresh(citizen).claims()["aud"] == "samhandling:privacy"
     with pytest.raises(OAuthFailure) as caught:
         lab.client_credentials(scope="samhandling:trust/admin")

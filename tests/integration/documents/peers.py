@@ -21,6 +21,7 @@ from services.privacy.adapters.masterdata import GrpcApprovalChecker
 from services.privacy.bootstrap import build as build_privacy
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS as PRIVACY_INTERNAL
 from services.privacy.settings import Settings as PrivacySettings
+from tests.support.call_counter import CallCounter
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
@@ -37,6 +38,8 @@ class Peers:
     privacy: MeshServer
     personas: dict[str, Any]
     channels: list[grpc.Channel] = field(default_factory=list)
+    # Every call the documents service made to privacy (through `decider()`).
+    privacy_calls: CallCounter = field(default_factory=CallCounter)
 
     def practitioner(self, role: str) -> Practitioner:
         """A demo persona of the synthetic data: gp, hospital_doctor, suspended_practitioner."""
@@ -49,7 +52,7 @@ class Peers:
         return channel
 
     def decider(self) -> PrivacyAccessDecider:
-        channel = self._channel(self.privacy)
+        channel = self.privacy_calls.wrap(self._channel(self.privacy))
         return PrivacyAccessDecider(lambda: channel)
 
     def codes(self) -> MasterDataCodeValidator:

@@ -482,6 +482,33 @@ def test_a_repeated_read_asks_privacy_once_and_logs_one_entry_per_read(h_docs: A
     assert all([r.resource_id for r in e.resources] == [first] for e in opened)
 
 
+def test_a_first_read_asks_privacy_once(h_docs: Any) -> None:
+    """#15 item 4: a document's first get and first search (another token each time, so no
+    decision to reuse) are one privacy round trip each: DecideAccess logs the read's one
+    access entry with the decision, in the same transaction, before anything is returned."""
+    h, first, second = h_docs
+    before = len(h.peers.privacy_calls.calls)
+    got = h.stub.GetDocument(pb.GetDocumentRequest(document_id=first), metadata=h.token("gp"))
+    assert got.document_id == first
+    found = h.stub.SearchDocuments(
+        pb.SearchDocumentsRequest(patient_id=PID), metadata=h.token("gp")
+    )
+    assert {d.document_id for d in found.documents} == {first, second}
+    calls = [m for m, _ in h.peers.privacy_calls.calls[before:]]
+    assert calls == ["DecideAccess", "DecideAccess"]
+
+    reads = _entries(h, ppb.ACCESS_EVENT_TYPE_DECISION, ppb.ACTION_READ)
+    opened = _entries(h, ppb.ACCESS_EVENT_TYPE_ACCESS, ppb.ACTION_READ)
+    assert len(reads) == 1 and len(opened) == 1
+    assert opened[0].decision_event_id == reads[0].access_event_id
+    assert [r.resource_id for r in opened[0].resources] == [first]
+    searches = _entries(h, ppb.ACCESS_EVENT_TYPE_DECISION, ppb.ACTION_SEARCH)
+    listed = _entries(h, ppb.ACCESS_EVENT_TYPE_ACCESS, ppb.ACTION_SEARCH)
+    assert len(searches) == 1 and len(listed) == 1
+    assert listed[0].decision_event_id == searches[0].access_event_id
+    assert sorted(r.resource_id for r in listed[0].resources) == sorted([first, second])
+
+
 def test_a_settings_change_drops_a_reused_document_decision_at_once(h_docs: Any) -> None:
     """A reservation right after a permitted read: the same caller's identical reads are
     decided afresh (DENY) at once, never served under the earlier PERMIT."""

@@ -7,11 +7,13 @@ from collections.abc import Iterator
 
 import grpc
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
+from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
 from services.masterdata.adapters.repository import SqlRepository
 from services.masterdata.domain.model import ChangeType, ResourceType, utcnow
 from tests.integration.masterdata.conftest import MasterDataUnderTest
 from tests.integration.masterdata.test_masterdata_grpc import fails
+from tests.support.mesh_tls import dial
 
 
 def _events(stream: Iterator[pb.WatchChangesResponse], until: int) -> list[pb.ChangeEvent]:
@@ -83,9 +85,20 @@ def test_watch_filters_by_type_and_sees_other_writers(masterdata: MasterDataUnde
     stream.cancel()  # type: ignore[attr-defined]
 
 
-def test_watch_needs_a_token(masterdata: MasterDataUnderTest) -> None:
-    stream = masterdata.stub.WatchChanges(pb.WatchChangesRequest(), timeout=10)
-    fails(lambda: next(stream), grpc.StatusCode.UNAUTHENTICATED)
+def test_watch_needs_a_token_except_from_privacy(masterdata: MasterDataUnderTest) -> None:
+    """Trust opens the feed with its own token; privacy's certificate is its credential
+    (services/common/internal_methods.py CERTIFICATE_CREDENTIAL)."""
+    with dial(masterdata.server, workload="trust") as trust:
+        stream = pb_grpc.MasterDataServiceStub(trust).WatchChanges(
+            pb.WatchChangesRequest(), timeout=10
+        )
+        fails(lambda: next(stream), grpc.StatusCode.UNAUTHENTICATED)
+    with dial(masterdata.server, workload="privacy") as privacy:
+        stream = pb_grpc.MasterDataServiceStub(privacy).WatchChanges(
+            pb.WatchChangesRequest(from_now=True), timeout=10
+        )
+        assert next(stream).head_position >= 0
+        stream.cancel()  # type: ignore[attr-defined]
 
 
 # --- imports --------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ citizen."""
 
 from __future__ import annotations
 
+import base64
 import json
 import queue
 import threading
@@ -14,6 +15,7 @@ from typing import Any
 
 import grpc
 import pytest
+import sqlalchemy as sa
 from samhandling.notifications.v1 import notifications_service_pb2 as nt
 from samhandling.privacy.v1 import privacy_service_pb2 as pv
 from samhandling.results.v1 import results_service_pb2 as rs
@@ -184,6 +186,27 @@ def test_a_webhook_receiver_that_is_down_gets_the_notification_after_it_comes_ba
         return now if now.delivered_count == 1 else None
 
     assert eventually(recovered, "delivered").status == nt.SUBSCRIPTION_STATUS_ACTIVE
+
+
+def test_a_webhook_secret_is_sealed_at_rest(stack: Stack) -> None:
+    """A database reader (a backup, an insider) must not learn the secret that lets its
+    holder sign notifications to the partner: it is stored AES-GCM-sealed under the
+    service's key-encryption key, bound to its subscription."""
+    sub = stack.subscribe(
+        stack.gp(),
+        topic=nt.TOPIC_RESULT,
+        filter=nt.SubscriptionFilter(requester_org_number=GP_ORG),
+        channel_type=nt.CHANNEL_TYPE_REST_HOOK,
+        endpoint="https://hooks.example.org/samhandling",
+    )
+    assert sub.signing_secret
+    table = sa.table("subscriptions", sa.column("subscription_id"), sa.column("secret"))
+    with stack.notifications_engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(table.c.secret).where(table.c.subscription_id == sub.subscription_id)
+        ).scalar_one()
+    assert stored and sub.signing_secret not in stored
+    assert sub.signing_secret.encode() not in base64.b64decode(stored + "=" * (-len(stored) % 4))
 
 
 def test_emergency_access_reaches_the_citizen_and_his_log_marks_it(stack: Stack) -> None:

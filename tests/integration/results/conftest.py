@@ -41,6 +41,7 @@ from services.results.domain.model import CitizenPolicy
 from services.results.service_layer.export import ExportService
 from services.results.settings import Settings as ResultsSettings
 from tests.conftest import new_database
+from tests.support.call_counter import CallCounter
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 from tests.unit.results import builders as b
@@ -66,6 +67,11 @@ class Stack:
     servers: list[MeshServer]
     recent: list[str] = field(default_factory=list)
     exports: ExportService | None = None
+    # Every call the results server made to privacy.
+    privacy_calls: CallCounter = field(default_factory=CallCounter)
+
+    def privacy_calls_for(self, patient: str) -> list[str]:
+        return self.privacy_calls.methods(patient)
 
     def new_patient(self) -> str:
         patient = synthetic_pid(RNG)
@@ -152,12 +158,14 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
     pv_server = create_server(pv_setup.spec, settings=settings).start()
     pv_channel = dial(pv_server)
     results_engine = engine_for("results")
+    privacy_calls = CallCounter()
+    counted = privacy_calls.wrap(pv_channel)
     setup = build_results(
         ResultsSettings(citizen_policy=CitizenPolicy.parse("laboratory=7d,radiology=14d")),
         engine=results_engine,
         authenticator=mint.authenticator("results"),
         codes=MasterDataCodeChecker(md_channel),
-        access=PrivacyAccessControl(pv_channel),
+        access=PrivacyAccessControl(counted),
         screener=PrivacyClient(pv_channel),
     )
     rs_server = create_server(setup.spec, settings=settings).start()
@@ -183,6 +191,7 @@ def start_stack(backend: str, tmp: Path) -> tuple[Stack, Callable[[], None]]:
         results_engine,
         [rs_server, pv_server, md_server],
         exports=setup.exports,
+        privacy_calls=privacy_calls,
     )
 
     def stop() -> None:

@@ -567,6 +567,78 @@ def test_a_search_writes_one_access_entry_listing_every_result(stack: Stack) -> 
     assert {r.resource_type for r in entry.resources} == {"DiagnosticReport"}
 
 
+def _read_log(stack: Stack, patient: str, action: int) -> tuple[list[Any], list[Any]]:
+    log = stack.privacy.SearchAccessEvents(
+        pv.SearchAccessEventsRequest(page_size=100),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    ).access_events
+    mine = [e for e in log if e.action == action]
+    return (
+        [e for e in mine if e.event_type == pv.ACCESS_EVENT_TYPE_DECISION],
+        [e for e in mine if e.event_type == pv.ACCESS_EVENT_TYPE_ACCESS],
+    )
+
+
+def test_a_first_search_asks_privacy_once(stack: Stack) -> None:
+    """#15 item 4: a first read (no reusable decision) is one privacy round trip: the
+    search runs under the obligations privacy sets for a GP, and DecideAccess logs its one
+    access entry with the decision, in the same transaction, before anything is returned."""
+    patient = stack.new_patient()
+    stored = {
+        _create(stack, f"first-{uuid.uuid4().hex}", b.result(patient=patient)).result_id
+        for _ in range(2)
+    }
+    assert {r.result_id for r in _search(stack, patient).results} == stored
+    assert stack.privacy_calls_for(patient).count("DecideAccess") == 1
+    assert "RecordAccess" not in stack.privacy_calls_for(patient)
+    decisions, accessed = _read_log(stack, patient, pv.ACTION_SEARCH)
+    assert len(decisions) == 1 and len(accessed) == 1
+    assert accessed[0].decision_event_id == decisions[0].access_event_id
+    assert {r.resource_id for r in accessed[0].resources} == stored
+
+
+def test_a_first_read_of_one_result_asks_privacy_once(stack: Stack) -> None:
+    patient = stack.new_patient()
+    stored = _create(stack, f"get-{uuid.uuid4().hex}", b.result(patient=patient)).result_id
+    got = stack.results.GetResult(
+        pb.GetResultRequest(result_id=stored), metadata=stack.doctor(), timeout=10
+    )
+    assert got.result_id == stored
+    assert [m for m in stack.privacy_calls_for(patient) if m != "BatchDecideAccess"] == [
+        "DecideAccess"
+    ]
+    decisions, accessed = _read_log(stack, patient, pv.ACTION_READ)
+    assert len(decisions) == 1 and len(accessed) == 1
+    assert [r.resource_id for r in accessed[0].resources] == [stored]
+
+
+def test_a_read_under_other_obligations_runs_again_and_records(stack: Stack) -> None:
+    """The patient consented to the other organisation: its decision has no NORS
+    obligation, unlike the one the search ran under first. Privacy logs the decision
+    alone; the search runs again under the decision (now with the NORS result) and
+    records that: two round trips, one access entry, listing what was returned."""
+    patient = stack.new_patient()
+    plain = _create(stack, f"c1-{uuid.uuid4().hex}", b.result(patient=patient)).result_id
+    nors = _create(
+        stack, f"c2-{uuid.uuid4().hex}", b.result(patient=patient, confidentiality="NORS")
+    ).result_id
+    stack.privacy.CreateConsent(
+        pv.CreateConsentRequest(
+            consent=pv.Consent(org_number=b.OTHER_ORG, domain=pv.DOMAIN_RESULTS)
+        ),
+        metadata=stack.citizen(patient, audience="privacy"),
+        timeout=5,
+    )
+    found = _search(stack, patient, metadata=stack.doctor(org=b.OTHER_ORG))
+    assert {r.result_id for r in found.results} == {plain, nors}
+    calls = [m for m in stack.privacy_calls_for(patient) if m in ("DecideAccess", "RecordAccess")]
+    assert calls == ["DecideAccess", "RecordAccess"]
+    decisions, accessed = _read_log(stack, patient, pv.ACTION_SEARCH)
+    assert len(decisions) == 1 and len(accessed) == 1
+    assert {r.resource_id for r in accessed[0].resources} == {plain, nors}
+
+
 def test_a_repeated_search_reuses_the_decision_and_still_logs_each_read(stack: Stack) -> None:
     """#15: the same caller's identical search within seconds asks privacy once more only
     to record it (RecordAccess), under the first decision; each read has its access entry."""

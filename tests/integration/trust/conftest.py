@@ -29,7 +29,7 @@ from services.masterdata.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.masterdata.settings import Settings as MasterdataSettings
 from services.trust.bootstrap import TrustApp, build
 from services.trust.domain.model import GRANT_TYPES, Client
-from services.trust.service_layer.oauth import TrustSettings
+from services.trust.service_layer.settings import TrustSettings
 from services.trust.settings import Settings as TrustServiceSettings
 from tests.conftest import new_database
 from tests.integration.trust.helpers import ISSUER, ClientKey, http_session

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from services.trust.bootstrap import refuse_testid_outside_loopback
-from services.trust.service_layer.oauth import TrustSettings
+from services.trust.service_layer.settings import TrustSettings
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -22,12 +22,15 @@ ROOT = Path(__file__).resolve().parents[3]
     "issuer", ["http://127.0.0.1:8080", "http://localhost:8080", "http://[::1]:8080"]
 )
 def test_testid_on_loopback_starts(issuer: str) -> None:
-    refuse_testid_outside_loopback(TrustSettings(issuer=issuer))
+    settings = TrustSettings(issuer=issuer)
+    refuse_testid_outside_loopback(settings)  # raises to refuse the start
+    assert settings.testid_enabled
 
 
 def test_production_mode_on_a_public_issuer_starts() -> None:
     settings = TrustSettings(issuer="https://helse.example.org", testid_enabled=False)
-    refuse_testid_outside_loopback(settings)
+    refuse_testid_outside_loopback(settings)  # raises to refuse the start
+    assert not settings.testid_enabled
 
 
 def test_override_is_logged_loudly(caplog: pytest.LogCaptureFixture) -> None:

@@ -17,7 +17,10 @@ from tests.support.mesh_tls import fixed_channel
 @pytest.mark.parametrize("workload", ["results", "documents", "privacy", "masterdata"])
 def test_resource_services_read_the_revocations(trust: Trust, workload: str) -> None:
     with fixed_channel(trust.address, "trust", workload) as channel:
-        pb_grpc.TrustServiceStub(channel).ListRevocations(pb.ListRevocationsRequest(), timeout=5)
+        reply = pb_grpc.TrustServiceStub(channel).ListRevocations(
+            pb.ListRevocationsRequest(), timeout=5
+        )
+    assert isinstance(reply, pb.ListRevocationsResponse)
 
 
 @pytest.mark.parametrize("workload", ["edge", "trust"])

@@ -10,7 +10,6 @@ from services.common import timestamps
 from services.documents.service_layer.services import utcnow as documents_now
 from services.masterdata.domain.model import utcnow as masterdata_now
 from services.notifications.domain.model import utcnow as notifications_now
-from services.privacy.domain.model import utcnow as privacy_now
 from services.results.domain.model import to_naive_utc
 from services.results.domain.model import utcnow as results_now
 
@@ -23,8 +22,7 @@ def test_utcnow_is_aware_utc() -> None:
 
 
 def test_services_clocks_are_the_common_clock() -> None:
-    for clock in (masterdata_now, privacy_now):
-        assert clock().utcoffset() == dt.timedelta(0)
+    assert masterdata_now().utcoffset() == dt.timedelta(0)
     # Naive clocks are the storage form of the same instant, not local time.
     for clock in (documents_now, notifications_now, results_now):
         naive = clock()

@@ -32,6 +32,13 @@ class FakeDecider:
     records: list[tuple[AccessQuery, tuple[str, ...]]] = field(default_factory=list)
     fail_record: bool = False
 
+    def reusable(self, principal: Principal, query: AccessQuery) -> AccessDecision | None:
+        return None
+
+    def expected(self, principal: Principal, query: AccessQuery) -> AccessDecision:
+        """Always the most restrictive guess: reads run again under the decision."""
+        return AccessDecision(permitted=True, visibility=Visibility(hidden=frozenset({"*"})))
+
     def decide(self, principal: Principal, query: AccessQuery) -> AccessDecision:
         reasons: list[str] = []
         if query.patient_id in self.denied_patients:

@@ -9,7 +9,8 @@ import pytest
 
 from gateway import conventions
 from gateway.openapi import Descriptors
-from gateway.render import DESCRIPTORS, ROUTES, EdgePorts, EdgeSpec, render
+from gateway.render import EdgePorts, render
+from gateway.surface import DESCRIPTORS, ROUTES, EdgeSpec
 
 pytestmark = pytest.mark.skipif(not DESCRIPTORS.exists(), reason="run `make proto` first")
 ADDRESSES = {"trust": "127.0.0.1:9000", "results": "127.0.0.1:9001", "privacy": "127.0.0.1:9002"}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway import openapi
-from gateway.render import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
+from gateway.surface import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
 
 NODE_DIR = Path(__file__).resolve().parents[3] / "docs" / "partners" / "node"
 BIN = NODE_DIR / "node_modules" / ".bin"

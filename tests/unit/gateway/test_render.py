@@ -12,7 +12,8 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from gateway import openapi
-from gateway.render import EdgePorts, EdgeSpec, load_methods, render, template_regex
+from gateway.render import EdgePorts, render
+from gateway.surface import EdgeSpec, load_methods, template_regex
 
 FDP = descriptor_pb2.FieldDescriptorProto
 PKG = "samhandling.demo.v1"
@@ -354,7 +355,7 @@ def test_plaintext_upstreams_only_when_asked(descriptors: Path, routes: Path) ->
 
 
 def test_registry_internal_methods_get_no_public_route() -> None:
-    from gateway.render import EdgeSpec
+    from gateway.surface import EdgeSpec
     from services.common.internal_methods import edge_keys
 
     spec = EdgeSpec.load(Path("gateway/routes.yaml"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.render import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
+from gateway.surface import DESCRIPTORS, ROUTES, EdgeSpec, load_methods
 
 pytestmark = pytest.mark.skipif(not DESCRIPTORS.exists(), reason="run `make proto` first")
 

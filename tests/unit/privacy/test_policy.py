@@ -283,3 +283,29 @@ def test_consent_to_the_organisation_lifts_the_nors_obligation() -> None:
     out = run(doctor(), [consent])
     assert "CONSENT" in out.reasons
     assert Obligation.HIDE_NORS_FROM_OTHER_ORGANISATIONS not in out.obligations
+
+
+@pytest.mark.parametrize(
+    ("who", "emergency"),
+    [("citizen", False), ("doctor", False), ("doctor", True)],
+)
+def test_the_clients_expected_obligations_are_the_policys_usual_ones(
+    who: str, emergency: bool
+) -> None:
+    """Data services run a first read under `expected_obligations` (services/privacy/
+    client.py) and privacy logs it with the decision only if they match its own: a drift
+    between the two costs every first read a second round trip, so the guess follows the
+    policy for the usual PERMITs (own data; a doctor with a care relationship; an explicit
+    break-the-glass)."""
+    from samhandling.privacy.v1 import privacy_service_pb2 as pb
+
+    from services.privacy.client import expected_obligations
+
+    principal = citizen() if who == "citizen" else doctor()
+    out = run(principal, emergency=emergency, **(JUSTIFIED if emergency else {}))
+    assert out.decision == Decision.PERMIT
+    guessed = {
+        pb.Obligation.Name(o).removeprefix("OBLIGATION_")
+        for o in expected_obligations(principal, emergency)
+    }
+    assert guessed == {o.value for o in out.obligations}

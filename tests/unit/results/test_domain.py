@@ -34,7 +34,9 @@ def test_malformed_ucum_units(unit: str) -> None:
 
 
 def test_a_valid_submission_passes() -> None:
-    check_submission(b.result(), [b.LAB_ORG])
+    result = b.result()
+    check_submission(result, [b.LAB_ORG])  # raises with every violation
+    assert result.performer_org_number == b.LAB_ORG
 
 
 def test_performer_must_be_the_calling_organisation() -> None:

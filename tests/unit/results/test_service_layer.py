@@ -42,6 +42,9 @@ class FakeAccess:
         self.deny: set[str] = set()
         self.before_answer: Callable[[], None] | None = None  # e.g. a concurrent writer
 
+    def reusable(self, principal: Principal, request: AccessRequest) -> AccessDecision | None:
+        return None
+
     def decide(self, principal: Principal, request: AccessRequest) -> AccessDecision:
         self.decisions.append((principal.subject, request))
         return AccessDecision(
