@@ -109,7 +109,6 @@ def _complete(known: set[str]) -> object:
         wanted = {
             ("results", SEARCH),
             ("privacy", DECIDE),
-            ("privacy", RECORD),
             ("masterdata", APPROVAL),
         }
         return wanted <= servers and len(edge) >= 2
@@ -178,7 +177,6 @@ def test_a_results_search_is_one_trace_from_the_edge_to_master_data(traced: Trac
     assert not parent(parent(search)).parent_span_id  # Envoy's ingress span is the root
     for method, caller_method, service in (
         (DECIDE, SEARCH, "privacy"),
-        (RECORD, SEARCH, "privacy"),
         (APPROVAL, DECIDE, "masterdata"),
     ):
         servers = [
@@ -187,14 +185,16 @@ def test_a_results_search_is_one_trace_from_the_edge_to_master_data(traced: Trac
             if s.service == service and s.kind == SERVER and _method_of(s) == method
         ]
         assert servers, method
-        # RecordAccess asks for the approval too (a reused read decision must still hold):
-        # take the call made under the expected caller, if there is one.
+        # Take the call made under the expected caller, if there is one.
         server = next(
             (s for s in servers if _method_of(parent(parent(s))) == caller_method), servers[0]
         )
         client = parent(server)
         assert client.kind == CLIENT and _method_of(client) == method, (method, client.name)
         assert _method_of(parent(client)) == caller_method, (method, parent(client).name)
+    # A first search asks privacy once: the decision and its access entry are written
+    # together (DecideAccess with the read), no RecordAccess (issue 15 item 4).
+    assert not [s for s in spans if _method_of(s) == RECORD]
     # Resource attributes name the service and its version.
     for span in spans:
         if span.service != "edge":
