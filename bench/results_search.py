@@ -40,10 +40,11 @@ from bench.results_ingest import ANALYSES, NLK
 from bench.results_stack import PG_URL, start
 from services.common.db import UnitOfWork, make_engine, migrate, normalise_url, session_factory
 from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.timestamps import naive_utcnow
 from services.results.adapters.orm import observations, results
 from services.results.adapters.repository import ResultRepository, SearchFilter
 from services.results.bootstrap import VERSIONS as RESULTS_VERSIONS
-from services.results.domain.model import CitizenPolicy, Visibility, utcnow
+from services.results.domain.model import CitizenPolicy, Visibility
 from tests.support.mesh_tls import use_test_ca
 
 COLUMNS = [c.name for c in results.columns]
@@ -267,7 +268,7 @@ def timed(n: int, call: Callable[[], object]) -> list[float]:
 
 
 def explain(engine: Engine, target: str) -> None:
-    visibility = Visibility(now=utcnow(), policy=CitizenPolicy())
+    visibility = Visibility(now=naive_utcnow(), policy=CitizenPolicy())
     with engine.connect() as conn:
         repo = ResultRepository(sa.orm.Session(bind=conn))
         page, count = repo.search_statements(SearchFilter(patient_id=target), visibility, None, 21)
@@ -275,7 +276,7 @@ def explain(engine: Engine, target: str) -> None:
             SearchFilter(patient_id=target, codes=[ANALYSES[1][0]]), visibility, None, 21
         )
         citizen = Visibility(
-            now=utcnow(), policy=CitizenPolicy(), hide_norn=True, hide_unreleased=True
+            now=naive_utcnow(), policy=CitizenPolicy(), hide_norn=True, hide_unreleased=True
         )
         for_citizen, _ = repo.search_statements(SearchFilter(patient_id=target), citizen, None, 21)
         for name, statement in (
@@ -324,7 +325,7 @@ def measure(
         print(f"{backend}: {total:,} results in the table")
         explain(engine, target)
         sessions = session_factory(engine)
-        visibility = Visibility(now=utcnow(), policy=CitizenPolicy())
+        visibility = Visibility(now=naive_utcnow(), policy=CitizenPolicy())
 
         def repository_page() -> None:
             with UnitOfWork(sessions) as uow:

@@ -54,7 +54,7 @@ RESTRICTION_CHANGED = "privacy.restriction_changed"
 
 
 def _utcnow() -> dt.datetime:
-    return timestamps.naive_utc(timestamps.utcnow())  # the naive UTC of the outbox table
+    return timestamps.naive_utcnow()  # the naive UTC of the outbox table
 
 
 def outbox_table(metadata: sa.MetaData) -> sa.Table:

@@ -2,7 +2,8 @@
 `google.protobuf.Timestamp`.
 
 `utcnow()` is aware UTC. Services whose tables store naive UTC (the same ordering on SQLite
-and PostgreSQL) convert at that boundary with `naive_utc()`, never with a clock of their own.
+and PostgreSQL) convert at that boundary with `naive_utc()` and take `naive_utcnow()` as
+their clock, never a clock of their own (a unit test checks).
 A naive datetime given to a converter is UTC.
 """
 
@@ -52,3 +53,8 @@ def field_time(message: Any, field: str) -> dt.datetime | None:
     if not message.HasField(field):
         return None
     return from_timestamp(getattr(message, field))
+
+
+def naive_utcnow() -> dt.datetime:
+    """Now as naive UTC: the form of the services' naive DateTime columns."""
+    return naive_utc(utcnow())

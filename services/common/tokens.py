@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 
 from services.common.auth import JwksCache, JwtAuthenticator, RevocationCheck
-from services.common.edge_url import issuer  # legacy alias: results' and trust's main.py
+from services.common.edge_url import issuer
 from services.common.registry import SERVICES
 
 

@@ -19,11 +19,12 @@ from typing import Any
 
 from services.common.auth import Principal
 from services.common.db import migrate, service_engine, session_factory
+from services.common.timestamps import naive_utcnow
 from services.common.tokens import Scopes
 from services.documents.bootstrap import VERSIONS, content_store
 from services.documents.domain.model import Author, Submission, Visibility
 from services.documents.service_layer.ports import AccessDecision, AccessQuery
-from services.documents.service_layer.services import DocumentService, utcnow
+from services.documents.service_layer.services import DocumentService
 from services.documents.settings import Settings
 
 NAMESPACE = uuid.UUID("5d0c7c1e-8f43-4b7e-9d7a-2f1f0c5b9a11")
@@ -88,7 +89,7 @@ def pdf(title: str, lines: Sequence[str]) -> bytes:
 
 
 def _documents(citizen: dict[str, Any], doctor: dict[str, Any], gp: dict[str, Any]) -> list[Any]:
-    now = utcnow()
+    now = naive_utcnow()
     name = citizen.get("name", "")
     return [
         ("epikrise", doctor, "A01", "A01-1", "N", None, "Epikrise", "application/pdf",

@@ -20,9 +20,9 @@ from services.common.auth_cache import CachingAuthenticator
 from services.common.db import migrate, service_engine, session_factory
 from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
+from services.common.timestamps import utcnow
 from services.common.tokens import authenticator_for
 from services.masterdata.domain.codes import CodeCatalog
-from services.masterdata.domain.model import utcnow
 from services.masterdata.entrypoints import convert
 from services.masterdata.entrypoints.grpc_servicer import (
     FULL_NAME,

@@ -28,6 +28,7 @@ from typing import Any, TextIO
 from sqlalchemy.engine import Engine
 
 from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.common.timestamps import utcnow
 from services.masterdata.adapters import orm
 from services.masterdata.adapters.repository import (
     affiliation_row,
@@ -45,7 +46,6 @@ from services.masterdata.domain.model import (
     Practitioner,
     ResourceType,
     Speciality,
-    utcnow,
 )
 
 # Dates are relative to a fixed reference so the data does not depend on the day it is made.

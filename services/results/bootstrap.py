@@ -17,10 +17,11 @@ from services.common import sealing
 from services.common.auth import Authenticator
 from services.common.auth_cache import CachingAuthenticator
 from services.common.db import UnitOfWork, migrate, service_engine, session_factory
+from services.common.edge_url import issuer
 from services.common.outbox import Dispatcher, Sink, sink
 from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
-from services.common.tokens import authenticator_for, issuer
+from services.common.tokens import authenticator_for
 from services.results.adapters import orm
 from services.results.adapters.clients import (
     AccessControl,

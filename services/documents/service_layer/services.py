@@ -75,11 +75,6 @@ MAX_PAGE_SIZE = 200
 READ_CHUNK_BYTES = 1024 * 1024
 
 
-def utcnow() -> datetime:
-    """Now as naive UTC, the form of the service's tables."""
-    return timestamps.naive_utc(timestamps.utcnow())
-
-
 # Denial reasons that mean "this document is not for you": answered as NOT_FOUND.
 HIDDEN_REASONS = frozenset({"CONFIDENTIAL_NOT_FOR_PATIENT", "RESTRICTED_UNTIL_RELEASE"})
 
@@ -124,7 +119,7 @@ class DocumentService:
         decider: AccessDecider,
         codes: CodeValidator,
         limits: Limits | None = None,
-        clock: Callable[[], datetime] = utcnow,
+        clock: Callable[[], datetime] = timestamps.naive_utcnow,
     ) -> None:
         self._sessions = session_factory
         self.store = store

@@ -9,12 +9,7 @@ import datetime as dt
 import enum
 from dataclasses import dataclass, field, replace
 
-from services.common import timestamps
 from services.common.errors import FailedPrecondition, NotFound
-
-
-def utcnow() -> dt.datetime:
-    return timestamps.utcnow()
 
 
 class ApprovalStatus(enum.StrEnum):

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from services.common import identifiers, paging
 from services.common.errors import AlreadyExists, FieldViolation, InvalidArgument, NotFound
+from services.common.timestamps import utcnow
 from services.masterdata.domain.codes import CodeCatalog, CodeCheck, CodeSystem
 from services.masterdata.domain.model import (
     ApprovalCheck,
@@ -20,7 +21,6 @@ from services.masterdata.domain.model import (
     Practitioner,
     ResourceType,
     unknown_practitioner,
-    utcnow,
 )
 from services.masterdata.service_layer import importing
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache

@@ -30,7 +30,7 @@ def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any
     return {
         "resourceType": "Bundle",
         "type": "history",
-        "timestamp": _iso(timestamps.naive_utc(timestamps.utcnow())),
+        "timestamp": _iso(timestamps.naive_utcnow()),
         "entry": [
             {
                 "fullUrl": f"urn:uuid:{last.event_id}",

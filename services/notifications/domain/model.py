@@ -79,11 +79,6 @@ CITIZEN_TOPICS = frozenset({Topic.EMERGENCY_ACCESS, Topic.RESTRICTION})
 DEFAULT_HEARTBEAT_SECONDS = 30
 
 
-def utcnow() -> dt.datetime:
-    """Now as naive UTC, the form of the service's tables."""
-    return timestamps.naive_utc(timestamps.utcnow())
-
-
 @dataclass(frozen=True)
 class Subscriber:
     kind: SubscriberKind
@@ -147,7 +142,7 @@ class Subscription:
     delivered_count: int = 0
     parked_count: int = 0
     last_error: str = ""
-    create_time: dt.datetime = field(default_factory=utcnow)
+    create_time: dt.datetime = field(default_factory=timestamps.naive_utcnow)
 
 
 def check_endpoint(channel: Channel, endpoint: str) -> str:

@@ -29,6 +29,7 @@ from services.common import paging
 from services.common.auth import Principal
 from services.common.errors import NotFound, invalid_field
 from services.common.sealing import SecretBox
+from services.common.timestamps import naive_utcnow
 from services.common.ttl_cache import TtlCache
 from services.notifications.adapters import repository as repo
 from services.notifications.adapters.peers import Peers
@@ -48,7 +49,6 @@ from services.notifications.domain.model import (
     candidate,
     check_endpoint,
     new_secret,
-    utcnow,
 )
 
 log = logging.getLogger("samhandling.notifications")
@@ -114,7 +114,7 @@ class NotificationsService:
         secrets: SecretBox,
         webhooks: WebhookPolicy | None = None,
         poster: Poster | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = naive_utcnow,
         poll_seconds: float = 1.0,
         gp_list_seconds: float = 4.0,
         retention: dt.timedelta = dt.timedelta(days=30),

@@ -33,7 +33,7 @@ def caller_key(principal: Principal) -> str:
 
 
 def _now() -> dt.datetime:
-    return timestamps.naive_utc(timestamps.utcnow())
+    return timestamps.naive_utcnow()
 
 
 def _invalid() -> Exception:

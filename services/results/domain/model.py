@@ -35,11 +35,6 @@ AFTER_FINAL = frozenset(
 OUTPUT_ONLY = ("result_id", "version", "create_time")
 
 
-def utcnow() -> dt.datetime:
-    """Now as naive UTC, the form of the service's tables."""
-    return timestamps.naive_utc(timestamps.utcnow())
-
-
 def to_naive_utc(value: dt.datetime) -> dt.datetime:
     """Stored times are naive UTC (the same ordering on SQLite and PostgreSQL)."""
     return timestamps.naive_utc(value)

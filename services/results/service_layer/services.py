@@ -22,7 +22,7 @@ from typing import TypeVar
 from samhandling.results.v1 import results_service_pb2 as pb
 from sqlalchemy.exc import IntegrityError
 
-from services.common import timestamps
+from services.common import paging, timestamps
 from services.common.auth import Principal
 from services.common.db import UnitOfWork
 from services.common.errors import (
@@ -53,7 +53,6 @@ from services.results.adapters.repository import (
     SearchFilter,
     StaleVersion,
 )
-from services.results.domain import paging
 from services.results.domain.model import (
     CitizenPolicy,
     Visibility,
@@ -64,7 +63,6 @@ from services.results.domain.model import (
     content_hash,
     normalise,
     to_naive_utc,
-    utcnow,
 )
 from services.results.service_layer.events import record_result_events
 
@@ -113,7 +111,7 @@ class ResultsService:
         codes: CodeChecker,
         access: AccessControl,
         policy: CitizenPolicy | None = None,
-        clock: Callable[[], dt.datetime] = utcnow,
+        clock: Callable[[], dt.datetime] = timestamps.naive_utcnow,
         events_committed: Callable[[], None] = lambda: None,
     ) -> None:
         self._uow = uow
@@ -550,7 +548,7 @@ class ResultsService:
         result, access = self._load(principal, request.result_id)
         size = paging.page_size(request.page_size, 50, 200)
         query = paging.fingerprint("versions", request.result_id)
-        after = paging.decode(request.page_token, query, 1)
+        after = paging.decode_key(request.page_token, query, 1)
 
         def run(
             visibility: Visibility,
@@ -565,7 +563,7 @@ class ResultsService:
             rows = rows[:size]
             return pb.ListResultVersionsResponse(
                 versions=[v for v in rows if visibility.allows(v)],
-                next_page_token=paging.encode([rows[-1].version], query) if more else "",
+                next_page_token=paging.encode_key([rows[-1].version], query) if more else "",
             ), [result.result_id]
 
         reply, _ = self._read(
@@ -598,7 +596,7 @@ class ResultsService:
         )
         size = paging.page_size(request.page_size, 20, 100)
         query = paging.fingerprint("search", filters, principal.subject, principal.client_id)
-        after = paging.decode(request.page_token, query, 2)
+        after = paging.decode_key(request.page_token, query, 2)
         key = (dt.datetime.fromisoformat(after[0]), str(after[1])) if after else None
 
         def run(visibility: Visibility) -> tuple[pb.SearchResultsResponse, list[str]]:
@@ -611,7 +609,7 @@ class ResultsService:
             token = ""
             if more:
                 last = rows[-1]
-                token = paging.encode(
+                token = paging.encode_key(
                     [to_naive_utc(last.effective_time.ToDatetime()).isoformat(), last.result_id],
                     query,
                 )
@@ -655,7 +653,7 @@ class ResultsService:
             raise invalid_field("end_time", "must be after start_time")
         size = paging.page_size(request.page_size, 100, 1000)
         query = paging.fingerprint("series", patient, request.code, start, end, principal.subject)
-        after = paging.decode(request.page_token, query, 3)
+        after = paging.decode_key(request.page_token, query, 3)
         key = (dt.datetime.fromisoformat(after[0]), str(after[1]), str(after[2])) if after else None
 
         def run(visibility: Visibility) -> tuple[pb.SearchObservationSeriesResponse, list[str]]:
@@ -680,7 +678,7 @@ class ResultsService:
             token = ""
             if more:
                 rid, _v, _s, obs, when = rows[-1]
-                token = paging.encode([when.isoformat(), rid, obs.observation_id], query)
+                token = paging.encode_key([when.isoformat(), rid, obs.observation_id], query)
             reply = pb.SearchObservationSeriesResponse(
                 points=points, next_page_token=token, total_size=total
             )

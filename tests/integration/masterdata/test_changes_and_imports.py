@@ -9,8 +9,9 @@ import grpc
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
+from services.common.timestamps import utcnow
 from services.masterdata.adapters.repository import SqlRepository
-from services.masterdata.domain.model import ChangeType, ResourceType, utcnow
+from services.masterdata.domain.model import ChangeType, ResourceType
 from tests.integration.masterdata.conftest import MasterDataUnderTest
 from tests.integration.masterdata.test_masterdata_grpc import fails
 from tests.support.mesh_tls import dial

@@ -14,7 +14,6 @@ from services.documents.service_layer.services import _decode_page_token
 from services.masterdata.service_layer.services import decode_page_token
 from services.notifications.service_layer.services import _read_page_token
 from services.privacy.domain.page_tokens import decode_token
-from services.results.domain import paging as results_paging
 from services.trust.service_layer.clients import ClientRegistry
 
 
@@ -28,7 +27,7 @@ SERVICE_DECODERS: dict[str, Callable[[str], Any]] = {
     "masterdata": lambda t: decode_page_token(t, ["filter"]),
     "notifications": _read_page_token,
     "privacy": decode_token,
-    "results": lambda t: results_paging.decode(t, "query", 1),
+    "results": lambda t: paging.decode_key(t, "query", 1),
     "trust": lambda t: ClientRegistry(_NoClients()).list(10, t),  # type: ignore[arg-type]
 }
 

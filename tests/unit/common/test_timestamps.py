@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from pathlib import Path
 
 from samhandling.results.v1 import results_service_pb2 as pb
 
 from services.common import timestamps
-from services.documents.service_layer.services import utcnow as documents_now
-from services.masterdata.domain.model import utcnow as masterdata_now
-from services.notifications.domain.model import utcnow as notifications_now
 from services.results.domain.model import to_naive_utc
-from services.results.domain.model import utcnow as results_now
 
 OSLO_WINTER = dt.timezone(dt.timedelta(hours=1))
 
@@ -21,13 +19,22 @@ def test_utcnow_is_aware_utc() -> None:
     assert now.tzinfo is not None and now.utcoffset() == dt.timedelta(0)
 
 
-def test_services_clocks_are_the_common_clock() -> None:
-    assert masterdata_now().utcoffset() == dt.timedelta(0)
+def test_naive_utcnow_is_the_storage_form_of_now() -> None:
     # Naive clocks are the storage form of the same instant, not local time.
-    for clock in (documents_now, notifications_now, results_now):
-        naive = clock()
-        assert naive.tzinfo is None
-        assert abs(timestamps.aware_utc(naive) - timestamps.utcnow()) < dt.timedelta(hours=1)
+    naive = timestamps.naive_utcnow()
+    assert naive.tzinfo is None
+    assert abs(timestamps.aware_utc(naive) - timestamps.utcnow()) < dt.timedelta(hours=1)
+
+
+def test_no_service_keeps_a_clock_of_its_own() -> None:
+    """One aware `utcnow` and one naive `naive_utcnow`, both in services/common/timestamps."""
+    root = Path(__file__).resolve().parents[3] / "services"
+    own = [
+        str(path.relative_to(root))
+        for path in root.rglob("*.py")
+        if re.search(r"^def (naive_)?utcnow\(", path.read_text(), re.M)
+    ]
+    assert own == ["common/timestamps.py"], own
 
 
 def test_naive_utc_converts_other_zones_and_keeps_naive_values() -> None:

@@ -1,4 +1,5 @@
-"""Domain rules of the results service: UCUM units, submissions, versions, visibility, paging."""
+"""Domain rules of the results service: UCUM units, submissions, versions, visibility
+(page tokens: tests/unit/common/test_paging.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import pytest
 from samhandling.results.v1 import results_service_pb2 as pb
 
 from services.common.errors import FailedPrecondition, InvalidArgument, PermissionDenied
-from services.results.domain import paging
 from services.results.domain.model import (
     CitizenPolicy,
     Visibility,
@@ -147,12 +147,3 @@ def test_citizens_see_restricted_results_after_release() -> None:
     assert not _citizen(now).allows(fresh) and _citizen(now).allows(old)
     practitioner = Visibility(now=now, policy=CitizenPolicy())
     assert practitioner.allows(fresh) and practitioner.allows(later)
-
-
-def test_page_tokens_are_bound_to_their_query() -> None:
-    token = paging.encode(["2026-01-01T00:00:00", "abc"], "q1")
-    assert paging.decode(token, "q1", 2) == ["2026-01-01T00:00:00", "abc"]
-    for bad in (token, "garbage!", "e30"):
-        with pytest.raises(InvalidArgument):
-            paging.decode(bad, "q2", 2)
-    assert paging.page_size(0, 20, 100) == 20 and paging.page_size(500, 20, 100) == 100
