@@ -302,7 +302,7 @@ def pg_client_ports(pids: list[int], server_port: int = 5432) -> set[int]:
 
 # --- tokens ---------------------------------------------------------------------------------
 def lab_token(mesh: Mesh) -> Token:
-    lab = DemoClient.load(Path(mesh.var_dir) / "demo", "lab-system", Edge(mesh.edge_url))
+    lab = DemoClient.load(Path(mesh.var_dir) / "demo", "lab-system", mesh.edge_url)
     return lab.client_credentials(
         "samhandling:results", "samhandling:results/write samhandling:results/read", DpopSigner()
     )
@@ -337,7 +337,7 @@ def doctor_token(
             "patients": [{"identifier": {"id": pid, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}],
         }
     ]
-    client = DemoClient.load(Path(mesh.var_dir) / "demo", "hospital-ehr", Edge(mesh.edge_url))
+    client = DemoClient.load(Path(mesh.var_dir) / "demo", "hospital-ehr", mesh.edge_url)
     return client.login(
         resource,
         scope,

@@ -232,7 +232,7 @@ def test_nested_unknown_fields_and_api_md_words_are_named(
 
 
 def test_a_message_level_rule_is_400_with_its_message(mesh: Mesh) -> None:
-    admin = DemoClient.load(Path(mesh.var_dir) / "demo", "admin-console", Edge(mesh.edge_url))
+    admin = DemoClient.load(Path(mesh.var_dir) / "demo", "admin-console", mesh.edge_url)
     token = admin.client_credentials("samhandling:masterdata", "", None).access_token
     reply = requests.post(
         f"{mesh.edge_url}/v1/organizations",

@@ -40,7 +40,7 @@ def _services() -> None:
 
 
 def _client(mesh: Mesh, name: str) -> DemoClient:
-    return DemoClient.load(Path(mesh.var_dir) / "demo", name, Edge(mesh.edge_url))
+    return DemoClient.load(Path(mesh.var_dir) / "demo", name, mesh.edge_url)
 
 
 def _stamp(value: dt.datetime) -> str:
