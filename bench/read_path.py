@@ -38,10 +38,11 @@ from typing import Any
 
 from bench.loadgen import Request, find_capacity, run_open
 from bench.masterdata_lookups import CpuMeter
-from deploy.local.demo import DemoClient, DpopKey, Edge, Story, Token, attestation
+from deploy.local.demo import Story, attestation
 from deploy.local.mesh import Mesh, free_port
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_pid
+from services.trust.demo_client import DemoClient, DpopSigner, Edge, Token
 from tests.support.mesh_tls import use_test_ca
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
@@ -57,9 +58,9 @@ def _stamp(t: dt.datetime) -> str:
 def seed_patient(story: Story, count: int) -> str:
     """A fresh synthetic patient with `count` final lab results, posted by the demo lab."""
     lab_org = story.organisation("lab")
-    lab = DemoClient(story.edge, story.demo_dir, "lab-system")
+    lab = DemoClient.load(story.demo_dir, "lab-system", story.edge)
     token = lab.client_credentials(
-        "samhandling:results", "samhandling:results/write samhandling:results/read", DpopKey()
+        "samhandling:results", "samhandling:results/write samhandling:results/read", DpopSigner()
     )
     patient = synthetic_pid(random.Random(uuid.uuid4().int))
     now = dt.datetime.now(dt.UTC)
@@ -249,11 +250,11 @@ def _drive(
     story = Story(Edge(mesh.edge_url), var / "demo", set(mesh.services))
     patient = seed_patient(story, results)
     gp = story.person("gp")
-    client = DemoClient(story.edge, story.demo_dir, "gp-ehr")
+    client = DemoClient.load(story.demo_dir, "gp-ehr", story.edge)
     token = client.login(
         "samhandling:results",
         "openid samhandling:results/read",
-        DpopKey(),
+        DpopSigner(),
         hpr_number=gp["hpr_number"],
         # A care relationship with the bench patient (not on the GP's list: hospital care).
         authorization_details=[

@@ -41,11 +41,11 @@ from google.protobuf import json_format, timestamp_pb2
 from samhandling.results.v1 import results_service_pb2 as pb
 
 from bench.results_stack import PG_URL, BenchStack, start
-from deploy.local.demo import DemoClient, DpopKey, Edge
 from deploy.local.mesh import Mesh, free_port
 from services.common.auth import CLAIM_ORGNR_CHILD, CLAIM_ORGNR_PARENT
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_org_number, synthetic_pid
+from services.trust.demo_client import DemoClient, DpopSigner, Edge
 from tests.support.mesh_tls import use_test_ca
 
 NLK = "urn:oid:2.16.578.1.12.4.1.1.7280"
@@ -220,8 +220,8 @@ def mesh_bench(
 
             def prepare(index: int) -> tuple[Edge, object, list[dict[str, object]]]:
                 edge = Edge(mesh.edge_url)
-                token = DemoClient(edge, demo, "lab-system").client_credentials(
-                    "samhandling:results", "samhandling:results/write", DpopKey()
+                token = DemoClient.load(demo, "lab-system", edge).client_credentials(
+                    "samhandling:results", "samhandling:results/write", DpopSigner()
                 )
                 lab = str(
                     token.claims.get(CLAIM_ORGNR_CHILD) or token.claims.get(CLAIM_ORGNR_PARENT)

@@ -31,7 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from samhandling.masterdata.v1 import masterdata_service_pb2 as pb
 from samhandling.masterdata.v1 import masterdata_service_pb2_grpc as pb_grpc
 
-from deploy.local.demo import DemoClient, DpopKey, Edge, Token
+from services.trust.demo_client import DemoClient, DpopSigner, Edge, Token
 
 REST_LIMIT = 50 * 1024 * 1024  # the StartImport routes' data limit (routes.yaml)
 PIECE = 1024 * 1024
@@ -43,9 +43,9 @@ FORMATS = {"csv": pb.IMPORT_FORMAT_CSV, "jsonl": pb.IMPORT_FORMAT_JSON_LINES}
 
 
 def token(edge: Edge, client_file: Path) -> Token:
-    client = DemoClient(edge, client_file.parent.parent, client_file.stem)
+    client = DemoClient.load(client_file.parent.parent, client_file.stem, edge)
     return client.client_credentials(
-        "samhandling:masterdata", "samhandling:masterdata/admin", DpopKey()
+        "samhandling:masterdata", "samhandling:masterdata/admin", DpopSigner()
     )
 
 

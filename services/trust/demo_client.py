@@ -1,11 +1,20 @@
-"""A small OAuth client for the demo clients in var/demo/clients/: tokens for e2e tests,
-benchmarks and trying the mesh by hand. Plain HTTP against the edge, like any partner.
+"""The partner client: the demo clients in var/demo/clients/ (written by the trust seed) as
+a partner's system would use them, in plain HTTP against the public edge. One client for
+the demo story (deploy/local/demo.py), the e2e tests, the benchmarks and trying the mesh by
+hand.
 
-    client = DemoClient.load(var_dir / "demo", "gp-ehr", edge_url)
-    token = client.client_credentials(resource="samhandling:results")
-    token = client.login(hpr_number="1000001", attestation=client.attestation("LE"))
-    token = client.login(pid="...")                         # citizen-portal
-    headers = token.headers("GET", f"{edge_url}/v1/results/123")  # DPoP proof if bound
+    edge = Edge(edge_url)
+    client = DemoClient.load(var_dir / "demo", "gp-ehr", edge)       # or an edge URL
+    token = client.client_credentials("samhandling:results", dpop=True)
+    token = client.login("samhandling:results", hpr_number="1000001",
+                         attestation=client.attestation("LE"))
+    token = client.login(pid="...")                                  # citizen-portal
+    reply = edge.call("GET", "/v1/results/123", token)   # DPoP proof, nonce retry
+    headers = token.headers("GET", f"{edge_url}/v1/results/123")     # by hand
+
+A refused grant raises `OAuthFailure` (status and OAuth `error`). A DPoP nonce the server
+asks for (RFC 9449 §8, `use_dpop_nonce`) is sent on a second try, at the token endpoint and
+at the APIs.
 """
 
 from __future__ import annotations
@@ -49,8 +58,17 @@ class DpopSigner:
     def public_jwk(self) -> dict[str, Any]:
         return dict(json.loads(jwt.algorithms.ECAlgorithm.to_jwk(self.private_key.public_key())))
 
-    def proof(self, method: str, url: str, access_token: str | None = None, **kw: Any) -> str:
-        return make_proof(self.private_key, self.public_jwk, method, url, access_token, **kw)
+    def proof(
+        self,
+        method: str,
+        url: str,
+        access_token: str | None = None,
+        nonce: str | None = None,
+        **kw: Any,
+    ) -> str:
+        """A proof for `method url` (the query is not part of `htu`, RFC 9449 §4.2)."""
+        htu = url.split("?", 1)[0]
+        return make_proof(self.private_key, self.public_jwk, method, htu, access_token, nonce, **kw)
 
 
 @dataclass
@@ -63,13 +81,15 @@ class Token:
     id_token: str | None = None
     dpop: DpopSigner | None = None
 
-    def headers(self, method: str = "POST", url: str = "") -> dict[str, str]:
+    def headers(
+        self, method: str = "POST", url: str = "", nonce: str | None = None
+    ) -> dict[str, str]:
         """Authorization (and a fresh DPoP proof for `method url` if the token is bound)."""
         if self.dpop is None:
             return {"Authorization": f"Bearer {self.access_token}"}
         return {
             "Authorization": f"DPoP {self.access_token}",
-            "DPoP": self.dpop.proof(method, url, access_token=self.access_token),
+            "DPoP": self.dpop.proof(method, url, self.access_token, nonce),
         }
 
     def metadata(self, grpc_method: str = "", public_url: str = "") -> list[tuple[str, str]]:
@@ -79,9 +99,35 @@ class Token:
         proof = self.dpop.proof("POST", public_url.rstrip("/") + grpc_method, self.access_token)
         return [("authorization", f"DPoP {self.access_token}"), ("dpop", proof)]
 
+    @property
     def claims(self) -> dict[str, Any]:
         """The token's claims, unverified (for display and tests)."""
         return dict(jwt.decode(self.access_token, options={"verify_signature": False}))
+
+
+class Edge:
+    """HTTP to the public edge, as a partner calls it: the token's Authorization (and DPoP
+    proof), and a second try with the nonce if the API asks for one (RFC 9449 §9)."""
+
+    def __init__(self, url: str, http: requests.Session | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.http = http or requests.Session()
+
+    def call(
+        self, method: str, path: str, token: Token | None = None, **kwargs: Any
+    ) -> requests.Response:
+        url = self.url + path
+        headers = dict(kwargs.pop("headers", {}))
+        kwargs.setdefault("timeout", 30)
+        nonce = None
+        for _ in range(2):
+            if token is not None:
+                headers.update(token.headers(method, url, nonce))
+            reply = self.http.request(method, url, headers=headers, **kwargs)
+            nonce = reply.headers.get("DPoP-Nonce")
+            if reply.status_code not in (400, 401) or not nonce or token is None:
+                return reply
+        return reply
 
 
 @dataclass
@@ -95,15 +141,18 @@ class DemoClient:
     http: requests.Session = field(default_factory=requests.Session)
 
     @classmethod
-    def load(cls, demo_dir: Path, name: str, edge_url: str) -> DemoClient:
+    def load(cls, demo_dir: Path, name: str, edge: Edge | str) -> DemoClient:
+        """var/demo/clients/<name>.json; FileNotFoundError if the trust seed did not write it."""
         data = json.loads((Path(demo_dir) / "clients" / f"{name}.json").read_text())
+        http = edge.http if isinstance(edge, Edge) else requests.Session()
         return cls(
             client_id=data["client_id"],
             private_jwk=data["private_jwk"],
-            edge_url=edge_url.rstrip("/"),
+            edge_url=(edge.url if isinstance(edge, Edge) else edge).rstrip("/"),
             scope=data.get("scope", ""),
-            redirect_uris=list(data.get("redirect_uris", [])),
+            redirect_uris=list(data.get("redirect_uris") or []),
             orgnr=data.get("orgnr_parent", ""),
+            http=http,
         )
 
     # --- building blocks --------------------------------------------------------------------
@@ -161,21 +210,29 @@ class DemoClient:
             **extra,
         }
 
-    def _post(self, path: str, form: dict[str, str], dpop: DpopSigner | None = None) -> Any:
-        url = f"{self.edge_url}{path}"
-        headers = {"DPoP": dpop.proof("POST", url)} if dpop else {}
-        reply = self.http.post(url, data=form, headers=headers, timeout=10)
+    def _post(self, path: str, form: dict[str, str]) -> Any:
+        reply = self.http.post(f"{self.edge_url}{path}", data=form, timeout=30)
         if reply.status_code not in (200, 201):  # PAR answers 201 at the edge (RFC 9126)
-            raise OAuthFailure(reply.status_code, reply.json())
+            raise OAuthFailure(reply.status_code, _error_body(reply))
         return reply
 
     def _token(self, form: dict[str, str], dpop: DpopSigner | None, **claims: Any) -> Token:
-        form = {
-            **form,
-            "client_assertion_type": ASSERTION_TYPE,
-            "client_assertion": self.assertion(**claims),
-        }
-        body = self._post("/connect/token", form, dpop).json()
+        """The token endpoint, with the nonce on a second try if the server asks for one
+        (RFC 9449 §8: 400 `use_dpop_nonce` and a `DPoP-Nonce` header); each try carries a
+        fresh client assertion (its `jti` is single use)."""
+        url = f"{self.edge_url}/connect/token"
+        nonce = None
+        for _ in range(2):
+            assertion = {"client_assertion": self.assertion(**claims)}
+            body = {**form, "client_assertion_type": ASSERTION_TYPE, **assertion}
+            headers = {"DPoP": dpop.proof("POST", url, nonce=nonce)} if dpop else {}
+            reply = self.http.post(url, data=body, headers=headers, timeout=30)
+            nonce = reply.headers.get("DPoP-Nonce")
+            if reply.status_code == 200 or not nonce or dpop is None:
+                break
+        if reply.status_code != 200:
+            raise OAuthFailure(reply.status_code, _error_body(reply))
+        body = reply.json()
         return Token(
             access_token=body["access_token"],
             token_type=body["token_type"],
@@ -191,12 +248,13 @@ class DemoClient:
         self,
         resource: str | None = None,
         scope: str | None = None,
-        dpop: bool = False,
+        dpop: DpopSigner | bool | None = None,
         acting_for: str | None = None,
         point_of_care: str | None = None,
     ) -> Token:
-        """`acting_for` (and `point_of_care`): the tenant a multi-tenant client chooses, as
-        HelseID's `helseid_authorization` entry in the client assertion."""
+        """`dpop`: a key to bind the token to (True: a fresh one). `acting_for` (and
+        `point_of_care`): the tenant a multi-tenant client chooses, as HelseID's
+        `helseid_authorization` entry in the client assertion."""
         form = {"grant_type": "client_credentials"}
         if resource:
             form["resource"] = resource
@@ -212,47 +270,49 @@ class DemoClient:
                     "practitioner_role": {"organization": {"identifier": identifier}},
                 }
             ]
-        return self._token(form, DpopSigner() if dpop else None, **claims)
+        return self._token(form, _signer(dpop), **claims)
 
     def login(
         self,
+        resource: str | None = None,
+        scope: str | None = None,
+        dpop: DpopSigner | bool | None = None,
         pid: str = "",
         hpr_number: str = "",
-        attestation: dict[str, Any] | None = None,
-        scope: str | None = None,
-        resource: str | None = None,
-        dpop: bool = False,
+        authorization_details: list[dict[str, Any]] | None = None,
     ) -> Token:
-        """PAR, the TestID form, the code exchange (PKCE S256)."""
+        """PAR, the TestID login page and its form, the code exchange (PKCE S256)."""
 
         def testid(authorize_url: str) -> str:
-            page = self.http.get(authorize_url, timeout=10)
-            if page.status_code != 200:
-                raise OAuthFailure(page.status_code, page.json())
+            page = self.http.get(authorize_url, timeout=30)
+            if page.status_code != 200 or "<form" not in page.text:
+                raise OAuthFailure(page.status_code, _error_body(page))
             hidden = dict(re.findall(r'type="hidden" name="(\w+)" value="([^"]*)"', page.text))
             done = self.http.post(
                 f"{self.edge_url}/connect/authorize",
                 data={**hidden, "pid": pid, "hpr_number": hpr_number},
-                timeout=10,
+                timeout=30,
                 allow_redirects=False,
             )
             if "location" not in done.headers:
-                raise OAuthFailure(done.status_code, done.json())
+                raise OAuthFailure(done.status_code, _error_body(done))
             return str(done.headers["location"])
 
-        return self.login_with(testid, attestation, scope, resource, dpop)
+        return self.login_with(testid, resource, scope, dpop, authorization_details)
 
     def login_with(
         self,
         user: Callable[[str], str],
-        attestation: dict[str, Any] | None = None,
-        scope: str | None = None,
         resource: str | None = None,
-        dpop: bool = False,
+        scope: str | None = None,
+        dpop: DpopSigner | bool | None = None,
+        authorization_details: list[dict[str, Any]] | None = None,
     ) -> Token:
         """PAR, then `user(authorize_url)` plays the browser (TestID's form, or an upstream
         identity provider) and returns where trust finally redirected it (the client's
         redirect URI with `code` or `error`), then the code exchange (PKCE S256)."""
+        if not self.redirect_uris:
+            raise ValueError(f"{self.client_id} has no redirect_uri")
         verifier = secrets.token_urlsafe(48)
         challenge = b64url(hashlib.sha256(verifier.encode()).digest())
         redirect_uri = self.redirect_uris[0]
@@ -269,8 +329,8 @@ class DemoClient:
         }
         if resource:
             form["resource"] = resource
-        if attestation is not None:
-            form["authorization_details"] = json.dumps([attestation])
+        if authorization_details:
+            form["authorization_details"] = json.dumps(authorization_details)
         pushed = self._post("/connect/par", form).json()
         authorize_url = f"{self.edge_url}/connect/authorize?" + urlencode(
             {"client_id": self.client_id, "request_uri": pushed["request_uri"]}
@@ -285,12 +345,15 @@ class DemoClient:
             "code_verifier": verifier,
             "redirect_uri": redirect_uri,
         }
-        return self._token(grant, DpopSigner() if dpop else None)
+        return self._token(grant, _signer(dpop))
 
-    def refresh(self, token: Token) -> Token:
+    def refresh(self, token: Token, resource: str | None = None) -> Token:
+        """A new token of the same login (for another API: `resource`), same DPoP key."""
         if not token.refresh_token:
             raise ValueError("no refresh token")
         form = {"grant_type": "refresh_token", "refresh_token": token.refresh_token}
+        if resource:
+            form["resource"] = resource
         return self._token(form, token.dpop)
 
     def exchange(self, subject: Token | str, resource: str, scope: str | None = None) -> Token:
@@ -321,3 +384,20 @@ class DemoClient:
             "representation_id": representation_id,
         }
         return self._token(form, subject.dpop)
+
+
+def _signer(dpop: DpopSigner | bool | None) -> DpopSigner | None:
+    if isinstance(dpop, DpopSigner):
+        return dpop
+    return DpopSigner() if dpop else None
+
+
+def _error_body(reply: requests.Response) -> dict[str, Any]:
+    """The OAuth error body (RFC 6749 §5.2), or the start of whatever else came back."""
+    try:
+        body = reply.json()
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        return body
+    return {"error": "http_error", "error_description": reply.text[:300]}

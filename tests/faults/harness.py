@@ -38,10 +38,10 @@ from typing import Any
 import requests
 import sqlalchemy as sa
 
-from deploy.local.demo import DemoClient, DpopKey, Edge, Token
 from deploy.local.mesh import ROOT, Mesh, available_services, free_port, wait_serving
 from services.common.db import normalise_url
 from services.common.identifiers import synthetic_pid
+from services.trust.demo_client import DemoClient, DpopSigner, Edge, Token
 
 PG_URL = os.environ.get("SAMHANDLING_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REPORT = ROOT / "var" / "reliability" / "faults.json"
@@ -302,9 +302,9 @@ def pg_client_ports(pids: list[int], server_port: int = 5432) -> set[int]:
 
 # --- tokens ---------------------------------------------------------------------------------
 def lab_token(mesh: Mesh) -> Token:
-    lab = DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", "lab-system")
+    lab = DemoClient.load(Path(mesh.var_dir) / "demo", "lab-system", mesh.edge_url)
     return lab.client_credentials(
-        "samhandling:results", "samhandling:results/write samhandling:results/read", DpopKey()
+        "samhandling:results", "samhandling:results/write samhandling:results/read", DpopSigner()
     )
 
 
@@ -337,11 +337,11 @@ def doctor_token(
             "patients": [{"identifier": {"id": pid, "system": "urn:oid:2.16.578.1.12.4.1.4.1"}}],
         }
     ]
-    client = DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", "hospital-ehr")
+    client = DemoClient.load(Path(mesh.var_dir) / "demo", "hospital-ehr", mesh.edge_url)
     return client.login(
         resource,
         scope,
-        DpopKey() if dpop else None,
+        DpopSigner() if dpop else None,
         hpr_number=persona["hpr_number"],
         authorization_details=details,
     )

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from deploy.local.demo import Edge
 from deploy.local.mesh import ROOT
 from services.common.db import normalise_url
+from services.trust.demo_client import Edge
 from tests.faults.harness import PG_URL, FaultMesh, Workload, doctor_token, fresh_pid
 
 

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import requests
 
-from deploy.local.demo import Edge
 from deploy.local.mesh import available_services
+from services.trust.demo_client import Edge
 from tests.faults.harness import (
     LONG,
     FaultMesh,

@@ -168,7 +168,7 @@ def test_eight_large_rest_uploads_at_once_are_shed_not_a_crash(mesh: Mesh) -> No
 
     import requests
 
-    from deploy.local.demo import Edge
+    from services.trust.demo_client import Edge
 
     pid = fresh_pid()
     token = doctor_token(

@@ -27,8 +27,8 @@ from pathlib import Path
 import jwt
 import pytest
 
-from deploy.local.demo import DemoClient, DpopKey, Edge
 from deploy.local.mesh import ROOT, Mesh, available_services, free_port
+from services.trust.demo_client import DemoClient, DpopSigner, Edge
 
 SERVICES = {"masterdata", "trust", "privacy", "results", "documents"}
 pytestmark = pytest.mark.skipif(
@@ -72,9 +72,11 @@ def credentials(mesh: Mesh, path: Path) -> Path:
     for service, client in CLIENTS.items():
         if service not in available_services():
             continue
-        key = DpopKey()
-        token = DemoClient(edge, demo, client).client_credentials(f"samhandling:{service}", "", key)
-        private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.key))
+        key = DpopSigner()
+        token = DemoClient.load(demo, client, edge).client_credentials(
+            f"samhandling:{service}", "", key
+        )
+        private = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key.private_key))
         out[service] = {"access_token": token.access_token, "private_jwk": private}
     path.write_text(json.dumps(out))
     return path

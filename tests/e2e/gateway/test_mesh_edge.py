@@ -13,9 +13,10 @@ import grpc
 import pytest
 import requests
 
-from deploy.local.demo import DemoClient, DpopKey, Edge, Story
+from deploy.local.demo import Story
 from deploy.local.mesh import Mesh, available_services
 from gateway.openapi import dangling_refs
+from services.trust.demo_client import DemoClient, DpopSigner, Edge
 from tests.e2e.gateway.openapi_check import edge_rejection, unrouted_operations
 
 SERVICES = {"masterdata", "trust", "privacy", "results", "documents"}
@@ -61,9 +62,9 @@ API = [
 def tokens(mesh: Mesh) -> dict[str, str]:
     edge = Edge(mesh.edge_url)
     demo = Path(mesh.var_dir) / "demo"
-    gp = DemoClient(edge, demo, "gp-ehr")
-    admin = DemoClient(edge, demo, "admin-console")
-    lab = DemoClient(edge, demo, "lab-system")
+    gp = DemoClient.load(demo, "gp-ehr", edge)
+    admin = DemoClient.load(demo, "admin-console", edge)
+    lab = DemoClient.load(demo, "lab-system", edge)
     out = {
         name: gp.client_credentials(f"samhandling:{name}", "", None).access_token
         for name in ("documents", "privacy", "masterdata", "notifications")
@@ -231,7 +232,7 @@ def test_nested_unknown_fields_and_api_md_words_are_named(
 
 
 def test_a_message_level_rule_is_400_with_its_message(mesh: Mesh) -> None:
-    admin = DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", "admin-console")
+    admin = DemoClient.load(Path(mesh.var_dir) / "demo", "admin-console", mesh.edge_url)
     token = admin.client_credentials("samhandling:masterdata", "", None).access_token
     reply = requests.post(
         f"{mesh.edge_url}/v1/organizations",
@@ -262,8 +263,8 @@ def test_anonymous_routes_ignore_dpop_tokens(mesh: Mesh, tokens: dict[str, str])
 
 def test_a_refused_dpop_proof_gets_a_dpop_challenge(mesh: Mesh) -> None:
     edge = Edge(mesh.edge_url)
-    lab = DemoClient(edge, Path(mesh.var_dir) / "demo", "lab-system")
-    token = lab.client_credentials("samhandling:results", "", DpopKey())
+    lab = DemoClient.load(Path(mesh.var_dir) / "demo", "lab-system", edge)
+    token = lab.client_credentials("samhandling:results", "", DpopSigner())
     assert token.dpop is not None
     url = f"{mesh.edge_url}/v1/results:search"
     proof = token.dpop.proof("POST", f"{mesh.edge_url}/v1/elsewhere", token.access_token)

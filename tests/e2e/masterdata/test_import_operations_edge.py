@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from deploy.local.demo import DemoClient, DpopKey, Edge
 from deploy.local.mesh import Mesh, available_services
+from services.trust.demo_client import DemoClient, DpopSigner, Edge
 from tools import masterdata_import
 
 pytestmark = [
@@ -51,8 +51,8 @@ def test_the_cli_imports_with_progress(
     assert "line 701: approvals[0].category:" in out.out
     assert "1200/1200" in out.err  # the progress bar's last state
     edge = Edge(mesh.edge_url)
-    admin = DemoClient(edge, mesh.var_dir / "demo", "admin-console").client_credentials(
-        "samhandling:masterdata", "samhandling:masterdata/read", DpopKey()
+    admin = DemoClient.load(mesh.var_dir / "demo", "admin-console", edge).client_credentials(
+        "samhandling:masterdata", "samhandling:masterdata/read", DpopSigner()
     )
     stored = edge.call("GET", f"/v1/practitioners/{first + 1199}", admin)
     assert stored.status_code == 200 and stored.json()["given_name"] == "Navn1199"
@@ -60,8 +60,8 @@ def test_the_cli_imports_with_progress(
 
 def test_the_synchronous_import_stays_and_its_413_says_the_limit(mesh: Mesh) -> None:
     edge = Edge(mesh.edge_url)
-    admin = DemoClient(edge, mesh.var_dir / "demo", "admin-console").client_credentials(
-        "samhandling:masterdata", "samhandling:masterdata/admin", DpopKey()
+    admin = DemoClient.load(mesh.var_dir / "demo", "admin-console", edge).client_credentials(
+        "samhandling:masterdata", "samhandling:masterdata/admin", DpopSigner()
     )
     small = b"hpr_number,given_name,family_name,approvals\n6200001,A,B,LE:1::\n"
     body = {"format": "IMPORT_FORMAT_CSV", "data": base64.b64encode(small).decode()}
@@ -84,8 +84,8 @@ def test_the_synchronous_import_stays_and_its_413_says_the_limit(mesh: Mesh) -> 
 
 def test_the_upload_stream_over_rest_is_a_json_array(mesh: Mesh) -> None:
     edge = Edge(mesh.edge_url)
-    admin = DemoClient(edge, mesh.var_dir / "demo", "admin-console").client_credentials(
-        "samhandling:masterdata", "samhandling:masterdata/admin", DpopKey()
+    admin = DemoClient.load(mesh.var_dir / "demo", "admin-console", edge).client_credentials(
+        "samhandling:masterdata", "samhandling:masterdata/admin", DpopSigner()
     )
     data = b"hpr_number,given_name,family_name,approvals\n6300001,A,B,LE:1::\n6300002,C,D,LE:1::\n"
     messages = [

@@ -17,9 +17,10 @@ from typing import Any
 import grpc
 import pytest
 
-from deploy.local.demo import Edge, Story
+from deploy.local.demo import Story
 from deploy.local.hosts import HostMesh
 from deploy.local.mesh import free_port, health_channel
+from services.trust.demo_client import Edge
 from tests.conftest import PG_URL, postgres_available
 
 SMALL = {"SAMHANDLING_DEMO_PRACTITIONERS": "20", "SAMHANDLING_DEMO_CITIZENS": "5"}

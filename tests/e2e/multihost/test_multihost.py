@@ -20,10 +20,11 @@ from samhandling.documents.v1 import documents_service_pb2_grpc as docs_grpc
 from samhandling.results.v1 import results_service_pb2 as results_pb
 from samhandling.results.v1 import results_service_pb2_grpc as results_grpc
 
-from deploy.local.demo import DemoClient, Story, attestation
+from deploy.local.demo import Story, attestation
 from deploy.local.hosts import HostMesh, host_of, ip
 from deploy.local.mesh import health_channel
 from services.common import auth
+from services.trust.demo_client import DemoClient
 from tests.e2e.multihost.conftest import bearer, verify_access_log
 
 pytestmark = pytest.mark.multihost
@@ -66,7 +67,7 @@ def _hospital_doctor(story: Story, patient_pid: str) -> str:
     """The hospital doctor's token (TestID login through the edge, care relationship with
     the patient), Bearer so a test can call one replica directly."""
     persona = story.person("hospital_doctor")
-    client = DemoClient(story.edge, story.demo_dir, "hospital-ehr")
+    client = DemoClient.load(story.demo_dir, "hospital-ehr", story.edge)
     registered = json.loads((story.demo_dir / "clients" / "hospital-ehr.json").read_text())
     details = {
         "type": auth.TRUST_FRAMEWORK_TYPE,
@@ -128,7 +129,7 @@ def test_a_result_written_on_host_a_is_read_on_host_b(
     story: Story, replica: Callable[[str, int], grpc.Channel]
 ) -> None:
     citizen = story.person("citizen")
-    lab = DemoClient(story.edge, story.demo_dir, "lab-system")
+    lab = DemoClient.load(story.demo_dir, "lab-system", story.edge)
     writer = lab.client_credentials(
         "samhandling:results", "samhandling:results/write samhandling:results/read", None
     )
@@ -140,7 +141,7 @@ def test_a_result_written_on_host_a_is_read_on_host_b(
     )
 
     gp = story.gp_token()
-    gp_bearer = DemoClient(story.edge, story.demo_dir, "gp-ehr").login(
+    gp_bearer = DemoClient.load(story.demo_dir, "gp-ehr", story.edge).login(
         "samhandling:results",
         "openid samhandling:results/read",
         None,

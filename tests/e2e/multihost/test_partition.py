@@ -36,9 +36,10 @@ from grpc_status import rpc_status
 from samhandling.results.v1 import results_service_pb2 as results_pb
 from samhandling.results.v1 import results_service_pb2_grpc as results_grpc
 
-from deploy.local.demo import DemoClient, Edge, Story, Token, attestation
+from deploy.local.demo import Story, attestation
 from deploy.local.hosts import PRIVACY_HOST, HostMesh
 from deploy.local.mesh import ROOT
+from services.trust.demo_client import DemoClient, Edge, Token
 from tests.e2e.multihost.conftest import bearer, verify_access_log
 
 pytestmark = pytest.mark.multihost
@@ -184,7 +185,7 @@ def load(hosts: HostMesh, story: Story) -> Iterator[Load]:
     citizen = story.person("citizen")
     dpop_token = story.gp_token()
     gp = story.state["gp"]
-    bearer_token = DemoClient(story.edge, story.demo_dir, "gp-ehr").login(
+    bearer_token = DemoClient.load(story.demo_dir, "gp-ehr", story.edge).login(
         "samhandling:results",
         "openid samhandling:results/read",
         None,

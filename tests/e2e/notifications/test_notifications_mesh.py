@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from deploy.local.demo import DemoClient, DpopKey, Edge
 from deploy.local.mesh import Mesh, free_port
 from services.common.auth import CLAIM_ORGNR_CHILD, CLAIM_ORGNR_PARENT
+from services.trust.demo_client import DemoClient, DpopSigner, Edge
 from tests.integration.notifications.test_jetstream import NATS_URL, _delete_stream, _nats_up
 
 pytestmark = pytest.mark.e2e
@@ -72,8 +72,8 @@ def _result(patient: str, lab_org: str, requester_org: str) -> dict[str, Any]:
 def test_a_requisitioned_result_reaches_the_practice_over_jetstream(mesh: Mesh) -> None:
     edge = Edge(mesh.edge_url)
     demo = mesh.var_dir / "demo"
-    practice = DemoClient(edge, demo, "gp-ehr").client_credentials(
-        "samhandling:notifications", "samhandling:notifications/subscribe", DpopKey()
+    practice = DemoClient.load(demo, "gp-ehr", edge).client_credentials(
+        "samhandling:notifications", "samhandling:notifications/subscribe", DpopSigner()
     )
     org = practice.claims.get(CLAIM_ORGNR_CHILD) or practice.claims[CLAIM_ORGNR_PARENT]
     made = edge.call(
@@ -88,8 +88,8 @@ def test_a_requisitioned_result_reaches_the_practice_over_jetstream(mesh: Mesh) 
     )
     assert made.status_code == 200, made.text
     sid = made.json()["subscription_id"]
-    lab = DemoClient(edge, demo, "lab-system").client_credentials(
-        "samhandling:results", "samhandling:results/write", DpopKey()
+    lab = DemoClient.load(demo, "lab-system", edge).client_credentials(
+        "samhandling:results", "samhandling:results/write", DpopSigner()
     )
     lab_org = lab.claims.get(CLAIM_ORGNR_CHILD) or lab.claims[CLAIM_ORGNR_PARENT]
     people = json.loads((demo / "people.json").read_text())

@@ -23,9 +23,10 @@ from pathlib import Path
 import pytest
 
 from deploy.local import pidscan
-from deploy.local.demo import Edge, Story, Token
+from deploy.local.demo import Story
 from deploy.local.mesh import Mesh, available_services, free_port
 from services.common.identifiers import is_valid_pid
+from services.trust.demo_client import Edge, Token
 from tests.support.otlp import CLIENT, SERVER, ExportedSpan, OtlpReceiver, check_call_graph
 from tests.support.random_refs import random_pid
 

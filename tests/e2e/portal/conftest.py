@@ -193,7 +193,7 @@ def gp_token(mesh: Mesh, pid: str, api: str = "results") -> tuple[dict[str, Any]
     )
     token = client.login(
         hpr_number=gp["hpr_number"],
-        attestation=attestation,
+        authorization_details=[attestation],
         scope="openid "
         + {
             "results": "samhandling:results/read",

@@ -22,9 +22,9 @@ import requests
 from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhir.resources.R4B.observation import Observation
 
-from deploy.local.demo import DemoClient, DpopKey, Edge, Token
 from deploy.local.mesh import Mesh, available_services
 from services.common.identifiers import synthetic_pid
+from services.trust.demo_client import DemoClient, DpopSigner, Edge, Token
 
 pytestmark = pytest.mark.e2e
 REQUIRED = {"masterdata", "trust", "privacy", "results"}
@@ -40,7 +40,7 @@ def _services() -> None:
 
 
 def _client(mesh: Mesh, name: str) -> DemoClient:
-    return DemoClient(Edge(mesh.edge_url), Path(mesh.var_dir) / "demo", name)
+    return DemoClient.load(Path(mesh.var_dir) / "demo", name, mesh.edge_url)
 
 
 def _stamp(value: dt.datetime) -> str:
@@ -79,7 +79,7 @@ def _post_result(edge: Edge, lab: Token, org: str, patient: str, day: int) -> st
 
 def _citizen(mesh: Mesh, pid: str) -> Token:
     return _client(mesh, "citizen-portal").login(
-        "samhandling:privacy", "openid samhandling:privacy/citizen", DpopKey(), pid=pid
+        "samhandling:privacy", "openid samhandling:privacy/citizen", DpopSigner(), pid=pid
     )
 
 
@@ -87,7 +87,7 @@ def test_registry_exports_a_pseudonymised_cohort_through_the_edge(mesh: Mesh) ->
     edge = Edge(mesh.edge_url)
     lab_client = _client(mesh, "lab-system")
     lab = lab_client.client_credentials(
-        "samhandling:results", "samhandling:results/write", DpopKey()
+        "samhandling:results", "samhandling:results/write", DpopSigner()
     )
     org = str(lab.claims["helseid://claims/client/claims/orgnr_parent"])
     exported, reserved = synthetic_pid(RNG), synthetic_pid(RNG)
@@ -102,7 +102,7 @@ def test_registry_exports_a_pseudonymised_cohort_through_the_edge(mesh: Mesh) ->
     assert reservation.status_code == 200, reservation.text
 
     registry = _client(mesh, "registry").client_credentials(
-        "samhandling:results", "samhandling:results/registry-export", DpopKey()
+        "samhandling:results", "samhandling:results/registry-export", DpopSigner()
     )
     parameters = {
         "resourceType": "Parameters",

@@ -23,9 +23,10 @@ from fhir.resources.R4B.diagnosticreport import DiagnosticReport
 from fhirpy import SyncFHIRClient
 from fhirpy.base.exceptions import OperationOutcome
 
-from deploy.local.demo import DemoClient, DpopKey, Edge, Token, attestation
+from deploy.local.demo import attestation
 from deploy.local.mesh import Mesh, available_services
 from services.common.identifiers import synthetic_pid
+from services.trust.demo_client import DemoClient, DpopSigner, Edge, Token
 from tests.support.edge_log import access_log_path, settled_access_log
 
 SERVICES = {"masterdata", "trust", "privacy", "results"}
@@ -102,8 +103,8 @@ def test_fhirpy_through_the_edge_with_dpop(mesh: Mesh) -> None:
     lab_org = json.loads((demo / "organizations.json").read_text())["lab"]["org_number"]
     patient = synthetic_pid(random.Random())
 
-    lab_token = DemoClient(edge, demo, "lab-system").client_credentials(
-        "samhandling:results", "samhandling:results/write", DpopKey()
+    lab_token = DemoClient.load(demo, "lab-system", edge).client_credentials(
+        "samhandling:results", "samhandling:results/write", DpopSigner()
     )
     lab = fhir_client(mesh.edge_url, lab_token)
     created = []
@@ -118,10 +119,10 @@ def test_fhirpy_through_the_edge_with_dpop(mesh: Mesh) -> None:
     # K02 (legevakt, out-of-hours clinic): a care relationship without the GP-list check that
     # K01 (the GP scheme) adds, which a fresh synthetic patient would fail.
     details = [attestation(gp, "TREAT", gp["organisation"], patient, service="K02")]
-    gp_token = DemoClient(edge, demo, "gp-ehr").login(
+    gp_token = DemoClient.load(demo, "gp-ehr", edge).login(
         "samhandling:results",
         "openid samhandling:results/read",
-        DpopKey(),
+        DpopSigner(),
         hpr_number=gp["hpr_number"],
         authorization_details=details,
     )
@@ -152,8 +153,8 @@ def test_fhirpy_through_the_edge_with_dpop(mesh: Mesh) -> None:
     assert issue["details"]["coding"][0]["code"] == "PATIENT_IN_URL"
 
     # A citizen: the library's plain GET search and iteration (follows `next` itself).
-    citizen_token = DemoClient(edge, demo, "citizen-portal").login(
-        "samhandling:results", "openid samhandling:results/read", DpopKey(), pid=patient
+    citizen_token = DemoClient.load(demo, "citizen-portal", edge).login(
+        "samhandling:results", "openid samhandling:results/read", DpopSigner(), pid=patient
     )
     citizen = fhir_client(mesh.edge_url, citizen_token)
     mine = [r["id"] for r in citizen.resources("DiagnosticReport").search(category="LAB").limit(1)]

@@ -43,7 +43,9 @@ def _patients(pid: str) -> list[dict[str, Any]]:
 def _refusal(client: DemoClient, hpr_number: str, attestation: dict[str, Any]) -> str:
     with pytest.raises(OAuthFailure) as caught:
         client.login(
-            hpr_number=hpr_number, attestation=attestation, resource="samhandling:documents"
+            hpr_number=hpr_number,
+            authorization_details=[attestation],
+            resource="samhandling:documents",
         )
     assert caught.value.body["error"] == "access_denied", caught.value.body
     return str(caught.value.body["error_description"])
@@ -89,16 +91,18 @@ def test_the_hospital_block_is_not_dodged_through_another_client(mesh: Mesh) -> 
     vendor = _client(mesh, "vendor-ehr")
     token = vendor.login(
         hpr_number=doctor["hpr_number"],
-        attestation=vendor.attestation(
-            "LE",
-            hospital,
-            point_of_care=department,
-            department=doctor["resh_id"],
-            patients=_patients(patient["pid"]),
-        ),
+        authorization_details=[
+            vendor.attestation(
+                "LE",
+                hospital,
+                point_of_care=department,
+                department=doctor["resh_id"],
+                patients=_patients(patient["pid"]),
+            )
+        ],
         resource="samhandling:documents",
     )
-    claims = token.claims()
+    claims = token.claims
     assert claims[auth.CLAIM_ORGNR_PARENT] == hospital
     assert claims[auth.CLAIM_ORGNR_CHILD] == department
     assert claims[auth.CLAIM_RESH_DEPARTMENT] == doctor["resh_id"]
@@ -132,7 +136,7 @@ def test_a_vendor_system_call_chooses_its_tenant(mesh: Mesh) -> None:
     token = vendor.client_credentials(
         resource="samhandling:documents", acting_for=hospital, point_of_care=department
     )
-    claims = token.claims()
+    claims = token.claims
     assert claims[auth.CLAIM_ORGNR_PARENT] == hospital
     assert claims[auth.CLAIM_ORGNR_CHILD] == department
     with pytest.raises(OAuthFailure) as caught:

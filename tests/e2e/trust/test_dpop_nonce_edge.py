@@ -10,6 +10,7 @@ import pytest
 import requests
 
 from deploy.local.mesh import Mesh, free_port
+from services.trust.demo_client import DemoClient
 from services.trust.domain.model import ASSERTION_TYPE
 from tests.integration.trust.helpers import DpopKey, assertion_from_jwk
 
@@ -45,3 +46,13 @@ def test_nonce_round_trip(mesh: Mesh) -> None:
     assert second.status_code == 200, second.text
     assert second.json()["token_type"] == "DPoP"
     assert second.headers["DPoP-Nonce"]
+
+
+def test_the_partner_client_answers_the_nonce_challenge(mesh: Mesh) -> None:
+    """The one partner client retries the token request with the server's nonce (RFC 9449
+    §8) and a fresh client assertion; a Bearer request needs no nonce."""
+    lab = DemoClient.load(Path(mesh.var_dir) / "demo", "lab-system", mesh.edge_url)
+    token = lab.client_credentials("samhandling:results", dpop=True)
+    assert token.token_type == "DPoP" and token.dpop is not None
+    assert token.claims["cnf"]["jkt"]
+    assert lab.client_credentials("samhandling:results").token_type == "Bearer"

@@ -105,8 +105,8 @@ def test_a_citizen_logs_in_at_the_provider_and_uses_the_token(
     token = _client(running, "citizen-portal").login_with(play, resource="samhandling:privacy")
     assert "ID-porten" in seen["page"] and "Health eID" in seen["page"]
     assert 'name="pid"' not in seen["page"]  # production: no TestID
-    assert token.claims()[auth.CLAIM_PID] == citizen["pid"]
-    assert token.claims()[auth.CLAIM_SECURITY_LEVEL] == "4"
+    assert token.claims[auth.CLAIM_PID] == citizen["pid"]
+    assert token.claims[auth.CLAIM_SECURITY_LEVEL] == "4"
     hospital = people["hospital_doctor"]["parent_organisation"]
     url = f"{running.edge_url}/v1/privacy/restrictions"
     block = {"restriction": {"target": {"org_number": hospital}, "level": "HARD"}}
@@ -122,8 +122,8 @@ def test_a_doctor_logs_in_and_master_data_names_the_hpr_number(
     play, _ = _user(running, "helse-eid", doctor["pid"])
     gp_ehr = _client(running, "gp-ehr")
     token = gp_ehr.login_with(play, resource="samhandling:results")
-    assert token.claims()[auth.CLAIM_HPR_NUMBER] == doctor["hpr_number"]
-    assert token.claims()["sub"] == f"hpr:{doctor['hpr_number']}"
+    assert token.claims[auth.CLAIM_HPR_NUMBER] == doctor["hpr_number"]
+    assert token.claims["sub"] == f"hpr:{doctor['hpr_number']}"
 
 
 def test_a_cancelled_login_is_an_error_at_the_client(mesh: tuple[Mesh, OpenIdProvider]) -> None:

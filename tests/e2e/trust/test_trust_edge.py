@@ -286,8 +286,8 @@ def test_demo_client_helper(mesh: Mesh) -> None:
     portal = DemoClient.load(folder, "citizen-portal", mesh.edge_url)
     pid = random_pid()
     citizen = portal.login(pid=pid, resource="samhandling:privacy")
-    assert citizen.claims()[auth.CLAIM_PID] == pid and citizen.id_token
-    assert portal.refresh(citizen).claims()["aud"] == "samhandling:privacy"
+    assert citizen.claims[auth.CLAIM_PID] == pid and citizen.id_token
+    assert portal.refresh(citizen).claims["aud"] == "samhandling:privacy"
     with pytest.raises(OAuthFailure) as caught:
         lab.client_credentials(scope="samhandling:trust/admin")
     assert caught.value.status == 400 and caught.value.error == "invalid_scope"
@@ -298,16 +298,16 @@ def test_demo_client_helper(mesh: Mesh) -> None:
     ehr = DemoClient.load(folder, "gp-ehr", mesh.edge_url)
     doctor = ehr.login(
         hpr_number=gp["hpr_number"],
-        attestation=ehr.attestation("LE"),
+        authorization_details=[ehr.attestation("LE")],
         resource="samhandling:results",
     )
-    assert doctor.claims()["scope"] == "samhandling:results/read"
-    assert doctor.claims()[auth.CLAIM_HPR_NUMBER] == gp["hpr_number"]
+    assert doctor.claims["scope"] == "samhandling:results/read"
+    assert doctor.claims[auth.CLAIM_HPR_NUMBER] == gp["hpr_number"]
     onward = ehr.exchange(doctor, resource="samhandling:privacy")
-    claims = onward.claims()
+    claims = onward.claims
     assert claims["aud"] == "samhandling:privacy" and onward.token_type == "DPoP"
     assert claims["act"] == {"sub": "gp-ehr", "act": {"sub": "gp-ehr"}}
-    assert claims["authorization_details"] == doctor.claims()["authorization_details"]
+    assert claims["authorization_details"] == doctor.claims["authorization_details"]
 
 
 def test_a_revoked_token_is_refused_through_the_edge_within_seconds(mesh: Mesh) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.local.demo import Edge, Story
+from deploy.local.demo import Story
+from services.trust.demo_client import Edge
 
 
 def test_steps_without_their_services_are_skipped(tmp_path: Path) -> None:
