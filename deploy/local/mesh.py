@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,17 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "gen" / "python")]
 
+from deploy.local.ports import free_port  # noqa: E402
 from deploy.topology import DRAIN_SECONDS, TERMINATION_GRACE_SECONDS  # noqa: E402
 from gateway.envoy.tracing import Tracing  # noqa: E402
 from gateway.render import EdgePorts, Placement, render  # noqa: E402
 from services.common import workload_identity  # noqa: E402
 from services.common.registry import SERVICES  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def available_services() -> list[str]:

@@ -12,10 +12,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from samhandling.bench.v1 import bench_service_pb2 as pb
 from samhandling.bench.v1 import bench_service_pb2_grpc as pb_grpc
 
+from deploy.local.ports import free_port
 from services.common import metrics
 from services.common.errors import NotFound
 from services.common.server import MeshServer, ServerSettings, Servicer, ServiceSpec, create_server
-from tests.conftest import free_port
 from tests.support.mesh_tls import dial
 
 SERVICE = "samhandling.bench.v1.BenchService"

@@ -14,6 +14,7 @@ import pytest
 from samhandling.privacy.v1 import privacy_service_pb2_grpc as pb_grpc
 from sqlalchemy.engine import Engine
 
+from deploy.local.ports import free_port
 from services.common.auth import TRUST_FRAMEWORK_TYPE
 from services.common.db import make_engine
 from services.common.identifiers import synthetic_org_number, synthetic_pid
@@ -30,7 +31,6 @@ from services.privacy.bootstrap import Setup, build
 from services.privacy.domain.model import Approval
 from services.privacy.entrypoints.grpc_servicer import INTERNAL_METHODS
 from services.privacy.settings import Settings as PrivacySettings
-from tests.conftest import free_port
 from tests.support.mesh_tls import dial
 from tests.support.tokens import TokenMint
 
