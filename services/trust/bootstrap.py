@@ -173,7 +173,12 @@ def build(
     oauth = trust or settings.trust
     engine = engine or service_engine(SERVICE, settings.common.database)
     migrate(SERVICE, engine, VERSIONS)
-    repo = TrustRepository(engine, clock, token_lifetime=oauth.access_token_ttl + oauth.leeway)
+    repo = TrustRepository(
+        engine,
+        clock,
+        token_lifetime=oauth.access_token_ttl + oauth.leeway,
+        client_cache_seconds=oauth.client_cache_seconds,
+    )
     if kek is None:
         kek = load_kek(
             settings.key_encryption_key,

@@ -6,9 +6,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.common.settings import CommonSettings, Env
+from services.common.settings import CommonSettings, Env, SettingsError
 from services.trust.adapters.upstream import IDPS_ENV, UpstreamIdp, load_idps
 from services.trust.service_layer.oauth import TrustSettings
+from services.trust.service_layer.settings import MAX_CLIENT_CACHE_SECONDS
 
 SERVICE = "trust"
 KEK_ENV = "SAMHANDLING_TRUST_KEY_ENCRYPTION_KEY"
@@ -29,6 +30,8 @@ class Settings:
     access_token_ttl: int = 300
     refresh_token_ttl: int = 8 * 3600
     dpop_nonce_required: bool = False  # require server nonces (use_dpop_nonce)
+    # A client row read for authentication is reused this long per replica (0: off).
+    client_cache_seconds: float = 2.0
     key_rotation_seconds: float = 30 * 24 * 3600.0  # scheduled signing-key rotation
     key_check_seconds: float = 60.0  # how often the rotation schedule is checked
     # The citizen portal's public URL: the demo seed registers its callback.
@@ -47,6 +50,7 @@ class Settings:
             access_token_ttl=env.integer(p + "ACCESS_TOKEN_TTL", 300, 1),
             refresh_token_ttl=env.integer(p + "REFRESH_TOKEN_TTL", 8 * 3600, 1),
             dpop_nonce_required=env.flag(p + "DPOP_NONCE", False),
+            client_cache_seconds=_client_cache_seconds(env, p + "CLIENT_CACHE_SECONDS"),
             key_rotation_seconds=env.seconds(p + "KEY_ROTATION_SECONDS", 30 * 24 * 3600.0),
             key_check_seconds=env.seconds(p + "KEY_CHECK_SECONDS", 60.0, 0.001),
             portal_url=env.text("SAMHANDLING_PORTAL_URL", DEFAULT_PORTAL_URL),
@@ -64,6 +68,14 @@ class Settings:
             access_token_ttl=self.access_token_ttl,
             refresh_token_ttl=self.refresh_token_ttl,
             dpop_nonce_required=self.dpop_nonce_required,
+            client_cache_seconds=self.client_cache_seconds,
             testid_enabled=not self.production,
             key_rotation_seconds=self.key_rotation_seconds,
         )
+
+
+def _client_cache_seconds(env: Env, name: str) -> float:
+    seconds = env.seconds(name, 2.0)
+    if seconds > MAX_CLIENT_CACHE_SECONDS:  # a deleted client must stop within the bound
+        raise SettingsError(f"{name} must be at most {MAX_CLIENT_CACHE_SECONDS:g} s")
+    return seconds

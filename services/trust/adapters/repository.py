@@ -13,9 +13,11 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from services.common.ttl_cache import TtlCache
 from services.trust.adapters import orm
 from services.trust.domain.model import Client
 
+CLIENT_CACHE_ENTRIES = 10_000
 _LIST_FIELDS = ("grant_types", "scopes", "audiences", "redirect_uris", "tenants")
 
 
@@ -54,16 +56,26 @@ class TrustRepository:
     """Short transactions on an engine; every method is one transaction."""
 
     def __init__(
-        self, engine: Engine, clock: Callable[[], float], token_lifetime: float = 3600.0
+        self,
+        engine: Engine,
+        clock: Callable[[], float],
+        token_lifetime: float = 3600.0,
+        client_cache_seconds: float = 0.0,
     ) -> None:
         self.engine = engine
         self._clock = clock
         # How long an access token issued now may live: how long a login's or a client's
         # revocation must stay in force.
         self.token_lifetime = token_lifetime
+        # `authenticating_client`: a client row read at most this long ago (0: always read).
+        self.client_cache_seconds = client_cache_seconds
+        self._clients: TtlCache[str, tuple[Client, float]] = TtlCache(
+            max(client_cache_seconds, 0.001), CLIENT_CACHE_ENTRIES, clock
+        )
 
     # --- clients --------------------------------------------------------------------------
     def add_client(self, client: Client) -> bool:
+        self._forget_client(client.client_id)
         try:
             with self.engine.begin() as conn:
                 conn.execute(orm.clients.insert().values(**_client_row(client)))
@@ -75,12 +87,14 @@ class TrustRepository:
         row = _client_row(client)
         row.pop("client_id")
         row.pop("create_time")
+        self._forget_client(client.client_id)
         with self.engine.begin() as conn:
             result = conn.execute(
                 orm.clients.update()
                 .where(orm.clients.c.client_id == client.client_id)
                 .values(**row)
             )
+        self._forget_client(client.client_id)
         return bool(result.rowcount)
 
     def get_client(self, client_id: str) -> Client | None:
@@ -89,6 +103,27 @@ class TrustRepository:
                 orm.clients.select().where(orm.clients.c.client_id == client_id)
             ).first()
         return _client(row) if row else None
+
+    def authenticating_client(self, client_id: str) -> Client | None:
+        """The client for authenticating a request: its row as read at most
+        `client_cache_seconds` ago by this replica (a deletion or key change made elsewhere
+        takes effect here within that bound; one made through this repository at once). The
+        object is shared by concurrent requests: read it, never change it."""
+        if self.client_cache_seconds <= 0:
+            return self.get_client(client_id)
+        now = self._clock()
+        hit = self._clients.get(client_id)
+        # Checked against the read time too: a clock set back never stretches the bound.
+        if hit is not None and hit[1] <= now < hit[1] + self.client_cache_seconds:
+            return hit[0]
+        generation = self._clients.generation  # a change made meanwhile is not overwritten
+        client = self.get_client(client_id)
+        if client is not None:  # an unknown id is not remembered: a new client works at once
+            self._clients.put_if_current(client_id, (client, now), generation)
+        return client
+
+    def _forget_client(self, client_id: str) -> None:
+        self._clients.invalidate(lambda key: key == client_id)
 
     def list_clients(self, after: str, limit: int) -> list[Client]:
         with self.engine.connect() as conn:
@@ -101,6 +136,7 @@ class TrustRepository:
         return [_client(r) for r in rows]
 
     def delete_client(self, client_id: str) -> bool:
+        self._forget_client(client_id)
         with self.engine.begin() as conn:
             result = conn.execute(orm.clients.delete().where(orm.clients.c.client_id == client_id))
             conn.execute(
@@ -109,7 +145,17 @@ class TrustRepository:
                 .values(state="revoked")
             )
             if result.rowcount:  # its access tokens stop at every resource server too
-                self._revoke(conn, "client_id", client_id, self._clock() + self.token_lifetime)
+                now = self._clock()
+                # Also those another replica issues from its cached row until the cache's
+                # bound has passed (`authenticating_client`).
+                self._revoke(
+                    conn,
+                    "client_id",
+                    client_id,
+                    now + self.token_lifetime + self.client_cache_seconds,
+                    revoked_at=now + self.client_cache_seconds,
+                )
+        self._forget_client(client_id)
         return bool(result.rowcount)
 
     # --- one-time identifiers -------------------------------------------------------------
@@ -328,12 +374,18 @@ class TrustRepository:
             self._revoke(conn, "sid", family_id, self._clock() + self.token_lifetime)
 
     # --- revocations (access tokens, logins, clients) --------------------------------------
-    def _revoke(self, conn: Connection, kind: str, value: str, until: float) -> None:
-        """Upsert: revoking again moves `revoked_at` to now (a re-created client's old tokens
-        and its new ones issued before this moment are all refused)."""
+    def _revoke(
+        self, conn: Connection, kind: str, value: str, until: float, revoked_at: float | None = None
+    ) -> None:
+        """Upsert: revoking again moves `revoked_at` to now, or to the given time (tokens
+        issued at or before it are refused: a re-created client's old tokens and its new ones
+        issued before this moment are all refused)."""
         postgres = conn.dialect.name == "postgresql"
         insert = (pg_insert if postgres else sqlite_insert)(orm.revocations).values(
-            kind=kind, value=value[:128], revoked_at=self._clock(), expires_at=until
+            kind=kind,
+            value=value[:128],
+            revoked_at=self._clock() if revoked_at is None else revoked_at,
+            expires_at=until,
         )
         later = sa.func.greatest if postgres else sa.func.max  # SQLite's two-argument max
         conn.execute(

@@ -101,7 +101,7 @@ class ClientAuthentication:
             raise OAuthError("invalid_client", "client assertion without iss")
         if params.get("client_id") and params["client_id"] != client_id:
             raise OAuthError("invalid_client", "client_id does not match the assertion")
-        client = self.repo.get_client(client_id)
+        client = self.repo.authenticating_client(client_id)
         if client is None:
             raise OAuthError("invalid_client", "unknown client")
         claims = self._verify_assertion(client, assertion, str(alg), header.get("kid"), endpoint)

@@ -17,6 +17,11 @@ from services.trust.domain.model import Client
 class OAuthStore(Protocol):
     def get_client(self, client_id: str) -> Client | None: ...
 
+    def authenticating_client(self, client_id: str) -> Client | None:
+        """The client for authenticating a request: possibly as read a moment ago (at most
+        `client_cache_seconds`, within the revocation bound); shared, never to be changed."""
+        ...
+
     # --- single-use ids (client assertion and DPoP proof jti) -------------------------------
     def use_jti(self, key: str, expires_at: float) -> bool:
         """False if the id is already recorded and not expired (a replay)."""

@@ -42,6 +42,9 @@ class InMemoryStore:
     def get_client(self, client_id: str) -> Client | None:
         return self.clients.get(client_id)
 
+    def authenticating_client(self, client_id: str) -> Client | None:
+        return self.get_client(client_id)
+
     def use_jti(self, key: str, expires_at: float) -> bool:
         if self.jtis.get(key, -1.0) >= self.clock():
             return False
