@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Generic, TypeVar
 
 import grpc
@@ -39,9 +39,18 @@ from services.common.errors import (
 from services.common.ttl_cache import TtlCache
 
 D = TypeVar("D")
+T = TypeVar("T")
 
 
 BATCH = 500  # the privacy service's limit per BatchDecideAccess / BatchRecordAccess
+
+
+def _batches(requests: Sequence[T]) -> Iterator[list[T]]:
+    """The requests in chunks of BATCH: one call and one privacy transaction each."""
+    for start in range(0, len(requests), BATCH):
+        yield list(requests[start : start + BATCH])
+
+
 _DEFAULT: Any = object()
 
 
@@ -132,8 +141,8 @@ class PrivacyClient:
     ) -> list[pb.DecideAccessResponse]:
         """BatchDecideAccess: one call and one privacy transaction per BATCH requests."""
         out: list[pb.DecideAccessResponse] = []
-        for start in range(0, len(requests), BATCH):
-            batch = pb.BatchDecideAccessRequest(requests=list(requests[start : start + BATCH]))
+        for chunk in _batches(requests):
+            batch = pb.BatchDecideAccessRequest(requests=chunk)
             reply = self._call("BatchDecideAccess", batch, metadata, timeout, unavailable)
             out += list(reply.responses)
         return out
@@ -146,8 +155,8 @@ class PrivacyClient:
         timeout: float | None = _DEFAULT,
     ) -> None:
         """BatchRecordAccess: one call and one privacy transaction per BATCH requests."""
-        for start in range(0, len(requests), BATCH):
-            batch = pb.BatchRecordAccessRequest(requests=list(requests[start : start + BATCH]))
+        for chunk in _batches(requests):
+            batch = pb.BatchRecordAccessRequest(requests=chunk)
             self._call("BatchRecordAccess", batch, metadata, timeout, unavailable)
 
     # --- decide / require / record for a principal ------------------------------------------

@@ -368,20 +368,15 @@ class PrivacyService:
         entries = [entry]
         if outcome.permitted and request.stored_resources:
             entries += [
-                self._entry(
-                    EntryType.ACCESS,
+                self._permitted_access(
+                    request,
+                    outcome,
                     caller,
-                    request.patient_id,
+                    entry.event_id,
                     now,
-                    trace_id=trace_id,
-                    domain=request.domain.value,
-                    action=request.action.value,
+                    trace_id,
                     resource_type=rtype,
                     resource_id=rid,
-                    purpose=outcome.purpose_of_use,
-                    decision=Decision.PERMIT.value,
-                    emergency=outcome.emergency,
-                    decision_event_id=entry.event_id,
                 )
                 for rtype, rid in request.stored_resources
             ]
@@ -410,6 +405,27 @@ class PrivacyService:
             or frozenset(outcome.obligations) != request.read_obligations
         ):
             return None
+        return self._permitted_access(
+            request,
+            outcome,
+            caller,
+            decision_event_id,
+            now,
+            trace_id,
+            **access_resources(request.read_resources),
+        )
+
+    def _permitted_access(
+        self,
+        request: AccessRequest,
+        outcome: Outcome,
+        caller: Caller,
+        decision_event_id: str,
+        now: dt.datetime,
+        trace_id: str,
+        **resources: Any,
+    ) -> LogEntry:
+        """An ACCESS entry logged with the PERMIT it follows (same transaction)."""
         return self._entry(
             EntryType.ACCESS,
             caller,
@@ -422,7 +438,7 @@ class PrivacyService:
             decision=Decision.PERMIT.value,
             emergency=outcome.emergency,
             decision_event_id=decision_event_id,
-            **access_resources(request.read_resources),
+            **resources,
         )
 
     def decide(self, principal: Principal, request: AccessRequest) -> Decided:
