@@ -145,10 +145,9 @@ class UnitOfWork:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        try:
-            self.session.rollback()
-        finally:
-            self.session.close()
+        # close() ends an uncommitted transaction with a rollback; calling rollback() first
+        # walked the session's transaction states twice (~30 µs per read, bench/README.md).
+        self.session.close()
 
     def commit(self) -> None:
         self.session.commit()
