@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 
 from services.common import sealing
 from services.common.auth import Authenticator
-from services.common.db import migrate, service_engine
+from services.common.db import migrate, service_engine, session_factory
 from services.common.sealing import SecretBox
 from services.common.server import Servicer, ServiceSpec
 from services.common.settings import CommonSettings
@@ -31,6 +31,7 @@ from services.notifications.entrypoints.grpc_servicer import (
     event_from_pb,
 )
 from services.notifications.service_layer.services import NotificationsService
+from services.notifications.service_layer.unit_of_work import SqlUnitOfWork
 from services.notifications.settings import KEK_ENV, SERVICE, Settings
 
 VERSIONS = Path(__file__).resolve().parent / "adapters" / "migrations" / "versions"
@@ -61,6 +62,7 @@ def build(
 ) -> Setup:
     engine = engine or service_engine(SERVICE, settings.common.database)
     migrate(SERVICE, engine, VERSIONS)
+    sessions = session_factory(engine)
     kek = sealing.load_kek(
         settings.key_encryption_key,
         KEK_ENV,
@@ -68,7 +70,7 @@ def build(
         not settings.production,
     )
     service = NotificationsService(
-        engine,
+        lambda: SqlUnitOfWork(sessions),
         peers or MeshPeers(),
         SecretBox(kek),
         settings.webhooks,

@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import requests
 
 from services.common import timestamps
-from services.notifications.domain.model import Subscription, sign
+from services.notifications.domain.model import Notification, Subscription, sign
 
 TOPIC_URL = "https://samhandling.example/fhir/SubscriptionTopic/"
 SIGNATURE_HEADER = "Samhandling-Signature"
@@ -22,7 +22,7 @@ def _iso(value: dt.datetime) -> str:
     return value.replace(tzinfo=dt.UTC).isoformat().replace("+00:00", "Z")
 
 
-def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any]:
+def notification_bundle(sub: Subscription, rows: Sequence[Notification]) -> dict[str, Any]:
     """One event-notification for one or more consecutive notifications: a
     SubscriptionStatus listing each event's number and focus reference, no resource content
     ("id-only"), nothing personal."""
@@ -38,12 +38,12 @@ def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any
                     "resourceType": "SubscriptionStatus",
                     "status": "active",
                     "type": "event-notification",
-                    "eventsSinceSubscriptionStart": int(last.event_number),
+                    "eventsSinceSubscriptionStart": last.event_number,
                     "subscription": {"reference": f"Subscription/{sub.subscription_id}"},
                     "topic": TOPIC_URL + sub.topic.value.lower().replace("_", "-"),
                     "notificationEvent": [
                         {
-                            "eventNumber": int(row.event_number),
+                            "eventNumber": row.event_number,
                             "timestamp": _iso(row.event_time),
                             "focus": {"reference": row.focus},
                             "extension": [
@@ -66,7 +66,7 @@ def notification_bundle(sub: Subscription, rows: Sequence[Any]) -> dict[str, Any
 
 
 class Poster(Protocol):
-    def __call__(self, sub: Subscription, rows: Sequence[Any]) -> str:
+    def __call__(self, sub: Subscription, rows: Sequence[Notification]) -> str:
         """'' when delivered (2xx), else why not (an HTTP status, a connection error)."""
 
 
@@ -75,7 +75,7 @@ class HttpPoster:
         self.timeout = timeout
         self.session = requests.Session()
 
-    def __call__(self, sub: Subscription, rows: Sequence[Any]) -> str:
+    def __call__(self, sub: Subscription, rows: Sequence[Notification]) -> str:
         body = json.dumps(notification_bundle(sub, rows), separators=(",", ":")).encode()
         headers = {
             "Content-Type": "application/fhir+json",

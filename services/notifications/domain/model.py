@@ -54,6 +54,15 @@ class Status(enum.StrEnum):
     OFF = "OFF"
 
 
+class Delivery(enum.StrEnum):
+    """A notification's webhook delivery state (streams and polling: NONE)."""
+
+    PENDING = "PENDING"
+    DELIVERED = "DELIVERED"
+    PARKED = "PARKED"  # given up after the retries; back with RetryParkedNotifications
+    NONE = "NONE"
+
+
 class SubscriberKind(enum.StrEnum):
     CITIZEN = "CITIZEN"
     PRACTITIONER = "PRACTITIONER"
@@ -233,6 +242,24 @@ class Event:
     @property
     def focus(self) -> str:
         return f"{self.resource_type}/{self.resource_id}"
+
+
+@dataclass(frozen=True)
+class Notification:
+    """The `event_number`-th notification of a subscription: ids only, no resource content;
+    for a webhook also its delivery state."""
+
+    subscription_id: str
+    event_number: int
+    event_id: str
+    event_type: str
+    focus: str
+    version: int
+    event_time: dt.datetime
+    create_time: dt.datetime
+    delivery: Delivery = Delivery.NONE
+    attempts: int = 0
+    next_attempt_time: dt.datetime | None = None
 
 
 def candidate(sub: Subscription, event: Event) -> bool:

@@ -17,6 +17,7 @@ from services.notifications.domain.model import (
     Channel,
     Event,
     Filter,
+    Notification,
     Status,
     Subscription,
     Topic,
@@ -73,19 +74,18 @@ def subscription_to_pb(sub: Subscription) -> pb.Subscription:
     )
 
 
-def notification_to_pb(row: Any) -> pb.Notification:
-    event_type = str(row.event_type)
+def notification_to_pb(n: Notification) -> pb.Notification:
     return pb.Notification(
-        subscription_id=row.subscription_id,
+        subscription_id=n.subscription_id,
         type=pb.NOTIFICATION_TYPE_EVENT,
-        event_number=int(row.event_number),
-        topic=_TOPIC_OUT[TOPIC_OF_EVENT[event_type]],
-        event_type=event_type,
-        focus=row.focus,
-        event_id=row.event_id,
-        event_time=_stamp(row.event_time),
-        version=int(row.version),
-        events_since_subscription_start=int(row.event_number),
+        event_number=n.event_number,
+        topic=_TOPIC_OUT[TOPIC_OF_EVENT[n.event_type]],
+        event_type=n.event_type,
+        focus=n.focus,
+        event_id=n.event_id,
+        event_time=_stamp(n.event_time),
+        version=n.version,
+        events_since_subscription_start=n.event_number,
     )
 
 

@@ -20,10 +20,6 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
-from typing import Any
-
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine
 
 from services.common import paging
 from services.common.auth import Principal
@@ -31,7 +27,6 @@ from services.common.errors import NotFound, invalid_field
 from services.common.sealing import SecretBox
 from services.common.timestamps import naive_utcnow
 from services.common.ttl_cache import TtlCache
-from services.notifications.adapters import repository as repo
 from services.notifications.adapters.peers import Peers
 from services.notifications.adapters.webhook import HttpPoster, Poster
 from services.notifications.domain.model import (
@@ -40,6 +35,7 @@ from services.notifications.domain.model import (
     Channel,
     Event,
     Filter,
+    Notification,
     Status,
     Subscriber,
     Subscription,
@@ -50,11 +46,11 @@ from services.notifications.domain.model import (
     check_endpoint,
     new_secret,
 )
+from services.notifications.service_layer.unit_of_work import NotificationsUnitOfWork
 
 log = logging.getLogger("samhandling.notifications")
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 MATCH_BATCH = 200
-MATCH_LOCK = 0x5A4D0B0D
 
 
 @dataclass(frozen=True)
@@ -109,7 +105,7 @@ def _read_page_token(token: str) -> tuple[dt.datetime, str]:
 class NotificationsService:
     def __init__(
         self,
-        engine: Engine,
+        uow_factory: Callable[[], NotificationsUnitOfWork],
         peers: Peers,
         secrets: SecretBox,
         webhooks: WebhookPolicy | None = None,
@@ -119,7 +115,7 @@ class NotificationsService:
         gp_list_seconds: float = 4.0,
         retention: dt.timedelta = dt.timedelta(days=30),
     ) -> None:
-        self.engine = engine
+        self.uow = uow_factory
         self.retention = retention
         self.peers = peers
         self.secrets = secrets
@@ -180,8 +176,9 @@ class NotificationsService:
             create_time=self.clock(),
         )
         sealed = self.secrets.seal(sub.secret, sub.subscription_id) if sub.secret else ""
-        with self.engine.begin() as conn:
-            repo.add_subscription(conn, replace(sub, secret=sealed))
+        with self.uow() as uow:
+            uow.notifications.add_subscription(replace(sub, secret=sealed))
+            uow.commit()
         log.info(
             "subscription created",
             extra={"subscription_id": sub.subscription_id, "topic": topic.value},
@@ -190,8 +187,8 @@ class NotificationsService:
 
     def _owned(self, principal: Principal, subscription_id: str) -> Subscription:
         subscriber = Subscriber.of(principal)
-        with self.engine.connect() as conn:
-            sub = repo.get_subscription(conn, subscription_id)
+        with self.uow() as uow:
+            sub = uow.notifications.get_subscription(subscription_id)
         # Someone else's subscription does not exist, as far as the caller can tell.
         if sub is None or not subscriber.owns(sub.subscriber):
             raise NotFound("no such subscription", reason="SUBSCRIPTION_NOT_FOUND")
@@ -208,8 +205,8 @@ class NotificationsService:
             raise invalid_field("page_size", "must not be negative")
         limit = min(page_size or DEFAULT_PAGE, MAX_PAGE)
         before = _read_page_token(page_token) if page_token else None
-        with self.engine.connect() as conn:
-            found = repo.list_subscriptions(conn, subscriber.client_id, limit + 1, before)
+        with self.uow() as uow:
+            found = uow.notifications.list_subscriptions(subscriber.client_id, limit + 1, before)
         mine = [replace(s, secret="") for s in found if subscriber.owns(s.subscriber)]
         more = len(found) > limit
         page = mine[:limit]
@@ -217,26 +214,28 @@ class NotificationsService:
 
     def delete(self, principal: Principal, subscription_id: str) -> Subscription:
         sub = self._owned(principal, subscription_id)
-        with self.engine.begin() as conn:
-            repo.set_status(conn, subscription_id, Status.OFF)
+        with self.uow() as uow:
+            uow.notifications.set_status(subscription_id, Status.OFF)
+            uow.commit()
         self.hub.notify()  # open streams end
         return replace(sub, status=Status.OFF)
 
     def retry_parked(self, principal: Principal, subscription_id: str) -> Subscription:
         self._owned(principal, subscription_id)
-        with self.engine.begin() as conn:
-            repo.unpark(conn, subscription_id, self.clock())
+        with self.uow() as uow:
+            uow.notifications.unpark(subscription_id, self.clock())
+            uow.commit()
         self._hook_wake.set()
         return self._owned(principal, subscription_id)
 
     # --- $events and streams ------------------------------------------------------------
     def events(
         self, principal: Principal, subscription_id: str, since: int, page_size: int
-    ) -> tuple[list[Any], int]:
+    ) -> tuple[list[Notification], int]:
         sub = self._owned(principal, subscription_id)
         limit = min(page_size or 100, 1000)
-        with self.engine.connect() as conn:
-            rows = repo.notifications_after(conn, subscription_id, since, limit)
+        with self.uow() as uow:
+            rows = uow.notifications.notifications_after(subscription_id, since, limit)
         return rows, sub.event_count
 
     def stream(
@@ -245,8 +244,8 @@ class NotificationsService:
         subscription_id: str,
         since: int,
         active: Callable[[], bool],
-    ) -> Iterator[Any]:
-        """Notification rows after `since`, then new ones as they are made, a Heartbeat
+    ) -> Iterator[Notification | Heartbeat]:
+        """Notifications after `since`, then new ones as they are made, a Heartbeat
         when nothing happened for the subscription's heartbeat period; ends when the
         subscription is switched off or the caller goes away."""
         sub = self._owned(principal, subscription_id)
@@ -258,12 +257,12 @@ class NotificationsService:
         quiet_since = time.monotonic()
         while active() and not self._stop.is_set():
             seen = self.hub.generation
-            with self.engine.connect() as conn:
-                rows = repo.notifications_after(conn, subscription_id, last, 100)
-                current = repo.get_subscription(conn, subscription_id) if not rows else None
+            with self.uow() as uow:
+                rows = uow.notifications.notifications_after(subscription_id, last, 100)
+                current = uow.notifications.get_subscription(subscription_id) if not rows else None
             for row in rows:
                 yield row
-                last = int(row.event_number)
+                last = row.event_number
             if rows:
                 quiet_since = time.monotonic()
                 continue
@@ -279,8 +278,9 @@ class NotificationsService:
     def ingest(self, events: Sequence[Event]) -> tuple[int, int]:
         """Store events not seen before (idempotent by event id); (new, duplicates)."""
         known = [e for e in events if e.event_type in TOPIC_OF_EVENT]
-        with self.engine.begin() as conn:
-            added = repo.add_events(conn, known, self.clock())
+        with self.uow() as uow:
+            added = uow.notifications.add_events(known, self.clock())
+            uow.commit()
         if added:
             self._match_wake.set()
         return added, len(events) - added
@@ -289,8 +289,10 @@ class NotificationsService:
     def prune(self) -> int:
         """Forget matched events and finished notifications older than the retention
         (`$events` answers from what is kept)."""
-        with self.engine.begin() as conn:
-            return repo.prune(conn, self.clock() - self.retention)
+        with self.uow() as uow:
+            gone = uow.notifications.prune(self.clock() - self.retention)
+            uow.commit()
+        return gone
 
     def _match_loop(self) -> None:
         next_prune = 0.0
@@ -313,12 +315,12 @@ class NotificationsService:
             return self._match_once()
 
     def _match_once(self) -> int:
-        with self.engine.connect() as conn:
-            events = repo.unmatched_events(conn, MATCH_BATCH)
+        with self.uow() as uow:
+            events = uow.notifications.unmatched_events(MATCH_BATCH)
             if not events:
                 return 0
             topics = sorted({t.value for t in (e.topic for e in events) if t is not None})
-            subs = repo.active_subscriptions(conn, topics)
+            subs = uow.notifications.active_subscriptions(topics)
         pairs = [(s, e) for e in events for s in subs if candidate(s, e)]
         # Master data: the GP list of each (GP, patient) once per batch.
         listed: dict[tuple[str, str], bool] = {}
@@ -338,20 +340,18 @@ class NotificationsService:
         allowed = self.peers.may_notify(pairs) if pairs else []
         chosen = [p for p, ok in zip(pairs, allowed, strict=True) if ok]
         now = self.clock()
-        with self.engine.begin() as conn:
+        with self.uow() as uow:
             # One matcher at a time across processes (replicas): the lock before the reads.
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": MATCH_LOCK})
-            elif conn.dialect.name == "sqlite":
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-            still = {e.seq for e in repo.unmatched_events(conn, MATCH_BATCH * 4)}
+            uow.notifications.lock_matching()
+            still = {e.seq for e in uow.notifications.unmatched_events(MATCH_BATCH * 4)}
             # Events in arrival order: per patient in commit order.
-            numbered = repo.add_notifications(
-                conn, [(s, e) for s, e in chosen if e.seq in still], now
+            numbered = uow.notifications.add_notifications(
+                [(s, e) for s, e in chosen if e.seq in still], now
             )
             made = len(numbered)
             hooks = sum(s.channel == Channel.REST_HOOK for s, _ in numbered)
-            repo.mark_matched(conn, [e.seq for e in events if e.seq in still])
+            uow.notifications.mark_matched([e.seq for e in events if e.seq in still])
+            uow.commit()
         if made:
             self.hub.notify()
         if hooks:
@@ -368,8 +368,8 @@ class NotificationsService:
                 sent = 0
             if sent:
                 continue
-            with self.engine.connect() as conn:
-                due = repo.next_webhook_time(conn)
+            with self.uow() as uow:
+                due = uow.notifications.next_webhook_time()
             wait = self.poll_seconds
             if due is not None:
                 wait = max(0.0, min(wait, (due - self.clock()).total_seconds()))
@@ -380,35 +380,37 @@ class NotificationsService:
         """One round: per webhook subscription its due notifications (the oldest pending
         and those right after it, up to `batch` in one POST), subscriptions in parallel,
         in order within one. Returns how many notifications were attempted."""
-        with self.engine.connect() as conn:
-            heads = repo.due_webhooks(conn, self.clock(), self.webhooks.workers * 4)
-            jobs = []
+        with self.uow() as uow:
+            heads = uow.notifications.due_webhooks(self.clock(), self.webhooks.workers * 4)
+            jobs: list[tuple[Subscription, list[Notification]]] = []
             for head in heads:
-                sub = repo.get_subscription(conn, head.subscription_id)
+                sub = uow.notifications.get_subscription(head.subscription_id)
                 if sub is not None:
-                    run = repo.pending_run(
-                        conn, head.subscription_id, int(head.event_number), self.webhooks.batch
+                    run = uow.notifications.pending_run(
+                        head.subscription_id, head.event_number, self.webhooks.batch
                     )
                     jobs.append((sub, run or [head]))
         for _ in self._pool.map(lambda job: self._deliver(*job), jobs):
             pass
         return sum(len(rows) for _, rows in jobs)
 
-    def _deliver(self, sub: Subscription, rows: Sequence[Any]) -> None:
-        numbers = [int(r.event_number) for r in rows]
+    def _deliver(self, sub: Subscription, rows: Sequence[Notification]) -> None:
+        numbers = [r.event_number for r in rows]
         if sub.status == Status.OFF:
-            with self.engine.begin() as conn:
-                repo.failed(conn, sub.subscription_id, numbers, int(rows[0].attempts), None)
+            with self.uow() as uow:
+                uow.notifications.failed(sub.subscription_id, numbers, rows[0].attempts, None)
+                uow.commit()
             return
         secret = self.secrets.open(sub.secret, sub.subscription_id)
         error = self.poster(replace(sub, secret=secret), rows)
-        with self.engine.begin() as conn:
+        with self.uow() as uow:
             if not error:
-                repo.delivered(conn, sub.subscription_id, numbers)
+                uow.notifications.delivered(sub.subscription_id, numbers)
                 if sub.status == Status.ERROR:
-                    repo.set_status(conn, sub.subscription_id, Status.ACTIVE)
+                    uow.notifications.set_status(sub.subscription_id, Status.ACTIVE)
+                uow.commit()
                 return
-            attempts = int(rows[0].attempts) + 1
+            attempts = rows[0].attempts + 1
             next_time = (
                 self.clock()
                 + dt.timedelta(
@@ -419,8 +421,9 @@ class NotificationsService:
                 if attempts < self.webhooks.max_attempts
                 else None
             )
-            repo.failed(conn, sub.subscription_id, numbers, attempts, next_time)
-            repo.set_status(conn, sub.subscription_id, Status.ERROR, error)
+            uow.notifications.failed(sub.subscription_id, numbers, attempts, next_time)
+            uow.notifications.set_status(sub.subscription_id, Status.ERROR, error)
+            uow.commit()
         log.info(
             "webhook delivery failed",
             extra={
