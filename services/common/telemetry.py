@@ -24,10 +24,14 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
+import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import attach, detach
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -38,7 +42,18 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     _get_from_env_or_default,
 )
-from opentelemetry.trace import SpanKind, Status
+from opentelemetry.semconv._incubating.attributes.net_attributes import (
+    NET_PEER_IP,
+    NET_PEER_NAME,
+    NET_PEER_PORT,
+)
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+    RPC_GRPC_STATUS_CODE,
+    RPC_METHOD,
+    RPC_SERVICE,
+    RPC_SYSTEM,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.logging import scrub
@@ -305,6 +320,156 @@ def server_interceptor() -> Any:
     from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
 
     return otel_server(filter_=_traced)
+
+
+# The instrumentation scope OpenTelemetry's gRPC interceptors name their spans with.
+GRPC_SCHEMA_URL = "https://opentelemetry.io/schemas/1.11.0"
+
+
+def grpc_tracer() -> trace.Tracer:
+    from opentelemetry.instrumentation.grpc import __name__ as scope
+    from opentelemetry.instrumentation.grpc.version import __version__
+
+    return trace.get_tracer(scope, __version__, schema_url=GRPC_SCHEMA_URL)
+
+
+def _peer_attributes(peer: str) -> dict[str, str]:
+    """net.peer.* from a gRPC peer string (ipv4:127.0.0.1:5000, ipv6:[::1]:5000), as
+    OpenTelemetry's server interceptor splits it."""
+    if peer.startswith("unix:"):
+        return {}
+    try:
+        ip, port = peer.split(",")[0].split(":", 1)[1].rsplit(":", 1)
+    except (IndexError, ValueError):
+        return {}
+    ip = unquote(ip)
+    attributes = {NET_PEER_IP: ip, NET_PEER_PORT: port}
+    if ip in ("[::1]", "127.0.0.1"):
+        attributes[NET_PEER_NAME] = "localhost"
+    return attributes
+
+
+class ServerSpan:
+    """The SERVER span of one call, exactly as opentelemetry-instrumentation-grpc's server
+    interceptor makes it (W3C context from the metadata, name = full method, rpc.* and
+    net.peer.* attributes, the servicer context wrapped so set_code/abort mark the span).
+
+    Hand-written because the library's interceptor is a separate interceptor that re-wraps
+    the handler on every call (bench/README.md, "One server interceptor, one client
+    wrapper": measured); the call pipeline opens this span inside its single wrapper."""
+
+    __slots__ = ("_scope", "_token", "span")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        method: str,
+        method_attributes: Mapping[str, Any],
+        context: Any,
+        metadata: Mapping[str, str],
+    ) -> None:
+        self._token = attach(propagate.extract(metadata)) if metadata else None
+        attributes = dict(method_attributes)
+        if "user-agent" in metadata:
+            attributes["rpc.user_agent"] = metadata["user-agent"]
+        attributes.update(_peer_attributes(context.peer()))
+        self._scope = tracer.start_as_current_span(
+            name=method, kind=SpanKind.SERVER, attributes=attributes, set_status_on_exception=False
+        )
+        self.span = self._scope.__enter__()
+
+    def wrap(self, context: Any) -> Any:
+        """The servicer context as the library's interceptor hands it on."""
+        from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
+
+        return _OpenTelemetryServicerContext(context, self.span)
+
+    def end(self, exc: BaseException | None) -> None:
+        try:
+            # As the library's wrapper: an error other than grpc's bare abort Exception is
+            # recorded once more than the span's own context manager records it.
+            if isinstance(exc, Exception) and type(exc) is not Exception:
+                self.span.record_exception(exc)
+            if exc is None:
+                self._scope.__exit__(None, None, None)
+            else:
+                self._scope.__exit__(type(exc), exc, exc.__traceback__)
+        finally:
+            if self._token is not None:
+                detach(self._token)
+
+
+def server_method_attributes(method: str) -> dict[str, Any]:
+    """The attributes of a method's SERVER spans that do not change per call."""
+    attributes: dict[str, Any] = {RPC_SYSTEM: "grpc", RPC_GRPC_STATUS_CODE: 0}
+    if method:
+        service, name = method.lstrip("/").split("/", 1)
+        attributes.update({RPC_METHOD: name, RPC_SERVICE: service})
+    return attributes
+
+
+def tracing_enabled() -> bool:
+    """False inside `suppress_instrumentation()` (the library's interceptors check it too)."""
+    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+
+    return bool(is_instrumentation_enabled())
+
+
+class _LowerCaseSetter(Setter[dict[str, str]]):
+    """gRPC metadata keys are lower case (as the library's client interceptor sets them)."""
+
+    def set(self, carrier: dict[str, str], key: str, value: str) -> None:
+        carrier[key.lower()] = value
+
+
+_LOWER_CASE = _LowerCaseSetter()
+
+
+def client_method_attributes(method: str) -> dict[str, Any]:
+    service, name = method.lstrip("/").split("/", 1)
+    return {RPC_SYSTEM: "grpc", RPC_GRPC_STATUS_CODE: 0, RPC_METHOD: name, RPC_SERVICE: service}
+
+
+def traced(method: str) -> bool:
+    """Health checks and reflection get no spans (Envoy checks health every few seconds)."""
+    return not method.startswith(_UNTRACED_PREFIXES)
+
+
+def call_in_client_span(
+    tracer: trace.Tracer,
+    method: str,
+    method_attributes: Mapping[str, Any],
+    metadata: Any,
+    invoke: Callable[[tuple[tuple[str, Any], ...]], Any],
+) -> Any:
+    """`invoke(metadata)` (a blocking unary call) inside the CLIENT span that
+    opentelemetry-instrumentation-grpc's client interceptor would make: same name, kind,
+    attributes, W3C context in the metadata, and on an error the status, the code and the
+    exception event. Hand-written for the mesh channel's unary calls, which skip grpc's
+    interceptor machinery (bench/README.md, "One server interceptor, one client wrapper")."""
+    carrier: dict[str, Any] = dict(metadata) if metadata else {}
+    with tracer.start_as_current_span(
+        name=method,
+        kind=SpanKind.CLIENT,
+        attributes=dict(method_attributes),
+        end_on_exit=False,
+        record_exception=False,
+        set_status_on_exception=False,
+    ) as span:
+        try:
+            propagate.inject(carrier, setter=_LOWER_CASE)
+            result = invoke(tuple(carrier.items()))
+        except Exception as exc:
+            if isinstance(exc, grpc.RpcError):
+                span.set_attribute(RPC_GRPC_STATUS_CODE, exc.code().value[0])
+            span.set_status(
+                Status(status_code=StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
+            )
+            span.record_exception(exc)
+            span.end()
+            raise
+    span.end()
+    return result
 
 
 def client_interceptor() -> Any:
