@@ -48,7 +48,7 @@ from services.common import workload_identity
 from services.common.clients import channel
 from services.common.logging import setup_logging
 from services.common.server import create_server
-from services.common.settings import ServerSettings
+from services.common.settings import MeshSettings, ServerSettings, configure
 from services.common.telemetry import setup_tracing
 from tests.support.mesh_tls import use_test_ca
 
@@ -212,6 +212,8 @@ def _client_plumbing_us(calls: int) -> tuple[float, float]:
 
 def _setup() -> None:
     use_test_ca()
+    # As `serve()` does in a service process: mesh settings read once, not per call.
+    configure(MeshSettings.from_env())
     setup_tracing("bench", processor=_Discard())
     setup_logging("bench")
     handler = logging.getLogger().handlers[0]

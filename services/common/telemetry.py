@@ -31,6 +31,7 @@ from urllib.parse import unquote
 import grpc
 from opentelemetry import propagate, trace
 from opentelemetry.context import attach, detach
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
 from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
@@ -117,14 +118,24 @@ def scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return clean
 
 
+def _needs_scrub(value: Any) -> bool:
+    """Whether scrub_value(value) != value, answered cheaply for the common types (every
+    finished span's every attribute passes here)."""
+    if isinstance(value, str):
+        return _suspect(value) and scrub_text(value) != value
+    if isinstance(value, bool | float):
+        return False
+    if isinstance(value, int):
+        return scrub(value) != value
+    return bool(scrub_value(value) != value)
+
+
 def _dirty(span: ReadableSpan) -> bool:
     """Whether anything in the span may need masking (the common case is no)."""
 
     def suspect(attributes: Mapping[str, Any] | None) -> bool:
         for key, value in (attributes or {}).items():
-            if _secret_key(key):
-                return True
-            if scrub_value(value) != value:
+            if _secret_key(key) or _needs_scrub(value):
                 return True
         return False
 
@@ -349,6 +360,14 @@ def _peer_attributes(peer: str) -> dict[str, str]:
     return attributes
 
 
+@functools.cache
+def _servicer_context_class() -> Any:
+    # The library's own wrapper: set_code/abort by a handler mark the span as it always did.
+    from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
+
+    return _OpenTelemetryServicerContext
+
+
 class ServerSpan:
     """The SERVER span of one call, exactly as opentelemetry-instrumentation-grpc's server
     interceptor makes it (W3C context from the metadata, name = full method, rpc.* and
@@ -358,7 +377,7 @@ class ServerSpan:
     the handler on every call (bench/README.md, "One server interceptor, one client
     wrapper": measured); the call pipeline opens this span inside its single wrapper."""
 
-    __slots__ = ("_scope", "_token", "span")
+    __slots__ = ("_token", "span")
 
     def __init__(
         self,
@@ -368,35 +387,37 @@ class ServerSpan:
         context: Any,
         metadata: Mapping[str, str],
     ) -> None:
-        self._token = attach(propagate.extract(metadata)) if metadata else None
+        # What the library does with `attach(extract(metadata))` and then
+        # `start_as_current_span(...)`, in one attach: the same context, the same span.
+        remote = propagate.extract(metadata) if metadata else None
         attributes = dict(method_attributes)
         if "user-agent" in metadata:
             attributes["rpc.user_agent"] = metadata["user-agent"]
         attributes.update(_peer_attributes(context.peer()))
-        self._scope = tracer.start_as_current_span(
-            name=method, kind=SpanKind.SERVER, attributes=attributes, set_status_on_exception=False
+        self.span = tracer.start_span(
+            name=method,
+            context=remote,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            set_status_on_exception=False,
         )
-        self.span = self._scope.__enter__()
+        self._token = attach(trace.set_span_in_context(self.span, remote))
 
     def wrap(self, context: Any) -> Any:
         """The servicer context as the library's interceptor hands it on."""
-        from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
-
-        return _OpenTelemetryServicerContext(context, self.span)
+        return _servicer_context_class()(context, self.span)
 
     def end(self, exc: BaseException | None) -> None:
         try:
-            # As the library's wrapper: an error other than grpc's bare abort Exception is
-            # recorded once more than the span's own context manager records it.
-            if isinstance(exc, Exception) and type(exc) is not Exception:
+            detach(self._token)
+            if isinstance(exc, Exception):
+                # The library's wrapper records an error other than grpc's bare abort
+                # Exception, then `use_span` records any Exception (not GeneratorExit).
+                if type(exc) is not Exception:
+                    self.span.record_exception(exc)
                 self.span.record_exception(exc)
-            if exc is None:
-                self._scope.__exit__(None, None, None)
-            else:
-                self._scope.__exit__(type(exc), exc, exc.__traceback__)
         finally:
-            if self._token is not None:
-                detach(self._token)
+            self.span.end()
 
 
 def server_method_attributes(method: str) -> dict[str, Any]:
@@ -410,8 +431,6 @@ def server_method_attributes(method: str) -> dict[str, Any]:
 
 def tracing_enabled() -> bool:
     """False inside `suppress_instrumentation()` (the library's interceptors check it too)."""
-    from opentelemetry.instrumentation.utils import is_instrumentation_enabled
-
     return bool(is_instrumentation_enabled())
 
 

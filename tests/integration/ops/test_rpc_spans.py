@@ -36,6 +36,9 @@ class Outcomes(pb_grpc.BenchServiceServicer):
             return pb.EchoResponse()
         if request.text == "boom":
             raise RuntimeError("unexpected")
+        if request.text == "set-code-then-raise":
+            context.set_code(grpc.StatusCode.FAILED_PRECONDITION)
+            raise ValueError("after setting a code")
         return pb.EchoResponse(text=request.text)
 
 
@@ -150,3 +153,18 @@ def test_an_unexpected_error(server: MeshServer, capture: InMemorySpanExporter) 
     assert code == grpc.StatusCode.INTERNAL
     assert [e.name for e in served.events] == ["exception"]
     assert client.status.status_code == StatusCode.ERROR
+
+
+def test_an_error_raised_after_the_handler_set_a_code(
+    server: MeshServer, capture: InMemorySpanExporter
+) -> None:
+    _client, served, code = _call(server, capture, "set-code-then-raise")
+    assert code == grpc.StatusCode.FAILED_PRECONDITION
+    assert served.attributes is not None
+    assert served.attributes["rpc.grpc.status_code"] == grpc.StatusCode.FAILED_PRECONDITION.value[0]
+    # Recorded by the library's context wrapper and again by the span's context manager.
+    assert [e.name for e in served.events] == ["exception", "exception"]
+    assert all(
+        e.attributes is not None and e.attributes["exception.type"] == "ValueError"
+        for e in served.events
+    )
