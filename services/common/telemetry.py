@@ -467,27 +467,30 @@ def call_in_client_span(
     exception event. Hand-written for the mesh channel's unary calls, which skip grpc's
     interceptor machinery (bench/README.md, "One server interceptor, one client wrapper")."""
     carrier: dict[str, Any] = dict(metadata) if metadata else {}
-    with tracer.start_as_current_span(
+    # The library's `start_as_current_span(..., end_on_exit=False, record_exception=False,
+    # set_status_on_exception=False)` is this span made current with one attach.
+    span = tracer.start_span(
         name=method,
         kind=SpanKind.CLIENT,
         attributes=dict(method_attributes),
-        end_on_exit=False,
         record_exception=False,
         set_status_on_exception=False,
-    ) as span:
-        try:
-            propagate.inject(carrier, setter=_LOWER_CASE)
-            result = invoke(tuple(carrier.items()))
-        except Exception as exc:
-            if isinstance(exc, grpc.RpcError):
-                span.set_attribute(RPC_GRPC_STATUS_CODE, exc.code().value[0])
-            span.set_status(
-                Status(status_code=StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
-            )
-            span.record_exception(exc)
-            span.end()
-            raise
-    span.end()
+    )
+    token = attach(trace.set_span_in_context(span))
+    try:
+        propagate.inject(carrier, setter=_LOWER_CASE)
+        result = invoke(tuple(carrier.items()))
+    except Exception as exc:
+        if isinstance(exc, grpc.RpcError):
+            span.set_attribute(RPC_GRPC_STATUS_CODE, exc.code().value[0])
+        span.set_status(
+            Status(status_code=StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
+        )
+        span.record_exception(exc)
+        raise
+    finally:
+        detach(token)
+        span.end()
     return result
 
 
