@@ -277,6 +277,8 @@ class CallPipeline(grpc.ServerInterceptor):
         context.abort_with_status(rpc_status.to_status(internal_status(trace_id)))
 
     def _log(self, method: str, code: str, started: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         principal = auth.optional_principal()
         fields: dict[str, Any] = {
             "method": method,
