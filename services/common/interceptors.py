@@ -1,5 +1,5 @@
-"""The server-side call pipeline: deadline context, authentication, validation, error mapping
-and one structured access-log line per call.
+"""The server-side call pipeline: the SERVER span, the RPC metrics, deadline context,
+authentication, validation, error mapping and one structured access-log line per call.
 
 Sync gRPC interceptors can only wrap a handler's behaviour, so `_wrap_handler` does that for
 the four call shapes and everything else is plain functions around the call.

@@ -11,8 +11,10 @@
 - Every finished span passes `ScrubbingSpanProcessor` before any exporter sees it: identity
   numbers (services.common.logging.scrub) and bearer tokens / JWTs are masked in the span
   name, attributes, events and status description, whatever instrumentation put them there.
-- `server_interceptor()` / `client_interceptor()` are the gRPC instrumentation, without spans
-  for health checks and reflection (Envoy checks health every few seconds).
+- gRPC spans are OpenTelemetry's gRPC instrumentation's, without spans for health checks
+  and reflection (Envoy checks health every few seconds): the call pipeline opens the SERVER
+  span (`ServerSpan`), a mesh channel's unary calls the CLIENT span
+  (`call_in_client_span`), its streaming calls go through `client_interceptor()`.
 - `instrument_engine(engine)` adds SQLAlchemy spans (statements with placeholders, never the
   bound values) to one engine; `services.common.db.make_engine` calls it.
 """
@@ -324,13 +326,6 @@ def _traced(details: Any) -> bool:
     if isinstance(method, bytes):
         method = method.decode()
     return not str(method).startswith(_UNTRACED_PREFIXES)
-
-
-def server_interceptor() -> Any:
-    """OpenTelemetry's gRPC server interceptor (W3C context in, SERVER span per call)."""
-    from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
-
-    return otel_server(filter_=_traced)
 
 
 # The instrumentation scope OpenTelemetry's gRPC interceptors name their spans with.
