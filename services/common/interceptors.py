@@ -1,5 +1,5 @@
-"""The server-side call pipeline: deadline context, authentication, validation, error mapping
-and one structured access-log line per call.
+"""The server-side call pipeline: the SERVER span, the RPC metrics, deadline context,
+authentication, validation, error mapping and one structured access-log line per call.
 
 Sync gRPC interceptors can only wrap a handler's behaviour, so `_wrap_handler` does that for
 the four call shapes and everything else is plain functions around the call.
@@ -31,8 +31,15 @@ from services.common.errors import (
 )
 from services.common.internal_methods import allowed_callers
 from services.common.logging import log_fields
+from services.common.metrics import ServerCallMetrics
 from services.common.overload import CallerStreams
-from services.common.telemetry import current_trace_id
+from services.common.telemetry import (
+    ServerSpan,
+    current_trace_id,
+    grpc_tracer,
+    server_method_attributes,
+    tracing_enabled,
+)
 
 log = logging.getLogger("samhandling.access")
 
@@ -78,6 +85,13 @@ def validate_message(message: Message) -> None:
 
 
 class CallPipeline(grpc.ServerInterceptor):
+    """The one server interceptor: per call the SERVER span, the RPC metrics, and the scope
+    (deadline, caller, principal, validation, error mapping, access-log line).
+
+    One interceptor instead of three (OpenTelemetry's, metrics, this), and each method's
+    wrapped handler built once and reused: the wrappers depend on the method, not on the
+    call (bench/README.md, "One server interceptor, one client wrapper")."""
+
     def __init__(
         self,
         service: str,
@@ -89,6 +103,9 @@ class CallPipeline(grpc.ServerInterceptor):
         self._authenticator = authenticator
         self._public = public_methods
         self._streams = streams  # per-caller cap on open streams (services/common/overload.py)
+        self._tracer = grpc_tracer()
+        # method -> (the handler it was built from, the wrapped handler)
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, Any]] = {}
 
     def intercept_service(
         self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
@@ -97,23 +114,28 @@ class CallPipeline(grpc.ServerInterceptor):
         method: str = handler_call_details.method
         if handler is None or method.startswith(_OPEN_PREFIXES):
             return handler
-        needs_auth = method not in self._public
-        callers = allowed_callers(method)
-        return _wrap_handler(
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = _wrap_handler(
             handler,
             lambda behaviour, streaming_request, streaming_response: self._around(
-                method, needs_auth, callers, behaviour, streaming_request, streaming_response
+                method, behaviour, streaming_request, streaming_response
             ),
         )
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
     # --- one call -------------------------------------------------------------------------
     @staticmethod
     def _check_caller(
-        method: str, callers: frozenset[str] | None, context: grpc.ServicerContext
+        method: str,
+        callers: frozenset[str] | None,
+        context: grpc.ServicerContext,
+        metadata: dict[str, str],
     ) -> None:
         """Who may call an internal method is the caller's certificate's business, not its
         token's: checked first, so no token (forwarded or not) is looked at otherwise."""
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         peer = workload_identity.caller_workload(context.auth_context(), metadata)
         workload_identity.set_peer(peer)
         if callers is None:
@@ -131,9 +153,8 @@ class CallPipeline(grpc.ServerInterceptor):
             )
 
     def _authenticate(
-        self, method: str, needs_auth: bool, context: grpc.ServicerContext
+        self, method: str, needs_auth: bool, metadata: dict[str, str]
     ) -> auth.Principal | None:
-        metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
         if self._authenticator is None:
             return None
         if not needs_auth and not (
@@ -150,15 +171,24 @@ class CallPipeline(grpc.ServerInterceptor):
     def _around(
         self,
         method: str,
-        needs_auth: bool,
-        callers: frozenset[str] | None,
         behaviour: Callable[..., Any],
         streaming_request: bool,
         streaming_response: bool,
     ) -> Callable[..., Any]:
-        def prepare(request_or_iterator: Any, context: grpc.ServicerContext, scope: Any) -> Any:
-            self._check_caller(method, callers, context)
-            principal = self._authenticate(method, needs_auth, context)
+        needs_auth = method not in self._public
+        callers = allowed_callers(method)
+        counts = ServerCallMetrics(method, streaming_request, streaming_response)
+        span_attributes = server_method_attributes(method)
+        tracer = self._tracer
+
+        def prepare(
+            request_or_iterator: Any,
+            context: grpc.ServicerContext,
+            scope: _CallScope,
+            metadata: dict[str, str],
+        ) -> Any:
+            self._check_caller(method, callers, context, metadata)
+            principal = self._authenticate(method, needs_auth, metadata)
             auth.set_principal(principal)
             if self._streams is not None and (streaming_request or streaming_response):
                 caller = principal.client_id if principal is not None else context.peer()
@@ -168,20 +198,57 @@ class CallPipeline(grpc.ServerInterceptor):
             validate_message(request_or_iterator)
             return request_or_iterator
 
+        def begin(context: grpc.ServicerContext) -> tuple[ServerSpan | None, Any, dict[str, str]]:
+            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+            if not tracing_enabled():
+                return None, context, metadata
+            span = ServerSpan(tracer, method, span_attributes, context, metadata)
+            return span, span.wrap(context), metadata
+
         def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-            with _CallScope(self, method, context) as scope:
-                try:
-                    return behaviour(prepare(request_or_iterator, context, scope), context)
-                except Exception as exc:
-                    scope.abort(exc)
+            span, context, metadata = begin(context)
+            error: BaseException | None = None
+            started, failed = counts.begin(), True
+            try:
+                with _CallScope(self, method, context) as scope:
+                    try:
+                        reply = behaviour(
+                            prepare(request_or_iterator, context, scope, metadata), context
+                        )
+                    except Exception as exc:
+                        scope.abort(exc)  # raises
+                failed = False
+                return reply
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                counts.finish(started, context, failed)
+                if span is not None:
+                    span.end(error)
 
         def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-            # A generator: the scope (principal, deadline) must live while responses stream.
-            with _CallScope(self, method, context) as scope:
-                try:
-                    yield from behaviour(prepare(request_or_iterator, context, scope), context)
-                except Exception as exc:
-                    scope.abort(exc)
+            # A generator: the span and the scope (principal, deadline) must live while
+            # responses stream.
+            span, context, metadata = begin(context)
+            error: BaseException | None = None
+            started, failed = counts.begin(), True
+            try:
+                with _CallScope(self, method, context) as scope:
+                    try:
+                        yield from behaviour(
+                            prepare(request_or_iterator, context, scope, metadata), context
+                        )
+                    except Exception as exc:
+                        scope.abort(exc)  # raises
+                failed = False
+            except BaseException as exc:
+                error = exc
+                raise
+            finally:
+                counts.finish(started, context, failed)
+                if span is not None:
+                    span.end(error)
 
         return streaming if streaming_response else unary_response
 
@@ -210,6 +277,8 @@ class CallPipeline(grpc.ServerInterceptor):
         context.abort_with_status(rpc_status.to_status(internal_status(trace_id)))
 
     def _log(self, method: str, code: str, started: float) -> None:
+        if not log.isEnabledFor(logging.INFO):
+            return
         principal = auth.optional_principal()
         fields: dict[str, Any] = {
             "method": method,

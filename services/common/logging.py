@@ -36,19 +36,43 @@ def scrub(value: Any) -> Any:
 _ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
+def _clean(value: Any) -> bool:
+    """Whether scrub(value) would leave it as it is (one search per string, no copies):
+    most log fields (methods, codes, client ids, durations) hold nothing to mask."""
+    if isinstance(value, str):
+        return _PID_PATTERN.search(value) is None
+    if isinstance(value, dict):
+        return all(_clean(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_clean(v) for v in value)
+    if isinstance(value, int):
+        return not 10_000_000_000 <= abs(value) < 100_000_000_000
+    return True
+
+
 class JsonFormatter(logging.Formatter):
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        # (second, its ISO text): one line per RPC, many per second.
+        self._second: tuple[int, str] = (-1, "")
+
+    def _timestamp(self, record: logging.LogRecord) -> str:
+        second, text = self._second
+        if second != int(record.created):
+            second = int(record.created)
+            text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = (second, text)
+        return f"{text}.{int(record.msecs):03d}Z"
 
     def format(self, record: logging.LogRecord) -> str:
+        message = record.getMessage()
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record),
             "level": record.levelname.lower(),
             "service": self.service,
             "logger": record.name,
-            "msg": scrub(record.getMessage()),
+            "msg": message if _clean(message) else scrub(message),
         }
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
@@ -56,7 +80,7 @@ class JsonFormatter(logging.Formatter):
             entry["span_id"] = format(span.span_id, "016x")
         fields = getattr(record, "fields", None)
         if isinstance(fields, dict):
-            entry.update(scrub(fields))
+            entry.update(fields if _clean(fields) else scrub(fields))
         if record.exc_info:
             entry["exc"] = scrub(self.formatException(record.exc_info))
         return _ENCODER.encode(entry)

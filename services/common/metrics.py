@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -178,55 +178,49 @@ def _code_of(context: grpc.ServicerContext, failed: bool) -> str:
     return "UNKNOWN" if failed else "OK"
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts and times every RPC (health checks and reflection excluded) by final status code."""
+class ServerCallMetrics:
+    """One method's server metrics (health checks and reflection are not counted: the call
+    pipeline passes them by). Its labelled series are looked up once, not per call."""
 
-    def intercept_service(
-        self, continuation: Callable[[Any], Any], handler_call_details: grpc.HandlerCallDetails
-    ) -> Any:
-        from services.common.interceptors import _wrap_handler
-
-        handler = continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(("/grpc.health.v1.", "/grpc.reflection.")):
-            return handler
+    def __init__(self, method: str, streaming_request: bool, streaming_response: bool) -> None:
         service, name = _split(method)
+        self._labels = (service, name, _call_type(streaming_request, streaming_response))
+        self._started = SERVER_STARTED.labels(*self._labels)
+        self._latency = SERVER_LATENCY.labels(*self._labels)
+        self._in_flight = SERVER_IN_FLIGHT.labels(service)
+        self._handled: dict[str, Any] = {}
 
-        def around(
-            behaviour: Callable[..., Any], streaming_request: bool, streaming_response: bool
-        ) -> Callable[..., Any]:
-            labels = (service, name, _call_type(streaming_request, streaming_response))
+    def begin(self) -> float:
+        self._started.inc()
+        self._in_flight.inc()
+        return time.perf_counter()
 
-            def finish(started: float, context: grpc.ServicerContext, failed: bool) -> None:
-                SERVER_HANDLED.labels(*labels, _code_of(context, failed)).inc()
-                SERVER_LATENCY.labels(*labels).observe(time.perf_counter() - started)
-                SERVER_IN_FLIGHT.labels(service).dec()
+    def finish(self, started: float, context: grpc.ServicerContext, failed: bool) -> None:
+        code = _code_of(context, failed)
+        handled = self._handled.get(code)
+        if handled is None:
+            handled = self._handled[code] = SERVER_HANDLED.labels(*self._labels, code)
+        handled.inc()
+        self._latency.observe(time.perf_counter() - started)
+        self._in_flight.dec()
 
-            def begin() -> float:
-                SERVER_STARTED.labels(*labels).inc()
-                SERVER_IN_FLIGHT.labels(service).inc()
-                return time.perf_counter()
 
-            def unary_response(request: Any, context: grpc.ServicerContext) -> Any:
-                started, failed = begin(), True
-                try:
-                    reply = behaviour(request, context)
-                    failed = False
-                    return reply
-                finally:
-                    finish(started, context, failed)
+class ClientCallMetrics:
+    """One method's client metrics (unary calls), series looked up once."""
 
-            def streaming(request: Any, context: grpc.ServicerContext) -> Iterator[Any]:
-                started, failed = begin(), True
-                try:
-                    yield from behaviour(request, context)
-                    failed = False
-                finally:
-                    finish(started, context, failed)
+    def __init__(self, method: str) -> None:
+        service, name = _split(method)
+        self._labels = (service, name, "unary")
+        self._latency = CLIENT_LATENCY.labels(*self._labels)
+        self._handled: dict[str, Any] = {}
 
-            return streaming if streaming_response else unary_response
-
-        return _wrap_handler(handler, around)
+    def record(self, code: grpc.StatusCode | None, started: float) -> None:
+        name = code.name if code is not None else "UNKNOWN"
+        handled = self._handled.get(name)
+        if handled is None:
+            handled = self._handled[name] = CLIENT_HANDLED.labels(*self._labels, name)
+        handled.inc()
+        self._latency.observe(time.perf_counter() - started)
 
 
 class ClientMetricsInterceptor(grpc.UnaryUnaryClientInterceptor):

@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 from services.common.auth import Authenticator
 from services.common.interceptors import CallPipeline
 from services.common.logging import log_fields, setup_logging
-from services.common.metrics import MetricsInterceptor, start_metrics_endpoint
+from services.common.metrics import start_metrics_endpoint
 from services.common.overload import CallerStreams
 from services.common.registry import SERVICES
 from services.common.settings import MAX_MESSAGE_BYTES as MAX_MESSAGE_BYTES
@@ -36,7 +36,7 @@ from services.common.settings import (
     configure,
     mesh,
 )
-from services.common.telemetry import flush, server_interceptor, setup_tracing
+from services.common.telemetry import flush, setup_tracing
 from services.common.workload_identity import (
     MeshTlsError,
     credentials,
@@ -129,9 +129,8 @@ def create_server(
 ) -> MeshServer:
     settings = settings or ServerSettings()
     setup_tracing(spec.name)
+    # One interceptor: tracing, metrics and the call scope (services/common/interceptors.py).
     interceptors = [
-        server_interceptor(),
-        MetricsInterceptor(),
         CallPipeline(
             spec.identity,
             spec.authenticator,

@@ -11,8 +11,10 @@
 - Every finished span passes `ScrubbingSpanProcessor` before any exporter sees it: identity
   numbers (services.common.logging.scrub) and bearer tokens / JWTs are masked in the span
   name, attributes, events and status description, whatever instrumentation put them there.
-- `server_interceptor()` / `client_interceptor()` are the gRPC instrumentation, without spans
-  for health checks and reflection (Envoy checks health every few seconds).
+- gRPC spans are OpenTelemetry's gRPC instrumentation's, without spans for health checks
+  and reflection (Envoy checks health every few seconds): the call pipeline opens the SERVER
+  span (`ServerSpan`), a mesh channel's unary calls the CLIENT span
+  (`call_in_client_span`), its streaming calls go through `client_interceptor()`.
 - `instrument_engine(engine)` adds SQLAlchemy spans (statements with placeholders, never the
   bound values) to one engine; `services.common.db.make_engine` calls it.
 """
@@ -24,10 +26,15 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
+from urllib.parse import unquote
 
+import grpc
 from opentelemetry import propagate, trace
+from opentelemetry.context import attach, detach
+from opentelemetry.instrumentation.utils import is_instrumentation_enabled
+from opentelemetry.propagators.textmap import Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
@@ -38,7 +45,18 @@ from opentelemetry.sdk.trace.sampling import (
     SamplingResult,
     _get_from_env_or_default,
 )
-from opentelemetry.trace import SpanKind, Status
+from opentelemetry.semconv._incubating.attributes.net_attributes import (
+    NET_PEER_IP,
+    NET_PEER_NAME,
+    NET_PEER_PORT,
+)
+from opentelemetry.semconv._incubating.attributes.rpc_attributes import (
+    RPC_GRPC_STATUS_CODE,
+    RPC_METHOD,
+    RPC_SERVICE,
+    RPC_SYSTEM,
+)
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from services.common.logging import scrub
@@ -102,14 +120,24 @@ def scrub_attributes(attributes: Mapping[str, Any] | None) -> dict[str, Any]:
     return clean
 
 
+def _needs_scrub(value: Any) -> bool:
+    """Whether scrub_value(value) != value, answered cheaply for the common types (every
+    finished span's every attribute passes here)."""
+    if isinstance(value, str):
+        return _suspect(value) and scrub_text(value) != value
+    if isinstance(value, bool | float):
+        return False
+    if isinstance(value, int):
+        return scrub(value) != value
+    return bool(scrub_value(value) != value)
+
+
 def _dirty(span: ReadableSpan) -> bool:
     """Whether anything in the span may need masking (the common case is no)."""
 
     def suspect(attributes: Mapping[str, Any] | None) -> bool:
         for key, value in (attributes or {}).items():
-            if _secret_key(key):
-                return True
-            if scrub_value(value) != value:
+            if _secret_key(key) or _needs_scrub(value):
                 return True
         return False
 
@@ -300,11 +328,165 @@ def _traced(details: Any) -> bool:
     return not str(method).startswith(_UNTRACED_PREFIXES)
 
 
-def server_interceptor() -> Any:
-    """OpenTelemetry's gRPC server interceptor (W3C context in, SERVER span per call)."""
-    from opentelemetry.instrumentation.grpc import server_interceptor as otel_server
+# The instrumentation scope OpenTelemetry's gRPC interceptors name their spans with.
+GRPC_SCHEMA_URL = "https://opentelemetry.io/schemas/1.11.0"
 
-    return otel_server(filter_=_traced)
+
+def grpc_tracer() -> trace.Tracer:
+    from opentelemetry.instrumentation.grpc import __name__ as scope
+    from opentelemetry.instrumentation.grpc.version import __version__
+
+    return trace.get_tracer(scope, __version__, schema_url=GRPC_SCHEMA_URL)
+
+
+def _peer_attributes(peer: str) -> dict[str, str]:
+    """net.peer.* from a gRPC peer string (ipv4:127.0.0.1:5000, ipv6:[::1]:5000), as
+    OpenTelemetry's server interceptor splits it."""
+    if peer.startswith("unix:"):
+        return {}
+    try:
+        ip, port = peer.split(",")[0].split(":", 1)[1].rsplit(":", 1)
+    except (IndexError, ValueError):
+        return {}
+    ip = unquote(ip)
+    attributes = {NET_PEER_IP: ip, NET_PEER_PORT: port}
+    if ip in ("[::1]", "127.0.0.1"):
+        attributes[NET_PEER_NAME] = "localhost"
+    return attributes
+
+
+@functools.cache
+def _servicer_context_class() -> Any:
+    # The library's own wrapper: set_code/abort by a handler mark the span as it always did.
+    from opentelemetry.instrumentation.grpc._server import _OpenTelemetryServicerContext
+
+    return _OpenTelemetryServicerContext
+
+
+class ServerSpan:
+    """The SERVER span of one call, exactly as opentelemetry-instrumentation-grpc's server
+    interceptor makes it (W3C context from the metadata, name = full method, rpc.* and
+    net.peer.* attributes, the servicer context wrapped so set_code/abort mark the span).
+
+    Hand-written because the library's interceptor is a separate interceptor that re-wraps
+    the handler on every call (bench/README.md, "One server interceptor, one client
+    wrapper": measured); the call pipeline opens this span inside its single wrapper."""
+
+    __slots__ = ("_token", "span")
+
+    def __init__(
+        self,
+        tracer: trace.Tracer,
+        method: str,
+        method_attributes: Mapping[str, Any],
+        context: Any,
+        metadata: Mapping[str, str],
+    ) -> None:
+        # What the library does with `attach(extract(metadata))` and then
+        # `start_as_current_span(...)`, in one attach: the same context, the same span.
+        remote = propagate.extract(metadata) if metadata else None
+        attributes = dict(method_attributes)
+        if "user-agent" in metadata:
+            attributes["rpc.user_agent"] = metadata["user-agent"]
+        attributes.update(_peer_attributes(context.peer()))
+        self.span = tracer.start_span(
+            name=method,
+            context=remote,
+            kind=SpanKind.SERVER,
+            attributes=attributes,
+            set_status_on_exception=False,
+        )
+        self._token = attach(trace.set_span_in_context(self.span, remote))
+
+    def wrap(self, context: Any) -> Any:
+        """The servicer context as the library's interceptor hands it on."""
+        return _servicer_context_class()(context, self.span)
+
+    def end(self, exc: BaseException | None) -> None:
+        try:
+            detach(self._token)
+            if isinstance(exc, Exception):
+                # The library's wrapper records an error other than grpc's bare abort
+                # Exception, then `use_span` records any Exception (not GeneratorExit).
+                if type(exc) is not Exception:
+                    self.span.record_exception(exc)
+                self.span.record_exception(exc)
+        finally:
+            self.span.end()
+
+
+def server_method_attributes(method: str) -> dict[str, Any]:
+    """The attributes of a method's SERVER spans that do not change per call."""
+    attributes: dict[str, Any] = {RPC_SYSTEM: "grpc", RPC_GRPC_STATUS_CODE: 0}
+    if method:
+        service, name = method.lstrip("/").split("/", 1)
+        attributes.update({RPC_METHOD: name, RPC_SERVICE: service})
+    return attributes
+
+
+def tracing_enabled() -> bool:
+    """False inside `suppress_instrumentation()` (the library's interceptors check it too)."""
+    return bool(is_instrumentation_enabled())
+
+
+class _LowerCaseSetter(Setter[dict[str, str]]):
+    """gRPC metadata keys are lower case (as the library's client interceptor sets them)."""
+
+    def set(self, carrier: dict[str, str], key: str, value: str) -> None:
+        carrier[key.lower()] = value
+
+
+_LOWER_CASE = _LowerCaseSetter()
+
+
+def client_method_attributes(method: str) -> dict[str, Any]:
+    service, name = method.lstrip("/").split("/", 1)
+    return {RPC_SYSTEM: "grpc", RPC_GRPC_STATUS_CODE: 0, RPC_METHOD: name, RPC_SERVICE: service}
+
+
+def traced(method: str) -> bool:
+    """Health checks and reflection get no spans (Envoy checks health every few seconds)."""
+    return not method.startswith(_UNTRACED_PREFIXES)
+
+
+def call_in_client_span(
+    tracer: trace.Tracer,
+    method: str,
+    method_attributes: Mapping[str, Any],
+    metadata: Any,
+    invoke: Callable[[tuple[tuple[str, Any], ...]], Any],
+) -> Any:
+    """`invoke(metadata)` (a blocking unary call) inside the CLIENT span that
+    opentelemetry-instrumentation-grpc's client interceptor would make: same name, kind,
+    attributes, W3C context in the metadata, and on an error the status, the code and the
+    exception event. Hand-written for the mesh channel's unary calls, which skip grpc's
+    interceptor machinery (bench/README.md, "One server interceptor, one client wrapper")."""
+    carrier: dict[str, Any] = dict(metadata) if metadata else {}
+    # The library's `start_as_current_span(..., end_on_exit=False, record_exception=False,
+    # set_status_on_exception=False)` is this span made current with one attach.
+    span = tracer.start_span(
+        name=method,
+        kind=SpanKind.CLIENT,
+        attributes=dict(method_attributes),
+        record_exception=False,
+        set_status_on_exception=False,
+    )
+    token = attach(trace.set_span_in_context(span))
+    try:
+        propagate.inject(carrier, setter=_LOWER_CASE)
+        result = invoke(tuple(carrier.items()))
+    except Exception as exc:
+        if isinstance(exc, grpc.RpcError):
+            span.set_attribute(RPC_GRPC_STATUS_CODE, exc.code().value[0])
+        span.set_status(
+            Status(status_code=StatusCode.ERROR, description=f"{type(exc).__name__}: {exc}")
+        )
+        span.record_exception(exc)
+        raise
+    finally:
+        detach(token)
+        span.end()
+    return result
 
 
 def client_interceptor() -> Any:

@@ -54,3 +54,27 @@ def test_json_formatter_scrubs_message_fields_and_exceptions() -> None:
     assert "01818012345" not in line
     entry = json.loads(line)
     assert entry["msg"] == f"looked up {MASK}" and entry["patient"] == MASK
+
+
+def test_json_formatter_lines_without_identity_numbers_are_the_fields_as_given() -> None:
+    formatter = JsonFormatter("test")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "rpc %s", ("ok",), None)
+    fields = {"method": "/a.B/C", "n": 1234567890, "nested": {"k": ("v", 3.5)}, "flag": True}
+    record.__dict__.update(log_fields(**fields))
+    entry = json.loads(formatter.format(record))
+    assert entry["msg"] == "rpc ok"
+    assert {k: entry[k] for k in fields} == {**fields, "nested": {"k": ["v", 3.5]}}
+    assert entry["ts"].endswith("Z") and len(entry["ts"]) == len("2026-12-01T00:00:00.000Z")
+
+
+def test_json_formatter_masks_numbers_nested_or_next_to_control_characters() -> None:
+    formatter = JsonFormatter("test")
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "rpc", None, None)
+    record.__dict__.update(
+        log_fields(a={"b": ["\x0001818012345"]}, c=41818012345, d=("x", "y 01818012345"))
+    )
+    line = formatter.format(record)
+    assert "1818012345" not in line
+    entry = json.loads(line)
+    assert entry["a"] == {"b": [f"\x00{MASK}"]} and entry["c"] == MASK
+    assert entry["d"] == ["x", f"y {MASK}"]
