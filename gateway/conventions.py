@@ -122,9 +122,12 @@ def _lua_filter(name: str, source: str) -> dict[str, Any]:
     }
 
 
-def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str, Any]:
+def conventions_filter(
+    realm: str, max_request_bytes: int = 1048576, retry_after_seconds: int = 1
+) -> dict[str, Any]:
     """`max_request_bytes`: the default body limit a 413 names (routes with their own limit
-    carry it in their metadata)."""
+    carry it in their metadata); `retry_after_seconds`: the `Retry-After` every 429 and 503
+    gets unless it has one."""
     from services.common.dpop import DPOP_ALGORITHMS
     from services.common.logging import MASK
 
@@ -134,6 +137,7 @@ def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str
         ("__DPOP_ALGS__", " ".join(DPOP_ALGORITHMS)),
         ("__REALM__", realm),
         ("__MAX_REQUEST_BYTES__", str(max_request_bytes)),
+        ("__RETRY_AFTER__", str(int(retry_after_seconds))),
     ):
         source = source.replace(placeholder, value.replace('"', ""))
     return _lua_filter(CONVENTIONS_FILTER, source)

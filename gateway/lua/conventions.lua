@@ -7,6 +7,7 @@ local MASK = "__MASK__"
 local DPOP_ALGS = "__DPOP_ALGS__"
 local REALM = "__REALM__"
 local MAX_REQUEST_BYTES = tonumber("__MAX_REQUEST_BYTES__")
+local RETRY_AFTER = "__RETRY_AFTER__"
 
 -- ErrorInfo reasons of a 401 (edge or service) -> the RFC 6750 / RFC 9449 error code;
 -- false = no error attribute (RFC 6750 §3.1: a request without a token gets none).
@@ -181,6 +182,14 @@ end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
+  local status = headers:get(":status")
+  -- Retry-After (RFC 9110 §10.2.3) on every 429 and 503, whoever produced it: the rate
+  -- limit, a service's RESOURCE_EXHAUSTED transcoded to 429, an unavailable or overloaded
+  -- upstream; gRPC callers too. A service's own header wins. (Here rather than in a Lua
+  -- filter of its own: one Lua coroutine less on every response.)
+  if (status == "429" or status == "503") and headers:get("retry-after") == nil then
+    headers:add("retry-after", RETRY_AFTER)
+  end
   local info = handle:streamInfo():dynamicMetadata():get(NS) or {}
   if info.grpc == "yes" then
     return -- gRPC callers keep gRPC semantics
@@ -191,7 +200,6 @@ function envoy_on_response(handle)
   headers:remove("grpc-status-details-bin")
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-encoding")
-  local status = headers:get(":status")
   -- A status the service picks itself (FHIR Bulk Data: 202 while an export runs), honoured
   -- only where routes.yaml's service_status allows it; the header never reaches a client.
   local chosen = headers:get("x-samhandling-http-status")
