@@ -8,8 +8,9 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
   202 / 500), a 413 names the route's body limit
   (`max_request_bytes`), an unknown query parameter's 400 gets a `google.rpc.BadRequest`
   field violation like an unknown body field's, every 401 gets an RFC 6750 / RFC 9449
-  `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
-  path the access log and the edge's span show has no query string and no identity number.
+  `WWW-Authenticate` challenge, every 429 and 503 a `Retry-After`, anonymous routes drop the
+  `Authorization` header, and the path the access log and the edge's span show has no query
+  string and no identity number.
   FHIR (`/v1/fhir/...`): a route's `query_header` moves the query string into that header
   (FHIR search parameters need no proto fields; the service decides which it accepts), and
   every error answer becomes an `OperationOutcome` (`application/fhir+json`), Envoy's own
