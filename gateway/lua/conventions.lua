@@ -49,11 +49,18 @@ function envoy_on_request(handle)
   -- The access log and the edge's span show this path: no query string, no identity number.
   local path = (headers:get(":path") or ""):gsub("%?.*$", "")
   meta:set(NS, "path", mask_identity_numbers(path))
-  meta:set(NS, "fhir", (path == "/v1/fhir" or path:find("^/v1/fhir/")) and "yes" or "no")
-  local scheme = (headers:get("authorization") or ""):match("^(%S+)%s") or ""
-  local grpc = (headers:get("content-type") or ""):find("^application/grpc") ~= nil
-  meta:set(NS, "scheme", scheme:lower())
-  meta:set(NS, "grpc", grpc and "yes" or "no")
+  -- What the response side needs, written only when it is there (absent = no / no token):
+  -- each write is a metadata merge in Envoy, on every request.
+  if path == "/v1/fhir" or path:find("^/v1/fhir/") then
+    meta:set(NS, "fhir", "yes")
+  end
+  local scheme = (headers:get("authorization") or ""):match("^(%S+)%s")
+  if scheme then
+    meta:set(NS, "scheme", scheme:lower())
+  end
+  if (headers:get("content-type") or ""):find("^application/grpc") then
+    meta:set(NS, "grpc", "yes")
+  end
   local route = handle:metadata()
   local keep = route:get("query_fields")
   if keep then
