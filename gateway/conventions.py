@@ -8,8 +8,9 @@ small Lua filters (gateway/lua/) and the per-route metadata they read.
   202 / 500), a 413 names the route's body limit
   (`max_request_bytes`), an unknown query parameter's 400 gets a `google.rpc.BadRequest`
   field violation like an unknown body field's, every 401 gets an RFC 6750 / RFC 9449
-  `WWW-Authenticate` challenge, anonymous routes drop the `Authorization` header, and the
-  path the access log and the edge's span show has no query string and no identity number.
+  `WWW-Authenticate` challenge, every 429 and 503 a `Retry-After`, anonymous routes drop the
+  `Authorization` header, and the path the access log and the edge's span show has no query
+  string and no identity number.
   FHIR (`/v1/fhir/...`): a route's `query_header` moves the query string into that header
   (FHIR search parameters need no proto fields; the service decides which it accepts), and
   every error answer becomes an `OperationOutcome` (`application/fhir+json`), Envoy's own
@@ -122,9 +123,12 @@ def _lua_filter(name: str, source: str) -> dict[str, Any]:
     }
 
 
-def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str, Any]:
+def conventions_filter(
+    realm: str, max_request_bytes: int = 1048576, retry_after_seconds: int = 1
+) -> dict[str, Any]:
     """`max_request_bytes`: the default body limit a 413 names (routes with their own limit
-    carry it in their metadata)."""
+    carry it in their metadata); `retry_after_seconds`: the `Retry-After` every 429 and 503
+    gets unless it has one."""
     from services.common.dpop import DPOP_ALGORITHMS
     from services.common.logging import MASK
 
@@ -134,6 +138,7 @@ def conventions_filter(realm: str, max_request_bytes: int = 1048576) -> dict[str
         ("__DPOP_ALGS__", " ".join(DPOP_ALGORITHMS)),
         ("__REALM__", realm),
         ("__MAX_REQUEST_BYTES__", str(max_request_bytes)),
+        ("__RETRY_AFTER__", str(int(retry_after_seconds))),
     ):
         source = source.replace(placeholder, value.replace('"', ""))
     return _lua_filter(CONVENTIONS_FILTER, source)

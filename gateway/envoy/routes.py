@@ -28,6 +28,7 @@ REPLICA_SAFE_RETRY_ON = "connect-failure,refused-stream"
 REPLICA_READ_RETRY_ON = "connect-failure,refused-stream,reset,unavailable"
 IDEMPOTENT_PREFIXES = ("Get", "List", "Search", "BatchGet", "Lookup", "Echo")
 _BUFFER_PER_ROUTE = f"{TYPES}.extensions.filters.http.buffer.v3.BufferPerRoute"
+_LUA_PER_ROUTE = f"{TYPES}.extensions.filters.http.lua.v3.LuaPerRoute"
 # Routes without a token: the conventions filter drops the Authorization header there.
 _ANONYMOUS_ROUTE = {"filter_metadata": {"samhandling.conventions": {"anonymous": True}}}
 
@@ -69,7 +70,19 @@ def public_routes(
             "metadata": copy.deepcopy(_ANONYMOUS_ROUTE),
         }
     )
+    for route in out.routes:
+        _skip_body_check_without_body(route)
     return out
+
+
+def _skip_body_check_without_body(route: dict[str, Any]) -> None:
+    """The body-fields check does not run at all on a route with no JSON body message to
+    check (gRPC paths, GETs, OAuth forms, the edge's own answers): no Lua coroutine for
+    nothing on every such request (a token grant, for one)."""
+    metadata = route.get("metadata", {}).get("filter_metadata", {})
+    if conventions.BODY_FILTER not in metadata:
+        per_filter = route.setdefault("typed_per_filter_config", {})
+        per_filter[conventions.BODY_FILTER] = {"@type": _LUA_PER_ROUTE, "disabled": True}
 
 
 def internal_routes(

@@ -7,6 +7,7 @@ local MASK = "__MASK__"
 local DPOP_ALGS = "__DPOP_ALGS__"
 local REALM = "__REALM__"
 local MAX_REQUEST_BYTES = tonumber("__MAX_REQUEST_BYTES__")
+local RETRY_AFTER = "__RETRY_AFTER__"
 
 -- ErrorInfo reasons of a 401 (edge or service) -> the RFC 6750 / RFC 9449 error code;
 -- false = no error attribute (RFC 6750 §3.1: a request without a token gets none).
@@ -48,11 +49,18 @@ function envoy_on_request(handle)
   -- The access log and the edge's span show this path: no query string, no identity number.
   local path = (headers:get(":path") or ""):gsub("%?.*$", "")
   meta:set(NS, "path", mask_identity_numbers(path))
-  meta:set(NS, "fhir", (path == "/v1/fhir" or path:find("^/v1/fhir/")) and "yes" or "no")
-  local scheme = (headers:get("authorization") or ""):match("^(%S+)%s") or ""
-  local grpc = (headers:get("content-type") or ""):find("^application/grpc") ~= nil
-  meta:set(NS, "scheme", scheme:lower())
-  meta:set(NS, "grpc", grpc and "yes" or "no")
+  -- What the response side needs, written only when it is there (absent = no / no token):
+  -- each write is a metadata merge in Envoy, on every request.
+  if path == "/v1/fhir" or path:find("^/v1/fhir/") then
+    meta:set(NS, "fhir", "yes")
+  end
+  local scheme = (headers:get("authorization") or ""):match("^(%S+)%s")
+  if scheme then
+    meta:set(NS, "scheme", scheme:lower())
+  end
+  if (headers:get("content-type") or ""):find("^application/grpc") then
+    meta:set(NS, "grpc", "yes")
+  end
   local route = handle:metadata()
   local keep = route:get("query_fields")
   if keep then
@@ -181,6 +189,14 @@ end
 
 function envoy_on_response(handle)
   local headers = handle:headers()
+  local status = headers:get(":status")
+  -- Retry-After (RFC 9110 §10.2.3) on every 429 and 503, whoever produced it: the rate
+  -- limit, a service's RESOURCE_EXHAUSTED transcoded to 429, an unavailable or overloaded
+  -- upstream; gRPC callers too. A service's own header wins. (Here rather than in a Lua
+  -- filter of its own: one Lua coroutine less on every response.)
+  if (status == "429" or status == "503") and headers:get("retry-after") == nil then
+    headers:add("retry-after", RETRY_AFTER)
+  end
   local info = handle:streamInfo():dynamicMetadata():get(NS) or {}
   if info.grpc == "yes" then
     return -- gRPC callers keep gRPC semantics
@@ -191,7 +207,6 @@ function envoy_on_response(handle)
   headers:remove("grpc-status-details-bin")
   headers:remove("grpc-accept-encoding")
   headers:remove("grpc-encoding")
-  local status = headers:get(":status")
   -- A status the service picks itself (FHIR Bulk Data: 202 while an export runs), honoured
   -- only where routes.yaml's service_status allows it; the header never reaches a client.
   local chosen = headers:get("x-samhandling-http-status")

@@ -63,6 +63,44 @@ def test_json_bodies_name_their_message(routes: dict[str, dict[str, Any]]) -> No
     assert _meta(token, conventions.BODY_FILTER) == {}  # a form (HttpBody): not checked
 
 
+def _body_check_disabled(route: dict[str, Any]) -> bool:
+    per_filter = route.get("typed_per_filter_config", {}).get(conventions.BODY_FILTER, {})
+    return per_filter.get("disabled") is True
+
+
+def test_the_body_check_runs_only_where_there_is_a_body_to_check(
+    routes: dict[str, dict[str, Any]],
+) -> None:
+    search = "samhandling.results.v1.ResultsService/SearchResults POST /v1/results:search"
+    assert not _body_check_disabled(routes[search])
+    assert not _body_check_disabled(routes[f"{search} (DPoP)"])
+    for name in (
+        "samhandling.trust.v1.TrustService/Token POST /connect/token",  # a form (HttpBody)
+        "samhandling.results.v1.ResultsService/SearchResults gRPC",
+        "edge GET /openapi.json",
+        "edge not-found",
+    ):
+        assert _body_check_disabled(routes[name]), name
+    for route in routes.values():
+        assert _body_check_disabled(route) != (conventions.BODY_FILTER in _meta_names(route))
+
+
+def _meta_names(route: dict[str, Any]) -> set[str]:
+    return set(route.get("metadata", {}).get("filter_metadata", {}))
+
+
+def test_one_lua_filter_answers_every_429_and_503_with_retry_after() -> None:
+    """Retry-After is the conventions filter's (its response side sees every reply); no
+    Lua filter of its own."""
+    config = render(EdgePorts(1, 2, 3), ADDRESSES, overrides={"limits": {"retry_after_seconds": 7}})
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    chain = hcm["typed_config"]["http_filters"]
+    assert "envoy.filters.http.lua" not in [f["name"] for f in chain]
+    source = chain[0]["typed_config"]["default_source_code"]["inline_string"]
+    assert 'local RETRY_AFTER = "7"' in source
+    assert "__" not in source.replace("__index", "")  # every placeholder filled
+
+
 def test_schema_follows_nested_messages_in_both_spellings() -> None:
     descriptors = Descriptors(DESCRIPTORS)
     tables = conventions.schema({"samhandling.privacy.v1.CreateRestrictionRequest"}, descriptors)

@@ -231,8 +231,7 @@ def test_filter_order(descriptors: Path, routes: Path) -> None:
     names = [f["name"].rsplit(".", 1)[-1] for f in _filters(_render(descriptors, routes))]
     assert names == [
         "conventions",  # samhandling.conventions: sees every reply
-        "header_mutation",
-        "lua",  # Retry-After on 429/503
+        "header_mutation",  # (Retry-After on 429/503: the conventions filter's response side)
         "cors",
         "jwt_authn",
         "rbac",
