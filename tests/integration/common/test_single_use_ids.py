@@ -11,7 +11,6 @@ from functools import partial
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from services.common.group_commit import SingleUseIds, SqlSingleUseRecord
@@ -162,24 +161,32 @@ def test_concurrent_threads_on_two_replicas_accept_each_id_once(
 def test_a_batch_whose_commit_fails_fails_every_caller_and_leaves_no_row(
     database: Callable[[str], Engine],
 ) -> None:
+    """A deferred foreign key fails at COMMIT, after every INSERT of the batch succeeded:
+    one caller's unknown key makes the whole batch fail, and the other callers, whose rows
+    were inserted but never committed, are not told "fresh" either."""
     engine = database("single_use")
-    table = used_ids_table(engine)
+    metadata = sa.MetaData()
+    allowed = sa.Table("allowed", metadata, sa.Column("key", sa.String(300), primary_key=True))
+    table = sa.Table(
+        "used_ids",
+        metadata,
+        sa.Column(
+            "jti_key",
+            sa.String(300),
+            sa.ForeignKey("allowed.key", deferrable=True, initially="DEFERRED"),
+            primary_key=True,
+        ),
+        sa.Column("expires_at", sa.Float, nullable=False),
+    )
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(allowed.insert(), [{"key": k} for k in ("opener", "a", "b", "c")])
     held = HeldRecord(SqlSingleUseRecord(engine, table))
     ids = SingleUseIds(held)
-    failing = [False]
-
-    @event.listens_for(engine, "commit")
-    def fail_commit(conn: sa.Connection) -> None:
-        if failing[0]:
-            raise sa.exc.OperationalError("COMMIT", {}, Exception("disk I/O error"))
-
     opener_box: dict[str, object] = {}
 
     def opener() -> None:
-        try:
-            opener_box["outcome"] = ids.claim([("opener", 4e9)])
-        except Exception as exc:
-            opener_box["error"] = exc
+        opener_box["outcome"] = ids.claim([("opener", 4e9)])
 
     first = threading.Thread(target=opener)
     first.start()
@@ -187,23 +194,37 @@ def test_a_batch_whose_commit_fails_fails_every_caller_and_leaves_no_row(
 
     def release_when_queued() -> None:
         for _ in range(1000):
-            if ids.queued == 4:
+            if ids.queued == 5:
                 break
             threading.Event().wait(0.01)
-        failing[0] = True  # both the opener's commit and the batch's fail
         held.release.set()
 
     releaser = threading.Thread(target=release_when_queued)
     releaser.start()
-    boxes = run_threads([partial(ids.claim, [(f"dpop:{n}", 4e9)]) for n in range(3)])
+    boxes = run_threads(
+        [partial(ids.claim, [(key, 4e9)]) for key in ("a", "b", "c", "not-allowed")]
+    )
     first.join(10)
     releaser.join(10)
-    assert isinstance(opener_box.get("error"), sa.exc.OperationalError)
-    assert all(isinstance(box.get("error"), sa.exc.OperationalError) for box in boxes)
-    assert stored(engine) == {}
-    failing[0] = False
-    # Nothing was recorded: the same ids are fresh now.
-    assert ids.claim([("opener", 4e9), ("dpop:0", 4e9)]) == [True, True]
+    assert opener_box == {"outcome": [True]}
+    # The four formed one batch; its commit failed for all of them, as SQLAlchemy's error.
+    assert all(isinstance(box.get("error"), sa.exc.IntegrityError) for box in boxes)
+    assert all("outcome" not in box for box in boxes)
+    assert stored(engine) == {"opener": 4e9}
+    # Nothing of that batch was recorded: its good ids are fresh now.
+    assert ids.claim([("a", 4e9), ("b", 4e9), ("c", 4e9)]) == [True, True, True]
+
+
+def test_a_database_error_fails_the_batch_as_sqlalchemys_error(
+    database: Callable[[str], Engine],
+) -> None:
+    engine = database("single_use")
+    table = used_ids_table(engine)
+    ids = SingleUseIds(SqlSingleUseRecord(engine, table))
+    assert ids.claim([("a", 4e9)]) == [True]
+    table.drop(engine)
+    with pytest.raises(sa.exc.DBAPIError):
+        ids.claim([("b", 4e9)])
 
 
 def test_only_sqlite_and_postgresql_are_supported() -> None:
