@@ -264,15 +264,17 @@ class SqlSingleUseRecord:
         # wrapping is kept, so a lost database is still UNAVAILABLE (db.database_error).
         dialect = self._engine.dialect
         connection = self._engine.raw_connection()
+        driver = connection.dbapi_connection  # not through the pool proxy's __getattr__
         cursor = None
         try:
-            cursor = connection.cursor()
+            assert driver is not None  # checked out: never None
+            cursor = driver.cursor()
             for sql, bound in statements:
                 cursor.execute(sql, bound)
             recorded = {row[0] for row in cursor.fetchall()}
-            connection.commit()
+            driver.commit()
         except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, connection.dbapi_connection, cursor)
+            lost = dialect.is_disconnect(exc, driver, cursor)
             if lost:
                 connection.invalidate(exc)
             raise sa.exc.DBAPIError.instance(

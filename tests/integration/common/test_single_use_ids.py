@@ -8,12 +8,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from functools import partial
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
+from services.common.db import database_error, make_engine
 from services.common.group_commit import SingleUseIds, SqlSingleUseRecord
+from tests.conftest import new_database
 
 
 def used_ids_table(engine: Engine) -> sa.Table:
@@ -233,3 +236,32 @@ def test_only_sqlite_and_postgresql_are_supported() -> None:
     SqlSingleUseRecord(engine, table)  # accepted
     with pytest.raises(ValueError):
         SqlSingleUseRecord(engine, sa.Table("bad", sa.MetaData(), sa.Column("k", sa.String)))
+
+
+def test_a_lost_connection_is_unavailable_and_the_next_batch_reconnects(
+    tmp_path: Path,
+) -> None:
+    """PostgreSQL terminates the pooled connection's backend: the batch fails as a lost
+    database (UNAVAILABLE, `db.database_error`), the connection is dropped from the pool and
+    the next batch works on a new one."""
+    url, schema = new_database("postgresql", tmp_path, "single_use_lost")
+    # One pooled connection, no pre-ping: the batch itself meets the terminated backend.
+    engine = make_engine(url, schema, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    admin = make_engine(url)
+    try:
+        table = used_ids_table(engine)
+        ids = SingleUseIds(SqlSingleUseRecord(engine, table))
+        assert ids.claim([("a", 4e9)]) == [True]
+        with engine.connect() as conn:
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+        with admin.begin() as conn:
+            conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        with pytest.raises(sa.exc.DBAPIError) as lost:
+            ids.claim([("b", 4e9)])
+        assert lost.value.connection_invalidated
+        unavailable = database_error(lost.value)
+        assert unavailable is not None and unavailable.reason == "DATABASE_UNAVAILABLE"
+        assert ids.claim([("b", 4e9), ("a", 4e9)]) == [True, False]
+    finally:
+        engine.dispose()
+        admin.dispose()
