@@ -13,6 +13,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import IntegrityError
 
+from services.common.group_commit import SingleUseIds, SqlSingleUseRecord
 from services.common.ttl_cache import TtlCache
 from services.trust.adapters import orm
 from services.trust.domain.model import Client
@@ -72,6 +73,8 @@ class TrustRepository:
         self._clients: TtlCache[str, tuple[Client, float]] = TtlCache(
             max(client_cache_seconds, 0.001), CLIENT_CACHE_ENTRIES, clock
         )
+        # Client assertion and DPoP proof ids: concurrent requests' ids in one transaction.
+        self._single_use = SingleUseIds(SqlSingleUseRecord(engine, orm.used_jtis, clock))
 
     # --- clients --------------------------------------------------------------------------
     def add_client(self, client: Client) -> bool:
@@ -161,48 +164,17 @@ class TrustRepository:
     # --- one-time identifiers -------------------------------------------------------------
     def use_jti(self, key: str, expires_at: float) -> bool:
         """Records a one-time id; False if it is already recorded and not expired (replay)."""
-        now = self._clock()
-        try:
-            with self.engine.begin() as conn:
-                if random.random() < 0.01:  # occasional clean-up of expired ids
-                    conn.execute(orm.used_jtis.delete().where(orm.used_jtis.c.expires_at < now))
-                conn.execute(orm.used_jtis.insert().values(jti_key=key, expires_at=expires_at))
-            return True
-        except IntegrityError:
-            pass
-        with self.engine.begin() as conn:
-            # An expired entry may be reused; the conditional update decides atomically.
-            result = conn.execute(
-                orm.used_jtis.update()
-                .where(orm.used_jtis.c.jti_key == key, orm.used_jtis.c.expires_at < now)
-                .values(expires_at=expires_at)
-            )
-        return bool(result.rowcount)
+        return self._single_use.claim([(key, expires_at)])[0]
 
     def use_jtis(self, keys: list[tuple[str, float]]) -> int | None:
-        """Records several one-time ids in one transaction (a token request's client
-        assertion and DPoP proof); returns the index of the first replayed one, or None.
+        """Records several one-time ids (a token request's client assertion and DPoP proof);
+        returns the index of the first replayed one, or None. Durable before it returns.
 
-        The common case is one INSERT of all rows; only when one of them exists (a replay,
-        or an expired id not yet swept) are they recorded one by one to tell which."""
-        if not keys:
-            return None
-        now = self._clock()
-        try:
-            with self.engine.begin() as conn:
-                if random.random() < 0.01:  # occasional clean-up of expired ids
-                    conn.execute(orm.used_jtis.delete().where(orm.used_jtis.c.expires_at < now))
-                conn.execute(
-                    orm.used_jtis.insert(),
-                    [{"jti_key": key, "expires_at": exp} for key, exp in keys],
-                )
-            return None
-        except IntegrityError:
-            pass
-        for index, (key, exp) in enumerate(keys):
-            if not self.use_jti(key, exp):
-                return index
-        return None
+        Group commit (services/common/group_commit.py): the ids of requests arriving
+        together are written in one transaction, and each request learns which of its own
+        were fresh. The fresh ids of a refused request stay recorded."""
+        fresh = self._single_use.claim(keys)
+        return next((index for index, ok in enumerate(fresh) if not ok), None)
 
     # --- signing keys ---------------------------------------------------------------------
     def signing_keys(self, states: tuple[str, ...]) -> list[dict[str, Any]]:

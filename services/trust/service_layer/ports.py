@@ -28,7 +28,8 @@ class OAuthStore(Protocol):
         ...
 
     def use_jtis(self, keys: list[tuple[str, float]]) -> int | None:
-        """All in one step; the index of the first replayed id, or None."""
+        """All in one step (durable before it returns); the index of the first replayed
+        id, or None. Fresh ids of a request refused for a replayed one stay recorded."""
         ...
 
     # --- pushed requests (and pending upstream logins), codes -------------------------------

@@ -52,11 +52,9 @@ class InMemoryStore:
         return True
 
     def use_jtis(self, keys: list[tuple[str, float]]) -> int | None:
-        for index, (key, _) in enumerate(keys):
-            if self.jtis.get(key, -1.0) >= self.clock():
-                return index
-        self.jtis.update(keys)
-        return None
+        # Like the repository: every fresh id is recorded, the first replayed one reported.
+        fresh = [self.use_jti(key, expires_at) for key, expires_at in keys]
+        return next((index for index, ok in enumerate(fresh) if not ok), None)
 
     def add_par(self, request_uri: str, client_id: str, params: dict[str, Any], exp: float) -> None:
         self.pars[request_uri] = (client_id, _copy(params), exp, False)
