@@ -13,9 +13,10 @@
   lock), on its own tables. CPU per entry: the whole process (the callers building their
   entries included), the writer thread where there is one (before the leader/follower
   commit), and its PostgreSQL backend (from /proc); `capacity_est_entries_per_s` = 1e6 /
-  the busier of writer thread and backend, i.e. what an otherwise idle 2-core machine
-  sustains (one core each). Shapes `threads x entries_per_job`: 1x1 and 2x1 are the read
-  path's case (a batch of one or two entries), 16x1, 64x1 and 16x10 the loaded ones.
+  the busier of writer thread (else the whole process) and backend, i.e. what an
+  otherwise idle 2-core machine sustains (one core each). Shapes `threads x entries_per_job`:
+  1x1 and 2x1 are the read path's case (a batch of one or two entries), 16x1, 64x1 and
+  16x10 the loaded ones.
 
 Verification and proofs: bench/log_verify.py.
 
@@ -329,8 +330,11 @@ def bench_append(
                     if probes:
                         # One writer thread and its backend, each on its own core: the
                         # busier of the two bounds an idle 2-core machine.
+                        # Without a writer thread (leader/follower) the appending runs
+                        # in the callers: the whole process stands for it.
                         busiest = max(
-                            figures.get("writer_thread_cpu_us_per_entry", 0),
+                            figures.get("writer_thread_cpu_us_per_entry")
+                            or figures["process_cpu_us_per_entry"],
                             figures.get("pg_backend_cpu_us_per_entry", 0),
                         )
                         if busiest:

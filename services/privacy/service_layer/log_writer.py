@@ -167,10 +167,7 @@ class LogWriter:
         try:
             session = self._session()
             try:
-                if session.get_bind().dialect.name == "sqlite":
-                    # Take SQLite's write lock before reading anything (pysqlite would
-                    # only BEGIN at the first INSERT, after the size was read).
-                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                repo.begin_append(session)  # SQLite: its write lock, before any read
                 entries: list[LogEntry] = []
                 want_head = False
                 for job in batch:
