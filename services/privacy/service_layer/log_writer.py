@@ -60,6 +60,9 @@ class _Job:
     done: bool = False  # the batch holding it was written (committed or failed)
     result: Any = None
     error: BaseException | None = None
+    # Held while its caller waits; released once: the batch holding it was written, or
+    # the caller leads the next batch. None for a caller that led at once.
+    wakeup: threading.Lock | None = None
 
 
 class LogWriter:
@@ -79,10 +82,13 @@ class LogWriter:
         self.head_every = head_every
         self.max_batch = max_batch
         self._now_us = now_us or (lambda: time.time_ns() // 1000)
-        # Guards _pending and _writing; waiters are the callers whose job is queued or in
-        # the batch being written. Hand-written (no library does leader/follower group
-        # commit onto one connection): a Condition, a queue and one flag.
-        self._cond = threading.Condition()
+        # Guards _pending and _writing. Invariant: nothing is pending while no batch is
+        # being written (a leader with jobs pending at its end hands over instead of
+        # clearing _writing). Each waiting caller sleeps on its own job's lock and is woken
+        # exactly once, either answered or made the next leader: no herd of waiters
+        # re-checking a shared condition after every batch. Hand-written (no library does
+        # leader/follower group commit onto one connection).
+        self._cond = threading.Condition()  # its lock guards the state; close() waits on it
         self._pending: list[_Job] = []
         self._writing = False
         self._closed = False
@@ -120,8 +126,7 @@ class LogWriter:
         """Refuses new jobs; jobs already queued are still written (by their callers)."""
         with self._cond:
             self._closed = True
-            idle = self._cond.wait_for(lambda: not self._writing and not self._pending, 5)
-            if idle:
+            if self._cond.wait_for(lambda: not self._writing, 5):
                 self._drop_connection()
 
     def _wait(self, job: _Job) -> Any:
@@ -129,33 +134,46 @@ class LogWriter:
             if self._closed:
                 raise RuntimeError("the log writer is closed")
             self._pending.append(job)
-            while not job.done:
-                if self._writing:
-                    self._cond.wait()  # a leader is busy: our job goes in a later batch
-                    continue
-                # Leader: write what is queued (ours included, unless more than max_batch
-                # jobs were queued before it: then the loop leads again).
-                self._writing = True
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
-                self._cond.release()
-                try:
-                    self._write_batch(batch)
-                except BaseException as exc:  # not an Exception (those fail the batch)
-                    for failed in batch:
-                        failed.error = failed.error or exc  # fail closed: maybe not committed
-                    raise
-                finally:
-                    self._cond.acquire()
-                    self._writing = False
-                    for done in batch:
-                        done.done = True
-                    if self._closed and not self._pending:
-                        self._drop_connection()
-                    self._cond.notify_all()
+            if self._writing:  # a leader is busy: our job goes in a later batch
+                job.wakeup = threading.Lock()
+                job.wakeup.acquire()
+            else:
+                self._writing = True  # we lead (our job is the only one pending)
+        if job.wakeup is not None:
+            job.wakeup.acquire()  # until our batch was written, or we lead the next one
+        if not job.done:
+            self._lead()
         if job.error is not None:
             raise job.error
         return job.result
+
+    def _lead(self) -> None:
+        """Write the next batch: the oldest pending jobs (the leader's own is the oldest),
+        then answer them and hand over to the oldest job still pending, if any."""
+        with self._cond:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        try:
+            self._write_batch(batch)
+        except BaseException as exc:  # not an Exception (those fail the batch)
+            for failed in batch:
+                failed.error = failed.error or exc  # fail closed: maybe not committed
+            raise
+        finally:
+            with self._cond:
+                for job in batch:
+                    job.done = True
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._writing = False
+                    if self._closed:
+                        self._drop_connection()
+                    self._cond.notify_all()  # close() may wait for this
+            if successor is not None and successor.wakeup is not None:
+                successor.wakeup.release()  # first: the next batch is on the critical path
+            for job in batch:
+                if job.wakeup is not None:
+                    job.wakeup.release()
 
     # --- one batch (the leader's thread) ------------------------------------------------
 
