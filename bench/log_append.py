@@ -1,7 +1,7 @@
 """The access log's append path alone (SQLite and PostgreSQL).
 
     python -m bench.log_append [--quick] [--backend sqlite] [--shape 1x1 --shape 16x10]
-        [--only-this]
+        [--only-this] [--settings-check]
 
 - **append**: `threads` callers each submit one job after another to the log writer
   (services/privacy/service_layer/log_writer.py; group commit, one transaction and one
@@ -16,7 +16,8 @@
   the busier of writer thread (else the whole process) and backend, i.e. what an
   otherwise idle 2-core machine sustains (one core each). Shapes `threads x entries_per_job`:
   1x1 and 2x1 are the read path's case (a batch of one or two entries), 16x1, 64x1 and
-  16x10 the loaded ones.
+  16x10 the loaded ones. `--settings-check`: each job also runs what RecordAccess runs
+  under a reused decision before its entry (the patient's settings "still holds" check).
 
 Verification and proofs: bench/log_verify.py.
 
@@ -40,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from services.common.db import make_engine, migrate, session_factory
 from services.privacy.adapters import repository as repo
@@ -283,11 +285,21 @@ def _writer(engine: Engine, tmp: Path) -> LogWriter:
     )
 
 
-def _submitter(writer: LogWriter) -> Callable[[list[LogEntry]], None]:
+def _submitter(writer: LogWriter, check_settings: bool = False) -> Callable[[list[LogEntry]], None]:
     def submit(entries: list[LogEntry]) -> None:
         writer.submit(lambda _session: (entries, None))
 
-    return submit
+    def record(entries: list[LogEntry]) -> None:
+        # As RecordAccess under a reused decision: the "still holds" settings check, then
+        # the entries, in the batch's transaction.
+        def work(session: Session) -> tuple[list[LogEntry], None]:
+            now = time.time_ns() // 1000
+            repo.settings_changed_since(session, entries[0].patient_id, now - 1_000_000, now)
+            return entries, None
+
+        writer.submit(work)
+
+    return record if check_settings else submit
 
 
 SHAPES = ((1, 1), (2, 1), (16, 1), (64, 1), (16, 10))  # (threads, entries per job)
@@ -299,6 +311,7 @@ def bench_append(
     quick: bool,
     shapes: tuple[tuple[int, int], ...] = SHAPES,
     implementations: tuple[str, ...] = IMPLEMENTATIONS,
+    check_settings: bool = False,
 ) -> list[dict[str, Any]]:
     seconds = 3.0 if quick else 8.0
     rows: list[dict[str, Any]] = []
@@ -311,7 +324,7 @@ def bench_append(
                     probes: dict[str, str] = {}
                     if impl.startswith("merkle"):
                         writer = _writer(engine, tmp / f"w{len(rows)}")
-                        submit = _submitter(writer)
+                        submit = _submitter(writer, check_settings)
                         thread_id = getattr(writer, "thread_id", None)  # none: leader/follower
                         if thread_id is not None:
                             probes["writer_thread"] = f"/proc/self/task/{thread_id}/stat"
@@ -350,6 +363,7 @@ def bench_append(
                         "implementation": impl,
                         "threads": threads,
                         "entries_per_job": per_job,
+                        "settings_check": check_settings,
                         **figures,
                         "load_avg_1m": round(os.getloadavg()[0], 1),
                     }
@@ -363,8 +377,13 @@ def run(
     backends: tuple[str, ...] = ("postgresql", "sqlite"),
     shapes: tuple[tuple[int, int], ...] = SHAPES,
     implementations: tuple[str, ...] = IMPLEMENTATIONS,
+    check_settings: bool = False,
 ) -> list[dict[str, Any]]:
-    return [row for b in backends for row in bench_append(b, quick, shapes, implementations)]
+    return [
+        row
+        for b in backends
+        for row in bench_append(b, quick, shapes, implementations, check_settings)
+    ]
 
 
 def _shape(text: str) -> tuple[int, int]:
@@ -380,12 +399,18 @@ def main() -> None:
     parser.add_argument(
         "--only-this", action="store_true", help="skip the previous (before #15) implementation"
     )
+    parser.add_argument(
+        "--settings-check",
+        action="store_true",
+        help="each job also runs RecordAccess's reused-decision settings check",
+    )
     args = parser.parse_args()
     run(
         args.quick,
         tuple(args.backend or ("postgresql", "sqlite")),
         tuple(args.shape or SHAPES),
         IMPLEMENTATIONS[:1] if args.only_this else IMPLEMENTATIONS,
+        args.settings_check,
     )
 
 
