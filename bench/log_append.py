@@ -1,17 +1,23 @@
 """The access log's append path alone (SQLite and PostgreSQL).
 
-    python -m bench.log_append [--quick]
+    python -m bench.log_append [--quick] [--backend sqlite] [--shape 1x1 --shape 16x10]
+        [--only-this] [--settings-check]
 
 - **append**: `threads` callers each submit one job after another to the log writer
-  (services/privacy/service_layer/log_writer.py; one writer thread, group commit, one
-  transaction and one advisory lock per batch), each job appending `per_job` ACCESS
-  entries (1: a decision; 10: a search page recorded per result). Entries/s and the p50/p99
-  latency of a job (submit to durable). Next to it, in the same run, **the previous
-  implementation**: a small copy of the old append (hash chain, `SELECT ... FOR UPDATE` on
-  one head row, group commit by whoever holds an in-process lock), on its own tables.
-  CPU per entry: the whole process, the writer thread, and its PostgreSQL backend
-  (from /proc); `capacity_est_entries_per_s` = 1e6 / the busier of writer thread and
-  backend, i.e. what an otherwise idle 2-core machine sustains (one core each).
+  (services/privacy/service_layer/log_writer.py; group commit, one transaction and one
+  advisory lock per batch, written by the first caller to arrive), each job appending
+  `per_job` ACCESS entries (1: a decision; 10: a search page recorded per result).
+  Entries/s and the p50/p99 latency of a job (submit to durable). Next to it, in the same
+  run, **the previous implementation**: a small copy of the old append (hash chain,
+  `SELECT ... FOR UPDATE` on one head row, group commit by whoever holds an in-process
+  lock), on its own tables. CPU per entry: the whole process (the callers building their
+  entries included), the writer thread where there is one (before the leader/follower
+  commit), and its PostgreSQL backend (from /proc); `capacity_est_entries_per_s` = 1e6 /
+  the busier of writer thread (else the whole process) and backend, i.e. what an
+  otherwise idle 2-core machine sustains (one core each). Shapes `threads x entries_per_job`:
+  1x1 and 2x1 are the read path's case (a batch of one or two entries), 16x1, 64x1 and
+  16x10 the loaded ones. `--settings-check`: each job also runs what RecordAccess runs
+  under a reused decision before its entry (the patient's settings "still holds" check).
 
 Verification and proofs: bench/log_verify.py.
 
@@ -35,6 +41,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from services.common.db import make_engine, migrate, session_factory
 from services.privacy.adapters import repository as repo
@@ -278,27 +285,49 @@ def _writer(engine: Engine, tmp: Path) -> LogWriter:
     )
 
 
-def _submitter(writer: LogWriter) -> Callable[[list[LogEntry]], None]:
+def _submitter(writer: LogWriter, check_settings: bool = False) -> Callable[[list[LogEntry]], None]:
     def submit(entries: list[LogEntry]) -> None:
         writer.submit(lambda _session: (entries, None))
 
-    return submit
+    def record(entries: list[LogEntry]) -> None:
+        # As RecordAccess under a reused decision: the "still holds" settings check, then
+        # the entries, in the batch's transaction.
+        def work(session: Session) -> tuple[list[LogEntry], None]:
+            now = time.time_ns() // 1000
+            repo.settings_changed_since(session, entries[0].patient_id, now - 1_000_000, now)
+            return entries, None
+
+        writer.submit(work)
+
+    return record if check_settings else submit
 
 
-def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
+SHAPES = ((1, 1), (2, 1), (16, 1), (64, 1), (16, 10))  # (threads, entries per job)
+IMPLEMENTATIONS = ("merkle, log writer (this)", "hash chain, FOR UPDATE (before #15)")
+
+
+def bench_append(
+    backend: str,
+    quick: bool,
+    shapes: tuple[tuple[int, int], ...] = SHAPES,
+    implementations: tuple[str, ...] = IMPLEMENTATIONS,
+    check_settings: bool = False,
+) -> list[dict[str, Any]]:
     seconds = 3.0 if quick else 8.0
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="log-bench-") as name:
         tmp = Path(name)
-        for impl in ("merkle, log writer (this)", "hash chain, FOR UPDATE (before #15)"):
-            for threads, per_job in ((16, 1), (64, 1), (16, 10)):
+        for impl in implementations:
+            for threads, per_job in shapes:
                 engine, schema = _engine(backend, tmp, f"a{len(rows)}")
                 try:
                     probes: dict[str, str] = {}
                     if impl.startswith("merkle"):
                         writer = _writer(engine, tmp / f"w{len(rows)}")
-                        submit = _submitter(writer)
-                        probes["writer_thread"] = f"/proc/self/task/{writer.thread_id}/stat"
+                        submit = _submitter(writer, check_settings)
+                        thread_id = getattr(writer, "thread_id", None)  # none: leader/follower
+                        if thread_id is not None:
+                            probes["writer_thread"] = f"/proc/self/task/{thread_id}/stat"
                         if backend == "postgresql":
                             backend_pid = writer.submit(
                                 lambda s: (
@@ -314,8 +343,11 @@ def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
                     if probes:
                         # One writer thread and its backend, each on its own core: the
                         # busier of the two bounds an idle 2-core machine.
+                        # Without a writer thread (leader/follower) the appending runs
+                        # in the callers: the whole process stands for it.
                         busiest = max(
-                            figures.get("writer_thread_cpu_us_per_entry", 0),
+                            figures.get("writer_thread_cpu_us_per_entry")
+                            or figures["process_cpu_us_per_entry"],
                             figures.get("pg_backend_cpu_us_per_entry", 0),
                         )
                         if busiest:
@@ -331,6 +363,7 @@ def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
                         "implementation": impl,
                         "threads": threads,
                         "entries_per_job": per_job,
+                        "settings_check": check_settings,
                         **figures,
                         "load_avg_1m": round(os.getloadavg()[0], 1),
                     }
@@ -339,15 +372,46 @@ def bench_append(backend: str, quick: bool) -> list[dict[str, Any]]:
     return rows
 
 
-def run(quick: bool = False) -> list[dict[str, Any]]:
-    return [*bench_append("postgresql", quick), *bench_append("sqlite", quick)]
+def run(
+    quick: bool = False,
+    backends: tuple[str, ...] = ("postgresql", "sqlite"),
+    shapes: tuple[tuple[int, int], ...] = SHAPES,
+    implementations: tuple[str, ...] = IMPLEMENTATIONS,
+    check_settings: bool = False,
+) -> list[dict[str, Any]]:
+    return [
+        row
+        for b in backends
+        for row in bench_append(b, quick, shapes, implementations, check_settings)
+    ]
+
+
+def _shape(text: str) -> tuple[int, int]:
+    threads, per_job = text.split("x")
+    return int(threads), int(per_job)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", action="append", choices=("postgresql", "sqlite"))
+    parser.add_argument("--shape", action="append", type=_shape, help="THREADSxENTRIES, e.g. 2x1")
+    parser.add_argument(
+        "--only-this", action="store_true", help="skip the previous (before #15) implementation"
+    )
+    parser.add_argument(
+        "--settings-check",
+        action="store_true",
+        help="each job also runs RecordAccess's reused-decision settings check",
+    )
     args = parser.parse_args()
-    run(args.quick)
+    run(
+        args.quick,
+        tuple(args.backend or ("postgresql", "sqlite")),
+        tuple(args.shape or SHAPES),
+        IMPLEMENTATIONS[:1] if args.only_this else IMPLEMENTATIONS,
+        args.settings_check,
+    )
 
 
 if __name__ == "__main__":

@@ -125,6 +125,54 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
     return [_setting(r) for r in rows]
 
 
+class _OnDriver:
+    """A Core statement compiled once per dialect and run on the DBAPI cursor of the
+    session's connection, for the few statements the read path runs per request or per
+    log batch (#15): SQLAlchemy's execution layer (cache key, parameter processing, the
+    result wrapper, the OpenTelemetry span) cost several times the query itself. Only for
+    statements whose parameters and results need no type processing (ints, strings,
+    booleans, bytes), so the driver's own values are the right ones."""
+
+    def __init__(self, statement: sa.ClauseElement) -> None:
+        self.statement = statement
+        self._compiled: dict[str, Any] = {}
+
+    def _prepare(self, session: Session) -> tuple[Any, Any]:
+        connection = session.connection()
+        dialect = connection.dialect
+        compiled = self._compiled.get(dialect.name)
+        if compiled is None:
+            compiled = self._compiled[dialect.name] = self.statement.compile(dialect=dialect)
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        return compiled, raw
+
+    @staticmethod
+    def _args(compiled: Any, params: Mapping[str, Any]) -> Any:
+        values = compiled.construct_params(params)
+        if compiled.positional:
+            return tuple(values[name] for name in compiled.positiontup)
+        return values
+
+    def first(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        compiled, raw = self._prepare(session)
+        cursor = raw.cursor()
+        try:
+            cursor.execute(compiled.string, self._args(compiled, params))
+            row: tuple[Any, ...] | None = cursor.fetchone()
+            return row
+        finally:
+            cursor.close()
+
+    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
+        compiled, raw = self._prepare(session)
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(compiled.string, [self._args(compiled, r) for r in rows])
+        finally:
+            cursor.close()
+
+
 def _settings_changed_statement() -> sa.Select[Any]:
     t = orm.settings
     since: sa.BindParameter[int] = sa.bindparam("since_us", type_=sa.BigInteger)
@@ -145,21 +193,15 @@ def _settings_changed_statement() -> sa.Select[Any]:
 
 # Built once: it runs on every access recorded under a reused decision (#15 read path), where
 # building the statement and its cache key cost more Python time than the query itself.
-_SETTINGS_CHANGED = _settings_changed_statement()
+_SETTINGS_CHANGED = _OnDriver(_settings_changed_statement())
 
 
 def settings_changed_since(session: Session, patient_id: str, since_us: int, now_us: int) -> bool:
     """Whether any setting of the patient was created, changed or revoked at or after
     `since_us`, or started or ended in [since_us, now_us]: what makes a decision made at
     `since_us` stale (one indexed query on the patient's few settings)."""
-    row = (
-        session.connection()  # Core: the ORM's execution layer adds nothing to a select
-        .execute(
-            _SETTINGS_CHANGED, {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
-        )
-        .first()
-    )
-    return row is not None
+    params = {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
+    return _SETTINGS_CHANGED.first(session, params) is not None
 
 
 def active_settings_many(session: Session, patient_ids: Sequence[str]) -> dict[str, list[Setting]]:
@@ -321,16 +363,29 @@ def leaf_of(row: Mapping[str, Any]) -> bytes:
     )
 
 
+def begin_append(session: Session) -> None:
+    """Open the batch's transaction. SQLite: BEGIN IMMEDIATE takes the database's single
+    write lock before anything is read (pysqlite would only BEGIN at the first INSERT,
+    after the size was read), so appenders of every process are serialised; PostgreSQL:
+    nothing yet (`lock_log_and_size` takes the advisory lock after the jobs' reads)."""
+    connection = session.connection()
+    if connection.dialect.name == "sqlite":
+        raw = connection.connection.dbapi_connection
+        assert raw is not None
+        raw.execute("BEGIN IMMEDIATE")  # type: ignore[attr-defined]  # sqlite3.Connection
+
+
 def lock_log_and_size(session: Session) -> int:
     """Serialise appenders across processes for the rest of this transaction and return
     the number of leaves (entries are numbered 1..size without gaps), read *after* the lock
     was granted. PostgreSQL: a transaction-scoped advisory lock (released by commit or
     rollback) and the size in one round trip: two statements of one simple query, the
     second with its own snapshot (READ COMMITTED), taken once the first holds the lock.
-    SQLite: the writer opened the transaction with BEGIN IMMEDIATE, which holds the
-    database's write lock already (see log_writer)."""
+    SQLite: `begin_append` opened the transaction with BEGIN IMMEDIATE, which holds the
+    database's write lock already."""
     if session.get_bind().dialect.name != "postgresql":
-        return log_size(session)
+        row = _LOG_SIZE_ON_DRIVER.first(session, {})
+        return int(row[0] or 0) if row is not None else 0
     raw = session.connection().connection.dbapi_connection
     assert raw is not None
     with raw.cursor() as cursor:  # type: ignore[attr-defined]
@@ -342,6 +397,7 @@ def lock_log_and_size(session: Session) -> int:
 
 # Built once: every batch of the log writer reads the size (SQLite).
 _LOG_SIZE = sa.select(sa.func.max(orm.access_log.c.seq))
+_LOG_SIZE_ON_DRIVER = _OnDriver(_LOG_SIZE)
 
 
 def log_size(session: Session) -> int:
@@ -349,11 +405,16 @@ def log_size(session: Session) -> int:
     return int(session.connection().execute(_LOG_SIZE).scalar() or 0)
 
 
-_INSERT_LOG = sa.insert(orm.access_log)  # built once: every decision and access appends
 _INSERT_NODES = sa.insert(orm.tree_nodes)
 
 
 _LOG_COLUMNS = [c.name for c in orm.access_log.columns]
+# SQLite: compiled without values, an INSERT names every column (the rows carry them all).
+_INSERT_LOG_ON_DRIVER = _OnDriver(sa.insert(orm.access_log))
+
+
+def _full_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    return {c: row.get(c, False if c == "pruned" else None) for c in _LOG_COLUMNS}
 
 
 def insert_leaves(
@@ -363,7 +424,7 @@ def insert_leaves(
     if connection.dialect.name == "postgresql":
         _copy_rows(session, rows)
     else:
-        connection.execute(_INSERT_LOG, list(rows))
+        _INSERT_LOG_ON_DRIVER.execute_many(session, [_full_row(r) for r in rows])
     if nodes:
         connection.execute(
             _INSERT_NODES, [{"level": lv, "idx": i, "hash": h} for (lv, i), h in nodes.items()]

@@ -1,10 +1,14 @@
-"""The only path onto the access log: one writer thread per process, group commit.
+"""The only path onto the access log: group commit in the callers' own threads.
 
 Use cases hand the writer a job, `work(session) -> (entries, result)`: the reads (and, for
-`writes=True`, the writes such as a setting's new version) its entries depend on. The
-writer thread takes every pending job (up to `max_batch`), runs them in **one**
-transaction, sequences their entries and commits; only then are the callers answered, so
-a decision is never acknowledged before its log entry is durable.
+`writes=True`, the writes such as a setting's new version) its entries depend on. Jobs are
+group-committed leader/follower style: a caller that arrives while no batch is being
+written becomes the leader, takes every queued job (up to `max_batch`), runs them in
+**one** transaction, sequences their entries and commits, then answers the others; a caller
+arriving while a batch is being written queues its job and waits, and the first of those
+waiting leads the next batch. Only one batch is written at a time in a process, so a
+decision is never acknowledged before its log entry is durable, and at the read path's rate
+(a batch of one or two entries) a caller writes its own batch with no thread hand-off.
 
 Sequencing across processes (replicas sharing the database): on PostgreSQL the batch takes
 a transaction-scoped advisory lock right before it reads the log size and inserts, so
@@ -26,7 +30,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Connection, Engine
@@ -53,9 +57,12 @@ class _Job:
     work: Work | None
     writes: bool = False
     sign_head: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    done: bool = False  # the batch holding it was written (committed or failed)
     result: Any = None
     error: BaseException | None = None
+    # Held while its caller waits; released once: the batch holding it was written, or
+    # the caller leads the next batch. None for a caller that led at once.
+    wakeup: threading.Lock | None = None
 
 
 class LogWriter:
@@ -69,14 +76,21 @@ class LogWriter:
         now_us: Callable[[], int] | None = None,
     ) -> None:
         self._engine = engine
-        self._conn: Connection | None = None  # the writer thread's own, kept across batches
+        self._conn: Connection | None = None  # kept across batches; used by one leader at a time
         self.signer = signer
         self.witnesses = list(witnesses)
         self.head_every = head_every
         self.max_batch = max_batch
         self._now_us = now_us or (lambda: time.time_ns() // 1000)
-        self._cond = threading.Condition()
+        # Guards _pending and _writing. Invariant: nothing is pending while no batch is
+        # being written (a leader with jobs pending at its end hands over instead of
+        # clearing _writing). Each waiting caller sleeps on its own job's lock and is woken
+        # exactly once, either answered or made the next leader: no herd of waiters
+        # re-checking a shared condition after every batch. Hand-written (no library does
+        # leader/follower group commit onto one connection).
+        self._cond = threading.Condition()  # its lock guards the state; close() waits on it
         self._pending: list[_Job] = []
+        self._writing = False
         self._closed = False
         self._last_head_size = -1
         # The hashes the next append needs, valid while the log has _tail_size leaves
@@ -84,13 +98,18 @@ class LogWriter:
         self._tail_size = -1
         self._tail: dict[tuple[int, int], bytes] = {}
         self.cache: dict[tuple[int, int], bytes] = {}  # complete subtrees (immutable)
-        self._thread = threading.Thread(target=self._run, name="privacy-log-writer", daemon=True)
-        self._thread.start()
 
     @property
-    def thread_id(self) -> int | None:
-        """The writer thread's native id (benchmarks read its CPU time)."""
-        return self._thread.native_id
+    def writing(self) -> bool:
+        """A batch is being written now (tests wait for it)."""
+        with self._cond:
+            return self._writing
+
+    @property
+    def queued(self) -> int:
+        """Jobs waiting for the next batch (tests wait for them)."""
+        with self._cond:
+            return len(self._pending)
 
     # --- callers ------------------------------------------------------------------------
 
@@ -104,36 +123,59 @@ class LogWriter:
         return result
 
     def close(self) -> None:
+        """Refuses new jobs; jobs already queued are still written (by their callers)."""
         with self._cond:
             self._closed = True
-            self._cond.notify_all()
-        self._thread.join(timeout=5)
+            if self._cond.wait_for(lambda: not self._writing, 5):
+                self._drop_connection()
 
     def _wait(self, job: _Job) -> Any:
         with self._cond:
             if self._closed:
                 raise RuntimeError("the log writer is closed")
             self._pending.append(job)
-            self._cond.notify()
-        job.done.wait()
+            if self._writing:  # a leader is busy: our job goes in a later batch
+                job.wakeup = threading.Lock()
+                job.wakeup.acquire()
+            else:
+                self._writing = True  # we lead (our job is the only one pending)
+        if job.wakeup is not None:
+            job.wakeup.acquire()  # until our batch was written, or we lead the next one
+        if not job.done:
+            self._lead()
         if job.error is not None:
             raise job.error
         return job.result
 
-    # --- the writer thread --------------------------------------------------------------
-
-    def _run(self) -> None:
-        while True:
-            with self._cond:
-                while not self._pending and not self._closed:
-                    self._cond.wait()
-                if not self._pending and self._closed:
-                    if self._conn is not None:
-                        self._conn.close()
-                    return
-                batch = self._pending[: self.max_batch]
-                del self._pending[: self.max_batch]
+    def _lead(self) -> None:
+        """Write the next batch: the oldest pending jobs (the leader's own is the oldest),
+        then answer them and hand over to the oldest job still pending, if any."""
+        with self._cond:
+            batch = self._pending[: self.max_batch]
+            del self._pending[: self.max_batch]
+        try:
             self._write_batch(batch)
+        except BaseException as exc:  # not an Exception (those fail the batch)
+            for failed in batch:
+                failed.error = failed.error or exc  # fail closed: maybe not committed
+            raise
+        finally:
+            with self._cond:
+                for job in batch:
+                    job.done = True
+                successor = self._pending[0] if self._pending else None
+                if successor is None:
+                    self._writing = False
+                    if self._closed:
+                        self._drop_connection()
+                    self._cond.notify_all()  # close() may wait for this
+            if successor is not None and successor.wakeup is not None:
+                successor.wakeup.release()  # first: the next batch is on the critical path
+            for job in batch:
+                if job.wakeup is not None:
+                    job.wakeup.release()
+
+    # --- one batch (the leader's thread) ------------------------------------------------
 
     def _write_batch(self, batch: list[_Job], retry: bool = True) -> None:
         head: TreeHead | None = None
@@ -143,10 +185,7 @@ class LogWriter:
         try:
             session = self._session()
             try:
-                if session.get_bind().dialect.name == "sqlite":
-                    # Take SQLite's write lock before reading anything (pysqlite would
-                    # only BEGIN at the first INSERT, after the size was read).
-                    session.connection().exec_driver_sql("BEGIN IMMEDIATE")
+                repo.begin_append(session)  # SQLite: its write lock, before any read
                 entries: list[LogEntry] = []
                 want_head = False
                 for job in batch:
@@ -209,9 +248,6 @@ class LogWriter:
             for job in batch:
                 if job.work is None:
                     job.result = head
-        finally:
-            for job in batch:
-                job.done.set()
 
     def _session(self) -> Session:
         """A session on the writer's own connection: no pool checkout (nor pre-ping round

@@ -1,0 +1,71 @@
+"""The reused decision's "still holds" check (repository.settings_changed_since), run on the
+driver's cursor with its statement compiled once per dialect: every branch, both databases."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
+
+from services.common.db import migrate
+from services.privacy.adapters import orm
+from services.privacy.adapters import repository as repo
+from services.privacy.bootstrap import VERSIONS
+
+pytestmark = pytest.mark.integration
+
+PATIENT = "15868503049"
+SINCE, NOW = 1_000_000, 2_000_000  # the decision's time and now (µs)
+
+
+def _setting(
+    patient_id: str = PATIENT,
+    updated_us: int = SINCE - 10,
+    start_us: int | None = None,
+    end_us: int | None = None,
+) -> dict[str, object]:
+    return {
+        "setting_id": uuid.uuid4().hex,
+        "kind": "RESTRICTION",
+        "patient_id": patient_id,
+        "domain": "RESULTS",
+        "start_us": start_us,
+        "end_us": end_us,
+        "state": "ACTIVE",
+        "version": 1,
+        "created_us": updated_us,
+        "updated_us": updated_us,
+        "set_by_kind": "CITIZEN",
+    }
+
+
+@pytest.mark.parametrize(
+    ("rows", "changed"),
+    [
+        ([], False),
+        ([_setting()], False),  # made before the decision, no period edge since
+        ([_setting(updated_us=SINCE)], True),  # changed at the decision's time
+        ([_setting(updated_us=NOW + 5)], True),
+        ([_setting(start_us=SINCE + 1)], True),  # started since
+        ([_setting(end_us=NOW)], True),  # ended since
+        ([_setting(start_us=SINCE - 1, end_us=NOW + 1)], False),  # in force throughout
+        ([_setting(start_us=NOW + 1)], False),  # starts later
+        ([_setting(patient_id="01010112345", updated_us=NOW)], False),  # someone else's
+    ],
+)
+def test_settings_changed_since(
+    database: Callable[[str], Engine], rows: list[dict[str, object]], changed: bool
+) -> None:
+    engine = database("privacy")
+    migrate("privacy", engine, VERSIONS)
+    with engine.begin() as conn:
+        for row in rows:
+            conn.execute(sa.insert(orm.settings).values(**row))
+    with Session(engine) as session:
+        assert repo.settings_changed_since(session, PATIENT, SINCE, NOW) is changed
+        # Twice: the second run reuses the statement compiled for this dialect.
+        assert repo.settings_changed_since(session, PATIENT, SINCE, NOW) is changed
