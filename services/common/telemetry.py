@@ -63,6 +63,7 @@ from services.common.logging import scrub
 
 VERSION = "0.1.0"
 _configured = False
+_receivers = 0  # span processors added through this module (see _observed)
 
 # Tokens: JWTs (three base64url parts, the first a JSON header "eyJ...") and the value after an
 # HTTP authorization scheme. Identity numbers are handled by services.common.logging.scrub.
@@ -247,10 +248,16 @@ class OrphanClientSpanSampler(Sampler):
     """Drops root CLIENT spans (SQL statements, gRPC calls): a background poller's queries
     would each start a trace of their own (they were two thirds of the traces in Jaeger).
     The kind is what a sampler can see: instrumentations set their attributes (db.system)
-    only after the decision. Everything else goes to `root` (the OTEL_TRACES_SAMPLER one)."""
+    only after the decision. Everything else goes to `root` (the OTEL_TRACES_SAMPLER one).
 
-    def __init__(self, root: Sampler) -> None:
+    Roots are also dropped while `observed()` says no processor would receive the span (no
+    exporter configured, no test capturing): recording spans nobody sees cost a sixth of the
+    privacy service's CPU on the read path (bench/README.md). The trace id still exists for
+    log lines and error references; a remote parent's sampled flag is still honoured."""
+
+    def __init__(self, root: Sampler, observed: Callable[[], bool] = lambda: True) -> None:
         self._root = root
+        self._observed = observed
 
     def should_sample(
         self,
@@ -262,7 +269,7 @@ class OrphanClientSpanSampler(Sampler):
         links: Any = None,
         trace_state: Any = None,
     ) -> SamplingResult:
-        if kind == SpanKind.CLIENT:
+        if kind == SpanKind.CLIENT or not self._observed():
             return SamplingResult(Decision.DROP)
         return self._root.should_sample(
             parent_context, trace_id, name, kind, attributes, links, trace_state
@@ -272,12 +279,18 @@ class OrphanClientSpanSampler(Sampler):
         return f"OrphanClientSpanSampler{{{self._root.get_description()}}}"
 
 
-def mesh_sampler() -> Sampler:
-    """Parent-based: children follow their parent; roots pass the orphan filter."""
+def mesh_sampler(observed: Callable[[], bool] = lambda: True) -> Sampler:
+    """Parent-based: children follow their parent; roots pass the orphan filter and are
+    sampled only while something receives spans (`observed`)."""
     # The SDK's own reading of OTEL_TRACES_SAMPLER(_ARG) (what TracerProvider uses by default).
     configured = _get_from_env_or_default()
     root = configured._root if isinstance(configured, ParentBased) else configured
-    return ParentBased(root=OrphanClientSpanSampler(root))
+    return ParentBased(root=OrphanClientSpanSampler(root, observed))
+
+
+def _observed() -> bool:
+    """Whether the installed provider has a span processor (an exporter or a test's)."""
+    return _receivers > 0
 
 
 def setup_tracing(service: str, processor: SpanProcessor | None = None) -> TracerProvider | None:
@@ -292,13 +305,19 @@ def setup_tracing(service: str, processor: SpanProcessor | None = None) -> Trace
     _configured = True
     # W3C trace context only: what Envoy's OpenTelemetry tracer reads and writes.
     propagate.set_global_textmap(TraceContextTextMapPropagator())
-    provider = TracerProvider(resource=resource_for(service), sampler=mesh_sampler())
+    provider = TracerProvider(resource=resource_for(service), sampler=mesh_sampler(_observed))
     if otlp_enabled():
-        provider.add_span_processor(ScrubbingSpanProcessor(BatchSpanProcessor(span_exporter())))
+        _receive(provider, BatchSpanProcessor(span_exporter()))
     if processor is not None:
-        provider.add_span_processor(ScrubbingSpanProcessor(processor))
+        _receive(provider, processor)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def _receive(provider: TracerProvider, processor: SpanProcessor) -> None:
+    global _receivers
+    provider.add_span_processor(ScrubbingSpanProcessor(processor))
+    _receivers += 1
 
 
 def add_span_processor(processor: SpanProcessor) -> None:
@@ -308,7 +327,7 @@ def add_span_processor(processor: SpanProcessor) -> None:
         setup_tracing(os.environ.get("OTEL_SERVICE_NAME", "samhandling"))
         provider = trace.get_tracer_provider()
     if isinstance(provider, TracerProvider):
-        provider.add_span_processor(ScrubbingSpanProcessor(processor))
+        _receive(provider, processor)
 
 
 def flush(timeout_millis: int = 5000) -> None:

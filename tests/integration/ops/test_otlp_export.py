@@ -86,3 +86,32 @@ def test_a_request_or_job_span_still_starts_a_trace() -> None:
         "/samhandling.results.v1.ResultsService/Search",
         "DecideAccess",
     ]
+
+
+def test_nothing_is_recorded_while_no_processor_receives_spans() -> None:
+    receivers: list[InMemorySpanExporter] = []
+    provider = TracerProvider(sampler=mesh_sampler(observed=lambda: bool(receivers)))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("unseen", kind=SpanKind.SERVER) as span:
+        # Not recorded, but a trace id for log lines and error references all the same.
+        assert not span.is_recording()
+        assert span.get_span_context().is_valid
+    exported = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    receivers.append(exported)
+    with tracer.start_as_current_span("seen", kind=SpanKind.SERVER) as span:
+        assert span.is_recording()
+    assert [s.name for s in exported.get_finished_spans()] == ["seen"]
+
+
+def test_a_sampled_remote_parent_is_followed_even_when_unobserved() -> None:
+    from opentelemetry import trace
+    from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+    provider = TracerProvider(sampler=mesh_sampler(observed=lambda: False))
+    parent = SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    context = trace.set_span_in_context(NonRecordingSpan(parent))
+    span = provider.get_tracer("test").start_span("hop", context=context, kind=SpanKind.SERVER)
+    # The caller asked for this trace: its sampled flag goes on to the services called next.
+    assert span.get_span_context().trace_flags.sampled
+    span.end()
