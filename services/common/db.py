@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol, Self
 
 import sqlalchemy as sa
 from alembic import command
@@ -126,6 +126,22 @@ def migrate(service: str, engine: Engine, versions: Path) -> None:
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+class Transaction(Protocol):
+    """What a service layer sees of its unit of work besides the repositories: a fake in
+    unit tests and `UnitOfWork` below both satisfy it."""
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None: ...
+
+    def commit(self) -> None: ...
 
 
 class UnitOfWork:

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from types import TracebackType
 from typing import Protocol, Self
 
-from services.common.db import UnitOfWork
+from services.common.db import Transaction, UnitOfWork
 from services.masterdata.adapters.population import PopulationRepository
 from services.masterdata.adapters.repository import SqlRepository
 from services.masterdata.domain.model import (
@@ -91,23 +90,12 @@ class PopulationStore(Protocol):
     def load(self, families: Iterable[FamilyRecord]) -> int: ...
 
 
-class MasterDataUnitOfWork(Protocol):
+class MasterDataUnitOfWork(Transaction, Protocol):
     @property
     def masterdata(self) -> MasterDataRepository: ...
 
     @property
     def population(self) -> PopulationStore: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 class SqlUnitOfWork(UnitOfWork):

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from types import TracebackType
 from typing import Protocol, Self
 
-from services.common.db import UnitOfWork
+from services.common.db import Transaction, UnitOfWork
 from services.notifications.adapters.repository import SqlRepository
 from services.notifications.domain.model import (
     Event,
@@ -87,20 +86,9 @@ class NotificationsRepository(Protocol):
         """Forget matched events and finished notifications made before `cutoff`."""
 
 
-class NotificationsUnitOfWork(Protocol):
+class NotificationsUnitOfWork(Transaction, Protocol):
     @property
     def notifications(self) -> NotificationsRepository: ...
-
-    def __enter__(self) -> Self: ...
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None: ...
-
-    def commit(self) -> None: ...
 
 
 class SqlUnitOfWork(UnitOfWork):
