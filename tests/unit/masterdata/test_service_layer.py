@@ -9,8 +9,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 from collections.abc import Iterable, Sequence
-from types import TracebackType
-from typing import Self
 
 import pytest
 
@@ -30,6 +28,7 @@ from services.masterdata.domain.model import (
 from services.masterdata.domain.population import Family, FamilyRecord
 from services.masterdata.service_layer.changes import ChangeFeed, PractitionerCache
 from services.masterdata.service_layer.services import MasterData
+from tests.support.fake_unit_of_work import CopyOnCommitUnitOfWork
 
 pytestmark = pytest.mark.unit
 
@@ -146,30 +145,13 @@ class FakePopulation:
         return 0
 
 
-class FakeUnitOfWork:
-    """Changes go to a copy of the committed repository; commit() publishes the copy."""
+class FakeUnitOfWork(CopyOnCommitUnitOfWork["FakeRepository"]):
+    repository_attribute = "masterdata"
+    masterdata: FakeRepository
 
     def __init__(self, committed: FakeRepository) -> None:
-        self._committed = committed
-        self.masterdata = FakeRepository()
+        super().__init__(committed)
         self.population = FakePopulation()
-        self.commits = 0
-
-    def __enter__(self) -> Self:
-        self.masterdata = copy.deepcopy(self._committed)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.masterdata = copy.deepcopy(self._committed)  # rollback
-
-    def commit(self) -> None:
-        self._committed.__dict__.update(copy.deepcopy(self.masterdata.__dict__))
-        self.commits += 1
 
 
 class World:

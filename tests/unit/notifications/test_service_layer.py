@@ -9,14 +9,11 @@ fail closed), `$events`, streams, webhook delivery with backoff, parking and ret
 from __future__ import annotations
 
 import ast
-import copy
 import datetime as dt
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import TracebackType
-from typing import Self
 
 import pytest
 
@@ -39,6 +36,7 @@ from services.notifications.service_layer.services import (
     NotificationsService,
     WebhookPolicy,
 )
+from tests.support.fake_unit_of_work import CopyOnCommitUnitOfWork
 
 pytestmark = pytest.mark.unit
 
@@ -235,29 +233,9 @@ class FakeRepository:
         return len(old) + len(done)
 
 
-class FakeUnitOfWork:
-    """Changes go to a copy of the committed repository; commit() publishes the copy."""
-
-    def __init__(self, committed: FakeRepository) -> None:
-        self._committed = committed
-        self.notifications = FakeRepository()
-        self.commits = 0
-
-    def __enter__(self) -> Self:
-        self.notifications = copy.deepcopy(self._committed)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.notifications = copy.deepcopy(self._committed)  # rollback
-
-    def commit(self) -> None:
-        self._committed.__dict__.update(copy.deepcopy(self.notifications.__dict__))
-        self.commits += 1
+class FakeUnitOfWork(CopyOnCommitUnitOfWork["FakeRepository"]):
+    repository_attribute = "notifications"
+    notifications: FakeRepository
 
 
 class FakePeers:
