@@ -198,57 +198,29 @@ class CallPipeline(grpc.ServerInterceptor):
             validate_message(request_or_iterator)
             return request_or_iterator
 
-        def begin(context: grpc.ServicerContext) -> tuple[ServerSpan | None, Any, dict[str, str]]:
-            metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
-            if not tracing_enabled():
-                return None, context, metadata
-            span = ServerSpan(tracer, method, span_attributes, context, metadata)
-            return span, span.wrap(context), metadata
-
         def unary_response(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-            span, context, metadata = begin(context)
-            error: BaseException | None = None
-            started, failed = counts.begin(), True
-            try:
-                with _CallScope(self, method, context) as scope:
-                    try:
-                        reply = behaviour(
-                            prepare(request_or_iterator, context, scope, metadata), context
-                        )
-                    except Exception as exc:
-                        scope.abort(exc)  # raises
-                failed = False
-                return reply
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                counts.finish(started, context, failed)
-                if span is not None:
-                    span.end(error)
+            with (
+                _ObservedCall(tracer, method, span_attributes, counts, context) as call,
+                _CallScope(self, method, call.context) as scope,
+            ):
+                try:
+                    request = prepare(request_or_iterator, call.context, scope, call.metadata)
+                    return behaviour(request, call.context)
+                except Exception as exc:
+                    scope.abort(exc)  # raises
 
         def streaming(request_or_iterator: Any, context: grpc.ServicerContext) -> Iterator[Any]:
             # A generator: the span and the scope (principal, deadline) must live while
             # responses stream.
-            span, context, metadata = begin(context)
-            error: BaseException | None = None
-            started, failed = counts.begin(), True
-            try:
-                with _CallScope(self, method, context) as scope:
-                    try:
-                        yield from behaviour(
-                            prepare(request_or_iterator, context, scope, metadata), context
-                        )
-                    except Exception as exc:
-                        scope.abort(exc)  # raises
-                failed = False
-            except BaseException as exc:
-                error = exc
-                raise
-            finally:
-                counts.finish(started, context, failed)
-                if span is not None:
-                    span.end(error)
+            with (
+                _ObservedCall(tracer, method, span_attributes, counts, context) as call,
+                _CallScope(self, method, call.context) as scope,
+            ):
+                try:
+                    request = prepare(request_or_iterator, call.context, scope, call.metadata)
+                    yield from behaviour(request, call.context)
+                except Exception as exc:
+                    scope.abort(exc)  # raises
 
         return streaming if streaming_response else unary_response
 
@@ -291,6 +263,38 @@ class CallPipeline(grpc.ServerInterceptor):
         if peer is not None:
             fields["peer"] = peer
         log.info("rpc", extra=log_fields(**fields))
+
+
+class _ObservedCall:
+    """One call's SERVER span and metrics, whatever its shape: the span (when tracing is on)
+    wraps the servicer context, and both end with the call's outcome."""
+
+    __slots__ = ("context", "counts", "metadata", "span", "started")
+
+    def __init__(
+        self,
+        tracer: Any,
+        method: str,
+        span_attributes: Any,
+        counts: ServerCallMetrics,
+        context: grpc.ServicerContext,
+    ) -> None:
+        self.metadata = {k: v for k, v in context.invocation_metadata() if isinstance(v, str)}
+        self.span: ServerSpan | None = None
+        if tracing_enabled():
+            self.span = ServerSpan(tracer, method, span_attributes, context, self.metadata)
+            context = self.span.wrap(context)
+        self.context = context
+        self.counts = counts
+        self.started = counts.begin()
+
+    def __enter__(self) -> _ObservedCall:
+        return self
+
+    def __exit__(self, exc_type: object, exc: BaseException | None, tb: object) -> None:
+        self.counts.finish(self.started, self.context, exc is not None)
+        if self.span is not None:
+            self.span.end(exc)
 
 
 class _CallScope:
