@@ -16,8 +16,10 @@ ids were fresh:
 
 The leader is one of the callers, in its own thread (the "leader/follower" of LevelDB's
 write queue), not a writer thread: that would cost every call two thread hand-offs. Written
-here because SQLAlchemy has no group commit; the privacy log's writer is the other pattern
-(one writer thread) for work that must stay in one order.
+here because SQLAlchemy has no group commit. The privacy log's writer
+(services/privacy/service_layer/log_writer.py) is leader/follower too, but its own: its
+batch keeps one connection across batches, reconnects once, and fails one job without
+failing the batch, which `write`'s one-outcome-or-raise contract does not express.
 """
 
 from __future__ import annotations
@@ -27,13 +29,14 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
-from sqlalchemy.sql.compiler import SQLCompiler
+
+from services.common.driver_sql import DriverStatement, driver_transaction
 
 Item = TypeVar("Item")
 Outcome = TypeVar("Outcome")
@@ -178,9 +181,9 @@ class SqlSingleUseRecord:
     PostgreSQL commit does not wait for the WAL flush (visible to every replica at commit,
     but the last fraction of a second may be lost in a server crash; see replay.py).
 
-    The statement is compiled once per batch size and executed as driver SQL: compiled (or
-    its cache key built) per call it cost more than the transaction (bench/README.md, the
-    multi-values INSERT)."""
+    The statement is compiled once per batch size and run on the driver's cursor
+    (services/common/driver_sql.py): compiled (or its cache key built) per call it cost more
+    than the transaction (bench/README.md, the multi-values INSERT)."""
 
     def __init__(
         self,
@@ -203,19 +206,12 @@ class SqlSingleUseRecord:
         self._durable = durable
         self._next_sweep = 0.0
         self._sweep_lock = threading.Lock()
-        self._statements: dict[int, tuple[str, tuple[str, ...] | None]] = {}
-        self._sweep_sql = self._compile(
+        self._statements: dict[int, DriverStatement] = {}
+        self._sweep = DriverStatement(
             table.delete().where(table.c.expires_at < sa.bindparam("now"))
         )
 
-    def _compile(self, statement: sa.ClauseElement) -> tuple[str, tuple[str, ...] | None]:
-        """Driver SQL and, for a positional driver (SQLite), its parameter order."""
-        compiled = statement.compile(dialect=self._engine.dialect)
-        assert isinstance(compiled, SQLCompiler)
-        order = tuple(compiled.positiontup or ()) if compiled.positional else None
-        return str(compiled), order
-
-    def _statement(self, rows: int) -> tuple[str, tuple[str, ...] | None]:
+    def _statement(self, rows: int) -> DriverStatement:
         found = self._statements.get(rows)
         if found is None:
             table = self._table
@@ -236,7 +232,7 @@ class SqlSingleUseRecord:
                 set_={"expires_at": insert.excluded.expires_at},
                 where=table.c.expires_at < sa.bindparam("now"),
             ).returning(self._key)
-            found = self._statements[rows] = self._compile(statement)
+            found = self._statements[rows] = DriverStatement(statement)
         return found
 
     def _sweep_due(self, now: float) -> bool:
@@ -252,47 +248,18 @@ class SqlSingleUseRecord:
         for index, (key, expires_at) in enumerate(rows):
             params[f"key_{index}"] = key
             params[f"exp_{index}"] = expires_at
-        statements = []
-        if not self._durable and self._engine.dialect.name == "postgresql":
-            statements.append(("SET LOCAL synchronous_commit TO OFF", ()))
-        if self._sweep_due(now):
-            statements.append(_bound(self._sweep_sql, {"now": now}))
-        statements.append(_bound(self._statement(len(rows)), params))
-        # The DB-API connection straight from the pool (its checkout, pre-ping and events as
-        # usual): SQLAlchemy's execution layer around the one statement and its commit cost
-        # more than they do (~150 against ~65 µs CPU on SQLite, bench/README.md). Its error
-        # wrapping is kept, so a lost database is still UNAVAILABLE (db.database_error).
-        dialect = self._engine.dialect
-        connection = self._engine.raw_connection()
-        driver = connection.dbapi_connection  # not through the pool proxy's __getattr__
-        cursor = None
-        try:
-            assert driver is not None  # checked out: never None
-            cursor = driver.cursor()
-            for sql, bound in statements:
-                cursor.execute(sql, bound)
-            recorded = {row[0] for row in cursor.fetchall()}
-            driver.commit()
-        except dialect.loaded_dbapi.Error as exc:
-            lost = dialect.is_disconnect(exc, driver, cursor)
-            if lost:
-                connection.invalidate(exc)
-            raise sa.exc.DBAPIError.instance(
-                statements[-1][0],
-                None,
-                exc,
-                dialect.loaded_dbapi.Error,
-                hide_parameters=True,
-                connection_invalidated=lost,
-                dialect=dialect,
-            ) from exc
-        finally:
-            connection.close()  # back to the pool, rolled back there unless committed
+        insert = self._statement(len(rows))
+        # A pooled connection's own transaction on the driver: SQLAlchemy's execution layer
+        # around the one statement and its commit cost more than they do (~150 against
+        # ~65 µs CPU on SQLite, bench/README.md). Errors still leave as DBAPIError, so a lost
+        # database is UNAVAILABLE (db.database_error).
+        with driver_transaction(self._engine) as cursor:
+            if not self._durable and self._engine.dialect.name == "postgresql":
+                cursor.execute(_ASYNC_COMMIT)
+            if self._sweep_due(now):
+                cursor.execute(self._sweep, {"now": now})
+            recorded = {row[0] for row in cursor.execute(insert, params).fetchall()}
         return recorded  # committed: only now may a caller be told its id was fresh
 
 
-def _bound(
-    compiled: tuple[str, tuple[str, ...] | None], params: dict[str, object]
-) -> tuple[str, Any]:
-    sql, order = compiled
-    return sql, (tuple(params[name] for name in order) if order is not None else params)
+_ASYNC_COMMIT = DriverStatement("SET LOCAL synchronous_commit TO OFF")

@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from services.common.driver_sql import DriverStatement, driver_cursor
 from services.privacy.adapters import orm
 from services.privacy.domain.merkle import (
     CONTENT_FIELDS,
@@ -125,54 +126,6 @@ def active_settings(session: Session, patient_id: str) -> list[Setting]:
     return [_setting(r) for r in rows]
 
 
-class _OnDriver:
-    """A Core statement compiled once per dialect and run on the DBAPI cursor of the
-    session's connection, for the few statements the read path runs per request or per
-    log batch (#15): SQLAlchemy's execution layer (cache key, parameter processing, the
-    result wrapper, the OpenTelemetry span) cost several times the query itself. Only for
-    statements whose parameters and results need no type processing (ints, strings,
-    booleans, bytes), so the driver's own values are the right ones."""
-
-    def __init__(self, statement: sa.ClauseElement) -> None:
-        self.statement = statement
-        self._compiled: dict[str, Any] = {}
-
-    def _prepare(self, session: Session) -> tuple[Any, Any]:
-        connection = session.connection()
-        dialect = connection.dialect
-        compiled = self._compiled.get(dialect.name)
-        if compiled is None:
-            compiled = self._compiled[dialect.name] = self.statement.compile(dialect=dialect)
-        raw = connection.connection.dbapi_connection
-        assert raw is not None
-        return compiled, raw
-
-    @staticmethod
-    def _args(compiled: Any, params: Mapping[str, Any]) -> Any:
-        values = compiled.construct_params(params)
-        if compiled.positional:
-            return tuple(values[name] for name in compiled.positiontup)
-        return values
-
-    def first(self, session: Session, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        compiled, raw = self._prepare(session)
-        cursor = raw.cursor()
-        try:
-            cursor.execute(compiled.string, self._args(compiled, params))
-            row: tuple[Any, ...] | None = cursor.fetchone()
-            return row
-        finally:
-            cursor.close()
-
-    def execute_many(self, session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
-        compiled, raw = self._prepare(session)
-        cursor = raw.cursor()
-        try:
-            cursor.executemany(compiled.string, [self._args(compiled, r) for r in rows])
-        finally:
-            cursor.close()
-
-
 def _settings_changed_statement() -> sa.Select[Any]:
     t = orm.settings
     since: sa.BindParameter[int] = sa.bindparam("since_us", type_=sa.BigInteger)
@@ -191,9 +144,10 @@ def _settings_changed_statement() -> sa.Select[Any]:
     )
 
 
-# Built once: it runs on every access recorded under a reused decision (#15 read path), where
-# building the statement and its cache key cost more Python time than the query itself.
-_SETTINGS_CHANGED = _OnDriver(_settings_changed_statement())
+# Built once and run on the driver's cursor (services/common/driver_sql.py): it runs on every
+# access recorded under a reused decision (#15 read path), where building the statement and
+# SQLAlchemy's execution layer cost more Python time than the query itself.
+_SETTINGS_CHANGED = DriverStatement(_settings_changed_statement())
 
 
 def settings_changed_since(session: Session, patient_id: str, since_us: int, now_us: int) -> bool:
@@ -201,7 +155,8 @@ def settings_changed_since(session: Session, patient_id: str, since_us: int, now
     `since_us`, or started or ended in [since_us, now_us]: what makes a decision made at
     `since_us` stale (one indexed query on the patient's few settings)."""
     params = {"patient_id": patient_id, "since_us": since_us, "now_us": now_us}
-    return _SETTINGS_CHANGED.first(session, params) is not None
+    with driver_cursor(session) as cursor:
+        return cursor.execute(_SETTINGS_CHANGED, params).fetchone() is not None
 
 
 def active_settings_many(session: Session, patient_ids: Sequence[str]) -> dict[str, list[Setting]]:
@@ -304,7 +259,7 @@ NODE_STRIDE = 4
 
 # One advisory-lock key for "appending to the privacy access log" (PostgreSQL):
 # 0x5A4D0001, written out in the statement (no parameters: a simple query may hold two).
-_LOCK_AND_SIZE = (
+_LOCK_AND_SIZE = DriverStatement(
     "SELECT pg_advisory_xact_lock(1514995713); SELECT coalesce(max(seq), 0) FROM privacy_access_log"
 )
 
@@ -383,21 +338,19 @@ def lock_log_and_size(session: Session) -> int:
     second with its own snapshot (READ COMMITTED), taken once the first holds the lock.
     SQLite: `begin_append` opened the transaction with BEGIN IMMEDIATE, which holds the
     database's write lock already."""
-    if session.get_bind().dialect.name != "postgresql":
-        row = _LOG_SIZE_ON_DRIVER.first(session, {})
-        return int(row[0] or 0) if row is not None else 0
-    raw = session.connection().connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cursor:  # type: ignore[attr-defined]
-        cursor.execute(_LOCK_AND_SIZE)
-        cursor.nextset()
+    with driver_cursor(session) as cursor:
+        if cursor.dialect.name != "postgresql":
+            row = cursor.execute(_LOG_SIZE_ON_DRIVER).fetchone()
+            return int(row[0] or 0) if row is not None else 0
+        cursor.execute(_LOCK_AND_SIZE).raw.nextset()
         row = cursor.fetchone()
+    assert row is not None
     return int(row[0])
 
 
 # Built once: every batch of the log writer reads the size (SQLite).
 _LOG_SIZE = sa.select(sa.func.max(orm.access_log.c.seq))
-_LOG_SIZE_ON_DRIVER = _OnDriver(_LOG_SIZE)
+_LOG_SIZE_ON_DRIVER = DriverStatement(_LOG_SIZE)
 
 
 def log_size(session: Session) -> int:
@@ -410,7 +363,7 @@ _INSERT_NODES = sa.insert(orm.tree_nodes)
 
 _LOG_COLUMNS = [c.name for c in orm.access_log.columns]
 # SQLite: compiled without values, an INSERT names every column (the rows carry them all).
-_INSERT_LOG_ON_DRIVER = _OnDriver(sa.insert(orm.access_log))
+_INSERT_LOG_ON_DRIVER = DriverStatement(sa.insert(orm.access_log))
 
 
 def _full_row(row: Mapping[str, Any]) -> dict[str, Any]:
@@ -424,7 +377,8 @@ def insert_leaves(
     if connection.dialect.name == "postgresql":
         _copy_rows(session, rows)
     else:
-        _INSERT_LOG_ON_DRIVER.execute_many(session, [_full_row(r) for r in rows])
+        with driver_cursor(session) as cursor:
+            cursor.executemany(_INSERT_LOG_ON_DRIVER, [_full_row(r) for r in rows])
     if nodes:
         connection.execute(
             _INSERT_NODES, [{"level": lv, "idx": i, "hash": h} for (lv, i), h in nodes.items()]
@@ -435,13 +389,11 @@ def _copy_rows(session: Session, rows: Sequence[Mapping[str, Any]]) -> None:
     """PostgreSQL: COPY in the session's transaction. psycopg's executemany sends one
     prepared statement per row and a multi-row INSERT costs SQLAlchemy a compilation per
     batch; COPY is several times cheaper per entry (bench/README.md, log_append)."""
-    raw = session.connection().connection.dbapi_connection
-    assert raw is not None
-    with raw.cursor() as cursor:  # type: ignore[attr-defined]
-        columns = ", ".join(_LOG_COLUMNS)
-        with cursor.copy(f"COPY privacy_access_log ({columns}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row([row.get(c, False if c == "pruned" else None) for c in _LOG_COLUMNS])
+    columns = ", ".join(_LOG_COLUMNS)
+    sql = f"COPY privacy_access_log ({columns}) FROM STDIN"
+    with driver_cursor(session) as cursor, cursor.span(sql), cursor.raw.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([row.get(c, False if c == "pruned" else None) for c in _LOG_COLUMNS])
 
 
 def stored_hashes(session: Session, level: int, start: int, end: int) -> list[bytes]:

@@ -19,6 +19,12 @@ single write lock) before anything is read. No row is locked per entry.
 Each batch computes the leaves' hashes and the tree nodes it completes. When due (every
 `head_every` entries, or on request) the batch also signs a tree head in the same
 transaction; after the commit the head goes to every witness outside the database.
+
+services/common/group_commit.py's `GroupCommit` is the same leader/follower for single-use
+ids; this one stays its own because a job fails alone inside a committed batch, a sign_head
+job has no work, the batch keeps one connection across batches (reconnecting once), and
+`close()` waits for the batch being written: on `GroupCommit` (one outcome per item or
+raise) that needs outcome wrappers and a "writing" hook, no simpler than this.
 """
 
 from __future__ import annotations

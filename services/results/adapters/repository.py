@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from samhandling.results.v1 import results_service_pb2 as pb
 from sqlalchemy.orm import Session
 
+from services.common.driver_sql import DriverStatement, driver_cursor
 from services.results.adapters.orm import ingest_requests, observations, result_versions, results
 from services.results.domain import codes
 from services.results.domain.model import Visibility, to_naive_utc
@@ -206,6 +207,24 @@ def _search_statements(
     if found is None:
         found = _SEARCH_STATEMENTS[shape] = _build_search(shape)
     return found
+
+
+def _search_on_driver(
+    shape: SearchShape,
+) -> tuple[DriverStatement, DriverStatement, DriverStatement]:
+    """The shape's (page, page with the total, count) for the driver's cursor."""
+    found = _SEARCH_ON_DRIVER.get(shape)
+    if found is None:
+        page, with_total, count = _search_statements(shape)
+        found = _SEARCH_ON_DRIVER[shape] = (
+            DriverStatement(page),
+            DriverStatement(with_total),
+            DriverStatement(count),
+        )
+    return found
+
+
+_SEARCH_ON_DRIVER: dict[SearchShape, tuple[DriverStatement, DriverStatement, DriverStatement]] = {}
 
 
 class ResultRepository:
@@ -408,21 +427,23 @@ class ResultRepository:
         count: bool = True,
     ) -> tuple[list[pb.Result], int]:
         """One page, newest effective time first, plus the total of visible matches."""
-        page, with_total, counting = _search_statements(_search_shape(f, v, after))
+        page, with_total, counting = _search_on_driver(_search_shape(f, v, after))
         params = _search_params(f, v, after, limit)
-        # Core on the session's connection: the statements are plain selects, so the ORM's
-        # execution layer has nothing to add.
-        connection = self.session.connection()
-        rows = connection.execute(with_total if count else page, params).all()
-        if not count:
-            total = 0
-        elif rows:
-            total = int(rows[0][3])
-        elif after is None:
-            total = 0
-        else:  # a later page past the end: no row to carry the total
-            del params["limit"]
-            total = int(connection.execute(counting, params).scalar_one())
+        # On the driver's cursor (services/common/driver_sql.py): SQLAlchemy's execution layer
+        # cost more than the query (bench/README.md, "Driver statements"). Only the
+        # payload (bytes) and the total (an integer) are read, which need no result types.
+        with driver_cursor(self.session) as cursor:
+            rows = cursor.execute(with_total if count else page, params).fetchall()
+            if not count:
+                total = 0
+            elif rows:
+                total = int(rows[0][3])
+            elif after is None:
+                total = 0
+            else:  # a later page past the end: no row to carry the total
+                del params["limit"]
+                found = cursor.execute(counting, params).fetchone()
+                total = int(found[0]) if found is not None else 0
         return [pb.Result.FromString(row[0]) for row in rows], total
 
     def series(

@@ -1,20 +1,24 @@
 """The reused decision's "still holds" check (repository.settings_changed_since), run on the
-driver's cursor with its statement compiled once per dialect: every branch, both databases."""
+driver's cursor with its statement compiled once per dialect: every branch, both databases,
+and a lost database."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from services.common.db import migrate
+from services.common.db import database_error, make_engine, migrate
+from services.common.errors import Unavailable
 from services.privacy.adapters import orm
 from services.privacy.adapters import repository as repo
 from services.privacy.bootstrap import VERSIONS
+from tests.conftest import new_database
 
 pytestmark = pytest.mark.integration
 
@@ -69,3 +73,25 @@ def test_settings_changed_since(
         assert repo.settings_changed_since(session, PATIENT, SINCE, NOW) is changed
         # Twice: the second run reuses the statement compiled for this dialect.
         assert repo.settings_changed_since(session, PATIENT, SINCE, NOW) is changed
+
+
+def test_a_lost_database_is_unavailable(tmp_path: Path) -> None:
+    """PostgreSQL terminates the session's backend: the check fails as SQLAlchemy's error
+    for a lost connection (UNAVAILABLE to the caller, the connection invalidated), not as
+    the driver's own exception (an INTERNAL)."""
+    url, schema = new_database("postgresql", tmp_path, "privacy_lost")
+    engine = make_engine(url, schema, pool_size=1, max_overflow=0, pool_pre_ping=False)
+    admin = make_engine(url)
+    try:
+        migrate("privacy", engine, VERSIONS)
+        with Session(engine) as session:
+            pid = session.execute(sa.text("SELECT pg_backend_pid()")).scalar_one()
+            with admin.begin() as conn:
+                conn.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            with pytest.raises(sa.exc.DBAPIError) as lost:
+                repo.settings_changed_since(session, PATIENT, SINCE, NOW)
+        assert lost.value.connection_invalidated
+        assert isinstance(database_error(lost.value), Unavailable)
+    finally:
+        engine.dispose()
+        admin.dispose()
