@@ -295,10 +295,15 @@ def driver_transaction(engine: Engine) -> Iterator[DriverCursor]:
     as usual), in its own transaction: committed when the block ends, rolled back (by the
     pool) if it raises. Only after this returns is anything the block wrote durable."""
     dialect = engine.dialect
-    pooled: PoolProxiedConnection = engine.raw_connection()
+    cursor = DriverCursor(None, dialect, _span_info(engine))
+    try:
+        pooled: PoolProxiedConnection = engine.raw_connection()
+    except dialect.loaded_dbapi.Error as exc:
+        # The pool passes the driver's own error on when it cannot connect (a server
+        # shutting down): wrapped, so it is a lost database (UNAVAILABLE) like the rest.
+        raise _wrapped(exc, cursor, lost=False) from exc
     raw = pooled.dbapi_connection  # not through the pool proxy's __getattr__
     assert raw is not None  # checked out: never None
-    cursor = DriverCursor(None, dialect, _span_info(engine))
     try:
         cursor.raw = raw.cursor()
         yield cursor

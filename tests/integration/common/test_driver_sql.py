@@ -180,6 +180,18 @@ def test_a_lost_connection_is_invalidated_and_unavailable(tmp_path: Path) -> Non
         admin.dispose()
 
 
+def test_a_database_that_refuses_connections_is_unavailable() -> None:
+    """The pool hands on the driver's own error when it cannot connect at all (a server
+    shutting down or gone): that too is a lost database, not an INTERNAL error."""
+    engine = make_engine("postgresql://postgres@127.0.0.1:1/test")
+    try:
+        with pytest.raises(sa.exc.DBAPIError) as refused, driver_transaction(engine) as cursor:
+            cursor.execute(DriverStatement(sa.select(sa.literal(1))))
+        assert isinstance(database_error(refused.value), Unavailable)
+    finally:
+        engine.dispose()
+
+
 def _sql_spans(exporter: InMemorySpanExporter) -> list[ReadableSpan]:
     return [
         s for s in exporter.get_finished_spans() if s.attributes and "db.system" in s.attributes
