@@ -30,7 +30,7 @@ once, keeping what operators and callers rely on from SQLAlchemy:
 from __future__ import annotations
 
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from typing import Any
 
@@ -277,16 +277,8 @@ def driver_cursor(bind: Connection | Session) -> Iterator[DriverCursor]:
     assert raw is not None  # checked out: never None
     dialect = connection.dialect
     cursor = DriverCursor(None, dialect, _span_info(connection.engine))
-    try:
-        cursor.raw = raw.cursor()
+    with _driver_errors(raw, cursor, connection.invalidate):
         yield cursor
-    except dialect.loaded_dbapi.Error as exc:
-        lost = dialect.is_disconnect(exc, raw, cursor.raw)
-        if lost:
-            connection.invalidate(exc)
-        raise _wrapped(exc, cursor, lost) from exc
-    finally:
-        _close_quietly(cursor.raw)
 
 
 @contextmanager
@@ -305,17 +297,31 @@ def driver_transaction(engine: Engine) -> Iterator[DriverCursor]:
     raw = pooled.dbapi_connection  # not through the pool proxy's __getattr__
     assert raw is not None  # checked out: never None
     try:
+        with _driver_errors(raw, cursor, pooled.invalidate):
+            yield cursor
+            raw.commit()
+    finally:
+        pooled.close()  # back to the pool, rolled back there unless committed
+
+
+@contextmanager
+def _driver_errors(
+    raw: Any, cursor: DriverCursor, invalidate: Callable[[BaseException], None]
+) -> Iterator[None]:
+    """Opens the cursor's DB-API cursor for the block and closes it after; the block's
+    driver errors leave as DBAPIError, a disconnect invalidating the connection first (as
+    SQLAlchemy does), so the pool drops it."""
+    dialect = cursor.dialect
+    try:
         cursor.raw = raw.cursor()
-        yield cursor
-        raw.commit()
+        yield
     except dialect.loaded_dbapi.Error as exc:
         lost = dialect.is_disconnect(exc, raw, cursor.raw)
         if lost:
-            pooled.invalidate(exc)
+            invalidate(exc)
         raise _wrapped(exc, cursor, lost) from exc
     finally:
         _close_quietly(cursor.raw)
-        pooled.close()  # back to the pool, rolled back there unless committed
 
 
 def _wrapped(exc: BaseException, cursor: DriverCursor, lost: bool) -> BaseException:
