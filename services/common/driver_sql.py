@@ -203,18 +203,11 @@ class DriverCursor:
             sql, bound = statement.statement, None
         else:
             sql, bound = statement.compiled(self.dialect).bind(params or {})
-        span = self._start(sql)
-        try:
+        with self.span(sql):
             if bound is None:
                 self.raw.execute(sql)
             else:
                 self.raw.execute(sql, bound)
-        except Exception as exc:
-            _failed(span, exc)
-            raise
-        finally:
-            if span is not None:
-                span.end()
         return self
 
     def executemany(self, statement: DriverStatement, rows: Sequence[Mapping[str, Any]]) -> None:
